@@ -1,0 +1,116 @@
+"""The ``kdalib`` command line: argument parsing only.
+
+Every subcommand's work lives in the package that owns it; handlers are named by
+dotted path and imported only when that subcommand runs, so ``kdalib verify`` never
+imports torch. Each handler takes the parsed ``argparse.Namespace`` and returns an
+exit status: 0 clean, 1 findings, 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kdalib import __version__
+
+
+def _handler(parser: argparse.ArgumentParser, target: str) -> None:
+    parser.set_defaults(_handler=target)
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check sources.yaml against the archived snapshots")
+    p.add_argument("--sources", default="sources.yaml", help="the checklist file (default: %(default)s)")
+    p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or .snapshots/)")
+    p.add_argument("--strict", action="store_true", help="a missing snapshot is an error, not a warning")
+    p.add_argument("--online", action="store_true", help="also fetch each source and report drift")
+    p.add_argument("--json", metavar="FILE", help="write the findings and the summary as JSON")
+    p.add_argument("--root", default=".", help="book root whose notes/ and notebooks/ are linted (default: %(default)s)")
+    _handler(p, "kdalib.sources.commands:cmd_verify")
+
+
+def _add_sources(sub) -> None:
+    p = sub.add_parser("sources", help="maintain the source checklist")
+    p.add_argument("--sources", default="sources.yaml", help="the checklist file (default: %(default)s)")
+    p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or .snapshots/)")
+    ssub = p.add_subparsers(dest="sources_command", required=True, metavar="COMMAND")
+
+    f = ssub.add_parser("fetch", help="download version_url of sources into the snapshot store")
+    f.add_argument("ids", nargs="*", metavar="ID", help="source ids (default: every source)")
+    f.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)  # tests only
+    _handler(f, "kdalib.sources.commands:cmd_fetch")
+
+    c = ssub.add_parser("check-links", help="check every url and record link.checked/status")
+    c.add_argument("--write", action="store_true", help="update sources.yaml in place (comments kept)")
+    c.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)
+    _handler(c, "kdalib.sources.commands:cmd_check_links")
+
+    a = ssub.add_parser("add", help="scaffold a source entry from a URL and a snapshot file")
+    a.add_argument("url")
+    a.add_argument("--snapshot", required=True, metavar="FILE", help="text file holding the source's content")
+    a.add_argument("--id", dest="source_id", help="source id (default: derived from the URL)")
+    a.add_argument("--title")
+    a.add_argument("--publisher")
+    a.add_argument("--kind", default="docs")
+    _handler(a, "kdalib.sources.commands:cmd_add")
+
+    q = ssub.add_parser("quote", help="find text in a source's snapshot and print the exact span")
+    q.add_argument("source_id", metavar="ID")
+    q.add_argument("text")
+    _handler(q, "kdalib.sources.commands:cmd_quote")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="time the KDA operators side by side; prints a table, writes JSON")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--suite", default="default", help="which rows to run (see --list)")
+    p.add_argument("--list", action="store_true", help="list the suites and exit")
+    p.add_argument("--json", metavar="FILE", default=None, help="where to write results (default: bench-<device>.json)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per row (best is reported)")
+    p.add_argument("--fla-path", default=None, help="flash-linear-attention source tree or wheel to compare against")
+    _handler(p, "kdalib.ops.bench:cmd_bench")
+
+
+def _add_repro(sub) -> None:
+    p = sub.add_parser("repro", help="execute notebooks and record their results with provenance")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="notebooks to run (default: all in notebooks/)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--profile", default="smoke", choices=["smoke", "full"])
+    p.add_argument("--out", default=None, help="results folder (default: notebooks/results/<device>/)")
+    p.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    _handler(p, "kdalib.repro:cmd_repro")
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="print the environment: Python, torch, device, kdalib")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _handler(p, "kdalib.environment:cmd_info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdalib", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kdalib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_verify, _add_sources, _add_bench, _add_repro, _add_info):
+        add(sub)
+    return parser
+
+
+def _resolve(target: str):
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_resolve(args._handler)(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
