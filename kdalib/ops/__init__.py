@@ -1,0 +1,15 @@
+"""Kimi Delta Attention operators.
+
+* :func:`naive_recurrent_kda`: the token loop, the float64 oracle.
+* :func:`kda_gate`: the forget gate, softplus or lower-bound form.
+* :func:`validate_kda_inputs`: the shared argument checks.
+
+Shapes follow flash-linear-attention: q, k ``[B, T, H, K]``; v ``[B, T, HV, V]``;
+g ``[B, T, HV, K]``; beta ``[B, T, HV]``; state ``[N, HV, K, V]``.
+"""
+
+from kdalib.ops._validate import KDAShapes, validate_kda_inputs
+from kdalib.ops.gate import kda_gate
+from kdalib.ops.naive import naive_recurrent_kda
+
+__all__ = ["KDAShapes", "kda_gate", "naive_recurrent_kda", "validate_kda_inputs"]

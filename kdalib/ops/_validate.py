@@ -1,0 +1,178 @@
+"""Input checks shared by every KDA operator.
+
+One function, :func:`validate_kda_inputs`, checks the whole argument set of
+``naive_recurrent_kda``, ``chunk_kda``, ``fused_recurrent_kda`` and ``kda`` and
+returns the problem sizes. Every failure is a ``ValueError`` that names the
+argument and the shape or dtype that was expected, because silently broadcasting
+a wrong shape in a recurrence produces plausible-looking garbage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+VALID_CHUNK_SIZES = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class KDAShapes:
+    """Sizes of one validated KDA call.
+
+    Attributes:
+        batch: B, the leading dimension of every input.
+        tokens: T, tokens per batch row (the packed length when ``cu_seqlens`` is given).
+        heads: H, query/key heads.
+        value_heads: HV, value heads (a multiple of H).
+        key_dim: K, query/key head dimension.
+        value_dim: V, value head dimension.
+        num_sequences: N, sequences (B, or ``len(cu_seqlens) - 1`` when packed).
+    """
+
+    batch: int
+    tokens: int
+    heads: int
+    value_heads: int
+    key_dim: int
+    value_dim: int
+    num_sequences: int
+
+    @property
+    def group_size(self) -> int:
+        """G = HV / H: value heads that share one query/key head."""
+        return self.value_heads // self.heads
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_floating(name: str, tensor: torch.Tensor) -> None:
+    _expect(isinstance(tensor, torch.Tensor), f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+    _expect(
+        tensor.is_floating_point(),
+        f"{name}: expected a floating-point tensor (float16, bfloat16, float32 or float64), got {tensor.dtype}",
+    )
+
+
+def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], labels: str) -> None:
+    _expect(
+        tuple(tensor.shape) == expected,
+        f"{name}: expected shape {labels} = {list(expected)}, got {list(tensor.shape)}",
+    )
+
+
+def validate_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, tokens: int) -> int:
+    """Checks packed-sequence offsets and returns the number of sequences N.
+
+    Args:
+        cu_seqlens: ``[N + 1]`` integer offsets, starting at 0, strictly increasing, ending at T.
+        batch: B of the inputs; packed input must have B == 1.
+        tokens: T of the inputs.
+
+    Returns:
+        N, the number of packed sequences.
+
+    Raises:
+        ValueError: naming ``cu_seqlens`` and what was expected.
+    """
+    _expect(isinstance(cu_seqlens, torch.Tensor), "cu_seqlens: expected a 1-D integer torch.Tensor [N + 1]")
+    _expect(
+        not cu_seqlens.is_floating_point() and not cu_seqlens.is_complex() and cu_seqlens.dtype != torch.bool,
+        f"cu_seqlens: expected an integer tensor (int32 or int64), got {cu_seqlens.dtype}",
+    )
+    _expect(cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2,
+            f"cu_seqlens: expected shape [N + 1] with N >= 1, got {list(cu_seqlens.shape)}")
+    _expect(batch == 1, f"cu_seqlens: packed sequences need batch size B = 1, got B = {batch}")
+    offsets = cu_seqlens.tolist()
+    _expect(offsets[0] == 0, f"cu_seqlens: expected to start at 0, got {offsets[0]}")
+    _expect(offsets[-1] == tokens, f"cu_seqlens: expected to end at T = {tokens}, got {offsets[-1]}")
+    _expect(all(b > a for a, b in zip(offsets, offsets[1:])),
+            f"cu_seqlens: expected strictly increasing offsets, got {offsets}")
+    return len(offsets) - 1
+
+
+def validate_kda_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> KDAShapes:
+    """Checks the arguments of a KDA operator and returns its sizes.
+
+    Args:
+        q: ``[B, T, H, K]`` queries.
+        k: ``[B, T, H, K]`` keys.
+        v: ``[B, T, HV, V]`` values, HV a multiple of H.
+        g: ``[B, T, HV, K]`` log-space decay (``<= 0`` in a real model; not enforced).
+        beta: ``[B, T, HV]`` delta-rule step sizes.
+        scale: query scale; must be a finite number when given.
+        initial_state: ``[N, HV, K, V]`` floating state, N = B or the number of packed sequences.
+        cu_seqlens: ``[N + 1]`` integer offsets of packed sequences (B must be 1).
+        chunk_size: chunk length for the chunked form; one of 16, 32, 64.
+
+    Returns:
+        The validated :class:`KDAShapes`.
+
+    Raises:
+        ValueError: naming the offending argument and the expected shape or dtype.
+    """
+    for name, tensor in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta)):
+        _check_floating(name, tensor)
+    _expect(q.dim() == 4, f"q: expected shape [B, T, H, K], got {list(q.shape)}")
+    batch, tokens, heads, key_dim = q.shape
+    _expect(v.dim() == 4, f"v: expected shape [B, T, HV, V], got {list(v.shape)}")
+    _expect(tokens > 0 and heads > 0 and key_dim > 0,
+            f"q: expected T, H and K to be positive in [B, T, H, K], got {list(q.shape)}")
+    value_heads, value_dim = v.shape[2], v.shape[3]
+    _check_shape("k", k, (batch, tokens, heads, key_dim), "[B, T, H, K]")
+    _check_shape("v", v, (batch, tokens, value_heads, value_dim), "[B, T, HV, V]")
+    _expect(value_heads > 0 and value_heads % heads == 0,
+            f"v: expected HV (dim 2) to be a positive multiple of H = {heads}, got HV = {value_heads}")
+    _check_shape("g", g, (batch, tokens, value_heads, key_dim), "[B, T, HV, K]")
+    _check_shape("beta", beta, (batch, tokens, value_heads), "[B, T, HV]")
+    devices = {t.device for t in (q, k, v, g, beta)}
+    _expect(len(devices) == 1, f"q, k, v, g, beta: expected one device, got {sorted(map(str, devices))}")
+
+    num_sequences = batch
+    if cu_seqlens is not None:
+        num_sequences = validate_cu_seqlens(cu_seqlens, batch, tokens)
+    if initial_state is not None:
+        _check_floating("initial_state", initial_state)
+        _check_shape("initial_state", initial_state, (num_sequences, value_heads, key_dim, value_dim),
+                     "[N, HV, K, V]")
+        _expect(initial_state.device == q.device,
+                f"initial_state: expected device {q.device}, got {initial_state.device}")
+    if scale is not None:
+        _expect(isinstance(scale, (int, float)) and not isinstance(scale, bool) and float(scale) == float(scale)
+                and abs(float(scale)) != float("inf"),
+                f"scale: expected a finite number, got {scale!r}")
+    if chunk_size is not None:
+        _expect(chunk_size in VALID_CHUNK_SIZES and not isinstance(chunk_size, bool),
+                f"chunk_size: expected one of {VALID_CHUNK_SIZES}, got {chunk_size!r}")
+    return KDAShapes(batch, tokens, heads, value_heads, key_dim, value_dim, num_sequences)
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype KDA state arithmetic runs in: float64 if any input is float64, else float32."""
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x / sqrt(sum(x**2) + eps)`` over the last dimension (the in-kernel q/k normalisation)."""
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
+
+
+def sequence_bounds(shapes: KDAShapes, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int, int]]:
+    """``(batch_row, start, end)`` for each of the N sequences, in state order."""
+    if cu_seqlens is None:
+        return [(b, 0, shapes.tokens) for b in range(shapes.batch)]
+    offsets = cu_seqlens.tolist()
+    return [(0, start, end) for start, end in zip(offsets, offsets[1:])]

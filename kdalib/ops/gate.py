@@ -1,0 +1,61 @@
+"""The KDA forget gate: from a raw projection to the log-space decay ``g``.
+
+Two forms (KDA.md §2), both computed in float32 (float64 when given float64):
+
+* softplus form (Kimi-Linear-48B-A3B): ``g = -exp(A_log) * softplus(g_raw + dt_bias)``,
+  unbounded below; real checkpoints reach ``|g|`` around 1e3 per token.
+* lower-bound form: ``g = L * sigmoid(exp(A_log) * (g_raw + dt_bias))`` with ``L < 0``
+  (e.g. -5), so every token's decay lies in ``(L, 0)``. This is a different
+  function, not a clamp of the softplus form.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _gate_dtype(g_raw: torch.Tensor) -> torch.dtype:
+    return torch.float64 if g_raw.dtype == torch.float64 else torch.float32
+
+
+def kda_gate(
+    g_raw: torch.Tensor,
+    A_log: torch.Tensor,
+    dt_bias: torch.Tensor | None = None,
+    lower_bound: float | None = None,
+) -> torch.Tensor:
+    """Computes the per-channel log decay ``g`` of KDA.
+
+    Args:
+        g_raw: ``[..., HV, K]`` raw gate projection (``W_f x``).
+        A_log: ``[HV]`` per-head log rate.
+        dt_bias: ``[HV * K]`` or ``[HV, K]`` per-channel bias, or None.
+        lower_bound: None for the softplus form; a negative number L for the
+            lower-bound form ``L * sigmoid(...)``.
+
+    Returns:
+        ``[..., HV, K]`` log decay ``g <= 0``, float32 (float64 for float64 ``g_raw``).
+
+    Raises:
+        ValueError: if a shape does not match or ``lower_bound`` is not negative.
+    """
+    if not isinstance(g_raw, torch.Tensor) or not g_raw.is_floating_point() or g_raw.dim() < 2:
+        raise ValueError("g_raw: expected a floating tensor of shape [..., HV, K]")
+    heads, key_dim = g_raw.shape[-2:]
+    if not isinstance(A_log, torch.Tensor) or tuple(A_log.shape) != (heads,):
+        shape = list(A_log.shape) if isinstance(A_log, torch.Tensor) else type(A_log).__name__
+        raise ValueError(f"A_log: expected shape [HV] = [{heads}], got {shape}")
+    dtype = _gate_dtype(g_raw)
+    x = g_raw.to(dtype)
+    if dt_bias is not None:
+        if not isinstance(dt_bias, torch.Tensor) or dt_bias.numel() != heads * key_dim or dt_bias.dim() > 2:
+            shape = list(dt_bias.shape) if isinstance(dt_bias, torch.Tensor) else type(dt_bias).__name__
+            raise ValueError(f"dt_bias: expected shape [HV * K] = [{heads * key_dim}] or [HV, K], got {shape}")
+        x = x + dt_bias.to(dtype).reshape(heads, key_dim)
+    rate = A_log.to(dtype).exp().unsqueeze(-1)
+    if lower_bound is None:
+        return -rate * F.softplus(x)
+    if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool) or not lower_bound < 0:
+        raise ValueError(f"lower_bound: expected a negative number, got {lower_bound!r}")
+    return lower_bound * torch.sigmoid(rate * x)
