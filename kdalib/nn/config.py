@@ -1,0 +1,265 @@
+"""Architecture description of Kimi Linear models and their decode-time cache sizes.
+
+`KimiLinearConfig` is a frozen record of the figures that decide how much memory a
+sequence costs at decode time: which layers are KDA (constant-size fp32 state plus
+short-convolution caches) and which are MLA (a latent KV cache that grows with every
+token). `KIMI_LINEAR_48B_A3B` holds the figures of the released Kimi-Linear-48B-A3B
+checkpoints, taken from the defaults of transformers' `KimiLinearConfig` (5.x) and the
+published `config.json` (whose `linear_attn_config` lists the 1-based layer indices).
+
+Fields whose value a reader of the book sees carry a `claim` id in their metadata
+(`claim_ids()` lists them); the book binds those ids to quotes in `sources.yaml`.
+Of the archived snapshots, the tech report states the head dimension (128), the 3:1
+ratio, the experts (8 of 256 active, one shared), 48B total / 3B active, and the readme
+the 1M context; hidden size, depth, head counts and the MLA layer numbers come from the
+checkpoint's config.json, which is not archived, so those claims stay `unverified`
+until a snapshot of it exists.
+
+Example:
+    >>> from kdalib.nn.config import KIMI_LINEAR_48B_A3B as cfg
+    >>> cfg.kda_layer_numbers[:4]
+    (1, 2, 3, 5)
+    >>> cfg.kda_state_bytes_per_layer() // 2**20   # fp32 state: 32 x 128 x 128 x 4 B
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Union
+
+import torch
+
+DTypeLike = Union[torch.dtype, str]
+
+_DTYPE_NAMES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float64": torch.float64,
+    "fp8": torch.float8_e4m3fn,
+    "float8_e4m3fn": torch.float8_e4m3fn,
+}
+
+
+def dtype_bytes(dtype: DTypeLike) -> int:
+    """Bytes per element of `dtype`.
+
+    Args:
+        dtype: a `torch.dtype` or one of the names "float32"/"fp32", "bfloat16"/"bf16",
+            "float16"/"fp16"/"half", "float64", "fp8"/"float8_e4m3fn".
+
+    Returns:
+        The element size in bytes.
+
+    Raises:
+        ValueError: `dtype` is neither a torch dtype nor a known name.
+    """
+    if isinstance(dtype, str):
+        if dtype not in _DTYPE_NAMES:
+            raise ValueError(f"dtype: unknown name {dtype!r}; expected one of {sorted(_DTYPE_NAMES)}")
+        dtype = _DTYPE_NAMES[dtype]
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype or a name, got {type(dtype).__name__}")
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _claim(claim_id: str, **kwargs):
+    """A dataclass field whose value is bound to the book claim `claim_id`."""
+    return field(metadata={"claim": claim_id}, **kwargs)
+
+
+@dataclass(frozen=True)
+class KimiLinearConfig:
+    """Layer pattern and dimensions of a Kimi Linear (KDA + MLA hybrid) model.
+
+    Layer numbers are 1-based, as in the checkpoints' `linear_attn_config`
+    (`full_attn_layers`, `kda_layers`); every layer not listed as MLA is KDA.
+
+    Attributes:
+        name: model name, for tables and plots.
+        hidden_size: model width d.
+        num_layers: decoder layers (KDA + MLA).
+        mla_layer_numbers: 1-based numbers of the full-attention (MLA, NoPE) layers.
+        design_ratio: the published KDA : MLA ratio (the actual count is
+            `num_kda_layers : num_mla_layers`, see `kda_to_mla_ratio`).
+        kda_num_heads: KDA heads H (q/k heads = value heads in Kimi Linear).
+        kda_head_dim: KDA key and value head dimension K = V.
+        conv_size: kernel width of the depthwise causal convolutions on q, k and v.
+        mla_num_heads: MLA query heads.
+        kv_lora_rank: width of the MLA compressed KV latent (what the MLA cache stores).
+        qk_rope_head_dim: per-token shared key part stored next to the latent (kept in the
+            checkpoint layout even though Kimi Linear's MLA layers use no positional encoding).
+        qk_nope_head_dim: per-head query/key dimension without position information.
+        v_head_dim: per-head MLA value dimension.
+        vocab_size: tokenizer vocabulary.
+        num_experts: routed experts per MoE layer.
+        num_experts_per_token: routed experts active per token.
+        num_shared_experts: always-active shared experts per MoE layer.
+        moe_intermediate_size: hidden width of one expert.
+        intermediate_size: hidden width of the dense MLP (the first layer).
+        first_dense_layers: leading layers with a dense MLP instead of MoE.
+        max_context: longest supported context, in tokens.
+        total_params_b: total parameters, billions.
+        active_params_b: parameters active per token, billions.
+        rms_norm_eps: epsilon of every RMSNorm, the KDA output norm included.
+    """
+
+    name: str = "Kimi-Linear-48B-A3B"
+    hidden_size: int = _claim("linear.arch.hidden_size", default=2304)
+    num_layers: int = _claim("linear.arch.layers", default=27)
+    mla_layer_numbers: tuple[int, ...] = _claim("linear.arch.mla_layers", default=(4, 8, 12, 16, 20, 24, 27))
+    design_ratio: tuple[int, int] = _claim("linear.arch.ratio", default=(3, 1))
+    kda_num_heads: int = _claim("linear.arch.kda_heads", default=32)
+    kda_head_dim: int = _claim("linear.arch.head_dim", default=128)
+    conv_size: int = _claim("linear.arch.conv_size", default=4)
+    mla_num_heads: int = _claim("linear.arch.mla_heads", default=32)
+    kv_lora_rank: int = _claim("linear.arch.kv_lora_rank", default=512)
+    qk_rope_head_dim: int = 64
+    qk_nope_head_dim: int = 128
+    v_head_dim: int = 128
+    vocab_size: int = _claim("linear.arch.vocab_size", default=163840)
+    num_experts: int = _claim("linear.arch.experts", default=256)
+    num_experts_per_token: int = _claim("linear.arch.active_experts", default=8)
+    num_shared_experts: int = _claim("linear.arch.shared_experts", default=1)
+    moe_intermediate_size: int = 1024
+    intermediate_size: int = 9216
+    first_dense_layers: int = 1
+    max_context: int = _claim("linear.context_length", default=1_048_576)
+    total_params_b: float = _claim("linear.params.total", default=48.0)
+    active_params_b: float = _claim("linear.params.active", default=3.0)
+    rms_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "num_layers", "kda_num_heads", "kda_head_dim", "conv_size",
+                    "mla_num_heads", "kv_lora_rank", "vocab_size", "num_experts", "num_experts_per_token")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"KimiLinearConfig.{name}: expected a positive int, got {value!r}")
+        numbers = tuple(self.mla_layer_numbers)
+        if list(numbers) != sorted(set(numbers)):
+            raise ValueError(f"KimiLinearConfig.mla_layer_numbers: expected strictly increasing numbers, got {numbers}")
+        if numbers and (numbers[0] < 1 or numbers[-1] > self.num_layers):
+            raise ValueError(
+                f"KimiLinearConfig.mla_layer_numbers: 1-based numbers must lie in [1, {self.num_layers}], got {numbers}"
+            )
+        if self.num_experts_per_token > self.num_experts:
+            raise ValueError("KimiLinearConfig.num_experts_per_token: cannot exceed num_experts")
+
+    # ----- layer pattern -------------------------------------------------------------
+
+    @property
+    def kda_layer_numbers(self) -> tuple[int, ...]:
+        """1-based numbers of the KDA layers (all layers that are not MLA)."""
+        mla = set(self.mla_layer_numbers)
+        return tuple(n for n in range(1, self.num_layers + 1) if n not in mla)
+
+    @property
+    def num_kda_layers(self) -> int:
+        return self.num_layers - len(self.mla_layer_numbers)
+
+    @property
+    def num_mla_layers(self) -> int:
+        return len(self.mla_layer_numbers)
+
+    @property
+    def layer_types(self) -> list[str]:
+        """Per-layer type in transformers' vocabulary, 0-based list order:
+        "full_attention" (MLA) or "linear_attention" (KDA)."""
+        mla = set(self.mla_layer_numbers)
+        return ["full_attention" if n in mla else "linear_attention" for n in range(1, self.num_layers + 1)]
+
+    @property
+    def kda_to_mla_ratio(self) -> float:
+        """KDA layers per MLA layer (20/7 ≈ 2.86 for the 48B model, whose pattern is 3:1
+        with the last layer forced to MLA)."""
+        return self.num_kda_layers / self.num_mla_layers if self.num_mla_layers else float("inf")
+
+    # ----- decode-time memory, per sequence ------------------------------------------
+
+    def kda_state_bytes_per_layer(self, dtype: DTypeLike = torch.bfloat16) -> int:
+        """Bytes one KDA layer keeps for one sequence, whatever the context length.
+
+        The recurrent state is [H, K, V] in float32 regardless of `dtype` (see KDA.md §4);
+        the three short-convolution caches (q, k, v) each hold the last `conv_size - 1`
+        projected inputs of width H·K in the activation `dtype`.
+
+        Args:
+            dtype: activation dtype of the conv caches.
+
+        Returns:
+            Bytes per sequence for one KDA layer.
+        """
+        heads, dim = self.kda_num_heads, self.kda_head_dim
+        recurrent = heads * dim * dim * dtype_bytes(torch.float32)
+        conv = 3 * heads * dim * (self.conv_size - 1) * dtype_bytes(dtype)
+        return recurrent + conv
+
+    def mla_cache_values_per_token(self, compressed: bool = True) -> int:
+        """Values one MLA layer caches per token.
+
+        Args:
+            compressed: True for the latent cache serving engines keep
+                (kv_lora_rank + qk_rope_head_dim); False for the expanded per-head keys
+                and values (heads · (qk_nope + qk_rope + v_head_dim)).
+        """
+        if compressed:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
+        return self.mla_num_heads * (qk_head_dim + self.v_head_dim)
+
+    def mla_cache_bytes_per_layer(self, context_len: int, dtype: DTypeLike = torch.bfloat16,
+                                  compressed: bool = True) -> int:
+        """Bytes of one MLA layer's KV cache for one sequence of `context_len` tokens."""
+        _check_context(context_len)
+        return context_len * self.mla_cache_values_per_token(compressed) * dtype_bytes(dtype)
+
+    def kda_state_bytes(self, dtype: DTypeLike = torch.bfloat16) -> int:
+        """Bytes all KDA layers keep for one sequence (constant in context length)."""
+        return self.num_kda_layers * self.kda_state_bytes_per_layer(dtype)
+
+    def mla_cache_bytes(self, context_len: int, dtype: DTypeLike = torch.bfloat16, compressed: bool = True) -> int:
+        """Bytes all MLA layers of this model cache for one sequence of `context_len` tokens."""
+        return self.num_mla_layers * self.mla_cache_bytes_per_layer(context_len, dtype, compressed)
+
+    def hybrid_cache_bytes(self, context_len: int, dtype: DTypeLike = torch.bfloat16, compressed: bool = True) -> int:
+        """Total decode cache of this hybrid model for one sequence: KDA states + MLA KV cache."""
+        return self.kda_state_bytes(dtype) + self.mla_cache_bytes(context_len, dtype, compressed)
+
+    def all_mla_cache_bytes(self, context_len: int, dtype: DTypeLike = torch.bfloat16,
+                            compressed: bool = True) -> int:
+        """KV cache of the same-depth model with MLA in every layer (the full-attention baseline)."""
+        return self.num_layers * self.mla_cache_bytes_per_layer(context_len, dtype, compressed)
+
+    def cache_reduction(self, context_len: int, dtype: DTypeLike = torch.bfloat16, compressed: bool = True) -> float:
+        """Fraction of the all-MLA cache the hybrid saves: 1 − hybrid / all-MLA.
+
+        Tends to num_kda_layers / num_layers (20/27 ≈ 0.74 for the 48B model) as the
+        context grows; negative for very short contexts, where the fixed KDA state
+        outweighs the few cached tokens it replaces.
+        """
+        return 1.0 - self.hybrid_cache_bytes(context_len, dtype, compressed) / self.all_mla_cache_bytes(
+            context_len, dtype, compressed
+        )
+
+    # ----- claim bindings ------------------------------------------------------------
+
+    @classmethod
+    def claim_ids(cls) -> dict[str, str]:
+        """Field name -> book claim id, for every field bound to a claim."""
+        return {f.name: f.metadata["claim"] for f in dataclasses.fields(cls) if "claim" in f.metadata}
+
+
+def _check_context(context_len: int) -> None:
+    if not isinstance(context_len, int) or isinstance(context_len, bool) or context_len < 0:
+        raise ValueError(f"context_len: expected a non-negative int, got {context_len!r}")
+
+
+KIMI_LINEAR_48B_A3B = KimiLinearConfig()
+"""Kimi-Linear-48B-A3B (Base and Instruct share the architecture)."""
