@@ -1,0 +1,78 @@
+# The Kimi field guide: two commands.
+#   make book   build the HTML book into _build/html (verifies every claim, executes the notebooks on the CPU)
+#   make test   run the test suite
+# Both create .venv on first use and install pinned versions from constraints.txt.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kdalib-installed
+PYTEST_ARGS ?=
+# Archived source texts; CI points this at ../shared/snapshots.
+export KDALIB_SNAPSHOTS ?= .snapshots
+# The book executes notebooks at their small size on the CPU; a GPU run is `kdalib repro`.
+export KDALIB_DEVICE ?= cpu
+export KDALIB_PROFILE ?= smoke
+# Strict verification (missing snapshots are errors) where CI asks for it.
+VERIFY_FLAGS ?= $(if $(filter true 1,$(CI)),--strict,)
+
+.PHONY: help install test book verify clean constraints
+
+help:
+	@echo "make book   build the book into _build/html (verify claims, run notebooks on the CPU, strict Sphinx build)"
+	@echo "make test   run the test suite (pytest)"
+	@echo "make clean  remove _build (keeps .venv)"
+
+$(BIN)/python:
+	@echo ">>> creating $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency declarations change. A torch already in the
+# venv (a user's CUDA build) is kept: its pin is dropped from the constraints.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@echo ">>> installing kdalib and its pinned dependencies into $(VENV)"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo ">>> keeping the torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
+	else \
+	  cp constraints.txt $(VENV)/constraints.txt; \
+	fi
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt -e '.[book,test]'
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	@echo ">>> pytest $(PYTEST_ARGS)"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+verify: $(STAMP)
+	@echo ">>> kdalib verify $(VERIFY_FLAGS) (snapshots: $(KDALIB_SNAPSHOTS))"
+	$(BIN)/kdalib verify $(VERIFY_FLAGS) --json _build/verify.json
+
+# jupyter-cache keys on cell text only, so a changed kdalib would be served stale
+# outputs: drop the cache whenever kdalib's source or the notebooks change.
+book: verify
+	@echo ">>> checking the notebook cache against kdalib's content"
+	@mkdir -p _build
+	@digest=$$(cat $$(find kdalib notebooks -name '*.py' -o -name '*.ipynb' | grep -v '/results/' | sort) | sha256sum | cut -c1-16); \
+	if [ "$$(cat _build/.kdalib-digest 2>/dev/null)" != "$$digest" ]; then \
+	  echo ">>> kdalib or notebooks changed: notebooks will be re-executed"; rm -rf _build/.jupyter_cache; \
+	fi; \
+	echo "$$digest" > _build/.kdalib-digest
+	@echo ">>> jupyter-book build (strict: -W -n --keep-going; notebooks on $(KDALIB_DEVICE), profile $(KDALIB_PROFILE))"
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo ">>> the book is at _build/html/index.html"
+
+clean:
+	rm -rf _build
+
+# Refresh constraints.txt from the current virtualenv (after changing pyproject.toml).
+constraints: $(STAMP)
+	@{ head -3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+.*/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
