@@ -32,13 +32,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the dependency declarations change. A torch already in the
-# venv (a user's CUDA build) is kept: its pin is dropped from the constraints.
+# venv (a user's CUDA build) is kept: its pins (torch, and the triton it ships
+# with) are dropped from the constraints.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@echo ">>> installing kdalib and its pinned dependencies into $(VENV)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
 	  echo ">>> keeping the torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
-	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
+	  grep -vE '^(torch|triton)==' constraints.txt > $(VENV)/constraints.txt; \
 	else \
 	  cp constraints.txt $(VENV)/constraints.txt; \
 	fi
