@@ -1,0 +1,176 @@
+"""A tiny language model whose token mixer is kdalib's KDA operator.
+
+One mixer, four members of the lineage, obtained by restricting the gate ``g`` and
+the step size ``beta`` that the KDA operator receives (KDA.md §1):
+
+==================  ==========================  ===========================
+kind                decay ``g`` [B, T, H, K]    step ``beta`` [B, T, H]
+==================  ==========================  ===========================
+``linear``          0 (no forgetting)           ``LINEAR_BETA`` (see below)
+``deltanet``        0                           sigmoid(W_b x)
+``gated_deltanet``  one value per head,         sigmoid(W_b x)
+                    broadcast over K
+``kda``             one value per key channel   sigmoid(W_b x)
+==================  ==========================  ===========================
+
+Plain linear attention (``S_t = S_{t-1} + k_t v_t^T``) has no erasure term, which the
+delta rule always has: ``S_t = S' + beta k (v - S'^T k)^T``. Feeding ``beta = eps`` and
+values ``v / eps`` gives ``S_t = S' + k v^T - eps k k^T S'``: linear attention up to an
+erasure of relative size ``eps`` per token. With ``eps = 1e-6`` that is below float32
+resolution over the sequence lengths used here, and the rounding error of ``v / eps``
+is multiplied back by ``eps``, so it stays at float32 precision of ``v``.
+
+Each mixer follows the Kimi Delta Attention layer in miniature: q, k, v projections,
+a depthwise causal convolution (kernel 4) and SiLU, L2-normalised q and k, the
+operator, and an output projection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdalib.ops import kda_gate
+
+MIXER_KINDS = ("linear", "deltanet", "gated_deltanet", "kda")
+LINEAR_BETA = 1e-6
+CONV_SIZE = 4
+
+
+def _kda_operator():
+    """The differentiable KDA operator: the chunked form when present, else the token loop."""
+    import kdalib.ops as ops
+
+    return getattr(ops, "chunk_kda", None) or ops.naive_recurrent_kda
+
+
+def _init_decay_parameters(heads: int, channels: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """``A_log`` [heads] and ``dt_bias`` [heads * channels] giving a spread of decay rates.
+
+    ``exp(A_log)`` is uniform in [1, 16] and ``softplus(dt_bias)`` log-uniform in
+    [1e-3, 1e-1] (the Mamba-2 initialisation), so some channels start with memories of
+    thousands of tokens and others of a few tokens.
+    """
+    a_log = torch.empty(heads).uniform_(1, 16).log()
+    step = torch.exp(torch.empty(heads * channels).uniform_(math.log(1e-3), math.log(1e-1)))
+    dt_bias = step + torch.log(-torch.expm1(-step))  # inverse of softplus
+    return nn.Parameter(a_log), nn.Parameter(dt_bias)
+
+
+class RecallMixer(nn.Module):
+    """Token mixer: one KDA-operator call with the gate restricted to ``kind``.
+
+    Args:
+        d_model: model width.
+        num_heads: heads H.
+        head_dim: key and value dimension per head (K = V).
+        kind: one of :data:`MIXER_KINDS`.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, kind: str) -> None:
+        super().__init__()
+        if kind not in MIXER_KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(MIXER_KINDS)}, got {kind!r}")
+        self.kind, self.num_heads, self.head_dim = kind, num_heads, head_dim
+        width = num_heads * head_dim
+        self.qkv_proj = nn.Linear(d_model, 3 * width, bias=False)
+        self.conv = nn.Conv1d(3 * width, 3 * width, CONV_SIZE, groups=3 * width, padding=CONV_SIZE - 1, bias=False)
+        self.o_proj = nn.Linear(width, d_model, bias=False)
+        if kind != "linear":
+            self.b_proj = nn.Linear(d_model, num_heads, bias=False)
+        if kind in ("gated_deltanet", "kda"):
+            channels = head_dim if kind == "kda" else 1
+            self.f_proj = nn.Linear(d_model, num_heads * channels, bias=False)
+            self.A_log, self.dt_bias = _init_decay_parameters(num_heads, channels)
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decay and step size for this mixer's kind.
+
+        Args:
+            x: ``[B, T, d_model]`` input.
+
+        Returns:
+            ``(g [B, T, H, K] float32 <= 0, beta [B, T, H])``.
+        """
+        batch, tokens, _ = x.shape
+        shape = (batch, tokens, self.num_heads, self.head_dim)
+        if self.kind == "linear":
+            return x.new_zeros(shape, dtype=torch.float32), x.new_full(shape[:3], LINEAR_BETA)
+        beta = torch.sigmoid(self.b_proj(x))
+        if self.kind == "deltanet":
+            return x.new_zeros(shape, dtype=torch.float32), beta
+        raw = self.f_proj(x).view(batch, tokens, self.num_heads, -1)
+        g = kda_gate(raw, self.A_log, self.dt_bias)  # [B, T, H, 1] for Gated DeltaNet, [B, T, H, K] for KDA
+        return g.expand(shape), beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mixes tokens causally.
+
+        Args:
+            x: ``[B, T, d_model]``.
+
+        Returns:
+            ``[B, T, d_model]``.
+        """
+        batch, tokens, _ = x.shape
+        qkv = self.conv(self.qkv_proj(x).transpose(1, 2))[..., :tokens].transpose(1, 2)
+        q, k, v = F.silu(qkv).view(batch, tokens, 3, self.num_heads, self.head_dim).unbind(dim=2)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        g, beta = self.gates(x)
+        if self.kind == "linear":
+            v = v / LINEAR_BETA
+        o, _ = _kda_operator()(q, k, v, g, beta)
+        return self.o_proj(o.reshape(batch, tokens, -1))
+
+
+class TinyRecallModel(nn.Module):
+    """Embedding, ``num_layers`` pre-norm blocks (mixer + MLP), tied read-out.
+
+    Args:
+        vocab_size: tokens in the vocabulary.
+        kind: mixer kind, one of :data:`MIXER_KINDS`.
+        d_model: model width.
+        num_layers: blocks.
+        num_heads: mixer heads.
+        head_dim: mixer head dimension (K = V); defaults to ``d_model // num_heads``.
+    """
+
+    def __init__(self, vocab_size: int, kind: str, d_model: int = 64, num_layers: int = 2,
+                 num_heads: int = 2, head_dim: int | None = None) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("num_layers", num_layers),
+                            ("num_heads", num_heads)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        head_dim = head_dim or d_model // num_heads
+        self.kind = kind
+        self.embed = nn.Embedding(vocab_size, d_model)
+        # The read-out is tied to the embedding; unit-norm rows keep the initial logits O(1).
+        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+        self.blocks = nn.ModuleList()
+        for _ in range(num_layers):
+            self.blocks.append(nn.ModuleDict({
+                "mixer_norm": nn.RMSNorm(d_model),
+                "mixer": RecallMixer(d_model, num_heads, head_dim, kind),
+                "mlp_norm": nn.RMSNorm(d_model),
+                "mlp": nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model)),
+            }))
+        self.final_norm = nn.RMSNorm(d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token logits.
+
+        Args:
+            tokens: ``[B, T]`` int64 token ids.
+
+        Returns:
+            ``[B, T, vocab_size]`` logits.
+        """
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = x + block["mixer"](block["mixer_norm"](x))
+            x = x + block["mlp"](block["mlp_norm"](x))
+        return self.final_norm(x) @ self.embed.weight.T
