@@ -1,0 +1,63 @@
+"""Moving KDA inputs between the user layout and padded per-sequence chunks.
+
+The user layout is ``[B, T, heads, dim]``, possibly with several sequences packed
+into one row by ``cu_seqlens``. The fast operators want one row per sequence,
+padded to a whole number of chunks: ``[N, T_pad, heads, dim]``. Padding tokens
+carry ``q = k = v = g = beta = 0``, which makes them exact no-ops for the
+recurrence (decay ``exp(0) = 1``, no write, nothing read out), so a sequence's
+final state is unaffected by the padding behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class SequencePacking:
+    """Where each of the N sequences sits in the input and in the padded layout.
+
+    Attributes:
+        padded_length: T_pad, a multiple of the block size, >= the longest sequence.
+        gather_index: ``[N, T_pad]`` token index into the packed row (None when unpacked).
+        valid: ``[N, T_pad]`` True for real tokens (None when unpacked).
+        tokens: T of the input.
+    """
+
+    padded_length: int
+    gather_index: torch.Tensor | None
+    valid: torch.Tensor | None
+    tokens: int
+
+
+def plan_packing(tokens: int, cu_seqlens: torch.Tensor | None, block: int, device: torch.device) -> SequencePacking:
+    """Plans the padded layout for T tokens (or packed offsets) and a block size."""
+    if cu_seqlens is None:
+        return SequencePacking(-(-tokens // block) * block, None, None, tokens)
+    offsets = cu_seqlens.to(device=device, dtype=torch.long)
+    starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
+    padded = -(-int(lengths.max()) // block) * block
+    position = torch.arange(padded, device=device)
+    valid = position.unsqueeze(0) < lengths.unsqueeze(1)
+    gather_index = torch.where(valid, starts.unsqueeze(1) + position, torch.zeros_like(position))
+    return SequencePacking(padded, gather_index, valid, tokens)
+
+
+def to_padded(x: torch.Tensor, plan: SequencePacking) -> torch.Tensor:
+    """``[B, T, ...]`` -> ``[N, T_pad, ...]`` with zeros in the padding."""
+    if plan.gather_index is None:
+        pad = plan.padded_length - plan.tokens
+        return F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad)) if pad else x
+    rows = x[0][plan.gather_index]
+    mask = plan.valid.reshape(plan.valid.shape + (1,) * (x.dim() - 2))
+    return torch.where(mask, rows, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def from_padded(x: torch.Tensor, plan: SequencePacking) -> torch.Tensor:
+    """``[N, T_pad, ...]`` -> ``[B, T, ...]``, dropping the padding."""
+    if plan.gather_index is None:
+        return x[:, : plan.tokens]
+    return x[plan.valid].unsqueeze(0)
