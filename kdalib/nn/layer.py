@@ -1,0 +1,320 @@
+"""KimiDeltaAttention: the token mixer of Kimi Linear's KDA layers (KDA.md §2 and §5).
+
+Per token x (hidden size d), with H heads of dimension K = V:
+
+    q, k, v = SiLU(ShortConv(W_q x)), SiLU(ShortConv(W_k x)), SiLU(ShortConv(W_v x))
+    g       = kda_gate(W_f↑ W_f↓ x, A_log, dt_bias, lower_bound)      per key channel, fp32
+    beta    = sigmoid(W_b x)                                           per head, fp32
+    o       = KDA(L2Norm(q), L2Norm(k), v, g, beta)                    kdalib.ops
+    y       = W_o( RMSNorm_head(o) · w · sigmoid(W_g↑ W_g↓ x) )
+
+Parameter names follow the original Kimi-Linear checkpoints (separate `q_conv1d`,
+`k_conv1d`, `v_conv1d`; `f_a_proj`/`f_b_proj`; `g_a_proj`/`g_b_proj`); `load_state_dict`
+also accepts transformers' `KimiLinearDeltaAttention` layout and flash-linear-attention's
+(see `kdalib.nn.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdalib import ops
+from kdalib.nn.cache import KDACache, KDALayerState
+from kdalib.nn.checkpoint import to_native_state_dict
+from kdalib.nn.conv import short_convolution
+from kdalib.nn.packing import PackedBatch, check_attention_mask, pack, pack_mask, unpack
+
+MODES = ("auto", "chunk", "fused_recurrent", "naive")
+
+
+class ShortConvolution(nn.Module):
+    """Depthwise causal convolution + SiLU over `channels` features (see `kdalib.nn.conv`).
+
+    The weight is stored `[channels, 1, kernel_size]`, the `nn.Conv1d` depthwise layout that
+    checkpoints use.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size, device=device, dtype=dtype))
+        nn.init.uniform_(self.weight, -1 / math.sqrt(kernel_size), 1 / math.sqrt(kernel_size))
+
+    def forward(self, x, cu_seqlens=None, cache=None, output_final_state=False):
+        """`[B, T, C]` -> (`[B, T, C]`, new cache `[N, C, kernel_size - 1]` or None)."""
+        return short_convolution(x, self.weight, cu_seqlens, cache, output_final_state)
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm over the last dimension (one head), scaled by `weight` and by sigmoid(gate).
+
+    Computed in float32 (float64 for float64 input), returned in the input dtype.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """x, gate: `[..., dim]` -> `[..., dim]` in x's dtype."""
+        dtype = _compute_dtype(x)
+        wide = x.to(dtype)
+        normed = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.to(dtype) * torch.sigmoid(gate.to(dtype))).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half, bfloat16 and float32 tensors; float64 stays float64 (exact tests)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"KimiDeltaAttention: {name} must be a positive int, got {value!r}")
+
+
+def _check_lower_bound(lower_bound) -> None:
+    if lower_bound is None:
+        return
+    if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool) or not math.isfinite(lower_bound):
+        raise ValueError(f"KimiDeltaAttention: lower_bound must be None or a finite negative number, got {lower_bound!r}")
+    if lower_bound >= 0:
+        raise ValueError(
+            f"KimiDeltaAttention: lower_bound must be negative (the log decay per token lies in (lower_bound, 0)), "
+            f"got {lower_bound}"
+        )
+
+
+def _convert_checkpoint(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: rewrites `state_dict` (load_state_dict's own copy) in place."""
+    converted = to_native_state_dict(state_dict, module, prefix)
+    state_dict.clear()
+    state_dict.update(converted)
+
+
+class KimiDeltaAttention(nn.Module):
+    """Kimi Delta Attention layer with padding masks and a decode cache.
+
+    Args:
+        hidden_size: model width d.
+        num_heads: heads H (query/key heads = value heads).
+        head_dim: head dimension K = V (128 in Kimi Linear, independent of d / H).
+        conv_size: width W of the short convolutions on q, k and v.
+        lower_bound: None for the softplus forget gate of Kimi-Linear-48B-A3B; a negative
+            number L for the bounded form `g = L · sigmoid(exp(A_log) · (W_f x + dt_bias))`.
+        norm_eps: epsilon of the per-head output RMSNorm.
+        layer_idx: key of this layer's state in a shared `KDACache`.
+        mode: operator choice. "auto": `kdalib.ops.kda` (Triton on CUDA, chunked PyTorch
+            otherwise, autograd) unless every sequence brings a single token to a cache,
+            then `fused_recurrent_kda`; "chunk", "fused_recurrent" or "naive" force one.
+        device, dtype: for the parameters.
+
+    Raises:
+        ValueError: on a non-positive size, `lower_bound >= 0`, `norm_eps <= 0` or an unknown mode.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        head_dim: int,
+        conv_size: int = 4,
+        lower_bound: float | None = None,
+        norm_eps: float = 1e-5,
+        layer_idx: int = 0,
+        mode: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("hidden_size", hidden_size), ("num_heads", num_heads), ("head_dim", head_dim),
+                            ("conv_size", conv_size)):
+            _check_positive_int(name, value)
+        _check_lower_bound(lower_bound)
+        if not isinstance(norm_eps, (int, float)) or not norm_eps > 0:
+            raise ValueError(f"KimiDeltaAttention: norm_eps must be a positive number, got {norm_eps!r}")
+        if mode not in MODES:
+            raise ValueError(f"KimiDeltaAttention: mode must be one of {MODES}, got {mode!r}")
+        self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, head_dim
+        self.conv_size, self.lower_bound, self.norm_eps = conv_size, lower_bound, norm_eps
+        self.layer_idx, self.mode = layer_idx, mode
+        inner = num_heads * head_dim
+        factory = {"device": device, "dtype": dtype}
+
+        self.q_proj = nn.Linear(hidden_size, inner, bias=False, **factory)
+        self.k_proj = nn.Linear(hidden_size, inner, bias=False, **factory)
+        self.v_proj = nn.Linear(hidden_size, inner, bias=False, **factory)
+        self.q_conv1d = ShortConvolution(inner, conv_size, **factory)
+        self.k_conv1d = ShortConvolution(inner, conv_size, **factory)
+        self.v_conv1d = ShortConvolution(inner, conv_size, **factory)
+        self.f_a_proj = nn.Linear(hidden_size, head_dim, bias=False, **factory)
+        self.f_b_proj = nn.Linear(head_dim, inner, bias=False, **factory)
+        self.A_log = nn.Parameter(torch.empty(num_heads, device=device, dtype=torch.float32))
+        self.dt_bias = nn.Parameter(torch.empty(inner, device=device, dtype=torch.float32))
+        self.b_proj = nn.Linear(hidden_size, num_heads, bias=False, **factory)
+        self.g_a_proj = nn.Linear(hidden_size, head_dim, bias=False, **factory)
+        self.g_b_proj = nn.Linear(head_dim, inner, bias=False, **factory)
+        self.o_norm = GatedRMSNorm(head_dim, eps=norm_eps, **factory)
+        self.o_proj = nn.Linear(inner, hidden_size, bias=False, **factory)
+        self.reset_gate_parameters()
+        # Checkpoints in transformers' or flash-linear-attention's layout are renamed on load.
+        self.register_load_state_dict_pre_hook(_convert_checkpoint)
+
+    @classmethod
+    def from_config(cls, config, layer_idx: int = 0, **kwargs) -> KimiDeltaAttention:
+        """A layer sized like the KDA layers of `config`.
+
+        Args:
+            config: a `kdalib.nn.KimiLinearConfig`, or a transformers `KimiLinearConfig`
+                (`linear_num_heads`, `linear_head_dim`, `linear_conv_kernel_dim`, `rms_norm_eps`).
+            layer_idx: this layer's key in a `KDACache`.
+            **kwargs: passed on (`lower_bound`, `mode`, `device`, `dtype`).
+        """
+        if hasattr(config, "linear_num_heads"):
+            sizes = dict(hidden_size=config.hidden_size, num_heads=config.linear_num_heads,
+                         head_dim=config.linear_head_dim, conv_size=config.linear_conv_kernel_dim,
+                         norm_eps=config.rms_norm_eps)
+        else:
+            sizes = dict(hidden_size=config.hidden_size, num_heads=config.kda_num_heads,
+                         head_dim=config.kda_head_dim, conv_size=config.conv_size, norm_eps=config.rms_norm_eps)
+        return cls(**sizes, layer_idx=layer_idx, **kwargs)
+
+    def reset_gate_parameters(self) -> None:
+        """Initial gates: A = exp(A_log) uniform in [1, 16], softplus(dt_bias) log-uniform in
+        [1e-3, 1e-1] (the Mamba-style range, so initial per-token decays span slow to fast)."""
+        with torch.no_grad():
+            self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1.0, 16.0).log())
+            dt = torch.empty_like(self.dt_bias).uniform_(math.log(1e-3), math.log(1e-1)).exp().clamp_min(1e-4)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+
+    def extra_repr(self) -> str:
+        bound = "" if self.lower_bound is None else f", lower_bound={self.lower_bound}"
+        return (f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+                f"conv_size={self.conv_size}{bound}, layer_idx={self.layer_idx}, mode={self.mode!r}")
+
+    # ----- forward ---------------------------------------------------------------------
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KDACache | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mixes tokens of `hidden_states`, continuing from and updating `cache` if given.
+
+        Args:
+            hidden_states: `[B, T, d]`.
+            attention_mask: `[B, T]`, 1/True for tokens, 0/False for padding (left, right or
+                anywhere). Pads are removed before the layer's convolutions and recurrence, so
+                they never touch the state; their outputs are zeros.
+            cache: states of earlier calls (prefill, then one or more tokens per call); updated
+                in place. Its rows are the B batch rows (or the N packed sequences).
+            cu_seqlens: `[N + 1]` offsets when `hidden_states` already holds N packed
+                sequences (B = 1); exclusive with `attention_mask`.
+
+        Returns:
+            `[B, T, d]` in the dtype of the output projection (the autocast dtype under autocast).
+
+        Raises:
+            ValueError: on a wrong shape, mask, or a cache holding a different number of sequences.
+        """
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(f"hidden_states: expected shape [B, T, {self.hidden_size}], "
+                             f"got {list(hidden_states.shape)}")
+        batch, tokens, _ = hidden_states.shape
+        plan = None
+        if attention_mask is not None:
+            if cu_seqlens is not None:
+                raise ValueError("attention_mask and cu_seqlens are exclusive: pass one way of marking sequences")
+            mask = check_attention_mask(attention_mask, batch, tokens)
+            if not bool(mask.all()):
+                plan = pack_mask(mask)
+        num_sequences = batch if cu_seqlens is None else cu_seqlens.numel() - 1
+        state = self._read_state(cache, num_sequences, hidden_states)
+
+        if plan is None:
+            y, new_state = self._mix(hidden_states, cu_seqlens, state, cache is not None)
+        else:
+            y, new_state = self._mix_packed(hidden_states, plan, state, cache is not None)
+        if cache is not None:
+            cache.update(self.layer_idx, new_state, tokens)
+        return y
+
+    def _read_state(self, cache, num_sequences, x) -> KDALayerState | None:
+        if cache is None:
+            return None
+        state = cache.get(self.layer_idx)
+        if state is not None and state.num_sequences != num_sequences:
+            raise ValueError(f"cache: layer {self.layer_idx} holds {state.num_sequences} sequences, "
+                             f"the input has {num_sequences}")
+        if state is None:
+            state = self.empty_state(num_sequences, x.device, x.dtype)
+        return state
+
+    def empty_state(self, num_sequences: int, device=None, dtype=torch.float32) -> KDALayerState:
+        """The state of `num_sequences` fresh sequences: zero conv caches in `dtype`, zero fp32 state."""
+        inner, history = self.num_heads * self.head_dim, self.conv_size - 1
+        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        conv = [torch.zeros(num_sequences, inner, history, device=device, dtype=dtype) for _ in range(3)]
+        recurrent = torch.zeros(num_sequences, self.num_heads, self.head_dim, self.head_dim, device=device,
+                                dtype=state_dtype)
+        return KDALayerState(*conv, recurrent)
+
+    def _mix_packed(self, x, plan: PackedBatch, state, keep_state):
+        """Runs the rows of a padded batch that hold tokens as packed sequences; rows without
+        a token keep their state."""
+        rows_state = state.select(plan.active_rows) if state is not None else None
+        y, new_rows_state = self._mix(pack(x, plan), plan.cu_seqlens, rows_state, keep_state)
+        new_state = None
+        if keep_state:
+            merged = [full.index_copy(0, plan.active_rows, rows.to(full.dtype))
+                      for full, rows in zip(state.tensors(), new_rows_state.tensors())]
+            new_state = KDALayerState(*merged)
+        return unpack(y, plan), new_state
+
+    def _mix(self, x, cu_seqlens, state: KDALayerState | None, keep_state: bool):
+        """The layer on `[B, T, d]` (or packed `[1, total, d]`) without padding."""
+        batch, tokens, _ = x.shape
+        heads, dim = self.num_heads, self.head_dim
+        conv_q, conv_k, conv_v = (None, None, None) if state is None else (state.q_conv, state.k_conv, state.v_conv)
+        q, new_q = self.q_conv1d(self.q_proj(x), cu_seqlens, conv_q, keep_state)
+        k, new_k = self.k_conv1d(self.k_proj(x), cu_seqlens, conv_k, keep_state)
+        v, new_v = self.v_conv1d(self.v_proj(x), cu_seqlens, conv_v, keep_state)
+        q, k, v = (t.reshape(batch, tokens, heads, dim) for t in (q, k, v))
+
+        g = ops.kda_gate(self.f_b_proj(self.f_a_proj(x)).reshape(batch, tokens, heads, dim),
+                         self.A_log, self.dt_bias, self.lower_bound)
+        beta_logits = self.b_proj(x)
+        beta = torch.sigmoid(beta_logits.to(_compute_dtype(beta_logits)))
+        single_token = tokens == 1 if cu_seqlens is None else tokens == cu_seqlens.numel() - 1
+        operator = self._operator(single_token and state is not None)
+        o, recurrent = operator(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
+                                output_final_state=keep_state, use_qk_l2norm_in_kernel=True,
+                                cu_seqlens=cu_seqlens)
+
+        gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, heads, dim)
+        normed = self.o_norm(o, gate).to(v.dtype)  # back to the activation dtype for W_o
+        y = self.o_proj(normed.reshape(batch, tokens, heads * dim))
+        new_state = KDALayerState(new_q, new_k, new_v, recurrent) if keep_state else None
+        return y, new_state
+
+    def _operator(self, decoding_one_token: bool):
+        if self.mode == "naive":
+            return ops.naive_recurrent_kda
+        if self.mode == "chunk":
+            name = "chunk_kda"
+        elif self.mode == "fused_recurrent" or decoding_one_token:
+            name = "fused_recurrent_kda"
+        else:
+            name = "kda"
+        # TRANSITIONAL: kdalib.ops lands operator by operator; until chunk_kda,
+        # fused_recurrent_kda and kda are exported, the token-loop oracle computes the same function.
+        return getattr(ops, name, ops.naive_recurrent_kda)
