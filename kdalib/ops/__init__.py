@@ -1,6 +1,9 @@
 """Kimi Delta Attention operators.
 
 * :func:`naive_recurrent_kda`: the token loop, the float64 oracle.
+* :func:`chunk_kda`: chunkwise-parallel form, pure PyTorch, CPU and CUDA, autograd.
+* :func:`fused_recurrent_kda`: token by token from a cached state (decode).
+* :func:`kda`: picks one of the above (or flash-linear-attention's Triton kernel).
 * :func:`kda_gate`: the forget gate, softplus or lower-bound form.
 * :func:`validate_kda_inputs`: the shared argument checks.
 
@@ -9,7 +12,18 @@ g ``[B, T, HV, K]``; beta ``[B, T, HV]``; state ``[N, HV, K, V]``.
 """
 
 from kdalib.ops._validate import KDAShapes, validate_kda_inputs
+from kdalib.ops.chunk import chunk_kda
+from kdalib.ops.dispatch import kda
 from kdalib.ops.gate import kda_gate
 from kdalib.ops.naive import naive_recurrent_kda
+from kdalib.ops.recurrent import fused_recurrent_kda
 
-__all__ = ["KDAShapes", "kda_gate", "naive_recurrent_kda", "validate_kda_inputs"]
+__all__ = [
+    "KDAShapes",
+    "chunk_kda",
+    "fused_recurrent_kda",
+    "kda",
+    "kda_gate",
+    "naive_recurrent_kda",
+    "validate_kda_inputs",
+]

@@ -1,0 +1,112 @@
+"""KDA one token at a time from a cached state: decode and short prompts.
+
+Same recurrence as :mod:`kdalib.ops.naive` (KDA.md §1), but every sequence of a
+packed batch advances together (shorter ones are padded with no-op tokens), and
+each step is three batched matmul-shaped products instead of broadcast-and-sum.
+Cost per token is O(HV K V), independent of how long the context already is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdalib.ops._layout import from_padded, plan_packing, to_padded
+from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_inputs
+
+
+def decode_step(
+    state: torch.Tensor,
+    q_t: torch.Tensor,
+    k_t: torch.Tensor,
+    v_t: torch.Tensor,
+    g_t: torch.Tensor,
+    beta_t: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One KDA token for M independent (sequence, head) rows.
+
+    Args:
+        state: ``[M, K, V]`` state before the token.
+        q_t: ``[M, K]`` scaled query.
+        k_t: ``[M, K]`` key.
+        v_t: ``[M, V]`` value.
+        g_t: ``[M, K]`` log decay.
+        beta_t: ``[M]`` step size.
+
+    Returns:
+        ``(o_t [M, V], new_state [M, K, V])``.
+    """
+    decayed = state * g_t.exp().unsqueeze(-1)
+    prediction = torch.bmm(k_t.unsqueeze(1), decayed).squeeze(1)
+    correction = beta_t.unsqueeze(-1) * (v_t - prediction)
+    new_state = torch.baddbmm(decayed, k_t.unsqueeze(2), correction.unsqueeze(1))
+    output = torch.bmm(q_t.unsqueeze(1), new_state).squeeze(1)
+    return output, new_state
+
+
+def _token_major(x: torch.Tensor) -> torch.Tensor:
+    """``[N, T, HV, D]`` -> ``[T, N * HV, D]`` so that each step reads one contiguous slice."""
+    n, t, h, d = x.shape
+    return x.permute(1, 0, 2, 3).reshape(t, n * h, d)
+
+
+def fused_recurrent_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Kimi Delta Attention token by token, all sequences at once (differentiable).
+
+    Args:
+        q: ``[B, T, H, K]`` queries.
+        k: ``[B, T, H, K]`` keys.
+        v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
+        g: ``[B, T, HV, K]`` log-space decay per key channel.
+        beta: ``[B, T, HV]`` delta-rule step sizes.
+        scale: query scale, default ``K ** -0.5``.
+        initial_state: ``[N, HV, K, V]`` cached state (zeros if None).
+        output_final_state: also return the ``[N, HV, K, V]`` state after the last token.
+        use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
+        cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch.
+
+    Returns:
+        ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
+        float64 inputs, float32 otherwise, or None.
+
+    Raises:
+        ValueError: on inconsistent shapes, dtypes or offsets.
+    """
+    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
+    dtype = compute_dtype(q, k, v, g, beta, initial_state)
+    scale = shapes.key_dim ** -0.5 if scale is None else scale
+    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
+    if use_qk_l2norm_in_kernel:
+        q, k = l2_normalize(q), l2_normalize(k)
+    q = (q * scale).repeat_interleave(shapes.group_size, dim=2)
+    k = k.repeat_interleave(shapes.group_size, dim=2)
+
+    plan = plan_packing(shapes.tokens, cu_seqlens, 1, q.device)
+    qs, ks, vs, gs = (_token_major(to_padded(x, plan)) for x in (q, k, v, g))
+    betas = _token_major(to_padded(beta, plan).unsqueeze(-1)).squeeze(-1)
+    rows = shapes.num_sequences * shapes.value_heads
+    if initial_state is None:
+        state = q.new_zeros(rows, shapes.key_dim, shapes.value_dim)
+    else:
+        state = initial_state.to(dtype).reshape(rows, shapes.key_dim, shapes.value_dim)
+
+    outputs = []
+    for t in range(plan.padded_length):
+        o_t, state = decode_step(state, qs[t], ks[t], vs[t], gs[t], betas[t])
+        outputs.append(o_t)
+    output = torch.stack(outputs).view(plan.padded_length, shapes.num_sequences, shapes.value_heads, -1)
+    output = from_padded(output.transpose(0, 1), plan)
+    final_state = None
+    if output_final_state:
+        final_state = state.view(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
+    return output.to(v.dtype), final_state
