@@ -1,0 +1,121 @@
+"""Link checking, ``check-links --write``, and drift of live texts (``verify --online``).
+
+A link is ``ok`` when it answers 2xx, ``moved`` when a permanent redirect (301/308) leads
+elsewhere, and ``broken`` on a 4xx/5xx answer, a timeout or a connection failure. A URL the
+client refuses (private address, bad scheme) is not a link state but a finding: with any
+refusal nothing is written, so sources.yaml only ever changes after a complete check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from ruamel.yaml.comments import CommentedMap
+
+from kdalib.sources.extract import body_to_text, raw_url
+from kdalib.sources.http import FetchError, SafeClient
+from kdalib.sources.loader import LoadError, load_round_trip
+from kdalib.sources.model import ERROR, WARNING, Document, Finding
+from kdalib.sources.quotes import NormalizedText
+from kdalib.sources.rules import QUOTE_CHECKED_STATUSES
+from kdalib.sources.snapshots import atomic_write_bytes
+
+PERMANENT_REDIRECTS = (301, 308)
+
+
+@dataclass
+class LinkResult:
+    """The outcome of checking one source's ``url``; ``refused`` means it was never contacted."""
+
+    source_id: str
+    url: str
+    status: str
+    detail: str
+    refused: bool = False
+
+
+def check_link(client: SafeClient, source_id: str, url: str) -> LinkResult:
+    """Classify one URL as ok / moved / broken (or refused)."""
+    try:
+        result = client.get(url, read_body=False)
+    except FetchError as err:
+        if err.kind == "refused":
+            return LinkResult(source_id, url, "broken", str(err), refused=True)
+        return LinkResult(source_id, url, "broken", str(err))
+    if not result.ok:
+        return LinkResult(source_id, url, "broken", f"HTTP {result.status}")
+    permanent = [target for code, target in result.redirects if code in PERMANENT_REDIRECTS]
+    if permanent and result.final_url.rstrip("/") != url.rstrip("/"):
+        return LinkResult(source_id, url, "moved", f"now at {result.final_url}")
+    return LinkResult(source_id, url, "ok", f"HTTP {result.status}")
+
+
+def check_links(doc: Document, client: SafeClient) -> list[LinkResult]:
+    """Check the ``url`` of every source that has one, in file order."""
+    return [check_link(client, s.id, s.url) for s in doc.sources.values() if s.url]
+
+
+def write_link_results(path: str | Path, results: list[LinkResult], today: dt.date) -> int:
+    """Record ``link: {checked, status}`` for each result in sources.yaml, keeping its layout.
+
+    The file is re-read with ruamel's round-trip loader (comments, key order and quoting
+    survive), changed in memory, dumped to a string and renamed into place in one step.
+
+    Returns:
+        How many source entries changed.
+
+    Raises:
+        LoadError: when the file cannot be re-read or a result's source is gone.
+    """
+    yaml, data = load_round_trip(path)
+    by_id = {entry.get("id"): entry for entry in data.get("sources") or [] if isinstance(entry, CommentedMap)}
+    changed = 0
+    for result in results:
+        entry = by_id.get(result.source_id)
+        if entry is None:
+            raise LoadError(path, 0, f"source {result.source_id!r} disappeared while its link was checked")
+        link = entry.get("link")
+        if not isinstance(link, CommentedMap):
+            link = CommentedMap()
+            link.fa.set_flow_style()
+            entry["link"] = link
+        if link.get("checked") != today or link.get("status") != result.status:
+            changed += 1
+        link["checked"] = today
+        link["status"] = result.status
+    buffer = io.StringIO()
+    yaml.dump(data, buffer)
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    return changed
+
+
+def check_drift(doc: Document, client: SafeClient | None) -> list[Finding]:
+    """Warn about quotes that the live text of their source no longer contains."""
+    client = client or SafeClient()
+    findings: list[Finding] = []
+    for source in doc.sources.values():
+        quoted = [c for c in doc.claims.values()
+                  if c.source == source.id and c.quote and c.status in QUOTE_CHECKED_STATUSES]
+        url = source.version_url or source.url
+        if not quoted or not url:
+            continue
+        try:
+            result = client.get(raw_url(url))
+            live = NormalizedText(body_to_text(result.body, result.content_type)) if result.ok else None
+            problem = None if result.ok else f"HTTP {result.status}"
+        except (FetchError, ValueError) as err:
+            live, problem = None, str(err)
+        if live is None:
+            findings.append(Finding(ERROR if isinstance(problem, str) and "refusing" in problem else WARNING,
+                                    "fetch-failed", str(doc.path), source.line, source.id,
+                                    f"could not fetch {url} to check for drift: {problem}"))
+            continue
+        for claim in quoted:
+            if live.find(claim.quote) is None:
+                findings.append(Finding(WARNING, "drift", str(doc.path), claim.line_of("quote"), claim.id,
+                                        f"the live text of {url} no longer contains the quote",
+                                        "check whether the source changed; the snapshot still verifies"))
+    return findings

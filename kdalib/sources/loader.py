@@ -1,0 +1,168 @@
+"""Read sources.yaml with ruamel.yaml, keeping the line of every key for precise messages.
+
+Two readers exist on purpose:
+
+* :func:`load_document` (for checking) keeps dates as the text the contributor typed,
+  so a bad date such as ``2026-13-45`` becomes a finding with a line number instead of
+  an exception inside the YAML library;
+* :func:`load_round_trip` (for ``check-links --write``) is ruamel's plain round-trip
+  reader, whose output dumps back with comments, key order and quoting unchanged.
+
+Input that cannot be read at all (missing file, YAML syntax error, duplicate mapping
+keys, a top level that is not a mapping) raises :class:`LoadError`, which the CLI turns
+into exit status 2. Everything else becomes a :class:`~kdalib.sources.model.Finding`.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from kdalib.sources.model import Document
+
+
+class LoadError(Exception):
+    """sources.yaml cannot be used at all; ``str(err)`` is ``file:line: what is wrong``."""
+
+    def __init__(self, path: str | Path, line: int, message: str):
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class _DatesAsTextConstructor(RoundTripConstructor):
+    """Round-trip constructor that leaves YAML timestamps as the text written."""
+
+
+_DatesAsTextConstructor.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node)
+)
+
+
+def _checking_yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _DatesAsTextConstructor
+    return yaml
+
+
+def round_trip_yaml() -> YAML:
+    """A ruamel YAML configured to write sources.yaml back the way it was laid out."""
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap long quotes or URLs
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError(path, 0, "file not found (pass --sources FILE or run from the book root)") from None
+    except UnicodeDecodeError as err:
+        raise LoadError(path, 0, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise LoadError(path, 0, f"cannot read the file: {err.strerror or err}") from None
+
+
+def parse_yaml_text(text: str, path: str | Path = "sources.yaml") -> CommentedMap:
+    """Parse checklist text into a ruamel mapping, dates kept as text.
+
+    Raises:
+        LoadError: on a syntax error, duplicate keys, an empty file or a non-mapping top level.
+    """
+    try:
+        data = _checking_yaml().load(io.StringIO(text))
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        problem = err.problem or err.context or "invalid YAML"
+        raise LoadError(path, line, f"YAML error: {problem}") from None
+    except YAMLError as err:
+        raise LoadError(path, 0, f"YAML error: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    except RecursionError:
+        raise LoadError(path, 0, "YAML nesting is too deep") from None
+    except Exception as err:  # noqa: BLE001 - the YAML library raises assorted errors on odd input
+        raise LoadError(path, 0, f"cannot parse the YAML ({type(err).__name__}: {err})") from None
+    if data is None:
+        raise LoadError(path, 1, "the file is empty; expected a mapping with 'sources:' and 'claims:'")
+    if not isinstance(data, CommentedMap):
+        raise LoadError(path, 1, f"the top level is a {_kind(data)}; expected a mapping with 'sources:' and 'claims:'")
+    return data
+
+
+def load_document(path: str | Path) -> Document:
+    """Read and schema-check a checklist file.
+
+    Returns:
+        The :class:`Document`; schema problems are in ``document.findings``.
+
+    Raises:
+        LoadError: when the file cannot be used at all.
+    """
+    from kdalib.sources.schema import build_document
+
+    path = Path(path)
+    return build_document(parse_yaml_text(_read_text(path), path), path)
+
+
+def load_text(text: str, path: str | Path = "sources.yaml") -> Document:
+    """Like :func:`load_document`, for text already in memory (tests, the fuzzer)."""
+    from kdalib.sources.schema import build_document
+
+    return build_document(parse_yaml_text(text, path), Path(path))
+
+
+def load_round_trip(path: str | Path) -> tuple[YAML, CommentedMap]:
+    """Read a checklist for editing in place; pair with :func:`round_trip_yaml` ``.dump``."""
+    path = Path(path)
+    yaml = round_trip_yaml()
+    try:
+        data = yaml.load(io.StringIO(_read_text(path)))
+    except YAMLError as err:
+        raise LoadError(path, 0, f"YAML error: {err}") from None
+    if not isinstance(data, CommentedMap):
+        raise LoadError(path, 1, "the top level is not a mapping")
+    return yaml, data
+
+
+def key_line(mapping: Any, key: str, default: int = 0) -> int:
+    """1-based line of ``key`` in a ruamel mapping (``default`` when unknown)."""
+    try:
+        return mapping.lc.key(key)[0] + 1
+    except (AttributeError, KeyError, TypeError):
+        return default
+
+
+def item_line(sequence: Any, index: int, default: int = 0) -> int:
+    """1-based line of item ``index`` of a ruamel sequence (``default`` when unknown)."""
+    try:
+        if isinstance(sequence, CommentedSeq):
+            return sequence.lc.item(index)[0] + 1
+    except (AttributeError, KeyError, TypeError, IndexError):
+        pass
+    return default
+
+
+def node_line(node: Any, default: int = 0) -> int:
+    """1-based line where a ruamel mapping or sequence starts."""
+    try:
+        return node.lc.line + 1
+    except AttributeError:
+        return default
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__

@@ -1,0 +1,327 @@
+"""The checks that need more than one entry: quotes against snapshots, conflicts,
+superseded and refuted claims, reproduced claims against recorded results, and the
+{claim} references used in the pages.
+
+Each ``check_*`` function takes what it needs, returns a list of findings and has no
+side effects, so the CLI, the tests and the book extension all run the same rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdalib.sources import snapshots as snap
+from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding
+from kdalib.sources.quotes import QuoteMatch, compact, display_in_quote, normalize
+
+#: Statuses whose quote, when given, must occur in the snapshot (an unverified claim's quote
+#: is a lead to follow up, not yet a checked citation).
+QUOTE_CHECKED_STATUSES = ("verified", "contradicted", "superseded", "refuted", "reproduced")
+#: Statuses that no longer state the current value, so they may disagree with others freely.
+RETIRED_STATUSES = ("superseded", "refuted")
+EVIDENCE_STATUSES = ("verified", "reproduced")
+
+# A {claim} role, or an inline code span (which may show a role as an example and is skipped):
+# the leftmost match wins, so ``{claim}`x` `` is code and {claim}`x` is a role.
+CLAIM_ROLE_OR_CODE = re.compile(r"\{claim\}`(?P<id>[^`]*)`|(?P<ticks>`+).+?(?P=ticks)")
+
+
+@dataclass
+class QuoteResults:
+    """What the snapshot pass learned, for the summary and the book.
+
+    Attributes:
+        states: source id → snapshot state (present / missing / sha-mismatch / unreadable).
+        matches: claim id → where its quote was found.
+        unchecked: claim ids whose quote could not be checked (snapshot missing).
+        findings: the problems found.
+    """
+
+    states: dict[str, snap.SnapshotState] = field(default_factory=dict)
+    matches: dict[str, QuoteMatch] = field(default_factory=dict)
+    unchecked: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> QuoteResults:
+    """Open every snapshot (sha256 checked) and look for every quote that must verify."""
+    out = QuoteResults()
+    file = str(doc.path)
+    for source in doc.sources.values():
+        if source.snapshot is None:
+            continue
+        state = store.open(source.snapshot)
+        out.states[source.id] = state
+        line = source.lines.get("snapshot", source.line)
+        if state.state == snap.MISSING:
+            out.findings.append(Finding(
+                ERROR if strict else WARNING, "snapshot-missing", file, line, source.id,
+                f"snapshot {source.snapshot.file!r} is not in {store.root}; its quotes were not checked",
+                f"run `kdalib sources fetch {source.id}` or set {snap.ENV_VAR} to the archive"))
+        elif state.state == snap.SHA_MISMATCH:
+            out.findings.append(Finding(
+                ERROR, "sha-mismatch", file, line, source.id,
+                f"{state.path} has sha256 {state.actual_sha256}, not the recorded {source.snapshot.sha256}",
+                "restore the archived file; if the new text is the right one, record its sha256 and re-check the quotes"))
+        elif state.state == snap.UNREADABLE:
+            out.findings.append(Finding(ERROR, "snapshot-unreadable", file, line, source.id,
+                                        f"cannot read {state.path}: {state.detail}"))
+    for claim in doc.claims.values():
+        out.findings.extend(_check_claim_quote(doc, claim, out))
+    return out
+
+
+def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterator[Finding]:
+    file = str(doc.path)
+    if claim.status not in QUOTE_CHECKED_STATUSES or not claim.quote:
+        return
+    if claim.display and display_in_quote(claim.display, claim.quote) is None:
+        yield Finding(ERROR, "value-not-in-quote", file, claim.line_of("display"), claim.id,
+                      f"display {claim.display!r} does not occur in the quote {_short(claim.quote)!r}",
+                      "quote the span that prints the value, or correct 'display' to the value as the source prints it")
+    source = doc.sources.get(claim.source)
+    if source is None:
+        return  # already reported as unknown-source
+    if source.snapshot is None:
+        yield Finding(ERROR, "no-snapshot", file, claim.line_of("source"), claim.id,
+                      f"source {source.id!r} has no snapshot, so the quote cannot be checked",
+                      f"add snapshot: {{file: ..., sha256: ...}} to {source.id}, or mark the claim unverified")
+        return
+    state = out.states.get(source.id)
+    if state is None or state.text is None:
+        if state is not None and state.state == snap.MISSING:
+            out.unchecked.append(claim.id)
+        return
+    match = state.text.find(claim.quote)
+    if match is None:
+        yield Finding(ERROR, "quote-not-found", file, claim.line_of("quote"), claim.id,
+                      f"the quote {_short(claim.quote)!r} does not occur in {source.snapshot.file} "
+                      "(even ignoring whitespace)",
+                      f"run `kdalib sources quote {source.id} \"<a few words of it>\"` and paste the span it prints")
+        return
+    out.matches[claim.id] = match
+
+
+def _short(text: str, limit: int = 70) -> str:
+    text = normalize(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- conflicts and relations -----------------------------------------------------------
+
+
+def topic_key(claim: Claim) -> tuple[Any, ...]:
+    """What two claims must share to be about the same figure: subject, property or benchmark setting."""
+    subject = normalize(claim.subject).casefold()
+    if claim.benchmark is None:
+        return (subject, "property", normalize(claim.property or "").casefold())
+    fields = ("name", "version", "metric", "setting", "tools", "thinking", "harness", "shots")
+    return (subject, "benchmark", *(
+        normalize(str(claim.benchmark.get(k, ""))).casefold() for k in fields))
+
+
+def same_value(a: Claim, b: Claim) -> bool:
+    """Values agree when the numbers are equal (or the texts equal up to case) in the same unit."""
+    if normalize(a.unit).casefold() != normalize(b.unit).casefold():
+        return False
+    if isinstance(a.value, (int, float)) and isinstance(b.value, (int, float)):
+        return math.isclose(a.value, b.value, rel_tol=1e-12, abs_tol=0.0)
+    return compact(str(a.value)).casefold() == compact(str(b.value)).casefold()
+
+
+def _supersession(doc: Document) -> set[frozenset[str]]:
+    pairs = set()
+    for claim in doc.claims.values():
+        targets = list(claim.supersedes)
+        for target in targets:
+            other = doc.resolve_claim(target)
+            if other is not None:
+                pairs.add(frozenset((claim.id, other.id)))
+        if claim.superseded_by and doc.resolve_claim(claim.superseded_by) is not None:
+            pairs.add(frozenset((claim.id, doc.resolve_claim(claim.superseded_by).id)))
+    return pairs
+
+
+def conflicting_pairs(doc: Document) -> list[tuple[Claim, Claim]]:
+    """Pairs of claims on the same subject, property/benchmark and setting whose values differ."""
+    groups: dict[tuple[Any, ...], list[Claim]] = defaultdict(list)
+    for claim in doc.claims.values():
+        if claim.value is not None:
+            groups[topic_key(claim)].append(claim)
+    return [(a, b) for group in groups.values() for a, b in itertools.combinations(group, 2) if not same_value(a, b)]
+
+
+def _names(doc: Document, claim: Claim, other: Claim) -> bool:
+    return any(doc.resolve_claim(t) is other for t in claim.conflicts_with)
+
+
+def check_conflicts(doc: Document) -> list[Finding]:
+    """Disagreeing claims must name each other; named conflicts must be mutual."""
+    file = str(doc.path)
+    findings: list[Finding] = []
+    superseding = _supersession(doc)
+    for a, b in conflicting_pairs(doc):
+        if a.status in RETIRED_STATUSES or b.status in RETIRED_STATUSES:
+            continue
+        if frozenset((a.id, b.id)) in superseding:
+            continue
+        for here, there in ((a, b), (b, a)):
+            if not _names(doc, here, there):
+                findings.append(Finding(
+                    ERROR, "undeclared-conflict", file, here.line, here.id,
+                    f"gives {here.display!r} where {there.id} (line {there.line}) gives {there.display!r} "
+                    f"for the same {here.topic or 'figure'} of {here.subject}",
+                    f"add {there.id} to conflicts_with (and {here.id} to {there.id}'s), "
+                    "or mark the wrong one refuted/superseded"))
+    for claim in doc.claims.values():
+        for target in claim.conflicts_with:
+            other = doc.resolve_claim(target)
+            if other is not None and other is not claim and not _names(doc, other, claim):
+                findings.append(Finding(
+                    ERROR, "one-sided-conflict", file, claim.line_of("conflicts_with"), claim.id,
+                    f"names {other.id} in conflicts_with, but {other.id} does not name it back",
+                    f"add {claim.id} to the conflicts_with of {other.id} (line {other.line})"))
+    return findings
+
+
+def check_relations(doc: Document) -> list[Finding]:
+    """A superseded claim is replaced by a named claim; a refuted claim's evidence is itself verified."""
+    file = str(doc.path)
+    findings: list[Finding] = []
+    replaced = {id_ for pair in _supersession(doc) for id_ in pair}
+    for claim in doc.claims.values():
+        if claim.status == "superseded" and claim.id not in replaced:
+            findings.append(Finding(
+                ERROR, "superseded-without-successor", file, claim.line_of("status"), claim.id,
+                "is superseded, but no claim says it supersedes it",
+                "add 'supersedes: [this id]' to the newer claim, or superseded_by: NEW_ID here"))
+        for target in claim.evidence:
+            other = doc.resolve_claim(target)
+            if other is not None and other.status not in EVIDENCE_STATUSES:
+                findings.append(Finding(
+                    ERROR, "weak-evidence", file, claim.line_of("evidence"), claim.id,
+                    f"cites {other.id} as evidence, but that claim is {other.status}",
+                    "cite a verified or reproduced claim"))
+    return findings
+
+
+# ---- reproduced claims -----------------------------------------------------------------
+
+
+def check_reproduced(doc: Document, root: Path) -> list[Finding]:
+    """Each ``reproduced`` claim's recorded result exists and agrees within the tolerance."""
+    findings: list[Finding] = []
+    for claim in doc.claims.values():
+        if claim.status == "reproduced" and claim.reproduced_by is not None:
+            problem = _reproduction_problem(claim, root)
+            if problem:
+                message, fix = problem
+                findings.append(Finding(ERROR, "reproduction-mismatch", str(doc.path),
+                                        claim.line_of("reproduced_by"), claim.id, message, fix))
+    return findings
+
+
+def _reproduction_problem(claim: Claim, root: Path) -> tuple[str, str] | None:
+    spec = claim.reproduced_by
+    assert spec is not None
+    path = root / spec.result
+    rerun = f"run `kdalib repro notebooks/{Path(spec.result).stem}.ipynb` and commit the result"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"the recorded result {spec.result} does not exist", rerun
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"the recorded result {spec.result} is not readable JSON ({err})", rerun
+    values = recorded.get("values") if isinstance(recorded, dict) else None
+    if not isinstance(values, dict):
+        return f"{spec.result} has no top-level 'values' object", rerun
+    if spec.key not in values:
+        known = ", ".join(sorted(map(str, values))) or "none"
+        return f"{spec.result} records no value {spec.key!r} (it has: {known})", "fix reproduced_by.key"
+    got = values[spec.key]
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        return f"{spec.result} records {spec.key} = {got!r}, not a number", rerun
+    if isinstance(claim.value, bool) or not isinstance(claim.value, (int, float)):
+        return "a reproduced claim needs a numeric value", "write the value as a number"
+    difference = abs(float(got) - float(claim.value))
+    if not difference <= spec.tolerance:  # also catches NaN
+        return (f"{spec.result} records {spec.key} = {got}, {difference:.6g} away from the claimed "
+                f"{claim.value} (tolerance {spec.tolerance})",
+                "re-run the notebook, or correct the claim if the recorded value is right")
+    return None
+
+
+# ---- {claim} references in pages -------------------------------------------------------
+
+
+def page_files(root: Path) -> list[Path]:
+    """The pages whose {claim} roles must resolve: notes/**/*.md and notebooks/**/*.{md,ipynb}."""
+    found: list[Path] = []
+    for folder, patterns in (("notes", ("*.md",)), ("notebooks", ("*.md", "*.ipynb"))):
+        base = root / folder
+        if base.is_dir():
+            for pattern in patterns:
+                found.extend(p for p in base.rglob(pattern) if "results" not in p.relative_to(base).parts[:1]
+                             and ".ipynb_checkpoints" not in p.parts)
+    return sorted(found)
+
+
+def markdown_blocks(path: Path) -> Iterable[tuple[int, str, str]]:
+    """(first line, where, text) for each markdown block of a page: the whole .md, or each notebook cell."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    if path.suffix != ".ipynb":
+        return [(1, "", text)]
+    try:
+        cells = json.loads(text).get("cells", [])
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    blocks = []
+    for index, cell in enumerate(cells):
+        if isinstance(cell, dict) and cell.get("cell_type") == "markdown":
+            source = cell.get("source", "")
+            blocks.append((0, f"cell {index}", "".join(source) if isinstance(source, list) else str(source)))
+    return blocks
+
+
+def check_claim_references(doc: Document, root: Path) -> list[Finding]:
+    """Every {claim}`id` used in notes/ and notebooks/ names an existing claim or alias."""
+    findings: list[Finding] = []
+    for path in page_files(root):
+        shown = _relative(path, root)
+        for first_line, where, text in markdown_blocks(path):
+            for line_number, claim_id in claim_roles(text):
+                if doc.resolve_claim(claim_id) is None:
+                    line = first_line + line_number - 1 if first_line else 0
+                    place = f" ({where}, line {line_number})" if where else ""
+                    findings.append(Finding(ERROR, "unknown-claim-role", shown, line, claim_id,
+                                            f"{{claim}}`{claim_id}` names no claim in {doc.path.name}{place}",
+                                            "fix the id, or add the claim to sources.yaml"))
+    return findings
+
+
+def claim_roles(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line, claim id) of each {claim} role in MyST prose (code and math skipped)."""
+    from kdalib.sources.figures import prose_lines
+
+    for line_number, line in prose_lines(text):
+        for match in CLAIM_ROLE_OR_CODE.finditer(line):
+            if match.group("id") is not None:
+                yield line_number, match.group("id").strip()
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

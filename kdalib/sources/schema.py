@@ -1,0 +1,464 @@
+"""The sources.yaml schema: allowed keys, types, enums, and cross references.
+
+Every problem becomes a :class:`~kdalib.sources.model.Finding` that names the file,
+the line, the source or claim id and what was expected, so a contributor can fix it
+without reading this module. Entries with a usable id are kept (with ``None`` for a
+field that failed) so that later checks still run and one typo is reported once.
+
+The contract itself is documented in DESIGN.md ("sources.yaml") and notes/sources.md.
+Relations (``conflicts_with``, ``supersedes``, ``superseded_by``, ``evidence``,
+``reproduced_by``) may be written at the top of a claim or inside a ``notes:`` mapping
+(whose free text then goes under ``notes.text``); both spellings mean the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from kdalib.sources.loader import item_line, key_line, node_line
+from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source
+
+SOURCE_KINDS = ("model_card", "tech_report", "blog", "repo", "leaderboard", "docs", "seed")
+CLAIM_STATUSES = ("verified", "unverified", "contradicted", "superseded", "reproduced", "refuted")
+LINK_STATUSES = ("ok", "broken", "moved", "unchecked")
+REPORTED_BY = ("first_party", "third_party")
+TOP_KEYS = ("sources", "claims", "subjects")
+SOURCE_KEYS = ("id", "title", "publisher", "kind", "url", "version_url", "published", "snapshot", "link", "notes")
+RELATION_KEYS = ("conflicts_with", "supersedes", "superseded_by", "evidence", "reproduced_by")
+CLAIM_KEYS = (
+    "id", "subject", "property", "benchmark", "value", "unit", "display", "source", "quote", "status",
+    "checked", "reported_by", "notes", "aliases", *RELATION_KEYS,
+)
+NOTES_KEYS = ("text", *RELATION_KEYS)
+BENCHMARK_KEYS = ("name", "version", "metric", "setting", "tools", "thinking", "harness", "shots")
+SNAPSHOT_KEYS = ("file", "sha256")
+LINK_KEYS = ("checked", "status")
+REPRODUCED_KEYS = ("result", "key", "tolerance")
+
+SOURCE_ID = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
+CLAIM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+_MISSING = object()
+
+
+class _Reporter:
+    """Collects findings for one file; ``error`` keeps call sites one line long."""
+
+    def __init__(self, path: Path):
+        self.file = str(path)
+        self.findings: list[Finding] = []
+
+    def error(self, line: int, item: str, code: str, message: str, fix: str = "") -> None:
+        self.findings.append(Finding(ERROR, code, self.file, line, item, message, fix))
+
+
+class _Entry:
+    """A mapping from the YAML with the reporter and item id bound, for typed field reads."""
+
+    def __init__(self, data: Any, report: _Reporter, item: str, line: int, what: str):
+        self.data = data
+        self.report = report
+        self.item = item
+        self.line = line
+        self.what = what
+
+    def line_of(self, key: str) -> int:
+        return key_line(self.data, key, self.line)
+
+    def fail(self, key: str, code: str, message: str, fix: str = "") -> None:
+        self.report.error(self.line_of(key), self.item, code, message, fix)
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail(str(key), "unknown-key", f"unknown key {str(key)!r} in {self.what}",
+                          f"use one of: {', '.join(allowed)}")
+
+    def get(self, key: str, parse: Callable[[Any], Any], expected: str, required: bool = False) -> Any:
+        """Read ``key`` through ``parse`` (which raises ValueError on a bad value)."""
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(key, "missing-key", f"{self.what} has no {key!r}", f"add '{key}: <{expected}>'")
+            return None
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as err:
+            detail = f" ({err})" if str(err) else ""
+            self.fail(key, f"bad-{key.replace('_', '-')}",
+                      f"{key!r} is {_show(value)}; expected {expected}{detail}")
+            return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value if not hasattr(value, "items") else dict(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- value parsers: each returns the clean value or raises ValueError ------------------
+
+
+def parse_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("")
+    return str(value)
+
+
+def parse_display(value: Any) -> str:
+    """``display`` is text; a bare integer is accepted, a bare float is ambiguous (1.50 → 1.5)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError("write the number in quotes so its digits are kept, e.g. display: '1.50'")
+    return parse_text(value)
+
+
+def parse_date(value: Any) -> dt.date:
+    text = str(value) if isinstance(value, (str, dt.date)) else None
+    if text is None or not ISO_DATE.match(text):
+        raise ValueError("a date written YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("no such calendar day") from None
+
+
+def parse_url(value: Any) -> str:
+    text = parse_text(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"scheme {parts.scheme or '(none)'!r} is not allowed, only https or http")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    return text
+
+
+def parse_enum(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError("")
+        return value
+
+    return parse
+
+
+def parse_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return parse_text(value)
+
+
+def parse_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise ValueError("")
+    return float(value)
+
+
+def parse_id_list(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) and v.strip() for v in items):
+        raise ValueError("")
+    return [str(v) for v in items]
+
+
+def parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("")
+    return value
+
+
+def parse_shots(value: Any) -> int | str:
+    """A whole number of shots, or text such as '5-shot' or 'not stated'."""
+    if isinstance(value, bool):
+        raise ValueError("")
+    if isinstance(value, int):
+        return int(value)
+    return parse_text(value)
+
+
+# ---- sources ---------------------------------------------------------------------------
+
+
+def _parse_snapshot(entry: _Entry) -> Snapshot | None:
+    raw = entry.data.get("snapshot")
+    if raw is None:
+        return None
+    if not hasattr(raw, "items"):
+        entry.fail("snapshot", "bad-snapshot", f"'snapshot' is {_show(raw)}; expected {{file: NAME, sha256: HEX}}")
+        return None
+    sub = _Entry(raw, entry.report, entry.item, entry.line_of("snapshot"), "snapshot")
+    sub.check_keys(SNAPSHOT_KEYS)
+    file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
+    sha = sub.get("sha256", _parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
+    if file and (Path(file).is_absolute() or ".." in Path(file).parts):
+        sub.fail("file", "bad-file", f"snapshot file {file!r} leaves the snapshot store",
+                 "give a path relative to $KDALIB_SNAPSHOTS without '..'")
+        return None
+    return Snapshot(file, sha) if file and sha else None
+
+
+def _parse_sha(value: Any) -> str:
+    if not isinstance(value, str) or not SHA256.match(value):
+        raise ValueError("")
+    return value
+
+
+def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
+    if not hasattr(raw, "items"):
+        report.error(line, "", "bad-entry", f"a source entry is {_show(raw)}; expected a mapping with 'id:'")
+        return None
+    entry = _Entry(raw, report, "", node_line(raw, line), "source")
+    source_id = entry.get("id", _pattern(SOURCE_ID), "a kebab-case id such as kimi-k2-readme", required=True)
+    if source_id is None:
+        return None
+    entry.item = source_id
+    entry.check_keys(SOURCE_KEYS)
+    kind = entry.get("kind", parse_enum(SOURCE_KINDS), f"one of {', '.join(SOURCE_KINDS)}", required=True)
+    source = Source(
+        id=source_id,
+        title=entry.get("title", parse_text, "the document's title", required=True) or source_id,
+        publisher=entry.get("publisher", parse_text, "who published it", required=True) or "",
+        kind=kind or "",
+        url=entry.get("url", parse_url, "an https:// or http:// URL", required=kind != "seed"),
+        version_url=entry.get("version_url", parse_url, "an https:// or http:// URL"),
+        published=entry.get("published", parse_date, "a date written YYYY-MM-DD"),
+        snapshot=_parse_snapshot(entry),
+        notes=entry.get("notes", parse_text, "free text") or "",
+        line=entry.line,
+        lines={str(k): entry.line_of(str(k)) for k in raw},
+    )
+    _parse_link(entry, source)
+    return source
+
+
+def _parse_link(entry: _Entry, source: Source) -> None:
+    raw = entry.data.get("link")
+    if raw is None:
+        return
+    if not hasattr(raw, "items"):
+        entry.fail("link", "bad-link", f"'link' is {_show(raw)}; expected {{checked: DATE, status: STATUS}}")
+        return
+    sub = _Entry(raw, entry.report, entry.item, entry.line_of("link"), "link")
+    sub.check_keys(LINK_KEYS)
+    source.link_checked = sub.get("checked", parse_date, "a date written YYYY-MM-DD")
+    source.link_status = sub.get("status", parse_enum(LINK_STATUSES), f"one of {', '.join(LINK_STATUSES)}") or "unchecked"
+
+
+def _pattern(regex: re.Pattern[str]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not regex.match(value):
+            raise ValueError("")
+        return value
+
+    return parse
+
+
+# ---- claims ----------------------------------------------------------------------------
+
+
+def _parse_benchmark(entry: _Entry) -> dict[str, Any] | None:
+    raw = entry.data.get("benchmark")
+    if raw is None:
+        return None
+    if not hasattr(raw, "items"):
+        entry.fail("benchmark", "bad-benchmark", f"'benchmark' is {_show(raw)}; expected a mapping with 'name:'")
+        return None
+    sub = _Entry(raw, entry.report, entry.item, entry.line_of("benchmark"), "benchmark")
+    sub.check_keys(BENCHMARK_KEYS)
+    parsed = {"name": sub.get("name", parse_text, "the benchmark's name", required=True)}
+    for key in ("version", "metric", "setting", "harness"):
+        parsed[key] = sub.get(key, parse_text, "text")
+    parsed["tools"] = sub.get("tools", parse_bool, "true or false")
+    parsed["thinking"] = sub.get("thinking", parse_bool, "true or false")
+    parsed["shots"] = sub.get("shots", parse_shots, "a whole number of shots or text such as '5-shot'")
+    return {k: v for k, v in parsed.items() if v is not None}
+
+
+def _parse_reproduced_by(entry: _Entry) -> ReproducedBy | None:
+    raw = entry.data.get("reproduced_by")
+    if raw is None:
+        return None
+    if not hasattr(raw, "items"):
+        entry.fail("reproduced_by", "bad-reproduced-by",
+                   f"'reproduced_by' is {_show(raw)}; expected {{result: PATH.json, key: NAME, tolerance: NUMBER}}")
+        return None
+    sub = _Entry(raw, entry.report, entry.item, entry.line_of("reproduced_by"), "reproduced_by")
+    sub.check_keys(REPRODUCED_KEYS)
+    result = sub.get("result", parse_text, "notebooks/results/<device>/<notebook>.json", required=True)
+    key = sub.get("key", parse_text, "a name under the result's 'values'", required=True)
+    tolerance = sub.get("tolerance", parse_number, "an absolute tolerance >= 0", required=True)
+    if result is None or key is None or tolerance is None:
+        return None
+    return ReproducedBy(result, key, tolerance)
+
+
+def _relations(claim_entry: _Entry) -> tuple[_Entry, str]:
+    """Where the relation keys live (the claim or its ``notes:`` mapping) and the free text."""
+    notes = claim_entry.data.get("notes")
+    if notes is None:
+        return claim_entry, ""
+    if isinstance(notes, str):
+        return claim_entry, notes
+    if not hasattr(notes, "items"):
+        claim_entry.fail("notes", "bad-notes", f"'notes' is {_show(notes)}; expected text or a mapping")
+        return claim_entry, ""
+    sub = _Entry(notes, claim_entry.report, claim_entry.item, claim_entry.line_of("notes"), "notes")
+    sub.check_keys(NOTES_KEYS)
+    for key in RELATION_KEYS:
+        if key in notes and key in claim_entry.data:
+            sub.fail(key, "duplicate-key", f"{key!r} is given both in the claim and in its notes",
+                     "keep only one of them")
+    return sub, sub.get("text", parse_text, "free text") or ""
+
+
+def _read_relations(entry: _Entry, claim: Claim) -> None:
+    where, claim.text_notes = _relations(entry)
+    for place in {id(entry): entry, id(where): where}.values():
+        claim.conflicts_with += place.get("conflicts_with", parse_id_list, "a claim id or a list of claim ids") or []
+        claim.supersedes += place.get("supersedes", parse_id_list, "a claim id or a list of claim ids") or []
+        claim.evidence += place.get("evidence", parse_id_list, "a claim id or a list of claim ids") or []
+        claim.superseded_by = claim.superseded_by or place.get("superseded_by", _pattern(CLAIM_ID), "a claim id")
+        claim.reproduced_by = claim.reproduced_by or _parse_reproduced_by(place)
+        for key in RELATION_KEYS:
+            if key in place.data:
+                claim.lines[key] = place.line_of(key)
+
+
+def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
+    if not hasattr(raw, "items"):
+        report.error(line, "", "bad-entry", f"a claim entry is {_show(raw)}; expected a mapping with 'id:'")
+        return None
+    entry = _Entry(raw, report, "", node_line(raw, line), "claim")
+    claim_id = entry.get("id", _pattern(CLAIM_ID), "a dotted lower-case id such as k2.arch.params_total",
+                         required=True)
+    if claim_id is None:
+        return None
+    entry.item = claim_id
+    entry.check_keys(CLAIM_KEYS)
+    statuses = ", ".join(CLAIM_STATUSES)
+    claim = Claim(
+        id=claim_id,
+        subject=entry.get("subject", parse_text, "the model or topic, e.g. Kimi K2", required=True) or "",
+        status=entry.get("status", parse_enum(CLAIM_STATUSES), f"one of {statuses}", required=True) or "",
+        source=entry.get("source", parse_text, "a source id from 'sources:'", required=True) or "",
+        value=entry.get("value", parse_value, "a number, or text for names and dates", required=True),
+        display=entry.get("display", parse_display, "the text the book prints, e.g. 1T", required=True) or "",
+        property=entry.get("property", parse_text, "what is measured, e.g. total parameters"),
+        benchmark=_parse_benchmark(entry),
+        unit=entry.get("unit", parse_text, "a unit such as 'T parameters' or '%'") or "",
+        quote=entry.get("quote", parse_text, "an exact span of the source's snapshot"),
+        checked=entry.get("checked", parse_date, "a date written YYYY-MM-DD"),
+        reported_by=entry.get("reported_by", parse_enum(REPORTED_BY), " or ".join(REPORTED_BY)),
+        aliases=entry.get("aliases", parse_id_list, "a list of former claim ids") or [],
+        line=entry.line,
+        lines={str(k): entry.line_of(str(k)) for k in raw},
+    )
+    if (claim.property is None) == ("benchmark" not in raw):
+        entry.fail("property" if "property" in raw else "id", "property-or-benchmark",
+                   "a claim needs exactly one of 'property:' or 'benchmark:'",
+                   "keep 'property:' for a fact about the model, 'benchmark:' for a score")
+    _read_relations(entry, claim)
+    _check_status_fields(entry, claim)
+    return claim
+
+
+def _check_status_fields(entry: _Entry, claim: Claim) -> None:
+    """Fields a status cannot do without (relations between claims are checked later)."""
+    needs = {
+        "verified": (claim.quote, "quote", "copy the shortest span of the snapshot that holds the number"),
+        "contradicted": (claim.conflicts_with, "conflicts_with", "name the claims it disagrees with"),
+        "reproduced": (claim.reproduced_by, "reproduced_by",
+                       "add reproduced_by: {result: notebooks/results/<device>/<nb>.json, key: NAME, tolerance: X}"),
+        "refuted": (claim.evidence or claim.text_notes, "notes",
+                    "give the evidence: notes: {evidence: [claim ids], text: ...} or a notes text"),
+    }
+    if claim.status in needs:
+        present, key, fix = needs[claim.status]
+        if not present:
+            entry.fail("status", f"{claim.status}-needs-{key.replace('_', '-')}",
+                       f"a {claim.status} claim needs '{key}'", fix)
+
+
+# ---- the document ----------------------------------------------------------------------
+
+
+def _entries(data: Any, key: str, report: _Reporter) -> list[tuple[Any, int]]:
+    raw = data.get(key)
+    line = key_line(data, key, 1)
+    if raw is None:
+        if key not in data:
+            report.error(1, "", "missing-key", f"the file has no top-level {key!r}", f"add '{key}:' with a list")
+        return []
+    if not isinstance(raw, list):
+        report.error(line, "", f"bad-{key}", f"{key!r} is {_show(raw)}; expected a list of entries")
+        return []
+    return [(item, item_line(raw, i, line)) for i, item in enumerate(raw)]
+
+
+def build_document(data: Any, path: Path) -> Document:
+    """Turn a parsed checklist mapping into a :class:`Document` plus schema findings."""
+    report = _Reporter(path)
+    doc = Document(path=path)
+    top = _Entry(data, report, "", 1, "the file")
+    top.check_keys(TOP_KEYS)
+    doc.subjects = top.get("subjects", parse_id_list, "a list of subject names") or []
+    for raw, line in _entries(data, "sources", report):
+        source = _parse_source(raw, report, line)
+        if source is not None:
+            _add_unique(doc.sources, source, report, "duplicate-source-id")
+    for raw, line in _entries(data, "claims", report):
+        claim = _parse_claim(raw, report, line)
+        if claim is not None:
+            _add_unique(doc.claims, claim, report, "duplicate-claim-id")
+    _check_references(doc, report)
+    doc.findings = report.findings
+    return doc
+
+
+def _add_unique(table: dict[str, Any], entry: Source | Claim, report: _Reporter, code: str) -> None:
+    if entry.id in table:
+        first = table[entry.id].line
+        report.error(entry.line, entry.id, code, f"id {entry.id!r} is already used on line {first}",
+                     "give each entry its own id")
+        return
+    table[entry.id] = entry
+
+
+def _check_references(doc: Document, report: _Reporter) -> None:
+    """Every id a claim names exists; aliases are unique; subjects are known."""
+    for claim in doc.claims.values():
+        for alias in claim.aliases:
+            if alias in doc.claims or alias in doc.aliases:
+                report.error(claim.line_of("aliases"), claim.id, "duplicate-alias",
+                             f"alias {alias!r} is already a claim id or another claim's alias")
+            else:
+                doc.aliases[alias] = claim.id
+    for claim in doc.claims.values():
+        if claim.source and claim.source not in doc.sources:
+            report.error(claim.line_of("source"), claim.id, "unknown-source",
+                         f"source {claim.source!r} is not in 'sources:'",
+                         "add the source first, or fix the id (see `kdalib sources add`)")
+        if doc.subjects and claim.subject and claim.subject not in doc.subjects:
+            report.error(claim.line_of("subject"), claim.id, "unknown-subject",
+                         f"subject {claim.subject!r} is not in the top-level 'subjects:' list",
+                         f"use one of: {', '.join(doc.subjects)}")
+        named = [(key, target) for key in ("conflicts_with", "supersedes", "evidence") for target in getattr(claim, key)]
+        if claim.superseded_by:
+            named.append(("superseded_by", claim.superseded_by))
+        for key, target in named:
+            if doc.resolve_claim(target) is None:
+                report.error(claim.line_of(key), claim.id, "unknown-claim",
+                             f"{key} names {target!r}, which is not a claim id")
+            elif doc.resolve_claim(target) is claim:
+                report.error(claim.line_of(key), claim.id, "self-reference", f"{key} names the claim itself")

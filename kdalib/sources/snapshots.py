@@ -1,0 +1,125 @@
+"""The snapshot store: archived source texts, addressed by file name, checked by sha256.
+
+The store is a plain folder outside git: ``$KDALIB_SNAPSHOTS`` when set, else
+``.snapshots/`` (filled by ``kdalib sources fetch``). CI points it at the shared archive.
+Texts are read as UTF-8 and cached per file, together with their normalised form, so a
+snapshot quoted by fifty claims is read, hashed and normalised once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdalib.sources.model import Snapshot
+from kdalib.sources.quotes import NormalizedText
+
+ENV_VAR = "KDALIB_SNAPSHOTS"
+DEFAULT_DIR = ".snapshots"
+
+PRESENT = "present"
+MISSING = "missing"
+SHA_MISMATCH = "sha-mismatch"
+UNREADABLE = "unreadable"
+
+
+def default_snapshot_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The store folder: ``explicit`` if given, else ``$KDALIB_SNAPSHOTS``, else ``.snapshots``."""
+    return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_DIR)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class SnapshotState:
+    """The outcome of opening one snapshot.
+
+    Attributes:
+        state: ``present``, ``missing``, ``sha-mismatch`` or ``unreadable``.
+        path: where the file was looked for.
+        actual_sha256: the file's sha256 when it could be read.
+        text: the normalised text, only when ``state == "present"``.
+        detail: why it is unreadable (decode error, permission).
+    """
+
+    state: str
+    path: Path
+    actual_sha256: str | None = None
+    text: NormalizedText | None = None
+    detail: str = ""
+
+
+class SnapshotStore:
+    """Opens snapshot files from one folder, checking each against its recorded sha256."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self.root = default_snapshot_dir(root)
+        self._cache: dict[tuple[str, str], SnapshotState] = {}
+
+    def path_of(self, file: str) -> Path:
+        return self.root / file
+
+    def open(self, snapshot: Snapshot) -> SnapshotState:
+        """Read, hash and normalise ``snapshot.file`` (cached); never raises for a bad file."""
+        key = (snapshot.file, snapshot.sha256)
+        if key not in self._cache:
+            self._cache[key] = self._open(snapshot)
+        return self._cache[key]
+
+    def _open(self, snapshot: Snapshot) -> SnapshotState:
+        path = self.path_of(snapshot.file)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return SnapshotState(MISSING, path)
+        except OSError as err:
+            return SnapshotState(UNREADABLE, path, detail=err.strerror or str(err))
+        actual = sha256_bytes(data)
+        if actual != snapshot.sha256:
+            return SnapshotState(SHA_MISMATCH, path, actual)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return SnapshotState(UNREADABLE, path, actual, detail=f"not UTF-8 ({err.reason} at byte {err.start})")
+        return SnapshotState(PRESENT, path, actual, NormalizedText(text))
+
+    def write(self, file: str, text: str) -> Path:
+        """Store ``text`` as ``file`` atomically (UTF-8) and return its path."""
+        path = self.path_of(file)
+        atomic_write_bytes(path, text.encode("utf-8"))
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != file}
+        return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    A crash or an exception leaves either the old file or the new one, never half of each.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if path.exists():
+            os.chmod(temp_name, path.stat().st_mode & 0o7777)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
