@@ -33,18 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdalib.ops import kda_gate
+from kdalib.ops import chunk_kda, kda_gate
 
 MIXER_KINDS = ("linear", "deltanet", "gated_deltanet", "kda")
 LINEAR_BETA = 1e-6
 CONV_SIZE = 4
-
-
-def _kda_operator():
-    """The differentiable KDA operator: the chunked form when present, else the token loop."""
-    import kdalib.ops as ops
-
-    return getattr(ops, "chunk_kda", None) or ops.naive_recurrent_kda
 
 
 def _init_decay_parameters(heads: int, channels: int) -> tuple[nn.Parameter, nn.Parameter]:
@@ -122,7 +115,7 @@ class RecallMixer(nn.Module):
         g, beta = self.gates(x)
         if self.kind == "linear":
             v = v / LINEAR_BETA
-        o, _ = _kda_operator()(q, k, v, g, beta)
+        o, _ = chunk_kda(q, k, v, g, beta)
         return self.o_proj(o.reshape(batch, tokens, -1))
 
 
