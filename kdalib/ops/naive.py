@@ -92,6 +92,7 @@ def naive_recurrent_kda(
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim ** -0.5 if scale is None else scale
+    output_dtype = v.dtype
     q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
     if use_qk_l2norm_in_kernel:
         q, k = l2_normalize(q), l2_normalize(k)
@@ -111,4 +112,4 @@ def naive_recurrent_kda(
         finals.append(state)
     output = torch.cat(outputs, dim=1 if cu_seqlens is not None else 0)
     final_state = torch.cat(finals, dim=0) if output_final_state else None
-    return output.to(v.dtype), final_state
+    return output.to(output_dtype), final_state

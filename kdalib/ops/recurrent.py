@@ -85,6 +85,7 @@ def fused_recurrent_kda(
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim ** -0.5 if scale is None else scale
+    output_dtype = v.dtype
     q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
     if use_qk_l2norm_in_kernel:
         q, k = l2_normalize(q), l2_normalize(k)
@@ -109,4 +110,4 @@ def fused_recurrent_kda(
     final_state = None
     if output_final_state:
         final_state = state.view(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
-    return output.to(v.dtype), final_state
+    return output.to(output_dtype), final_state

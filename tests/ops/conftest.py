@@ -1,0 +1,17 @@
+"""tests/ops: tests marked ``slow`` are deselected unless asked for (``-m slow`` or KDALIB_SLOW=1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    if "slow" in (config.getoption("-m") or "") or os.environ.get("KDALIB_SLOW") == "1":
+        return
+    slow = [item for item in items if "slow" in item.keywords and _HERE in Path(str(item.fspath)).parents]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in set(slow)]

@@ -1,0 +1,121 @@
+"""Sequence semantics: packing, carrying state across calls, causality, decode after prefill, dispatch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kda_test_utils import make_inputs, rel_rms
+
+from kdalib.ops import chunk_kda, fused_recurrent_kda, kda, naive_recurrent_kda
+
+OPERATORS = {"chunk": chunk_kda, "recurrent": fused_recurrent_kda, "naive": naive_recurrent_kda}
+LENGTHS = [1, 2, 3, 15, 16, 17, 40, 64, 65, 1, 7]
+
+
+def _slice_tokens(inputs, start, end):
+    return {name: (t if name == "initial_state" else t[:, start:end]) for name, t in inputs.items()}
+
+
+@pytest.mark.parametrize("op_name", OPERATORS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_packed_equals_per_sequence(op_name, dtype):
+    op = OPERATORS[op_name]
+    offsets = torch.tensor([0] + LENGTHS).cumsum(0)
+    inputs = make_inputs(tokens=int(offsets[-1]), heads=2, value_heads=4, key_dim=32, value_dim=60,
+                         dtype=dtype, num_states=len(LENGTHS), gate="kimi")
+    o, s = op(**inputs, output_final_state=True, cu_seqlens=offsets)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for index, (start, end) in enumerate(zip(offsets.tolist(), offsets.tolist()[1:])):
+        part = _slice_tokens(inputs, start, end)
+        part["initial_state"] = inputs["initial_state"][index : index + 1]
+        o_ref, s_ref = naive_recurrent_kda(**part, output_final_state=True)
+        assert rel_rms(o[:, start:end], o_ref) < tolerance, (index, start, end)
+        assert rel_rms(s[index : index + 1], s_ref) < tolerance, index
+
+
+@pytest.mark.parametrize("chunk_size", [16, 64])
+@pytest.mark.parametrize("split", [1, 16, 37, 64, 99])
+def test_split_and_carry_state_equals_one_pass(split, chunk_size):
+    inputs = make_inputs(tokens=130, key_dim=32, value_dim=32, gate="kimi")
+    o_full, s_full = chunk_kda(**inputs, output_final_state=True, chunk_size=chunk_size)
+    o_first, s_mid = chunk_kda(**_slice_tokens(inputs, 0, split), output_final_state=True, chunk_size=chunk_size)
+    rest = dict(_slice_tokens(inputs, split, 130), initial_state=s_mid)
+    o_second, s_end = chunk_kda(**rest, output_final_state=True, chunk_size=chunk_size)
+    assert rel_rms(torch.cat([o_first, o_second], dim=1), o_full) < 1e-12
+    assert rel_rms(s_end, s_full) < 1e-12
+
+
+@pytest.mark.parametrize("op_name", ["chunk", "recurrent"])
+@pytest.mark.parametrize("cut", [1, 31, 64, 90])
+def test_prefix_invariance(op_name, cut):
+    """Changing tokens at or after ``cut`` leaves every output before ``cut`` bit-for-bit alone."""
+    op = OPERATORS[op_name]
+    inputs = make_inputs(tokens=128, key_dim=32, value_dim=32, dtype=torch.float32)
+    changed = {name: t.clone() for name, t in inputs.items()}
+    for name in ("q", "k", "v", "g", "beta"):
+        changed[name][:, cut:] = torch.rand_like(changed[name][:, cut:]) - 1.0
+    o, _ = op(**inputs)
+    o_changed, _ = op(**changed)
+    assert torch.equal(o[:, :cut], o_changed[:, :cut])
+    assert not torch.equal(o[:, cut:], o_changed[:, cut:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_decode_steps_after_chunk_prefill(dtype):
+    prompt, steps = 75, 6
+    inputs = make_inputs(batch=2, tokens=prompt + steps, heads=2, value_heads=4, key_dim=32, value_dim=32,
+                         dtype=dtype, gate="kimi")
+    o_full, s_full = chunk_kda(**inputs, output_final_state=True)
+    _, state = chunk_kda(**_slice_tokens(inputs, 0, prompt), output_final_state=True)
+    outputs = []
+    for t in range(prompt, prompt + steps):
+        step = dict(_slice_tokens(inputs, t, t + 1), initial_state=state)
+        o_t, state = kda(**step, output_final_state=True)
+        outputs.append(o_t)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    assert rel_rms(torch.cat(outputs, dim=1), o_full[:, prompt:]) < tolerance
+    assert rel_rms(state, s_full) < tolerance
+
+
+def test_dispatcher_picks_recurrent_for_decode_and_chunk_for_prefill(monkeypatch):
+    import kdalib.ops.dispatch as dispatch
+
+    calls = []
+    monkeypatch.setattr(dispatch, "chunk_kda", lambda *a, **kw: calls.append("chunk") or (None, None))
+    monkeypatch.setattr(dispatch, "fused_recurrent_kda", lambda *a, **kw: calls.append("recurrent") or (None, None))
+    one = make_inputs(batch=3, tokens=1)
+    many = make_inputs(tokens=9)
+    dispatch.kda(**one)
+    dispatch.kda(**many)
+    dispatch.kda(**make_inputs(tokens=3, num_states=3), cu_seqlens=torch.tensor([0, 1, 2, 3]))
+    dispatch.kda(**many, backend="recurrent")
+    dispatch.kda(**one, backend="chunk")
+    assert calls == ["recurrent", "chunk", "recurrent", "recurrent", "chunk"]
+
+
+def test_dispatcher_backends_agree():
+    inputs = make_inputs(tokens=20)
+    o_chunk, _ = kda(**inputs, backend="chunk")
+    o_recurrent, _ = kda(**inputs, backend="recurrent")
+    assert rel_rms(o_chunk, o_recurrent) < 1e-12
+
+
+def test_dispatcher_rejects_unknown_backend_and_fla_without_cuda():
+    inputs = make_inputs(tokens=4)
+    with pytest.raises(ValueError, match="backend"):
+        kda(**inputs, backend="triton")
+    with pytest.raises(RuntimeError, match="fla"):
+        kda(**inputs, backend="fla")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_chunk_on_cuda_matches_cpu_oracle(dtype):
+    inputs = make_inputs(tokens=200, heads=2, value_heads=4, key_dim=64, value_dim=64, gate="kimi")
+    o_ref, s_ref = naive_recurrent_kda(**inputs, output_final_state=True)
+    cuda = {name: t.to("cuda", torch.float32 if name == "initial_state" else dtype) for name, t in inputs.items()}
+    o, s = chunk_kda(**cuda, output_final_state=True)
+    assert o.dtype == dtype and s.dtype == torch.float32
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert rel_rms(o.cpu(), o_ref) < tolerance and rel_rms(s.cpu(), s_ref) < tolerance
