@@ -155,7 +155,7 @@ def validate_kda_inputs(
                 and abs(float(scale)) != float("inf"),
                 f"scale: expected a finite number, got {scale!r}")
     if chunk_size is not None:
-        _expect(chunk_size in VALID_CHUNK_SIZES and not isinstance(chunk_size, bool),
+        _expect(type(chunk_size) is int and chunk_size in VALID_CHUNK_SIZES,
                 f"chunk_size: expected one of {VALID_CHUNK_SIZES}, got {chunk_size!r}")
     return KDAShapes(batch, tokens, heads, value_heads, key_dim, value_dim, num_sequences)
 
