@@ -134,17 +134,24 @@ def find_quote(snapshot_text: str | NormalizedText, quote: str) -> QuoteMatch | 
     return text.find(quote)
 
 
+def _occurs_whole(needle: str, haystack: str) -> bool:
+    """``needle`` occurs in ``haystack`` without cutting a number (``4T`` is not in ``1.04T``)."""
+    pattern = r"(?<!\d)(?<!\d[.,])" + re.escape(needle) + r"(?!\d)(?![.,]\d)"
+    return re.search(pattern, haystack) is not None
+
+
 def display_in_quote(display: str, quote: str) -> str | None:
     """How the printed value occurs inside the quote: ``"exact"``, ``"whitespace-insensitive"`` or None.
 
     The value a reader sees must be visible in the cited words, so ``display: 1T`` needs a
-    quote such as ``Total Parameters | 1T``. The same normalisation as for quotes applies.
+    quote such as ``Total Parameters | 1T``. The same normalisation as for quotes applies,
+    and the value may not be a piece of a longer number: ``4T`` does not occur in ``1.04T``.
     """
     wanted = normalize(display)
     if not wanted:
         return None
-    if wanted in normalize(quote):
+    if _occurs_whole(wanted, normalize(quote)):
         return EXACT
-    if compact(display) in compact(quote):
+    if _occurs_whole(compact(display), compact(quote)):
         return WHITESPACE_INSENSITIVE
     return None

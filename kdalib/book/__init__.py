@@ -1,0 +1,41 @@
+"""``kdalib.book``: the Sphinx extension behind the field guide's claims.
+
+Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist``
+(:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
+directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
+(:mod:`kdalib.book.status`), and a small stylesheet for badges and hover titles.
+Configuration (all optional): ``kdalib_sources_file`` (default ``sources.yaml``, relative
+to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_page``
+(``notes/sources``). Never imports torch except inside ``kdalib-environment``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sphinx.application import Sphinx
+
+from kdalib import __version__
+from kdalib.book import checklist, dashboard, data, role, status
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _add_static_path(app: Sphinx) -> None:
+    if str(STATIC_DIR) not in app.config.html_static_path:
+        app.config.html_static_path.append(str(STATIC_DIR))
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    app.add_config_value("kdalib_sources_file", "sources.yaml", "env")
+    app.add_config_value("kdalib_claims_page", "notes/claims", "env")
+    app.add_config_value("kdalib_sources_page", "notes/sources", "env")
+    data.setup(app)
+    role.setup(app)
+    app.add_directive("source-checklist", checklist.SourceChecklist)
+    app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
+    app.add_directive("verify-summary", status.VerifySummary)
+    app.add_directive("kdalib-environment", status.KdalibEnvironment)
+    app.connect("builder-inited", _add_static_path)
+    app.add_css_file("kdalib.css")
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
