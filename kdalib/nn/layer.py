@@ -111,9 +111,9 @@ class KimiDeltaAttention(nn.Module):
             number L for the bounded form `g = L · sigmoid(exp(A_log) · (W_f x + dt_bias))`.
         norm_eps: epsilon of the per-head output RMSNorm.
         layer_idx: key of this layer's state in a shared `KDACache`.
-        mode: operator choice. "auto": `kdalib.ops.kda` (Triton on CUDA, chunked PyTorch
-            otherwise, autograd) unless every sequence brings a single token to a cache,
-            then `fused_recurrent_kda`; "chunk", "fused_recurrent" or "naive" force one.
+        mode: operator choice. "auto": `kdalib.ops.kda`, which runs the recurrent form when
+            every sequence brings a single token (decode) and the chunked form otherwise
+            (prefill, training; autograd); "chunk", "fused_recurrent" or "naive" force one.
         device, dtype: for the parameters.
 
     Raises:
@@ -294,11 +294,14 @@ class KimiDeltaAttention(nn.Module):
                          self.A_log, self.dt_bias, self.lower_bound)
         beta_logits = self.b_proj(x)
         beta = torch.sigmoid(beta_logits.to(_compute_dtype(beta_logits)))
-        single_token = tokens == 1 if cu_seqlens is None else tokens == cu_seqlens.numel() - 1
-        operator = self._operator(single_token and state is not None)
-        o, recurrent = operator(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
-                                output_final_state=keep_state, use_qk_l2norm_in_kernel=True,
-                                cu_seqlens=cu_seqlens)
+        operator = self._operator()
+        # Autocast would run the operators' float32 matmuls in bfloat16 and return a bfloat16
+        # state (KDA.md §4: the state and the decay must stay float32); the operators cast
+        # their inputs themselves.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            o, recurrent = operator(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
+                                    output_final_state=keep_state, use_qk_l2norm_in_kernel=True,
+                                    cu_seqlens=cu_seqlens)
 
         gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, heads, dim)
         normed = self.o_norm(o, gate).to(v.dtype)  # back to the activation dtype for W_o
@@ -306,15 +309,8 @@ class KimiDeltaAttention(nn.Module):
         new_state = KDALayerState(new_q, new_k, new_v, recurrent) if keep_state else None
         return y, new_state
 
-    def _operator(self, decoding_one_token: bool):
-        if self.mode == "naive":
-            return ops.naive_recurrent_kda
-        if self.mode == "chunk":
-            name = "chunk_kda"
-        elif self.mode == "fused_recurrent" or decoding_one_token:
-            name = "fused_recurrent_kda"
-        else:
-            name = "kda"
-        # TRANSITIONAL: kdalib.ops lands operator by operator; until chunk_kda,
-        # fused_recurrent_kda and kda are exported, the token-loop oracle computes the same function.
-        return getattr(ops, name, ops.naive_recurrent_kda)
+    def _operator(self):
+        """The KDA operator for this layer's mode (`ops.kda` itself sends one-token-per-sequence
+        calls to the recurrent form and everything else to the chunked form)."""
+        return {"naive": ops.naive_recurrent_kda, "chunk": ops.chunk_kda,
+                "fused_recurrent": ops.fused_recurrent_kda, "auto": ops.kda}[self.mode]

@@ -15,7 +15,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
 
 
-@pytest.mark.parametrize("mode", ["naive", "auto"])
+@pytest.mark.parametrize("mode", ["naive", "auto", "chunk", "fused_recurrent"])
 @pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "lower-bound"])
 @pytest.mark.parametrize("split", [1, 3, 6], ids=lambda s: f"prefill{s}")
 def test_prefill_then_decode_matches_full_pass(make_layer, mode, lower_bound, split):
