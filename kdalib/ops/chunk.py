@@ -253,3 +253,28 @@ def chunk_kda(
     if output_final_state:
         final_state = final.reshape(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
     return output.to(output_dtype), final_state
+
+
+def chunk_kda_flops(tokens: int, value_heads: int, key_dim: int, value_dim: int, chunk_size: int = 64,
+                    sequences: int = 1) -> int:
+    """Floating-point operations of :func:`chunk_kda`'s forward pass (multiply-add = 2).
+
+    Counts the matmul-shaped work per chunk and per (sequence, value head): the
+    sub-chunk scores, the exact diagonal blocks, the triangular solve, the
+    state-independent products, one scan step and the read-out. Elementwise work
+    (decays, masks) is not counted, so this is the floor a perfect matmul engine
+    would need for this algorithm.
+    """
+    size, k, v = chunk_size, key_dim, value_dim
+    sub = min(SUBCHUNK, size)
+    per_chunk = (
+        4 * size * size * k          # off-diagonal scores, q and k rows against earlier columns
+        + 4 * size * sub * k         # exact diagonal sub-blocks
+        + size * size * (k + v)      # unit lower-triangular solve for [W | U]
+        + 2 * size * size * (k + v)  # A_qk W and A_qk U
+        + 2 * size * k * (k + v)     # transition and inject
+        + 2 * k * k * v              # scan step
+        + 2 * size * k * v           # read-out from the chunk-start state
+    )
+    chunks = -(-tokens // size)
+    return per_chunk * chunks * value_heads * sequences

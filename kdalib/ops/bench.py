@@ -1,0 +1,375 @@
+"""``kdalib bench``: time the KDA operators side by side, print a table, write JSON.
+
+CPU suites compare our token loop, chunked form and decode loop with the CPU path of
+flash-linear-attention (its pure-PyTorch ``naive_recurrent_kda``, loaded from the file
+by path because importing the ``fla`` package needs triton). Every row also shows the
+*matmul floor*: the chunked form's FLOP count at the rate of one large ``torch.matmul``
+measured in the same run. The GPU suite times the chunked form in float32 and bfloat16,
+flash-linear-attention's Triton kernel when it is importable, decode steps, and
+PyTorch's flash SDPA causal attention at the same shapes, with CUDA events.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kdalib.ops.chunk import chunk_kda, chunk_kda_flops
+from kdalib.ops.naive import naive_recurrent_kda
+from kdalib.ops.recurrent import fused_recurrent_kda
+
+PEER_FILE = Path("fla", "ops", "kda", "naive.py")
+TARGETS = {  # (suite row label, minimum chunk speed-up over the peer) from the issue
+    "B1-T8192-H4-K64-V64-float32": 10.0,
+    "B1-T2048-H32-K128-V128-float32": 3.0,
+}
+
+
+class PeerUnavailable(RuntimeError):
+    """flash-linear-attention's reference file could not be found or loaded."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens)."""
+
+    batch: int
+    tokens: int
+    heads: int
+    key_dim: int
+    value_dim: int
+    dtype: str = "float32"
+    decode: bool = False
+
+    @property
+    def label(self) -> str:
+        kind = "decode-" if self.decode else ""
+        return f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    description: str
+    device: str
+    shapes: tuple[Shape, ...]
+    methods: tuple[str, ...]
+
+
+def _grid(tokens, heads, dim, dtype="float32"):
+    return tuple(Shape(1, t, heads, dim, dim, dtype) for t in tokens)
+
+
+CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk")
+SUITES = {
+    "cpu": Suite("CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
+                 "naive, fused_recurrent, chunk and flash-linear-attention's naive_recurrent_kda",
+                 "cpu", _grid((512, 2048, 8192), 4, 64) + _grid((512, 2048), 32, 128), CPU_METHODS),
+    "cpu-quick": Suite("CPU, a minute: T in {512, 2048} at H4 K=V=64 and T=512 at H32 K=V=128",
+                       "cpu", _grid((512, 2048), 4, 64) + _grid((512,), 32, 128), CPU_METHODS),
+    "cpu-targets": Suite("CPU: only the two target rows (T=8192 H4 K=V=64; T=2048 H32 K=V=128), chunk vs peer",
+                         "cpu", _grid((8192,), 4, 64) + _grid((2048,), 32, 128), ("peer", "chunk")),
+    "tiny": Suite("smoke test: tiny shapes, every CPU method (used by the tests)",
+                  "cpu", _grid((40, 100), 2, 16), CPU_METHODS),
+    "gpu": Suite("CUDA: chunk fp32/bf16, flash-linear-attention Triton chunk_kda, flash SDPA causal attention "
+                 "at H32 K=V=128, T from 2K to 64K; decode steps at B in {1, 64}",
+                 "cuda",
+                 _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
+                 + _grid((2048, 8192, 32768), 32, 128, "float32")
+                 + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
+                 ("chunk", "fla_chunk", "sdpa_flash", "fused_recurrent", "fla_fused_recurrent")),
+}
+
+
+# ----------------------------------------------------------------------------- peer
+
+
+def _load_module_from_file(path: Path, name: str = "fla_ops_kda_naive"):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as error:  # the file imports einops at the top
+        raise PeerUnavailable(f"{path}: {error} (pip install einops)") from error
+    return module
+
+
+def find_peer_file(fla_path: str | None) -> Path:
+    """Locates ``fla/ops/kda/naive.py`` in a source tree, a wheel, or an installed ``fla``.
+
+    Args:
+        fla_path: an unpacked tree (containing ``fla/`` or being it), a ``.whl`` file, or
+            None to look for an installed ``fla`` without importing it.
+
+    Raises:
+        PeerUnavailable: saying where it looked.
+    """
+    if fla_path is None:
+        spec = importlib.util.find_spec("fla")
+        if spec is None or not spec.submodule_search_locations:
+            raise PeerUnavailable("no installed 'fla' package; pass --fla-path (a fla-core wheel or source tree)")
+        candidates = [Path(p).parent / PEER_FILE for p in spec.submodule_search_locations]
+    else:
+        root = Path(fla_path)
+        if root.is_file() and root.suffix == ".whl":
+            with zipfile.ZipFile(root) as wheel:
+                member = PEER_FILE.as_posix()
+                if member not in wheel.namelist():
+                    raise PeerUnavailable(f"--fla-path {root}: the wheel has no {member}")
+                target = Path(tempfile.mkdtemp(prefix="kdalib-fla-")) / "naive.py"
+                target.write_bytes(wheel.read(member))
+                return target
+        candidates = [root / PEER_FILE, root / Path(*PEER_FILE.parts[1:])]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise PeerUnavailable(f"no {PEER_FILE.as_posix()} under {', '.join(str(c.parent) for c in candidates)}")
+
+
+def load_peer(fla_path: str | None) -> Callable:
+    """flash-linear-attention's pure-PyTorch ``naive_recurrent_kda``, loaded by path."""
+    return _load_module_from_file(find_peer_file(fla_path)).naive_recurrent_kda
+
+
+# ----------------------------------------------------------------------------- inputs and methods
+
+
+def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs like a trained layer's: unit-norm q and k, moderate gates, a cached state for decode."""
+    generator = torch.Generator().manual_seed(seed)
+    b, t, h, k, v = shape.batch, shape.tokens, shape.heads, shape.key_dim, shape.value_dim
+    dtype = getattr(torch, shape.dtype)
+
+    def randn(*size):
+        return torch.randn(*size, generator=generator)
+
+    tensors = dict(
+        q=F.normalize(randn(b, t, h, k), dim=-1), k=F.normalize(randn(b, t, h, k), dim=-1), v=randn(b, t, h, v),
+        g=F.logsigmoid(randn(b, t, h, k) + 3.0), beta=torch.rand(b, t, h, generator=generator),
+    )
+    problem = {name: x.to(device=device, dtype=dtype) for name, x in tensors.items()}
+    if shape.decode:
+        problem["initial_state"] = (0.1 * randn(b, h, k, v)).to(device)
+    return problem
+
+
+def _sdpa_flash(q, k, v, **_):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                              is_causal=True), None
+
+
+def _fla(name: str) -> Callable:
+    try:
+        return getattr(importlib.import_module("fla.ops.kda"), name)
+    except ImportError as error:
+        raise PeerUnavailable(f"flash-linear-attention (Triton) is not importable: {error}") from error
+
+
+def resolve_method(name: str, peer: Callable | None) -> Callable:
+    """The callable behind a method name; raises PeerUnavailable for missing optional peers."""
+    if name == "peer":
+        if peer is None:
+            raise PeerUnavailable("peer not loaded")
+        return lambda q, k, v, g, beta, **kw: peer(q, k, v, g, beta, **kw)
+    table = {"naive": naive_recurrent_kda, "chunk": chunk_kda, "fused_recurrent": fused_recurrent_kda,
+             "sdpa_flash": _sdpa_flash}
+    if name in table:
+        return table[name]
+    if name == "fla_chunk":
+        return _fla("chunk_kda")
+    if name == "fla_fused_recurrent":
+        return _fla("fused_recurrent_kda")
+    raise ValueError(f"unknown method {name!r}")
+
+
+def _applies(method: str, shape: Shape) -> bool:
+    if shape.decode:
+        return method in ("fused_recurrent", "fla_fused_recurrent")
+    if method in ("fla_fused_recurrent",) or (method == "fused_recurrent" and shape.dtype != "float32"):
+        return False
+    return not (method in ("sdpa_flash", "fla_chunk") and shape.dtype == "float32")
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_call(fn: Callable[[], object], repeats: int, device: str) -> float:
+    """Best wall time of ``fn`` in seconds; the first call is a warm-up unless it is slow (> 2 s)."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        fn()
+        samples = []
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        return min(samples)
+    begin = time.perf_counter()
+    fn()
+    first = time.perf_counter() - begin
+    if first > 2.0:
+        return first
+    samples = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - begin)
+    return min(samples)
+
+
+def matmul_rate(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
+    """FLOP/s of one large square ``torch.matmul`` (2048 on CPU, 8192 on CUDA)."""
+    n = 8192 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    seconds = time_call(lambda: torch.matmul(a, b), max(repeats, 3), device)
+    return 2 * n**3 / seconds
+
+
+# ----------------------------------------------------------------------------- running a suite
+
+
+def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
+              log: Callable[[str], None] = print) -> dict:
+    """Times every (shape, method) of a suite; returns the JSON-ready result."""
+    rates: dict[str, float] = {}
+    rows = []
+    for shape in suite.shapes:
+        problem = make_problem(shape, device)
+        dtype = getattr(torch, shape.dtype)
+        if shape.dtype not in rates:
+            rates[shape.dtype] = matmul_rate(device, dtype)
+        outputs: dict[str, torch.Tensor] = {}
+        for method in suite.methods:
+            if not _applies(method, shape):
+                continue
+            try:
+                fn = resolve_method(method, peer)
+            except PeerUnavailable as error:
+                log(f"  {shape.label} {method}: skipped ({error})")
+                continue
+            with torch.no_grad():
+                outputs[method] = fn(**problem)[0]
+                seconds = time_call(lambda: fn(**problem), repeats, device)
+            rows.append(dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
+                             tokens_per_s=shape.batch * shape.tokens / seconds))
+            log(f"  {shape.label:<36} {method:<20} {seconds * 1e3:10.2f} ms")
+        _annotate(rows, shape, outputs, rates[shape.dtype])
+    return dict(matmul_flops_per_s=rates, rows=rows)
+
+
+def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> None:
+    """Adds speed-up over the peer, the matmul floor, and agreement with the chunked form."""
+    mine = [r for r in rows if r["label"] == shape.label]
+    peer_ms = next((r["ms"] for r in mine if r["method"] == "peer"), None)
+    reference = outputs.get("chunk")
+    for row in mine:
+        row["speedup_vs_peer"] = peer_ms / row["ms"] if peer_ms else None
+        if row["method"] == "chunk":
+            flops = chunk_kda_flops(shape.tokens, shape.heads, shape.key_dim, shape.value_dim) * shape.batch
+            row["flops"] = flops
+            row["floor_ms"] = flops / rate * 1e3
+            row["x_floor"] = row["ms"] / row["floor_ms"]
+        other = outputs.get(row["method"])
+        if reference is not None and other is not None and row["method"] != "sdpa_flash":
+            diff = (other.double() - reference.double()).pow(2).mean().sqrt()
+            row["rel_rms_vs_chunk"] = float(diff / reference.double().pow(2).mean().sqrt().clamp_min(1e-30))
+
+
+def format_table(result: dict) -> str:
+    """The printed table: one line per (shape, method)."""
+    head = f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
+    lines = [head, "-" * len(head)]
+    for row in result["rows"]:
+        speed = f"{row['speedup_vs_peer']:.1f}x" if row.get("speedup_vs_peer") else "-"
+        floor = f"{row['floor_ms']:.2f}" if "floor_ms" in row else "-"
+        ratio = f"{row['x_floor']:.1f}" if "x_floor" in row else "-"
+        lines.append(f"{row['label']:<36} {row['method']:<20} {row['ms']:>10.2f} {row['tokens_per_s']:>12,.0f} "
+                     f"{speed:>8} {floor:>9} {ratio:>8}")
+    rates = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in result["matmul_flops_per_s"].items())
+    lines.append(f"matmul floor rate (one large torch.matmul, this run): {rates}")
+    return "\n".join(lines)
+
+
+def check_targets(result: dict) -> list[str]:
+    """One line per target row present: chunk's speed-up over the peer against the issue's target."""
+    lines = []
+    for label, target in TARGETS.items():
+        row = next((r for r in result["rows"] if r["label"] == label and r["method"] == "chunk"), None)
+        if row and row.get("speedup_vs_peer"):
+            verdict = "met" if row["speedup_vs_peer"] >= target else "NOT met"
+            lines.append(f"target {label}: chunk {row['speedup_vs_peer']:.1f}x the peer (>= {target:.0f}x): {verdict}")
+    return lines
+
+
+def environment(device: str) -> dict:
+    """Provenance recorded with every result."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    return dict(device=device, device_name=name, torch=torch.__version__, python=platform.python_version(),
+                threads=torch.get_num_threads(), git_commit=commit,
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def cmd_bench(args) -> int:
+    """Handler of ``kdalib bench`` (arguments in kdalib/cli.py). Exit 0, or 2 on unusable input."""
+    if args.list:
+        for name, suite in SUITES.items():
+            print(f"{name:<12} [{suite.device}] {suite.description}")
+        print("default      'gpu' when the device is cuda, else 'cpu'")
+        return 0
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("kdalib bench: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    name = ("gpu" if device == "cuda" else "cpu") if args.suite == "default" else args.suite
+    if name not in SUITES:
+        print(f"kdalib bench: unknown --suite {name!r}; choose from {', '.join(SUITES)} (see --list)", file=sys.stderr)
+        return 2
+    suite = SUITES[name]
+    if suite.device != device:
+        print(f"kdalib bench: suite {name!r} runs on {suite.device}, not {device}", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print(f"kdalib bench: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
+        return 2
+    peer = None
+    if "peer" in suite.methods:
+        try:
+            peer = load_peer(args.fla_path)
+        except PeerUnavailable as error:
+            if args.fla_path is not None:
+                print(f"kdalib bench: {error}", file=sys.stderr)
+                return 2
+            print(f"kdalib bench: peer unavailable, its rows are skipped: {error}", file=sys.stderr)
+    print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}")
+    result = dict(environment(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
+    print(format_table(result))
+    for line in check_targets(result):
+        print(line)
+    out = Path(args.json or f"bench-{device}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0

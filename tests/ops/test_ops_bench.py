@@ -1,0 +1,107 @@
+"""The benchmark's logic on tiny shapes: suites, peer loading, the table and the JSON (no timing asserts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdalib.ops import bench, naive_recurrent_kda
+from kdalib.ops.chunk import chunk_kda_flops
+
+# A stand-in for flash-linear-attention's reference file with the same signature; the
+# tests check loading and wiring, so it delegates to our oracle.
+PEER_SOURCE = '''
+from kdalib.ops import naive_recurrent_kda as _oracle
+
+def naive_recurrent_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+    return _oracle(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                   output_final_state=output_final_state)
+'''
+
+
+@pytest.fixture()
+def peer_tree(tmp_path: Path) -> Path:
+    target = tmp_path / "tree" / bench.PEER_FILE
+    target.parent.mkdir(parents=True)
+    target.write_text(PEER_SOURCE)
+    return tmp_path / "tree"
+
+
+@pytest.fixture()
+def peer_wheel(tmp_path: Path) -> Path:
+    wheel = tmp_path / "fla_core-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(bench.PEER_FILE.as_posix(), PEER_SOURCE)
+    return wheel
+
+
+def _args(**overrides) -> argparse.Namespace:
+    values = dict(device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+@pytest.mark.parametrize("source", ["peer_tree", "peer_wheel"])
+def test_peer_loads_by_path_from_tree_or_wheel(source, request):
+    peer = bench.load_peer(str(request.getfixturevalue(source)))
+    inputs = bench.make_problem(bench.Shape(1, 9, 2, 8, 8), "cpu")
+    o_peer, _ = peer(**inputs)
+    o_ref, _ = naive_recurrent_kda(**inputs)
+    assert torch.equal(o_peer, o_ref)
+
+
+def test_missing_peer_is_a_clear_error(tmp_path):
+    with pytest.raises(bench.PeerUnavailable, match="naive.py"):
+        bench.find_peer_file(str(tmp_path))
+    assert bench.cmd_bench(_args(fla_path=str(tmp_path), json=str(tmp_path / "x.json"))) == 2
+
+
+def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out))) == 0
+    result = json.loads(out.read_text())
+    for key in ("device", "torch", "date", "git_commit", "suite", "matmul_flops_per_s", "rows"):
+        assert key in result
+    assert result["device"] == "cpu" and result["suite"] == "tiny"
+    suite = bench.SUITES["tiny"]
+    assert {(r["label"], r["method"]) for r in result["rows"]} == {
+        (shape.label, method) for shape in suite.shapes for method in suite.methods}
+    for row in result["rows"]:
+        assert row["ms"] > 0 and row["tokens_per_s"] > 0 and row["speedup_vs_peer"] > 0
+        assert row["rel_rms_vs_chunk"] < 1e-5  # every method computed the same thing
+        if row["method"] == "chunk":
+            shape = row["shape"]
+            assert row["flops"] == chunk_kda_flops(shape["tokens"], shape["heads"], shape["key_dim"],
+                                                   shape["value_dim"])
+            assert row["x_floor"] == pytest.approx(row["ms"] / row["floor_ms"])
+    printed = capsys.readouterr().out
+    assert "x floor" in printed and "B1-T40-H2-K16-V16-float32" in printed
+
+
+def test_list_and_bad_arguments(capsys, tmp_path):
+    assert bench.cmd_bench(_args(list=True)) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("cpu", "cpu-quick", "gpu", "tiny"))
+    assert bench.cmd_bench(_args(suite="nope")) == 2
+    assert bench.cmd_bench(_args(repeats=0)) == 2
+    if not torch.cuda.is_available():
+        assert bench.cmd_bench(_args(suite="gpu")) == 2
+        assert bench.cmd_bench(_args(device="cuda")) == 2
+
+
+def test_flop_count_scales_with_chunks_and_heads():
+    one = chunk_kda_flops(64, 1, 64, 64)
+    assert chunk_kda_flops(128, 1, 64, 64) == 2 * one
+    assert chunk_kda_flops(65, 3, 64, 64) == 6 * one
+
+
+def test_target_check_reports_met_and_not_met():
+    rows = [dict(label="B1-T8192-H4-K64-V64-float32", method="chunk", speedup_vs_peer=12.0),
+            dict(label="B1-T2048-H32-K128-V128-float32", method="chunk", speedup_vs_peer=2.0)]
+    lines = bench.check_targets(dict(rows=rows))
+    assert lines[0].endswith(": met") and lines[1].endswith("NOT met")
