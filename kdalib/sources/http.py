@@ -96,9 +96,10 @@ def address_problem(address: str, allow_loopback: bool) -> str | None:
         ip = ip.ipv4_mapped
     if allow_loopback and ip in LOOPBACK_ALLOWED:
         return None
+    # Most specific first: 0.0.0.0 and 240/4 are also "private" to the ipaddress module.
     for label, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                        ("private", ip.is_private), ("multicast", ip.is_multicast),
-                        ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved)):
+                        ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
+                        ("reserved", ip.is_reserved), ("private", ip.is_private)):
         if flag:
             return f"{label} address {ip}"
     return None if ip.is_global else f"non-global address {ip}"

@@ -84,7 +84,8 @@ def write_link_results(path: str | Path, results: list[LinkResult], today: dt.da
             entry["link"] = link
         if link.get("checked") != today or link.get("status") != result.status:
             changed += 1
-        link["checked"] = today
+        # a fresh date object per entry: a shared one would be dumped as a YAML anchor/alias
+        link["checked"] = dt.date.fromordinal(today.toordinal())
         link["status"] = result.status
     buffer = io.StringIO()
     yaml.dump(data, buffer)
