@@ -49,10 +49,11 @@ class KDALayerState:
 class KDACache:
     """Per-layer KDA states for prefill followed by token-by-token decode.
 
-    Example:
-        >>> cache = KDACache()
-        >>> y = layer(prompt, cache=cache)          # prefill: [B, T, D]
-        >>> y_next = layer(next_token, cache=cache) # decode:  [B, 1, D]
+    Example::
+
+        cache = KDACache()
+        y = layer(prompt, cache=cache)            # prefill: [B, T, d]
+        y_next = layer(next_token, cache=cache)   # decode:  [B, 1, d], O(H·K·V) per token
     """
 
     def __init__(self) -> None:

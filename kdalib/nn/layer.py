@@ -271,6 +271,8 @@ class KimiDeltaAttention(nn.Module):
     def _mix_packed(self, x, plan: PackedBatch, state, keep_state):
         """Runs the rows of a padded batch that hold tokens as packed sequences; rows without
         a token keep their state."""
+        if plan.active_rows.numel() == 0:  # nothing but padding: no output, no state change
+            return x.new_zeros(x.shape[:-1] + (self.hidden_size,)), state
         rows_state = state.select(plan.active_rows) if state is not None else None
         y, new_rows_state = self._mix(pack(x, plan), plan.cu_seqlens, rows_state, keep_state)
         new_state = None

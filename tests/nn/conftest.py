@@ -10,6 +10,12 @@ from kdalib.nn import KimiDeltaAttention
 HIDDEN, HEADS, HEAD_DIM = 32, 2, 8
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test draws the same random inputs however the run is selected or ordered."""
+    torch.manual_seed(1234)
+
+
 def randomize_kda_weights(module: torch.nn.Module, seed: int = 0) -> None:
     """Weights large enough that every part of the layer matters, and realistic gates.
 
