@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CARD, base_sources, claim, sha
+from sources_fixtures import CARD, base_sources, claim, sha
 
 from kdalib.cli import main
 from kdalib.sources.loader import load_document

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CARD, tiny_pdf
+from sources_fixtures import CARD, tiny_pdf
 
 from kdalib.sources.extract import body_to_text, html_to_text, pdf_to_text, raw_url
 from kdalib.sources.http import (

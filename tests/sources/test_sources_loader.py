@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import base_claims, base_sources, dump
+from sources_fixtures import base_claims, base_sources, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,7 +113,7 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.
 _entry = st.dictionaries(_keys, _values, max_size=10)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_entry, max_size=3), st.lists(_entry, max_size=4), st.sampled_from(["sources", "claims", "x"]))
 def test_fuzz_schema_shaped_documents_give_findings_not_tracebacks(sources, claims, extra):
     text = dump({"sources": sources, "claims": claims, extra: sources[:1]})

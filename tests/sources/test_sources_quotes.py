@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 
-from conftest import REPORT
+from sources_fixtures import REPORT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

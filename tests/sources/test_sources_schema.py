@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import base_claims, base_sources, claim, codes
+from sources_fixtures import base_claims, base_sources, claim, codes
 
 from kdalib.sources.loader import load_document, load_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPORT, base_claims, base_sources, claim, codes
+from sources_fixtures import REPORT, base_claims, base_sources, claim, codes
 
 from kdalib.sources.quotes import WHITESPACE_INSENSITIVE
 

@@ -1,0 +1,103 @@
+"""kdalib.book in a real Sphinx build: role, generated pages, warnings, and no torch import."""
+
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+import sys
+
+import pytest
+from sphinx.errors import SphinxWarning
+
+
+@pytest.fixture
+def built(book):
+    warnings = book.build(warningiserror=True)
+    return book, warnings
+
+
+def test_claim_role_renders_display_linked_to_the_claims_row(built):
+    book, warnings = built
+    assert warnings == ""
+    page = html.unescape(book.html("index"))
+    assert 'href="notes/claims.html#claim-m.params.total"' in page
+    assert ">1T</a>" in page and ">128K</a>" in page
+    assert "kdalib-claim kdalib-status-verified" in page
+    anchor = re.search(r'<a class="kdalib-claim[^>]*>', page).group(0)
+    title = anchor.split('title="', 1)[1].split('"', 1)[0]
+    assert "source: Model M card (Example Lab)" in title
+    assert "status: verified" in title and "quote: “Total Parameters** | 1T”" in title
+
+
+def test_benchmark_settings_appear_in_the_hover_and_dashboard(built):
+    book, _ = built
+    assert "setting: long context; tools: no" in html.unescape(book.html("index"))
+    assert "setting: long context; tools: no" in html.unescape(book.html("notes/claims"))
+
+
+def test_claims_dashboard(built):
+    book, _ = built
+    page = html.unescape(book.html("notes/claims"))
+    assert 'id="claim-m.params.total"' in page and 'id="claim-seed.params"' in page
+    assert 'id="subject-model-m"' in page
+    assert "kdalib-badge kdalib-badge-verified" in page and "kdalib-badge kdalib-badge-refuted" in page
+    conflicts = page.split("Conflicting claims", 1)[1].split("Refuted claims", 1)[0]
+    assert ">1T</a>" in conflicts and ">1.04T</a>" in conflicts
+    refuted = page.split("Refuted claims and their evidence", 1)[1]
+    assert ">2T</a>" in refuted and ">1T</a>" in refuted and "the card says 1T" in refuted
+    assert "sources.html#source-card" in page
+    assert "(snapshot line 3)" in page
+
+
+def test_source_checklist(built):
+    book, _ = built
+    page = html.unescape(book.html("notes/sources"))
+    assert 'id="source-card"' in page and 'href="https://example.org/m"' in page
+    assert "kdalib-badge-link-ok" in page and "card.md" in page
+    card_row = page.split('id="source-card"', 1)[1].split("</tr>", 1)[0]
+    assert "2/2 (100%)" in card_row
+    seed_row = page.split('id="source-seed"', 1)[1].split("</tr>", 1)[0]
+    assert "0/1 (0%)" in seed_row
+
+
+def test_status_page_and_stylesheet(built):
+    book, _ = built
+    page = html.unescape(book.html("status"))
+    assert "3.11.test" in page and "not installed" in page
+    assert "kdalib verify found nothing to fix." in page
+    assert "Every snapshot was found" in page
+    assert (book.root / "build" / "html" / "_static" / "kdalib.css").exists()
+    assert "_static/kdalib.css" in book.html("index")
+
+
+def test_unknown_claim_id_fails_the_strict_build_with_file_and_line(book):
+    book.write("index.md", "# Home\n\nText\n\nIt has {claim}`m.nope`.\n\n```{toctree}\nnotes/claims\n```\n")
+    with pytest.raises(SphinxWarning) as info:
+        book.build(warningiserror=True)
+    message = str(info.value)
+    assert "index.md:5" in message and "unknown claim id in {claim}`m.nope`" in message
+
+
+def test_verify_errors_become_warnings_at_the_yaml_line(book):
+    broken = (book.src / "sources.yaml").read_text().replace('"1.04T total parameters"', '"1.05T total parameters"')
+    book.write("sources.yaml", broken)
+    line = broken.splitlines().index('    quote: "1.05T total parameters"') + 1
+    warnings = book.build()
+    assert f"sources.yaml:{line}" in warnings and "[quote-not-found] m.params.total.report" in warnings
+    assert "kdalib sources quote report" in warnings
+
+
+def test_missing_snapshots_do_not_warn_but_are_listed(book, monkeypatch, tmp_path):
+    empty = tmp_path / "no-snapshots"
+    empty.mkdir()
+    monkeypatch.setenv("KDALIB_SNAPSHOTS", str(empty))
+    assert book.build(warningiserror=True) == ""
+    page = html.unescape(book.html("status"))
+    assert "Snapshots not found in this build" in page and "report" in page
+
+
+def test_the_extension_and_verify_do_not_import_torch():
+    code = ("import sys, kdalib.book, kdalib.sources.commands, kdalib.cli; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
