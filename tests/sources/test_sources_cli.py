@@ -207,3 +207,13 @@ def test_add_refuses_bad_input_and_writes_nothing(ws, capsys, tmp_path, extra):
 def test_add_refuses_a_missing_snapshot_file(ws, capsys, tmp_path):
     ws.write()
     assert run(capsys, *add_args(ws, "https://example.org/m", "--snapshot", str(tmp_path / "none.md")))[0] == 2
+
+
+def test_written_files_keep_a_readable_mode(ws, capsys, tmp_path):
+    ws.write()
+    ws.sources_path.chmod(0o644)
+    text = tmp_path / "new.md"
+    text.write_text("# N\n")
+    assert run(capsys, *add_args(ws, "https://example.org/n", "--snapshot", str(text)))[0] == 0
+    assert ws.sources_path.stat().st_mode & 0o777 == 0o644
+    assert (ws.snapshots / "example-n.md").stat().st_mode & 0o044 == 0o044

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdalib.sources.figures import find_figures, lint_notes
 
@@ -62,3 +64,10 @@ def test_lint_notes_reports_file_line_and_column(tmp_path):
     (finding,) = lint_notes(tmp_path)
     assert (finding.file, finding.line, finding.code) == ("notes/a.md", 4, "hand-typed-figure")
     assert "column 8" in finding.message and "{claim}" in finding.fix
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="`$:{}[]()<>!-~#%*|\n 0123456789.,BKTx×abc", max_size=200))
+def test_the_lint_never_fails_on_odd_markup(text):
+    for figure in find_figures(text):
+        assert figure.line >= 1 and figure.column >= 1 and figure.text[0].isdigit()
