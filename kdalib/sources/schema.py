@@ -13,13 +13,25 @@ Relations (``conflicts_with``, ``supersedes``, ``superseded_by``, ``evidence``,
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from kdalib.sources.fields import (
+    parse_bool,
+    parse_date,
+    parse_display,
+    parse_enum,
+    parse_id_list,
+    parse_number,
+    parse_pattern,
+    parse_sha,
+    parse_shots,
+    parse_text,
+    parse_url,
+    parse_value,
+)
 from kdalib.sources.loader import item_line, key_line, node_line
 from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source
 
@@ -42,8 +54,6 @@ REPRODUCED_KEYS = ("result", "key", "tolerance")
 
 SOURCE_ID = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
 CLAIM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 _MISSING = object()
 
@@ -102,91 +112,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# ---- value parsers: each returns the clean value or raises ValueError ------------------
-
-
-def parse_text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("")
-    return str(value)
-
-
-def parse_display(value: Any) -> str:
-    """``display`` is text; a bare integer is accepted, a bare float is ambiguous (1.50 → 1.5)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        raise ValueError("write the number in quotes so its digits are kept, e.g. display: '1.50'")
-    return parse_text(value)
-
-
-def parse_date(value: Any) -> dt.date:
-    text = str(value) if isinstance(value, (str, dt.date)) else None
-    if text is None or not ISO_DATE.match(text):
-        raise ValueError("a date written YYYY-MM-DD")
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError("no such calendar day") from None
-
-
-def parse_url(value: Any) -> str:
-    text = parse_text(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"scheme {parts.scheme or '(none)'!r} is not allowed, only https or http")
-    if not parts.hostname:
-        raise ValueError("the URL has no host")
-    return text
-
-
-def parse_enum(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise ValueError("")
-        return value
-
-    return parse
-
-
-def parse_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("")
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return parse_text(value)
-
-
-def parse_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
-        raise ValueError("")
-    return float(value)
-
-
-def parse_id_list(value: Any) -> list[str]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(v, str) and v.strip() for v in items):
-        raise ValueError("")
-    return [str(v) for v in items]
-
-
-def parse_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("")
-    return value
-
-
-def parse_shots(value: Any) -> int | str:
-    """A whole number of shots, or text such as '5-shot' or 'not stated'."""
-    if isinstance(value, bool):
-        raise ValueError("")
-    if isinstance(value, int):
-        return int(value)
-    return parse_text(value)
-
-
 # ---- sources ---------------------------------------------------------------------------
 
 
@@ -200,7 +125,7 @@ def _parse_snapshot(entry: _Entry) -> Snapshot | None:
     sub = _Entry(raw, entry.report, entry.item, entry.line_of("snapshot"), "snapshot")
     sub.check_keys(SNAPSHOT_KEYS)
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
-    sha = sub.get("sha256", _parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
+    sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
     if file and (Path(file).is_absolute() or ".." in Path(file).parts):
         sub.fail("file", "bad-file", f"snapshot file {file!r} leaves the snapshot store",
                  "give a path relative to $KDALIB_SNAPSHOTS without '..'")
@@ -208,18 +133,12 @@ def _parse_snapshot(entry: _Entry) -> Snapshot | None:
     return Snapshot(file, sha) if file and sha else None
 
 
-def _parse_sha(value: Any) -> str:
-    if not isinstance(value, str) or not SHA256.match(value):
-        raise ValueError("")
-    return value
-
-
 def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
     if not hasattr(raw, "items"):
         report.error(line, "", "bad-entry", f"a source entry is {_show(raw)}; expected a mapping with 'id:'")
         return None
     entry = _Entry(raw, report, "", node_line(raw, line), "source")
-    source_id = entry.get("id", _pattern(SOURCE_ID), "a kebab-case id such as kimi-k2-readme", required=True)
+    source_id = entry.get("id", parse_pattern(SOURCE_ID), "a kebab-case id such as kimi-k2-readme", required=True)
     if source_id is None:
         return None
     entry.item = source_id
@@ -253,15 +172,6 @@ def _parse_link(entry: _Entry, source: Source) -> None:
     sub.check_keys(LINK_KEYS)
     source.link_checked = sub.get("checked", parse_date, "a date written YYYY-MM-DD")
     source.link_status = sub.get("status", parse_enum(LINK_STATUSES), f"one of {', '.join(LINK_STATUSES)}") or "unchecked"
-
-
-def _pattern(regex: re.Pattern[str]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or not regex.match(value):
-            raise ValueError("")
-        return value
-
-    return parse
 
 
 # ---- claims ----------------------------------------------------------------------------
@@ -328,7 +238,7 @@ def _read_relations(entry: _Entry, claim: Claim) -> None:
         claim.conflicts_with += place.get("conflicts_with", parse_id_list, "a claim id or a list of claim ids") or []
         claim.supersedes += place.get("supersedes", parse_id_list, "a claim id or a list of claim ids") or []
         claim.evidence += place.get("evidence", parse_id_list, "a claim id or a list of claim ids") or []
-        claim.superseded_by = claim.superseded_by or place.get("superseded_by", _pattern(CLAIM_ID), "a claim id")
+        claim.superseded_by = claim.superseded_by or place.get("superseded_by", parse_pattern(CLAIM_ID), "a claim id")
         claim.reproduced_by = claim.reproduced_by or _parse_reproduced_by(place)
         for key in RELATION_KEYS:
             if key in place.data:
@@ -340,7 +250,7 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
         report.error(line, "", "bad-entry", f"a claim entry is {_show(raw)}; expected a mapping with 'id:'")
         return None
     entry = _Entry(raw, report, "", node_line(raw, line), "claim")
-    claim_id = entry.get("id", _pattern(CLAIM_ID), "a dotted lower-case id such as k2.arch.params_total",
+    claim_id = entry.get("id", parse_pattern(CLAIM_ID), "a dotted lower-case id such as k2.arch.params_total",
                          required=True)
     if claim_id is None:
         return None
