@@ -23,7 +23,8 @@ from kdalib.sources.extract import body_to_text, raw_url
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
 from kdalib.sources.model import Document
-from kdalib.sources.schema import SOURCE_KINDS, SOURCE_ID, parse_url
+from kdalib.sources.fields import parse_url
+from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS
 from kdalib.sources.snapshots import MISSING, PRESENT, SnapshotStore, atomic_write_bytes, sha256_bytes
 from kdalib.sources.verify import run_verify
 

@@ -234,7 +234,7 @@ def _relations(claim_entry: _Entry) -> tuple[_Entry, str]:
 
 def _read_relations(entry: _Entry, claim: Claim) -> None:
     where, claim.text_notes = _relations(entry)
-    for place in {id(entry): entry, id(where): where}.values():
+    for place in [entry] if where is entry else [entry, where]:
         claim.conflicts_with += place.get("conflicts_with", parse_id_list, "a claim id or a list of claim ids") or []
         claim.supersedes += place.get("supersedes", parse_id_list, "a claim id or a list of claim ids") or []
         claim.evidence += place.get("evidence", parse_id_list, "a claim id or a list of claim ids") or []

@@ -217,3 +217,11 @@ def test_written_files_keep_a_readable_mode(ws, capsys, tmp_path):
     assert run(capsys, *add_args(ws, "https://example.org/n", "--snapshot", str(text)))[0] == 0
     assert ws.sources_path.stat().st_mode & 0o777 == 0o644
     assert (ws.snapshots / "example-n.md").stat().st_mode & 0o044 == 0o044
+
+
+def test_verify_online_refuses_internal_urls_end_to_end(ws, capsys):
+    sources = base_sources()
+    sources[0]["version_url"] = "http://127.0.0.1:9/card.md"
+    ws.write(sources=sources)
+    code, out, _ = run(capsys, *verify_args(ws, "--online"))
+    assert code == 1 and "[fetch-failed] card:" in out and "loopback address 127.0.0.1" in out
