@@ -8,12 +8,12 @@ checkpoints, taken from the defaults of transformers' `KimiLinearConfig` (5.x) a
 published `config.json` (whose `linear_attn_config` lists the 1-based layer indices).
 
 Fields whose value a reader of the book sees carry a `claim` id in their metadata
-(`claim_ids()` lists them); the book binds those ids to quotes in `sources.yaml`.
-Of the archived snapshots, the tech report states the head dimension (128), the 3:1
-ratio, the experts (8 of 256 active, one shared), 48B total / 3B active, and the readme
-the 1M context; hidden size, depth, head counts and the MLA layer numbers come from the
-checkpoint's config.json, which is not archived, so those claims stay `unverified`
-until a snapshot of it exists.
+(`claim_ids()` lists them), bound to the claim of that id in `sources.yaml`; a test
+checks that every bound figure equals its claim's value. The claims' status says where
+each figure stands: the tech report and readme state the head dimension, the ratio, the
+experts, the parameter counts and the context length; hidden size, depth, head counts
+and the MLA layer numbers come from the checkpoint's config.json (not archived, so
+`unverified`).
 
 Example:
     >>> from kdalib.nn.config import KIMI_LINEAR_48B_A3B as cfg
@@ -130,7 +130,7 @@ class KimiLinearConfig:
     moe_intermediate_size: int = 1024
     intermediate_size: int = 9216
     first_dense_layers: int = 1
-    max_context: int = _claim("linear.context_length", default=1_048_576)
+    max_context: int = _claim("linear.context.length", default=1_048_576)
     total_params_b: float = _claim("linear.params.total", default=48.0)
     active_params_b: float = _claim("linear.params.active", default=3.0)
     rms_norm_eps: float = 1e-5

@@ -238,48 +238,40 @@ class KimiDeltaAttention(nn.Module):
             if not bool(mask.all()):
                 plan = pack_mask(mask)
         num_sequences = batch if cu_seqlens is None else cu_seqlens.numel() - 1
-        state = self._read_state(cache, num_sequences, hidden_states)
+        state = self._read_state(cache, num_sequences)
 
         if plan is None:
             y, new_state = self._mix(hidden_states, cu_seqlens, state, cache is not None)
         else:
             y, new_state = self._mix_packed(hidden_states, plan, state, cache is not None)
-        if cache is not None:
+        if cache is not None and new_state is not None:  # None: all padding on a fresh cache
             cache.update(self.layer_idx, new_state, tokens)
         return y
 
-    def _read_state(self, cache, num_sequences, x) -> KDALayerState | None:
+    def _read_state(self, cache, num_sequences) -> KDALayerState | None:
         if cache is None:
             return None
         state = cache.get(self.layer_idx)
         if state is not None and state.num_sequences != num_sequences:
             raise ValueError(f"cache: layer {self.layer_idx} holds {state.num_sequences} sequences, "
                              f"the input has {num_sequences}")
-        if state is None:
-            state = self.empty_state(num_sequences, x.device, x.dtype)
         return state
-
-    def empty_state(self, num_sequences: int, device=None, dtype=torch.float32) -> KDALayerState:
-        """The state of `num_sequences` fresh sequences: zero conv caches in `dtype`, zero fp32 state."""
-        inner, history = self.num_heads * self.head_dim, self.conv_size - 1
-        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        conv = [torch.zeros(num_sequences, inner, history, device=device, dtype=dtype) for _ in range(3)]
-        recurrent = torch.zeros(num_sequences, self.num_heads, self.head_dim, self.head_dim, device=device,
-                                dtype=state_dtype)
-        return KDALayerState(*conv, recurrent)
 
     def _mix_packed(self, x, plan: PackedBatch, state, keep_state):
         """Runs the rows of a padded batch that hold tokens as packed sequences; rows without
-        a token keep their state."""
+        a token keep their state (zeros for a fresh cache)."""
         if plan.active_rows.numel() == 0:  # nothing but padding: no output, no state change
             return x.new_zeros(x.shape[:-1] + (self.hidden_size,)), state
         rows_state = state.select(plan.active_rows) if state is not None else None
         y, new_rows_state = self._mix(pack(x, plan), plan.cu_seqlens, rows_state, keep_state)
         new_state = None
         if keep_state:
-            merged = [full.index_copy(0, plan.active_rows, rows.to(full.dtype))
-                      for full, rows in zip(state.tensors(), new_rows_state.tensors())]
-            new_state = KDALayerState(*merged)
+            if state is None:
+                full = [rows.new_zeros((plan.batch, *rows.shape[1:])) for rows in new_rows_state.tensors()]
+            else:
+                full = state.tensors()
+            new_state = KDALayerState(*(whole.index_copy(0, plan.active_rows, rows.to(whole.dtype))
+                                        for whole, rows in zip(full, new_rows_state.tensors())))
         return unpack(y, plan), new_state
 
     def _mix(self, x, cu_seqlens, state: KDALayerState | None, keep_state: bool):

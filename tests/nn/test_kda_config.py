@@ -124,3 +124,29 @@ def test_dtype_bytes():
         dtype_bytes("int4")
     with pytest.raises(ValueError, match="expected a torch.dtype"):
         dtype_bytes(4)
+
+
+def _as_claimed(field_name: str, value):
+    """A config value in the form and unit its claim in sources.yaml states it."""
+    if field_name == "design_ratio":
+        return f"{value[0]}:{value[1]}"
+    if field_name == "mla_layer_numbers":
+        return ", ".join(map(str, value))
+    if field_name == "max_context":
+        return value / 2**20  # claimed in M tokens: a "1M" context is 2**20 tokens
+    return value
+
+
+def test_bound_figures_equal_their_claims_in_sources_yaml():
+    """Each figure carrying a claim id agrees with that claim, so the book and the code cannot drift."""
+    import pathlib
+
+    import yaml
+
+    sources = pathlib.Path(__file__).resolve().parents[2] / "sources.yaml"
+    claims = {claim["id"]: claim for claim in yaml.safe_load(sources.read_text(encoding="utf-8"))["claims"]}
+    for field_name, claim_id in KimiLinearConfig.claim_ids().items():
+        assert claim_id in claims, f"{field_name}: claim {claim_id} missing from sources.yaml"
+        claimed = claims[claim_id]["value"]
+        actual = _as_claimed(field_name, getattr(KIMI_LINEAR_48B_A3B, field_name))
+        assert actual == claimed, f"{field_name} = {actual!r}, claim {claim_id} says {claimed!r}"

@@ -104,6 +104,11 @@ def test_all_padding_call_changes_nothing(make_layer):
     assert out.shape == (2, 2, HIDDEN) and out.abs().max().item() == 0
     for old, new in zip(before, cache.get(0).tensors()):
         assert torch.equal(old, new)
+    fresh = KDACache()
+    with torch.no_grad():
+        layer(torch.randn(2, 2, HIDDEN), attention_mask=torch.zeros(2, 2, dtype=torch.long), cache=fresh)
+        x = torch.randn(2, 3, HIDDEN)
+        torch.testing.assert_close(layer(x, cache=fresh), layer(x), rtol=1e-6, atol=1e-6)
 
 
 def test_packed_cu_seqlens_equals_padded_mask(make_layer):
