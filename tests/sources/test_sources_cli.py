@@ -222,6 +222,8 @@ def test_written_files_keep_a_readable_mode(ws, capsys, tmp_path):
 def test_verify_online_refuses_internal_urls_end_to_end(ws, capsys):
     sources = base_sources()
     sources[0]["version_url"] = "http://127.0.0.1:9/card.md"
+    sources[1]["url"] = "http://[::1]:9/report.txt"  # no test may reach a real host
     ws.write(sources=sources)
     code, out, _ = run(capsys, *verify_args(ws, "--online"))
     assert code == 1 and "[fetch-failed] card:" in out and "loopback address 127.0.0.1" in out
+    assert "[fetch-failed] report:" in out and "loopback address ::1" in out
