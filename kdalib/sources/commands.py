@@ -258,6 +258,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 # ---- quote -----------------------------------------------------------------------------
 
 
+def _print_nearest(text, wanted: str) -> None:
+    """Show how far the words of ``wanted`` match, and how the snapshot continues from there."""
+    words = wanted.split()
+    for count in range(len(words) - 1, 0, -1):
+        match = text.find(" ".join(words[:count]))
+        if match is not None:
+            following = text.raw[match.end:match.end + 60].split("\n", 1)[0]
+            print(f"the first {count} of {len(words)} words occur at line {match.line}; the snapshot goes on:")
+            print(f"  | {match.span}{following}")
+            return
+
+
 def cmd_quote(args: argparse.Namespace) -> int:
     """``kdalib sources quote ID TEXT``: where TEXT occurs in the snapshot, and the span to paste."""
     try:
@@ -276,6 +288,7 @@ def cmd_quote(args: argparse.Namespace) -> int:
     match = state.text.find(args.text)
     if match is None:
         print(f"not found in {source.snapshot.file} (even ignoring whitespace): {args.text!r}")
+        _print_nearest(state.text, args.text)
         return FINDINGS
     print(f"found ({match.kind}) in {source.snapshot.file}, line {match.line}")
     print("as written in the snapshot:")

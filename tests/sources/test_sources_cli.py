@@ -67,6 +67,14 @@ def test_quote_prints_the_span_to_paste(ws, capsys):
     assert 'quote: "Diag(αt ) with eﬃcient"'.replace("ﬃ", "ffi") in out
 
 
+def test_quote_not_found_shows_how_far_it_matched(ws, capsys):
+    ws.write()
+    code, out, _ = run(capsys, "sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots),
+                       "quote", "card", "Total Parameters | 1T")
+    assert code == 1
+    assert "the first 2 of 4 words occur at line 5" in out and "| Total Parameters** | 1T |" in out
+
+
 @pytest.mark.parametrize("args, code", [(("card", "Total Parameters** | 7T"), 1), (("nope", "x"), 2)])
 def test_quote_not_found_or_unknown_source(ws, capsys, args, code):
     ws.write()
