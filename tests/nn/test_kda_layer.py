@@ -123,6 +123,21 @@ def test_packed_cu_seqlens_equals_padded_mask(make_layer):
             torch.testing.assert_close(packed[0, start : start + len(sequence)], alone, rtol=1e-5, atol=1e-5)
 
 
+def test_packed_prefill_then_batched_decode(make_layer):
+    """A cache filled from N packed sequences continues as a batch of N rows."""
+    layer = make_layer(mode="auto")
+    lengths = [3, 6, 1]
+    sequences = [torch.randn(n, HIDDEN) for n in lengths]
+    steps = torch.randn(len(lengths), 2, HIDDEN)
+    with torch.no_grad():
+        cache = KDACache()
+        layer(torch.cat(sequences)[None], cu_seqlens=torch.tensor([0, 3, 9, 10]), cache=cache)
+        decoded = torch.cat([layer(steps[:, t : t + 1], cache=cache) for t in range(2)], dim=1)
+        for row, sequence in enumerate(sequences):
+            alone = layer(torch.cat([sequence, steps[row]])[None])[0, -2:]
+            torch.testing.assert_close(decoded[row], alone, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_reach_every_parameter(make_layer):
     layer = make_layer(mode="auto")
     x = torch.randn(2, 6, HIDDEN, requires_grad=True)

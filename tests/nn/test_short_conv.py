@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdalib.nn.conv import short_convolution
 
@@ -27,6 +29,26 @@ def test_packed_sequences_do_not_mix(width):
     y, cache = short_convolution(torch.cat(sequences)[None], weight, cu_seqlens, output_final_state=True)
     torch.testing.assert_close(y[0], torch.cat([reference(s, weight) for s in sequences]))
     assert tuple(cache.shape) == (4, CHANNELS, width - 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=5), width=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_any_packing_with_any_cache_matches_the_unsplit_sequences(lengths, width, seed):
+    """Each sequence = cached prefix + new tokens; packed with others, it must equal the plain
+    convolution of prefix + tokens, restricted to the new tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(CHANNELS, width, generator=generator)
+    history = [torch.randn(width - 1, CHANNELS, generator=generator) for _ in lengths]
+    sequences = [torch.randn(n, CHANNELS, generator=generator) for n in lengths]
+    cache = torch.stack([h.t() for h in history]) if width > 1 else torch.zeros(len(lengths), CHANNELS, 0)
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    y, new_cache = short_convolution(torch.cat(sequences)[None], weight, cu_seqlens, cache, output_final_state=True)
+    for index, (h, s) in enumerate(zip(history, sequences)):
+        whole = torch.cat([h, s])
+        start = int(cu_seqlens[index])
+        torch.testing.assert_close(y[0, start : start + len(s)], reference(whole, weight)[len(h) :])
+        torch.testing.assert_close(new_cache[index], whole[len(whole) - (width - 1) :].t())
 
 
 def test_batch_rows_are_independent():
