@@ -26,13 +26,11 @@ import copy
 
 import pytest
 import torch
+from transformers import KimiLinearForCausalLM
+from transformers.cache_utils import DynamicCache
+from transformers.models.kimi_linear.modeling_kimi_linear import KimiLinearDeltaAttention
 
-transformers = pytest.importorskip("transformers")
-from transformers import KimiLinearForCausalLM  # noqa: E402
-from transformers.cache_utils import DynamicCache  # noqa: E402
-from transformers.models.kimi_linear.modeling_kimi_linear import KimiLinearDeltaAttention  # noqa: E402
-
-from kdalib.nn import (  # noqa: E402
+from kdalib.nn import (
     KDACache,
     KimiDeltaAttention,
     TransformersKimiDeltaAttention,
