@@ -1,20 +1,23 @@
 """Chunkwise-parallel KDA in pure PyTorch (CPU and CUDA, autograd).
 
-Each sequence is cut into chunks of C tokens. Inside a chunk everything is a
-matmul (KDA.md §3); across chunks only one small affine map is applied per step::
+Each sequence is cut into chunks of C tokens (KDA.md §3). Everything that does not
+depend on the state entering a chunk is computed for all chunks at once; the
+sequential part is two batched matmuls per chunk::
 
-    S_{c+1} = T_c S_c + B_c,   T_c = Diag(exp(Γ_L)) - K_dᵀ W,   B_c = K_dᵀ U
+    V_new = U - W S                       (the delta rule's correction, WY form)
+    S    <- exp(Γ_L) ⊙ S + K_dᵀ V_new     (decay to the chunk end, then write)
 
-so the sequential part is one batched ``[K, K] @ [K, V]`` product per chunk, and
-the outputs of all chunks come from one batched matmul once the chunk-start
-states are known: ``O = (Q_g - A_qk W) S_c + A_qk U``.
+and the outputs of all chunks come from one batched product afterwards:
+``O = (Q ⊙ exp(Γ)) S + A_qk V_new``.
 
-The intra-chunk decay ``exp(Γ_i - Γ_j)`` is put into matmul form without ever
-exponentiating a positive number: the chunk is split into sub-chunks of 16 rows;
-for rows of sub-chunk I and columns before it, the reference row r_I (first row
-of I) factorises ``exp(Γ_i - Γ_j) = exp(Γ_i - Γ_r) · exp(Γ_r - Γ_j)`` with both
-exponents <= 0. The 16x16 diagonal blocks are computed exactly, masked with -inf
-before the exp so that gradients stay finite under very strong gates.
+The decay-weighted scores ``A[i, j] = Σ_d x_id k_jd exp(Γ_id - Γ_jd)`` (j < i) are
+built in matmul form without ever exponentiating a positive number, by halving:
+at each level the chunk is cut into blocks of 2b rows; rows in the lower half and
+columns in the upper half of a block meet through the reference Γ_m of the last
+upper row, ``exp(Γ_i - Γ_j) = exp(Γ_i - Γ_m) · exp(Γ_m - Γ_j)``, both exponents
+<= 0. Levels b = C/2, C/4, ..., 1 tile the strictly lower triangle exactly, so
+every pair is computed once, each token needs one exp per level, and nothing is
+masked or wasted.
 """
 
 from __future__ import annotations
@@ -24,33 +27,45 @@ import torch
 from kdalib.ops._layout import from_padded, plan_packing, to_padded
 from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_inputs
 
-SUBCHUNK = 16
 # exp() of arguments below about -87 underflows in float32 and takes a slow path on
 # x86; contributions below exp(-80) ~ 1.8e-35 are far under float32 resolution.
 EXP_FLOOR = -80.0
-# Elements of the largest intra-chunk temporary processed at once: keeps the
-# working set in cache instead of streaming [T, 16, K] tensors through memory.
-BLOCK_ELEMENTS = 1 << 20
+# Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
+# per-level temporaries in cache. On CUDA one pass over everything is best.
+CPU_BLOCK_ELEMENTS = 1 << 18
 
 
 def _exp_nonpositive(exponent: torch.Tensor) -> torch.Tensor:
     """``exp(clamp(exponent, EXP_FLOOR, 0))``: never exponentiates a positive number.
 
-    Callers zero the entries whose exponent would be positive (j > i) *after* the
-    contraction; since the clamped exp is at most 1 there, no inf can meet a zero
-    and gradients stay finite however strong the gates are. In place when no
-    gradient is needed, because this runs on the largest temporaries.
+    The upper clamp is a guard (callers only pass exponents that are <= 0 for
+    decays g <= 0); the lower one keeps exp off its slow underflow path. Both
+    give zero gradient where they bite, so gradients stay finite however strong
+    the gates are. In place when no gradient is needed.
     """
     if torch.is_grad_enabled() and exponent.requires_grad:
         return exponent.clamp(EXP_FLOOR, 0.0).exp()
     return exponent.clamp_(EXP_FLOOR, 0.0).exp_()
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` over any leading dims through one ``torch.bmm`` (no copies of transposed operands)."""
+    return torch.bmm(a.flatten(0, -3), b.flatten(0, -3)).view(*a.shape[:-1], b.shape[-1])
+
+
+def _place_blocks(target: torch.Tensor, blocks: torch.Tensor, half: int) -> None:
+    """Writes ``blocks [..., P, half, half]`` into the lower-left quarter of each 2*half block of ``target [..., C, C]``."""
+    *lead, size, _ = target.shape
+    pairs = size // (2 * half)
+    view = target.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]   # [..., P, b, P, b]
+    torch.diagonal(view, dim1=-4, dim2=-2).copy_(blocks.movedim(-3, -1))
+
+
 def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Decay-weighted query-key and key-key scores inside each chunk.
 
     Args:
-        q: ``[..., C, K]`` (scaled) queries.
+        q: ``[..., C, K]`` (scaled) queries; C a power of two.
         k: ``[..., C, K]`` keys.
         gamma: ``[..., C, K]`` chunk-local cumulative log decay Γ (non-increasing down the rows).
 
@@ -59,63 +74,20 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, gamma: torch.Tensor) ->
         for ``j <= i`` and ``A_kk[i, j]`` the same with keys for rows and ``j < i``; zero elsewhere.
     """
     *lead, size, dim = k.shape
-    sub = min(SUBCHUNK, size)
-    blocks = size // sub
-    qs, ks, gs = (x.reshape(*lead, blocks, sub, dim) for x in (q, k, gamma))
-    device, dtype = k.device, k.dtype
-
-    # Off-diagonal blocks: rows of sub-chunk I against every column before its first row r_I,
-    # exp(Γ_i - Γ_j) = exp(Γ_i - Γ_r) exp(Γ_r - Γ_j), both exponents <= 0 where it is kept.
-    reference = gs[..., :1, :]                                          # [..., n, 1, K]
-    row_decay = _exp_nonpositive(gs - reference)
-    columns = k.unsqueeze(-3) * _exp_nonpositive(reference - gamma.unsqueeze(-3))  # [..., n, C, K]
-    rows = torch.cat([qs * row_decay, ks * row_decay], dim=-2)          # [..., n, 2*sub, K]
-    off = rows @ columns.transpose(-1, -2)                              # [..., n, 2*sub, C]
-    column = torch.arange(size, device=device)
-    before = column < (torch.arange(blocks, device=device).unsqueeze(1) * sub)  # [n, C]
-    off = off * before.unsqueeze(-2).to(dtype)
-    qk_off = off[..., :sub, :].reshape(*lead, size, size)
-    kk_off = off[..., sub:, :].reshape(*lead, size, size)
-
-    # Diagonal blocks, exactly: exp(Γ_i - Γ_j) per channel, kept for j <= i only.
-    decay = _exp_nonpositive(gs.unsqueeze(-2) - gs.unsqueeze(-3))       # [..., n, i, j, K]
-    keyed = decay.mul_(ks.unsqueeze(-3)) if not decay.requires_grad else decay * ks.unsqueeze(-3)
-    both = keyed @ torch.stack([qs, ks], dim=-1)                       # [..., n, i, j, 2]
-    local = torch.arange(sub, device=device)
-    lower = (local.unsqueeze(1) >= local.unsqueeze(0)).to(dtype)
-    strict = (local.unsqueeze(1) > local.unsqueeze(0)).to(dtype)
-    eye = torch.eye(blocks, dtype=dtype, device=device)
-    qk_diag = torch.einsum("...Iij,ij,IJ->...IiJj", both[..., 0], lower, eye).reshape(*lead, size, size)
-    kk_diag = torch.einsum("...Iij,ij,IJ->...IiJj", both[..., 1], strict, eye).reshape(*lead, size, size)
-    return qk_off + qk_diag, kk_off + kk_diag
-
-
-def scan_chunk_states(
-    transition: torch.Tensor, inject: torch.Tensor, state: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs ``S_{c+1} = T_c S_c + B_c`` over chunks.
-
-    Args:
-        transition: ``[NC, M, K, K]`` per-chunk state transitions T_c.
-        inject: ``[NC, M, K, V]`` per-chunk writes B_c.
-        state: ``[M, K, V]`` state before the first chunk.
-
-    Returns:
-        ``(starts [NC, M, K, V], final [M, K, V])``: the state at each chunk's start, and after the last.
-    """
-    chunks = transition.shape[0]
-    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (transition, inject, state))
-    if not tracked:
-        states = state.new_empty((chunks + 1,) + tuple(state.shape))
-        states[0] = state
-        for c in range(chunks):
-            torch.baddbmm(inject[c], transition[c], states[c], out=states[c + 1])
-        return states[:-1], states[-1]
-    starts = []
-    for c in range(chunks):
-        starts.append(state)
-        state = torch.baddbmm(inject[c], transition[c], state)
-    return torch.stack(starts), state
+    scores_qk = torch.diag_embed((q * k).sum(-1))                 # i == j: no decay
+    scores_kk = torch.zeros_like(scores_qk)
+    half = size // 2
+    while half >= 1:
+        shape = (*lead, size // (2 * half), 2, half, dim)
+        gs = gamma.reshape(shape)
+        reference = gs[..., 0, half - 1 :, :]                      # last row of the upper half
+        row_decay = _exp_nonpositive(gs[..., 1, :, :] - reference)
+        column_decay = _exp_nonpositive(reference - gs[..., 0, :, :])
+        columns = (k.reshape(shape)[..., 0, :, :] * column_decay).transpose(-1, -2)   # [..., P, K, half]
+        _place_blocks(scores_qk, _bmm(q.reshape(shape)[..., 1, :, :] * row_decay, columns), half)
+        _place_blocks(scores_kk, _bmm(k.reshape(shape)[..., 1, :, :] * row_decay, columns), half)
+        half //= 2
+    return scores_qk, scores_kk
 
 
 def chunk_local_terms(q, k, v, g, beta):
@@ -129,9 +101,8 @@ def chunk_local_terms(q, k, v, g, beta):
         beta: ``[NC, M, C]`` step sizes.
 
     Returns:
-        ``(query_state [NC, M, C, K], output_intra [NC, M, C, V], transition [NC, M, K, K],
-        inject [NC, M, K, V])`` with ``o = query_state @ S + output_intra`` and
-        ``S_next = transition @ S + inject`` for the chunk-start state S.
+        ``(w [NC, M, C, K], u [NC, M, C, V], keys_out [NC, M, C, K], decay_last [NC, M, K, 1],
+        query_in [NC, M, C, K], scores_qk [NC, M, C, C])``.
     """
     key_dim = k.shape[-1]
     gamma = g.cumsum(dim=-2)
@@ -139,17 +110,45 @@ def chunk_local_terms(q, k, v, g, beta):
     scores_kk = scores_kk * beta.unsqueeze(-1)
     decay_in = gamma.exp()                                    # chunk start -> row i, exponent <= 0
     gamma_last = gamma[..., -1:, :]
-    decay_out = (gamma_last - gamma).exp()                    # row i -> chunk end, exponent <= 0
     rhs = torch.cat([k * decay_in, v], dim=-1) * beta.unsqueeze(-1)
     # (I + A_kk) [W | U] = Diag(beta) [exp(Γ) ⊙ K | V]; A_kk has a zero diagonal (the UT transform).
     wu = torch.linalg.solve_triangular(scores_kk, rhs, upper=False, unitriangular=True)
-    w, u = wu[..., :key_dim], wu[..., key_dim:]
-    query_state = q * decay_in - scores_qk @ w
-    output_intra = scores_qk @ u
-    keys_out = (k * decay_out).transpose(-1, -2)              # [NC, M, K, C]
-    transition = torch.diag_embed(gamma_last.squeeze(-2).exp()) - keys_out @ w
-    inject = keys_out @ u
-    return query_state, output_intra, transition, inject
+    keys_out = k * (gamma_last - gamma).exp()                 # row i -> chunk end, exponent <= 0
+    decay_last = gamma_last.exp().transpose(-1, -2)
+    w, u = wu[..., :key_dim].contiguous(), wu[..., key_dim:].contiguous()
+    return w, u, keys_out, decay_last, q * decay_in, scores_qk
+
+
+def scan_chunk_states(w, u, keys_out, decay_last, state):
+    """Carries the state across chunks.
+
+    Args:
+        w: ``[NC, M, C, K]``, u: ``[NC, M, C, V]`` the WY factors of each chunk.
+        keys_out: ``[NC, M, C, K]`` keys decayed to the chunk end.
+        decay_last: ``[NC, M, K, 1]`` decay over the whole chunk.
+        state: ``[M, K, V]`` state before the first chunk.
+
+    Returns:
+        ``(starts [NC, M, K, V], v_new [NC, M, C, V], final [M, K, V])``.
+    """
+    chunks = w.shape[0]
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, keys_out, decay_last, state))
+    if not tracked:
+        starts = state.new_empty((chunks + 1,) + tuple(state.shape))
+        v_new = torch.empty_like(u)
+        starts[0] = state
+        for c in range(chunks):
+            torch.baddbmm(u[c], w[c], starts[c], alpha=-1.0, out=v_new[c])
+            torch.mul(starts[c], decay_last[c], out=starts[c + 1])
+            starts[c + 1].baddbmm_(keys_out[c].transpose(-1, -2), v_new[c])
+        return starts[:-1], v_new, starts[-1]
+    starts, corrections = [], []
+    for c in range(chunks):
+        starts.append(state)
+        correction = torch.baddbmm(u[c], w[c], state, alpha=-1.0)
+        state = torch.baddbmm(state * decay_last[c], keys_out[c].transpose(-1, -2), correction)
+        corrections.append(correction)
+    return torch.stack(starts), torch.stack(corrections), state
 
 
 def chunk_kda_core(
@@ -169,15 +168,15 @@ def chunk_kda_core(
         ``(o [NC, M, C, V], final_state [M, K, V])``.
     """
     chunks, rows, size, key_dim = k.shape
-    per_chunk = rows * size * min(SUBCHUNK, size) * key_dim
-    step = max(1, BLOCK_ELEMENTS // per_chunk)
-    parts = [chunk_local_terms(q[c:c + step], k[c:c + step], v[c:c + step], g[c:c + step], beta[c:c + step])
-             for c in range(0, chunks, step)]
-    query_state, output_intra, transition, inject = (
-        torch.cat(items) if len(items) > 1 else items[0] for items in zip(*parts))
-    starts, final = scan_chunk_states(transition, inject, state)
-    return torch.baddbmm(output_intra.flatten(0, 1), query_state.flatten(0, 1), starts.flatten(0, 1)).view(
-        output_intra.shape), final
+    step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
+    outputs = []
+    for c in range(0, chunks, step):
+        part = slice(c, c + step)
+        w, u, keys_out, decay_last, query_in, scores_qk = chunk_local_terms(q[part], k[part], v[part], g[part],
+                                                                              beta[part])
+        starts, v_new, state = scan_chunk_states(w, u, keys_out, decay_last, state)
+        outputs.append(_bmm(query_in, starts).add_(_bmm(scores_qk, v_new)))
+    return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
 
 
 def _to_chunk_rows(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -260,21 +259,16 @@ def chunk_kda_flops(tokens: int, value_heads: int, key_dim: int, value_dim: int,
     """Floating-point operations of :func:`chunk_kda`'s forward pass (multiply-add = 2).
 
     Counts the matmul-shaped work per chunk and per (sequence, value head): the
-    sub-chunk scores, the exact diagonal blocks, the triangular solve, the
-    state-independent products, one scan step and the read-out. Elementwise work
-    (decays, masks) is not counted, so this is the floor a perfect matmul engine
-    would need for this algorithm.
+    halving scores (the C(C-1)/2 decayed pairs, for q and k rows), the triangular
+    solve for [W | U], the two scan products and the read-out. Elementwise work
+    (decays) is not counted, so this is what a perfect matmul engine would need.
     """
     size, k, v = chunk_size, key_dim, value_dim
-    sub = min(SUBCHUNK, size)
     per_chunk = (
-        4 * size * size * k          # off-diagonal scores, q and k rows against earlier columns
-        + 4 * size * sub * k         # exact diagonal sub-blocks
-        + size * size * (k + v)      # unit lower-triangular solve for [W | U]
-        + 2 * size * size * (k + v)  # A_qk W and A_qk U
-        + 2 * size * k * (k + v)     # transition and inject
-        + 2 * k * k * v              # scan step
-        + 2 * size * k * v           # read-out from the chunk-start state
+        2 * size * (size - 1) * k + 2 * size * k  # A_qk and A_kk (lower triangles) and the diagonal q.k
+        + size * size * (k + v)                  # unit lower-triangular solve for [W | U]
+        + 4 * size * k * v                       # scan: W S and K_dᵀ V_new
+        + 2 * size * k * v + 2 * size * size * v  # read-out: Q_g S + A_qk V_new
     )
     chunks = -(-tokens // size)
     return per_chunk * chunks * value_heads * sequences
