@@ -99,6 +99,25 @@ class RecallMixer(nn.Module):
         g = kda_gate(raw, self.A_log, self.dt_bias)  # [B, T, H, 1] for Gated DeltaNet, [B, T, H, K] for KDA
         return g.expand(shape), beta
 
+    def operator_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Everything the KDA operator receives for input ``x``.
+
+        Args:
+            x: ``[B, T, d_model]``.
+
+        Returns:
+            ``(q, k, v, g, beta)``: q, k ``[B, T, H, K]`` unit-norm; v ``[B, T, H, V]``
+            (divided by ``LINEAR_BETA`` for linear attention); g ``[B, T, H, K]``; beta ``[B, T, H]``.
+        """
+        batch, tokens, _ = x.shape
+        qkv = self.conv(self.qkv_proj(x).transpose(1, 2))[..., :tokens].transpose(1, 2)
+        q, k, v = F.silu(qkv).view(batch, tokens, 3, self.num_heads, self.head_dim).unbind(dim=2)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        g, beta = self.gates(x)
+        if self.kind == "linear":
+            v = v / LINEAR_BETA
+        return q, k, v, g, beta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mixes tokens causally.
 
@@ -109,13 +128,8 @@ class RecallMixer(nn.Module):
             ``[B, T, d_model]``.
         """
         batch, tokens, _ = x.shape
-        qkv = self.conv(self.qkv_proj(x).transpose(1, 2))[..., :tokens].transpose(1, 2)
-        q, k, v = F.silu(qkv).view(batch, tokens, 3, self.num_heads, self.head_dim).unbind(dim=2)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        g, beta = self.gates(x)
-        if self.kind == "linear":
-            v = v / LINEAR_BETA
-        o, _ = chunk_kda(q, k, v, g, beta)
+        # Short sequences waste work in 64-token chunks; 32 is cheaper there and exact either way.
+        o, _ = chunk_kda(*self.operator_inputs(x), chunk_size=64 if tokens >= 256 else 32)
         return self.o_proj(o.reshape(batch, tokens, -1))
 
 

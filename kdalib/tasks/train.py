@@ -81,6 +81,17 @@ def evaluate(model: TinyRecallModel, spec: MQARSpec, batches: int, batch_size: i
     return sum(scores) / len(scores)
 
 
+def _training_step(model, optimizer, spec: MQARSpec, batch_size: int, generator, device) -> float:
+    inputs, targets = generate_mqar(batch_size, spec, generator, device)
+    logits = model(inputs)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def train_recall_model(kind: str, spec: MQARSpec, seed: int, config: TrainConfig = TrainConfig(),
                        device: torch.device | str = "cpu") -> TrainResult:
     """Trains one tiny model on MQAR and measures its held-out accuracy.
@@ -104,14 +115,7 @@ def train_recall_model(kind: str, spec: MQARSpec, seed: int, config: TrainConfig
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
-        inputs, targets = generate_mqar(config.batch_size, spec, train_data, device)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(_training_step(model, optimizer, spec, config.batch_size, train_data, device))
     held_out = torch.Generator(device=device).manual_seed(10_000 + seed)
     accuracy = evaluate(model, spec, config.eval_batches, config.batch_size, held_out, device)
     return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start)
@@ -141,3 +145,39 @@ def sweep(kinds: tuple[str, ...], specs: list[MQARSpec], seeds: list[int], confi
 
         grid = tqdm(grid, desc="MQAR runs", unit="run")
     return [train_recall_model(kind, spec, seed, config, device) for kind, spec, seed in grid]
+
+
+def steps_within_budget(specs: list[MQARSpec], runs: int, config: TrainConfig, budget_s: float,
+                        min_steps: int = 20, device: torch.device | str = "cpu", probe_steps: int = 5) -> int:
+    """Training steps per run that fit ``runs`` runs into ``budget_s`` seconds.
+
+    Times a few KDA training steps (the most expensive kind) on the longest spec and
+    divides the budget evenly, so that every run of a sweep trains for the same number
+    of steps. The result is clamped to ``[min_steps, config.steps]``.
+
+    Args:
+        specs: the sweep's MQAR problems (the longest one is timed).
+        runs: total runs in the sweep.
+        config: training configuration; ``config.steps`` is the upper bound.
+        budget_s: wall-clock budget for the whole sweep, in seconds.
+        min_steps: lower bound on the returned steps.
+        device: where the sweep will run.
+        probe_steps: timed steps (after two warm-up steps).
+
+    Returns:
+        Steps per run.
+    """
+    if runs <= 0 or budget_s <= 0:
+        raise ValueError(f"steps_within_budget: need runs > 0 and budget_s > 0, got {runs}, {budget_s}")
+    spec = max(specs, key=lambda s: s.seq_len)
+    torch.manual_seed(0)
+    model = TinyRecallModel(spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for _ in range(2):
+        _training_step(model, optimizer, spec, config.batch_size, generator, device)
+    start = time.perf_counter()
+    for _ in range(probe_steps):
+        _training_step(model, optimizer, spec, config.batch_size, generator, device)
+    per_step = (time.perf_counter() - start) / probe_steps
+    return int(min(config.steps, max(min_steps, budget_s / (runs * per_step))))

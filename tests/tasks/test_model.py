@@ -1,0 +1,109 @@
+"""The tiny recall model: gate restrictions per kind, causality, linear-attention limit, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdalib.ops import chunk_kda
+from kdalib.tasks.model import LINEAR_BETA, MIXER_KINDS, RecallMixer, TinyRecallModel
+from kdalib.tasks.mqar import MQARSpec
+from kdalib.tasks.train import TrainConfig, steps_within_budget, sweep, train_recall_model
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train several times faster on one thread than on two busy ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _mixer(kind: str, seed: int = 0) -> RecallMixer:
+    torch.manual_seed(seed)
+    return RecallMixer(d_model=16, num_heads=2, head_dim=8, kind=kind)
+
+
+@pytest.mark.parametrize("kind", MIXER_KINDS)
+def test_gates_are_restricted_per_kind(kind):
+    x = torch.randn(2, 12, 16)
+    g, beta = _mixer(kind).gates(x)
+    assert g.shape == (2, 12, 2, 8) and beta.shape == (2, 12, 2)
+    assert g.dtype == torch.float32 and bool((g <= 0).all())
+    if kind in ("linear", "deltanet"):
+        assert bool((g == 0).all())
+    if kind == "linear":
+        assert bool((beta == LINEAR_BETA).all())
+    else:
+        assert bool(((beta > 0) & (beta < 1)).all())
+    if kind == "gated_deltanet":  # one decay per head: equal across key channels
+        assert torch.equal(g, g[..., :1].expand_as(g)) and bool((g < 0).all())
+    if kind == "kda":  # one decay per key channel
+        assert bool((g.std(dim=-1) > 0).all())
+
+
+@pytest.mark.parametrize("kind", MIXER_KINDS)
+def test_model_is_causal(kind):
+    torch.manual_seed(0)
+    model = TinyRecallModel(vocab_size=11, kind=kind, d_model=16, num_layers=2, num_heads=2)
+    tokens = torch.randint(11, (2, 40))
+    changed = tokens.clone()
+    changed[:, 25:] = torch.randint(11, (2, 15))
+    with torch.no_grad():
+        logits, logits_changed = model(tokens), model(changed)
+    assert logits.shape == (2, 40, 11)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[:, :25], logits_changed[:, :25])
+    assert not torch.allclose(logits[:, 25:], logits_changed[:, 25:])
+
+
+def test_linear_kind_is_linear_attention_through_the_kda_operator():
+    # beta = eps with values / eps leaves an erasure of relative size eps per token.
+    mixer = _mixer("linear")
+    with torch.no_grad():
+        q, k, v, g, beta = mixer.operator_inputs(torch.randn(2, 100, 16))
+        output, _ = chunk_kda(q, k, v, g, beta)
+    q64, k64, v64 = (x.double().transpose(1, 2) for x in (q, k, v * LINEAR_BETA))  # [B, H, T, D]
+    scores = (q64 @ k64.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    reference = (scores.tril() @ v64).transpose(1, 2)
+    error = (output.double() - reference).norm() / reference.norm()
+    assert error < 1e-4
+
+
+def test_unknown_kind_is_rejected():
+    with pytest.raises(ValueError, match="kind"):
+        RecallMixer(16, 2, 8, "mamba")
+    with pytest.raises(ValueError, match="kinds"):
+        sweep(("kda", "mamba"), [MQARSpec(8, 2)], [0], TrainConfig(steps=1), progress=False)
+    with pytest.raises(ValueError, match="d_model"):
+        TinyRecallModel(11, "kda", d_model=0)
+
+
+def test_training_reduces_the_loss_and_is_reproducible(one_thread):
+    config = TrainConfig(steps=25, batch_size=16, lr=1e-2, d_model=32, num_layers=1, num_heads=2, eval_batches=1)
+    spec = MQARSpec(16, 2, 9)
+    first = train_recall_model("deltanet", spec, seed=0, config=config)
+    again = train_recall_model("deltanet", spec, seed=0, config=config)
+    assert len(first.losses) == 25 and all(torch.isfinite(torch.tensor(first.losses)))
+    assert sum(first.losses[-5:]) / 5 < first.losses[0]
+    assert 0.0 <= first.accuracy <= 1.0
+    assert first.losses == pytest.approx(again.losses, rel=1e-5)
+
+
+def test_steps_within_budget_stays_within_its_bounds():
+    config = TrainConfig(steps=50, batch_size=4, d_model=16, num_layers=1, num_heads=2)
+    specs = [MQARSpec(16, 2, 9)]
+    assert steps_within_budget(specs, runs=1, config=config, budget_s=1e6, probe_steps=1) == 50
+    assert steps_within_budget(specs, runs=1000, config=config, budget_s=1e-3, min_steps=7, probe_steps=1) == 7
+    with pytest.raises(ValueError, match="runs"):
+        steps_within_budget(specs, runs=0, config=config, budget_s=1.0)
+
+
+@pytest.mark.slow
+def test_kda_model_learns_recall_well_above_chance(one_thread):
+    config = TrainConfig(steps=300, batch_size=32, lr=1e-2, d_model=64, num_layers=1, num_heads=2, eval_batches=4)
+    spec = MQARSpec(32, 4, 33)
+    result = train_recall_model("kda", spec, seed=0, config=config)
+    chance = 1 / spec.num_keys
+    assert result.accuracy > 5 * chance
