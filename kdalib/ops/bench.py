@@ -39,6 +39,9 @@ TARGETS = {  # (suite row label, minimum chunk speed-up over the peer) from the 
 }
 
 
+CHUNK_SIZES = {"chunk": 64, "chunk-c32": 32}
+
+
 class PeerUnavailable(RuntimeError):
     """flash-linear-attention's reference file could not be found or loaded."""
 
@@ -73,7 +76,7 @@ def _grid(tokens, heads, dim, dtype="float32"):
     return tuple(Shape(1, t, heads, dim, dim, dtype) for t in tokens)
 
 
-CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk")
+CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk", "chunk-c32")
 SUITES = {
     "cpu": Suite("CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
                  "naive, fused_recurrent, chunk and flash-linear-attention's naive_recurrent_kda",
@@ -81,7 +84,7 @@ SUITES = {
     "cpu-quick": Suite("CPU, a minute: T in {512, 2048} at H4 K=V=64 and T=512 at H32 K=V=128",
                        "cpu", _grid((512, 2048), 4, 64) + _grid((512,), 32, 128), CPU_METHODS),
     "cpu-targets": Suite("CPU: only the two target rows (T=8192 H4 K=V=64; T=2048 H32 K=V=128), chunk vs peer",
-                         "cpu", _grid((8192,), 4, 64) + _grid((2048,), 32, 128), ("peer", "chunk")),
+                         "cpu", _grid((8192,), 4, 64) + _grid((2048,), 32, 128), ("peer", "chunk", "chunk-c32")),
     "tiny": Suite("smoke test: tiny shapes, every CPU method (used by the tests)",
                   "cpu", _grid((40, 100), 2, 16), CPU_METHODS),
     "gpu": Suite("CUDA: chunk fp32/bf16, flash-linear-attention Triton chunk_kda, flash SDPA causal attention "
@@ -188,7 +191,7 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
             raise PeerUnavailable("peer not loaded")
         return lambda q, k, v, g, beta, **kw: peer(q, k, v, g, beta, **kw)
     table = {"naive": naive_recurrent_kda, "chunk": chunk_kda, "fused_recurrent": fused_recurrent_kda,
-             "sdpa_flash": _sdpa_flash}
+             "sdpa_flash": _sdpa_flash, "chunk-c32": lambda *a, **kw: chunk_kda(*a, chunk_size=32, **kw)}
     if name in table:
         return table[name]
     if name == "fla_chunk":
@@ -280,16 +283,18 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
     """Adds speed-up over the peer, the matmul floor, and agreement with the chunked form."""
     mine = [r for r in rows if r["label"] == shape.label]
     peer_ms = next((r["ms"] for r in mine if r["method"] == "peer"), None)
-    reference = outputs.get("chunk")
+    reference = outputs.get("chunk", outputs.get("fused_recurrent"))
     for row in mine:
         row["speedup_vs_peer"] = peer_ms / row["ms"] if peer_ms else None
-        if row["method"] == "chunk":
-            flops = chunk_kda_flops(shape.tokens, shape.heads, shape.key_dim, shape.value_dim) * shape.batch
+        if row["method"] in CHUNK_SIZES:
+            row["chunk_size"] = CHUNK_SIZES[row["method"]]
+            flops = chunk_kda_flops(shape.tokens, shape.heads, shape.key_dim, shape.value_dim,
+                                    row["chunk_size"]) * shape.batch
             row["flops"] = flops
             row["floor_ms"] = flops / rate * 1e3
             row["x_floor"] = row["ms"] / row["floor_ms"]
         other = outputs.get(row["method"])
-        if reference is not None and other is not None and row["method"] != "sdpa_flash":
+        if reference is not None and other is not None and row["method"] != "sdpa_flash" and other is not reference:
             diff = (other.double() - reference.double()).pow(2).mean().sqrt()
             row["rel_rms_vs_chunk"] = float(diff / reference.double().pow(2).mean().sqrt().clamp_min(1e-30))
 
@@ -310,13 +315,16 @@ def format_table(result: dict) -> str:
 
 
 def check_targets(result: dict) -> list[str]:
-    """One line per target row present: chunk's speed-up over the peer against the issue's target."""
+    """One line per target row present: the best chunk variant's speed-up over the peer against the target."""
     lines = []
     for label, target in TARGETS.items():
-        row = next((r for r in result["rows"] if r["label"] == label and r["method"] == "chunk"), None)
-        if row and row.get("speedup_vs_peer"):
-            verdict = "met" if row["speedup_vs_peer"] >= target else "NOT met"
-            lines.append(f"target {label}: chunk {row['speedup_vs_peer']:.1f}x the peer (>= {target:.0f}x): {verdict}")
+        rows = [r for r in result["rows"]
+                if r["label"] == label and r["method"] in CHUNK_SIZES and r.get("speedup_vs_peer")]
+        if rows:
+            best = max(rows, key=lambda r: r["speedup_vs_peer"])
+            verdict = "met" if best["speedup_vs_peer"] >= target else "NOT met"
+            lines.append(f"target {label}: {best['method']} {best['speedup_vs_peer']:.1f}x the peer "
+                         f"(>= {target:.0f}x): {verdict}")
     return lines
 
 

@@ -90,6 +90,30 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, gamma: torch.Tensor) ->
     return scores_qk, scores_kk
 
 
+def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
+    """``(I + A)^{-1}`` for strictly lower-triangular ``A [..., C, C]`` (C a power of two).
+
+    Exact block inversion, bottom-up: inverses of the diagonal blocks of size h are
+    merged pairwise, ``[[X11, 0], [-X22 A21 X11, X22]]``, so each level is two
+    batched matmuls for every block at once (LAPACK's per-matrix triangular solve is
+    slow for thousands of small matrices). Only entries below the diagonal are read.
+    """
+    *lead, size, _ = strict_lower.shape
+    inverse = torch.ones(*lead, size, 1, 1, dtype=strict_lower.dtype, device=strict_lower.device)
+    half = 1
+    while half < size:
+        pairs = size // (2 * half)
+        blocks = strict_lower.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]
+        lower_left = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3)        # [..., P, h, h]
+        upper, lower = inverse[..., 0::2, :, :], inverse[..., 1::2, :, :]
+        merged = -_bmm(_bmm(lower, lower_left), upper)
+        top = torch.cat([upper, torch.zeros_like(upper)], dim=-1)
+        bottom = torch.cat([merged, lower], dim=-1)
+        inverse = torch.cat([top, bottom], dim=-2)                                    # [..., P, 2h, 2h]
+        half *= 2
+    return inverse.squeeze(-3)
+
+
 def chunk_local_terms(q, k, v, g, beta):
     """Everything a chunk contributes that does not depend on the incoming state.
 
@@ -112,7 +136,7 @@ def chunk_local_terms(q, k, v, g, beta):
     gamma_last = gamma[..., -1:, :]
     rhs = torch.cat([k * decay_in, v], dim=-1) * beta.unsqueeze(-1)
     # (I + A_kk) [W | U] = Diag(beta) [exp(Γ) ⊙ K | V]; A_kk has a zero diagonal (the UT transform).
-    wu = torch.linalg.solve_triangular(scores_kk, rhs, upper=False, unitriangular=True)
+    wu = _bmm(unit_lower_inverse(scores_kk), rhs)
     keys_out = k * (gamma_last - gamma).exp()                 # row i -> chunk end, exponent <= 0
     decay_last = gamma_last.exp().transpose(-1, -2)
     w, u = wu[..., :key_dim].contiguous(), wu[..., key_dim:].contiguous()
