@@ -17,7 +17,12 @@ columns in the upper half of a block meet through the reference Γ_m of the last
 upper row, ``exp(Γ_i - Γ_j) = exp(Γ_i - Γ_m) · exp(Γ_m - Γ_j)``, both exponents
 <= 0. Levels b = C/2, C/4, ..., 1 tile the strictly lower triangle exactly, so
 every pair is computed once, each token needs one exp per level, and nothing is
-masked or wasted.
+masked or wasted. The WY factors come from an exact block inverse of the unit
+lower-triangular ``I + Diag(beta) A_kk``, so the whole chunk-local part is batched
+matmuls plus a few elementwise passes per token.
+
+Contract: ``g <= 0`` (a decay). The token-loop forms accept any g; this form clamps
+decay exponents to ``<= 0`` and so does not model growth.
 """
 
 from __future__ import annotations
@@ -128,18 +133,17 @@ def chunk_local_terms(q, k, v, g, beta):
         ``(w [NC, M, C, K], u [NC, M, C, V], keys_out [NC, M, C, K], decay_last [NC, M, K, 1],
         query_in [NC, M, C, K], scores_qk [NC, M, C, C])``.
     """
-    key_dim = k.shape[-1]
     gamma = g.cumsum(dim=-2)
     scores_qk, scores_kk = intra_chunk_scores(q, k, gamma)
-    scores_kk = scores_kk * beta.unsqueeze(-1)
     decay_in = gamma.exp()                                    # chunk start -> row i, exponent <= 0
     gamma_last = gamma[..., -1:, :]
-    rhs = torch.cat([k * decay_in, v], dim=-1) * beta.unsqueeze(-1)
-    # (I + A_kk) [W | U] = Diag(beta) [exp(Γ) ⊙ K | V]; A_kk has a zero diagonal (the UT transform).
-    wu = _bmm(unit_lower_inverse(scores_kk), rhs)
+    # (I + Diag(beta) A_kk) [W | U] = Diag(beta) [exp(Γ) ⊙ K | V]  (the UT transform), written as
+    # [W | U] = (I + Diag(beta) A_kk)^{-1} Diag(beta) [...]: scaling the C x C inverse is cheaper than the values.
+    transform = unit_lower_inverse(scores_kk * beta.unsqueeze(-1)) * beta.unsqueeze(-2)
+    w = _bmm(transform, k * decay_in)
+    u = _bmm(transform, v)
     keys_out = k * (gamma_last - gamma).exp()                 # row i -> chunk end, exponent <= 0
     decay_last = gamma_last.exp().transpose(-1, -2)
-    w, u = wu[..., :key_dim].contiguous(), wu[..., key_dim:].contiguous()
     return w, u, keys_out, decay_last, q * decay_in, scores_qk
 
 

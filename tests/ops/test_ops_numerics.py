@@ -117,3 +117,35 @@ class TestKdaGate:
     def test_bad_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
             kda_gate(**kwargs)
+
+
+class TestChunkBuildingBlocks:
+    """The two pieces of chunk_kda that replace textbook operations, against those operations."""
+
+    @pytest.mark.parametrize("size", [1, 2, 16, 32, 64])
+    def test_unit_lower_inverse_matches_triangular_solve(self, size):
+        from kdalib.ops.chunk import unit_lower_inverse
+
+        generator = torch.Generator().manual_seed(size)
+        strict = torch.randn(3, 2, size, size, generator=generator, dtype=torch.float64).tril(-1) / size
+        garbage_above = torch.randn(3, 2, size, size, generator=generator, dtype=torch.float64).triu()
+        identity = torch.eye(size, dtype=torch.float64)
+        expected = torch.linalg.solve_triangular(identity + strict, identity.expand(3, 2, size, size), upper=False)
+        actual = unit_lower_inverse(strict + garbage_above)  # only the strict lower part may be read
+        assert torch.allclose(actual, expected, rtol=1e-12, atol=1e-13)
+
+    @pytest.mark.parametrize("size", [16, 32, 64])
+    def test_intra_chunk_scores_match_the_direct_sum(self, size):
+        from kdalib.ops.chunk import intra_chunk_scores
+
+        inputs = make_inputs(tokens=size, key_dim=8, value_dim=4, gate="kimi", seed=size)
+        q, k, g = (inputs[n][0].transpose(0, 1) for n in ("q", "k", "g"))        # [H, C, K]
+        gamma = g.cumsum(-2)
+        scores_qk, scores_kk = intra_chunk_scores(q, k, gamma)
+        exponent = gamma.unsqueeze(-2) - gamma.unsqueeze(-3)                    # [H, i, j, K]
+        lower = torch.ones(size, size, dtype=torch.bool).tril()
+        decay = exponent.masked_fill(~lower.unsqueeze(-1), float("-inf")).exp()
+        expected_qk = torch.einsum("hik,hjk,hijk->hij", q, k, decay)
+        expected_kk = torch.einsum("hik,hjk,hijk->hij", k, k, decay) * (~torch.eye(size, dtype=torch.bool))
+        assert torch.allclose(scores_qk, expected_qk, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(scores_kk, expected_kk, rtol=1e-12, atol=1e-14)
