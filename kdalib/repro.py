@@ -210,9 +210,18 @@ def measure_seconds(fn, repeats: int = 5, warmup: int = 1, device: str = "cpu") 
 # --------------------------------------------------------------------------- recorded results
 
 
+def book_root() -> Path:
+    """The folder holding ``notebooks/``: this checkout for an editable install, else the
+    current directory or its parent (notebooks execute with their own folder as cwd)."""
+    for candidate in (REPO_ROOT, Path.cwd(), Path.cwd().parent):
+        if (candidate / "notebooks").is_dir():
+            return candidate
+    return REPO_ROOT
+
+
 def results_dir(device: str = "cuda", root: Path | None = None) -> Path:
-    """``notebooks/results/<device>/`` under ``root`` (default: this checkout)."""
-    return (root or REPO_ROOT) / "notebooks" / "results" / device
+    """``notebooks/results/<device>/`` under ``root`` (default: :func:`book_root`)."""
+    return (root or book_root()) / "notebooks" / "results" / device
 
 
 def load_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> dict | None:
@@ -329,7 +338,8 @@ def execute_notebook(path: Path, device: str, profile: str, out_dir: Path, timeo
         The result record written to ``<stem>.json``.
 
     Raises:
-        nbclient.exceptions.CellExecutionError: when a cell fails (the partly executed
+        nbclient.exceptions.CellExecutionError: when a cell fails; ``CellTimeoutError`` or
+            ``DeadKernelError`` when it hangs or crashes the kernel (the partly executed
             notebook is still written, for diagnosis).
     """
     import nbformat
@@ -383,7 +393,7 @@ def cmd_repro(args) -> int:
     Returns 0 when every notebook ran, 1 when some failed, 2 for unusable input
     (unknown notebook, ``--device cuda`` without a GPU).
     """
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT
     try:
@@ -398,7 +408,7 @@ def cmd_repro(args) -> int:
         print(f"kdalib repro: {path.name} on {device}, profile {args.profile} ...", flush=True)
         try:
             result = execute_notebook(path, device, args.profile, out_dir, args.timeout)
-        except CellExecutionError as exc:
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
             failures += 1
             print(f"kdalib repro: {path.name} FAILED (executed copy in {out_dir}):\n{exc}", file=sys.stderr)
             continue
