@@ -7,22 +7,25 @@ sequential part is two batched matmuls per chunk::
     V_new = U - W S                       (the delta rule's correction, WY form)
     S    <- exp(Γ_L) ⊙ S + K_dᵀ V_new     (decay to the chunk end, then write)
 
-and the outputs of all chunks come from one batched product afterwards:
+and the outputs come from one batched product per group of chunks afterwards:
 ``O = (Q ⊙ exp(Γ)) S + A_qk V_new``.
 
 The decay-weighted scores ``A[i, j] = Σ_d x_id k_jd exp(Γ_id - Γ_jd)`` (j < i) are
-built in matmul form without ever exponentiating a positive number, by halving:
-at each level the chunk is cut into blocks of 2b rows; rows in the lower half and
-columns in the upper half of a block meet through the reference Γ_m of the last
-upper row, ``exp(Γ_i - Γ_j) = exp(Γ_i - Γ_m) · exp(Γ_m - Γ_j)``, both exponents
-<= 0. Levels b = C/2, C/4, ..., 1 tile the strictly lower triangle exactly, so
-every pair is computed once, each token needs one exp per level, and nothing is
-masked or wasted. The WY factors come from an exact block inverse of the unit
-lower-triangular ``I + Diag(beta) A_kk``, so the whole chunk-local part is batched
-matmuls plus a few elementwise passes per token.
+built in matmul form by halving: at each level the chunk is cut into aligned
+blocks of 2h rows; rows i in the lower half and columns j in the upper half meet
+through the boundary between the halves,
+``exp(Γ_i - Γ_j) = [Π_{m<=t<=i} α_t] · [Π_{j<t<m} α_t]`` with α = exp(g) <= 1.
+The levels h = 1, 2, ..., C/2 tile the strictly lower triangle exactly, so every
+pair is computed once and nothing is masked. The two factors are products of
+decays within aligned blocks, grown from level to level by one multiply (a
+doubling scan), so the only exp in the whole chunk form is exp(g): no exponent
+is ever positive, no large cumulative sums are subtracted from each other, and
+strong gates simply underflow to exact zeros (finite values and gradients). The
+top level's products are also exp(Γ_i) and exp(Γ_L - Γ_j), which the state terms
+need. The WY factors come from an exact block inverse of the unit lower-triangular
+``I + Diag(beta) A_kk``.
 
-Contract: ``g <= 0`` (a decay). The token-loop forms accept any g; this form clamps
-decay exponents to ``<= 0`` and so does not model growth.
+Contract: ``g <= 0`` (a decay); positive entries are treated as 0.
 """
 
 from __future__ import annotations
@@ -32,25 +35,9 @@ import torch
 from kdalib.ops._layout import from_padded, plan_packing, to_padded
 from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_inputs
 
-# exp() of arguments below about -87 underflows in float32 and takes a slow path on
-# x86; contributions below exp(-80) ~ 1.8e-35 are far under float32 resolution.
-EXP_FLOOR = -80.0
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
 CPU_BLOCK_ELEMENTS = 1 << 18
-
-
-def _exp_nonpositive(exponent: torch.Tensor) -> torch.Tensor:
-    """``exp(clamp(exponent, EXP_FLOOR, 0))``: never exponentiates a positive number.
-
-    The upper clamp is a guard (callers only pass exponents that are <= 0 for
-    decays g <= 0); the lower one keeps exp off its slow underflow path. Both
-    give zero gradient where they bite, so gradients stay finite however strong
-    the gates are. In place when no gradient is needed.
-    """
-    if torch.is_grad_enabled() and exponent.requires_grad:
-        return exponent.clamp(EXP_FLOOR, 0.0).exp()
-    return exponent.clamp_(EXP_FLOOR, 0.0).exp_()
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -62,37 +49,60 @@ def _place_blocks(target: torch.Tensor, blocks: torch.Tensor, half: int) -> None
     """Writes ``blocks [..., P, half, half]`` into the lower-left quarter of each 2*half block of ``target [..., C, C]``."""
     *lead, size, _ = target.shape
     pairs = size // (2 * half)
-    view = target.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]   # [..., P, b, P, b]
+    view = target.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]   # [..., P, h, P, h]
     torch.diagonal(view, dim1=-4, dim2=-2).copy_(blocks.movedim(-3, -1))
 
 
-def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decay-weighted query-key and key-key scores inside each chunk.
+def _grow_blocks(prefix: torch.Tensor, suffix: torch.Tensor, half: int, in_place: bool):
+    """Block products for aligned blocks of 2*half rows from those of half rows.
+
+    ``prefix[i]`` is the product of α over its block up to and including i, ``suffix[j]``
+    the product over its block after j. Merging two blocks multiplies the second
+    half's prefixes by the first half's total, and the first half's suffixes by the
+    second half's total.
+    """
+    shape = (*prefix.shape[:-2], prefix.shape[-2] // (2 * half), 2, half, prefix.shape[-1])
+    p, s = prefix.view(shape), suffix.view(shape)
+    upper_total, lower_total = p[..., 0, half - 1 :, :], p[..., 1, half - 1 :, :]
+    if in_place:
+        s[..., 0, :, :].mul_(lower_total)
+        p[..., 1, :, :].mul_(upper_total)
+        return prefix, suffix
+    new_suffix = torch.stack([s[..., 0, :, :] * lower_total, s[..., 1, :, :]], dim=-3)
+    new_prefix = torch.stack([p[..., 0, :, :], p[..., 1, :, :] * upper_total], dim=-3)
+    return new_prefix.view(prefix.shape), new_suffix.view(suffix.shape)
+
+
+def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor):
+    """Decay-weighted scores inside each chunk, and the chunk's decay factors.
 
     Args:
         q: ``[..., C, K]`` (scaled) queries; C a power of two.
         k: ``[..., C, K]`` keys.
-        gamma: ``[..., C, K]`` chunk-local cumulative log decay Γ (non-increasing down the rows).
+        g: ``[..., C, K]`` log decay (<= 0).
 
     Returns:
-        ``(A_qk, A_kk)``, both ``[..., C, C]``: ``A_qk[i, j] = Σ_d q_id k_jd exp(Γ_id - Γ_jd)``
-        for ``j <= i`` and ``A_kk[i, j]`` the same with keys for rows and ``j < i``; zero elsewhere.
+        ``(A_qk, A_kk, decay_in, decay_out)``: ``A_qk[i, j] = Σ_d q_id k_jd exp(Γ_id - Γ_jd)``
+        for ``j <= i`` and ``A_kk`` the same with keys for rows and ``j < i`` (zero elsewhere),
+        both ``[..., C, C]``; ``decay_in = exp(Γ)`` and ``decay_out = exp(Γ_L - Γ)``, ``[..., C, K]``,
+        where Γ is the chunk-local cumulative sum of g.
     """
     *lead, size, dim = k.shape
-    scores_qk = torch.diag_embed((q * k).sum(-1))                 # i == j: no decay
+    in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, g)))
+    prefix = g.clamp(max=0.0).exp()                       # products over blocks of one row
+    suffix = torch.ones_like(prefix)
+    scores_qk = torch.diag_embed((q * k).sum(-1))         # i == j: no decay
     scores_kk = torch.zeros_like(scores_qk)
-    half = size // 2
-    while half >= 1:
+    half = 1
+    while half < size:
         shape = (*lead, size // (2 * half), 2, half, dim)
-        gs = gamma.reshape(shape)
-        reference = gs[..., 0, half - 1 :, :]                      # last row of the upper half
-        row_decay = _exp_nonpositive(gs[..., 1, :, :] - reference)
-        column_decay = _exp_nonpositive(reference - gs[..., 0, :, :])
-        columns = (k.reshape(shape)[..., 0, :, :] * column_decay).transpose(-1, -2)   # [..., P, K, half]
+        row_decay = prefix.view(shape)[..., 1, :, :]
+        columns = (k.reshape(shape)[..., 0, :, :] * suffix.view(shape)[..., 0, :, :]).transpose(-1, -2)
         _place_blocks(scores_qk, _bmm(q.reshape(shape)[..., 1, :, :] * row_decay, columns), half)
         _place_blocks(scores_kk, _bmm(k.reshape(shape)[..., 1, :, :] * row_decay, columns), half)
-        half //= 2
-    return scores_qk, scores_kk
+        prefix, suffix = _grow_blocks(prefix, suffix, half, in_place)
+        half *= 2
+    return scores_qk, scores_kk, prefix, suffix
 
 
 def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
@@ -133,17 +143,14 @@ def chunk_local_terms(q, k, v, g, beta):
         ``(w [NC, M, C, K], u [NC, M, C, V], keys_out [NC, M, C, K], decay_last [NC, M, K, 1],
         query_in [NC, M, C, K], scores_qk [NC, M, C, C])``.
     """
-    gamma = g.cumsum(dim=-2)
-    scores_qk, scores_kk = intra_chunk_scores(q, k, gamma)
-    decay_in = gamma.exp()                                    # chunk start -> row i, exponent <= 0
-    gamma_last = gamma[..., -1:, :]
+    scores_qk, scores_kk, decay_in, decay_out = intra_chunk_scores(q, k, g)
     # (I + Diag(beta) A_kk) [W | U] = Diag(beta) [exp(Γ) ⊙ K | V]  (the UT transform), written as
     # [W | U] = (I + Diag(beta) A_kk)^{-1} Diag(beta) [...]: scaling the C x C inverse is cheaper than the values.
     transform = unit_lower_inverse(scores_kk * beta.unsqueeze(-1)) * beta.unsqueeze(-2)
     w = _bmm(transform, k * decay_in)
     u = _bmm(transform, v)
-    keys_out = k * (gamma_last - gamma).exp()                 # row i -> chunk end, exponent <= 0
-    decay_last = gamma_last.exp().transpose(-1, -2)
+    keys_out = k * decay_out                                  # row i -> chunk end
+    decay_last = decay_in[..., -1:, :].transpose(-1, -2)      # the whole chunk
     return w, u, keys_out, decay_last, q * decay_in, scores_qk
 
 

@@ -141,7 +141,7 @@ class TestChunkBuildingBlocks:
         inputs = make_inputs(tokens=size, key_dim=8, value_dim=4, gate="kimi", seed=size)
         q, k, g = (inputs[n][0].transpose(0, 1) for n in ("q", "k", "g"))        # [H, C, K]
         gamma = g.cumsum(-2)
-        scores_qk, scores_kk = intra_chunk_scores(q, k, gamma)
+        scores_qk, scores_kk, decay_in, decay_out = intra_chunk_scores(q, k, g)
         exponent = gamma.unsqueeze(-2) - gamma.unsqueeze(-3)                    # [H, i, j, K]
         lower = torch.ones(size, size, dtype=torch.bool).tril()
         decay = exponent.masked_fill(~lower.unsqueeze(-1), float("-inf")).exp()
@@ -149,3 +149,6 @@ class TestChunkBuildingBlocks:
         expected_kk = torch.einsum("hik,hjk,hijk->hij", k, k, decay) * (~torch.eye(size, dtype=torch.bool))
         assert torch.allclose(scores_qk, expected_qk, rtol=1e-12, atol=1e-14)
         assert torch.allclose(scores_kk, expected_kk, rtol=1e-12, atol=1e-14)
+        # The reference subtracts cumulative sums near -1e4, so it is the less exact side here.
+        assert torch.allclose(decay_in, gamma.exp(), rtol=1e-9, atol=1e-300)
+        assert torch.allclose(decay_out, (gamma[..., -1:, :] - gamma).exp(), rtol=1e-9, atol=1e-300)
