@@ -86,3 +86,15 @@ def test_synthetic_recall(tmp_path):
         for suffix in ("mean", "longest", "most_pairs"):
             assert 0 <= values[f"acc_{kind}_{suffix}"] <= 1
     assert values["chance_accuracy"] == pytest.approx(1 / 16)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_are_stored_clean_and_use_the_shared_settings(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code), \
+        f"{path.name}: clear the outputs before committing"
+    source = "\n".join(cell.source for cell in code)
+    assert "settings()" in source, f"{path.name}: read KDALIB_DEVICE / KDALIB_PROFILE through kdalib.repro.settings()"
+    assert f'show_recorded("{path.stem}")' in source, f"{path.name}: show the recorded GPU run"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")

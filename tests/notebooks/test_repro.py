@@ -138,3 +138,8 @@ def test_repro_command_reports_a_failing_cell(tmp_path, capsys):
 def test_repro_command_rejects_unknown_notebooks(capsys):
     assert main(["repro", "--device", "cpu", "no_such_notebook.ipynb"]) == 2
     assert "no_such_notebook" in capsys.readouterr().err
+
+
+def test_results_dir_defaults_to_this_checkout():
+    assert repro.results_dir("cuda") == repro.REPO_ROOT / "notebooks" / "results" / "cuda"
+    assert repro.book_root() == repro.REPO_ROOT
