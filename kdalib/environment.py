@@ -20,15 +20,19 @@ NOT_INSTALLED = "not installed"
 
 
 def git_commit(repo: Path | None = None) -> str | None:
-    """Return ``git rev-parse HEAD`` for ``repo`` (default: this checkout), or None outside git."""
+    """Return ``git rev-parse HEAD`` for ``repo`` (default: this checkout).
+
+    Outside a git checkout (a copied working tree on a GPU machine, an installed wheel)
+    the commit comes from ``$KDALIB_COMMIT`` when set, else None.
+    """
     cwd = repo or Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return os.environ.get("KDALIB_COMMIT") or None
+    return out.stdout.strip() or os.environ.get("KDALIB_COMMIT") or None
 
 
 def cpu_name() -> str:
