@@ -1,0 +1,59 @@
+"""The ``kdalib`` command line: parsing, dispatch and the environment report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kdalib import __version__
+from kdalib.cli import build_parser, main
+from kdalib.environment import collect, git_commit
+
+COMMANDS = ["verify", "sources", "bench", "repro", "info"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_handler_resolves_to_a_callable(command):
+    parser = build_parser()
+    argv = {"sources": ["sources", "quote", "some-id", "text"]}.get(command, [command])
+    args = parser.parse_args(argv)
+    module_name, func_name = args._handler.split(":")
+    module = __import__(module_name, fromlist=[func_name])
+    assert callable(getattr(module, func_name))
+
+
+def test_missing_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"kdalib {__version__}"
+
+
+def test_info_json_names_python_torch_and_device(capsys):
+    assert main(["info", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert {"python", "torch", "device", "kdalib", "commit", "date"} <= facts.keys()
+    assert facts["kdalib"] == __version__
+
+
+def test_python_dash_m_runs_the_same_cli():
+    out = subprocess.run([sys.executable, "-m", "kdalib", "info"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("python")
+
+
+def test_collect_without_git_uses_the_recorded_commit(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDALIB_COMMIT", "abc123")
+    assert git_commit(tmp_path) == "abc123"
+    monkeypatch.delenv("KDALIB_COMMIT")
+    assert git_commit(tmp_path) is None
+    assert collect()["python"].count(".") == 2
