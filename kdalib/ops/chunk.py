@@ -37,7 +37,7 @@ from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_input
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
-CPU_BLOCK_ELEMENTS = 1 << 18
+CPU_BLOCK_ELEMENTS = 1 << 19
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
