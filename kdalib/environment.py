@@ -8,6 +8,7 @@ here: the torch-free parts of kdalib (sources, book) must work without it.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -56,11 +57,11 @@ def _torch_facts() -> dict[str, str]:
         facts["device"] = f"cuda ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda})"
     else:
         facts["device"] = f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
+    # Read the version without importing triton: an import here would fix Triton's
+    # interpreter/compiler choice (TRITON_INTERPRET) for the rest of the process.
     try:
-        import triton
-
-        facts["triton"] = triton.__version__
-    except ImportError:
+        facts["triton"] = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
         facts["triton"] = NOT_INSTALLED
     return facts
 
