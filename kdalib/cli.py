@@ -70,6 +70,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--json", metavar="FILE", default=None, help="where to write results (default: bench-<device>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per row (best is reported)")
     p.add_argument("--fla-path", default=None, help="flash-linear-attention source tree or wheel to compare against")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU intra-op threads for every method (default: torch's default)")
     _handler(p, "kdalib.ops.bench:cmd_bench")
 
 

@@ -363,6 +363,12 @@ def cmd_bench(args) -> int:
     if args.repeats < 1:
         print(f"kdalib bench: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
         return 2
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            print(f"kdalib bench: --threads must be >= 1, got {threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(threads)
     peer = None
     if "peer" in suite.methods:
         try:
@@ -372,7 +378,7 @@ def cmd_bench(args) -> int:
                 print(f"kdalib bench: {error}", file=sys.stderr)
                 return 2
             print(f"kdalib bench: peer unavailable, its rows are skipped: {error}", file=sys.stderr)
-    print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}")
+    print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}, {torch.get_num_threads()} CPU threads")
     result = dict(environment(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
     print(format_table(result))
     for line in check_targets(result):

@@ -41,7 +41,7 @@ def peer_wheel(tmp_path: Path) -> Path:
 
 
 def _args(**overrides) -> argparse.Namespace:
-    values = dict(device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None)
+    values = dict(device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None, threads=None)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -63,8 +63,9 @@ def test_missing_peer_is_a_clear_error(tmp_path):
 
 def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out))) == 0
+    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
     result = json.loads(out.read_text())
+    assert result["threads"] == 1
     for key in ("device", "torch", "date", "git_commit", "suite", "matmul_flops_per_s", "rows"):
         assert key in result
     assert result["device"] == "cpu" and result["suite"] == "tiny"
@@ -90,6 +91,7 @@ def test_list_and_bad_arguments(capsys, tmp_path):
     assert all(name in listed for name in ("cpu", "cpu-quick", "gpu", "tiny"))
     assert bench.cmd_bench(_args(suite="nope")) == 2
     assert bench.cmd_bench(_args(repeats=0)) == 2
+    assert bench.cmd_bench(_args(threads=0)) == 2
     if not torch.cuda.is_available():
         assert bench.cmd_bench(_args(suite="gpu")) == 2
         assert bench.cmd_bench(_args(device="cuda")) == 2
