@@ -97,9 +97,11 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor):
     while half < size:
         shape = (*lead, size // (2 * half), 2, half, dim)
         row_decay = prefix.view(shape)[..., 1, :, :]
-        columns = (k.reshape(shape)[..., 0, :, :] * suffix.view(shape)[..., 0, :, :]).transpose(-1, -2)
-        _place_blocks(scores_qk, _bmm(q.reshape(shape)[..., 1, :, :] * row_decay, columns), half)
-        _place_blocks(scores_kk, _bmm(k.reshape(shape)[..., 1, :, :] * row_decay, columns), half)
+        # 3-D operands for bmm; the transposed view of a contiguous [.., h, K] needs no copy.
+        columns = (k.reshape(shape)[..., 0, :, :] * suffix.view(shape)[..., 0, :, :]).reshape(-1, half, dim)
+        for target, rows in ((scores_qk, q), (scores_kk, k)):
+            rows = (rows.reshape(shape)[..., 1, :, :] * row_decay).reshape(-1, half, dim)
+            _place_blocks(target, torch.bmm(rows, columns.transpose(1, 2)).view(*shape[:-3], half, half), half)
         prefix, suffix = _grow_blocks(prefix, suffix, half, in_place)
         half *= 2
     return scores_qk, scores_kk, prefix, suffix
