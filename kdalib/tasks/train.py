@@ -141,7 +141,7 @@ def sweep(kinds: tuple[str, ...], specs: list[MQARSpec], seeds: list[int], confi
         raise ValueError(f"kinds: unknown {unknown}; expected a subset of {MIXER_KINDS}")
     grid = list(itertools.product(kinds, specs, seeds))
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm  # text bars: the book renders no widgets
 
         grid = tqdm(grid, desc="MQAR runs", unit="run")
     return [train_recall_model(kind, spec, seed, config, device) for kind, spec, seed in grid]
