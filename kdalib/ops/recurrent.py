@@ -43,6 +43,26 @@ def decode_step(
     return output, new_state
 
 
+def decode_step_(
+    state: torch.Tensor,
+    q_t: torch.Tensor,
+    k_t: torch.Tensor,
+    v_t: torch.Tensor,
+    g_t: torch.Tensor,
+    beta_t: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`decode_step` updating ``state`` in place (no autograd); returns ``o_t [M, V]``.
+
+    Allocating a fresh ``[M, K, V]`` state per token costs more than the token's
+    arithmetic once the state is a few megabytes (page faults on every new buffer).
+    """
+    state.mul_(g_t.exp().unsqueeze(-1))
+    prediction = torch.bmm(k_t.unsqueeze(1), state).squeeze(1)
+    correction = beta_t.unsqueeze(-1) * (v_t - prediction)
+    state.baddbmm_(k_t.unsqueeze(2), correction.unsqueeze(1))
+    return torch.bmm(q_t.unsqueeze(1), state).squeeze(1)
+
+
 def _token_major(x: torch.Tensor) -> torch.Tensor:
     """``[N, T, HV, D]`` -> ``[T, N * HV, D]`` so that each step reads one contiguous slice."""
     n, t, h, d = x.shape
@@ -102,9 +122,14 @@ def fused_recurrent_kda(
         state = initial_state.to(dtype).reshape(rows, shapes.key_dim, shapes.value_dim)
 
     outputs = []
-    for t in range(plan.padded_length):
-        o_t, state = decode_step(state, qs[t], ks[t], vs[t], gs[t], betas[t])
-        outputs.append(o_t)
+    tracked = torch.is_grad_enabled() and any(x.requires_grad for x in (qs, ks, vs, gs, betas, state))
+    if tracked:
+        for t in range(plan.padded_length):
+            o_t, state = decode_step(state, qs[t], ks[t], vs[t], gs[t], betas[t])
+            outputs.append(o_t)
+    else:
+        state = state.clone()  # never write into the caller's initial_state
+        outputs = [decode_step_(state, qs[t], ks[t], vs[t], gs[t], betas[t]) for t in range(plan.padded_length)]
     output = torch.stack(outputs).view(plan.padded_length, shapes.num_sequences, shapes.value_heads, -1)
     output = from_padded(output.transpose(0, 1), plan)
     final_state = None

@@ -119,3 +119,17 @@ def test_chunk_on_cuda_matches_cpu_oracle(dtype):
     assert o.dtype == dtype and s.dtype == torch.float32
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     assert rel_rms(o.cpu(), o_ref) < tolerance and rel_rms(s.cpu(), s_ref) < tolerance
+
+
+@pytest.mark.parametrize("op_name", ["chunk", "recurrent"])
+def test_inference_mode_leaves_initial_state_alone_and_matches_autograd(op_name):
+    """The no-grad fast paths update buffers in place; the caller's state must not be one of them."""
+    op = OPERATORS[op_name]
+    inputs = make_inputs(batch=2, tokens=21, key_dim=16, value_dim=8, dtype=torch.float32)
+    saved = inputs["initial_state"].clone()
+    with torch.no_grad():
+        o_fast, s_fast = op(**inputs, output_final_state=True)
+    assert torch.equal(inputs["initial_state"], saved)
+    leaves = {name: t.clone().requires_grad_(True) for name, t in inputs.items()}
+    o_tracked, s_tracked = op(**leaves, output_final_state=True)
+    assert rel_rms(o_fast, o_tracked.detach()) < 1e-6 and rel_rms(s_fast, s_tracked.detach()) < 1e-6
