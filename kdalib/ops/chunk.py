@@ -178,7 +178,7 @@ def scan_chunk_states(w, u, keys_out, decay_last, state):
             torch.baddbmm(u[c], w[c], starts[c], alpha=-1.0, out=v_new[c])
             torch.mul(starts[c], decay_last[c], out=starts[c + 1])
             starts[c + 1].baddbmm_(keys_out[c].transpose(-1, -2), v_new[c])
-        return starts[:-1], v_new, starts[-1]
+        return starts[:-1], v_new, starts[-1].clone()  # the final state must not pin the whole buffer
     starts, corrections = [], []
     for c in range(chunks):
         starts.append(state)
