@@ -97,11 +97,17 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor):
     while half < size:
         shape = (*lead, size // (2 * half), 2, half, dim)
         row_decay = prefix.view(shape)[..., 1, :, :]
-        # 3-D operands for bmm; the transposed view of a contiguous [.., h, K] needs no copy.
-        columns = (k.reshape(shape)[..., 0, :, :] * suffix.view(shape)[..., 0, :, :]).reshape(-1, half, dim)
-        for target, rows in ((scores_qk, q), (scores_kk, k)):
-            rows = (rows.reshape(shape)[..., 1, :, :] * row_decay).reshape(-1, half, dim)
-            _place_blocks(target, torch.bmm(rows, columns.transpose(1, 2)).view(*shape[:-3], half, half), half)
+        if half == 1:  # neighbouring rows: the column factor is 1 and each block is one dot product
+            columns = k.reshape(shape)[..., 0, :, :]
+            for target, rows in ((scores_qk, q), (scores_kk, k)):
+                dots = (rows.reshape(shape)[..., 1, :, :] * row_decay * columns).sum(-1, keepdim=True)
+                _place_blocks(target, dots, half)
+        else:
+            # 3-D operands for bmm; the transposed view of a contiguous [.., h, K] needs no copy.
+            columns = (k.reshape(shape)[..., 0, :, :] * suffix.view(shape)[..., 0, :, :]).reshape(-1, half, dim)
+            for target, rows in ((scores_qk, q), (scores_kk, k)):
+                rows = (rows.reshape(shape)[..., 1, :, :] * row_decay).reshape(-1, half, dim)
+                _place_blocks(target, torch.bmm(rows, columns.transpose(1, 2)).view(*shape[:-3], half, half), half)
         prefix, suffix = _grow_blocks(prefix, suffix, half, in_place)
         half *= 2
     return scores_qk, scores_kk, prefix, suffix
@@ -123,7 +129,7 @@ def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
         blocks = strict_lower.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]
         lower_left = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3)        # [..., P, h, h]
         upper, lower = inverse[..., 0::2, :, :], inverse[..., 1::2, :, :]
-        merged = -_bmm(_bmm(lower, lower_left), upper)
+        merged = -lower_left if half == 1 else -_bmm(_bmm(lower, lower_left), upper)  # 1 x 1 blocks are 1
         top = torch.cat([upper, torch.zeros_like(upper)], dim=-1)
         bottom = torch.cat([merged, lower], dim=-1)
         inverse = torch.cat([top, bottom], dim=-2)                                    # [..., P, 2h, 2h]
