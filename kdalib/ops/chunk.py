@@ -218,7 +218,9 @@ def chunk_kda_core(
         w, u, keys_out, decay_last, query_in, scores_qk = chunk_local_terms(q[part], k[part], v[part], g[part],
                                                                               beta[part])
         starts, v_new, state = scan_chunk_states(w, u, keys_out, decay_last, state)
-        outputs.append(_bmm(query_in, starts).add_(_bmm(scores_qk, v_new)))
+        output = _bmm(scores_qk, v_new)
+        output.flatten(0, 1).baddbmm_(query_in.flatten(0, 1), starts.flatten(0, 1))
+        outputs.append(output)
     return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
 
 
