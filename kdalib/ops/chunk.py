@@ -77,7 +77,7 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor):
     """Decay-weighted scores inside each chunk, and the chunk's decay factors.
 
     Args:
-        q: ``[..., C, K]`` (scaled) queries; C a power of two.
+        q: ``[..., C, K]`` queries; C a power of two.
         k: ``[..., C, K]`` keys.
         g: ``[..., C, K]`` log decay (<= 0).
 
@@ -141,7 +141,7 @@ def chunk_local_terms(q, k, v, g, beta):
     """Everything a chunk contributes that does not depend on the incoming state.
 
     Args:
-        q: ``[NC, M, C, K]`` scaled queries.
+        q: ``[NC, M, C, K]`` queries (unscaled).
         k: ``[NC, M, C, K]`` keys.
         v: ``[NC, M, C, V]`` values.
         g: ``[NC, M, C, K]`` log decay.
@@ -195,17 +195,19 @@ def scan_chunk_states(w, u, keys_out, decay_last, state):
 
 
 def chunk_kda_core(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, state: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, state: torch.Tensor,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
     Args:
-        q: ``[NC, M, C, K]`` scaled queries.
+        q: ``[NC, M, C, K]`` queries (unscaled).
         k: ``[NC, M, C, K]`` keys.
         v: ``[NC, M, C, V]`` values.
         g: ``[NC, M, C, K]`` log decay.
         beta: ``[NC, M, C]`` step sizes.
         state: ``[M, K, V]`` initial state.
+        scale: query scale, applied once to the output (q enters it linearly).
 
     Returns:
         ``(o [NC, M, C, V], final_state [M, K, V])``.
@@ -219,7 +221,7 @@ def chunk_kda_core(
                                                                               beta[part])
         starts, v_new, state = scan_chunk_states(w, u, keys_out, decay_last, state)
         output = _bmm(scores_qk, v_new)
-        output.flatten(0, 1).baddbmm_(query_in.flatten(0, 1), starts.flatten(0, 1))
+        output.flatten(0, 1).baddbmm_(query_in.flatten(0, 1), starts.flatten(0, 1), beta=scale, alpha=scale)
         outputs.append(output)
     return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
 
@@ -279,7 +281,7 @@ def chunk_kda(
     if use_qk_l2norm_in_kernel:
         q, k = l2_normalize(q), l2_normalize(k)
     group = shapes.group_size
-    q = (q * scale).repeat_interleave(group, dim=2) if group > 1 else q * scale
+    q = q.repeat_interleave(group, dim=2) if group > 1 else q
     k = k.repeat_interleave(group, dim=2) if group > 1 else k
 
     plan = plan_packing(shapes.tokens, cu_seqlens, chunk_size, q.device)
@@ -291,7 +293,7 @@ def chunk_kda(
     else:
         state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
 
-    output, final = chunk_kda_core(*rows, beta_rows, state)
+    output, final = chunk_kda_core(*rows, beta_rows, state, scale)
     output = from_padded(_from_chunk_rows(output, shapes.num_sequences), plan)
     final_state = None
     if output_final_state:
