@@ -196,7 +196,7 @@ def scan_chunk_states(w, u, keys_out, decay_last, state):
 
 def chunk_kda_core(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, state: torch.Tensor,
-    scale: float = 1.0,
+    scale: float = 1.0, out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
@@ -208,9 +208,11 @@ def chunk_kda_core(
         beta: ``[NC, M, C]`` step sizes.
         state: ``[M, K, V]`` initial state.
         scale: query scale, applied once to the output (q enters it linearly).
+        out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
+            final layout) that each group's output is copied into, instead of concatenating.
 
     Returns:
-        ``(o [NC, M, C, V], final_state [M, K, V])``.
+        ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
@@ -222,7 +224,12 @@ def chunk_kda_core(
         starts, v_new, state = scan_chunk_states(w, u, keys_out, decay_last, state)
         output = _bmm(scores_qk, v_new)
         output.flatten(0, 1).baddbmm_(query_in.flatten(0, 1), starts.flatten(0, 1), beta=scale, alpha=scale)
-        outputs.append(output)
+        if out is None:
+            outputs.append(output)
+        else:
+            out[part].copy_(output.view(out[part].shape))
+    if out is not None:
+        return out, state
     return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
 
 
@@ -293,8 +300,15 @@ def chunk_kda(
     else:
         state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
 
-    output, final = chunk_kda_core(*rows, beta_rows, state, scale)
-    output = from_padded(_from_chunk_rows(output, shapes.num_sequences), plan)
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (*rows, beta_rows, state))
+    if tracked:
+        output, final = chunk_kda_core(*rows, beta_rows, state, scale)
+        output = _from_chunk_rows(output, shapes.num_sequences)
+    else:  # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
+        output = q.new_empty(shapes.num_sequences, plan.padded_length, shapes.value_heads, shapes.value_dim)
+        by_chunk = output.view(shapes.num_sequences, -1, chunk_size, shapes.value_heads, shapes.value_dim)
+        _, final = chunk_kda_core(*rows, beta_rows, state, scale, out=by_chunk.permute(1, 0, 3, 2, 4))
+    output = from_padded(output, plan)
     final_state = None
     if output_final_state:
         final_state = final.reshape(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
