@@ -8,7 +8,7 @@ sequential part is two batched matmuls per chunk::
     S    <- exp(Γ_L) ⊙ S + K_dᵀ V_new     (decay to the chunk end, then write)
 
 and the outputs come from one batched product per group of chunks afterwards:
-``O = (Q ⊙ exp(Γ)) S + A_qk V_new``.
+``O = scale · ((Q ⊙ exp(Γ)) S + A_qk V_new)`` (the scale is applied once, there).
 
 The decay-weighted scores ``A[i, j] = Σ_d x_id k_jd exp(Γ_id - Γ_jd)`` (j < i) are
 built in matmul form by halving: at each level the chunk is cut into aligned
