@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from kdalib.environment import cpu_name, git_commit
 from kdalib.ops.chunk import chunk_kda, chunk_kda_flops
 from kdalib.ops.naive import naive_recurrent_kda
 from kdalib.ops.recurrent import fused_recurrent_kda
@@ -330,14 +330,9 @@ def check_targets(result: dict) -> list[str]:
 
 def environment(device: str) -> dict:
     """Provenance recorded with every result."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
     return dict(device=device, device_name=name, torch=torch.__version__, python=platform.python_version(),
-                threads=torch.get_num_threads(), git_commit=commit,
+                threads=torch.get_num_threads(), git_commit=git_commit() or "unknown",
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 

@@ -4,6 +4,9 @@ Same recurrence as :mod:`kdalib.ops.naive` (KDA.md §1), but every sequence of a
 packed batch advances together (shorter ones are padded with no-op tokens), and
 each step is three batched matmul-shaped products instead of broadcast-and-sum.
 Cost per token is O(HV K V), independent of how long the context already is.
+
+On CUDA, when no gradient is needed, the same recurrence runs as one Triton kernel
+(:mod:`kdalib.ops.triton.fused_recurrent`) that keeps each head's state on chip.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 
 from kdalib.ops._layout import from_padded, plan_packing, to_padded
 from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_inputs
+from kdalib.ops.triton import HAS_TRITON, triton_fused_recurrent_kda
 
 
 def decode_step(
@@ -63,6 +67,13 @@ def decode_step_(
     return torch.bmm(q_t.unsqueeze(1), state).squeeze(1)
 
 
+def _triton_applies(dtype: torch.dtype, *tensors: torch.Tensor | None) -> bool:
+    """The Triton kernel serves CUDA inference in half/single precision; float64 stays exact in PyTorch."""
+    present = [t for t in tensors if t is not None]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
+    return HAS_TRITON and present[0].is_cuda and dtype != torch.float64 and not needs_grad
+
+
 def _token_major(x: torch.Tensor) -> torch.Tensor:
     """``[N, T, HV, D]`` -> ``[T, N * HV, D]`` so that each step reads one contiguous slice."""
     n, t, h, d = x.shape
@@ -106,6 +117,10 @@ def fused_recurrent_kda(
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim ** -0.5 if scale is None else scale
     output_dtype = v.dtype
+    if _triton_applies(dtype, q, k, v, g, beta, initial_state):
+        return triton_fused_recurrent_kda(
+            q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+        )
     q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
     if use_qk_l2norm_in_kernel:
         q, k = l2_normalize(q), l2_normalize(k)

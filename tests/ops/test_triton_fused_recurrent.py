@@ -80,3 +80,20 @@ def test_extreme_gates_stay_finite():
     assert torch.isfinite(o).all() and torch.isfinite(ht).all()
     o_ref, _ = naive_recurrent_kda(q, k, v, g, beta, scale=0.25)
     assert _rel_rms(o, o_ref) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_recurrent_kda_uses_the_kernel_for_cuda_inference_and_autograd_otherwise():
+    from kdalib.ops import fused_recurrent_kda
+
+    q, k, v, g, beta = _inputs(2, 5, 2, 4, 64, 64)
+    h0 = torch.randn(2, 4, 64, 64, device=DEVICE)
+    o_ref, ht_ref = naive_recurrent_kda(q, k, v, g, beta, initial_state=h0, output_final_state=True)
+    with torch.no_grad():
+        o, ht = fused_recurrent_kda(q, k, v, g, beta, initial_state=h0, output_final_state=True)
+    assert _rel_rms(o, o_ref) < 1e-5 and _rel_rms(ht, ht_ref) < 1e-5
+    v.requires_grad_(True)
+    o, _ = fused_recurrent_kda(q, k, v, g, beta, initial_state=h0)
+    o.sum().backward()
+    assert v.grad is not None and torch.isfinite(v.grad).all()
