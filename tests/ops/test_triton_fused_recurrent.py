@@ -1,19 +1,14 @@
 """The Triton decoding kernel against the token-loop oracle.
 
-On a machine without CUDA the kernel runs in Triton's interpreter (TRITON_INTERPRET=1,
-set before triton is imported), so CI checks the kernel's logic on the CPU; with CUDA
-the same tests run the compiled kernel.
+On a machine without CUDA the kernel runs in Triton's interpreter (tests/conftest.py
+sets TRITON_INTERPRET=1 before triton is imported), so CI checks the kernel's logic on
+the CPU; with CUDA the same tests run the compiled kernel.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 triton = pytest.importorskip("triton")
 
