@@ -32,10 +32,6 @@ class PackedBatch:
     batch: int
     tokens: int
 
-    @property
-    def max_length(self) -> int:
-        return int((self.cu_seqlens[1:] - self.cu_seqlens[:-1]).max()) if self.active_rows.numel() else 0
-
 
 def check_attention_mask(attention_mask: torch.Tensor, batch: int, tokens: int) -> torch.Tensor:
     """Validates a `[B, T]` padding mask (1/True = token, 0/False = padding) and returns it as bool.
