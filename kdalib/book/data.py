@@ -19,7 +19,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 from kdalib.sources.loader import LoadError
-from kdalib.sources.model import Claim, Source
+from kdalib.sources.model import Claim, Source, file_location
 from kdalib.sources.snapshots import ENV_VAR, default_snapshot_dir
 from kdalib.sources.verify import Report, run_verify
 
@@ -69,7 +69,7 @@ def load_book_data(app: Sphinx) -> BookData:
     try:
         report = run_verify(sources_path, snapshot_dir_for(srcdir), root=srcdir, strict=False)
     except LoadError as err:
-        logger.warning(f"kdalib: {err.message}", location=f"{err.path}:{err.line}" if err.line else err.path,
+        logger.warning(f"kdalib: {err.message}", location=file_location(err.path, err.line),
                        type="kdalib", subtype="sources")
         return BookData(None, str(err))
     for finding in report.errors:
@@ -86,8 +86,7 @@ def load_book_data(app: Sphinx) -> BookData:
 
 def _location(file: str, line: int, srcdir: Path) -> str:
     path = Path(file)
-    path = path if path.is_absolute() else srcdir / path
-    return f"{path}:{line}" if line else str(path)
+    return file_location(path if path.is_absolute() else srcdir / path, line)
 
 
 def book_data(app: Sphinx) -> BookData:

@@ -7,6 +7,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from kdalib.book.data import book_data, remember_page
 from kdalib.book.render import badge, join, literal, table
+from kdalib.sources.model import file_location
 from kdalib.sources.snapshots import ENV_VAR
 
 
@@ -47,9 +48,9 @@ class VerifySummary(SphinxDirective):
             return nodes.paragraph("", "kdalib verify found nothing to fix.")
         items = nodes.bullet_list(classes=["kdalib-findings"])
         for finding in report.findings:
-            where = f"{finding.file}:{finding.line}" if finding.line else finding.file
             para = nodes.paragraph("", "", badge(finding.severity, finding.severity), nodes.Text(" "),
-                                   literal(where), nodes.Text(f" {finding.item} {finding.message}"))
+                                   literal(file_location(finding.file, finding.line)),
+                                   nodes.Text(f" {finding.item} {finding.message}"))
             items += nodes.list_item("", para)
         return items
 

@@ -24,7 +24,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from kdalib.sources.model import Document
+from kdalib.sources.model import Document, file_location
 
 
 class LoadError(Exception):
@@ -34,8 +34,7 @@ class LoadError(Exception):
         self.path = str(path)
         self.line = line
         self.message = message
-        where = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{file_location(self.path, line)}: {message}")
 
 
 class _DatesAsTextConstructor(RoundTripConstructor):

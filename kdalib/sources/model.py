@@ -16,6 +16,11 @@ ERROR = "error"
 WARNING = "warning"
 
 
+def file_location(file: str | Path, line: int) -> str:
+    """``file:line`` as editors and CI logs link it, or just ``file`` when ``line`` is 0 (the whole file)."""
+    return f"{file}:{line}" if line else str(file)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One problem found in the checklist, ready to print as ``file:line: [severity] id: message``.
@@ -39,7 +44,7 @@ class Finding:
     fix: str = ""
 
     def format(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
+        where = file_location(self.file, self.line)
         item = f" {self.item}:" if self.item else ""
         fix = f" Fix: {self.fix}" if self.fix else ""
         return f"{where}: {self.severity}: [{self.code}]{item} {self.message}{fix}"
