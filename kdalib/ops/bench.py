@@ -198,7 +198,8 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         return _fla("chunk_kda")
     if name == "fla_fused_recurrent":
         return _fla("fused_recurrent_kda")
-    raise ValueError(f"unknown method {name!r}")
+    known = sorted([*table, "peer", "fla_chunk", "fla_fused_recurrent"])
+    raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known)}")
 
 
 def _applies(method: str, shape: Shape) -> bool:

@@ -41,7 +41,8 @@ def kda_gate(
         ValueError: if a shape does not match or ``lower_bound`` is not negative.
     """
     if not isinstance(g_raw, torch.Tensor) or not g_raw.is_floating_point() or g_raw.dim() < 2:
-        raise ValueError("g_raw: expected a floating tensor of shape [..., HV, K]")
+        got = f"{g_raw.dtype} {list(g_raw.shape)}" if isinstance(g_raw, torch.Tensor) else type(g_raw).__name__
+        raise ValueError(f"g_raw: expected a floating tensor of shape [..., HV, K], got {got}")
     heads, key_dim = g_raw.shape[-2:]
     if not isinstance(A_log, torch.Tensor) or tuple(A_log.shape) != (heads,):
         shape = list(A_log.shape) if isinstance(A_log, torch.Tensor) else type(A_log).__name__
