@@ -91,6 +91,18 @@ class _Entry:
                 self.fail(str(key), "unknown-key", f"unknown key {str(key)!r} in {self.what}",
                           f"use one of: {', '.join(allowed)}")
 
+    def mapping(self, key: str, shape: str, allowed: tuple[str, ...]) -> _Entry | None:
+        """The nested mapping under ``key`` as an entry with its keys checked; None when absent or not a mapping."""
+        raw = self.data.get(key)
+        if raw is None:
+            return None
+        if not hasattr(raw, "items"):
+            self.fail(key, f"bad-{key.replace('_', '-')}", f"{key!r} is {_show(raw)}; expected {shape}")
+            return None
+        sub = _Entry(raw, self.report, self.item, self.line_of(key), key)
+        sub.check_keys(allowed)
+        return sub
+
     def get(self, key: str, parse: Callable[[Any], Any], expected: str, required: bool = False) -> Any:
         """Read ``key`` through ``parse`` (which raises ValueError on a bad value)."""
         value = self.data.get(key, _MISSING)
@@ -116,14 +128,9 @@ def _show(value: Any) -> str:
 
 
 def _parse_snapshot(entry: _Entry) -> Snapshot | None:
-    raw = entry.data.get("snapshot")
-    if raw is None:
+    sub = entry.mapping("snapshot", "{file: NAME, sha256: HEX}", SNAPSHOT_KEYS)
+    if sub is None:
         return None
-    if not hasattr(raw, "items"):
-        entry.fail("snapshot", "bad-snapshot", f"'snapshot' is {_show(raw)}; expected {{file: NAME, sha256: HEX}}")
-        return None
-    sub = _Entry(raw, entry.report, entry.item, entry.line_of("snapshot"), "snapshot")
-    sub.check_keys(SNAPSHOT_KEYS)
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
     sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
     if file and (Path(file).is_absolute() or ".." in Path(file).parts):
@@ -162,14 +169,9 @@ def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
 
 
 def _parse_link(entry: _Entry, source: Source) -> None:
-    raw = entry.data.get("link")
-    if raw is None:
+    sub = entry.mapping("link", "{checked: DATE, status: STATUS}", LINK_KEYS)
+    if sub is None:
         return
-    if not hasattr(raw, "items"):
-        entry.fail("link", "bad-link", f"'link' is {_show(raw)}; expected {{checked: DATE, status: STATUS}}")
-        return
-    sub = _Entry(raw, entry.report, entry.item, entry.line_of("link"), "link")
-    sub.check_keys(LINK_KEYS)
     source.link_checked = sub.get("checked", parse_date, "a date written YYYY-MM-DD")
     source.link_status = sub.get("status", parse_enum(LINK_STATUSES), f"one of {', '.join(LINK_STATUSES)}") or "unchecked"
 
@@ -178,14 +180,9 @@ def _parse_link(entry: _Entry, source: Source) -> None:
 
 
 def _parse_benchmark(entry: _Entry) -> dict[str, Any] | None:
-    raw = entry.data.get("benchmark")
-    if raw is None:
+    sub = entry.mapping("benchmark", "a mapping with 'name:'", BENCHMARK_KEYS)
+    if sub is None:
         return None
-    if not hasattr(raw, "items"):
-        entry.fail("benchmark", "bad-benchmark", f"'benchmark' is {_show(raw)}; expected a mapping with 'name:'")
-        return None
-    sub = _Entry(raw, entry.report, entry.item, entry.line_of("benchmark"), "benchmark")
-    sub.check_keys(BENCHMARK_KEYS)
     parsed = {"name": sub.get("name", parse_text, "the benchmark's name", required=True)}
     for key in ("version", "metric", "setting", "harness"):
         parsed[key] = sub.get(key, parse_text, "text")
@@ -196,15 +193,9 @@ def _parse_benchmark(entry: _Entry) -> dict[str, Any] | None:
 
 
 def _parse_reproduced_by(entry: _Entry) -> ReproducedBy | None:
-    raw = entry.data.get("reproduced_by")
-    if raw is None:
+    sub = entry.mapping("reproduced_by", "{result: PATH.json, key: NAME, tolerance: NUMBER}", REPRODUCED_KEYS)
+    if sub is None:
         return None
-    if not hasattr(raw, "items"):
-        entry.fail("reproduced_by", "bad-reproduced-by",
-                   f"'reproduced_by' is {_show(raw)}; expected {{result: PATH.json, key: NAME, tolerance: NUMBER}}")
-        return None
-    sub = _Entry(raw, entry.report, entry.item, entry.line_of("reproduced_by"), "reproduced_by")
-    sub.check_keys(REPRODUCED_KEYS)
     result = sub.get("result", parse_text, "notebooks/results/<device>/<notebook>.json", required=True)
     key = sub.get("key", parse_text, "a name under the result's 'values'", required=True)
     tolerance = sub.get("tolerance", parse_number, "an absolute tolerance >= 0", required=True)
