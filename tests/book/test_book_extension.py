@@ -86,6 +86,8 @@ def test_verify_errors_become_warnings_at_the_yaml_line(book):
     warnings = book.build()
     assert f"sources.yaml:{line}" in warnings and "[quote-not-found] m.params.total.report" in warnings
     assert "kdalib sources quote report" in warnings
+    status = html.unescape(book.html("status"))  # the Build-status page lists the same finding
+    assert f"sources.yaml:{line}</span>" in status and "m.params.total.report" in status
 
 
 def test_missing_snapshots_do_not_warn_but_are_listed(book, monkeypatch, tmp_path):
