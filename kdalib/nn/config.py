@@ -150,7 +150,8 @@ class KimiLinearConfig:
                 f"KimiLinearConfig.mla_layer_numbers: 1-based numbers must lie in [1, {self.num_layers}], got {numbers}"
             )
         if self.num_experts_per_token > self.num_experts:
-            raise ValueError("KimiLinearConfig.num_experts_per_token: cannot exceed num_experts")
+            raise ValueError(f"KimiLinearConfig.num_experts_per_token: cannot exceed num_experts = {self.num_experts}, "
+                             f"got {self.num_experts_per_token}")
 
     # ----- layer pattern -------------------------------------------------------------
 
