@@ -189,7 +189,8 @@ def measure_seconds(fn, repeats: int = 5, warmup: int = 1, device: str = "cpu") 
         ValueError: if ``repeats`` < 1 or ``warmup`` < 0.
     """
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"measure_seconds: need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+        raise ValueError(f"measure_seconds: need repeats >= 1 and warmup >= 0, "
+                         f"got repeats = {repeats}, warmup = {warmup}")
     synchronize = (lambda: None)
     if device == "cuda":
         import torch

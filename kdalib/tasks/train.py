@@ -168,7 +168,8 @@ def steps_within_budget(specs: list[MQARSpec], runs: int, config: TrainConfig, b
         Steps per run.
     """
     if runs <= 0 or budget_s <= 0:
-        raise ValueError(f"steps_within_budget: need runs > 0 and budget_s > 0, got {runs}, {budget_s}")
+        raise ValueError(f"steps_within_budget: need runs > 0 and budget_s > 0, "
+                         f"got runs = {runs}, budget_s = {budget_s}")
     spec = max(specs, key=lambda s: s.seq_len)
     torch.manual_seed(0)
     model = TinyRecallModel(spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads).to(device)
