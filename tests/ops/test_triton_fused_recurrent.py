@@ -12,6 +12,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 
+from kda_test_utils import rel_rms  # noqa: E402
+
 from kdalib.ops import naive_recurrent_kda  # noqa: E402
 from kdalib.ops.triton import triton_fused_recurrent_kda  # noqa: E402
 
@@ -28,10 +30,6 @@ def _inputs(B, T, H, HV, K, V, dtype=torch.float32, seed=0):
     return [x.to(DEVICE, dtype) for x in (q, k, v, g, beta)]
 
 
-def _rel_rms(actual, expected):
-    return ((actual.double() - expected.double()).pow(2).mean().sqrt() / expected.double().pow(2).mean().sqrt()).item()
-
-
 @pytest.mark.parametrize(
     "B,T,H,HV,K,V",
     [(1, 1, 1, 1, 16, 16), (2, 7, 2, 2, 32, 32), (1, 5, 1, 2, 60, 20), (1, 9, 2, 4, 16, 100)],
@@ -44,8 +42,8 @@ def test_matches_oracle_with_states(B, T, H, HV, K, V, l2norm):
     kwargs = dict(scale=K**-0.5, initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=l2norm)
     o, ht = triton_fused_recurrent_kda(q, k, v, g, beta, **kwargs)
     o_ref, ht_ref = naive_recurrent_kda(q, k, v, g, beta, **kwargs)
-    assert _rel_rms(o, o_ref) < 1e-5
-    assert _rel_rms(ht, ht_ref) < 1e-5
+    assert rel_rms(o, o_ref) < 1e-5
+    assert rel_rms(ht, ht_ref) < 1e-5
 
 
 def test_packed_sequences_match_oracle():
@@ -55,8 +53,8 @@ def test_packed_sequences_match_oracle():
     kwargs = dict(scale=0.3, initial_state=h0, output_final_state=True, cu_seqlens=cu)
     o, ht = triton_fused_recurrent_kda(q, k, v, g, beta, **kwargs)
     o_ref, ht_ref = naive_recurrent_kda(q, k, v, g, beta, **kwargs)
-    assert _rel_rms(o, o_ref) < 1e-5
-    assert _rel_rms(ht, ht_ref) < 1e-5
+    assert rel_rms(o, o_ref) < 1e-5
+    assert rel_rms(ht, ht_ref) < 1e-5
 
 
 def test_bf16_inputs_keep_a_float32_state():
@@ -64,8 +62,8 @@ def test_bf16_inputs_keep_a_float32_state():
     o, ht = triton_fused_recurrent_kda(q, k, v, g, beta, scale=0.2, output_final_state=True)
     o_ref, ht_ref = naive_recurrent_kda(q, k, v, g, beta, scale=0.2, output_final_state=True)
     assert o.dtype == torch.bfloat16 and ht.dtype == torch.float32
-    assert _rel_rms(o, o_ref) < 2e-2
-    assert _rel_rms(ht, ht_ref) < 1e-5
+    assert rel_rms(o, o_ref) < 2e-2
+    assert rel_rms(ht, ht_ref) < 1e-5
 
 
 def test_extreme_gates_stay_finite():
@@ -74,7 +72,7 @@ def test_extreme_gates_stay_finite():
     o, ht = triton_fused_recurrent_kda(q, k, v, g, beta, scale=0.25, output_final_state=True)
     assert torch.isfinite(o).all() and torch.isfinite(ht).all()
     o_ref, _ = naive_recurrent_kda(q, k, v, g, beta, scale=0.25)
-    assert _rel_rms(o, o_ref) < 1e-5
+    assert rel_rms(o, o_ref) < 1e-5
 
 
 @pytest.mark.gpu
@@ -87,7 +85,7 @@ def test_fused_recurrent_kda_uses_the_kernel_for_cuda_inference_and_autograd_oth
     o_ref, ht_ref = naive_recurrent_kda(q, k, v, g, beta, initial_state=h0, output_final_state=True)
     with torch.no_grad():
         o, ht = fused_recurrent_kda(q, k, v, g, beta, initial_state=h0, output_final_state=True)
-    assert _rel_rms(o, o_ref) < 1e-5 and _rel_rms(ht, ht_ref) < 1e-5
+    assert rel_rms(o, o_ref) < 1e-5 and rel_rms(ht, ht_ref) < 1e-5
     v.requires_grad_(True)
     o, _ = fused_recurrent_kda(q, k, v, g, beta, initial_state=h0)
     o.sum().backward()
