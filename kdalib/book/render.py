@@ -42,11 +42,8 @@ def hover_text(claim: Claim, source: Source | None) -> str:
     return "\n".join(parts)
 
 
-def link(text: str, uri: str, classes: Iterable[str] = (), title: str | None = None) -> nodes.reference:
-    ref = nodes.reference(text, text, refuri=uri, classes=list(classes))
-    if title:
-        ref["reftitle"] = title
-    return ref
+def link(text: str, uri: str) -> nodes.reference:
+    return nodes.reference(text, text, refuri=uri)
 
 
 def _cell_nodes(cell: Cell) -> list[nodes.Node]:
