@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nn_test_utils import rel_err
 
 from kdalib.nn import KDACache, KimiDeltaAttention
 
 HIDDEN = 32
-
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected|."""
-    return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
 
 
 @pytest.mark.parametrize("mode", ["naive", "auto", "chunk", "fused_recurrent"])

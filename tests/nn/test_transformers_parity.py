@@ -26,6 +26,7 @@ import copy
 
 import pytest
 import torch
+from nn_test_utils import rel_err
 from transformers import KimiLinearForCausalLM
 from transformers.cache_utils import DynamicCache
 from transformers.models.kimi_linear.modeling_kimi_linear import KimiLinearDeltaAttention
@@ -42,11 +43,6 @@ FP32_TOL = 5e-4
 ORACLE_TOL = {"naive": 1e-5, "fused_recurrent": 1e-5, "auto": 2e-4}
 DECODE_TOL = 2e-5
 BF16_TOL = 3e-2
-
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected|."""
-    return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
 
 
 @pytest.fixture
