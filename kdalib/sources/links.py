@@ -42,9 +42,7 @@ def check_link(client: SafeClient, source_id: str, url: str) -> LinkResult:
     try:
         result = client.get(url, read_body=False)
     except FetchError as err:
-        if err.kind == "refused":
-            return LinkResult(source_id, url, "broken", str(err), refused=True)
-        return LinkResult(source_id, url, "broken", str(err))
+        return LinkResult(source_id, url, "broken", str(err), refused=err.kind == "refused")
     if not result.ok:
         return LinkResult(source_id, url, "broken", f"HTTP {result.status}")
     permanent = [target for code, target in result.redirects if code in PERMANENT_REDIRECTS]
