@@ -50,7 +50,7 @@ def kda_gate(
     dtype = _gate_dtype(g_raw)
     x = g_raw.to(dtype)
     if dt_bias is not None:
-        if not isinstance(dt_bias, torch.Tensor) or dt_bias.numel() != heads * key_dim or dt_bias.dim() > 2:
+        if not isinstance(dt_bias, torch.Tensor) or tuple(dt_bias.shape) not in ((heads * key_dim,), (heads, key_dim)):
             shape = list(dt_bias.shape) if isinstance(dt_bias, torch.Tensor) else type(dt_bias).__name__
             raise ValueError(f"dt_bias: expected shape [HV * K] = [{heads * key_dim}] or [HV, K], got {shape}")
         x = x + dt_bias.to(dtype).reshape(heads, key_dim)

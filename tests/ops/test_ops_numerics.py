@@ -109,10 +109,11 @@ class TestKdaGate:
         [
             (dict(g_raw=torch.randn(2, 3, 4), A_log=torch.zeros(4)), "A_log"),
             (dict(g_raw=torch.randn(2, 3, 4), A_log=torch.zeros(3), dt_bias=torch.zeros(11)), "dt_bias"),
+            (dict(g_raw=torch.randn(2, 3, 4), A_log=torch.zeros(3), dt_bias=torch.zeros(4, 3)), "dt_bias"),
             (dict(g_raw=torch.randn(2, 3, 4), A_log=torch.zeros(3), lower_bound=5.0), "lower_bound"),
             (dict(g_raw=torch.ones(2, 3, 4, dtype=torch.long), A_log=torch.zeros(3)), "g_raw"),
         ],
-        ids=["A_log-shape", "dt_bias-shape", "positive-lower-bound", "integer-g_raw"],
+        ids=["A_log-shape", "dt_bias-shape", "dt_bias-transposed", "positive-lower-bound", "integer-g_raw"],
     )
     def test_bad_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
