@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("ops", "nn", "sources", "book")
+_SUBMODULES = ("ops", "nn", "sources", "book", "tasks", "repro")
 
 
 def __getattr__(name: str):

@@ -82,7 +82,7 @@ def _add_repro(sub) -> None:
     p.add_argument("--profile", default="smoke", choices=["smoke", "full"])
     p.add_argument("--out", default=None, help="results folder (default: notebooks/results/<device>/)")
     p.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
-    _handler(p, "kdalib.repro:cmd_repro")
+    _handler(p, "kdalib.notebook_runner:cmd_repro")
 
 
 def _add_info(sub) -> None:

@@ -1,4 +1,4 @@
-"""Recorded reproductions: the notebook side (record, save_figure) and ``kdalib repro``.
+"""Recorded reproductions, the notebook side: settings, record, save_figure, show_recorded.
 
 A notebook calls the same functions whether the Jupyter Book build executes it on
 the CPU or ``kdalib repro`` executes it on a GPU:
@@ -14,27 +14,22 @@ the CPU or ``kdalib repro`` executes it on a GPU:
 ``kdalib repro`` tells the kernel where to collect values through the environment
 variable ``KDALIB_REPRO_COLLECT`` (a folder); without it (the book build, a user's own
 Jupyter) :func:`record` only glues and :func:`save_figure` does nothing, so the cells
-are identical in both settings.
+are identical in both settings. The command itself is :mod:`kdalib.notebook_runner`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import numbers
 import os
-import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdalib.environment import cpu_name, git_commit
 
 DEVICE_ENV = "KDALIB_DEVICE"
 PROFILE_ENV = "KDALIB_PROFILE"
@@ -283,136 +278,3 @@ def show_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> 
             display(Markdown(f"*{figure}* ({data.get('device_name', device)})"))
             display(Image(filename=str(folder / figure)))
     return data
-
-
-# --------------------------------------------------------------------------- kdalib repro
-
-
-def _versions() -> dict[str, str | None]:
-    import torch
-
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {"torch": torch.__version__, "triton": triton_version, "python": platform.python_version()}
-
-
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    return f"{cpu_name()} ({os.cpu_count()} cores)"
-
-
-def _find_notebooks(names: list[str], root: Path) -> list[Path]:
-    if not names:
-        found = sorted((root / "notebooks").glob("*.ipynb"))
-        if not found:
-            raise FileNotFoundError(f"no notebooks in {root / 'notebooks'}")
-        return found
-    paths = []
-    for name in names:
-        path = Path(name)
-        candidates = [path, root / "notebooks" / path, root / "notebooks" / f"{name}.ipynb"]
-        match = next((c for c in candidates if c.is_file() and c.suffix == ".ipynb"), None)
-        if match is None:
-            raise FileNotFoundError(f"notebook {name!r}: no such .ipynb (looked in ., notebooks/)")
-        paths.append(match.resolve())
-    return paths
-
-
-def execute_notebook(path: Path, device: str, profile: str, out_dir: Path, timeout: int) -> dict:
-    """Executes one notebook and writes its executed copy, result JSON and figures.
-
-    Args:
-        path: the ``.ipynb`` to run (executed with its own folder as working directory).
-        device: ``cpu`` or ``cuda``, passed as ``KDALIB_DEVICE``.
-        profile: ``smoke`` or ``full``, passed as ``KDALIB_PROFILE``.
-        out_dir: results folder; receives ``<stem>.ipynb``, ``<stem>.json``, ``<stem>-<fig>.png``.
-        timeout: per-cell timeout in seconds.
-
-    Returns:
-        The result record written to ``<stem>.json``.
-
-    Raises:
-        nbclient.exceptions.CellExecutionError: when a cell fails; ``CellTimeoutError`` or
-            ``DeadKernelError`` when it hangs or crashes the kernel (the partly executed
-            notebook is still written, for diagnosis).
-    """
-    import nbformat
-    from nbclient import NotebookClient
-
-    stem = path.stem
-    notebook = nbformat.read(path, as_version=4)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"kdalib-repro-{stem}-") as collect:
-        overrides = {DEVICE_ENV: device, PROFILE_ENV: profile, COLLECT_ENV: collect}
-        saved = {key: os.environ.get(key) for key in overrides}
-        os.environ.update(overrides)  # the kernel inherits this process's environment
-        start = time.perf_counter()
-        try:
-            NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
-        finally:
-            wall = time.perf_counter() - start
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            nbformat.write(notebook, out_dir / f"{stem}.ipynb")
-        values_path = Path(collect) / VALUES_FILE
-        values = json.loads(values_path.read_text()) if values_path.exists() else {}
-        figures = []
-        for png in sorted(Path(collect).glob("*.png")):
-            target = f"{stem}-{png.name}"
-            shutil.copyfile(png, out_dir / target)
-            figures.append(target)
-    result = {
-        "notebook": f"notebooks/{path.name}",
-        "device": device,
-        "device_name": _device_name(device),
-        **_versions(),
-        "commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "wall_time_s": round(wall, 2),
-        "profile": profile,
-        "values": values,
-        "figures": figures,
-    }
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
-def cmd_repro(args) -> int:
-    """``kdalib repro``: run notebooks with nbclient and record their results.
-
-    Returns 0 when every notebook ran, 1 when some failed, 2 for unusable input
-    (unknown notebook, ``--device cuda`` without a GPU).
-    """
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT
-    try:
-        device = resolve_device(args.device)
-        notebooks = _find_notebooks(list(args.notebooks), root)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"kdalib repro: {exc}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out) if args.out else results_dir(device, root)
-    failures = 0
-    for path in notebooks:
-        print(f"kdalib repro: {path.name} on {device}, profile {args.profile} ...", flush=True)
-        try:
-            result = execute_notebook(path, device, args.profile, out_dir, args.timeout)
-        except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-            failures += 1
-            print(f"kdalib repro: {path.name} FAILED (executed copy in {out_dir}):\n{exc}", file=sys.stderr)
-            continue
-        print(f"  {result['wall_time_s']:.1f} s, {len(result['values'])} values, "
-              f"{len(result['figures'])} figures -> {out_dir / (path.stem + '.json')}", flush=True)
-    return 1 if failures else 0
