@@ -153,3 +153,36 @@ class TestChunkBuildingBlocks:
         # The reference subtracts cumulative sums near -1e4, so it is the less exact side here.
         assert torch.allclose(decay_in, gamma.exp(), rtol=1e-9, atol=1e-300)
         assert torch.allclose(decay_out, (gamma[..., -1:, :] - gamma).exp(), rtol=1e-9, atol=1e-300)
+
+
+class TestStateScan:
+    """The inter-chunk scan's three paths (CPU readout in the loop, batched readout, autograd) agree."""
+
+    def test_readout_paths_agree_with_the_explicit_recurrence(self):
+        from kdalib.ops.chunk import scan_chunk_states
+
+        gen = torch.Generator().manual_seed(3)
+        chunks, rows, size, key_dim, value_dim = 5, 3, 8, 6, 4
+        w, keys_out, query_in = (torch.randn(chunks, rows, size, key_dim, generator=gen, dtype=torch.float64)
+                                 for _ in range(3))
+        u = torch.randn(chunks, rows, size, value_dim, generator=gen, dtype=torch.float64)
+        decay_last = torch.rand(chunks, rows, key_dim, 1, generator=gen, dtype=torch.float64)
+        state = torch.randn(rows, key_dim, value_dim, generator=gen, dtype=torch.float64)
+
+        expected_inter, expected_v_new, current = [], [], state
+        for c in range(chunks):  # the recurrence written out: read, correct, decay and write
+            expected_inter.append(query_in[c] @ current)
+            v_new = u[c] - w[c] @ current
+            expected_v_new.append(v_new)
+            current = decay_last[c] * current + keys_out[c].transpose(-1, -2) @ v_new
+        expected = (torch.stack(expected_inter), torch.stack(expected_v_new), current)
+
+        state_copy = state.clone()
+        for read_in_loop in (True, False):
+            got = scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop=read_in_loop)
+            for actual, reference in zip(got, expected):
+                torch.testing.assert_close(actual, reference, rtol=1e-12, atol=1e-12)
+        assert torch.equal(state, state_copy)  # the caller's state is never written
+        got = scan_chunk_states(w, u, keys_out, decay_last, query_in, state.requires_grad_(True))
+        for actual, reference in zip(got, expected):
+            torch.testing.assert_close(actual.detach(), reference, rtol=1e-12, atol=1e-12)
