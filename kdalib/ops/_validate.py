@@ -170,6 +170,36 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
 
 
+def prepare_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    shapes: KDAShapes,
+    dtype: torch.dtype,
+    use_qk_l2norm: bool,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Validated inputs in the form every KDA form computes with.
+
+    Casts to ``dtype``, L2-normalises q and k when asked, multiplies q by ``scale`` when
+    given (the chunk form applies it once to the output instead), and repeats each q/k
+    head for the ``HV // H`` value heads that read it.
+
+    Returns:
+        ``(q, k, v, g, beta)`` with q and k ``[B, T, HV, K]``.
+    """
+    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
+    if use_qk_l2norm:
+        q, k = l2_normalize(q), l2_normalize(k)
+    if scale is not None:
+        q = q * scale
+    if shapes.group_size > 1:
+        q, k = q.repeat_interleave(shapes.group_size, dim=2), k.repeat_interleave(shapes.group_size, dim=2)
+    return q, k, v, g, beta
+
+
 def sequence_bounds(shapes: KDAShapes, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int, int]]:
     """``(batch_row, start, end)`` for each of the N sequences, in state order."""
     if cu_seqlens is None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from kdalib.ops._layout import from_padded, plan_packing, to_padded
-from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_inputs
+from kdalib.ops._validate import compute_dtype, prepare_inputs, validate_kda_inputs
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -304,12 +304,8 @@ def chunk_kda(
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim ** -0.5 if scale is None else scale
     output_dtype = v.dtype
-    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
-    if use_qk_l2norm_in_kernel:
-        q, k = l2_normalize(q), l2_normalize(k)
-    group = shapes.group_size
-    q = q.repeat_interleave(group, dim=2) if group > 1 else q
-    k = k.repeat_interleave(group, dim=2) if group > 1 else k
+    # the scale is applied once, to the output (chunk_kda_core), not to every query
+    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)
 
     plan = plan_packing(shapes.tokens, cu_seqlens, chunk_size, q.device)
     rows = [_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from kdalib.ops._validate import compute_dtype, l2_normalize, sequence_bounds, validate_kda_inputs
+from kdalib.ops._validate import compute_dtype, prepare_inputs, sequence_bounds, validate_kda_inputs
 
 
 def recurrent_step(
@@ -93,11 +93,7 @@ def naive_recurrent_kda(
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim ** -0.5 if scale is None else scale
     output_dtype = v.dtype
-    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
-    if use_qk_l2norm_in_kernel:
-        q, k = l2_normalize(q), l2_normalize(k)
-    q = (q * scale).repeat_interleave(shapes.group_size, dim=2)
-    k = k.repeat_interleave(shapes.group_size, dim=2)
+    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, scale)
 
     outputs, finals = [], []
     for index, (row, start, end) in enumerate(sequence_bounds(shapes, cu_seqlens)):

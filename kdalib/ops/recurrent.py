@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from kdalib.ops._layout import from_padded, plan_packing, to_padded
-from kdalib.ops._validate import compute_dtype, l2_normalize, validate_kda_inputs
+from kdalib.ops._validate import compute_dtype, prepare_inputs, validate_kda_inputs
 from kdalib.ops.triton import HAS_TRITON, triton_fused_recurrent_kda
 
 
@@ -121,11 +121,7 @@ def fused_recurrent_kda(
         return triton_fused_recurrent_kda(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
         )
-    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
-    if use_qk_l2norm_in_kernel:
-        q, k = l2_normalize(q), l2_normalize(k)
-    q = (q * scale).repeat_interleave(shapes.group_size, dim=2)
-    k = k.repeat_interleave(shapes.group_size, dim=2)
+    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, scale)
 
     plan = plan_packing(shapes.tokens, cu_seqlens, 1, q.device)
     qs, ks, vs, gs = (_token_major(to_padded(x, plan)) for x in (q, k, v, g))
