@@ -56,14 +56,17 @@ verify: $(STAMP)
 	@echo ">>> kdalib verify $(VERIFY_FLAGS) (snapshots: $(KDALIB_SNAPSHOTS))"
 	$(BIN)/kdalib verify $(VERIFY_FLAGS) --json _build/verify.json
 
-# jupyter-cache keys on cell text only, so a changed kdalib would be served stale
-# outputs: drop the cache whenever kdalib's source or the notebooks change.
+# jupyter-cache keys on cell text only, and Sphinx does not even re-read a notebook
+# whose file is unchanged, so a changed kdalib would be served stale outputs: drop
+# the execution cache and the notebooks' parsed state whenever kdalib's source or the
+# notebooks change.
 book: verify
 	@echo ">>> checking the notebook cache against kdalib's content"
 	@mkdir -p _build
 	@digest=$$(cat $$(find kdalib notebooks -name '*.py' -o -name '*.ipynb' | grep -v '/results/' | sort) | sha256sum | cut -c1-16); \
 	if [ "$$(cat _build/.kdalib-digest 2>/dev/null)" != "$$digest" ]; then \
-	  echo ">>> kdalib or notebooks changed: notebooks will be re-executed"; rm -rf _build/.jupyter_cache; \
+	  echo ">>> kdalib or notebooks changed: notebooks will be re-executed"; \
+	  rm -rf _build/.jupyter_cache _build/.doctrees _build/jupyter_execute; \
 	fi; \
 	echo "$$digest" > _build/.kdalib-digest
 	@echo ">>> jupyter-book build (strict: -W -n --keep-going; notebooks on $(KDALIB_DEVICE), profile $(KDALIB_PROFILE))"
