@@ -12,8 +12,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kdalib-installed
 PYTEST_ARGS ?=
-# Archived source texts; CI points this at ../shared/snapshots.
-export KDALIB_SNAPSHOTS ?= .snapshots
+# Archived source texts: the repository's snapshots/ folder.
+export KDALIB_SNAPSHOTS ?= snapshots
 # The book executes notebooks at their small size on the CPU; a GPU run is `kdalib repro`.
 export KDALIB_DEVICE ?= cpu
 export KDALIB_PROFILE ?= smoke

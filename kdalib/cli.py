@@ -23,7 +23,7 @@ def _handler(parser: argparse.ArgumentParser, target: str) -> None:
 def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="check sources.yaml against the archived snapshots")
     p.add_argument("--sources", default="sources.yaml", help="the checklist file (default: %(default)s)")
-    p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or .snapshots/)")
+    p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or snapshots/)")
     p.add_argument("--strict", action="store_true", help="a missing snapshot is an error, not a warning")
     p.add_argument("--online", action="store_true", help="also fetch each source and report drift")
     p.add_argument("--json", metavar="FILE", help="write the findings and the summary as JSON")
@@ -34,7 +34,7 @@ def _add_verify(sub) -> None:
 def _add_sources(sub) -> None:
     p = sub.add_parser("sources", help="maintain the source checklist")
     p.add_argument("--sources", default="sources.yaml", help="the checklist file (default: %(default)s)")
-    p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or .snapshots/)")
+    p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or snapshots/)")
     ssub = p.add_subparsers(dest="sources_command", required=True, metavar="COMMAND")
 
     f = ssub.add_parser("fetch", help="download version_url of sources into the snapshot store")

@@ -55,7 +55,7 @@ _DATA: WeakKeyDictionary[Sphinx, BookData] = WeakKeyDictionary()
 
 
 def snapshot_dir_for(srcdir: Path) -> Path:
-    """``$KDALIB_SNAPSHOTS`` (or ``.snapshots``) as given, else relative to the book root."""
+    """``$KDALIB_SNAPSHOTS`` (or ``snapshots``) as given, else relative to the book root."""
     given = default_snapshot_dir()
     if given.is_absolute() or given.exists():
         return given

@@ -1,7 +1,7 @@
 """The snapshot store: archived source texts, addressed by file name, checked by sha256.
 
-The store is a plain folder outside git: ``$KDALIB_SNAPSHOTS`` when set, else
-``.snapshots/`` (filled by ``kdalib sources fetch``). CI points it at the shared archive.
+The store is the repository's ``snapshots/`` folder (the evidence travels with the book), or
+``$KDALIB_SNAPSHOTS`` when set.
 Texts are read as UTF-8 and cached per file, together with their normalised form, so a
 snapshot quoted by fifty claims is read, hashed and normalised once.
 """
@@ -18,7 +18,7 @@ from kdalib.sources.model import Snapshot
 from kdalib.sources.quotes import NormalizedText
 
 ENV_VAR = "KDALIB_SNAPSHOTS"
-DEFAULT_DIR = ".snapshots"
+DEFAULT_DIR = "snapshots"
 
 PRESENT = "present"
 MISSING = "missing"
@@ -27,7 +27,7 @@ UNREADABLE = "unreadable"
 
 
 def default_snapshot_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The store folder: ``explicit`` if given, else ``$KDALIB_SNAPSHOTS``, else ``.snapshots``."""
+    """The store folder: ``explicit`` if given, else ``$KDALIB_SNAPSHOTS``, else ``snapshots``."""
     return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_DIR)
 
 

@@ -118,7 +118,7 @@ def run_verify(
 
     Args:
         sources_path: the sources.yaml to check.
-        snapshot_dir: the snapshot store (default ``$KDALIB_SNAPSHOTS`` or ``.snapshots``).
+        snapshot_dir: the snapshot store (default ``$KDALIB_SNAPSHOTS`` or ``snapshots``).
         root: the book root holding notes/, notebooks/ and the results (default: the folder of
             ``sources_path``).
         strict: a missing snapshot is an error instead of a warning.
