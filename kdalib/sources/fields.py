@@ -11,7 +11,8 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+
+from kdalib.sources.urls import UrlError, split_url
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -43,12 +44,12 @@ def parse_date(value: Any) -> dt.date:
 
 
 def parse_url(value: Any) -> str:
+    """An http(s) URL that :func:`kdalib.sources.urls.split_url` accepts (the client's own rules)."""
     text = parse_text(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"scheme {parts.scheme or '(none)'!r} is not allowed, only https or http")
-    if not parts.hostname:
-        raise ValueError("the URL has no host")
+    try:
+        split_url(text)
+    except UrlError as err:
+        raise ValueError(err.problem) from None
     return text
 
 

@@ -3,19 +3,25 @@
 URLs in sources.yaml come from pull requests, so fetching them must not become a way to
 reach internal services or to stall CI. :class:`SafeClient` therefore
 
-* accepts only ``http``/``https`` URLs and refuses any host that resolves to a private,
-  loopback, link-local, reserved, multicast or otherwise non-global address (IPv4 and
-  IPv6, IPv4-mapped included) -- checked for the first URL and again for **every redirect
-  hop**, which it follows itself (``allow_redirects=False``);
-* uses connect and read timeouts, retries timeouts, connection errors and 5xx answers
-  with exponential backoff, honours ``429``/``503`` ``Retry-After`` (seconds or an HTTP
-  date, capped), waits a minimum interval between requests to the same host, and stops
-  reading a body at a size cap.
+* parses each URL once (:func:`kdalib.sources.urls.split_url`, which refuses ambiguous
+  authorities: credentials, backslashes, percent-encoded or malformed hosts, zone ids);
+* resolves the host itself (through an injectable resolver), refuses it when **any** of
+  its addresses is private, loopback, link-local, reserved, multicast or otherwise
+  non-global (IPv4 and IPv6, IPv4-mapped included), then connects to exactly one of the
+  addresses it checked: the connection is pinned to that IP, with the URL's host in the
+  ``Host`` header and, for https, as the TLS server name and the name the certificate must
+  match. A DNS answer that changes between the check and the connection (rebinding) is
+  never used;
+* does all of this again for **every redirect hop**, which it follows itself;
+* uses connect and read timeouts and a deadline for the whole fetch (every hop, retry,
+  wait and the body read), retries timeouts, connection errors and 5xx answers with
+  exponential backoff, honours ``429``/``503`` ``Retry-After`` (seconds or an HTTP date,
+  capped), waits a minimum interval between requests to the same host, and stops reading
+  a body at a size cap (counted after any content decoding).
 
+Proxy settings from the environment are not used: the connection goes to the checked address.
 ``allow_loopback`` lets 127.0.0.1 and ::1 through and exists for tests (the hidden
 ``--allow-loopback`` flag); every other non-global address stays refused.
-Limitation: the address is checked when the URL is resolved here; a DNS server that
-answers differently a moment later (rebinding) is not defended against.
 """
 
 from __future__ import annotations
@@ -26,11 +32,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import requests
+import certifi
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from kdalib import __version__
+from kdalib.sources.urls import UrlError, UrlParts, redact, split_url
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 RETRY_CODES = (429, 500, 502, 503, 504)
@@ -39,21 +50,26 @@ LOOPBACK_ALLOWED = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1
 
 class FetchError(Exception):
     """A URL could not be fetched. ``kind`` is one of: refused, too-large, timeout,
-    connection, too-many-redirects, http-status."""
+    connection, too-many-redirects, http-status. ``url`` and the message never show credentials."""
 
     def __init__(self, url: str, kind: str, message: str, status: int | None = None):
-        self.url = url
+        self.url = redact(url)
         self.kind = kind
         self.status = status
-        super().__init__(f"{url}: {message}")
+        super().__init__(f"{self.url}: {message}")
 
 
 @dataclass
 class FetchPolicy:
-    """Limits for one client; the defaults suit a link check over a few dozen sources."""
+    """Limits for one client; the defaults suit a link check over a few dozen sources.
+
+    ``deadline`` bounds one :meth:`SafeClient.get` as a whole (every hop, retry, wait and
+    the body read), so a server that trickles bytes cannot hold a fetch longer than that.
+    """
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    deadline: float = 120.0
     retries: int = 3
     backoff: float = 1.0
     max_retry_after: float = 60.0
@@ -61,6 +77,7 @@ class FetchPolicy:
     min_interval: float = 1.0
     max_redirects: int = 5
     allow_loopback: bool = False
+    ca_certs: str = field(default_factory=certifi.where)
     user_agent: str = f"kdalib/{__version__} (source checker of the Kimi field guide)"
 
 
@@ -91,7 +108,10 @@ def resolve_host(host: str, port: int) -> list[str]:
 
 def address_problem(address: str, allow_loopback: bool) -> str | None:
     """Why ``address`` must not be contacted, or None when it is a public address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{redact(str(address))!r}, which is not a plain IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if allow_loopback and ip in LOOPBACK_ALLOWED:
@@ -105,31 +125,39 @@ def address_problem(address: str, allow_loopback: bool) -> str | None:
     return None if ip.is_global else f"non-global address {ip}"
 
 
-def check_url_allowed(url: str, allow_loopback: bool = False, resolver: Resolver = resolve_host) -> None:
-    """Raise :class:`FetchError` (kind ``refused``) unless ``url`` is http(s) to public addresses only."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise FetchError(url, "refused", f"scheme {parts.scheme or '(none)'!r} is not allowed (only http, https)")
-    host = parts.hostname
-    if not host:
-        raise FetchError(url, "refused", "the URL has no host")
+@dataclass(frozen=True)
+class Target:
+    """A URL that may be contacted: its parts and the checked addresses to connect to."""
+
+    parts: UrlParts
+    addresses: tuple[str, ...]
+
+
+def check_url_allowed(url: str, allow_loopback: bool = False, resolver: Resolver = resolve_host) -> Target:
+    """Parse ``url``, resolve its host and check every address; the result says where to connect.
+
+    Raises:
+        FetchError: kind ``refused`` for a URL that breaks a rule or reaches a non-public
+            address, ``connection`` when the host does not resolve.
+    """
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise FetchError(url, "refused", "the URL has an invalid port") from None
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
+        parts = split_url(url)
+    except UrlError as err:
+        raise FetchError(url, "refused", err.problem) from None
+    if parts.ip is not None:
+        addresses = [str(parts.ip)]
+    else:
         try:
-            addresses = resolver(host, port)
+            addresses = list(resolver(parts.host, parts.port))
         except (OSError, UnicodeError) as err:
-            raise FetchError(url, "connection", f"cannot resolve {host}: {err}") from None
+            raise FetchError(url, "connection", f"cannot resolve {parts.host}: {err}") from None
     if not addresses:
-        raise FetchError(url, "connection", f"{host} resolves to no address")
+        raise FetchError(url, "connection", f"{parts.host} resolves to no address")
     for address in addresses:
         problem = address_problem(address, allow_loopback)
         if problem:
-            raise FetchError(url, "refused", f"refusing to connect to {host}: {problem}")
+            raise FetchError(url, "refused", f"refusing to connect to {parts.host}: {problem}")
+    return Target(parts, tuple(str(ipaddress.ip_address(a)) for a in addresses))
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -148,22 +176,38 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+class _Deadline:
+    """The end of one fetch on the client's clock."""
+
+    def __init__(self, clock: Callable[[], float], seconds: float):
+        self.clock = clock
+        self.seconds = seconds
+        self.end = clock() + seconds
+
+    def remaining(self, url: str) -> float:
+        """Seconds left; raises :class:`FetchError` (kind ``timeout``) once the deadline has passed."""
+        left = self.end - self.clock()
+        if left <= 0:
+            raise self.error(url)
+        return left
+
+    def error(self, url: str) -> FetchError:
+        return FetchError(url, "timeout", f"the fetch did not finish within its {self.seconds:g}-second deadline")
+
+
 class SafeClient:
     """GET with the guarantees listed in the module docstring.
 
     Args:
-        policy: limits (timeouts, retries, size cap, rate limit, loopback for tests).
-        session: a ``requests.Session`` to reuse (a new one by default).
+        policy: limits (timeouts, deadline, retries, size cap, rate limit, loopback for tests).
         sleep / clock: injectable for tests of backoff and rate limiting.
-        resolver: host → addresses, injectable for tests of the address checks.
+        resolver: host, port → addresses, injectable so that tests never leave the machine.
     """
 
-    def __init__(self, policy: FetchPolicy | None = None, session: requests.Session | None = None,
+    def __init__(self, policy: FetchPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  resolver: Resolver = resolve_host):
         self.policy = policy or FetchPolicy()
-        self.session = session or requests.Session()
-        self.session.headers["User-Agent"] = self.policy.user_agent
         self.sleep = sleep
         self.clock = clock
         self.resolver = resolver
@@ -173,73 +217,130 @@ class SafeClient:
         """Fetch ``url``, following redirects hop by hop; 4xx/5xx come back as a result, not an error.
 
         Raises:
-            FetchError: refused address or scheme, timeout or connection failure after the
-                retries, a body over the size cap, or too many redirects.
+            FetchError: refused URL or address, timeout (per read or the whole fetch's deadline)
+                or connection failure after the retries, a body over the size cap, or too many
+                redirects.
         """
+        deadline = _Deadline(self.clock, self.policy.deadline)
         current = url
         redirects: list[tuple[int, str]] = []
         for _hop in range(self.policy.max_redirects + 1):
-            check_url_allowed(current, self.policy.allow_loopback, self.resolver)
-            response = self._request_with_retries(current)
-            location = response.headers.get("Location")
-            if response.status_code in REDIRECT_CODES and location:
+            target = check_url_allowed(current, self.policy.allow_loopback, self.resolver)
+            pool, response = self._request_with_retries(target, deadline)
+            try:
+                location = response.headers.get("Location")
+                if response.status in REDIRECT_CODES and location:
+                    redirects.append((response.status, urljoin(current, location)))
+                    current = redirects[-1][1]
+                    continue
+                body = self._read_capped(current, response, deadline) if read_body else b""
+                return FetchResult(url, current, response.status,
+                                   response.headers.get("Content-Type", ""), body, redirects)
+            finally:
                 response.close()
-                redirects.append((response.status_code, urljoin(current, location)))
-                current = redirects[-1][1]
-                continue
-            with response:
-                body = self._read_capped(current, response) if read_body else b""
-            return FetchResult(url, current, response.status_code,
-                               response.headers.get("Content-Type", ""), body, redirects)
+                pool.close()
         raise FetchError(url, "too-many-redirects", f"more than {self.policy.max_redirects} redirects")
 
-    def _wait_for_host(self, url: str) -> None:
-        host = urlsplit(url).netloc
+    def _wait(self, seconds: float, url: str, deadline: _Deadline) -> None:
+        if seconds >= deadline.remaining(url):
+            raise deadline.error(url)
+        self.sleep(seconds)
+
+    def _wait_for_host(self, target: Target, deadline: _Deadline) -> None:
+        host = f"{target.parts.host}:{target.parts.port}"
         last = self._last_request.get(host)
-        if last is not None:
-            delay = last + self.policy.min_interval - self.clock()
-            if delay > 0:
-                self.sleep(delay)
+        delay = 0.0 if last is None else last + self.policy.min_interval - self.clock()
+        if delay > 0:
+            self._wait(delay, target.parts.url, deadline)
         self._last_request[host] = self.clock()
 
-    def _request_with_retries(self, url: str) -> requests.Response:
-        policy = self.policy
+    def _request_with_retries(self, target: Target, deadline: _Deadline):
+        policy, url = self.policy, target.parts.url
         for attempt in range(policy.retries + 1):
             last_try = attempt == policy.retries
-            self._wait_for_host(url)
+            self._wait_for_host(target, deadline)
             try:
-                response = self.session.get(url, stream=True, allow_redirects=False,
-                                            timeout=(policy.connect_timeout, policy.read_timeout))
-            except requests.Timeout:
+                pool, response = self._open(target, deadline)
+            except NewConnectionError as err:
+                if last_try:
+                    raise FetchError(url, "connection", f"cannot connect: {_reason(err)}") from None
+            except Urllib3Timeout:
+                deadline.remaining(url)
                 if last_try:
                     raise FetchError(url, "timeout", f"no answer within the timeout after {attempt + 1} tries") from None
-            except requests.RequestException as err:
+            except (Urllib3Error, OSError) as err:
                 if last_try:
-                    raise FetchError(url, "connection", f"{type(err).__name__}: {err}") from None
+                    raise FetchError(url, "connection", f"{type(err).__name__}: {_reason(err)}") from None
             else:
-                if response.status_code not in RETRY_CODES or last_try:
-                    return response
+                if response.status not in RETRY_CODES or last_try:
+                    return pool, response
                 wait = retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
+                pool.close()
                 if wait is not None:
-                    self.sleep(min(wait, policy.max_retry_after))
+                    self._wait(min(wait, policy.max_retry_after), url, deadline)
                     continue
-            self.sleep(policy.backoff * (2 ** attempt))
+            self._wait(policy.backoff * (2 ** attempt), url, deadline)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _read_capped(self, url: str, response: requests.Response) -> bytes:
+    def _open(self, target: Target, deadline: _Deadline):
+        """Send the GET to the first checked address that accepts a connection."""
+        parts, policy = target.parts, self.policy
+        headers = {"Host": parts.host_header, "User-Agent": policy.user_agent, "Accept": "*/*",
+                   "Accept-Encoding": "gzip, deflate", "Connection": "close"}
+        for index, address in enumerate(target.addresses):
+            remaining = deadline.remaining(parts.url)
+            timeout = urllib3.Timeout(connect=min(policy.connect_timeout, remaining),
+                                      read=min(policy.read_timeout, remaining))
+            if parts.scheme == "https":
+                pool = urllib3.HTTPSConnectionPool(
+                    address, parts.port, timeout=timeout, maxsize=1, retries=False,
+                    cert_reqs="CERT_REQUIRED", ca_certs=policy.ca_certs,
+                    server_hostname=parts.host, assert_hostname=parts.host)
+            else:
+                pool = urllib3.HTTPConnectionPool(address, parts.port, timeout=timeout, maxsize=1, retries=False)
+            try:
+                response = pool.urlopen("GET", parts.target, headers=headers, redirect=False, retries=False,
+                                        preload_content=False, decode_content=True, assert_same_host=False)
+            except NewConnectionError:
+                pool.close()
+                if index == len(target.addresses) - 1:
+                    raise
+                continue
+            except BaseException:
+                pool.close()
+                raise
+            return pool, response
+        raise AssertionError("unreachable: a target has at least one address")
+
+    def _read_capped(self, url: str, response: urllib3.HTTPResponse, deadline: _Deadline) -> bytes:
         cap = self.policy.max_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
             raise FetchError(url, "too-large", f"the body is {declared} bytes, over the {cap}-byte cap")
+        sock = getattr(response.connection, "sock", None)
         chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(chunk_size=65536):
-                size += len(chunk)
-                if size > cap:
-                    raise FetchError(url, "too-large", f"the body exceeds the {cap}-byte cap")
-                chunks.append(chunk)
-        except requests.RequestException as err:
-            raise FetchError(url, "timeout" if isinstance(err, requests.Timeout) else "connection",
-                             f"reading the body failed: {err}") from None
-        return b"".join(chunks)
+        while True:
+            remaining = deadline.remaining(url)
+            if sock is not None:  # each read waits at most the read timeout, and never past the deadline
+                sock.settimeout(min(self.policy.read_timeout, remaining))
+            try:
+                chunk = response.read1(65536)
+            except (ReadTimeoutError, socket.timeout):
+                deadline.remaining(url)
+                raise FetchError(url, "timeout", "reading the body failed: no data within the read timeout") from None
+            except (Urllib3Error, OSError) as err:
+                raise FetchError(url, "connection", f"reading the body failed: {_reason(err)}") from None
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > cap:
+                raise FetchError(url, "too-large", f"the body exceeds the {cap}-byte cap")
+            chunks.append(chunk)
+
+
+def _reason(err: BaseException) -> str:
+    """A short reason without the library's repr of its connection objects."""
+    reason = getattr(err, "reason", None) or err
+    text = str(reason)
+    return text.split(": ", 1)[-1] if text.startswith("<") else text

@@ -8,9 +8,14 @@ Two readers exist on purpose:
 * :func:`load_round_trip` (for ``check-links --write``) is ruamel's plain round-trip
   reader, whose output dumps back with comments, key order and quoting unchanged.
 
+Both refuse what a checklist never needs and what makes a small file expensive: YAML
+anchors and aliases (``&name``/``*name``, the "billion laughs" expansion), files over
+:data:`MAX_FILE_BYTES` and nesting deeper than :data:`MAX_DEPTH`.
+
 Input that cannot be read at all (missing file, YAML syntax error, duplicate mapping
-keys, a top level that is not a mapping) raises :class:`LoadError`, which the CLI turns
-into exit status 2. Everything else becomes a :class:`~kdalib.sources.model.Finding`.
+keys, an anchor or alias, a file too large or too deep, a top level that is not a
+mapping) raises :class:`LoadError`, which the CLI turns into exit status 2. Everything
+else becomes a :class:`~kdalib.sources.model.Finding`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from kdalib.sources.model import Document, file_location
 
@@ -37,6 +44,25 @@ class LoadError(Exception):
         super().__init__(f"{file_location(self.path, line)}: {message}")
 
 
+#: sources.yaml is a few hundred kilobytes; a checklist sixteen times larger is a mistake or an attack.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: The deepest a checklist goes is top level → claims → claim → notes → reproduced_by → value.
+MAX_DEPTH = 16
+
+
+class _NoAnchorComposer(Composer):
+    """The composer with anchors and aliases refused where they appear (an alias can expand a
+    few hundred bytes into billions of nodes, and a checklist has no use for either)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent) or event.anchor is not None:
+            what = f"alias *{event.anchor}" if isinstance(event, AliasEvent) else f"anchor &{event.anchor}"
+            raise ComposerError(None, None, f"YAML {_clip(what)} is not allowed in a checklist; "
+                                "write the value out in full", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 class _DatesAsTextConstructor(RoundTripConstructor):
     """Round-trip constructor that leaves YAML timestamps as the text written."""
 
@@ -46,15 +72,21 @@ _DatesAsTextConstructor.add_constructor(
 )
 
 
+def _guarded(yaml: YAML) -> YAML:
+    yaml.Composer = _NoAnchorComposer
+    yaml.max_depth = MAX_DEPTH
+    return yaml
+
+
 def _checking_yaml() -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = _guarded(YAML(typ="rt"))
     yaml.Constructor = _DatesAsTextConstructor
     return yaml
 
 
 def round_trip_yaml() -> YAML:
     """A ruamel YAML configured to write sources.yaml back the way it was laid out."""
-    yaml = YAML(typ="rt")
+    yaml = _guarded(YAML(typ="rt"))
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap long quotes or URLs
     yaml.indent(mapping=2, sequence=4, offset=2)
@@ -63,11 +95,15 @@ def round_trip_yaml() -> YAML:
 
 def _read_text(path: Path) -> str:
     try:
+        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+            raise LoadError(path, 0, f"the file is {path.stat().st_size} bytes, over the {MAX_FILE_BYTES}-byte limit")
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LoadError(path, 0, "file not found (pass --sources FILE or run from the book root)") from None
     except UnicodeDecodeError as err:
         raise LoadError(path, 0, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except IsADirectoryError:
+        raise LoadError(path, 0, "is a folder, not a file") from None
     except OSError as err:
         raise LoadError(path, 0, f"cannot read the file: {err.strerror or err}") from None
 
@@ -76,21 +112,10 @@ def parse_yaml_text(text: str, path: str | Path = "sources.yaml") -> CommentedMa
     """Parse checklist text into a ruamel mapping, dates kept as text.
 
     Raises:
-        LoadError: on a syntax error, duplicate keys, an empty file or a non-mapping top level.
+        LoadError: on a syntax error, duplicate keys, an anchor or alias, a text over the size
+            or depth limit, an empty file or a non-mapping top level.
     """
-    try:
-        data = _checking_yaml().load(io.StringIO(text))
-    except MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        problem = err.problem or err.context or "invalid YAML"
-        raise LoadError(path, line, f"YAML error: {problem}") from None
-    except YAMLError as err:
-        raise LoadError(path, 0, f"YAML error: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-    except RecursionError:
-        raise LoadError(path, 0, "YAML nesting is too deep") from None
-    except Exception as err:  # noqa: BLE001 - the YAML library raises assorted errors on odd input
-        raise LoadError(path, 0, f"cannot parse the YAML ({type(err).__name__}: {err})") from None
+    data = _load(_checking_yaml(), text, path)
     if data is None:
         raise LoadError(path, 1, "the file is empty; expected a mapping with 'sources:' and 'claims:'")
     if not isinstance(data, CommentedMap):
@@ -124,13 +149,37 @@ def load_round_trip(path: str | Path) -> tuple[YAML, CommentedMap]:
     """Read a checklist for editing in place; pair with :func:`round_trip_yaml` ``.dump``."""
     path = Path(path)
     yaml = round_trip_yaml()
-    try:
-        data = yaml.load(io.StringIO(_read_text(path)))
-    except YAMLError as err:
-        raise LoadError(path, 0, f"YAML error: {err}") from None
+    data = _load(yaml, _read_text(path), path)
     if not isinstance(data, CommentedMap):
         raise LoadError(path, 1, "the top level is not a mapping")
     return yaml, data
+
+
+def _load(yaml: YAML, text: str, path: str | Path) -> Any:
+    """``yaml.load`` with every failure turned into a :class:`LoadError` of bounded length."""
+    if len(text) > MAX_FILE_BYTES:
+        raise LoadError(path, 0, f"the text is {len(text)} characters long, over the {MAX_FILE_BYTES} limit")
+    try:
+        return yaml.load(io.StringIO(text))
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        problem = err.problem or err.context or "invalid YAML"
+        if "maximum depth" in problem:
+            problem = f"nesting deeper than {MAX_DEPTH} levels"
+        raise LoadError(path, line, f"YAML error: {_clip(problem)}") from None
+    except YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LoadError(path, 0, f"YAML error: {_clip(first)}") from None
+    except RecursionError:
+        raise LoadError(path, 0, f"YAML nesting is deeper than {MAX_DEPTH} levels") from None
+    except Exception as err:  # noqa: BLE001 - the YAML library raises assorted errors on odd input
+        raise LoadError(path, 0, f"cannot parse the YAML ({type(err).__name__}: {_clip(str(err))})") from None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters: messages never carry an unbounded value."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def key_line(mapping: Any, key: str, default: int = 0) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,40 @@ WARNING = "warning"
 def file_location(file: str | Path, line: int) -> str:
     """``file:line`` as editors and CI logs link it, or just ``file`` when ``line`` is 0 (the whole file)."""
     return f"{file}:{line}" if line else str(file)
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters, in time bounded by ``limit``.
+
+    Containers are shown to two levels and four items each, so a mapping with millions of
+    entries costs no more to describe than a small one.
+    """
+    text = repr(_bounded(value, 2))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _More:
+    def __repr__(self) -> str:
+        return "..."
+
+
+def _bounded(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return value[:200]
+    if hasattr(value, "items") and hasattr(value, "keys"):
+        if depth == 0:
+            return {_More(): _More()}
+        items = [(_bounded(k, 0), _bounded(v, depth - 1)) for k, v in itertools.islice(value.items(), 4)]
+        shown = dict(items)
+        if len(value) > 4:
+            shown[_More()] = _More()
+        return shown
+    if isinstance(value, (list, tuple)):
+        if depth == 0:
+            return [_More()]
+        shown = [_bounded(v, depth - 1) for v in value[:4]]
+        return shown + [_More()] if len(value) > 4 else shown
+    return value
 
 
 @dataclass(frozen=True)

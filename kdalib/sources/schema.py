@@ -33,7 +33,8 @@ from kdalib.sources.fields import (
     parse_value,
 )
 from kdalib.sources.loader import item_line, key_line, node_line
-from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source
+from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source, short_repr
+from kdalib.sources.urls import hide_credentials
 
 SOURCE_KINDS = ("model_card", "tech_report", "blog", "repo", "leaderboard", "docs", "seed")
 CLAIM_STATUSES = ("verified", "unverified", "contradicted", "superseded", "reproduced", "refuted")
@@ -120,8 +121,8 @@ class _Entry:
 
 
 def _show(value: Any) -> str:
-    text = repr(value if not hasattr(value, "items") else dict(value))
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short repr for messages: never longer than 60 characters, never showing URL credentials."""
+    return short_repr(hide_credentials(value) if isinstance(value, str) else value)
 
 
 # ---- sources ---------------------------------------------------------------------------

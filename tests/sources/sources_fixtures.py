@@ -81,6 +81,7 @@ def base_claims() -> list[dict]:
 def dump(data: dict) -> str:
     yaml = YAML(typ="rt")
     yaml.default_flow_style = False
+    yaml.representer.ignore_aliases = lambda data: True  # a shared date must not become an anchor
     buffer = io.StringIO()
     yaml.dump(data, buffer)
     return buffer.getvalue()
