@@ -108,6 +108,8 @@ def split_url(url: str) -> UrlParts:
     authority = parts.netloc
     if "@" in authority:
         raise UrlError(url, "the URL carries a user name or password ('...@host'); remove it")
+    if "%" in authority:
+        raise UrlError(url, "the host part contains '%' (percent-encoding or an IPv6 zone id); write the host plainly")
     match = _AUTHORITY.match(authority)
     if not authority or match is None:
         raise UrlError(url, f"the host part {redact(authority)!r} is not a plain host[:port]")
@@ -128,9 +130,7 @@ def _host(url: str, raw: str) -> tuple[str, ipaddress.IPv4Address | ipaddress.IP
         try:
             return str(ipaddress.IPv6Address(raw[1:-1])), ipaddress.IPv6Address(raw[1:-1])
         except ValueError:
-            raise UrlError(url, f"{raw} is not an IPv6 address (zone ids are not allowed)") from None
-    if "%" in raw:
-        raise UrlError(url, "the host is percent-encoded; write it plainly")
+            raise UrlError(url, f"{raw} is not an IPv6 address") from None
     try:
         ascii_host = raw.encode("idna").decode("ascii").lower() if not raw.isascii() else raw.lower()
     except UnicodeError:

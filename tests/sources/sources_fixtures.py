@@ -197,14 +197,42 @@ def _streamed_big(handler, count):
     handler.close_connection = True
 
 
-class LocalServer:
-    """A ThreadingHTTPServer bound to 127.0.0.1 only, with per-path hit counts."""
+def _trickle(handler, count):
+    """Headers at once, then one byte every 0.1 s: each read succeeds, the body never ends soon."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/plain")
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    try:
+        for _ in range(1000):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            time.sleep(0.1)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    handler.close_connection = True
 
-    def __init__(self) -> None:
+
+def _echo_host(handler, count):
+    handler._send(200, f"Host: {handler.headers.get('Host')}".encode())
+
+
+class LocalServer:
+    """A ThreadingHTTPServer bound to 127.0.0.1 only, with per-path hit counts.
+
+    With ``tls`` (an ``ssl.SSLContext`` holding a certificate) it serves https.
+    """
+
+    def __init__(self, tls=None) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.hits = {}
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
+        scheme = "http"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.port = self.httpd.server_port
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.httpd.routes = {
             "/card.md": lambda h, n: h._send(200, CARD.encode(), "text/markdown; charset=utf-8"),
             "/page.html": lambda h, n: h._send(200, b"<html><head><style>p{}</style><script>x=1</script></head>"
@@ -225,6 +253,10 @@ class LocalServer:
             "/redirect-metadata": _redirect("http://169.254.169.254/latest/meta-data/"),
             "/redirect-localhost-name": _redirect("http://localhost/"),
             "/loop": _redirect("/loop"),
+            "/trickle": _trickle,
+            "/echo-host": _echo_host,
+            "/redirect-backslash": lambda h, n: h._send(302, headers={
+                "Location": f"http://127.0.0.1:{h.server.server_port}\\@public.example/card.md"}),
         }
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
