@@ -8,7 +8,6 @@ side effects, so the CLI, the tests and the book extension all run the same rule
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
@@ -85,7 +84,7 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
         return
     if claim.display and display_in_quote(claim.display, claim.quote) is None:
         yield Finding(ERROR, "value-not-in-quote", file, claim.line_of("display"), claim.id,
-                      f"display {claim.display!r} does not occur in the quote {_short(claim.quote)!r}",
+                      f"display {claim.display!r} does not occur in the quote {short_text(claim.quote)!r}",
                       "quote the span that prints the value, or correct 'display' to the value as the source prints it")
     source = doc.sources.get(claim.source)
     if source is None:
@@ -103,15 +102,16 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
     match = state.text.find(claim.quote)
     if match is None:
         yield Finding(ERROR, "quote-not-found", file, claim.line_of("quote"), claim.id,
-                      f"the quote {_short(claim.quote)!r} does not occur in {source.snapshot.file} "
+                      f"the quote {short_text(claim.quote)!r} does not occur in {source.snapshot.file} "
                       "(even ignoring whitespace)",
                       f"run `kdalib sources quote {source.id} \"<a few words of it>\"` and paste the span it prints")
         return
     out.matches[claim.id] = match
 
 
-def _short(text: str, limit: int = 70) -> str:
-    text = normalize(text)
+def short_text(text: str, limit: int = 70) -> str:
+    """``text`` normalised and cut to ``limit`` characters (only the start is normalised)."""
+    text = normalize(text[: limit * 4])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -128,13 +128,17 @@ def topic_key(claim: Claim) -> tuple[Any, ...]:
         normalize(str(claim.benchmark.get(k, ""))).casefold() for k in fields))
 
 
+def value_key(claim: Claim) -> tuple[Any, ...]:
+    """Claims with equal keys agree: the same unit and number (or text up to case and spacing)."""
+    unit = normalize(claim.unit).casefold()
+    if isinstance(claim.value, (int, float)) and not isinstance(claim.value, bool):
+        return (unit, "number", float(claim.value))
+    return (unit, "text", compact(str(claim.value)).casefold())
+
+
 def same_value(a: Claim, b: Claim) -> bool:
     """Values agree when the numbers are equal (or the texts equal up to case) in the same unit."""
-    if normalize(a.unit).casefold() != normalize(b.unit).casefold():
-        return False
-    if isinstance(a.value, (int, float)) and isinstance(b.value, (int, float)):
-        return math.isclose(a.value, b.value, rel_tol=1e-12, abs_tol=0.0)
-    return compact(str(a.value)).casefold() == compact(str(b.value)).casefold()
+    return value_key(a) == value_key(b)
 
 
 def _supersession(doc: Document) -> set[frozenset[str]]:
@@ -150,46 +154,89 @@ def _supersession(doc: Document) -> set[frozenset[str]]:
     return pairs
 
 
-def conflicting_pairs(doc: Document) -> list[tuple[Claim, Claim]]:
-    """Pairs of claims on the same subject, property/benchmark and setting whose values differ."""
+def conflict_groups(doc: Document) -> list[list[Claim]]:
+    """Claims on the same subject, property/benchmark and setting, where not all values agree
+    (retired claims left out), each group in file order."""
     groups: dict[tuple[Any, ...], list[Claim]] = defaultdict(list)
     for claim in doc.claims.values():
-        if claim.value is not None:
+        if claim.value is not None and claim.status not in RETIRED_STATUSES:
             groups[topic_key(claim)].append(claim)
-    return [(a, b) for group in groups.values() for a, b in itertools.combinations(group, 2) if not same_value(a, b)]
+    return [group for group in groups.values() if len({value_key(c) for c in group}) > 1]
 
 
-def _names(doc: Document, claim: Claim, other: Claim) -> bool:
-    return any(doc.resolve_claim(t) is other for t in claim.conflicts_with)
+#: How many members and undeclared pairs one conflict finding lists before "and N more".
+SHOWN_MEMBERS = 8
+
+
+def _named(doc: Document, claim: Claim) -> set[str]:
+    resolved = (doc.resolve_claim(t) for t in claim.conflicts_with)
+    return {other.id for other in resolved if other is not None}
 
 
 def check_conflicts(doc: Document) -> list[Finding]:
-    """Disagreeing claims must name each other; named conflicts must be mutual."""
+    """Disagreeing claims must name each other; named conflicts must be mutual.
+
+    A group of claims on one figure whose values differ gives **one** finding, listing the
+    members that leave a disagreement undeclared and how many pairs are missing, so the
+    report grows with the number of claims, not with the number of pairs. Claims related
+    by ``supersedes``/``superseded_by`` need not name each other.
+    """
     file = str(doc.path)
     findings: list[Finding] = []
-    superseding = _supersession(doc)
-    for a, b in conflicting_pairs(doc):
-        if a.status in RETIRED_STATUSES or b.status in RETIRED_STATUSES:
-            continue
-        if frozenset((a.id, b.id)) in superseding:
-            continue
-        for here, there in ((a, b), (b, a)):
-            if not _names(doc, here, there):
-                findings.append(Finding(
-                    ERROR, "undeclared-conflict", file, here.line, here.id,
-                    f"gives {here.display!r} where {there.id} (line {there.line}) gives {there.display!r} "
-                    f"for the same {here.topic or 'figure'} of {here.subject}",
-                    f"add {there.id} to conflicts_with (and {here.id} to {there.id}'s), "
-                    "or mark the wrong one refuted/superseded"))
+    partners: dict[str, set[str]] = defaultdict(set)
+    for pair in _supersession(doc):
+        first, second = tuple(pair) if len(pair) == 2 else (*pair, *pair)
+        partners[first].add(second)
+        partners[second].add(first)
+    named = {claim.id: _named(doc, claim) for claim in doc.claims.values()}
+    for group in conflict_groups(doc):
+        findings.extend(_group_finding(file, group, named, partners))
     for claim in doc.claims.values():
         for target in claim.conflicts_with:
             other = doc.resolve_claim(target)
-            if other is not None and other is not claim and not _names(doc, other, claim):
+            if other is not None and other is not claim and claim.id not in named[other.id]:
                 findings.append(Finding(
                     ERROR, "one-sided-conflict", file, claim.line_of("conflicts_with"), claim.id,
                     f"names {other.id} in conflicts_with, but {other.id} does not name it back",
                     f"add {claim.id} to the conflicts_with of {other.id} (line {other.line})"))
     return findings
+
+
+def _group_finding(file: str, group: list[Claim], named: dict[str, set[str]],
+                   partners: dict[str, set[str]]) -> list[Finding]:
+    """At most one finding for a conflict group, in time linear in its size and its relations."""
+    by_value: dict[tuple[Any, ...], list[Claim]] = defaultdict(list)
+    for claim in group:
+        by_value[value_key(claim)].append(claim)
+    members = {claim.id: claim for claim in group}
+    missing_pairs = 0
+    lacking: list[tuple[Claim, Claim | None]] = []
+    for claim in group:
+        key = value_key(claim)
+        excused = {i for i in named[claim.id] | partners[claim.id]
+                   if i in members and value_key(members[i]) != key}
+        missing = len(group) - len(by_value[key]) - len(excused)
+        if missing:
+            missing_pairs += missing
+            example = None
+            if len(lacking) < 1:  # one concrete example is enough to show what to add
+                example = next(o for o in group if value_key(o) != key and o.id not in excused)
+            lacking.append((claim, example))
+    if not lacking:
+        return []
+    first, example = lacking[0]
+    assert example is not None
+    shown = "; ".join(f"{c.id} (line {c.line}) gives {short_text(c.display, 30)!r}"
+                      for c, _ in lacking[:SHOWN_MEMBERS])
+    more = f"; and {len(lacking) - SHOWN_MEMBERS} more" if len(lacking) > SHOWN_MEMBERS else ""
+    return [Finding(
+        ERROR, "undeclared-conflict", file, first.line, first.id,
+        f"{len(group)} claims give {len(by_value)} different values for the same "
+        f"{short_text(first.topic or 'figure', 60)} of {short_text(first.subject, 60)}, and "
+        f"{missing_pairs} conflicts_with entr{'y is' if missing_pairs == 1 else 'ies are'} missing "
+        f"(e.g. {first.id} does not name {example.id}); undeclared: {shown}{more}",
+        "list each disagreeing claim in the others' conflicts_with, "
+        "or mark the wrong ones refuted/superseded")]
 
 
 def check_relations(doc: Document) -> list[Finding]:
