@@ -1,22 +1,32 @@
 """Find a claim's quote in a snapshot, tolerant of Unicode forms and whitespace only.
 
-Matching rule (the one ``kdalib verify`` and ``kdalib sources quote`` share):
+Matching rule (the one ``kdalib verify`` and ``kdalib sources quote`` share, also stated on
+the book's sources page):
 
-1. both texts are normalised: Unicode NFKC (so ``ﬁ`` = ``fi``, full-width digits = ASCII
-   digits, no-break spaces = spaces), zero-width characters and soft hyphens removed,
-   and every run of whitespace (spaces, tabs, newlines, form feeds) made one space;
+1. both texts are normalised: Unicode NFKC applied to each character with its combining
+   marks (so ``ﬁ`` = ``fi``, full-width digits = ASCII digits, no-break spaces = spaces),
+   **except** where NFKC would turn a character that is not a digit into digits:
+   superscripts, subscripts, fractions, circled and parenthesised numbers stay as they are
+   (``10⁶`` is not ``106``, ``½`` is not ``1⁄2``). Zero-width characters and soft hyphens
+   count as whitespace, and every run of whitespace (spaces, tabs, newlines, form feeds)
+   becomes one space;
 2. the normalised quote must occur in the normalised snapshot (**exact** match);
-3. failing that, the quote is looked for with all whitespace removed from both sides
-   (**whitespace-insensitive** match). PDF extraction adds and drops spaces (``Diag(αt )``)
-   and breaks lines in tables, so this fallback is what lets a quote copied from the PDF
-   viewer verify against ``pdftotext`` output. Letters, digits and punctuation must still
-   agree one for one: nothing else is ignored.
+3. failing that, the quote is looked for with whitespace removed from both sides
+   (**whitespace-insensitive** match), except whitespace between two digits, which stays one
+   space: ``2 56`` never becomes ``256``. PDF extraction adds and drops spaces
+   (``Diag(αt )``) and breaks lines in tables, so this fallback is what lets a quote copied
+   from the PDF viewer verify against ``pdftotext`` output. Letters, digits and punctuation
+   must still agree one for one: nothing else is ignored.
 
-Matching is case-sensitive: ``1T`` and ``1t`` are different claims.
+No step joins two digits or creates one. Matching is case-sensitive: ``1T`` and ``1t`` are
+different claims.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -24,19 +34,28 @@ from dataclasses import dataclass
 EXACT = "exact"
 WHITESPACE_INSENSITIVE = "whitespace-insensitive"
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), " ")
 _SPACE_RUN = re.compile(r"\s+")
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def fold(piece: str) -> str:
+    """One character with its combining marks, normalised: NFKC unless that would create digits."""
+    folded = unicodedata.normalize("NFKC", piece)
+    if sum(ch.isdigit() for ch in folded) != sum(ch.isdecimal() for ch in piece):
+        folded = unicodedata.normalize("NFC", piece)  # ⁶, ½, ①, ₂ ... keep their own form
+    return folded.translate(_INVISIBLE)
+
+
 def normalize(text: str) -> str:
-    """NFKC, invisible characters dropped, whitespace runs collapsed to one space, ends stripped."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
-    return _SPACE_RUN.sub(" ", text).strip()
+    """The normalised text (see the module docstring): folded, whitespace runs made one space, ends stripped."""
+    folded = "".join(fold(text[start:end]) for start, end in _segments(text))
+    return _SPACE_RUN.sub(" ", folded).strip()
 
 
 def compact(text: str) -> str:
-    """The normalised text with every whitespace character removed."""
-    return _SPACE_RUN.sub("", normalize(text))
+    """The normalised text with whitespace removed, except one space between two digits."""
+    return squeeze_spaces(normalize(text))
 
 
 @dataclass(frozen=True)
@@ -65,35 +84,53 @@ class QuoteMatch:
 class NormalizedText:
     """A text's normalised forms with a map back to the original offsets.
 
-    Built once per snapshot and reused for every claim quoting it. Normalisation is applied
-    per grapheme segment (a starter character and its combining marks), which is where NFKC
-    can change text, so every normalised character knows the original span it came from.
+    Built once per snapshot and reused for every claim quoting it. The text is cut into
+    blocks of about :data:`BLOCK_CHARS` characters at places where normalisation cannot
+    reach across (two printable ASCII characters in a row), and each block is normalised
+    with string operations: ASCII is left as it is, and only runs of other characters go
+    through :func:`fold` one grapheme segment at a time. The character-by-character map
+    back to the original offsets is built only for a block in which a quote was found, so
+    memory stays a small multiple of the text's size (a 24 MiB snapshot is indexed in
+    seconds, not minutes).
     """
 
     def __init__(self, raw: str):
         self.raw = raw
-        chars: list[str] = []
-        origin: list[int] = []
-        for start, end in _segments(raw):
-            piece = unicodedata.normalize("NFKC", raw[start:end]).translate(_INVISIBLE)
-            for ch in piece:
-                if ch.isspace():
-                    if chars and chars[-1] == " ":
-                        continue
-                    ch = " "
-                chars.append(ch)
-                origin.append(start)
-        self.text = "".join(chars)
-        self.origin = origin
-        self.compact_index = [i for i, ch in enumerate(chars) if ch != " "]
-        self.compact = "".join(chars[i] for i in self.compact_index)
-        self._segment_end = {s: e for s, e in _segments(raw)}
+        texts: list[str] = []
+        compacts: list[str] = []
+        self._blocks: list[tuple[int, int]] = []
+        self._text_starts: list[int] = []
+        self._compact_starts: list[int] = []
+        text_at = compact_at = 0
+        for start, end in _blocks(raw):
+            block = _normalize_block(raw[start:end])
+            squeezed = squeeze_spaces(block)
+            self._blocks.append((start, end))
+            self._text_starts.append(text_at)
+            self._compact_starts.append(compact_at)
+            texts.append(block)
+            compacts.append(squeezed)
+            text_at += len(block)
+            compact_at += len(squeezed)
+        self.text = "".join(texts)
+        self.compact = "".join(compacts)
+        self._maps: dict[int, _BlockMap] = {}
 
-    def _raw_span(self, first: int, last: int) -> tuple[int, int]:
-        """Original offsets covering normalised characters ``first..last`` (inclusive)."""
-        start = self.origin[first]
-        end_start = self.origin[last]
-        return start, self._segment_end.get(end_start, end_start + 1)
+    def _map(self, index: int) -> _BlockMap:
+        if index not in self._maps:
+            start, end = self._blocks[index]
+            self._maps[index] = _BlockMap(self.raw, start, end)
+        return self._maps[index]
+
+    def _origin(self, position: int) -> tuple[int, int]:
+        """Original (start, end) of the segment that normalised character ``position`` came from."""
+        index = bisect.bisect_right(self._text_starts, position) - 1
+        return self._map(index).origin(position - self._text_starts[index])
+
+    def _text_position(self, compact_position: int) -> int:
+        index = bisect.bisect_right(self._compact_starts, compact_position) - 1
+        local = self._map(index).compact_index[compact_position - self._compact_starts[index]]
+        return self._text_starts[index] + local
 
     def find(self, quote: str) -> QuoteMatch | None:
         """Locate ``quote`` (exact first, then whitespace-insensitive); None when absent."""
@@ -103,18 +140,95 @@ class NormalizedText:
         position = self.text.find(wanted)
         if position >= 0:
             return self._match(EXACT, position, position + len(wanted) - 1)
-        squeezed = compact(quote)
+        squeezed = squeeze_spaces(wanted)
         position = self.compact.find(squeezed)
         if position >= 0:
-            first = self.compact_index[position]
-            last = self.compact_index[position + len(squeezed) - 1]
+            first = self._text_position(position)
+            last = self._text_position(position + len(squeezed) - 1)
             return self._match(WHITESPACE_INSENSITIVE, first, last)
         return None
 
     def _match(self, kind: str, first: int, last: int) -> QuoteMatch:
-        start, end = self._raw_span(first, last)
+        start = self._origin(first)[0]
+        end = self._origin(last)[1]
         line = self.raw.count("\n", 0, start) + 1
         return QuoteMatch(kind, start, end, line, self.raw[start:end])
+
+
+#: Characters per block of a :class:`NormalizedText` (a block ends at the next safe cut).
+BLOCK_CHARS = 1 << 16
+_SAFE_CUT = re.compile(r"[!-~]{2}")
+_NON_ASCII_RUN = re.compile(r".?[^\x00-\x7f]+", re.DOTALL)
+
+
+def _blocks(raw: str) -> list[tuple[int, int]]:
+    """(start, end) blocks of ``raw``, each cut between two printable ASCII characters."""
+    blocks, start = [], 0
+    while start < len(raw):
+        cut = _SAFE_CUT.search(raw, start + BLOCK_CHARS) if start + BLOCK_CHARS < len(raw) else None
+        end = cut.start() + 1 if cut else len(raw)
+        blocks.append((start, end))
+        start = end
+    return blocks
+
+
+def _normalize_block(block: str) -> str:
+    """A block's normalised text: runs of non-ASCII characters folded, whitespace runs made one space."""
+    if not block.isascii():
+        block = _NON_ASCII_RUN.sub(lambda m: _fold_run(m.group()), block)
+    return _SPACE_RUN.sub(" ", block)
+
+
+def _fold_run(run: str) -> str:
+    if unicodedata.is_normalized("NFKC", run) and not _HAS_INVISIBLE.search(run):
+        return run  # nothing to fold: every segment is already in its normal form
+    return "".join(fold(run[start:end]) for start, end in _segments(run))
+
+
+_HAS_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+
+
+class _BlockMap:
+    """Character-level map of one block: where each normalised character came from."""
+
+    def __init__(self, raw: str, start: int, end: int):
+        chars: list[str] = []
+        self.starts = array.array("q")
+        self.ends = array.array("q")
+        for seg_start, seg_end in _segments(raw[start:end]):
+            for ch in fold(raw[start + seg_start:start + seg_end]):
+                if ch.isspace():
+                    if chars and chars[-1] == " ":
+                        continue
+                    ch = " "
+                chars.append(ch)
+                self.starts.append(start + seg_start)
+                self.ends.append(start + seg_end)
+        self.compact_index = [i for i, ch in enumerate(chars) if ch != " " or _between_digits(chars, i)]
+
+    def origin(self, local: int) -> tuple[int, int]:
+        return self.starts[local], self.ends[local]
+
+
+def _between_digits(chars, i: int) -> bool:
+    """The character at ``i`` sits between two digits (any script, superscripts included)."""
+    return 0 < i < len(chars) - 1 and chars[i - 1].isdigit() and chars[i + 1].isdigit()
+
+
+def squeeze_spaces(normalized: str) -> str:
+    """Drop the spaces of a normalised text, except a space between two digits."""
+    text = _ASCII_GAP.sub("", normalized)
+    return text if text.isascii() else _OTHER_GAP.sub(_keep_digit_gap, text)
+
+
+# Spaces at the ends or between two ASCII characters that are not both digits go in one C
+# pass; spaces next to other characters are decided one by one (str.isdigit knows ⁶ and ①).
+_ASCII_GAP = re.compile(r"^ | $|(?<=[\x00-\x2f\x3a-\x7f]) (?=[\x00-\x7f])|(?<=[\x00-\x7f]) (?=[\x00-\x2f\x3a-\x7f])")
+_OTHER_GAP = re.compile(r"(?<=(.)) (?=(.))", re.DOTALL)
+
+
+def _keep_digit_gap(match: re.Match[str]) -> str:
+    return " " if match.group(1).isdigit() and match.group(2).isdigit() else ""
 
 
 def _segments(raw: str) -> list[tuple[int, int]]:
