@@ -34,6 +34,7 @@ from kdalib.sources.fields import (
 )
 from kdalib.sources.loader import item_line, key_line, node_line
 from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source, short_repr
+from kdalib.sources.numbers import value_problem
 from kdalib.sources.urls import hide_credentials
 
 SOURCE_KINDS = ("model_card", "tech_report", "blog", "repo", "leaderboard", "docs", "seed")
@@ -272,6 +273,13 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
                    "keep 'property:' for a fact about the model, 'benchmark:' for a score")
     _read_relations(entry, claim)
     _check_status_fields(entry, claim)
+    problem = value_problem(claim.value, claim.display)
+    if problem:
+        entry.fail("value", "value-not-in-display",
+                   f"value {short_repr(claim.value)} is not a number that display {_show(claim.display)} writes "
+                   f"({problem})",
+                   "make 'value' the number the display prints (scale words such as 'billion' may be applied "
+                   "or not; unit letters go in 'unit'), or correct 'display'")
     return claim
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import string
+import time
 
+import pytest
 from sources_fixtures import REPORT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdalib.sources import quotes
 from kdalib.sources.quotes import (
     EXACT,
     WHITESPACE_INSENSITIVE,
@@ -85,3 +88,66 @@ def test_every_substring_of_a_text_is_found_in_it(text, data):
         assert compact(match.span) == compact(piece) or compact(piece) in compact(match.span)
     else:
         assert match is None
+
+
+# ---- no normalisation joins or creates digits ------------------------------------------
+
+@pytest.mark.parametrize("snapshot, quote", [
+    ("a budget of 10⁶ tokens", "10 6"),   # superscript: NFKC would make it 106
+    ("a budget of 10⁶ tokens", "106"),
+    ("H₂O and x₁₀", "H2O"),               # subscripts
+    ("about ½ of it", "1⁄2"),             # vulgar fraction
+    ("step ① then ②", "step 1"),          # circled digits
+    ("item ⑴", "(1)"),                    # parenthesised digit
+    ("a quote 2 56 here", "256"),         # whitespace between digits is never removed
+    ("a quote 2\n56 here", "256"),
+    ("2\u200b56", "256"),                 # a zero-width space separates digits like a space
+    ("1,0 24", "1,024"),
+])
+def test_normalisation_never_joins_or_creates_digits(snapshot, quote):
+    assert find_quote(snapshot, quote) is None
+
+
+@pytest.mark.parametrize("snapshot, quote, kind", [
+    ("a budget of 10⁶ tokens", "10⁶ tokens", EXACT),
+    ("about ½ of it", "about ½", EXACT),
+    ("１２８Ｋ context", "128K context", EXACT),   # full-width digits are digits already
+    ("a quote 2 56 here", "2 56", EXACT),
+    ("a quote 2\n56 here", "quote 2 56", EXACT),
+    ("Diag(αt ) with 2 56", "Diag(αt) with 2 56", WHITESPACE_INSENSITIVE),
+    ("x 10 ⁶ y", "10 ⁶", EXACT),
+])
+def test_digits_keep_their_form_and_spacing(snapshot, quote, kind):
+    match = find_quote(snapshot, quote)
+    assert match is not None and match.kind == kind
+
+
+def test_display_keeps_superscripts_apart():
+    assert display_in_quote("6¹", "61 experts") is None
+    assert display_in_quote("61", "6¹ experts") is None
+    assert display_in_quote("10⁶", "about 10⁶ tokens") == EXACT
+    assert normalize("10⁶ ½ ① ₂ １Ｔ") == "10⁶ ½ ① ₂ 1T"
+    assert compact("2 56 x ⁶ 7") == "2 56x⁶ 7"
+
+
+def test_block_index_agrees_with_the_character_map(monkeypatch):
+    monkeypatch.setattr(quotes, "BLOCK_CHARS", 8)
+    raw = "Total  Parameters | 1T\nDiag(αt ) e\u0301ﬃcient 10⁶ and 2 56\u00a0tokens " * 5
+    text = NormalizedText(raw)
+    assert len(text._blocks) > 5
+    assert text.text == normalize(raw) + " " and text.compact == compact(raw)
+    for needle in ("1T Diag", "éfficient 10⁶", "Diag(αt) éfficient", "2 56 tokens"):
+        match = text.find(needle)
+        assert match is not None and compact(match.span) == compact(needle)
+
+
+def test_a_large_snapshot_is_indexed_in_bounded_time():
+    line = "| Total Parameters | 1T | Diag(αt ) eﬃcient 10⁶ — tokens\n"
+    raw = line * (4 * 1024 * 1024 // len(line))  # 4 MiB, non-ASCII on every line
+    started = time.perf_counter()
+    text = NormalizedText(raw)
+    assert time.perf_counter() - started < 6.0
+    assert text._maps == {}  # no per-character structure until a quote is found
+    match = text.find("1T | Diag(αt) efficient")
+    assert match is not None and match.line == 1
+    assert len(text._maps) == 1

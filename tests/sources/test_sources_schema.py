@@ -153,3 +153,38 @@ def test_top_level_shape_errors():
 def test_finding_format_is_file_line_severity_code_id():
     (finding,) = load_text("sources: []\nclaims: []\nextra: 1\n", "s.yaml").findings
     assert finding.format().startswith("s.yaml:3: error: [unknown-key] ")
+
+
+# ---- value and display agree ------------------------------------------------------------
+
+@pytest.mark.parametrize("value, display, ok", [
+    (1, "1T", True),
+    (99, "61", False),                      # the display and quote say 61, value says 99
+    (61, "6¹", False),                      # a superscript is not a digit of the number
+    (6, "6¹", True),
+    (1000000, "10⁶", True),
+    (1000000, "10^6", True),
+    (106, "10⁶", False),
+    (262144, "262,144", True),
+    (0.0002, "2e-4", True),
+    (92.5, "92.50", True),
+    (3, "3 billion", True),
+    (3e9, "3 billion", True),
+    (1000000, "1-million-token", True),
+    (5, "five", True),
+    (2.5, "K2.5", False),
+    (15, "about fifteen", True),
+    ("Diag(αt)", "anything", True),         # text values are not checked
+])
+def test_numeric_value_must_be_a_number_the_display_writes(ws, value, display, ok):
+    claims = [claim("m.x", value=value, display=display, status="unverified", quote=None)]
+    found = [f for f in findings_for(ws, claims=claims) if f.code == "value-not-in-display"]
+    assert (found == []) == ok, [f.format() for f in found]
+    if not ok:
+        assert found[0].item == "m.x" and found[0].line > 0 and repr(display) in found[0].message
+
+
+def test_numbers_written_never_computes_huge_powers():
+    from kdalib.sources.numbers import numbers_written
+
+    assert numbers_written("10^999999 and 9" + "9" * 5000 + "^99") == []
