@@ -111,7 +111,7 @@ def validate_kda_inputs(
         q: ``[B, T, H, K]`` queries.
         k: ``[B, T, H, K]`` keys.
         v: ``[B, T, HV, V]`` values, HV a multiple of H.
-        g: ``[B, T, HV, K]`` log-space decay (``<= 0`` in a real model; not enforced).
+        g: ``[B, T, HV, K]`` log-space decay (a positive value acts as 0 in every form).
         beta: ``[B, T, HV]`` delta-rule step sizes.
         scale: query scale; must be a finite number when given.
         initial_state: ``[N, HV, K, V]`` floating state, N = B or the number of packed sequences.
@@ -183,14 +183,16 @@ def prepare_inputs(
 ) -> tuple[torch.Tensor, ...]:
     """Validated inputs in the form every KDA form computes with.
 
-    Casts to ``dtype``, L2-normalises q and k when asked, multiplies q by ``scale`` when
-    given (the chunk form applies it once to the output instead), and repeats each q/k
-    head for the ``HV // H`` value heads that read it.
+    Casts to ``dtype``, clamps a positive log-decay ``g`` to 0 (a decay of exactly 1; +inf
+    included, NaN stays NaN: notes/kda.md, "Contract"), L2-normalises q and k when asked,
+    multiplies q by ``scale`` when given (the chunk form applies it once to the output
+    instead), and repeats each q/k head for the ``HV // H`` value heads that read it.
 
     Returns:
         ``(q, k, v, g, beta)`` with q and k ``[B, T, HV, K]``.
     """
     q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
+    g = g.clamp(max=0.0)  # the KDA gate is <= 0 by construction; every form treats g > 0 as 0
     if use_qk_l2norm:
         q, k = l2_normalize(q), l2_normalize(k)
     if scale is not None:

@@ -53,12 +53,13 @@ def _fused_recurrent_kda_fwd_kernel(
         b_k = tl.load(k + qk_base + o_k, mask=m_k, other=0.0).to(tl.float32)
         b_v = tl.load(v + vo_base + o_v, mask=m_v, other=0.0).to(tl.float32)
         b_g = tl.load(g + (tok * HV + i_hv) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_g = tl.minimum(b_g, 0.0, propagate_nan=tl.PropagateNan.ALL)  # g > 0 (+inf too) acts as 0
         b_beta = tl.load(beta + tok * HV + i_hv).to(tl.float32)
         if USE_QK_L2NORM:
             b_q = b_q / tl.sqrt(tl.sum(b_q * b_q) + 1e-6)
             b_k = b_k / tl.sqrt(tl.sum(b_k * b_k) + 1e-6)
         b_q = b_q * scale
-        # g <= 0, so exp(g) never overflows: decay each key channel (row) of the state
+        # g <= 0 after the clamp, so exp(g) never overflows: decay each key channel (row) of the state
         state = state * tl.exp(b_g)[:, None]
         prediction = tl.sum(state * b_k[:, None], axis=0)
         delta = b_beta * (b_v - prediction)
@@ -88,7 +89,7 @@ def triton_fused_recurrent_kda(
         q: ``[B, T, H, K]`` queries.
         k: ``[B, T, H, K]`` keys.
         v: ``[B, T, HV, V]`` values, ``HV`` a multiple of ``H``.
-        g: ``[B, T, HV, K]`` log-space decay (``<= 0``).
+        g: ``[B, T, HV, K]`` log-space decay; a positive value acts as 0, as in every form.
         beta: ``[B, T, HV]`` delta-rule step sizes.
         scale: multiplies ``q``.
         initial_state: ``[N, HV, K, V]``, ``N`` = number of sequences, or None for zeros.
