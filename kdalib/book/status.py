@@ -26,7 +26,7 @@ class VerifySummary(SphinxDirective):
         rows = [(badge(status, status), str(n)) for status, n in counts.items()]
         rows += [("sources", str(len(report.document.sources))),
                  ("quotes checked against snapshots", str(len(report.matches))),
-                 ("quotes not checked (snapshot missing)", str(len(report.unchecked))),
+                 ("quotes not checked (snapshot missing or changed)", str(len(report.unchecked))),
                  ("errors", str(len(report.errors))), ("warnings", str(len(report.warnings)))]
         out: list[nodes.Node] = [table(("claims", "count"), rows, classes=["kdalib-summary"])]
         out.append(self._snapshots_paragraph(report))

@@ -26,6 +26,7 @@ from kdalib.sources.model import Document
 from kdalib.sources.fields import parse_url
 from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS
 from kdalib.sources.snapshots import MISSING, PRESENT, SnapshotStore, atomic_write_bytes, sha256_bytes
+from kdalib.sources.urls import redact
 from kdalib.sources.verify import run_verify
 
 OK, FINDINGS, UNUSABLE = 0, 1, 2
@@ -68,7 +69,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except LoadError as err:
         if args.json:
             payload = {"ok": False, "unusable": str(err), "findings": []}
-            atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2) + "\n").encode())
+            try:
+                atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2) + "\n").encode())
+            except OSError as write_err:
+                print(f"error: --json {args.json}: cannot write the report ({write_err.strerror or write_err})",
+                      file=sys.stderr)
         return _fail(str(err))
     for finding in report.errors + report.warnings:
         print(finding.format())
@@ -76,7 +81,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"snapshots not found in {report.snapshot_dir}: {', '.join(report.missing_snapshots)}")
     print(report.format_summary())
     if args.json:
-        report.write_json(args.json)
+        try:
+            report.write_json(args.json)
+        except OSError as err:
+            return _fail(f"--json {args.json}: cannot write the report ({err.strerror or err})")
     verdict = "FAILED" if report.errors else "OK"
     print(f"verify {verdict}{' (strict)' if args.strict else ''}: {args.sources}")
     return report.exit_code
@@ -168,6 +176,10 @@ def cmd_check_links(args: argparse.Namespace) -> int:
 # ---- add -------------------------------------------------------------------------------
 
 
+#: Source ids become snapshot file names, so they stay well under any file system's limit.
+MAX_ID_LENGTH = 64
+
+
 def derive_source_id(url: str) -> str:
     """A kebab-case id from a URL: owner-repo for GitHub/Hugging Face, arxiv-<number>, else host-path."""
     parts = urlsplit(url)
@@ -180,7 +192,11 @@ def derive_source_id(url: str) -> str:
     else:
         words = [host.split(".")[0], *segments[-2:]]
     slug = re.sub(r"[^a-z0-9.]+", "-", "-".join(words).lower()).strip("-.")
-    return re.sub(r"-{2,}", "-", slug) or "source"
+    slug = re.sub(r"-{2,}", "-", slug)
+    if len(slug) > MAX_ID_LENGTH:  # a long URL must not become a file name the system refuses
+        slug = slug[:MAX_ID_LENGTH].rsplit("-", 1)[0] if "-" in slug[:MAX_ID_LENGTH] else slug[:MAX_ID_LENGTH]
+        slug = slug.strip("-.")
+    return re.sub(r"[.-]{2,}", "-", slug) or "source"
 
 
 def _first_heading(text: str) -> str | None:
@@ -215,12 +231,14 @@ def cmd_add(args: argparse.Namespace) -> int:
     try:
         parse_url(args.url)
     except ValueError as err:
-        return _fail(f"URL {args.url!r}: {err}")
+        return _fail(f"URL {redact(args.url)}: {err}")
     if args.kind not in SOURCE_KINDS:
         return _fail(f"--kind {args.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
     source_id = args.source_id or derive_source_id(args.url)
     if not SOURCE_ID.match(source_id):
-        return _fail(f"id {source_id!r} is not kebab-case (lower-case letters, digits, '-' and '.')")
+        return _fail(f"id {source_id[:80]!r} is not kebab-case (lower-case letters, digits, '-' and '.')")
+    if len(source_id) > MAX_ID_LENGTH:
+        return _fail(f"id {source_id[:40]!r}... is {len(source_id)} characters long; use at most {MAX_ID_LENGTH}")
     try:
         data_bytes = Path(args.snapshot).read_bytes()
         text = data_bytes.decode("utf-8")
@@ -245,10 +263,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         return _fail("the new entry would not validate, nothing written:\n"
                      + "\n".join(f.format() for f in checked.findings))
     existing = store.path_of(file)
-    if existing.exists() and existing.read_bytes() != data_bytes:
-        return _fail(f"{existing} exists with other content; choose another --id")
-    atomic_write_bytes(existing, data_bytes)
-    atomic_write_bytes(args.sources, buffer.getvalue().encode("utf-8"))
+    try:
+        if existing.exists() and existing.read_bytes() != data_bytes:
+            return _fail(f"{existing} exists with other content; choose another --id")
+        atomic_write_bytes(existing, data_bytes)
+        atomic_write_bytes(args.sources, buffer.getvalue().encode("utf-8"))
+    except OSError as err:
+        return _fail(f"cannot write {err.filename or existing}: {err.strerror or err}")
     print(f"added source {source_id!r} (snapshot {file}, sha256 {sha}) to {args.sources}")
     print("next: check title/publisher/kind, add version_url, then `kdalib sources quote "
           f"{source_id} \"...\"` for each claim")

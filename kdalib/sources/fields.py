@@ -43,6 +43,16 @@ def parse_date(value: Any) -> dt.date:
         raise ValueError("no such calendar day") from None
 
 
+def parse_past_date(value: Any) -> dt.date:
+    """A date that is not in the future (a day of slack for time zones): when a source was
+    published or a claim or link was checked."""
+    date = parse_date(value)
+    latest = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    if date > latest:
+        raise ValueError(f"{date} is in the future")
+    return date
+
+
 def parse_url(value: Any) -> str:
     """An http(s) URL that :func:`kdalib.sources.urls.split_url` accepts (the client's own rules)."""
     text = parse_text(value)

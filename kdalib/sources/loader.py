@@ -72,6 +72,23 @@ _DatesAsTextConstructor.add_constructor(
 )
 
 
+class _LenientDatesConstructor(RoundTripConstructor):
+    """Round-trip constructor that keeps a date-like scalar which is no calendar day as text,
+    so that ``check-links --write`` and ``sources add`` can rewrite a file whose
+    ``title: 2026-02-30`` the schema accepted as text."""
+
+    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_LenientDatesConstructor.add_constructor(
+    "tag:yaml.org,2002:timestamp", _LenientDatesConstructor.construct_yaml_timestamp
+)
+
+
 def _guarded(yaml: YAML) -> YAML:
     yaml.Composer = _NoAnchorComposer
     yaml.max_depth = MAX_DEPTH
@@ -87,6 +104,7 @@ def _checking_yaml() -> YAML:
 def round_trip_yaml() -> YAML:
     """A ruamel YAML configured to write sources.yaml back the way it was laid out."""
     yaml = _guarded(YAML(typ="rt"))
+    yaml.Constructor = _LenientDatesConstructor
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap long quotes or URLs
     yaml.indent(mapping=2, sequence=4, offset=2)

@@ -40,7 +40,7 @@ class QuoteResults:
     Attributes:
         states: source id → snapshot state (present / missing / sha-mismatch / unreadable).
         matches: claim id → where its quote was found.
-        unchecked: claim ids whose quote could not be checked (snapshot missing).
+        unchecked: claim ids whose quote could not be checked (snapshot missing, changed or unreadable).
         findings: the problems found.
     """
 
@@ -96,8 +96,7 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
         return
     state = out.states.get(source.id)
     if state is None or state.text is None:
-        if state is not None and state.state == snap.MISSING:
-            out.unchecked.append(claim.id)
+        out.unchecked.append(claim.id)  # the snapshot's own finding says why
         return
     match = state.text.find(claim.quote)
     if match is None:

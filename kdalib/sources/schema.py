@@ -20,7 +20,7 @@ from typing import Any
 
 from kdalib.sources.fields import (
     parse_bool,
-    parse_date,
+    parse_past_date,
     parse_display,
     parse_enum,
     parse_id_list,
@@ -160,7 +160,7 @@ def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
         kind=kind or "",
         url=entry.get("url", parse_url, "an https:// or http:// URL", required=kind != "seed"),
         version_url=entry.get("version_url", parse_url, "an https:// or http:// URL"),
-        published=entry.get("published", parse_date, "a date written YYYY-MM-DD"),
+        published=entry.get("published", parse_past_date, "a past date written YYYY-MM-DD"),
         snapshot=_parse_snapshot(entry),
         notes=entry.get("notes", parse_text, "free text") or "",
         line=entry.line,
@@ -174,7 +174,7 @@ def _parse_link(entry: _Entry, source: Source) -> None:
     sub = entry.mapping("link", "{checked: DATE, status: STATUS}", LINK_KEYS)
     if sub is None:
         return
-    source.link_checked = sub.get("checked", parse_date, "a date written YYYY-MM-DD")
+    source.link_checked = sub.get("checked", parse_past_date, "a past date written YYYY-MM-DD")
     source.link_status = sub.get("status", parse_enum(LINK_STATUSES), f"one of {', '.join(LINK_STATUSES)}") or "unchecked"
 
 
@@ -261,7 +261,7 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
         benchmark=_parse_benchmark(entry),
         unit=entry.get("unit", parse_text, "a unit such as 'T parameters' or '%'") or "",
         quote=entry.get("quote", parse_text, "an exact span of the source's snapshot"),
-        checked=entry.get("checked", parse_date, "a date written YYYY-MM-DD"),
+        checked=entry.get("checked", parse_past_date, "a past date written YYYY-MM-DD"),
         reported_by=entry.get("reported_by", parse_enum(REPORTED_BY), " or ".join(REPORTED_BY)),
         aliases=entry.get("aliases", parse_id_list, "a list of former claim ids") or [],
         line=entry.line,

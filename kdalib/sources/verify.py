@@ -32,7 +32,8 @@ class Report:
         findings: all findings, errors and warnings, in rule order.
         snapshot_states: source id → present / missing / sha-mismatch / unreadable.
         matches: claim id → where its quote was found in the snapshot.
-        unchecked: claim ids whose quotes were not checked because the snapshot is missing.
+        unchecked: claim ids whose quotes were not checked because the snapshot is missing,
+            does not match its sha256 or cannot be read.
         snapshot_dir: the store that was used.
     """
 
