@@ -29,7 +29,7 @@ def test_the_fixture_verifies_cleanly(ws):
 
 
 def test_quote_not_found_points_at_the_quote_line(ws):
-    ws.write(claims=[claim("m.x", quote="Total Parameters** | 2T", display="2T")])
+    ws.write(claims=[claim("m.x", quote="Total Parameters** | 2T", value=2, display="2T")])
     report = ws.verify()
     (finding,) = report.errors
     assert finding.code == "quote-not-found" and finding.item == "m.x"
@@ -63,7 +63,7 @@ def test_missing_snapshot_is_a_warning_unless_strict(ws):
 
 
 def test_unverified_claims_are_not_quote_checked(ws):
-    ws.write(claims=[claim("m.x", status="unverified", quote="nowhere in the card", display="9T")])
+    ws.write(claims=[claim("m.x", status="unverified", quote="nowhere in the card", value=9, display="9T")])
     assert ws.verify().findings == []
 
 
