@@ -75,6 +75,11 @@ def to_native_state_dict(state_dict: Mapping[str, torch.Tensor], layer=None, pre
             fit `layer` (typically a different head_dim, num_heads or conv_size).
     """
     out: dict[str, torch.Tensor] = {}
+    names = {key[len(prefix):] for key in state_dict if key.startswith(prefix)}
+    separate = sorted(names & set(_CONVS))
+    if _FUSED_CONV in names and separate:
+        raise ValueError(f"{prefix}{_FUSED_CONV} and {prefix}{separate[0]} are both given: the q/k/v convolutions "
+                         "must come either fused or separate, not both (which one is meant is ambiguous)")
     for key, value in state_dict.items():
         name = key[len(prefix):] if key.startswith(prefix) else None
         if name is None:
@@ -85,13 +90,21 @@ def to_native_state_dict(state_dict: Mapping[str, torch.Tensor], layer=None, pre
         else:
             name = _RENAMES.get(name, name)
             if name == "A_log":
-                value = value.reshape(-1)  # checkpoints store [1, 1, H, 1]
+                value = _flat_a_log(value, key)
             elif name in _CONVS and value.dim() == 2:
                 value = value.unsqueeze(1)  # [D, W] -> the depthwise Conv1d layout [D, 1, W]
             out[prefix + name] = value
     if layer is not None:
         _check_shapes(out, layer, prefix)
     return out
+
+
+def _flat_a_log(value: torch.Tensor, key: str) -> torch.Tensor:
+    """``A_log`` as ``[H]``: accepted as ``[H]`` or the checkpoints' ``[1, 1, H, 1]``, nothing else."""
+    shape = tuple(value.shape)
+    if len(shape) == 1 or (len(shape) == 4 and shape[0] == shape[1] == shape[3] == 1):
+        return value.reshape(-1)
+    raise ValueError(f"{key}: expected A_log of shape [num_heads] or [1, 1, num_heads, 1], got {list(shape)}")
 
 
 def _check_shapes(state_dict: Mapping[str, torch.Tensor], layer, prefix: str) -> None:

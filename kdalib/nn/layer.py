@@ -26,6 +26,7 @@ from kdalib.nn.cache import KDACache, KDALayerState
 from kdalib.nn.checkpoint import to_native_state_dict
 from kdalib.nn.conv import short_convolution
 from kdalib.nn.packing import PackedBatch, check_attention_mask, pack, pack_mask, unpack
+from kdalib.ops._validate import validate_cu_seqlens
 
 MODES = ("auto", "chunk", "fused_recurrent", "naive")
 
@@ -229,6 +230,10 @@ class KimiDeltaAttention(nn.Module):
             raise ValueError(f"hidden_states: expected shape [B, T, {self.hidden_size}], "
                              f"got {list(hidden_states.shape)}")
         batch, tokens, _ = hidden_states.shape
+        if batch == 0 or tokens == 0:
+            raise ValueError(f"hidden_states: expected at least one row and one token, got {list(hidden_states.shape)}")
+        if cu_seqlens is not None:  # before the convolutions index with it
+            validate_cu_seqlens(cu_seqlens, batch, tokens, hidden_states.device)
         plan = None
         if attention_mask is not None:
             if cu_seqlens is not None:
