@@ -1,0 +1,114 @@
+"""Fuzz targets: any input to the loader or the quote matcher gives a clean result or a clean
+error, within a time bound (hypothesis' deadline) and a memory bound (tracemalloc's peak)."""
+
+from __future__ import annotations
+
+import tracemalloc
+import unicodedata
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sources_fixtures import dump
+
+from kdalib.sources import quotes, rules
+from kdalib.sources.loader import LoadError, load_text
+from kdalib.sources.model import Document
+from kdalib.sources.numbers import value_problem
+from kdalib.sources.quotes import NormalizedText, compact, display_in_quote, normalize
+from kdalib.sources.schema import CLAIM_KEYS, SOURCE_KEYS
+
+MEMORY_BOUND = 64 * 1024 * 1024
+FUZZ = settings(max_examples=120, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+
+def bounded(call, *args):
+    """Run ``call`` and check that it allocated at most MEMORY_BOUND bytes at its peak."""
+    tracemalloc.start()
+    try:
+        return call(*args)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < MEMORY_BOUND, peak
+
+
+def load_and_check(text: str) -> Document | LoadError:
+    try:
+        doc = load_text(text)
+    except LoadError as err:
+        assert len(str(err)) < 2000
+        return err
+    rules.check_conflicts(doc)
+    rules.check_relations(doc)
+    for finding in doc.findings:
+        assert len(finding.format()) < 2000
+    return doc
+
+
+# ---- the loader --------------------------------------------------------------------------
+
+_YAML_ALPHABET = "ab01.: -[]{}&*!|>'\"#\n\t,?%@`~=\\é⁶\u00a0"
+
+
+@FUZZ
+@given(st.text(alphabet=_YAML_ALPHABET, max_size=400))
+def test_loader_on_arbitrary_text(text):
+    bounded(load_and_check, "sources: []\nclaims: []\n" + text)
+    bounded(load_and_check, text)
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
+                     st.text(max_size=40), st.dates(), st.sampled_from(["2026-02-30", "1T", "10⁶", "6¹"]))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(FUZZ, max_examples=20)  # each example dumps YAML with ruamel, the slow part
+@given(st.lists(st.dictionaries(st.sampled_from(SOURCE_KEYS), _VALUES, max_size=8), max_size=3),
+       st.lists(st.dictionaries(st.sampled_from(CLAIM_KEYS), _VALUES, max_size=12), max_size=5))
+def test_loader_on_checklists_with_random_fields(sources, claims):
+    for entry in sources + claims:
+        entry.setdefault("id", "x")
+    result = bounded(load_and_check, dump({"sources": sources, "claims": claims}))
+    assert isinstance(result, (Document, LoadError))
+
+
+# ---- the quote matcher -------------------------------------------------------------------
+
+_TEXT_ALPHABET = ("ab AB.|%()\n\t" "0123456789" "⁰¹⁶₂½①⑴１２ﬁﬃ" "\u00a0\u200b\u00ad\u0301\u0308" "αé㍘⒈")
+
+
+@FUZZ
+@given(st.text(alphabet=_TEXT_ALPHABET, max_size=300), st.text(alphabet=_TEXT_ALPHABET, max_size=40),
+       st.sampled_from([4, 16, 1 << 16]))
+def test_quote_matcher_on_arbitrary_text(raw, quote, block):
+    saved = quotes.BLOCK_CHARS
+    quotes.BLOCK_CHARS = block  # small blocks exercise the cuts between blocks
+    try:
+        text = bounded(NormalizedText, raw)
+        match = bounded(text.find, quote)
+    finally:
+        quotes.BLOCK_CHARS = saved
+    # the block-wise index equals the reference normalisation
+    assert text.text.strip(" ") == normalize(raw) and text.compact == compact(raw)
+    if match is not None:
+        assert raw[match.start:match.end] == match.span
+        assert compact(quote) in compact(match.span)
+    elif normalize(quote):
+        assert normalize(quote) not in normalize(raw)
+    display_in_quote(quote, raw)
+    value_problem(1, quote)
+
+
+@FUZZ
+@given(st.text(alphabet=_TEXT_ALPHABET + "".join(map(chr, range(0x2460, 0x2470))), max_size=200))
+def test_normalisation_never_creates_or_joins_digits(raw):
+    normalized = normalize(raw)
+    digits_before = sum(ch.isdigit() for ch in raw)
+    assert sum(ch.isdigit() for ch in normalized) == digits_before
+    squeezed = compact(raw)
+    gaps = sum(1 for i in range(1, len(normalized) - 1)
+               if normalized[i] == " " and normalized[i - 1].isdigit() and normalized[i + 1].isdigit())
+    assert squeezed.count(" ") == gaps
+    for ch in normalized:
+        assert unicodedata.category(ch) != "Cc" or ch == " "
