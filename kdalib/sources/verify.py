@@ -94,6 +94,7 @@ class Report:
                 "claims": len(self.document.claims),
                 "claims_by_status": self.status_counts(),
                 "quotes_checked": len(self.matches),
+                "quotes_not_checked": len(self.unchecked),
                 "errors": len(self.errors),
                 "warnings": len(self.warnings),
             },

@@ -78,6 +78,7 @@ def test_a_sha_mismatch_counts_its_claims_as_not_checked(ws):
     assert "sha-mismatch" in codes(report)
     assert sorted(report.unchecked) == ["m.params.activated", "m.params.total"]
     assert ("quotes not checked", "2") in report.summary_rows()
+    assert report.as_json()["summary"]["quotes_not_checked"] == 2
 
 
 def test_verify_json_into_a_folder_is_a_clean_error(ws, capsys, tmp_path):

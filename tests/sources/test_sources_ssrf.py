@@ -182,3 +182,17 @@ def test_https_pins_the_address_and_checks_the_certificate_name(tmp_path):
         assert info.value.kind == "connection" and "other.example" in str(info.value)
     finally:
         tls.close()
+
+
+def test_fetch_and_check_links_refuse_the_backslash_url_end_to_end(ws, capsys, server):
+    from test_sources_cli import fetch_args, links_args, run
+
+    sources = base_sources()
+    sources[0]["url"] = f"http://127.0.0.1:{server.port}\\@public.example/card.md"
+    ws.write(sources=sources, claims=[])
+    before = (ws.snapshots / "card.md").read_bytes()
+    code, _, err = run(capsys, *fetch_args(ws, "card"))
+    assert code == 2 and "backslash" in err
+    code, _, err = run(capsys, *links_args(ws, "--write"))
+    assert code == 2 and "backslash" in err
+    assert server.hits == {} and (ws.snapshots / "card.md").read_bytes() == before
