@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from sources_fixtures import CARD, LocalServer, base_sources, codes
+from sources_fixtures import LocalServer, base_sources, codes
 
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient, check_url_allowed
 from kdalib.sources.links import check_link
