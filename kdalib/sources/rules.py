@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdalib.sources import snapshots as snap
-from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding
+from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding, short_repr
 from kdalib.sources.quotes import QuoteMatch, compact, display_in_quote, normalize
 
 #: Statuses whose quote, when given, must occur in the snapshot (an unverified claim's quote
@@ -84,7 +84,7 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
         return
     if claim.display and display_in_quote(claim.display, claim.quote) is None:
         yield Finding(ERROR, "value-not-in-quote", file, claim.line_of("display"), claim.id,
-                      f"display {claim.display!r} does not occur in the quote {short_text(claim.quote)!r}",
+                      f"display {short_text(claim.display, 40)!r} does not occur in the quote {short_text(claim.quote)!r}",
                       "quote the span that prints the value, or correct 'display' to the value as the source prints it")
     source = doc.sources.get(claim.source)
     if source is None:
@@ -290,11 +290,12 @@ def _reproduction_problem(claim: Claim, root: Path) -> tuple[str, str] | None:
     if not isinstance(values, dict):
         return f"{spec.result} has no top-level 'values' object", rerun
     if spec.key not in values:
-        known = ", ".join(sorted(map(str, values))) or "none"
-        return f"{spec.result} records no value {spec.key!r} (it has: {known})", "fix reproduced_by.key"
+        names = sorted(map(str, values))
+        known = (", ".join(short_text(n, 40) for n in names[:12]) + (" ..." if len(names) > 12 else "")) or "none"
+        return f"{spec.result} records no value {short_text(spec.key, 60)!r} (it has: {known})", "fix reproduced_by.key"
     got = values[spec.key]
     if isinstance(got, bool) or not isinstance(got, (int, float)):
-        return f"{spec.result} records {spec.key} = {got!r}, not a number", rerun
+        return f"{spec.result} records {spec.key} = {short_repr(got)}, not a number", rerun
     if isinstance(claim.value, bool) or not isinstance(claim.value, (int, float)):
         return "a reproduced claim needs a numeric value", "write the value as a number"
     difference = abs(float(got) - float(claim.value))

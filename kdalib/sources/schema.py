@@ -90,7 +90,7 @@ class _Entry:
     def check_keys(self, allowed: tuple[str, ...]) -> None:
         for key in self.data:
             if key not in allowed:
-                self.fail(str(key), "unknown-key", f"unknown key {str(key)!r} in {self.what}",
+                self.fail(str(key), "unknown-key", f"unknown key {_show(str(key))} in {self.what}",
                           f"use one of: {', '.join(allowed)}")
 
     def mapping(self, key: str, shape: str, allowed: tuple[str, ...]) -> _Entry | None:
@@ -126,6 +126,12 @@ def _show(value: Any) -> str:
     return short_repr(hide_credentials(value) if isinstance(value, str) else value)
 
 
+def _list(items: list[str], shown: int = 8) -> str:
+    """The first ``shown`` items, each cut short, and how many more there are."""
+    text = ", ".join(_show(item).strip("'") for item in items[:shown])
+    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
 # ---- sources ---------------------------------------------------------------------------
 
 
@@ -136,7 +142,7 @@ def _parse_snapshot(entry: _Entry) -> Snapshot | None:
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
     sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
     if file and (Path(file).is_absolute() or ".." in Path(file).parts):
-        sub.fail("file", "bad-file", f"snapshot file {file!r} leaves the snapshot store",
+        sub.fail("file", "bad-file", f"snapshot file {_show(file)} leaves the snapshot store",
                  "give a path relative to $KDALIB_SNAPSHOTS without '..'")
         return None
     return Snapshot(file, sha) if file and sha else None
@@ -339,7 +345,7 @@ def build_document(data: Any, path: Path) -> Document:
 def _add_unique(table: dict[str, Any], entry: Source | Claim, report: _Reporter, code: str) -> None:
     if entry.id in table:
         first = table[entry.id].line
-        report.error(entry.line, entry.id, code, f"id {entry.id!r} is already used on line {first}",
+        report.error(entry.line, entry.id, code, f"id {_show(entry.id)} is already used on line {first}",
                      "give each entry its own id")
         return
     table[entry.id] = entry
@@ -351,24 +357,24 @@ def _check_references(doc: Document, report: _Reporter) -> None:
         for alias in claim.aliases:
             if alias in doc.claims or alias in doc.aliases:
                 report.error(claim.line_of("aliases"), claim.id, "duplicate-alias",
-                             f"alias {alias!r} is already a claim id or another claim's alias")
+                             f"alias {_show(alias)} is already a claim id or another claim's alias")
             else:
                 doc.aliases[alias] = claim.id
     for claim in doc.claims.values():
         if claim.source and claim.source not in doc.sources:
             report.error(claim.line_of("source"), claim.id, "unknown-source",
-                         f"source {claim.source!r} is not in 'sources:'",
+                         f"source {_show(claim.source)} is not in 'sources:'",
                          "add the source first, or fix the id (see `kdalib sources add`)")
         if doc.subjects and claim.subject and claim.subject not in doc.subjects:
             report.error(claim.line_of("subject"), claim.id, "unknown-subject",
-                         f"subject {claim.subject!r} is not in the top-level 'subjects:' list",
-                         f"use one of: {', '.join(doc.subjects)}")
+                         f"subject {_show(claim.subject)} is not in the top-level 'subjects:' list",
+                         f"use one of: {_list(doc.subjects)}")
         named = [(key, target) for key in ("conflicts_with", "supersedes", "evidence") for target in getattr(claim, key)]
         if claim.superseded_by:
             named.append(("superseded_by", claim.superseded_by))
         for key, target in named:
             if doc.resolve_claim(target) is None:
                 report.error(claim.line_of(key), claim.id, "unknown-claim",
-                             f"{key} names {target!r}, which is not a claim id")
+                             f"{key} names {_show(target)}, which is not a claim id")
             elif doc.resolve_claim(target) is claim:
                 report.error(claim.line_of(key), claim.id, "self-reference", f"{key} names the claim itself")

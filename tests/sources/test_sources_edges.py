@@ -130,3 +130,13 @@ def test_verify_json_is_written_for_a_clean_run(ws, capsys, tmp_path):
     out_json = tmp_path / "v.json"
     assert run(capsys, *verify_args(ws, "--json", str(out_json)))[0] == 0
     assert json.loads(out_json.read_text())["ok"] is True
+
+
+def test_huge_names_in_messages_are_cut(ws):
+    huge = "x" * 100_000
+    text = (f"subjects: [{', '.join(['s' + str(i) for i in range(500)])}]\n"
+            f"sources: []\nclaims:\n  - {{id: m.a, {'k' * 1000}: 1, subject: {huge}, source: {huge}, "
+            f"conflicts_with: [{huge}]}}\n")
+    doc = load_text(text)
+    assert {"unknown-key", "unknown-subject", "unknown-source", "unknown-claim"} <= set(codes(doc.findings))
+    assert max(len(f.format()) for f in doc.findings) < 1000
