@@ -6,7 +6,7 @@ each content line is a row: the property's label, then one cell per model, separ
 double quotes for a caveat printed as is. Each id renders as its {claim} role would (display
 value, status class, source and quote on hover, link to the claims page); an unverified or
 contradicted claim is marked so, and a claim with conflicting claims names them. An unknown id
-or a row with the wrong number of cells is a warning at the page's line, so the strict build
+or a row with the wrong number of cells is a warning at the directive's line naming the row, so the strict build
 fails and the table cannot drift from the checklist::
 
     ```{spec-table}
@@ -63,11 +63,11 @@ class SpecTable(SphinxDirective):
         if not columns:
             return self._warn(self.lineno, "spec-table needs ':columns: MODEL | MODEL | ...'")
         rows = []
-        for offset, line in enumerate(self.content):
+        for line in self.content:
             if not line.strip():
                 continue
             cells = [c.strip() for c in line.split("|")]
-            lineno = self.content_offset + offset + 1
+            lineno = self.lineno  # the directive's line; the message names the row
             if len(cells) != len(columns) + 1:
                 return self._warn(lineno, f"spec-table row {cells[0]!r} has {len(cells) - 1} cells for "
                                           f"{len(columns)} columns ({' | '.join(columns)})")
@@ -91,7 +91,7 @@ class SpecTable(SphinxDirective):
             claim = self.data.claim(claim_id)
             if claim is None:
                 reason = self.data.problem or f"no claim {claim_id!r} in {self.config.kdalib_sources_file}"
-                self._warn(lineno, f"unknown claim id {claim_id!r} in spec-table: {reason}")
+                self._warn(lineno, f"unknown claim id {claim_id!r} in spec-table cell {text!r}: {reason}")
                 return None
             if out:
                 out.append(nodes.Text("; "))
