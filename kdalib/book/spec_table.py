@@ -2,17 +2,18 @@
 
 ``spec-table`` renders properties × models. Its ``:columns:`` option names the models, and
 each content line is a row: the property's label, then one cell per model, separated by
-``|``. A cell lists claim ids (space-separated), ``-`` for "not reported", or text in
-double quotes for a caveat printed as is. Each id renders as its {claim} role would (display
-value, status class, source and quote on hover, link to the claims page); an unverified or
-contradicted claim is marked so, and a claim with conflicting claims names them. An unknown id
+``|``. A cell is ``-`` for "not reported", or a sequence of claim ids and text in double
+quotes (printed as is, for a label or a caveat). Each id renders as its {claim} role would
+(display value, status class, source and quote on hover, link to the claims page); an
+unverified or contradicted claim is marked so, and a claim whose conflicting claims the row
+does not show names them. An unknown id
 or a row with the wrong number of cells is a warning at the directive's line naming the row, so the strict build
 fails and the table cannot drift from the checklist::
 
     ```{spec-table}
     :columns: K2 | K2.5
     total parameters | k2.arch.params_total | k2_5.arch.params_total
-    vision encoder | - | k2_5.arch.vision_encoder
+    vision encoder | - | "MoonViT," k2_5.arch.vision_encoder_params
     ```
 
 ``{verdict}`seed.id``` prints the verdict of a claim of the starting note as a badge.
@@ -22,6 +23,7 @@ writes into its output folder (:mod:`kdalib.sources.export`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from docutils import nodes
@@ -41,6 +43,10 @@ NOT_REPORTED = "not reported"
 #: Statuses a table cell marks next to the value, because the figure is not (or no longer) settled.
 MARKED_STATUSES = ("unverified", "contradicted", "superseded", "refuted")
 DOWNLOADS = ("claims.json", "claims.csv")
+#: A cell's tokens: text in double quotes, or a claim id.
+TOKEN = re.compile(r'"[^"]*"|[^\s"]+')
+#: Quoted text starting with one of these follows the previous token without a space.
+CLOSERS = (",", ";", ".", ")", ":")
 
 
 def claim_reference(claim: Claim, data: BookData) -> nodes.reference:
@@ -71,7 +77,8 @@ class SpecTable(SphinxDirective):
             if len(cells) != len(columns) + 1:
                 return self._warn(lineno, f"spec-table row {cells[0]!r} has {len(cells) - 1} cells for "
                                           f"{len(columns)} columns ({' | '.join(columns)})")
-            rendered = [self._cell(cell, lineno) for cell in cells[1:]]
+            row_ids = {token for cell in cells[1:] for token in TOKEN.findall(cell) if not token.startswith('"')}
+            rendered = [self._cell(cell, lineno, row_ids) for cell in cells[1:]]
             if any(cell is None for cell in rendered):
                 return []
             rows.append([cells[0], *rendered])
@@ -81,31 +88,40 @@ class SpecTable(SphinxDirective):
         logger.warning(message, location=(self.env.docname, lineno), type="kdalib", subtype="spec-table")
         return []
 
-    def _cell(self, text: str, lineno: int) -> list[nodes.Node] | None:
+    def _cell(self, text: str, lineno: int, row_ids: set[str]) -> list[nodes.Node] | None:
         if text in ("", "-"):
             return [nodes.emphasis(NOT_REPORTED, NOT_REPORTED, classes=["kdalib-not-reported"])]
-        if len(text) >= 2 and text[0] == text[-1] == '"':
-            return [nodes.Text(text[1:-1])]
         out: list[nodes.Node] = []
-        for claim_id in text.split():
-            claim = self.data.claim(claim_id)
+        previous_was_claim = False
+        for token in TOKEN.findall(text):
+            if token.startswith('"'):
+                words = token[1:-1]
+                out.append(nodes.Text((" " if out and not words.startswith(CLOSERS) else "") + words))
+                previous_was_claim = False
+                continue
+            claim = self.data.claim(token)
             if claim is None:
-                reason = self.data.problem or f"no claim {claim_id!r} in {self.config.kdalib_sources_file}"
-                self._warn(lineno, f"unknown claim id {claim_id!r} in spec-table cell {text!r}: {reason}")
+                reason = self.data.problem or f"no claim {token!r} in {self.config.kdalib_sources_file}"
+                self._warn(lineno, f"unknown claim id {token!r} in spec-table cell {text!r}: {reason}")
                 return None
-            if out:
-                out.append(nodes.Text("; "))
-            out.append(claim_reference(claim, self.data))
-            if claim.status in MARKED_STATUSES:
-                out.append(nodes.Text(f" ({claim.status})"))
-            others = [self.data.claim(c) for c in claim.conflicts_with]
-            shown = [o for o in others if o is not None]
-            if shown:
-                out.append(nodes.inline("", " (other sources: ", classes=["kdalib-conflict"]))
-                for index, other in enumerate(shown):
-                    out.append(nodes.Text(", " if index else ""))
-                    out.append(claim_reference(other, self.data))
-                out.append(nodes.Text(")"))
+            opened = bool(out) and out[-1].astext().endswith("(")
+            out.append(nodes.Text("; " if previous_was_claim else " " if out and not opened else ""))
+            out += self._claim(claim, row_ids)
+            previous_was_claim = True
+        return out
+
+    def _claim(self, claim: Claim, row_ids: set[str]) -> list[nodes.Node]:
+        """The claim's reference, its status when unsettled, and conflicting claims the row does not show."""
+        out: list[nodes.Node] = [claim_reference(claim, self.data)]
+        if claim.status in MARKED_STATUSES:
+            out.append(nodes.Text(f" ({claim.status})"))
+        others = [o for o in map(self.data.claim, claim.conflicts_with) if o is not None and o.id not in row_ids]
+        if others:
+            out.append(nodes.inline("", " (other sources: ", classes=["kdalib-conflict"]))
+            for index, other in enumerate(others):
+                out.append(nodes.Text(", " if index else ""))
+                out.append(claim_reference(other, self.data))
+            out.append(nodes.Text(")"))
         return out
 
 

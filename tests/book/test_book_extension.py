@@ -111,6 +111,7 @@ SPEC_PAGE = """# Spec
 :columns: Model M | Model N
 total parameters | m.params.total | -
 context | m.context | "see the card"
+both sources | m.params.total | "report:" m.params.total.report "(more precise)"
 ```
 
 The note's verdict: {verdict}`seed.params`.
@@ -137,6 +138,8 @@ def test_spec_table_renders_claims_not_reported_and_conflicts(book):
     assert "other sources:" in total and ">1.04T</a>" in total  # the conflicting claim is shown
     assert "not reported" in total
     assert ">128K</a>" in rows[1] and "see the card" in rows[1]
+    both = rows[2]  # a conflict the row already shows is not repeated
+    assert "other sources" not in both and "report: " in both and ">1.04T</a> (more precise)" in both
     assert "kdalib-badge-verdict-wrong" in page and ">wrong<" in page
     assert 'href="../claims.json"' in page and 'href="../claims.csv"' in page
 
@@ -157,7 +160,7 @@ def test_the_html_build_writes_claims_json_and_csv(built):
     ("total parameters | m.params.total", "has 1 cells for 2 columns"),
 ])
 def test_a_bad_spec_table_row_fails_the_strict_build_at_its_line(book, cells, message):
-    _with_spec_page(book, f"# Spec\n\n```{{spec-table}}\n:columns: Model M | Model N\n{cells}\n```\n")
+    _with_spec_page(book, f"# Spec\n\nOne.\n\nTwo.\n\n```{{spec-table}}\n:columns: Model M | Model N\n{cells}\n```\n")
     with pytest.raises(SphinxWarning) as info:
         book.build(warningiserror=True)
-    assert "notes/spec.md:3" in str(info.value) and message in str(info.value)
+    assert "notes/spec.md:7" in str(info.value) and message in str(info.value)
