@@ -2,7 +2,7 @@
 
 ``spec-table`` renders properties × models. Its ``:columns:`` option names the models, and
 each content line is a row: the property's label, then one cell per model, separated by
-``|``. A cell is ``-`` for "not reported", or a sequence of claim ids and text in double
+``|`` (the grammar is :mod:`kdalib.sources.spec_rows`, which ``kdalib verify`` also reads). A cell is ``-`` for "not reported", or a sequence of claim ids and text in double
 quotes (printed as is, for a label or a caveat). Each id renders as its {claim} role would
 (display value, status class, source and quote on hover, link to the claims page); an
 unverified or contradicted claim is marked so, and a claim whose conflicting claims the row
@@ -23,7 +23,6 @@ writes into its output folder (:mod:`kdalib.sources.export`).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from docutils import nodes
@@ -36,6 +35,7 @@ from kdalib.book.render import badge, hover_text, link, table
 from kdalib.book.role import CLAIM_ATTRIBUTE
 from kdalib.sources.export import write_claims
 from kdalib.sources.model import Claim
+from kdalib.sources.spec_rows import cell_tokens, claim_ids, split_row
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ NOT_REPORTED = "not reported"
 #: Statuses a table cell marks next to the value, because the figure is not (or no longer) settled.
 MARKED_STATUSES = ("unverified", "contradicted", "superseded", "refuted")
 DOWNLOADS = ("claims.json", "claims.csv")
-#: A cell's tokens: text in double quotes, or a claim id.
-TOKEN = re.compile(r'"[^"]*"|[^\s"]+')
 #: Quoted text starting with one of these follows the previous token without a space.
 CLOSERS = (",", ";", ".", ")", ":")
 
@@ -72,12 +70,12 @@ class SpecTable(SphinxDirective):
         for line in self.content:
             if not line.strip():
                 continue
-            cells = [c.strip() for c in line.split("|")]
+            cells = split_row(line)
             lineno = self.lineno  # the directive's line; the message names the row
             if len(cells) != len(columns) + 1:
                 return self._warn(lineno, f"spec-table row {cells[0]!r} has {len(cells) - 1} cells for "
                                           f"{len(columns)} columns ({' | '.join(columns)})")
-            row_ids = {token for cell in cells[1:] for token in TOKEN.findall(cell) if not token.startswith('"')}
+            row_ids = {claim_id for cell in cells[1:] for claim_id in claim_ids(cell)}
             rendered = [self._cell(cell, lineno, row_ids) for cell in cells[1:]]
             if any(cell is None for cell in rendered):
                 return []
@@ -89,11 +87,12 @@ class SpecTable(SphinxDirective):
         return []
 
     def _cell(self, text: str, lineno: int, row_ids: set[str]) -> list[nodes.Node] | None:
-        if text in ("", "-"):
+        tokens = cell_tokens(text)
+        if not tokens:
             return [nodes.emphasis(NOT_REPORTED, NOT_REPORTED, classes=["kdalib-not-reported"])]
         out: list[nodes.Node] = []
         previous_was_claim = False
-        for token in TOKEN.findall(text):
+        for token in tokens:
             if token.startswith('"'):
                 words = token[1:-1]
                 out.append(nodes.Text((" " if out and not words.startswith(CLOSERS) else "") + words))
