@@ -320,24 +320,74 @@ def _store_row_block(p_ptr, a_ptr, beta, i: tl.constexpr, start, end, HV: tl.con
 
 
 @triton.jit
-def _chunk_intra_kernel(
-    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, sequence_end, chunk_start,
-    scale, T, NT, PLANE,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
-    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-):
-    i_c, i_hv = tl.program_id(0), tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-    q_ptr, k_ptr, g_ptr = q + i_h * K, k + i_h * K, g + i_hv * K
-    qi_ptr, ki_ptr, ko_ptr = q_in + i_hv * K, k_in + i_hv * K, k_out + i_hv * K
-    decay_ptr = decay_out + (i_c * HV + i_hv).to(tl.int64) * K
-    block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
-    p_ptr, a_ptr = p_out + block, a_out + block
+def _chunk_span(g_ptr, start, end, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+                CHUNK: tl.constexpr):
+    """The chunk's largest total decay after its first row, over all key channels."""
+    rows = start + tl.arange(0, CHUNK)
+    span = 0.0
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        g = tl.minimum(_load_rows(g_ptr, rows, rows < end, G_STRIDE, cols, cols < K), 0.0)
+        tail = tl.sum(tl.where(rows[:, None] > start, -g, 0.0), axis=0)
+        span = tl.maximum(span, tl.max(tail, axis=0))
+    return span
 
-    # 1. Scores, one row block at a time (few accumulators live at once). The P buffer holds
-    #    L = Diag(beta) A_kk until step 2 replaces it, row block by row block, with M.
+
+@triton.jit
+def _chunk_scores_by_dot(
+    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv, start, end, scale, PLANE,
+    QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+    BKS: tl.constexpr, CHUNK: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    """Scores of the whole chunk by two matrix products per key slice, for mild decay.
+
+    All factors are decayed towards the chunk's first row: the row factor ``exp(G - G_0)`` is
+    at most 1 and the column factor ``exp(G_0 - G)`` at most ``exp(span)``; callers take this
+    path only when the chunk's span is at most ``DOT_SPAN``. Stores ``scale * A_qk`` and
+    ``L = Diag(beta) A_kk`` for the whole chunk, and the decayed operands.
+    """
+    idx = tl.arange(0, CHUNK)
+    rows = start + idx
+    m = rows < end
+    if USE_QK_L2NORM:
+        nq = _inverse_row_norms(q_ptr, rows, m, QK_STRIDE, K, BK, BKS, CHUNK)
+        nk = _inverse_row_norms(k_ptr, rows, m, QK_STRIDE, K, BK, BKS, CHUNK)
+    else:
+        nq = tl.full([CHUNK], 1.0, dtype=tl.float32)
+        nk = nq
+    a_qk = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)
+    a_kk = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        cm = cols < K
+        g = tl.minimum(_load_rows(g_ptr, rows, m, G_STRIDE, cols, cm), 0.0)
+        gam = tl.cumsum(g, axis=0)
+        gam_last = tl.sum(g, axis=0)
+        ref = _row(gam, 0, CHUNK)
+        x_k = _load_rows(k_ptr, rows, m, QK_STRIDE, cols, cm) * nk[:, None]
+        x_q = _load_rows(q_ptr, rows, m, QK_STRIDE, cols, cm) * nq[:, None]
+        row_factor = tl.exp(tl.minimum(gam - ref[None, :], 0.0))
+        columns = tl.trans(x_k * tl.exp(tl.maximum(ref[None, :] - gam, 0.0)))
+        a_qk += _dot(x_q * row_factor, columns, PRECISION)
+        a_kk += _dot(x_k * row_factor, columns, PRECISION)
+        _store_decayed(qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam, gam_last, rows, m, G_STRIDE, cols, cm, scale,
+                       PLANE, SPLIT)
+        tl.store(decay_ptr + cols, tl.exp(gam_last), mask=cm)
+    b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
+    square = idx[:, None] * CHUNK + idx[None, :]
+    tl.store(a_ptr + square, tl.where(idx[:, None] >= idx[None, :], a_qk * scale, 0.0))
+    tl.store(p_ptr + square, tl.where(idx[:, None] > idx[None, :], a_kk * b[:, None], 0.0))
+
+
+@triton.jit
+def _chunk_scores_by_blocks(
+    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv, start, end, scale, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, CHUNK: tl.constexpr,
+    SUB: tl.constexpr, DOT_SPAN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    """Scores one 16-row block at a time, for any decay (see :func:`_row_block_scores`)."""
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
         0, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
         K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
@@ -358,10 +408,12 @@ def _chunk_intra_kernel(
         K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
     _store_row_block(p_ptr, a_ptr, beta, 3, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
                      SUB, CHUNK)
-    tl.debug_barrier()
 
-    # 2. M = (I + L)^{-1} by block forward substitution, one row block at a time:
-    #    M_ii = (I + L_ii)^{-1},  M_ij = -M_ii sum_{j <= m < i} L_im M_mj.
+
+@triton.jit
+def _invert_chunk(p_ptr, SUB: tl.constexpr, CHUNK: tl.constexpr, PRECISION: tl.constexpr):
+    """Replaces L = Diag(beta) A_kk in the P buffer by M = (I + L)^{-1}, row block by row block:
+    ``M_ii = (I + L_ii)^{-1}``, ``M_ij = -M_ii sum_{j <= m < i} L_im M_mj``."""
     d0 = _unit_lower_inverse(_load_block(p_ptr, 0, 0, SUB, CHUNK), SUB)
     _store_block(p_ptr, d0, 0, 0, SUB, CHUNK)
     tl.debug_barrier()
@@ -391,6 +443,64 @@ def _chunk_intra_kernel(
     _store_block(p_ptr, m32, 3, 2, SUB, CHUNK)
     _store_block(p_ptr, m31, 3, 1, SUB, CHUNK)
     _store_block(p_ptr, m30, 3, 0, SUB, CHUNK)
+
+
+
+
+@triton.jit
+def _intra_pointers(q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv,
+                    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, CHUNK: tl.constexpr):
+    i_h = i_hv // (HV // H)
+    block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
+    return (q + i_h * K, k + i_h * K, g + i_hv * K, q_in + i_hv * K, k_in + i_hv * K, k_out + i_hv * K,
+            decay_out + (i_c * HV + i_hv).to(tl.int64) * K, p_out + block, a_out + block)
+
+
+@triton.jit
+def _chunk_intra_kernel(
+    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, strong, sequence_end, chunk_start,
+    scale, T, NT, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+):
+    """Chunks under mild decay: whole-chunk score products, then the inverse. Chunks with a
+    larger span are only marked in ``strong`` for :func:`_chunk_intra_strong_kernel`."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
+        q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK)
+    span = _chunk_span(g_ptr, start, end, HV * K, K, BK, BKS, CHUNK)
+    is_strong = span > DOT_SPAN
+    tl.store(strong + i_c * HV + i_hv, is_strong.to(tl.int32))
+    if not is_strong:
+        _chunk_scores_by_dot(q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv,
+                             start, end, scale, PLANE, H * K, HV * K, HV, K, BK, BKS, CHUNK, USE_QK_L2NORM,
+                             PRECISION, SPLIT)
+        tl.debug_barrier()
+        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+
+
+@triton.jit
+def _chunk_intra_strong_kernel(
+    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, strong, sequence_end, chunk_start,
+    scale, T, NT, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+):
+    """The chunks :func:`_chunk_intra_kernel` marked: scores one 16-row block at a time (exact
+    for any decay), then the inverse. Other programs return at once."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    if tl.load(strong + i_c * HV + i_hv) != 0:
+        start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+        q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
+            q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK)
+        _chunk_scores_by_blocks(q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv,
+                                start, end, scale, PLANE, H, HV, K, BK, BKS, CHUNK, SUB, DOT_SPAN, USE_QK_L2NORM,
+                                PRECISION, SPLIT)
+        tl.debug_barrier()
+        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
 
 
 @triton.jit
@@ -576,13 +686,15 @@ def triton_chunk_kda(
                                      for _ in range(3))
     plane = B * T * HV * K
     decay_last = q.new_empty(num_chunks, HV, K, dtype=torch.float32)
-    _chunk_intra_kernel[(num_chunks, HV)](
-        q, k, g, beta, inverse, scores, queries_in, keys_in, keys_out, decay_last, chunk_ends, chunk_starts,
-        float(scale), T, max(per_sequence, 1), plane,
+    strong = q.new_empty(num_chunks, HV, dtype=torch.int32)
+    intra_args = (q, k, g, beta, inverse, scores, queries_in, keys_in, keys_out, decay_last, strong, chunk_ends,
+                  chunk_starts, float(scale), T, max(per_sequence, 1), plane)
+    intra_constants = dict(
         H=H, HV=HV, K=K, BK=block_k, BKS=min(block_k, KEY_SLICE), CHUNK=CHUNK, SUB=SUB, DOT_SPAN=DOT_SPAN,
         IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision, SPLIT=split,
-        num_warps=intra_warps,
     )
+    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=intra_warps)
+    _chunk_intra_strong_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=4)
     o = torch.empty_like(v)
     final_state = v.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else None
     if initial_state is not None:
