@@ -1,41 +1,18 @@
-"""``kda``: one entry point that picks the KDA operator for the job.
+"""``kda``: one entry point that runs the KDA operator named by ``backend``.
 
-* ``"auto"``: :func:`fused_recurrent_kda` for decode (one new token per sequence),
-  :func:`chunk_kda` for everything else (prefill, training).
-* ``"chunk"`` / ``"recurrent"``: force one of the two pure-PyTorch forms.
-* ``"fla"``: flash-linear-attention's Triton ``chunk_kda`` on CUDA tensors; a
-  clear error when it is not importable or the inputs are not on a GPU.
+The names are those of :mod:`kdalib.ops.registry`, plus ``"auto"``: ``fused_recurrent``
+for decoding (one new token per sequence) and ``chunk`` for everything else (prefill,
+training). An operator asked for on a device it does not run on, or for a call that
+needs gradients it does not provide, is a clear error rather than a silent fallback.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
+from kdalib.ops._prepare import needs_grad
 from kdalib.ops._validate import validate_kda_inputs
-from kdalib.ops.chunk import chunk_kda
-from kdalib.ops.recurrent import fused_recurrent_kda
-
-BACKENDS = ("auto", "chunk", "recurrent", "fla")
-
-
-def load_fla_chunk_kda():
-    """Returns flash-linear-attention's Triton ``chunk_kda``, or raises ``RuntimeError`` saying why not."""
-    try:
-        module = importlib.import_module("fla.ops.kda")
-    except ImportError as error:  # fla itself, or triton underneath it
-        raise RuntimeError(
-            f"backend='fla' needs flash-linear-attention (pip install flash-linear-attention) and triton: {error}"
-        ) from error
-    return module.chunk_kda
-
-
-def _is_decode(tokens: int, cu_seqlens: torch.Tensor | None) -> bool:
-    """True when every sequence brings exactly one new token."""
-    if cu_seqlens is None:
-        return tokens == 1
-    return cu_seqlens.numel() - 1 == tokens
+from kdalib.ops.registry import AUTO, auto_operator, get_operator
 
 
 def kda(
@@ -49,34 +26,44 @@ def kda(
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
     cu_seqlens: torch.Tensor | None = None,
-    backend: str = "auto",
+    backend: str = AUTO,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Kimi Delta Attention through the operator that suits the call.
+    """Kimi Delta Attention through the operator named by ``backend``.
 
     Args:
         q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
             cu_seqlens: as in :func:`kdalib.ops.chunk_kda` (shapes ``[B, T, H, K]``,
             ``[B, T, HV, V]``, ``[B, T, HV, K]``, ``[B, T, HV]``, state ``[N, HV, K, V]``).
-        backend: ``"auto"``, ``"chunk"``, ``"recurrent"`` or ``"fla"`` (see the module docstring).
-        chunk_size: chunk length for the chunked form (16, 32 or 64).
+        backend: ``"auto"`` or an operator name of :data:`kdalib.ops.registry.OPERATORS`
+            (``naive``, ``naive_chunk``, ``chunk``, ``fused_recurrent``, ``fla``).
+        chunk_size: chunk length for the chunked operators (16, 32 or 64).
 
     Returns:
         ``(o [B, T, HV, V], final_state [N, HV, K, V] | None)``.
 
     Raises:
         ValueError: on bad inputs or an unknown backend.
-        RuntimeError: for ``backend="fla"`` without flash-linear-attention or without CUDA inputs.
+        RuntimeError: the operator does not run on the inputs' device, has no backward for
+            inputs that require gradients, or its optional dependency is not installed.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend == AUTO:
+        operator = None
+    else:
+        try:
+            operator = get_operator(backend)
+        except ValueError as error:
+            raise ValueError(f"backend: {error}") from None
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
-    common = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
-                  use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, cu_seqlens=cu_seqlens)
-    if backend == "fla":
-        if q.device.type != "cuda":
-            raise RuntimeError(f"backend='fla' runs Triton kernels and needs CUDA tensors, got device {q.device}")
-        return load_fla_chunk_kda()(q, k, v, g, beta, **common)
-    if backend == "recurrent" or (backend == "auto" and _is_decode(shapes.tokens, cu_seqlens)):
-        return fused_recurrent_kda(q, k, v, g, beta, **common)
-    return chunk_kda(q, k, v, g, beta, chunk_size=chunk_size, **common)
+    if operator is None:
+        operator = auto_operator(shapes.tokens, cu_seqlens)
+    if not operator.supports(q.device):
+        raise RuntimeError(f"backend={operator.name!r} ({operator.description}) runs on "
+                           f"{' or '.join(operator.devices)} tensors, got device {q.device}")
+    if not operator.autograd and needs_grad(q, k, v, g, beta, initial_state):
+        raise RuntimeError(f"backend={operator.name!r} has no backward pass; use 'chunk' for inputs that "
+                           f"require gradients, or call it under torch.no_grad()")
+    options = {"chunk_size": chunk_size} if operator.chunked else {}
+    return operator.function(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                             output_final_state=output_final_state,
+                             use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, cu_seqlens=cu_seqlens, **options)

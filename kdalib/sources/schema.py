@@ -5,7 +5,7 @@ the line, the source or claim id and what was expected, so a contributor can fix
 without reading this module. Entries with a usable id are kept (with ``None`` for a
 field that failed) so that later checks still run and one typo is reported once.
 
-The contract itself is documented in DESIGN.md ("sources.yaml") and notes/sources.md.
+The contract itself is documented in notes/sources.md.
 Relations (``conflicts_with``, ``supersedes``, ``superseded_by``, ``evidence``,
 ``reproduced_by``) may be written at the top of a claim or inside a ``notes:`` mapping
 (whose free text then goes under ``notes.text``); both spellings mean the same.

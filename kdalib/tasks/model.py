@@ -1,7 +1,7 @@
 """A tiny language model whose token mixer is kdalib's KDA operator.
 
 One mixer, four members of the lineage, obtained by restricting the gate ``g`` and
-the step size ``beta`` that the KDA operator receives (KDA.md §1):
+the step size ``beta`` that the KDA operator receives (notes/kda.md, section ``kda-recurrence``):
 
 ==================  ==========================  ===========================
 kind                decay ``g`` [B, T, H, K]    step ``beta`` [B, T, H]

@@ -20,7 +20,7 @@ def randomize_kda_weights(module: torch.nn.Module, seed: int = 0) -> None:
     """Weights large enough that every part of the layer matters, and realistic gates.
 
     Projections get std 0.3 instead of ~0.02 so that outputs are O(1); exp(A_log) spans
-    [0.5, 200] as in trained checkpoints (KDA.md §4), so some channels forget almost
+    [0.5, 200] as in trained checkpoints (notes/kda.md, section `kda-gate`), so some channels forget almost
     completely each token and others barely decay.
     """
     generator = torch.Generator().manual_seed(seed)

@@ -1,6 +1,6 @@
 """Execute each notebook in the smoke profile on the CPU, as the book build does, and check its results.
 
-Runs through ``kdalib.notebook_runner.execute_notebook``, so the recorded-result contract (JSON keys,
+Runs through ``kdalib.repro.runner.execute_notebook``, so the recorded-result contract (JSON keys,
 figures, glued values) is exercised end to end. The two slowest notebooks are marked
 ``slow``; every notebook stays under a minute on two cores.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdalib.notebook_runner import execute_notebook
+from kdalib.repro.runner import execute_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 CONTRACT_KEYS = {"notebook", "device", "device_name", "torch", "triton", "python", "commit", "date",
