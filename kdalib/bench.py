@@ -259,7 +259,7 @@ def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
                 continue
             with torch.no_grad():
                 outputs[method] = fn(**problem)[0]
-                seconds = time_call(lambda: fn(**problem), repeats, device)
+                seconds = time_call(lambda fn=fn, problem=problem: fn(**problem), repeats, device)
             rows.append(dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
                              tokens_per_s=shape.batch * shape.tokens / seconds))
             log(f"  {shape.label:<36} {method:<20} {seconds * 1e3:10.2f} ms")

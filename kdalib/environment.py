@@ -61,7 +61,7 @@ def triton_version() -> str | None:
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 to the second (``2026-01-31T12:00:00+00:00``)."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def provenance(device: str) -> dict[str, object]:
@@ -105,7 +105,7 @@ def collect() -> dict[str, str]:
         "commit": git_commit() or "unknown (not a git checkout)",
     }
     facts.update(_torch_facts())
-    facts["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    facts["date"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return facts
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from kdalib import __version__
-from kdalib.cli import build_parser, main
+from kdalib.cli import main
 from kdalib.environment import collect, git_commit
 
 # argv -> (module, function) that the command must run.

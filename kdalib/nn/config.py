@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 
-DTypeLike = Union[torch.dtype, str]
+DTypeLike = torch.dtype | str
 
 _DTYPE_NAMES = {
     "float32": torch.float32,

@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from kdalib import ops
-from kdalib.ops._prepare import compute_dtype
-from kdalib.ops.gate import check_lower_bound
-from kdalib.ops.registry import BACKENDS
 from kdalib.nn.cache import KDACache, KDALayerState
 from kdalib.nn.checkpoint import to_native_state_dict
 from kdalib.nn.conv import short_convolution
 from kdalib.nn.packing import PackedBatch, check_attention_mask, pack, pack_mask, unpack
+from kdalib.ops._prepare import compute_dtype
+from kdalib.ops.gate import check_lower_bound
+from kdalib.ops.registry import BACKENDS
+
 
 class ShortConvolution(nn.Module):
     """Depthwise causal convolution + SiLU over `channels` features (see `kdalib.nn.conv`).

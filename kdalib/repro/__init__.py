@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 DEVICE_ENV = "KDALIB_DEVICE"
 PROFILE_ENV = "KDALIB_PROFILE"
 COLLECT_ENV = "KDALIB_REPRO_COLLECT"

@@ -17,7 +17,7 @@ import pytest
 from kdalib.repro.runner import execute_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-CONTRACT_KEYS = {"notebook", "device", "device_name", "torch", "triton", "python", "commit", "date",
+CONTRACT_KEYS = {"notebook", "device", "device_name", "torch", "triton", "python", "threads", "commit", "date",
                  "wall_time_s", "profile", "values", "figures"}
 
 
@@ -80,12 +80,15 @@ def test_kv_cache_decoding(tmp_path):
 @pytest.mark.slow
 def test_synthetic_recall(tmp_path):
     values = _run("04_synthetic_recall", tmp_path)
-    assert values["runs"] == 4 * 3 * 2
-    assert values["training_steps"] >= 20
+    assert values["runs"] == 4 * 3 * 1
+    assert values["training_steps"] == 120  # fixed in the smoke profile: the same seeded run everywhere
+    assert values["chance_accuracy"] == pytest.approx(1 / 8)
     for kind in ("linear", "deltanet", "gated_deltanet", "kda"):
         for suffix in ("mean", "longest", "most_pairs"):
             assert 0 <= values[f"acc_{kind}_{suffix}"] <= 1
-    assert values["chance_accuracy"] == pytest.approx(1 / 16)
+        # Every model learns: ~0.85-0.97 here, against 0.125 for guessing.
+        assert values[f"acc_{kind}_mean"] > 3 * values["chance_accuracy"], kind
+    assert values["acc_kda_mean"] > 4 * values["chance_accuracy"]
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
