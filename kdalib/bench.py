@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from kdalib.environment import provenance
 from kdalib.ops.chunk import chunk_kda_flops
+from kdalib.ops.dispatch import kda
 from kdalib.ops.registry import OPERATORS
 from kdalib.timing import measure_seconds
 
@@ -202,10 +203,10 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
     if operator not in OPERATORS:
         raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
     try:
-        function = OPERATORS[operator].function
+        _ = OPERATORS[operator].function  # imported now: a missing optional dependency skips the row
     except RuntimeError as error:
         raise MethodUnavailable(str(error)) from error
-    return lambda *args, **kwargs: function(*args, **options, **kwargs)
+    return lambda *args, **kwargs: kda(*args, backend=operator, **options, **kwargs)
 
 
 def _applies(method: str, shape: Shape) -> bool:

@@ -2,8 +2,9 @@
 
 The names are those of :mod:`kdalib.ops.registry`, plus ``"auto"``: ``fused_recurrent``
 for decoding (one new token per sequence) and ``chunk`` for everything else (prefill,
-training). An operator asked for on a device it does not run on, or for a call that
-needs gradients it does not provide, is a clear error rather than a silent fallback.
+training; the chunked form itself runs kdalib's Triton kernels for CUDA inference). An
+operator asked for where it cannot run (its device, dtype or size limits, or a call that
+needs gradients it does not provide) is a clear error rather than a silent fallback.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def kda(
             cu_seqlens: as in :func:`kdalib.ops.chunk_kda` (shapes ``[B, T, H, K]``,
             ``[B, T, HV, V]``, ``[B, T, HV, K]``, ``[B, T, HV]``, state ``[N, HV, K, V]``).
         backend: ``"auto"`` or an operator name of :data:`kdalib.ops.registry.OPERATORS`
-            (``naive``, ``naive_chunk``, ``chunk``, ``fused_recurrent``, ``fla``).
+            (``naive``, ``naive_chunk``, ``chunk``, ``fused_recurrent``, ``triton``, ``fla``, ...).
         chunk_size: chunk length for the chunked operators (16, 32 or 64).
 
     Returns:
@@ -44,8 +45,8 @@ def kda(
 
     Raises:
         ValueError: on bad inputs or an unknown backend.
-        RuntimeError: the operator does not run on the inputs' device, has no backward for
-            inputs that require gradients, or its optional dependency is not installed.
+        RuntimeError: the operator cannot run on these inputs (device, dtype, size), has no
+            backward for inputs that require gradients, or its optional dependency is not installed.
     """
     if backend == AUTO:
         operator = None
@@ -57,13 +58,14 @@ def kda(
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
     if operator is None:
         operator = auto_operator(shapes.tokens, cu_seqlens)
-    if not operator.supports(q.device):
-        raise RuntimeError(f"backend={operator.name!r} ({operator.description}) runs on "
-                           f"{' or '.join(operator.devices)} tensors, got device {q.device}")
-    if not operator.autograd and needs_grad(q, k, v, g, beta, initial_state):
-        raise RuntimeError(f"backend={operator.name!r} has no backward pass; use 'chunk' for inputs that "
-                           f"require gradients, or call it under torch.no_grad()")
+    reason = operator.unavailable_reason(q, k, v, g, beta, initial_state)
+    if reason is None and not operator.autograd and needs_grad(q, k, v, g, beta, initial_state):
+        reason = ("it computes no gradients; use backend='chunk' for inputs that require them, "
+                  "or call it under torch.no_grad()")
+    if reason is not None:
+        raise RuntimeError(f"backend={operator.name!r} ({operator.description}): {reason}")
     options = {"chunk_size": chunk_size} if operator.chunked else {}
+    scale = shapes.key_dim ** -0.5 if scale is None else scale
     return operator.function(q, k, v, g, beta, scale=scale, initial_state=initial_state,
                              output_final_state=output_final_state,
                              use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, cu_seqlens=cu_seqlens, **options)

@@ -4,11 +4,11 @@ Every place that chooses an operator by name reads this table: :func:`kdalib.ops
 (``backend=``), the layer's ``mode`` (:class:`kdalib.nn.KimiDeltaAttention`), ``kdalib bench``
 and the tests. A new operator is one more :class:`Operator` entry in :data:`OPERATORS`.
 
-Every operator takes ``(q, k, v, g, beta, scale=None, initial_state=None,
-output_final_state=False, use_qk_l2norm_in_kernel=False, cu_seqlens=None)`` (plus
-``chunk_size=`` when ``chunked``) and returns ``(o, final_state)``. Functions are loaded
-on first use, so an optional dependency (flash-linear-attention, triton) is imported only
-when its operator is asked for.
+Every operator takes ``(q, k, v, g, beta, scale, initial_state=None, output_final_state=False,
+use_qk_l2norm_in_kernel=False, cu_seqlens=None)`` (plus ``chunk_size=`` when ``chunked``) and
+returns ``(o, final_state)``; :func:`kdalib.ops.kda` validates the inputs and always passes a
+number for ``scale`` (``K ** -0.5`` by default). Functions are loaded on first use, so an optional
+dependency (flash-linear-attention, triton) is imported only when its operator is asked for.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class Operator:
         chunked: True when it takes ``chunk_size=``.
         description: one line for tables and error messages.
         requirement: what to install when the import fails (empty for kdalib's own forms).
+        check: ``"module:function"`` of ``(q, k, v, g, beta, initial_state) -> str | None``, saying why
+            the operator cannot serve these tensors (None when it can); it replaces the ``devices``
+            test for operators with more conditions (dtype, sizes, Triton's CPU interpreter).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Operator:
     chunked: bool
     description: str
     requirement: str = ""
+    check: str = ""
 
     @property
     def function(self) -> Callable:
@@ -51,16 +55,27 @@ class Operator:
         Raises:
             RuntimeError: the module cannot be imported (names what to install).
         """
-        module_name, function_name = self.target.split(":")
+        return self._load(self.target)
+
+    def supports(self, device: torch.device | str) -> bool:
+        """True when this operator runs natively on tensors of ``device``."""
+        return torch.device(device).type in self.devices
+
+    def unavailable_reason(self, q, k, v, g, beta, initial_state=None) -> str | None:
+        """Why this operator cannot run on these tensors, or None when it can (gradients aside)."""
+        if self.check:
+            return self._load(self.check)(q, k, v, g, beta, initial_state)
+        if not self.supports(q.device):
+            return f"runs on {' or '.join(self.devices)} tensors, got device {q.device}"
+        return None
+
+    def _load(self, target: str) -> Callable:
+        module_name, function_name = target.split(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
             raise RuntimeError(f"operator {self.name!r} needs {self.requirement or module_name}: {error}") from error
         return getattr(module, function_name)
-
-    def supports(self, device: torch.device | str) -> bool:
-        """True when this operator runs on tensors of ``device``."""
-        return torch.device(device).type in self.devices
 
 
 OPERATORS: dict[str, Operator] = {
@@ -74,6 +89,9 @@ OPERATORS: dict[str, Operator] = {
                  description="chunkwise-parallel pure PyTorch: prefill and training"),
         Operator("fused_recurrent", "kdalib.ops.recurrent:fused_recurrent_kda", ("cpu", "cuda"), autograd=True,
                  chunked=False, description="token by token from a cached state: decoding (a Triton kernel on CUDA)"),
+        Operator("triton", "kdalib.ops.triton:triton_chunk_kda", ("cuda",), autograd=False, chunked=False,
+                 description="kdalib's Triton chunked forward: prefill and inference",
+                 requirement="triton", check="kdalib.ops.chunk:triton_chunk_unavailable_reason"),
         Operator("fla", "fla.ops.kda:chunk_kda", ("cuda",), autograd=True, chunked=False,
                  description="flash-linear-attention's Triton chunk_kda",
                  requirement="flash-linear-attention (pip install flash-linear-attention) and triton"),

@@ -117,7 +117,7 @@ def test_dispatcher_rejects_unknown_backend_and_cuda_only_operators_on_the_cpu()
         kda(**inputs, backend="no-such-operator")
     for name, operator in REGISTRY.items():
         if not operator.supports("cpu"):
-            with pytest.raises(RuntimeError, match=f"backend='{name}'.*runs on cuda"):
+            with pytest.raises(RuntimeError, match=f"backend={name!r}"):
                 kda(**inputs, backend=name)
 
 
@@ -129,7 +129,7 @@ def test_dispatcher_refuses_gradients_through_an_inference_only_operator(monkeyp
     inference_only = dataclasses.replace(registry.OPERATORS["chunk"], name="chunk", autograd=False)
     monkeypatch.setitem(registry.OPERATORS, "chunk", inference_only)
     inputs = {name: t.requires_grad_(True) for name, t in make_inputs(tokens=4).items()}
-    with pytest.raises(RuntimeError, match="no backward pass"):
+    with pytest.raises(RuntimeError, match="computes no gradients"):
         kda(**inputs, backend="chunk")
     with torch.no_grad():
         o, _ = kda(**inputs, backend="chunk")
