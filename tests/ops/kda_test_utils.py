@@ -1,4 +1,4 @@
-"""Shared helpers for the kdalib.ops tests: random KDA problems and the error metric."""
+"""What the kdalib.ops tests share: random KDA problems, the registry operators that run on the CPU, the error metric."""
 
 from __future__ import annotations
 
