@@ -1,7 +1,7 @@
 """The book's pages as kdalib.sources reads them: where they are, and which of their lines are prose.
 
-* :func:`page_files` and :func:`note_files`: the book's folder layout (``notes/`` and
-  ``notebooks/``, recorded results and checkpoints left out).
+* :func:`page_files`: the book's folder layout (``notes/`` and ``notebooks/``, recorded
+  results and checkpoints left out).
 * :func:`markdown_blocks`: the markdown of a page (a ``.md`` file, or each markdown cell of a notebook).
 * :func:`prose_lines` and :func:`mask_inline`: the MyST scanner that tells prose from front matter,
   code, math, directive options, comments and inline markup.
@@ -76,12 +76,6 @@ def markdown_blocks(path: Path) -> Iterable[tuple[int, str, str]]:
             source = cell.get("source", "")
             blocks.append((0, f"cell {index}", "".join(source) if isinstance(source, list) else str(source)))
     return blocks
-
-
-def note_files(root: Path) -> list[Path]:
-    """The MyST pages of the book's text: ``notes/**/*.md`` under ``root``."""
-    notes = root / "notes"
-    return sorted(notes.rglob("*.md")) if notes.is_dir() else []
 
 
 # ---- which lines are prose -------------------------------------------------------------
