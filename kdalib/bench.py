@@ -104,7 +104,16 @@ SUITES = {
 
 def known_methods() -> tuple[str, ...]:
     """Every method name a suite may list."""
-    return (*OPERATORS, *VARIANTS, *COMPARISONS)
+    return tuple(method_descriptions())
+
+
+def method_descriptions() -> dict[str, str]:
+    """Method name -> one line: the registry's operators, their variants, then the comparisons."""
+    lines = {name: f"[{', '.join(op.devices)}] {op.description}" for name, op in OPERATORS.items()}
+    lines.update({name: f"{operator} with {options}" for name, (operator, options) in VARIANTS.items()})
+    lines["peer"] = "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)"
+    lines["sdpa_flash"] = "PyTorch's flash SDPA causal attention at the same shapes (CUDA)"
+    return lines
 
 
 # ----------------------------------------------------------------------------- peer
@@ -323,6 +332,9 @@ def cmd_bench(args) -> int:
         for name, suite in SUITES.items():
             print(f"{name:<12} [{suite.device}] {suite.description}")
         print("default      'gpu' when the device is cuda, else 'cpu'")
+        print("\nmethods:")
+        for name, description in method_descriptions().items():
+            print(f"{name:<20} {description}")
         return 0
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():

@@ -106,6 +106,7 @@ def test_list_and_bad_arguments(capsys, tmp_path):
     assert bench.cmd_bench(_args(list=True)) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("cpu", "cpu-quick", "gpu", "tiny"))
+    assert all(f"\n{method} " in listed for method in bench.known_methods())
     assert bench.cmd_bench(_args(suite="nope")) == 2
     assert bench.cmd_bench(_args(repeats=0)) == 2
     assert bench.cmd_bench(_args(threads=0)) == 2

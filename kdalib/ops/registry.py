@@ -86,7 +86,7 @@ OPERATORS: dict[str, Operator] = {
         Operator("naive_chunk", "kdalib.ops.naive:naive_chunk_kda", ("cpu", "cuda"), autograd=True, chunked=True,
                  description="the chunkwise algorithm written step by step as in the derivation (readable, slow)"),
         Operator("chunk", "kdalib.ops.chunk:chunk_kda", ("cpu", "cuda"), autograd=True, chunked=True,
-                 description="chunkwise-parallel pure PyTorch: prefill and training"),
+                 description="chunkwise-parallel PyTorch, prefill and training (16-bit CUDA inference: Triton)"),
         Operator("fused_recurrent", "kdalib.ops.recurrent:fused_recurrent_kda", ("cpu", "cuda"), autograd=True,
                  chunked=False, description="token by token from a cached state: decoding (a Triton kernel on CUDA)"),
         Operator("triton", "kdalib.ops.triton:triton_chunk_kda", ("cuda",), autograd=False, chunked=False,
