@@ -41,8 +41,11 @@ TARGETS = {
 VARIANTS = {"chunk-c32": ("chunk", {"chunk_size": 32})}
 # Chunk size of each chunked method, for the FLOP count of the matmul floor.
 CHUNK_SIZES = {"chunk": 64, "chunk-c32": 32}
-# Methods that are not KDA operators.
-COMPARISONS = ("peer", "sdpa_flash")
+# Methods that are not KDA operators: name -> what it is.
+COMPARISONS = {
+    "peer": "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)",
+    "sdpa_flash": "PyTorch's flash SDPA causal attention at the same shapes (CUDA)",
+}
 # Methods timed on decode rows (one new token per sequence from a cached state).
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 
@@ -111,9 +114,7 @@ def method_descriptions() -> dict[str, str]:
     """Method name -> one line: the registry's operators, their variants, then the comparisons."""
     lines = {name: f"[{', '.join(op.devices)}] {op.description}" for name, op in OPERATORS.items()}
     lines.update({name: f"{operator} with {options}" for name, (operator, options) in VARIANTS.items()})
-    lines["peer"] = "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)"
-    lines["sdpa_flash"] = "PyTorch's flash SDPA causal attention at the same shapes (CUDA)"
-    return lines
+    return lines | COMPARISONS
 
 
 # ----------------------------------------------------------------------------- peer
