@@ -1,49 +1,57 @@
 """``kdalib bench``: time the KDA operators side by side, print a table, write JSON.
 
-CPU suites compare our token loop, chunked form and decode loop with the CPU path of
-flash-linear-attention (its pure-PyTorch ``naive_recurrent_kda``, loaded from the file
-by path because importing the ``fla`` package needs triton). Every row also shows the
-*matmul floor*: the chunked form's FLOP count at the rate of one large ``torch.matmul``
-measured in the same run. The GPU suite times the chunked form in float32 and bfloat16,
-flash-linear-attention's Triton kernel when it is importable, decode steps, and
-PyTorch's flash SDPA causal attention at the same shapes, with CUDA events.
+A row's *method* is an operator of :mod:`kdalib.ops.registry` (``naive``, ``chunk``,
+``fused_recurrent``, ``fla``, ...), a variant of one (``chunk-c32``: ``chunk`` at C = 32),
+or one of two comparisons that are not KDA operators: ``peer``, the CPU path of
+flash-linear-attention (its pure-PyTorch ``naive_recurrent_kda``, loaded from the file by
+path because importing the ``fla`` package needs triton), and ``sdpa_flash``, PyTorch's
+flash SDPA causal attention at the same shapes. Every chunked row also shows the *matmul
+floor*: the chunked form's FLOP count at the rate of one large ``torch.matmul`` measured
+in the same run. The arguments are parsed in :mod:`kdalib.cli`.
 """
 
 from __future__ import annotations
 
-import datetime
-import importlib
 import importlib.util
 import json
-import platform
 import sys
-import tempfile
-import time
+import types
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from kdalib.environment import cpu_name, git_commit
-from kdalib.ops.chunk import chunk_kda, chunk_kda_flops
-from kdalib.ops.naive import naive_recurrent_kda
-from kdalib.ops.recurrent import fused_recurrent_kda
+from kdalib.environment import provenance
+from kdalib.ops.chunk import chunk_kda_flops
+from kdalib.ops.dispatch import kda
+from kdalib.ops.registry import OPERATORS
+from kdalib.timing import measure_seconds
 
 PEER_FILE = Path("fla", "ops", "kda", "naive.py")
-TARGETS = {  # (suite row label, minimum chunk speed-up over the peer) from the issue
+# Speed-up of the chunked form over the peer that the CPU suite is held to: (row label, minimum).
+TARGETS = {
     "B1-T8192-H4-K64-V64-float32": 10.0,
     "B1-T2048-H32-K128-V128-float32": 3.0,
 }
 
-
+# Methods that run a registry operator with fixed options: name -> (operator, options).
+VARIANTS = {"chunk-c32": ("chunk", {"chunk_size": 32})}
+# Chunk size of each chunked method, for the FLOP count of the matmul floor.
 CHUNK_SIZES = {"chunk": 64, "chunk-c32": 32}
+# Methods that are not KDA operators: name -> what it is.
+COMPARISONS = {
+    "peer": "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)",
+    "sdpa_flash": "PyTorch's flash SDPA causal attention at the same shapes (CUDA)",
+}
+# Methods timed on decode rows (one new token per sequence from a cached state).
+DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 
 
-class PeerUnavailable(RuntimeError):
-    """flash-linear-attention's reference file could not be found or loaded."""
+class MethodUnavailable(RuntimeError):
+    """flash-linear-attention's reference file, or an optional operator, could not be loaded."""
 
 
 @dataclass(frozen=True)
@@ -93,58 +101,69 @@ SUITES = {
                  _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
                  + _grid((2048, 8192, 32768), 32, 128, "float32")
                  + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
-                 ("chunk", "fla_chunk", "sdpa_flash", "fused_recurrent", "fla_fused_recurrent")),
+                 ("chunk", "fla", "sdpa_flash", "fused_recurrent", "fla_fused_recurrent")),
 }
+
+
+def known_methods() -> tuple[str, ...]:
+    """Every method name a suite may list."""
+    return tuple(method_descriptions())
+
+
+def method_descriptions() -> dict[str, str]:
+    """Method name -> one line: the registry's operators, their variants, then the comparisons."""
+    lines = {name: f"[{', '.join(op.devices)}] {op.description}" for name, op in OPERATORS.items()}
+    lines.update({name: f"{operator} with {options}" for name, (operator, options) in VARIANTS.items()})
+    return lines | COMPARISONS
 
 
 # ----------------------------------------------------------------------------- peer
 
 
-def _load_module_from_file(path: Path, name: str = "fla_ops_kda_naive"):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+def _module_from_source(source: str, origin: str, name: str = "fla_ops_kda_naive") -> types.ModuleType:
+    """Executes a Python file's text as a module (nothing is written to disk)."""
+    module = types.ModuleType(name)
+    module.__file__ = origin
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, origin, "exec"), module.__dict__)
     except ImportError as error:  # the file imports einops at the top
-        raise PeerUnavailable(f"{path}: {error} (pip install einops)") from error
+        raise MethodUnavailable(f"{origin}: {error} (pip install einops)") from error
     return module
 
 
-def find_peer_file(fla_path: str | None) -> Path:
-    """Locates ``fla/ops/kda/naive.py`` in a source tree, a wheel, or an installed ``fla``.
+def read_peer_source(fla_path: str | None) -> tuple[str, str]:
+    """The text of ``fla/ops/kda/naive.py`` and where it came from.
 
     Args:
-        fla_path: an unpacked tree (containing ``fla/`` or being it), a ``.whl`` file, or
-            None to look for an installed ``fla`` without importing it.
+        fla_path: an unpacked tree (containing ``fla/`` or being it), a ``.whl`` file (read
+            in place), or None to look for an installed ``fla`` without importing it.
 
     Raises:
-        PeerUnavailable: saying where it looked.
+        MethodUnavailable: saying where it looked.
     """
     if fla_path is None:
         spec = importlib.util.find_spec("fla")
         if spec is None or not spec.submodule_search_locations:
-            raise PeerUnavailable("no installed 'fla' package; pass --fla-path (a fla-core wheel or source tree)")
+            raise MethodUnavailable("no installed 'fla' package; pass --fla-path (a fla-core wheel or source tree)")
         candidates = [Path(p).parent / PEER_FILE for p in spec.submodule_search_locations]
     else:
         root = Path(fla_path)
         if root.is_file() and root.suffix == ".whl":
+            member = PEER_FILE.as_posix()
             with zipfile.ZipFile(root) as wheel:
-                member = PEER_FILE.as_posix()
                 if member not in wheel.namelist():
-                    raise PeerUnavailable(f"--fla-path {root}: the wheel has no {member}")
-                target = Path(tempfile.mkdtemp(prefix="kdalib-fla-")) / "naive.py"
-                target.write_bytes(wheel.read(member))
-                return target
+                    raise MethodUnavailable(f"--fla-path {root}: the wheel has no {member}")
+                return wheel.read(member).decode("utf-8"), f"{root}!{member}"
         candidates = [root / PEER_FILE, root / Path(*PEER_FILE.parts[1:])]
     for candidate in candidates:
         if candidate.is_file():
-            return candidate
-    raise PeerUnavailable(f"no {PEER_FILE.as_posix()} under {', '.join(str(c.parent) for c in candidates)}")
+            return candidate.read_text(encoding="utf-8"), str(candidate)
+    raise MethodUnavailable(f"no {PEER_FILE.as_posix()} under {', '.join(str(c.parent) for c in candidates)}")
 
 
 def load_peer(fla_path: str | None) -> Callable:
     """flash-linear-attention's pure-PyTorch ``naive_recurrent_kda``, loaded by path."""
-    return _load_module_from_file(find_peer_file(fla_path)).naive_recurrent_kda
+    return _module_from_source(*read_peer_source(fla_path)).naive_recurrent_kda
 
 
 # ----------------------------------------------------------------------------- inputs and methods
@@ -177,66 +196,45 @@ def _sdpa_flash(q, k, v, **_):
                                               is_causal=True), None
 
 
-def _fla(name: str) -> Callable:
-    try:
-        return getattr(importlib.import_module("fla.ops.kda"), name)
-    except ImportError as error:
-        raise PeerUnavailable(f"flash-linear-attention (Triton) is not importable: {error}") from error
-
-
 def resolve_method(name: str, peer: Callable | None) -> Callable:
-    """The callable behind a method name; raises PeerUnavailable for missing optional peers."""
+    """The callable behind a method name.
+
+    Raises:
+        MethodUnavailable: the peer is not loaded, or an optional operator cannot be imported.
+        ValueError: for an unknown name.
+    """
     if name == "peer":
         if peer is None:
-            raise PeerUnavailable("peer not loaded")
+            raise MethodUnavailable("peer not loaded")
         return lambda q, k, v, g, beta, **kw: peer(q, k, v, g, beta, **kw)
-    table = {"naive": naive_recurrent_kda, "chunk": chunk_kda, "fused_recurrent": fused_recurrent_kda,
-             "sdpa_flash": _sdpa_flash, "chunk-c32": lambda *a, **kw: chunk_kda(*a, chunk_size=32, **kw)}
-    if name in table:
-        return table[name]
-    if name == "fla_chunk":
-        return _fla("chunk_kda")
-    if name == "fla_fused_recurrent":
-        return _fla("fused_recurrent_kda")
-    known = sorted([*table, "peer", "fla_chunk", "fla_fused_recurrent"])
-    raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known)}")
+    if name == "sdpa_flash":
+        return _sdpa_flash
+    operator, options = VARIANTS.get(name, (name, {}))
+    if operator not in OPERATORS:
+        raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
+    try:
+        _ = OPERATORS[operator].function  # imported now: a missing optional dependency skips the row
+    except RuntimeError as error:
+        raise MethodUnavailable(str(error)) from error
+    return lambda *args, **kwargs: kda(*args, backend=operator, **options, **kwargs)
 
 
 def _applies(method: str, shape: Shape) -> bool:
+    """Decode rows time the decoding operators; prefill rows time the rest, with the token-by-token
+    form in float32 only and the Triton/flash comparisons in half precision only."""
     if shape.decode:
-        return method in ("fused_recurrent", "fla_fused_recurrent")
-    if method in ("fla_fused_recurrent",) or (method == "fused_recurrent" and shape.dtype != "float32"):
-        return False
-    return not (method in ("sdpa_flash", "fla_chunk") and shape.dtype == "float32")
+        return method in DECODE_METHODS
+    if method in DECODE_METHODS:
+        return method == "fused_recurrent" and shape.dtype == "float32"
+    return not (method in ("sdpa_flash", "fla") and shape.dtype == "float32")
 
 
 # ----------------------------------------------------------------------------- timing
 
 
 def time_call(fn: Callable[[], object], repeats: int, device: str) -> float:
-    """Best wall time of ``fn`` in seconds; the first call is a warm-up unless it is slow (> 2 s)."""
-    if device == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        fn()
-        samples = []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
-        return min(samples)
-    begin = time.perf_counter()
-    fn()
-    first = time.perf_counter() - begin
-    if first > 2.0:
-        return first
-    samples = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - begin)
-    return min(samples)
+    """Best time of ``fn`` in seconds after one warm-up call; a warm-up slower than 2 s is the result."""
+    return measure_seconds(fn, repeats=repeats, warmup=1, device=device, slow_seconds=2.0)
 
 
 def matmul_rate(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
@@ -267,12 +265,12 @@ def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
                 continue
             try:
                 fn = resolve_method(method, peer)
-            except PeerUnavailable as error:
+            except MethodUnavailable as error:
                 log(f"  {shape.label} {method}: skipped ({error})")
                 continue
             with torch.no_grad():
                 outputs[method] = fn(**problem)[0]
-                seconds = time_call(lambda: fn(**problem), repeats, device)
+                seconds = time_call(lambda fn=fn, problem=problem: fn(**problem), repeats, device)
             rows.append(dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
                              tokens_per_s=shape.batch * shape.tokens / seconds))
             log(f"  {shape.label:<36} {method:<20} {seconds * 1e3:10.2f} ms")
@@ -329,20 +327,15 @@ def check_targets(result: dict) -> list[str]:
     return lines
 
 
-def environment(device: str) -> dict:
-    """Provenance recorded with every result."""
-    name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
-    return dict(device=device, device_name=name, torch=torch.__version__, python=platform.python_version(),
-                threads=torch.get_num_threads(), git_commit=git_commit() or "unknown",
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-
-
 def cmd_bench(args) -> int:
-    """Handler of ``kdalib bench`` (arguments in kdalib/cli.py). Exit 0, or 2 on unusable input."""
+    """Handler of ``kdalib bench`` (arguments parsed in :mod:`kdalib.cli`). Exit 0, or 2 on unusable input."""
     if args.list:
         for name, suite in SUITES.items():
             print(f"{name:<12} [{suite.device}] {suite.description}")
         print("default      'gpu' when the device is cuda, else 'cpu'")
+        print("\nmethods:")
+        for name, description in method_descriptions().items():
+            print(f"{name:<20} {description}")
         return 0
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -369,13 +362,13 @@ def cmd_bench(args) -> int:
     if "peer" in suite.methods:
         try:
             peer = load_peer(args.fla_path)
-        except PeerUnavailable as error:
+        except MethodUnavailable as error:
             if args.fla_path is not None:
                 print(f"kdalib bench: {error}", file=sys.stderr)
                 return 2
             print(f"kdalib bench: peer unavailable, its rows are skipped: {error}", file=sys.stderr)
     print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}, {torch.get_num_threads()} CPU threads")
-    result = dict(environment(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
+    result = dict(provenance(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
     print(format_table(result))
     for line in check_targets(result):
         print(line)
