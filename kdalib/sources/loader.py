@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 
 from kdalib.sources.model import Document, file_location
+from kdalib.sources.schema import build_document
 
 
 class LoadError(Exception):
@@ -150,16 +151,12 @@ def load_document(path: str | Path) -> Document:
     Raises:
         LoadError: when the file cannot be used at all.
     """
-    from kdalib.sources.schema import build_document
-
     path = Path(path)
     return build_document(parse_yaml_text(_read_text(path), path), path)
 
 
 def load_text(text: str, path: str | Path = "sources.yaml") -> Document:
     """Like :func:`load_document`, for text already in memory (tests, the fuzzer)."""
-    from kdalib.sources.schema import build_document
-
     return build_document(parse_yaml_text(text, path), Path(path))
 
 
@@ -198,32 +195,6 @@ def _load(yaml: YAML, text: str, path: str | Path) -> Any:
 def _clip(text: str, limit: int = 200) -> str:
     """``text`` cut to ``limit`` characters: messages never carry an unbounded value."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def key_line(mapping: Any, key: str, default: int = 0) -> int:
-    """1-based line of ``key`` in a ruamel mapping (``default`` when unknown)."""
-    try:
-        return mapping.lc.key(key)[0] + 1
-    except (AttributeError, KeyError, TypeError):
-        return default
-
-
-def item_line(sequence: Any, index: int, default: int = 0) -> int:
-    """1-based line of item ``index`` of a ruamel sequence (``default`` when unknown)."""
-    try:
-        if isinstance(sequence, CommentedSeq):
-            return sequence.lc.item(index)[0] + 1
-    except (AttributeError, KeyError, TypeError, IndexError):
-        pass
-    return default
-
-
-def node_line(node: Any, default: int = 0) -> int:
-    """1-based line where a ruamel mapping or sequence starts."""
-    try:
-        return node.lc.line + 1
-    except AttributeError:
-        return default
 
 
 def _kind(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdalib.ops import chunk_kda, fused_recurrent_kda, kda, naive_recurrent_kda
+from kdalib.ops import chunk_kda, fused_recurrent_kda, kda, naive_chunk_kda, naive_recurrent_kda
 
 
 def _inputs(T=24, H=2, K=8, V=8, seed=0):
@@ -21,6 +21,7 @@ def _inputs(T=24, H=2, K=8, V=8, seed=0):
 def _forms():
     return {
         "naive": lambda *a, **kw: naive_recurrent_kda(*a, **kw),
+        "naive_chunk": lambda *a, **kw: naive_chunk_kda(*a, chunk_size=16, **kw),
         "chunk": lambda *a, **kw: chunk_kda(*a, chunk_size=16, **kw),
         "recurrent": lambda *a, **kw: fused_recurrent_kda(*a, **kw),
         "kda": lambda *a, **kw: kda(*a, chunk_size=16, **kw),

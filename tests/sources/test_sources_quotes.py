@@ -6,9 +6,9 @@ import string
 import time
 
 import pytest
-from sources_fixtures import REPORT
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sources_fixtures import REPORT
 
 from kdalib.sources import quotes
 from kdalib.sources.quotes import (
