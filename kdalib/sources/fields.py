@@ -47,7 +47,7 @@ def parse_past_date(value: Any) -> dt.date:
     """A date that is not in the future (a day of slack for time zones): when a source was
     published or a claim or link was checked."""
     date = parse_date(value)
-    latest = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    latest = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     if date > latest:
         raise ValueError(f"{date} is in the future")
     return date

@@ -326,7 +326,7 @@ class SafeClient:
                 sock.settimeout(min(self.policy.read_timeout, remaining))
             try:
                 chunk = response.read1(65536)
-            except (ReadTimeoutError, socket.timeout):
+            except (TimeoutError, ReadTimeoutError):
                 deadline.remaining(url)
                 raise FetchError(url, "timeout", "reading the body failed: no data within the read timeout") from None
             except (Urllib3Error, OSError) as err:

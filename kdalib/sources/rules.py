@@ -9,7 +9,6 @@ side effects, so the CLI, the tests and the book extension all run the same rule
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field

@@ -20,11 +20,11 @@ from typing import Any
 
 from kdalib.sources.fields import (
     parse_bool,
-    parse_past_date,
     parse_display,
     parse_enum,
     parse_id_list,
     parse_number,
+    parse_past_date,
     parse_pattern,
     parse_sha,
     parse_shots,

@@ -94,8 +94,11 @@ def split_url(url: str) -> UrlParts:
     bad = _FORBIDDEN_ANYWHERE.search(url)
     if bad:
         what = "a backslash" if bad.group() == "\\" else f"the character {bad.group()!r}"
-        raise UrlError(url, f"the URL contains {what} at position {bad.start()}; "
-                            "HTTP libraries read such URLs differently (percent-encode it in the path)")
+        raise UrlError(
+            url,
+            f"the URL contains {what} at position {bad.start()}; "
+            "HTTP libraries read such URLs differently (percent-encode it in the path)",
+        )
     try:
         parts = urlsplit(url)
     except ValueError as err:
@@ -103,7 +106,7 @@ def split_url(url: str) -> UrlParts:
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise UrlError(url, f"scheme {parts.scheme or '(none)'!r} is not allowed (only http, https)")
-    if not url[len(parts.scheme) + 1:].startswith("//"):
+    if not url[len(parts.scheme) + 1 :].startswith("//"):
         raise UrlError(url, "expected '//' after the scheme")
     authority = parts.netloc
     if "@" in authority:

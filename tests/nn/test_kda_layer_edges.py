@@ -15,14 +15,17 @@ def layer():
     return KimiDeltaAttention(16, 2, 8)
 
 
-@pytest.mark.parametrize("cu_seqlens, words", [
-    (torch.tensor([0, 3, 9]), "expected to end at T = 6"),
-    (torch.tensor([0, 4, 3, 6]), "strictly increasing"),
-    (torch.tensor([[0, 3, 6]]), "expected shape [N + 1]"),
-    (torch.tensor([1, 3, 6]), "expected to start at 0"),
-    (torch.tensor([0.0, 3.0, 6.0]), "integer tensor"),
-    (torch.tensor([0, 3, 6], device="meta"), "expected device cpu"),
-])
+@pytest.mark.parametrize(
+    "cu_seqlens, words",
+    [
+        (torch.tensor([0, 3, 9]), "expected to end at T = 6"),
+        (torch.tensor([0, 4, 3, 6]), "strictly increasing"),
+        (torch.tensor([[0, 3, 6]]), "expected shape [N + 1]"),
+        (torch.tensor([1, 3, 6]), "expected to start at 0"),
+        (torch.tensor([0.0, 3.0, 6.0]), "integer tensor"),
+        (torch.tensor([0, 3, 6], device="meta"), "expected device cpu"),
+    ],
+)
 def test_layer_checks_cu_seqlens_before_using_it(layer, cu_seqlens, words):
     with pytest.raises(ValueError, match="cu_seqlens") as info:
         layer(torch.randn(1, 6, 16), cu_seqlens=cu_seqlens)
@@ -36,8 +39,13 @@ def test_layer_refuses_empty_batches(layer, shape):
 
 
 def _inputs(B=1, T=4, H=2, K=8, V=8):
-    return torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V), -torch.rand(B, T, H, K), \
-        torch.rand(B, T, H)
+    return (
+        torch.randn(B, T, H, K),
+        torch.randn(B, T, H, K),
+        torch.randn(B, T, H, V),
+        -torch.rand(B, T, H, K),
+        torch.rand(B, T, H),
+    )
 
 
 @pytest.mark.parametrize("op", [chunk_kda, naive_recurrent_kda, fused_recurrent_kda, kda])

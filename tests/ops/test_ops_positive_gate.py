@@ -32,8 +32,9 @@ def _forms():
 def test_every_form_treats_positive_g_as_zero(positive):
     q, k, v, g, beta = _inputs()
     g[:, 5:, :, :3] = positive  # a run of positive decays on some channels
-    expected, expected_state = naive_recurrent_kda(q, k, v, g.clamp(max=0.0), beta, output_final_state=True,
-                                                   use_qk_l2norm_in_kernel=True)
+    expected, expected_state = naive_recurrent_kda(
+        q, k, v, g.clamp(max=0.0), beta, output_final_state=True, use_qk_l2norm_in_kernel=True
+    )
     for name, form in _forms().items():
         out, state = form(q, k, v, g, beta, output_final_state=True, use_qk_l2norm_in_kernel=True)
         assert torch.isfinite(out).all() and torch.isfinite(state).all(), name
@@ -50,8 +51,16 @@ def test_kda_prefill_and_token_by_token_decoding_agree_with_positive_g():
     state, outputs = None, []
     for t in range(q.shape[1]):
         step = slice(t, t + 1)
-        o, state = kda(q[:, step], k[:, step], v[:, step], g[:, step], beta[:, step],
-                       initial_state=state, output_final_state=True, use_qk_l2norm_in_kernel=True)
+        o, state = kda(
+            q[:, step],
+            k[:, step],
+            v[:, step],
+            g[:, step],
+            beta[:, step],
+            initial_state=state,
+            output_final_state=True,
+            use_qk_l2norm_in_kernel=True,
+        )
         outputs.append(o)
     torch.testing.assert_close(torch.cat(outputs, dim=1), prefill, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(state, prefill_state, rtol=1e-9, atol=1e-9)
@@ -74,8 +83,7 @@ def test_the_triton_decoding_kernel_clamps_too():
     q, k, v, g, beta = (x.float().to(device) for x in _inputs(T=6, H=1, K=16, V=16))
     g[:, 2:, :, :4] = float("inf")
     g[:, 4, :, 4:8] = 2.0
-    expected, expected_state = naive_recurrent_kda(q, k, v, g.clamp(max=0.0), beta, scale=0.25,
-                                                   output_final_state=True)
+    expected, expected_state = naive_recurrent_kda(q, k, v, g.clamp(max=0.0), beta, scale=0.25, output_final_state=True)
     out, state = triton_fused_recurrent_kda(q, k, v, g, beta, 0.25, None, True)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)

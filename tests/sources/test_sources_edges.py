@@ -36,11 +36,14 @@ def test_an_alias_bomb_is_refused_at_once_with_its_line(ws, capsys):
     assert code == 2 and f"{ws.sources_path}:1: YAML error: YAML anchor &a is not allowed" in err
 
 
-@pytest.mark.parametrize("text, words", [
-    ("sources: []\nclaims:\n  - &c {id: m.a}\n", "anchor &c"),
-    ("x: 1\nsources: []\nclaims: [*x]\n", "alias *x"),
-    ("base: &b {subject: M}\nsources: []\nclaims:\n  - <<: *b\n    id: m.a\n", "anchor &b"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("sources: []\nclaims:\n  - &c {id: m.a}\n", "anchor &c"),
+        ("x: 1\nsources: []\nclaims: [*x]\n", "alias *x"),
+        ("base: &b {subject: M}\nsources: []\nclaims:\n  - <<: *b\n    id: m.a\n", "anchor &b"),
+    ],
+)
 def test_anchors_and_aliases_are_load_errors(text, words):
     with pytest.raises(LoadError) as info:
         load_text(text)
@@ -134,9 +137,11 @@ def test_verify_json_is_written_for_a_clean_run(ws, capsys, tmp_path):
 
 def test_huge_names_in_messages_are_cut(ws):
     huge = "x" * 100_000
-    text = (f"subjects: [{', '.join(['s' + str(i) for i in range(500)])}]\n"
-            f"sources: []\nclaims:\n  - {{id: m.a, {'k' * 1000}: 1, subject: {huge}, source: {huge}, "
-            f"conflicts_with: [{huge}]}}\n")
+    text = (
+        f"subjects: [{', '.join(['s' + str(i) for i in range(500)])}]\n"
+        f"sources: []\nclaims:\n  - {{id: m.a, {'k' * 1000}: 1, subject: {huge}, source: {huge}, "
+        f"conflicts_with: [{huge}]}}\n"
+    )
     doc = load_text(text)
     assert {"unknown-key", "unknown-subject", "unknown-source", "unknown-claim"} <= set(codes(doc.findings))
     assert max(len(f.format()) for f in doc.findings) < 1000

@@ -57,15 +57,27 @@ def test_loader_on_arbitrary_text(text):
     bounded(load_and_check, text)
 
 
-_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
-                     st.text(max_size=40), st.dates(), st.sampled_from(["2026-02-30", "1T", "10⁶", "6¹"]))
-_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                       | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.dates(),
+    st.sampled_from(["2026-02-30", "1T", "10⁶", "6¹"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(FUZZ, max_examples=20)  # each example dumps YAML with ruamel, the slow part
-@given(st.lists(st.dictionaries(st.sampled_from(SOURCE_KEYS), _VALUES, max_size=8), max_size=3),
-       st.lists(st.dictionaries(st.sampled_from(CLAIM_KEYS), _VALUES, max_size=12), max_size=5))
+@given(
+    st.lists(st.dictionaries(st.sampled_from(SOURCE_KEYS), _VALUES, max_size=8), max_size=3),
+    st.lists(st.dictionaries(st.sampled_from(CLAIM_KEYS), _VALUES, max_size=12), max_size=5),
+)
 def test_loader_on_checklists_with_random_fields(sources, claims):
     for entry in sources + claims:
         entry.setdefault("id", "x")
@@ -75,12 +87,15 @@ def test_loader_on_checklists_with_random_fields(sources, claims):
 
 # ---- the quote matcher -------------------------------------------------------------------
 
-_TEXT_ALPHABET = ("ab AB.|%()\n\t" "0123456789" "⁰¹⁶₂½①⑴１２ﬁﬃ" "\u00a0\u200b\u00ad\u0301\u0308" "αé㍘⒈")
+_TEXT_ALPHABET = "ab AB.|%()\n\t0123456789⁰¹⁶₂½①⑴１２ﬁﬃ\u00a0\u200b\u00ad\u0301\u0308αé㍘⒈"
 
 
 @FUZZ
-@given(st.text(alphabet=_TEXT_ALPHABET, max_size=300), st.text(alphabet=_TEXT_ALPHABET, max_size=40),
-       st.sampled_from([4, 16, 1 << 16]))
+@given(
+    st.text(alphabet=_TEXT_ALPHABET, max_size=300),
+    st.text(alphabet=_TEXT_ALPHABET, max_size=40),
+    st.sampled_from([4, 16, 1 << 16]),
+)
 def test_quote_matcher_on_arbitrary_text(raw, quote, block):
     saved = quotes.BLOCK_CHARS
     quotes.BLOCK_CHARS = block  # small blocks exercise the cuts between blocks
@@ -92,7 +107,7 @@ def test_quote_matcher_on_arbitrary_text(raw, quote, block):
     # the block-wise index equals the reference normalisation
     assert text.text.strip(" ") == normalize(raw) and text.compact == compact(raw)
     if match is not None:
-        assert raw[match.start:match.end] == match.span
+        assert raw[match.start : match.end] == match.span
         assert compact(quote) in compact(match.span)
     elif normalize(quote):
         assert normalize(quote) not in normalize(raw)
@@ -107,8 +122,11 @@ def test_normalisation_never_creates_or_joins_digits(raw):
     digits_before = sum(ch.isdigit() for ch in raw)
     assert sum(ch.isdigit() for ch in normalized) == digits_before
     squeezed = compact(raw)
-    gaps = sum(1 for i in range(1, len(normalized) - 1)
-               if normalized[i] == " " and normalized[i - 1].isdigit() and normalized[i + 1].isdigit())
+    gaps = sum(
+        1
+        for i in range(1, len(normalized) - 1)
+        if normalized[i] == " " and normalized[i - 1].isdigit() and normalized[i + 1].isdigit()
+    )
     assert squeezed.count(" ") == gaps
     for ch in normalized:
         assert unicodedata.category(ch) != "Cc" or ch == " "

@@ -22,8 +22,14 @@ PUBLIC = "93.184.215.14"  # a global address that no test ever connects to
 
 
 def client(resolver=None, **policy) -> SafeClient:
-    defaults = {"allow_loopback": True, "min_interval": 0.0, "backoff": 0.0, "retries": 0,
-                "connect_timeout": 2.0, "read_timeout": 2.0}
+    defaults = {
+        "allow_loopback": True,
+        "min_interval": 0.0,
+        "backoff": 0.0,
+        "retries": 0,
+        "connect_timeout": 2.0,
+        "read_timeout": 2.0,
+    }
     defaults.update(policy)
     fetcher = SafeClient(FetchPolicy(**defaults))
     fetcher.resolver = resolver or (lambda host, port: pytest.fail(f"must not resolve {host}"))
@@ -76,30 +82,33 @@ def test_credentials_are_refused_and_never_printed(server):
     assert server.hits == {}
 
 
-@pytest.mark.parametrize("url, words", [
-    ("http://127.0.0.1:80\\@example.org/", "backslash"),
-    ("http://example.org\\.evil.test/", "backslash"),
-    ("http://user@example.org/", "user name or password"),
-    ("http://:@example.org/", "user name or password"),
-    ("http://exa mple.org/", "' '"),
-    ("http://example.org/a b", "' '"),
-    ("http://example.org\t/", "'\\t'"),
-    ("http://example.org\x00/", "'\\x00'"),
-    ("http://ex%61mple.org/", "percent-encoding"),
-    ("http://[fe80::1%25eth0]/", "zone id"),
-    ("http://[::1/", "not"),
-    ("http://example.org:99999/", "out of range"),
-    ("http://example.org:80:80/", "not a plain host[:port]"),
-    ("http://example.org:/", "not a plain host[:port]"),
-    ("http:example.org/x", "'//'"),
-    ("http:///x", "not a plain host[:port]"),
-    ("http://2130706433/", "not a dotted IPv4 address"),
-    ("http://127.1/", "not a dotted IPv4 address"),
-    ("http://0x7f.0.0.1/", "ends in a number"),
-    ("http://exam_ple..org/", "not a valid DNS name"),
-    ("gopher://example.org/", "scheme 'gopher'"),
-    ("http://" + "a" * 3000 + ".org/", "over the 2048-character limit"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("http://127.0.0.1:80\\@example.org/", "backslash"),
+        ("http://example.org\\.evil.test/", "backslash"),
+        ("http://user@example.org/", "user name or password"),
+        ("http://:@example.org/", "user name or password"),
+        ("http://exa mple.org/", "' '"),
+        ("http://example.org/a b", "' '"),
+        ("http://example.org\t/", "'\\t'"),
+        ("http://example.org\x00/", "'\\x00'"),
+        ("http://ex%61mple.org/", "percent-encoding"),
+        ("http://[fe80::1%25eth0]/", "zone id"),
+        ("http://[::1/", "not"),
+        ("http://example.org:99999/", "out of range"),
+        ("http://example.org:80:80/", "not a plain host[:port]"),
+        ("http://example.org:/", "not a plain host[:port]"),
+        ("http:example.org/x", "'//'"),
+        ("http:///x", "not a plain host[:port]"),
+        ("http://2130706433/", "not a dotted IPv4 address"),
+        ("http://127.1/", "not a dotted IPv4 address"),
+        ("http://0x7f.0.0.1/", "ends in a number"),
+        ("http://exam_ple..org/", "not a valid DNS name"),
+        ("gopher://example.org/", "scheme 'gopher'"),
+        ("http://" + "a" * 3000 + ".org/", "over the 2048-character limit"),
+    ],
+)
 def test_ambiguous_urls_get_a_clear_error(url, words):
     with pytest.raises(UrlError) as info:
         split_url(url)
@@ -114,8 +123,12 @@ def test_plain_urls_split_into_what_is_contacted():
     assert (parts.scheme, parts.host, parts.port, parts.host_header) == ("https", "example.org", 443, "example.org")
     assert parts.target == "/a%20b%20c?q=1"
     six = split_url("http://[2001:db8::1]:8080")
-    assert (six.host, six.host_header, six.target, str(six.ip)) == ("2001:db8::1", "[2001:db8::1]:8080", "/",
-                                                                     "2001:db8::1")
+    assert (six.host, six.host_header, six.target, str(six.ip)) == (
+        "2001:db8::1",
+        "[2001:db8::1]:8080",
+        "/",
+        "2001:db8::1",
+    )
     assert split_url("https://bücher.example/").host == "xn--bcher-kva.example"
 
 
@@ -159,9 +172,28 @@ def test_schema_refuses_ambiguous_urls_without_showing_credentials(ws):
 def _certificate(tmp_path, name: str):
     """A self-signed certificate for ``name`` (openssl CLI), as (cert path, server SSL context)."""
     cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return cert, context
@@ -178,7 +210,8 @@ def test_https_pins_the_address_and_checks_the_certificate_name(tmp_path):
         # the same server under another name: the certificate does not match it
         with pytest.raises(FetchError) as info:
             client(lambda host, port: ["127.0.0.1"], ca_certs=str(cert)).get(
-                f"https://other.example:{tls.port}/echo-host")
+                f"https://other.example:{tls.port}/echo-host"
+            )
         assert info.value.kind == "connection" and "other.example" in str(info.value)
     finally:
         tls.close()

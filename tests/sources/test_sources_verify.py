@@ -8,8 +8,8 @@ import time
 import pytest
 from sources_fixtures import REPORT, base_claims, base_sources, claim, codes, dump
 
-from kdalib.sources.quotes import WHITESPACE_INSENSITIVE
 from kdalib.sources.loader import load_document
+from kdalib.sources.quotes import WHITESPACE_INSENSITIVE
 from kdalib.sources.rules import check_conflicts
 from kdalib.sources.verify import run_verify
 
