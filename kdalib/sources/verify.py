@@ -2,7 +2,7 @@
 
 :func:`run_verify` is what the CLI, the book extension and the tests call; it returns a
 :class:`Report` and never prints. Rules, in order: schema and cross references (load),
-snapshots and quotes, conflicts, superseded/refuted relations, reproduced results,
+snapshots and quotes, the snapshot manifest, conflicts, superseded/refuted relations, reproduced results,
 {claim} references in the pages, hand-typed figures in notes/, and (``online=True``)
 drift of the live text.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdalib.sources import figures, rules
+from kdalib.sources import figures, manifest, rules
 from kdalib.sources import snapshots as snap
 from kdalib.sources.loader import load_document
 from kdalib.sources.model import ERROR, WARNING, Document, Finding
@@ -136,6 +136,7 @@ def run_verify(
     report.findings = [
         *document.findings,
         *quotes.findings,
+        *manifest.check_manifest(document, store, strict),
         *rules.check_conflicts(document),
         *rules.check_relations(document),
         *rules.check_reproduced(document, root),
