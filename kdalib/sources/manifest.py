@@ -211,9 +211,9 @@ def _check_named_snapshots(doc: Document, entries: dict[str, ManifestEntry], nam
     return findings
 
 
-def record_entry(store: SnapshotStore, file: str, source: str, version: str, retrieved_from: str,
-                 origin: str, data: bytes, notes: str = "", today: dt.date | None = None) -> None:
-    """Add (or replace) the entry of ``file`` in the store's manifest, keeping its comments."""
+def with_entry(store: SnapshotStore, file: str, source: str, version: str, retrieved_from: str,
+               origin: str, data: bytes, notes: str = "", today: dt.date | None = None) -> bytes:
+    """The manifest's new content with the entry of ``file`` added (or replaced), comments kept."""
     if origin not in ORIGINS:
         raise ValueError(f"origin {origin!r} is not one of {', '.join(ORIGINS)}")
     path = store.root / MANIFEST_NAME
@@ -245,7 +245,12 @@ def record_entry(store: SnapshotStore, file: str, source: str, version: str, ret
     buffer = io.StringIO(header)
     buffer.seek(0, io.SEEK_END)
     yaml.dump(entries, buffer)
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    return buffer.getvalue().encode("utf-8")
+
+
+def record_entry(store: SnapshotStore, *args, **kwargs) -> None:
+    """Write :func:`with_entry`'s result to the store's manifest atomically."""
+    atomic_write_bytes(store.root / MANIFEST_NAME, with_entry(store, *args, **kwargs))
 
 
 def _only_comments(text: str) -> bool:
