@@ -34,6 +34,7 @@ NOT_TRACKED = "not-tracked"    # no URL or no archived text to compare with
 #: A line shorter than this (compacted) is too common ("|", "1", "Table") to say anything.
 MIN_LINE_CHARS = 8
 _ARXIV_VERSION = re.compile(r"v\d+$")
+_LINE_END_HYPHEN = re.compile(r"(\w)-[ \t]*\r?\n[ \t]*(\w)")
 
 
 def live_url(source: Source) -> str | None:
@@ -111,19 +112,25 @@ def _lines(text: str) -> list[str]:
     return [line for line in (normalize(raw) for raw in text.splitlines()) if len(compact(line)) >= MIN_LINE_CHARS]
 
 
+def _joined(text: str) -> str:
+    """Compact text with words that a PDF extractor hyphenated at a line end joined again."""
+    return compact(_LINE_END_HYPHEN.sub(r"\1\2", text))
+
+
 def compare_texts(archived: str, live: str) -> TextChange:
     """Compare an archived text with a live one without needing the same extractor.
 
-    A line counts as gone when its words (whitespace ignored) occur nowhere in the other
-    text, so re-wrapped paragraphs and re-flowed tables are not reported as changes.
+    A line counts as gone when its words (whitespace ignored, and a word hyphenated at a line
+    end joined) occur nowhere in the other text, so re-wrapped paragraphs and another
+    extractor's line breaks are not reported as changes.
     """
     if archived == live:
         return TextChange(IDENTICAL)
     if normalize(archived) == normalize(live):
         return TextChange(SAME_TEXT)
-    archived_compact, live_compact = compact(archived), compact(live)
-    gone = [line for line in _lines(archived) if compact(line) not in live_compact]
-    new = [line for line in _lines(live) if compact(line) not in archived_compact]
+    archived_compact, live_compact = _joined(archived), _joined(live)
+    gone = [line for line in _lines(archived) if _joined(line) not in live_compact]
+    new = [line for line in _lines(live) if _joined(line) not in archived_compact]
     return TextChange(CHANGED if gone or new else SAME_TEXT, gone, new)
 
 

@@ -67,6 +67,9 @@ def test_compare_texts_ignores_layout_but_not_content():
     assert tracker.compare_texts(CARD, CARD).state == tracker.IDENTICAL
     reflowed = CARD.replace("We trained Model M on 15.5T tokens.", "We trained Model M\non  15.5T tokens.")
     assert tracker.compare_texts(CARD, reflowed).state == tracker.SAME_TEXT
+    hyphenated = CARD.replace("We trained Model M on 15.5T tokens.", "We trai-\nned Model M on 15.5T tokens.")
+    assert tracker.compare_texts(CARD, hyphenated).state == tracker.SAME_TEXT
+    assert tracker.compare_texts(CARD, CARD.replace("15.5T", "15.6T")).state == tracker.CHANGED
     change = tracker.compare_texts(CARD, EDITED_CARD)
     assert change.state == tracker.CHANGED
     assert change.lines_gone == ["| **Total Parameters** | 1T |"]
