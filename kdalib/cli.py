@@ -73,6 +73,7 @@ def _add_sources(sub) -> None:
     q = ssub.add_parser("quote", help="find text in a source's snapshot and print the exact span")
     q.add_argument("source_id", metavar="ID")
     q.add_argument("text")
+    q.add_argument("--version", metavar="DATE", help="search this archived version (default: the first snapshot)")
     _handler(q, "kdalib.sources.commands:cmd_quote")
 
 

@@ -139,7 +139,7 @@ def _fetch_first(client: SafeClient, store: SnapshotStore, sources_path: str, so
     file = source.id + _suffix(live.text, live.final_url)
     try:
         versions.archive(store, sources_path, source, file, live.text, live.final_url,
-                         version=f"as served on {_today().isoformat()}", origin=_origin(live), day=_today(),
+                         version=f"{url} as served on {_today().isoformat()}", origin=_origin(live), day=_today(),
                          as_version=False)
     except (FileExistsError, LoadError) as err:
         return "not-stored", str(err), False
@@ -197,6 +197,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     rows = [("source", "result", "detail")]
     failed = False
     for source in chosen:
+        source = doc.sources[source.id]  # as recorded by the previous iteration's edit
         if args.new_version:
             state, detail, ok = _fetch_new_version(client, store, args.sources, doc, source)
         else:
@@ -360,16 +361,20 @@ def cmd_quote(args: argparse.Namespace) -> int:
         return _fail(f"no source with id {args.source_id!r} in {args.sources}")
     if source.snapshot is None:
         return _fail(f"source {source.id!r} has no snapshot to search")
-    state = SnapshotStore(args.snapshots).open(source.snapshot)
+    snapshot = source.snapshot_for(args.version)
+    if snapshot is None:
+        known = ", ".join(v.label for v in source.all_snapshots())
+        return _fail(f"--version {args.version!r}: source {source.id!r} has the versions {known}")
+    state = SnapshotStore(args.snapshots).open(snapshot)
     if state.state != PRESENT or state.text is None:
         hint = " (run `kdalib sources fetch` or set KDALIB_SNAPSHOTS)" if state.state == MISSING else ""
         return _fail(f"snapshot {state.path} is {state.state}{hint}")
     match = state.text.find(args.text)
     if match is None:
-        print(f"not found in {source.snapshot.file} (even ignoring whitespace): {args.text!r}")
+        print(f"not found in {snapshot.file} (even ignoring whitespace): {args.text!r}")
         _print_nearest(state.text, args.text)
         return FINDINGS
-    print(f"found ({match.kind}) in {source.snapshot.file}, line {match.line}")
+    print(f"found ({match.kind}) in {snapshot.file}, line {match.line}")
     print("as written in the snapshot:")
     for line in match.span.splitlines() or [match.span]:
         print(f"  | {line}")

@@ -113,7 +113,8 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
         yield Finding(ERROR, "quote-not-found", file, claim.line_of("quote"), claim.id,
                       f"the quote {_short(claim.quote)!r} does not occur in {snapshot.file} "
                       "(even ignoring whitespace)",
-                      f"run `kdalib sources quote {source.id} \"<a few words of it>\"` and paste the span it prints")
+                      f"run `kdalib sources quote {source.id} \"<a few words of it>\"`"
+                      + (f" --version {claim.version}" if snapshot.retrieved else "") + " and paste the span it prints")
         return
     out.matches[claim.id] = match
 

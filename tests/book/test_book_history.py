@@ -5,18 +5,19 @@ from __future__ import annotations
 import hashlib
 import html
 
-from conftest import CARD, SOURCES
-
-NEW_CARD = CARD.replace("| 1T |", "| 1.2T |")
-NEW_SHA = hashlib.sha256(NEW_CARD.encode()).hexdigest()
-
 
 def test_superseded_claim_is_listed_with_its_successor_and_versions(book):
-    (book.snapshots / "card.2026-12-01.md").write_text(NEW_CARD)
-    sources = SOURCES.replace(
+    new_card = (book.snapshots / "card.md").read_text().replace("| 1T |", "| 1.2T |")
+    new_sha = hashlib.sha256(new_card.encode()).hexdigest()
+    (book.snapshots / "card.2026-12-01.md").write_text(new_card)
+    manifest = book.snapshots / "MANIFEST.yaml"
+    manifest.write_text(manifest.read_text() + "- {file: card.2026-12-01.md, source: card, version: v2, "
+                        "retrieved_from: test, retrieved_on: 2026-12-01, origin: publisher, "
+                        f"sha256: {new_sha}, bytes: {len(new_card.encode())}}}\n")
+    sources = (book.src / "sources.yaml").read_text().replace(
         "    link: {checked: 2026-11-28, status: ok}\n",
         "    link: {checked: 2026-11-28, status: ok}\n"
-        f"    versions:\n      - {{file: card.2026-12-01.md, sha256: {NEW_SHA}, retrieved: 2026-12-01}}\n", 1)
+        f"    versions:\n      - {{file: card.2026-12-01.md, sha256: {new_sha}, retrieved: 2026-12-01}}\n", 1)
     sources = sources.replace("    status: verified\n    notes: {conflicts_with: [m.params.total.report]}\n",
                               "    status: superseded\n    notes: {conflicts_with: [m.params.total.report]}\n", 1)
     sources = sources.replace("notes: {evidence: [m.params.total], text: the card says 1T}",

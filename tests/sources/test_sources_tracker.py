@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 import pytest
-from sources_fixtures import CARD, base_sources, claim, codes
+from sources_fixtures import CARD, base_sources, claim, codes, sha
 
 from kdalib.cli import main
 from kdalib.sources import tracker
@@ -171,3 +171,18 @@ def test_versions_are_checked_like_snapshots(ws):
 def test_new_version_needs_ids(ws, capsys):
     ws.write()
     assert main(["sources", "--sources", str(ws.sources_path), "fetch", "--new-version"]) == 2
+
+
+def test_quote_searches_the_version_asked_for(ws, capsys):
+    sources = base_sources()
+    (ws.snapshots / "card.2026-12-01.md").write_text(EDITED_CARD)
+    sources[0]["versions"] = [{"file": "card.2026-12-01.md", "sha256": sha(EDITED_CARD),
+                               "retrieved": dt.date(2026, 12, 1)}]
+    ws.write(sources=sources)
+    base = ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "quote", "card",
+            "Total Parameters** | 1.2T")
+    code, out = run(capsys, *base, "--version", "2026-12-01")
+    assert code == 0 and "found (exact) in card.2026-12-01.md" in out
+    code, out = run(capsys, *base)
+    assert code == 1 and "not found in card.md" in out
+    assert main([*base, "--version", "2030-01-01"]) == 2
