@@ -137,9 +137,10 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
         lines += ["", f"### Other errors: {len(others)}", ""]
         lines += [f"- {_finding_cell(f)}" + (f" Fix: {_cell(f.fix)}" if f.fix else "") for f in others[:MAX_ROWS]]
     if report.tracks:
-        lines += ["", "### Live sources", "", "| source | state | quotes still in the live text | detail |",
-                  "|---|---|---|---|"]
+        lines += ["", "### Live sources", "",
+                  "| source | state | quotes still in the live text | quotes gone | detail |", "|---|---|---|---|---|"]
         for track in report.tracks:
             held = f"{len(track.quotes) - len(track.quotes_gone)}/{len(track.quotes)}" if track.live else "-"
-            lines.append(f"| `{track.source_id}` | {track.state} | {held} | {_cell(track.detail)} |")
+            gone = ", ".join(f"`{c}`" for c in track.quotes_gone) or "-"
+            lines.append(f"| `{track.source_id}` | {track.state} | {held} | {gone} | {_cell(track.detail)} |")
     return "\n".join(lines) + "\n"

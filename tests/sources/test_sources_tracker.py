@@ -88,6 +88,10 @@ def test_verify_online_reports_changed_sources_and_each_quote(ws, live, capsys, 
     assert online["card"]["quotes"] == {"m.params.total": False, "m.params.activated": True}
     assert online["report"]["state"] == "unreachable"
     assert run(capsys, *verify_online(ws, "--fail-on-change"))[0] == 1
+    code, out = run(capsys, *verify_online(ws, "--report", "md"))
+    card_row = next(line for line in out.splitlines() if line.startswith("| `card` |"))
+    assert code == 0 and "| changed | 1/2 | `m.params.total` |" in card_row
+    assert any(line.startswith("| `m.params.total` (") and "[drift]" in line for line in out.splitlines())
 
 
 def test_verify_online_sees_a_re_extracted_copy_as_the_same_text(ws, live, capsys):
