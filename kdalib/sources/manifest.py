@@ -4,7 +4,7 @@ One entry per file: the source it belongs to, which version of the document it i
 and when it was retrieved, its ``origin`` (the publisher's own bytes, this project's text
 extraction of the publisher's document, or a third party's copy), the licence where known,
 and its sha256 and size. :func:`check_manifest` holds the manifest, the folder and
-sources.yaml to each other; :func:`record_entry` is how ``kdalib sources add/fetch`` add to it.
+sources.yaml to each other; :func:`with_entry` is how ``kdalib sources add/fetch`` add to it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from kdalib.sources.fields import parse_date, parse_enum, parse_pattern, parse_s
 from kdalib.sources.loader import item_line
 from kdalib.sources.model import ERROR, WARNING, Document, Finding
 from kdalib.sources.schema import SOURCE_ID, _Entry, _Reporter
-from kdalib.sources.snapshots import SnapshotStore, atomic_write_bytes, sha256_bytes
+from kdalib.sources.snapshots import SnapshotStore, sha256_bytes
 
 MANIFEST_NAME = "MANIFEST.yaml"
 #: Files of the store that are about the texts, not texts themselves.
@@ -246,11 +246,6 @@ def with_entry(store: SnapshotStore, file: str, source: str, version: str, retri
     buffer.seek(0, io.SEEK_END)
     yaml.dump(entries, buffer)
     return buffer.getvalue().encode("utf-8")
-
-
-def record_entry(store: SnapshotStore, *args, **kwargs) -> None:
-    """Write :func:`with_entry`'s result to the store's manifest atomically."""
-    atomic_write_bytes(store.root / MANIFEST_NAME, with_entry(store, *args, **kwargs))
 
 
 def _only_comments(text: str) -> bool:

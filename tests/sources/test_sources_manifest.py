@@ -74,18 +74,26 @@ def test_an_unreadable_manifest_is_a_finding_with_its_line(ws):
     assert finding.code == "manifest-unreadable" and finding.line >= 2
 
 
-def test_record_entry_appends_and_replaces_keeping_comments(ws):
+def test_with_entry_appends_and_replaces_keeping_comments(ws):
     store = SnapshotStore(ws.snapshots)
+    path = ws.snapshots / "MANIFEST.yaml"
     (ws.snapshots / "new.md").write_text("# New\n")
-    mf.record_entry(store, "new.md", "card", "v2", "https://example.org/new", "extraction", b"# New\n")
-    mf.record_entry(store, "new.md", "card", "v3", "https://example.org/new", "publisher", b"# New\n")
-    text = (ws.snapshots / "MANIFEST.yaml").read_text()
-    entries, findings = mf.load_manifest(ws.snapshots / "MANIFEST.yaml")
-    assert text.startswith("# test manifest\n") and findings == []
+    path.write_bytes(mf.with_entry(store, "new.md", "card", "v2", "https://example.org/new", "extraction", b"# New\n"))
+    path.write_bytes(mf.with_entry(store, "new.md", "card", "v3", "https://example.org/new", "publisher", b"# New\n"))
+    entries, findings = mf.load_manifest(path)
+    assert path.read_text().startswith("# test manifest\n") and findings == []
     assert list(entries) == ["card.md", "report.txt", "new.md"]
     assert (entries["new.md"].version, entries["new.md"].origin, entries["new.md"].bytes) == ("v3", "publisher", 6)
     with pytest.raises(ValueError, match="origin"):
-        mf.record_entry(store, "new.md", "card", "v3", "x", "ours", b"")
+        mf.with_entry(store, "new.md", "card", "v3", "x", "ours", b"")
+
+
+def test_with_entry_starts_a_missing_manifest(ws):
+    (ws.snapshots / "MANIFEST.yaml").unlink()
+    text = mf.with_entry(SnapshotStore(ws.snapshots), "card.md", "card", "v1", "x", "publisher", CARD.encode())
+    (ws.snapshots / "MANIFEST.yaml").write_bytes(text)
+    entries, findings = mf.load_manifest(ws.snapshots / "MANIFEST.yaml")
+    assert text.startswith(b"# The archived texts") and findings == [] and list(entries) == ["card.md"]
 
 
 def test_the_repository_manifest_lists_every_archived_text_once():
