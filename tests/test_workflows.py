@@ -171,3 +171,32 @@ def test_pages_deploys_only_after_the_same_checks():
     pages = _load(ROOT / ".github" / "workflows" / "pages.yml")
     assert pages["jobs"]["checks"]["uses"] == "./.github/workflows/checks.yml"
     assert pages["jobs"]["deploy"]["needs"] == "checks"
+
+
+def test_issue_templates_are_valid_forms():
+    templates = sorted((ROOT / ".github" / "ISSUE_TEMPLATE").glob("*.yml"))
+    assert {p.stem for p in templates} >= {"wrong-number", "new-source", "new-model"}
+    for path in templates:
+        form = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert form["name"] and form["description"], path.name
+        ids = [item["id"] for item in form["body"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate ids"
+        for item in form["body"]:
+            assert item["type"] in ("input", "textarea", "dropdown", "markdown", "checkboxes"), path.name
+            assert item["attributes"]["label"], path.name
+            if item["type"] == "dropdown":
+                assert item["attributes"]["options"], path.name
+    assert (ROOT / ".github" / "pull_request_template.md").is_file()
+
+
+def test_the_kdalib_commands_contributing_shows_are_accepted():
+    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    commands = [shlex.split(line.split("$ ", 1)[1]) for line in text.splitlines() if "$ kdalib " in line]
+    commands += [shlex.split(m) for m in re.findall(r"`(kdalib [^`]+)`", text)]
+    assert len(commands) >= 5
+    parser = build_parser()
+    for words in commands:
+        try:
+            parser.parse_args(words[1:])
+        except SystemExit:
+            pytest.fail(f"CONTRIBUTING.md shows a command kdalib rejects: {' '.join(words)}")
