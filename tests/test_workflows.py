@@ -17,7 +17,7 @@ from kdalib.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 #: Programs a GitHub ubuntu runner provides, and shell keywords.
-KNOWN_PROGRAMS = {"python", "gh", "cat", "printf", "head", "tail", "exit", "echo", "if", "then", "else", "fi", "[",
+KNOWN_PROGRAMS = {"python", "gh", "cat", "tee", "printf", "head", "tail", "exit", "echo", "if", "then", "else", "fi", "[",
                   "]", "test"}
 CONTROL = {"&&", "||", ";", "|", "(", ")"}
 REDIRECTS = {">", ">>", "<", "2>&1", "&>"}
