@@ -28,7 +28,7 @@ def _add_verify(sub) -> None:
     p.add_argument("--online", action="store_true",
                    help="also fetch each source's live text: which sources changed, which quotes it still holds")
     p.add_argument("--fail-on-change", action="store_true",
-                   help="with --online: exit 1 when a source changed or a quote left its live text")
+                   help="with --online: exit 1 when archived lines or a quote left a source's live text")
     p.add_argument("--json", metavar="FILE", help="write the findings and the summary as JSON")
     p.add_argument("--report", choices=("text", "md"), default="text",
                    help="md: print a Markdown report of the claims (status, finding, fix) instead of the text summary")

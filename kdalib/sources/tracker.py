@@ -2,14 +2,17 @@
 
 Each source is tracked at its *live* URL: the current text of the document, not the pinned
 ``version_url`` (which never changes). :func:`live_url` derives it from the entry
-(``live_url:`` when given; a Hugging Face card's raw README on ``main``; the newest arXiv
-PDF; a pinned GitHub file at ``HEAD``; a GitHub repository's README at ``HEAD``).
+(``live_url:`` when given; a Hugging Face card's raw README on ``main``, or the raw form of
+a Hugging Face file; the newest arXiv PDF; a pinned GitHub file at ``HEAD``; a GitHub
+repository's README at ``HEAD``).
 
 The live text is extracted with :mod:`kdalib.sources.extract`, which need not match the
 extractor that made the archived text byte for byte. So a source is compared in three
 steps -- identical bytes; the same text after the quote normaliser (Unicode, whitespace);
-else line by line, whitespace ignored -- and every claim is checked the way ``verify``
-checks it offline: is its quote (normalised) still in the live text?
+else line by line, whitespace ignored: ``changed`` when archived lines are gone, ``grew``
+when all are still there beside new ones (an abstract archived from a page that now serves
+the whole paper grows, it does not change) -- and every claim is checked the way
+``verify`` checks it offline: is its quote (normalised) still in the live text?
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from kdalib.sources.snapshots import SnapshotStore, sha256_bytes
 
 IDENTICAL = "identical"        # the live text is byte for byte the archived one
 SAME_TEXT = "same-text"        # equal after normalisation, or the same lines laid out differently
-CHANGED = "changed"            # lines were removed or added
+GREW = "grew"                  # every archived line is still there, and there are new ones
+CHANGED = "changed"            # archived lines were removed or edited
 UNREACHABLE = "unreachable"    # fetch failed (HTTP error, timeout, unreadable body)
 REFUSED = "refused"            # the URL points at an address the client must not contact
 NOT_TRACKED = "not-tracked"    # no URL or no archived text to compare with
@@ -49,6 +53,8 @@ def live_url(source: Source) -> str | None:
         segments = [s for s in parts.path.split("/") if s]
         if host == "huggingface.co" and len(segments) == 2:
             return f"https://huggingface.co/{segments[0]}/{segments[1]}/raw/main/README.md"
+        if host == "huggingface.co" and len(segments) >= 5 and segments[2] == "blob":
+            return f"https://huggingface.co/{'/'.join(segments[:2])}/raw/{'/'.join(segments[3:])}"
         if host == "arxiv.org" and len(segments) == 2 and segments[0] in ("abs", "pdf"):
             return f"https://arxiv.org/pdf/{_ARXIV_VERSION.sub('', segments[1])}"
     for candidate in (source.version_url, source.url):
@@ -103,6 +109,8 @@ class TextChange:
             return "byte-identical to the archived text"
         if self.state == SAME_TEXT:
             return "the same text (differences in whitespace, Unicode form or layout only)"
+        if self.state == GREW:
+            return f"every archived line is still there; {len(self.lines_new)} live line(s) are new"
         example = f"; first gone: {self.lines_gone[0][:80]!r}" if self.lines_gone else ""
         return (f"{len(self.lines_gone)} archived line(s) are no longer in the live text and "
                 f"{len(self.lines_new)} live line(s) are new{example}")
@@ -131,7 +139,7 @@ def compare_texts(archived: str, live: str) -> TextChange:
     archived_compact, live_compact = _joined(archived), _joined(live)
     gone = [line for line in _lines(archived) if _joined(line) not in live_compact]
     new = [line for line in _lines(live) if _joined(line) not in archived_compact]
-    return TextChange(CHANGED if gone or new else SAME_TEXT, gone, new)
+    return TextChange(CHANGED if gone else GREW if new else SAME_TEXT, gone, new)
 
 
 @dataclass
@@ -210,8 +218,8 @@ def track_findings(doc: Document, tracks: list[SourceTrack]) -> list[Finding]:
             findings.append(Finding(WARNING, "fetch-failed", file, source.line, source.id,
                                     f"could not fetch {track.url} to track it: {track.detail}",
                                     "check the URL; set live_url: if the document moved"))
-        elif track.state == CHANGED:
-            findings.append(Finding(WARNING, "source-changed", file, source.line, source.id,
+        elif track.state in (CHANGED, GREW):
+            findings.append(Finding(WARNING, f"source-{track.state}", file, source.line, source.id,
                                     f"the live text at {track.url} differs from {track.compared_with}: {track.detail}",
                                     f"keep the new text as a version: `kdalib sources fetch --new-version {source.id}`"))
         for claim_id in track.quotes_gone:

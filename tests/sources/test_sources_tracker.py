@@ -57,6 +57,8 @@ def new_version(ws, *ids):
     ({"url": "https://github.com/o/r"}, "https://raw.githubusercontent.com/o/r/HEAD/README.md"),
     ({"url": "https://icml.cc/virtual/2024/poster/1"}, "https://icml.cc/virtual/2024/poster/1"),
     ({"url": "https://github.com/o/r", "live_url": "https://example.org/spec.txt"}, "https://example.org/spec.txt"),
+    ({"url": "https://huggingface.co/org/Model/blob/main/config.json"},
+     "https://huggingface.co/org/Model/raw/main/config.json"),
     ({}, None),
 ])
 def test_live_url_follows_the_current_document(fields, expected):
@@ -70,6 +72,8 @@ def test_compare_texts_ignores_layout_but_not_content():
     hyphenated = CARD.replace("We trained Model M on 15.5T tokens.", "We trai-\nned Model M on 15.5T tokens.")
     assert tracker.compare_texts(CARD, hyphenated).state == tracker.SAME_TEXT
     assert tracker.compare_texts(CARD, CARD.replace("15.5T", "15.6T")).state == tracker.CHANGED
+    grown = tracker.compare_texts(CARD, CARD + "\nA new section with more text.\n")
+    assert (grown.state, grown.lines_gone, grown.lines_new) == (tracker.GREW, [], ["A new section with more text."])
     change = tracker.compare_texts(CARD, EDITED_CARD)
     assert change.state == tracker.CHANGED
     assert change.lines_gone == ["| **Total Parameters** | 1T |"]
@@ -92,6 +96,13 @@ def test_verify_online_reports_changed_sources_and_each_quote(ws, live, capsys, 
     card_row = next(line for line in out.splitlines() if line.startswith("| `card` |"))
     assert code == 0 and "| changed | 1/2 | `m.params.total` |" in card_row
     assert any(line.startswith("| `m.params.total` (") and "[drift]" in line for line in out.splitlines())
+
+
+def test_a_grown_text_is_reported_but_does_not_fail(ws, live, capsys):
+    live.card = CARD + "\nModel M now supports 256K context.\n"
+    code, out = run(capsys, *verify_online(ws, "--fail-on-change"))
+    assert code == 0 and "[source-grew] card:" in out and "[drift]" not in out
+    assert "every archived line is still there; 1 live line(s) are new" in out
 
 
 def test_verify_online_sees_a_re_extracted_copy_as_the_same_text(ws, live, capsys):
