@@ -18,6 +18,7 @@ the whole paper grows, it does not change) -- and every claim is checked the way
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ NOT_TRACKED = "not-tracked"    # no URL or no archived text to compare with
 MIN_LINE_CHARS = 8
 _ARXIV_VERSION = re.compile(r"v\d+$")
 _LINE_END_HYPHEN = re.compile(r"(\w)-[ \t]*\r?\n[ \t]*(\w)")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def live_url(source: Source) -> str | None:
@@ -103,6 +105,7 @@ class TextChange:
     state: str
     lines_gone: list[str] = field(default_factory=list)
     lines_new: list[str] = field(default_factory=list)
+    numbers_gone: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.state == IDENTICAL:
@@ -112,12 +115,18 @@ class TextChange:
         if self.state == GREW:
             return f"every archived line is still there; {len(self.lines_new)} live line(s) are new"
         example = f"; first gone: {self.lines_gone[0][:80]!r}" if self.lines_gone else ""
+        numbers = (f"; numbers no longer there: {', '.join(self.numbers_gone[:8])}"
+                   f"{' ...' if len(self.numbers_gone) > 8 else ''}" if self.numbers_gone else "")
         return (f"{len(self.lines_gone)} archived line(s) are no longer in the live text and "
-                f"{len(self.lines_new)} live line(s) are new{example}")
+                f"{len(self.lines_new)} live line(s) are new{example}{numbers}")
 
 
 def _lines(text: str) -> list[str]:
     return [line for line in (normalize(raw) for raw in text.splitlines()) if len(compact(line)) >= MIN_LINE_CHARS]
+
+
+def _numbers(text: str) -> Counter[str]:
+    return Counter(_NUMBER.findall(normalize(text)))
 
 
 def _joined(text: str) -> str:
@@ -130,7 +139,8 @@ def compare_texts(archived: str, live: str) -> TextChange:
 
     A line counts as gone when its words (whitespace ignored, and a word hyphenated at a line
     end joined) occur nowhere in the other text, so re-wrapped paragraphs and another
-    extractor's line breaks are not reported as changes.
+    extractor's line breaks are not reported as changes. Every number is also counted, so a
+    figure edited in a table cell that sits on a line of its own is a change too.
     """
     if archived == live:
         return TextChange(IDENTICAL)
@@ -139,7 +149,10 @@ def compare_texts(archived: str, live: str) -> TextChange:
     archived_compact, live_compact = _joined(archived), _joined(live)
     gone = [line for line in _lines(archived) if _joined(line) not in live_compact]
     new = [line for line in _lines(live) if _joined(line) not in archived_compact]
-    return TextChange(CHANGED if gone else GREW if new else SAME_TEXT, gone, new)
+    # a figure alone on a short line (a PDF table read column by column) is missed by the lines
+    numbers = sorted((_numbers(archived) - _numbers(live)).elements())
+    state = CHANGED if gone or numbers else GREW if new else SAME_TEXT
+    return TextChange(state, gone, new, numbers)
 
 
 @dataclass
@@ -164,6 +177,7 @@ class SourceTrack:
                 "compared_with": self.compared_with,
                 "lines_gone": len(self.change.lines_gone) if self.change else None,
                 "lines_new": len(self.change.lines_new) if self.change else None,
+                "numbers_gone": self.change.numbers_gone if self.change else None,
                 "quotes": self.quotes}
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 import pytest
-from sources_fixtures import CARD, base_sources, claim, codes, sha
+from sources_fixtures import CARD, REPORT, base_sources, claim, codes, sha
 
 from kdalib.cli import main
 from kdalib.sources import tracker
@@ -72,6 +72,9 @@ def test_compare_texts_ignores_layout_but_not_content():
     hyphenated = CARD.replace("We trained Model M on 15.5T tokens.", "We trai-\nned Model M on 15.5T tokens.")
     assert tracker.compare_texts(CARD, hyphenated).state == tracker.SAME_TEXT
     assert tracker.compare_texts(CARD, CARD.replace("15.5T", "15.6T")).state == tracker.CHANGED
+    table_cell = tracker.compare_texts(REPORT, REPORT.replace("\n87.8\n", "\n88.1\n"))
+    assert (table_cell.state, table_cell.lines_gone, table_cell.numbers_gone) == (tracker.CHANGED, [], ["87.8"])
+    assert "numbers no longer there: 87.8" in table_cell.describe()
     grown = tracker.compare_texts(CARD, CARD + "\nA new section with more text.\n")
     assert (grown.state, grown.lines_gone, grown.lines_new) == (tracker.GREW, [], ["A new section with more text."])
     change = tracker.compare_texts(CARD, EDITED_CARD)
