@@ -133,7 +133,8 @@ def _fetch_first(client: SafeClient, store: SnapshotStore, sources_path: str, so
         if live.sha256 != source.snapshot.sha256:
             return "differs", (f"{url} gives sha256 {live.sha256}, not the recorded {source.snapshot.sha256} "
                                "(another extractor made the archived text, or the document changed); nothing "
-                               f"stored. Keep it as a new version: `kdalib sources fetch --new-version {source.id}`"), False
+                               "stored. Keep it as a new version: "
+                               f"`kdalib sources fetch --new-version {source.id}`"), False
         store.write(source.snapshot.file, live.text)
         return "restored", f"{source.snapshot.file} (sha256 matches)", True
     file = source.id + _suffix(live.text, live.final_url)

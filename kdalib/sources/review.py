@@ -132,7 +132,8 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
         lines.append("None." if scope is None else "No claim was added or changed.")
     if scope is not None and scope.removed:
         lines += ["", "Removed claims: " + ", ".join(f"`{c}`" for c in scope.removed)]
-    others = [f for f in report.errors if f.item not in doc.claims or (scope is not None and f.item not in scope.changes)]
+    shown = set(claim_ids)
+    others = [f for f in report.errors if f.item not in shown]
     if others:
         lines += ["", f"### Other errors: {len(others)}", ""]
         lines += [f"- {_finding_cell(f)}" + (f" Fix: {_cell(f.fix)}" if f.fix else "") for f in others[:MAX_ROWS]]

@@ -169,10 +169,12 @@ def _parse_versions(entry: _Entry, first: Snapshot | None) -> list[Snapshot]:
         if fields is None or retrieved is None:
             continue
         version = Snapshot(*fields, retrieved=retrieved, url=url)
-        earlier = [v for v in ([first] if first else []) + versions if v.file == version.file or v.label == version.label]
+        earlier = [v for v in ([first] if first else []) + versions
+                   if v.file == version.file or v.label == version.label]
         if earlier:
             sub.fail("file", "duplicate-version", f"version {version.label} ({version.file}) repeats an earlier "
-                     f"archived text ({earlier[0].label}, {earlier[0].file})", "give each version its own file and date")
+                     f"archived text ({earlier[0].label}, {earlier[0].file})",
+                     "give each version its own file and date")
             continue
         if versions and version.retrieved <= versions[-1].retrieved:
             sub.fail("retrieved", "versions-out-of-order", f"version {version.label} is listed after "

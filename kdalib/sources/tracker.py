@@ -235,7 +235,8 @@ def track_findings(doc: Document, tracks: list[SourceTrack]) -> list[Finding]:
         elif track.state in (CHANGED, GREW):
             findings.append(Finding(WARNING, f"source-{track.state}", file, source.line, source.id,
                                     f"the live text at {track.url} differs from {track.compared_with}: {track.detail}",
-                                    f"keep the new text as a version: `kdalib sources fetch --new-version {source.id}`"))
+                                    "keep the new text as a version: "
+                                    f"`kdalib sources fetch --new-version {source.id}`"))
         for claim_id in track.quotes_gone:
             claim = doc.claims[claim_id]
             findings.append(Finding(WARNING, "drift", file, claim.line_of("quote"), claim_id,
