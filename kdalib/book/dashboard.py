@@ -2,10 +2,11 @@
 
 Sections, in order: a count of claims per status; one table per subject (claim id as
 the row anchor that {claim} roles link to, what is measured with the benchmark
-settings, the value, a status badge, the source and the quote); conflicting claims side
-by side; refuted claims (the starting note's errors) next to the evidence refuting them;
-superseded claims, oldest first, each with the claim that replaced it and the archived
-version of the source each one quotes (the figure's history).
+settings, the value, a status badge (and, for the starting note's claims, a verdict badge),
+the source and the quote); conflicting claims side by side; refuted claims (the starting
+note's errors) next to the evidence refuting them; superseded claims, oldest first, each
+with the claim that replaced it and the archived version of the source each one quotes
+(the figure's history).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from sphinx.util.docutils import SphinxDirective
 from kdalib.book.data import book_data, remember_page
 from kdalib.book.render import badge, claim_anchor, join, link, literal, short, source_anchor, table
 from kdalib.sources.model import Claim
-from kdalib.sources.schema import CLAIM_STATUSES
+from kdalib.book.spec_table import verdict_badge
+from kdalib.sources.schema import CLAIM_STATUSES, SEED_VERDICTS
 
 
 def _slug(text: str) -> str:
@@ -34,7 +36,7 @@ class ClaimsDashboard(SphinxDirective):
         if self.data.report is None:
             return [nodes.paragraph("", f"sources.yaml could not be read: {self.data.problem}")]
         self.sources_uri = self._sources_uri()
-        out: list[nodes.Node] = [self._status_counts()]
+        out: list[nodes.Node] = [self._status_counts(), *self._verdict_counts()]
         by_subject: dict[str, list[Claim]] = {}
         for claim in self.data.claims:
             by_subject.setdefault(claim.subject, []).append(claim)
@@ -59,6 +61,22 @@ class ClaimsDashboard(SphinxDirective):
                       for s in CLAIM_STATUSES if counts[s]), " ")
         return para
 
+    def _verdict_counts(self) -> list[nodes.Node]:
+        counts = Counter(c.verdict for c in self.data.claims if c.verdict)
+        if not counts:
+            return []
+        para = nodes.paragraph("", f"Starting-note verdicts ({sum(counts.values())} statements): ",
+                               classes=["kdalib-counts"])
+        para += join((nodes.inline("", "", badge(v, f"verdict-{v}"), nodes.Text(f" {counts[v]}"))
+                      for v in SEED_VERDICTS if counts[v]), " ")
+        return [para]
+
+    def _status_cell(self, claim: Claim) -> list[nodes.Node]:
+        cell: list[nodes.Node] = [badge(claim.status, claim.status)]
+        if claim.verdict:
+            cell += [nodes.Text(" "), verdict_badge(claim)]
+        return cell
+
     def _source_ref(self, claim: Claim) -> nodes.Node:
         source = self.data.source(claim.source)
         label = source.title if source else claim.source
@@ -82,7 +100,7 @@ class ClaimsDashboard(SphinxDirective):
         return out
 
     def _subject_table(self, claims: list[Claim]) -> nodes.table:
-        rows = [(literal(c.id), self._what(c), nodes.strong("", c.display), badge(c.status, c.status),
+        rows = [(literal(c.id), self._what(c), nodes.strong("", c.display), self._status_cell(c),
                  self._source_ref(c), self._quote(c)) for c in claims]
         return table(("Claim", "What", "Value", "Status", "Source", "Quote"), rows,
                      classes=["kdalib-claims"], row_ids=[claim_anchor(c.id) for c in claims])

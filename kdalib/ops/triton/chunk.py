@@ -46,13 +46,15 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton import MAX_KEY_DIM
+from kdalib.ops.triton import MAX_KEY_DIM, interpreting
 
 CHUNK = 64       # tokens per chunk (C)
 SUB = 16         # rows per sub-block of the intra-chunk matrices
 # Largest total decay (sum of -g over a 16-row block, any channel) for which a diagonal block is
 # computed by matrix products: exp(60) ~ 1e26 leaves float32 (max ~3e38) ample headroom.
 DOT_SPAN = 60.0
+# Key channels per slice in the intra-chunk kernel (keeps its tiles in registers).
+KEY_SLICE = 32
 
 
 @triton.jit
@@ -140,11 +142,7 @@ def _unit_lower_inverse(lower, SUB: tl.constexpr):
 
 @triton.jit
 def _dot(a, b, PRECISION: tl.constexpr):
-    """Float32 product of float32 tiles; "bf16" rounds the operands to bfloat16 first."""
-    if PRECISION == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    else:
-        return tl.dot(a, b, input_precision=PRECISION)
+    return tl.dot(a, b, input_precision=PRECISION)
 
 
 @triton.jit
@@ -175,114 +173,271 @@ def _store_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr
 
 
 @triton.jit
+def _inverse_row_norms(x, rows, row_mask, stride, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+                       SUB: tl.constexpr):
+    """``1 / sqrt(sum(x**2) + 1e-6)`` per row, summed over the key dimension slice by slice."""
+    total = tl.zeros([SUB], dtype=tl.float32)
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        tile = _load_rows(x, rows, row_mask, stride, cols, cols < K)
+        total += tl.sum(tile * tile, axis=1)
+    return 1.0 / tl.sqrt(total + 1e-6)
+
+
+@triton.jit
+def _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask):
+    offsets = rows.to(tl.int64)[:, None] * stride + cols[None, :]
+    tl.store(ptr + offsets, tile.to(ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+
+
+@triton.jit
+def _store_operand(ptr, tile, rows, row_mask, stride, cols, col_mask, PLANE, SPLIT: tl.constexpr):
+    """Stores a float32 tile; with SPLIT, as a bfloat16 pair: the high part at ``ptr`` and the
+    remainder one ``PLANE`` further, which together keep ~16 bits of every value."""
+    if SPLIT:
+        high = tile.to(tl.bfloat16)
+        _store_rows(ptr, high, rows, row_mask, stride, cols, col_mask)
+        _store_rows(ptr + PLANE, tile - high.to(tl.float32), rows, row_mask, stride, cols, col_mask)
+    else:
+        _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask)
+
+
+@triton.jit
+def _store_decayed(q_in, k_in, k_out, xq, xk, gam, gam_last, rows, row_mask, stride, cols, col_mask, scale,
+                   PLANE, SPLIT: tl.constexpr):
+    """The state kernel's operands for one sub-block: queries and keys decayed from the chunk
+    start, keys decayed to the chunk end (every exponent <= 0)."""
+    decay_in = tl.exp(gam)
+    _store_operand(q_in, xq * decay_in * scale, rows, row_mask, stride, cols, col_mask, PLANE, SPLIT)
+    _store_operand(k_in, xk * decay_in, rows, row_mask, stride, cols, col_mask, PLANE, SPLIT)
+    _store_operand(k_out, xk * tl.exp(tl.minimum(gam_last[None, :] - gam, 0.0)), rows, row_mask, stride, cols,
+                   col_mask, PLANE, SPLIT)
+
+
+@triton.jit
+def _load_block(ptr, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK: tl.constexpr):
+    rows = tl.arange(0, SUB)
+    return tl.load(ptr + (i * SUB + rows)[:, None] * CHUNK + (j * SUB + rows)[None, :])
+
+
+@triton.jit
+def _gamma(g_ptr, rows, row_mask, stride, cols, col_mask, carry):
+    """Chunk-local cumulative log decay of one sub-block slice, and the carry past it."""
+    g = tl.minimum(_load_rows(g_ptr, rows, row_mask, stride, cols, col_mask), 0.0)
+    return tl.cumsum(g, axis=0) + carry[None, :], carry + tl.sum(g, axis=0)
+
+
+@triton.jit
+def _row_block_scores(
+    i: tl.constexpr, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE,
+    QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+    SUB: tl.constexpr, DOT_SPAN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    """Scores of the rows of sub-block ``i`` against sub-blocks ``0..i``, summed over key slices.
+
+    Also stores the state kernel's decayed operands for the rows of sub-block ``i`` (and, for
+    ``i == 0``, the whole chunk's decay). Returns ``(aq_i0..aq_i3, ak_i0..ak_i3)``; blocks
+    with ``j > i`` are zero.
+    """
+    sub = tl.arange(0, SUB)
+    rows0, rows1, rows2, rows3 = start + sub, start + SUB + sub, start + 2 * SUB + sub, start + 3 * SUB + sub
+    m0, m1, m2, m3 = rows0 < end, rows1 < end, rows2 < end, rows3 < end
+    rows_i = start + i * SUB + sub
+    m_i = rows_i < end
+    if USE_QK_L2NORM:
+        nq = _inverse_row_norms(q_ptr, rows_i, m_i, QK_STRIDE, K, BK, BKS, SUB)
+        nk0 = _inverse_row_norms(k_ptr, rows0, m0, QK_STRIDE, K, BK, BKS, SUB)
+        nk1 = _inverse_row_norms(k_ptr, rows1, m1, QK_STRIDE, K, BK, BKS, SUB)
+        nk2 = _inverse_row_norms(k_ptr, rows2, m2, QK_STRIDE, K, BK, BKS, SUB)
+        nk3 = _inverse_row_norms(k_ptr, rows3, m3, QK_STRIDE, K, BK, BKS, SUB)
+    else:
+        nq = tl.full([SUB], 1.0, dtype=tl.float32)
+        nk0, nk1, nk2, nk3 = nq, nq, nq, nq
+    aq0 = tl.zeros([SUB, SUB], dtype=tl.float32)
+    aq1, aq2, aq3, ak0, ak1, ak2, ak3 = aq0, aq0, aq0, aq0, aq0, aq0, aq0
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        cm = cols < K
+        gam0, carry = _gamma(g_ptr, rows0, m0, G_STRIDE, cols, cm, tl.zeros([BKS], dtype=tl.float32))
+        gam1, carry = _gamma(g_ptr, rows1, m1, G_STRIDE, cols, cm, carry)
+        gam2, carry = _gamma(g_ptr, rows2, m2, G_STRIDE, cols, cm, carry)
+        gam3, gam_last = _gamma(g_ptr, rows3, m3, G_STRIDE, cols, cm, carry)
+        if i == 0:
+            gam_i, nk_i = gam0, nk0
+        elif i == 1:
+            gam_i, nk_i = gam1, nk1
+        elif i == 2:
+            gam_i, nk_i = gam2, nk2
+        else:
+            gam_i, nk_i = gam3, nk3
+        x_k = _load_rows(k_ptr, rows_i, m_i, QK_STRIDE, cols, cm) * nk_i[:, None]
+        x_q = _load_rows(q_ptr, rows_i, m_i, QK_STRIDE, cols, cm) * nq[:, None]
+        sq, sk = _scores_diagonal(x_q, x_k, gam_i, PRECISION, SUB, DOT_SPAN)
+        ref = _row(gam_i, 0, SUB)
+        if i == 0:
+            aq0, ak0 = aq0 + sq, ak0 + sk
+            tl.store(decay_ptr + cols, tl.exp(gam_last), mask=cm)
+        else:
+            k0 = _load_rows(k_ptr, rows0, m0, QK_STRIDE, cols, cm) * nk0[:, None]
+            oq, ok = _off_block(x_q, x_k, gam_i, ref, k0, gam0, PRECISION)
+            aq0, ak0 = aq0 + oq, ak0 + ok
+            if i == 1:
+                aq1, ak1 = aq1 + sq, ak1 + sk
+            else:
+                k1 = _load_rows(k_ptr, rows1, m1, QK_STRIDE, cols, cm) * nk1[:, None]
+                oq, ok = _off_block(x_q, x_k, gam_i, ref, k1, gam1, PRECISION)
+                aq1, ak1 = aq1 + oq, ak1 + ok
+                if i == 2:
+                    aq2, ak2 = aq2 + sq, ak2 + sk
+                else:
+                    k2 = _load_rows(k_ptr, rows2, m2, QK_STRIDE, cols, cm) * nk2[:, None]
+                    oq, ok = _off_block(x_q, x_k, gam_i, ref, k2, gam2, PRECISION)
+                    aq2, ak2 = aq2 + oq, ak2 + ok
+                    aq3, ak3 = aq3 + sq, ak3 + sk
+        _store_decayed(qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam_i, gam_last, rows_i, m_i, G_STRIDE, cols, cm, scale,
+                       PLANE, SPLIT)
+    return aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3
+
+
+@triton.jit
+def _store_row_block(p_ptr, a_ptr, beta, i: tl.constexpr, start, end, HV: tl.constexpr, i_hv, scale,
+                     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3, SUB: tl.constexpr, CHUNK: tl.constexpr):
+    """Stores row block ``i`` of ``scale * A_qk`` and of ``L = Diag(beta) A_kk`` (blocks 0..i)."""
+    rows = start + i * SUB + tl.arange(0, SUB)
+    b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=rows < end, other=0.0).to(tl.float32)[:, None]
+    _store_block(a_ptr, aq0 * scale, i, 0, SUB, CHUNK)
+    _store_block(p_ptr, ak0 * b, i, 0, SUB, CHUNK)
+    if i >= 1:
+        _store_block(a_ptr, aq1 * scale, i, 1, SUB, CHUNK)
+        _store_block(p_ptr, ak1 * b, i, 1, SUB, CHUNK)
+    if i >= 2:
+        _store_block(a_ptr, aq2 * scale, i, 2, SUB, CHUNK)
+        _store_block(p_ptr, ak2 * b, i, 2, SUB, CHUNK)
+    if i >= 3:
+        _store_block(a_ptr, aq3 * scale, i, 3, SUB, CHUNK)
+        _store_block(p_ptr, ak3 * b, i, 3, SUB, CHUNK)
+
+
+@triton.jit
 def _chunk_intra_kernel(
-    q, k, g, beta, p_out, a_out, sequence_end, chunk_start,
-    scale, T, NT,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, sequence_end, chunk_start,
+    scale, T, NT, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
     CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
-    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     i_h = i_hv // (HV // H)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-    cols = tl.arange(0, BK)
-    col_mask = cols < K
-    sub_rows = tl.arange(0, SUB)
-    qk_base, g_base = i_h * K, i_hv * K
+    q_ptr, k_ptr, g_ptr = q + i_h * K, k + i_h * K, g + i_hv * K
+    qi_ptr, ki_ptr, ko_ptr = q_in + i_hv * K, k_in + i_hv * K, k_out + i_hv * K
+    decay_ptr = decay_out + (i_c * HV + i_hv).to(tl.int64) * K
+    block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
+    p_ptr, a_ptr = p_out + block, a_out + block
 
-    # The four sub-blocks: keys, queries, chunk-local cumulative log decay, beta.
-    rows0 = start + sub_rows
-    rows1 = rows0 + SUB
-    rows2 = rows1 + SUB
-    rows3 = rows2 + SUB
-    k0 = _load_rows(k + qk_base, rows0, rows0 < end, H * K, cols, col_mask)
-    k1 = _load_rows(k + qk_base, rows1, rows1 < end, H * K, cols, col_mask)
-    k2 = _load_rows(k + qk_base, rows2, rows2 < end, H * K, cols, col_mask)
-    k3 = _load_rows(k + qk_base, rows3, rows3 < end, H * K, cols, col_mask)
-    q0 = _load_rows(q + qk_base, rows0, rows0 < end, H * K, cols, col_mask)
-    q1 = _load_rows(q + qk_base, rows1, rows1 < end, H * K, cols, col_mask)
-    q2 = _load_rows(q + qk_base, rows2, rows2 < end, H * K, cols, col_mask)
-    q3 = _load_rows(q + qk_base, rows3, rows3 < end, H * K, cols, col_mask)
-    if USE_QK_L2NORM:
-        k0, k1, k2, k3 = _l2_normalize_rows(k0), _l2_normalize_rows(k1), _l2_normalize_rows(k2), _l2_normalize_rows(k3)
-        q0, q1, q2, q3 = _l2_normalize_rows(q0), _l2_normalize_rows(q1), _l2_normalize_rows(q2), _l2_normalize_rows(q3)
-    g0 = tl.minimum(_load_rows(g + g_base, rows0, rows0 < end, HV * K, cols, col_mask), 0.0)
-    g1 = tl.minimum(_load_rows(g + g_base, rows1, rows1 < end, HV * K, cols, col_mask), 0.0)
-    g2 = tl.minimum(_load_rows(g + g_base, rows2, rows2 < end, HV * K, cols, col_mask), 0.0)
-    g3 = tl.minimum(_load_rows(g + g_base, rows3, rows3 < end, HV * K, cols, col_mask), 0.0)
-    gam0 = tl.cumsum(g0, axis=0)
-    gam1 = tl.cumsum(g1, axis=0) + tl.sum(g0, axis=0)[None, :]
-    gam2 = tl.cumsum(g2, axis=0) + (tl.sum(g0, axis=0) + tl.sum(g1, axis=0))[None, :]
-    gam3 = tl.cumsum(g3, axis=0) + (tl.sum(g0, axis=0) + tl.sum(g1, axis=0) + tl.sum(g2, axis=0))[None, :]
-    b0 = tl.load(beta + rows0.to(tl.int64) * HV + i_hv, mask=rows0 < end, other=0.0).to(tl.float32)
-    b1 = tl.load(beta + rows1.to(tl.int64) * HV + i_hv, mask=rows1 < end, other=0.0).to(tl.float32)
-    b2 = tl.load(beta + rows2.to(tl.int64) * HV + i_hv, mask=rows2 < end, other=0.0).to(tl.float32)
-    b3 = tl.load(beta + rows3.to(tl.int64) * HV + i_hv, mask=rows3 < end, other=0.0).to(tl.float32)
+    # 1. Scores, one row block at a time (few accumulators live at once). The P buffer holds
+    #    L = Diag(beta) A_kk until step 2 replaces it, row block by row block, with M.
+    aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
+        0, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+    _store_row_block(p_ptr, a_ptr, beta, 0, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
+                     SUB, CHUNK)
+    aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
+        1, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+    _store_row_block(p_ptr, a_ptr, beta, 1, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
+                     SUB, CHUNK)
+    aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
+        2, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+    _store_row_block(p_ptr, a_ptr, beta, 2, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
+                     SUB, CHUNK)
+    aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
+        3, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+    _store_row_block(p_ptr, a_ptr, beta, 3, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
+                     SUB, CHUNK)
+    tl.debug_barrier()
 
-    # Diagonal blocks.
-    aq00, ak00 = _scores_diagonal(q0, k0, gam0, PRECISION, SUB, DOT_SPAN)
-    aq11, ak11 = _scores_diagonal(q1, k1, gam1, PRECISION, SUB, DOT_SPAN)
-    aq22, ak22 = _scores_diagonal(q2, k2, gam2, PRECISION, SUB, DOT_SPAN)
-    aq33, ak33 = _scores_diagonal(q3, k3, gam3, PRECISION, SUB, DOT_SPAN)
-    # Off-diagonal blocks through each row block's first row.
-    ref1, ref2, ref3 = _row(gam1, 0, SUB), _row(gam2, 0, SUB), _row(gam3, 0, SUB)
-    aq10, ak10 = _off_block(q1, k1, gam1, ref1, k0, gam0, PRECISION)
-    aq20, ak20 = _off_block(q2, k2, gam2, ref2, k0, gam0, PRECISION)
-    aq21, ak21 = _off_block(q2, k2, gam2, ref2, k1, gam1, PRECISION)
-    aq30, ak30 = _off_block(q3, k3, gam3, ref3, k0, gam0, PRECISION)
-    aq31, ak31 = _off_block(q3, k3, gam3, ref3, k1, gam1, PRECISION)
-    aq32, ak32 = _off_block(q3, k3, gam3, ref3, k2, gam2, PRECISION)
-
-    # L = Diag(beta) A_kk; M = (I + L)^{-1} by block forward substitution; P = M Diag(beta).
-    d0 = _unit_lower_inverse(ak00 * b0[:, None], SUB)
-    d1 = _unit_lower_inverse(ak11 * b1[:, None], SUB)
-    d2 = _unit_lower_inverse(ak22 * b2[:, None], SUB)
-    d3 = _unit_lower_inverse(ak33 * b3[:, None], SUB)
-    l10, l20, l21 = ak10 * b1[:, None], ak20 * b2[:, None], ak21 * b2[:, None]
-    l30, l31, l32 = ak30 * b3[:, None], ak31 * b3[:, None], ak32 * b3[:, None]
-    m10 = -_dot(d1, _dot(l10, d0, PRECISION), PRECISION)
+    # 2. M = (I + L)^{-1} by block forward substitution, one row block at a time:
+    #    M_ii = (I + L_ii)^{-1},  M_ij = -M_ii sum_{j <= m < i} L_im M_mj.
+    d0 = _unit_lower_inverse(_load_block(p_ptr, 0, 0, SUB, CHUNK), SUB)
+    _store_block(p_ptr, d0, 0, 0, SUB, CHUNK)
+    tl.debug_barrier()
+    d1 = _unit_lower_inverse(_load_block(p_ptr, 1, 1, SUB, CHUNK), SUB)
+    m10 = -_dot(d1, _dot(_load_block(p_ptr, 1, 0, SUB, CHUNK), d0, PRECISION), PRECISION)
+    tl.debug_barrier()
+    _store_block(p_ptr, d1, 1, 1, SUB, CHUNK)
+    _store_block(p_ptr, m10, 1, 0, SUB, CHUNK)
+    tl.debug_barrier()
+    l20, l21 = _load_block(p_ptr, 2, 0, SUB, CHUNK), _load_block(p_ptr, 2, 1, SUB, CHUNK)
+    d2 = _unit_lower_inverse(_load_block(p_ptr, 2, 2, SUB, CHUNK), SUB)
     m21 = -_dot(d2, _dot(l21, d1, PRECISION), PRECISION)
     m20 = -_dot(d2, _dot(l20, d0, PRECISION) + _dot(l21, m10, PRECISION), PRECISION)
+    tl.debug_barrier()
+    _store_block(p_ptr, d2, 2, 2, SUB, CHUNK)
+    _store_block(p_ptr, m21, 2, 1, SUB, CHUNK)
+    _store_block(p_ptr, m20, 2, 0, SUB, CHUNK)
+    tl.debug_barrier()
+    l30, l31, l32 = (_load_block(p_ptr, 3, 0, SUB, CHUNK), _load_block(p_ptr, 3, 1, SUB, CHUNK),
+                     _load_block(p_ptr, 3, 2, SUB, CHUNK))
+    d3 = _unit_lower_inverse(_load_block(p_ptr, 3, 3, SUB, CHUNK), SUB)
     m32 = -_dot(d3, _dot(l32, d2, PRECISION), PRECISION)
     m31 = -_dot(d3, _dot(l31, d1, PRECISION) + _dot(l32, m21, PRECISION), PRECISION)
     m30 = -_dot(d3, _dot(l30, d0, PRECISION) + _dot(l31, m10, PRECISION) + _dot(l32, m20, PRECISION), PRECISION)
+    tl.debug_barrier()
+    _store_block(p_ptr, d3, 3, 3, SUB, CHUNK)
+    _store_block(p_ptr, m32, 3, 2, SUB, CHUNK)
+    _store_block(p_ptr, m31, 3, 1, SUB, CHUNK)
+    _store_block(p_ptr, m30, 3, 0, SUB, CHUNK)
 
-    block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
-    p_ptr, a_ptr = p_out + block, a_out + block
-    _store_block(p_ptr, d0 * b0[None, :], 0, 0, SUB, CHUNK)
-    _store_block(p_ptr, m10 * b0[None, :], 1, 0, SUB, CHUNK)
-    _store_block(p_ptr, d1 * b1[None, :], 1, 1, SUB, CHUNK)
-    _store_block(p_ptr, m20 * b0[None, :], 2, 0, SUB, CHUNK)
-    _store_block(p_ptr, m21 * b1[None, :], 2, 1, SUB, CHUNK)
-    _store_block(p_ptr, d2 * b2[None, :], 2, 2, SUB, CHUNK)
-    _store_block(p_ptr, m30 * b0[None, :], 3, 0, SUB, CHUNK)
-    _store_block(p_ptr, m31 * b1[None, :], 3, 1, SUB, CHUNK)
-    _store_block(p_ptr, m32 * b2[None, :], 3, 2, SUB, CHUNK)
-    _store_block(p_ptr, d3 * b3[None, :], 3, 3, SUB, CHUNK)
-    _store_block(a_ptr, aq00 * scale, 0, 0, SUB, CHUNK)
-    _store_block(a_ptr, aq10 * scale, 1, 0, SUB, CHUNK)
-    _store_block(a_ptr, aq11 * scale, 1, 1, SUB, CHUNK)
-    _store_block(a_ptr, aq20 * scale, 2, 0, SUB, CHUNK)
-    _store_block(a_ptr, aq21 * scale, 2, 1, SUB, CHUNK)
-    _store_block(a_ptr, aq22 * scale, 2, 2, SUB, CHUNK)
-    _store_block(a_ptr, aq30 * scale, 3, 0, SUB, CHUNK)
-    _store_block(a_ptr, aq31 * scale, 3, 1, SUB, CHUNK)
-    _store_block(a_ptr, aq32 * scale, 3, 2, SUB, CHUNK)
-    _store_block(a_ptr, aq33 * scale, 3, 3, SUB, CHUNK)
+
+@triton.jit
+def _dot_operand(a, b, b_low, PRECISION: tl.constexpr, SPLIT: tl.constexpr, NATIVE_BF16: tl.constexpr):
+    """``a @ b`` for a float32 ``a`` computed here and a ``b`` read from the intra-chunk kernel.
+
+    With SPLIT, ``b`` is a bfloat16 pair ``(b, b_low)`` and ``a`` is split the same way; three
+    bfloat16 products (the low x low term is below float32's own rounding) keep ~16 bits.
+    Without NATIVE_BF16 (Triton's CPU interpreter, whose bfloat16 products are unreliable) the
+    same bfloat16 values are multiplied in float32, which is exact for products of bfloat16s.
+    """
+    if SPLIT:
+        high = a.to(tl.bfloat16)
+        low = (a - high.to(tl.float32)).to(tl.bfloat16)
+        if NATIVE_BF16:
+            return tl.dot(high, b) + (tl.dot(low, b) + tl.dot(high, b_low))
+        else:
+            high32, low32, b32, b_low32 = high.to(tl.float32), low.to(tl.float32), b.to(tl.float32), b_low.to(tl.float32)
+            return (tl.dot(high32, b32, input_precision="ieee")
+                    + (tl.dot(low32, b32, input_precision="ieee") + tl.dot(high32, b_low32, input_precision="ieee")))
+    else:
+        return _dot(a, b, PRECISION)
+
+
+@triton.jit
+def _load_operand(ptr, offsets, mask, PLANE, SPLIT: tl.constexpr):
+    high = tl.load(ptr + offsets, mask=mask, other=0.0)
+    if SPLIT:
+        low = tl.load(ptr + PLANE + offsets, mask=mask, other=0.0)
+    else:
+        low = high
+    return high, low
 
 
 @triton.jit
 def _chunk_state_kernel(
-    q, k, v, g, p_in, a_in, o, h0, ht, cu_seqlens, chunk_offsets,
-    scale, T,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    q_in, k_in, k_out, decay, v, beta, m_in, a_in, o, h0, ht, cu_seqlens, chunk_offsets,
+    T, PLANE,
+    HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
-    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr, NATIVE_BF16: tl.constexpr,
 ):
+    # Everything here is transposed (value columns first): the values computed in the loop are
+    # the left operands of the products and the tiles read from memory the right ones.
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
-    i_h = i_hv // (HV // H)
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -295,42 +450,45 @@ def _chunk_state_kernel(
     cols_v = i_v * BV + tl.arange(0, BV)
     mask_k, mask_v = cols_k < K, cols_v < V
     rows = tl.arange(0, CHUNK)
-    causal = rows[:, None] >= rows[None, :]
+    causal_t = rows[None, :] >= rows[:, None]   # the causal (lower) triangle, transposed
 
-    state_offsets = (i_n * HV + i_hv).to(tl.int64) * K * V + cols_k[:, None] * V + cols_v[None, :]
-    state_mask = mask_k[:, None] & mask_v[None, :]
-    state = tl.zeros([BK, BV], dtype=tl.float32)
+    state_offsets = (i_n * HV + i_hv).to(tl.int64) * K * V + cols_k[None, :] * V + cols_v[:, None]
+    state_mask = mask_k[None, :] & mask_v[:, None]
+    state_t = tl.zeros([BV, BK], dtype=tl.float32)   # S^T
     if USE_INITIAL_STATE:
-        state += tl.load(h0 + state_offsets, mask=state_mask, other=0.0).to(tl.float32)
+        state_t += tl.load(h0 + state_offsets, mask=state_mask, other=0.0).to(tl.float32)
 
     num_chunks = tl.cdiv(eos - bos, CHUNK)
     for c in range(0, num_chunks):
         tokens = bos + c * CHUNK + rows
         valid = tokens < eos
-        kc = _load_rows(k + i_h * K, tokens, valid, H * K, cols_k, mask_k)
-        qc = _load_rows(q + i_h * K, tokens, valid, H * K, cols_k, mask_k)
-        if USE_QK_L2NORM:
-            kc = _l2_normalize_rows(kc)
-            qc = _l2_normalize_rows(qc)
-        gc = tl.minimum(_load_rows(g + i_hv * K, tokens, valid, HV * K, cols_k, mask_k), 0.0)
-        gam = tl.cumsum(gc, axis=0)
-        gam_last = tl.sum(gc, axis=0)
-        vc = _load_rows(v + i_hv * V, tokens, valid, HV * V, cols_v, mask_v)
-        block = ((first_chunk + c) * HV + i_hv) * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :]
-        p = tl.load(p_in + block, mask=causal, other=0.0)
-        a = tl.load(a_in + block, mask=causal, other=0.0)
+        chunk = (first_chunk + c) * HV + i_hv
+        square = chunk * CHUNK * CHUNK + rows[None, :] * CHUNK + rows[:, None]   # [C, C] read transposed
+        operand_t = tokens.to(tl.int64)[None, :] * (HV * K) + i_hv * K + cols_k[:, None]   # [BK, C]
+        operand_t_mask = valid[None, :] & mask_k[:, None]
+        values_offsets = tokens.to(tl.int64)[None, :] * (HV * V) + i_hv * V + cols_v[:, None]   # [BV, C]
+        values_mask = valid[None, :] & mask_v[:, None]
 
-        decay_in = tl.exp(gam)
-        x = vc - _dot(kc * decay_in, state, PRECISION)
-        v_new = _dot(p, x, PRECISION)
-        out = scale * _dot(qc * decay_in, state, PRECISION) + _dot(a, v_new, PRECISION)
-        out_offsets = tokens.to(tl.int64)[:, None] * (HV * V) + i_hv * V + cols_v[None, :]
-        tl.store(o + out_offsets, out.to(o.dtype.element_ty), mask=valid[:, None] & mask_v[None, :])
-        keys_out = kc * tl.exp(tl.minimum(gam_last[None, :] - gam, 0.0))
-        state = state * tl.exp(gam_last)[:, None] + _dot(tl.trans(keys_out), v_new, PRECISION)
+        keys_in, keys_in_low = _load_operand(k_in, operand_t, operand_t_mask, PLANE, SPLIT)
+        values_t = tl.load(v + values_offsets, mask=values_mask, other=0.0).to(tl.float32)
+        b = tl.load(beta + tokens * HV + i_hv, mask=valid, other=0.0).to(tl.float32)
+        correction_t = (values_t - _dot_operand(state_t, keys_in, keys_in_low, PRECISION, SPLIT, NATIVE_BF16)) * b[None, :]
+        inverse_t = tl.load(m_in + square, mask=causal_t, other=0.0)
+        v_new_t = _dot(correction_t, inverse_t, PRECISION)                      # (M X)^T
+
+        queries_in, queries_in_low = _load_operand(q_in, operand_t, operand_t_mask, PLANE, SPLIT)
+        scores_t = tl.load(a_in + square, mask=causal_t, other=0.0)
+        out_t = (_dot_operand(state_t, queries_in, queries_in_low, PRECISION, SPLIT, NATIVE_BF16)
+                 + _dot(v_new_t, scores_t, PRECISION))
+        tl.store(o + values_offsets, out_t.to(o.dtype.element_ty), mask=values_mask)
+
+        keys_out, keys_out_low = _load_operand(k_out, tl.trans(operand_t), tl.trans(operand_t_mask), PLANE, SPLIT)
+        decay_last = tl.load(decay + chunk * K + cols_k, mask=mask_k, other=0.0)
+        state_t = state_t * decay_last[None, :] + _dot_operand(v_new_t, keys_out, keys_out_low, PRECISION, SPLIT,
+                                                               NATIVE_BF16)
 
     if STORE_FINAL_STATE:
-        tl.store(ht + state_offsets, state, mask=state_mask)
+        tl.store(ht + state_offsets, state_t, mask=state_mask)
 
 
 def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int):
@@ -378,8 +536,9 @@ def triton_chunk_kda(
         output_final_state: also return the ``[N, HV, K, V]`` float32 state after the last token.
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` per head inside the kernels.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences when ``B == 1``, or None.
-        precision: matrix-product operands: "ieee" (float32; the default for float32 inputs),
-            "tf32x3", "tf32" (the default for 16-bit inputs) or "bf16".
+        precision: matrix products: "ieee" (the default for float32 inputs), "tf32x3" or
+            "tf32" (the default for 16-bit inputs, whose products with the state are then
+            bfloat16 products of a split state).
         block_v, intra_warps, state_warps, state_stages: launch settings of the two kernels
             (value columns per state-kernel program, a power of two; warps; pipeline stages);
             the defaults suit the H200.
@@ -406,13 +565,22 @@ def triton_chunk_kda(
     block_k = max(16, triton.next_power_of_2(K))
     if block_v is None:
         block_v = min(64, max(16, triton.next_power_of_2(V)))
-    transform = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=torch.float32)
-    scores = torch.empty_like(transform)
+    # Products with the state: float32 operands for float32 inputs; for 16-bit inputs the
+    # decayed queries and keys are stored as bfloat16 pairs and meet a split state in three
+    # bfloat16 products (~16 bits on both sides).
+    split = precision == "tf32" and q.dtype != torch.float32
+    planes = 2 if split else 1
+    inverse = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=torch.float32)
+    scores = torch.empty_like(inverse)
+    queries_in, keys_in, keys_out = (q.new_empty(planes, B * T, HV, K, dtype=torch.bfloat16 if split else torch.float32)
+                                     for _ in range(3))
+    plane = B * T * HV * K
+    decay_last = q.new_empty(num_chunks, HV, K, dtype=torch.float32)
     _chunk_intra_kernel[(num_chunks, HV)](
-        q, k, g, beta, transform, scores, chunk_ends, chunk_starts,
-        float(scale), T, max(per_sequence, 1),
-        H=H, HV=HV, K=K, BK=block_k, CHUNK=CHUNK, SUB=SUB, DOT_SPAN=DOT_SPAN,
-        IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision,
+        q, k, g, beta, inverse, scores, queries_in, keys_in, keys_out, decay_last, chunk_ends, chunk_starts,
+        float(scale), T, max(per_sequence, 1), plane,
+        H=H, HV=HV, K=K, BK=block_k, BKS=min(block_k, KEY_SLICE), CHUNK=CHUNK, SUB=SUB, DOT_SPAN=DOT_SPAN,
+        IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision, SPLIT=split,
         num_warps=intra_warps,
     )
     o = torch.empty_like(v)
@@ -420,12 +588,12 @@ def triton_chunk_kda(
     if initial_state is not None:
         initial_state = initial_state.contiguous()
     _chunk_state_kernel[(triton.cdiv(V, block_v), N * HV)](
-        q, k, v, g, transform, scores, o, initial_state, final_state, cu_seqlens, chunk_offsets,
-        float(scale), T,
-        H=H, HV=HV, K=K, V=V, BK=block_k, BV=block_v, CHUNK=CHUNK,
+        queries_in, keys_in, keys_out, decay_last, v, beta, inverse, scores, o, initial_state, final_state,
+        cu_seqlens, chunk_offsets, T, plane,
+        HV=HV, K=K, V=V, BK=block_k, BV=block_v, CHUNK=CHUNK,
         USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-        IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision,
-        num_warps=state_warps or (8 if block_k * block_v >= 8192 else 4),
-        **({} if state_stages is None else {"num_stages": state_stages}),
+        IS_VARLEN=cu_seqlens is not None, PRECISION=precision, SPLIT=split, NATIVE_BF16=not interpreting(),
+        num_warps=state_warps or 4,
+        num_stages=state_stages or 1,   # two stages exceed the shared memory at K = V = 128
     )
     return o, final_state
