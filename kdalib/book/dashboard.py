@@ -18,8 +18,8 @@ from sphinx.util.docutils import SphinxDirective
 
 from kdalib.book.data import book_data, remember_page
 from kdalib.book.render import badge, claim_anchor, join, link, literal, short, source_anchor, table
-from kdalib.sources.model import Claim
 from kdalib.book.spec_table import verdict_badge
+from kdalib.sources.model import Claim
 from kdalib.sources.schema import CLAIM_STATUSES, SEED_VERDICTS
 
 
