@@ -20,17 +20,26 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from kdalib.sources.fields import parse_date, parse_enum, parse_pattern, parse_sha, parse_text
-from kdalib.sources.loader import item_line
 from kdalib.sources.model import ERROR, WARNING, Document, Finding
-from kdalib.sources.schema import SOURCE_ID, _Entry, _Reporter
+from kdalib.sources.schema import SOURCE_ID, _Entry, _Reporter, item_line
 from kdalib.sources.snapshots import SnapshotStore, sha256_bytes
 
 MANIFEST_NAME = "MANIFEST.yaml"
 #: Files of the store that are about the texts, not texts themselves.
 STORE_DOCUMENTS = (MANIFEST_NAME, "README.md")
 ORIGINS = ("publisher", "extraction", "third-party")
-ENTRY_KEYS = ("file", "source", "version", "retrieved_from", "retrieved_on", "origin", "licence", "sha256",
-              "bytes", "notes")
+ENTRY_KEYS = (
+    "file",
+    "source",
+    "version",
+    "retrieved_from",
+    "retrieved_on",
+    "origin",
+    "licence",
+    "sha256",
+    "bytes",
+    "notes",
+)
 
 NEW_MANIFEST_HEADER = (
     "# The archived texts in this folder, one entry per file (see kdalib/sources/manifest.py):\n"
@@ -91,9 +100,14 @@ def _parse_entry(raw: Any, report: _Reporter, line: int) -> ManifestEntry | None
     }
     if any(value is None for value in values.values()):
         return None
-    return ManifestEntry(file=file, **values, licence=entry.get("licence", parse_text, "text") or "",
-                         notes=entry.get("notes", parse_text, "text") or "", line=line,
-                         sha256_line=entry.line_of("sha256"))
+    return ManifestEntry(
+        file=file,
+        **values,
+        licence=entry.get("licence", parse_text, "text") or "",
+        notes=entry.get("notes", parse_text, "text") or "",
+        line=line,
+        sha256_line=entry.line_of("sha256"),
+    )
 
 
 def load_manifest(path: Path) -> tuple[dict[str, ManifestEntry], list[Finding]]:
@@ -106,12 +120,21 @@ def load_manifest(path: Path) -> tuple[dict[str, ManifestEntry], list[Finding]]:
         return {}, report.findings
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        report.error(mark.line + 1 if mark else 0, "", "manifest-unreadable",
-                     f"YAML error: {getattr(err, 'problem', None) or err}")
+        report.error(
+            mark.line + 1 if mark else 0,
+            "",
+            "manifest-unreadable",
+            f"YAML error: {getattr(err, 'problem', None) or err}",
+        )
         return {}, report.findings
     if not isinstance(data, CommentedSeq):
-        report.error(1, "", "manifest-unreadable", "the manifest is not a list of entries",
-                     "write one '- file: ...' entry per archived text")
+        report.error(
+            1,
+            "",
+            "manifest-unreadable",
+            "the manifest is not a list of entries",
+            "write one '- file: ...' entry per archived text",
+        )
         return {}, report.findings
     entries: dict[str, ManifestEntry] = {}
     for index, raw in enumerate(data):
@@ -119,9 +142,13 @@ def load_manifest(path: Path) -> tuple[dict[str, ManifestEntry], list[Finding]]:
         if parsed is None:
             continue
         if parsed.file in entries:
-            report.error(parsed.line, parsed.file, "manifest-duplicate-file",
-                         f"{parsed.file} is already listed on line {entries[parsed.file].line}",
-                         "keep one entry per file")
+            report.error(
+                parsed.line,
+                parsed.file,
+                "manifest-duplicate-file",
+                f"{parsed.file} is already listed on line {entries[parsed.file].line}",
+                "keep one entry per file",
+            )
             continue
         entries[parsed.file] = parsed
     return entries, report.findings
@@ -134,8 +161,11 @@ def store_files(root: Path) -> list[str]:
     found = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts) \
-                and relative.as_posix() not in STORE_DOCUMENTS:
+        if (
+            path.is_file()
+            and not any(part.startswith(".") for part in relative.parts)
+            and relative.as_posix() not in STORE_DOCUMENTS
+        ):
             found.append(relative.as_posix())
     return found
 
@@ -150,9 +180,17 @@ def check_manifest(doc: Document, store: SnapshotStore, strict: bool) -> list[Fi
     """
     path = store.root / MANIFEST_NAME
     if not path.exists():
-        return [Finding(ERROR if strict else WARNING, "manifest-missing", str(path), 0, "",
-                        f"the snapshot store {store.root} has no {MANIFEST_NAME}",
-                        f"add {path} with one entry per archived text")]
+        return [
+            Finding(
+                ERROR if strict else WARNING,
+                "manifest-missing",
+                str(path),
+                0,
+                "",
+                f"the snapshot store {store.root} has no {MANIFEST_NAME}",
+                f"add {path} with one entry per archived text",
+            )
+        ]
     entries, findings = load_manifest(path)
     if any(f.code == "manifest-unreadable" for f in findings):
         return findings  # every file would look unlisted: report the cause only
@@ -160,59 +198,125 @@ def check_manifest(doc: Document, store: SnapshotStore, strict: bool) -> list[Fi
     named = {snapshot.file for source in doc.sources.values() for snapshot in source.all_snapshots()}
     for entry in entries.values():
         if entry.source not in doc.sources:
-            findings.append(Finding(ERROR, "manifest-unknown-source", file, entry.line, entry.file,
-                                    f"names source {entry.source!r}, which is not in {doc.path}",
-                                    "fix the id, or add the source to sources.yaml"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "manifest-unknown-source",
+                    file,
+                    entry.line,
+                    entry.file,
+                    f"names source {entry.source!r}, which is not in {doc.path}",
+                    "fix the id, or add the source to sources.yaml",
+                )
+            )
         try:
             data = store.path_of(entry.file).read_bytes()
         except OSError:
             if entry.file not in named:  # a named one is already a snapshot-missing finding
-                findings.append(Finding(ERROR if strict else WARNING, "manifest-file-missing", file, entry.line,
-                                        entry.file, f"lists {entry.file}, which is not in {store.root}",
-                                        "restore the file, or remove its entry"))
+                findings.append(
+                    Finding(
+                        ERROR if strict else WARNING,
+                        "manifest-file-missing",
+                        file,
+                        entry.line,
+                        entry.file,
+                        f"lists {entry.file}, which is not in {store.root}",
+                        "restore the file, or remove its entry",
+                    )
+                )
             continue
         actual = sha256_bytes(data)
         if actual != entry.sha256:
-            findings.append(Finding(ERROR, "manifest-sha-mismatch", file, entry.sha256_line, entry.file,
-                                    f"records sha256 {entry.sha256}, but the file has {actual}",
-                                    "restore the archived file; a changed source is kept as a new version "
-                                    "(`kdalib sources fetch --new-version ID`), never written over"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "manifest-sha-mismatch",
+                    file,
+                    entry.sha256_line,
+                    entry.file,
+                    f"records sha256 {entry.sha256}, but the file has {actual}",
+                    "restore the archived file; a changed source is kept as a new version "
+                    "(`kdalib sources fetch --new-version ID`), never written over",
+                )
+            )
         elif len(data) != entry.bytes:
-            findings.append(Finding(ERROR, "manifest-size-mismatch", file, entry.line, entry.file,
-                                    f"records {entry.bytes} bytes, but the file has {len(data)}",
-                                    f"write bytes: {len(data)}"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "manifest-size-mismatch",
+                    file,
+                    entry.line,
+                    entry.file,
+                    f"records {entry.bytes} bytes, but the file has {len(data)}",
+                    f"write bytes: {len(data)}",
+                )
+            )
     for name in store_files(store.root):
         if name not in entries:
-            findings.append(Finding(ERROR, "unlisted-snapshot", str(store.path_of(name)), 1, name,
-                                    f"is in the snapshot store but not in {file}",
-                                    "add its entry (file, source, version, retrieved_from, retrieved_on, origin, "
-                                    "sha256, bytes), or remove the file"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "unlisted-snapshot",
+                    str(store.path_of(name)),
+                    1,
+                    name,
+                    f"is in the snapshot store but not in {file}",
+                    "add its entry (file, source, version, retrieved_from, retrieved_on, origin, "
+                    "sha256, bytes), or remove the file",
+                )
+            )
     findings += _check_named_snapshots(doc, entries, named, file)
     return findings
 
 
-def _check_named_snapshots(doc: Document, entries: dict[str, ManifestEntry], named: set[str],
-                           manifest: str) -> list[Finding]:
+def _check_named_snapshots(
+    doc: Document, entries: dict[str, ManifestEntry], named: set[str], manifest: str
+) -> list[Finding]:
     findings: list[Finding] = []
     for source in doc.sources.values():
         for snapshot in source.all_snapshots():
             entry = entries.get(snapshot.file)
             line = source.lines.get("snapshot" if snapshot is source.snapshot else "versions", source.line)
             if entry is not None and entry.source != source.id:
-                findings.append(Finding(ERROR, "manifest-source-mismatch", str(doc.path), line, source.id,
-                                        f"names snapshot {snapshot.file}, which {manifest} (line {entry.line}) "
-                                        f"gives to source {entry.source!r}",
-                                        "give each source its own file, or correct the manifest's 'source'"))
+                findings.append(
+                    Finding(
+                        ERROR,
+                        "manifest-source-mismatch",
+                        str(doc.path),
+                        line,
+                        source.id,
+                        f"names snapshot {snapshot.file}, which {manifest} (line {entry.line}) "
+                        f"gives to source {entry.source!r}",
+                        "give each source its own file, or correct the manifest's 'source'",
+                    )
+                )
     for entry in entries.values():
         if entry.file not in named and entry.source in doc.sources:
-            findings.append(Finding(WARNING, "manifest-unused", manifest, entry.line, entry.file,
-                                    f"no source in {doc.path} names {entry.file} as its snapshot or a version",
-                                    f"list it under {entry.source}'s snapshot or versions, or remove it"))
+            findings.append(
+                Finding(
+                    WARNING,
+                    "manifest-unused",
+                    manifest,
+                    entry.line,
+                    entry.file,
+                    f"no source in {doc.path} names {entry.file} as its snapshot or a version",
+                    f"list it under {entry.source}'s snapshot or versions, or remove it",
+                )
+            )
     return findings
 
 
-def with_entry(store: SnapshotStore, file: str, source: str, version: str, retrieved_from: str,
-               origin: str, data: bytes, notes: str = "", today: dt.date | None = None) -> bytes:
+def with_entry(
+    store: SnapshotStore,
+    file: str,
+    source: str,
+    version: str,
+    retrieved_from: str,
+    origin: str,
+    data: bytes,
+    notes: str = "",
+    today: dt.date | None = None,
+) -> bytes:
     """The manifest's new content with the entry of ``file`` added (or replaced), comments kept."""
     if origin not in ORIGINS:
         raise ValueError(f"origin {origin!r} is not one of {', '.join(ORIGINS)}")
@@ -230,7 +334,7 @@ def with_entry(store: SnapshotStore, file: str, source: str, version: str, retri
     entry["source"] = source
     entry["version"] = version
     entry["retrieved_from"] = retrieved_from
-    entry["retrieved_on"] = (today or dt.datetime.now(dt.timezone.utc).date()).isoformat()
+    entry["retrieved_on"] = (today or dt.datetime.now(dt.UTC).date()).isoformat()
     entry["origin"] = origin
     entry["sha256"] = sha256_bytes(data)
     entry["bytes"] = len(data)

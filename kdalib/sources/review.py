@@ -27,7 +27,7 @@ class Scope:
     """Which claims a change touches, compared with ``ref``."""
 
     ref: str
-    changes: dict[str, str] = field(default_factory=dict)   # claim id -> "added" / "changed: keys"
+    changes: dict[str, str] = field(default_factory=dict)  # claim id -> "added" / "changed: keys"
     removed: list[str] = field(default_factory=list)
 
 
@@ -43,15 +43,25 @@ def base_document(sources_path: str | Path, ref: str) -> Document | None:
     """
     path = Path(sources_path).resolve()
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=top,
-                       capture_output=True, text=True, check=True)
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except FileNotFoundError:
         raise LoadError(sources_path, 0, "--changed-since needs git, which is not installed") from None
     except subprocess.CalledProcessError:
-        raise LoadError(sources_path, 0, f"--changed-since {ref!r}: not a commit of the repository holding "
-                        f"{sources_path} (fetch it first, e.g. `git fetch origin main`)") from None
+        raise LoadError(
+            sources_path,
+            0,
+            f"--changed-since {ref!r}: not a commit of the repository holding "
+            f"{sources_path} (fetch it first, e.g. `git fetch origin main`)",
+        ) from None
     relative = path.relative_to(Path(top).resolve()).as_posix()
     shown = subprocess.run(["git", "show", f"{ref}:{relative}"], cwd=top, capture_output=True, text=True)
     if shown.returncode != 0:
@@ -64,8 +74,11 @@ def changes_since(doc: Document, base: Document | None, ref: str) -> Scope:
     scope = Scope(ref)
     old_claims = base.claims if base else {}
     old_sources = base.sources if base else {}
-    changed_sources = {sid for sid, source in doc.sources.items()
-                       if sid not in old_sources or _fields(source) != _fields(old_sources[sid])}
+    changed_sources = {
+        sid
+        for sid, source in doc.sources.items()
+        if sid not in old_sources or _fields(source) != _fields(old_sources[sid])
+    }
     for claim_id, claim in doc.claims.items():
         before = old_claims.get(claim_id)
         if before is None:
@@ -113,10 +126,13 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
     """The Markdown report: verdict, the claims in scope, other errors, and the online check if run."""
     doc = report.document
     verdict = "FAILED" if report.errors else "OK"
-    lines = ["## kdalib verify", "",
-             f"**{verdict}**{' (strict)' if strict else ''}: {len(doc.claims)} claims, "
-             f"{len(report.matches)} quotes checked, {len(report.errors)} error(s), {len(report.warnings)} warning(s).",
-             ""]
+    lines = [
+        "## kdalib verify",
+        "",
+        f"**{verdict}**{' (strict)' if strict else ''}: {len(doc.claims)} claims, "
+        f"{len(report.matches)} quotes checked, {len(report.errors)} error(s), {len(report.warnings)} warning(s).",
+        "",
+    ]
     if scope is not None:
         claim_ids = list(scope.changes)
         lines.append(f"### Claims added or changed since `{scope.ref}`: {len(claim_ids)}")
@@ -138,8 +154,13 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
         lines += ["", f"### Other errors: {len(others)}", ""]
         lines += [f"- {_finding_cell(f)}" + (f" Fix: {_cell(f.fix)}" if f.fix else "") for f in others[:MAX_ROWS]]
     if report.tracks:
-        lines += ["", "### Live sources", "",
-                  "| source | state | quotes still in the live text | quotes gone | detail |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Live sources",
+            "",
+            "| source | state | quotes still in the live text | quotes gone | detail |",
+            "|---|---|---|---|---|",
+        ]
         for track in report.tracks:
             held = f"{len(track.quotes) - len(track.quotes_gone)}/{len(track.quotes)}" if track.live else "-"
             gone = ", ".join(f"`{c}`" for c in track.quotes_gone) or "-"

@@ -29,13 +29,13 @@ from kdalib.sources.quotes import NormalizedText, compact, normalize
 from kdalib.sources.rules import QUOTE_CHECKED_STATUSES
 from kdalib.sources.snapshots import SnapshotStore, sha256_bytes
 
-IDENTICAL = "identical"        # the live text is byte for byte the archived one
-SAME_TEXT = "same-text"        # equal after normalisation, or the same lines laid out differently
-GREW = "grew"                  # every archived line is still there, and there are new ones
-CHANGED = "changed"            # archived lines were removed or edited
-UNREACHABLE = "unreachable"    # fetch failed (HTTP error, timeout, unreadable body)
-REFUSED = "refused"            # the URL points at an address the client must not contact
-NOT_TRACKED = "not-tracked"    # no URL or no archived text to compare with
+IDENTICAL = "identical"  # the live text is byte for byte the archived one
+SAME_TEXT = "same-text"  # equal after normalisation, or the same lines laid out differently
+GREW = "grew"  # every archived line is still there, and there are new ones
+CHANGED = "changed"  # archived lines were removed or edited
+UNREACHABLE = "unreachable"  # fetch failed (HTTP error, timeout, unreadable body)
+REFUSED = "refused"  # the URL points at an address the client must not contact
+NOT_TRACKED = "not-tracked"  # no URL or no archived text to compare with
 #: A line shorter than this (compacted) is too common ("|", "1", "Table") to say anything.
 MIN_LINE_CHARS = 8
 _ARXIV_VERSION = re.compile(r"v\d+$")
@@ -115,10 +115,16 @@ class TextChange:
         if self.state == GREW:
             return f"every archived line is still there; {len(self.lines_new)} live line(s) are new"
         example = f"; first gone: {self.lines_gone[0][:80]!r}" if self.lines_gone else ""
-        numbers = (f"; numbers no longer there: {', '.join(self.numbers_gone[:8])}"
-                   f"{' ...' if len(self.numbers_gone) > 8 else ''}" if self.numbers_gone else "")
-        return (f"{len(self.lines_gone)} archived line(s) are no longer in the live text and "
-                f"{len(self.lines_new)} live line(s) are new{example}{numbers}")
+        numbers = (
+            f"; numbers no longer there: {', '.join(self.numbers_gone[:8])}"
+            f"{' ...' if len(self.numbers_gone) > 8 else ''}"
+            if self.numbers_gone
+            else ""
+        )
+        return (
+            f"{len(self.lines_gone)} archived line(s) are no longer in the live text and "
+            f"{len(self.lines_new)} live line(s) are new{example}{numbers}"
+        )
 
 
 def _lines(text: str) -> list[str]:
@@ -173,18 +179,22 @@ class SourceTrack:
         return [claim_id for claim_id, found in self.quotes.items() if not found]
 
     def as_dict(self) -> dict:
-        return {"source": self.source_id, "url": self.url, "state": self.state, "detail": self.detail,
-                "compared_with": self.compared_with,
-                "lines_gone": len(self.change.lines_gone) if self.change else None,
-                "lines_new": len(self.change.lines_new) if self.change else None,
-                "numbers_gone": self.change.numbers_gone if self.change else None,
-                "quotes": self.quotes}
+        return {
+            "source": self.source_id,
+            "url": self.url,
+            "state": self.state,
+            "detail": self.detail,
+            "compared_with": self.compared_with,
+            "lines_gone": len(self.change.lines_gone) if self.change else None,
+            "lines_new": len(self.change.lines_new) if self.change else None,
+            "numbers_gone": self.change.numbers_gone if self.change else None,
+            "quotes": self.quotes,
+        }
 
 
 def tracked_claims(doc: Document, source: Source) -> list[Claim]:
     """The claims whose quotes must hold for ``source`` (as offline), retired ones included."""
-    return [c for c in doc.claims.values()
-            if c.source == source.id and c.quote and c.status in QUOTE_CHECKED_STATUSES]
+    return [c for c in doc.claims.values() if c.source == source.id and c.quote and c.status in QUOTE_CHECKED_STATUSES]
 
 
 def track_source(doc: Document, source: Source, client: SafeClient, store: SnapshotStore) -> SourceTrack:
@@ -199,8 +209,14 @@ def track_source(doc: Document, source: Source, client: SafeClient, store: Snaps
     except ValueError as err:
         return SourceTrack(source.id, url, UNREACHABLE, f"{url}: {err}")
     text = NormalizedText(live.text)
-    track = SourceTrack(source.id, url, NOT_TRACKED, "no archived text to compare with", live=live,
-                        quotes={c.id: text.find(c.quote) is not None for c in tracked_claims(doc, source)})
+    track = SourceTrack(
+        source.id,
+        url,
+        NOT_TRACKED,
+        "no archived text to compare with",
+        live=live,
+        quotes={c.id: text.find(c.quote) is not None for c in tracked_claims(doc, source)},
+    )
     latest = source.latest
     if latest is not None:
         state = store.open(latest)
@@ -225,24 +241,55 @@ def track_findings(doc: Document, tracks: list[SourceTrack]) -> list[Finding]:
     for track in tracks:
         source = doc.sources[track.source_id]
         if track.state == REFUSED:
-            findings.append(Finding(ERROR, "fetch-failed", file, source.line, source.id,
-                                    f"could not fetch {track.url} to track it: {track.detail}",
-                                    "use a public http(s) URL (live_url: overrides the derived one)"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "fetch-failed",
+                    file,
+                    source.line,
+                    source.id,
+                    f"could not fetch {track.url} to track it: {track.detail}",
+                    "use a public http(s) URL (live_url: overrides the derived one)",
+                )
+            )
         elif track.state == UNREACHABLE:
-            findings.append(Finding(WARNING, "fetch-failed", file, source.line, source.id,
-                                    f"could not fetch {track.url} to track it: {track.detail}",
-                                    "check the URL; set live_url: if the document moved"))
+            findings.append(
+                Finding(
+                    WARNING,
+                    "fetch-failed",
+                    file,
+                    source.line,
+                    source.id,
+                    f"could not fetch {track.url} to track it: {track.detail}",
+                    "check the URL; set live_url: if the document moved",
+                )
+            )
         elif track.state in (CHANGED, GREW):
-            findings.append(Finding(WARNING, f"source-{track.state}", file, source.line, source.id,
-                                    f"the live text at {track.url} differs from {track.compared_with}: {track.detail}",
-                                    "keep the new text as a version: "
-                                    f"`kdalib sources fetch --new-version {source.id}`"))
+            findings.append(
+                Finding(
+                    WARNING,
+                    f"source-{track.state}",
+                    file,
+                    source.line,
+                    source.id,
+                    f"the live text at {track.url} differs from {track.compared_with}: {track.detail}",
+                    f"keep the new text as a version: `kdalib sources fetch --new-version {source.id}`",
+                )
+            )
         for claim_id in track.quotes_gone:
             claim = doc.claims[claim_id]
-            findings.append(Finding(WARNING, "drift", file, claim.line_of("quote"), claim_id,
-                                    f"the live text of {track.url} no longer contains the quote",
-                                    "the archived text still verifies; fetch the new version, then move the claim "
-                                    "to it (version:) or mark it superseded by a claim quoting the new text"))
+            findings.append(
+                Finding(
+                    WARNING,
+                    "drift",
+                    file,
+                    claim.line_of("quote"),
+                    claim_id,
+                    f"the live text of {track.url} no longer contains the quote",
+                    "the archived text still verifies; fetch the new version, then move the claim "
+                    "to it (version:) or mark it superseded by a claim quoting the new text",
+                )
+            )
     return findings
 
 

@@ -53,8 +53,18 @@ def _edited(path: str | Path, edit) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def archive(store: SnapshotStore, sources_path: str | Path, source: Source, file: str, text: str,
-            retrieved_from: str, version: str, origin: str, day: dt.date, as_version: bool) -> Snapshot:
+def archive(
+    store: SnapshotStore,
+    sources_path: str | Path,
+    source: Source,
+    file: str,
+    text: str,
+    retrieved_from: str,
+    version: str,
+    origin: str,
+    day: dt.date,
+    as_version: bool,
+) -> Snapshot:
     """Write ``text`` as ``file`` and record it: the manifest entry, and in sources.yaml either
     the source's ``snapshot:`` (its first text) or a new entry of its ``versions:``.
 
@@ -68,8 +78,9 @@ def archive(store: SnapshotStore, sources_path: str | Path, source: Source, file
     target = store.path_of(file)
     if target.exists():
         raise FileExistsError(f"{target} exists already; archived texts are never written over")
-    snapshot = Snapshot(file, sha256_bytes(data), retrieved=day if as_version else None,
-                        url=retrieved_from if as_version else None)
+    snapshot = Snapshot(
+        file, sha256_bytes(data), retrieved=day if as_version else None, url=retrieved_from if as_version else None
+    )
 
     def edit(doc: CommentedMap) -> None:
         entry = _source_entry(doc, sources_path, source.id)

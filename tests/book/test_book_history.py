@@ -11,17 +11,30 @@ def test_superseded_claim_is_listed_with_its_successor_and_versions(book):
     new_sha = hashlib.sha256(new_card.encode()).hexdigest()
     (book.snapshots / "card.2026-12-01.md").write_text(new_card)
     manifest = book.snapshots / "MANIFEST.yaml"
-    manifest.write_text(manifest.read_text() + "- {file: card.2026-12-01.md, source: card, version: v2, "
-                        "retrieved_from: test, retrieved_on: 2026-12-01, origin: publisher, "
-                        f"sha256: {new_sha}, bytes: {len(new_card.encode())}}}\n")
-    sources = (book.src / "sources.yaml").read_text().replace(
-        "    link: {checked: 2026-11-28, status: ok}\n",
-        "    link: {checked: 2026-11-28, status: ok}\n"
-        f"    versions:\n      - {{file: card.2026-12-01.md, sha256: {new_sha}, retrieved: 2026-12-01}}\n", 1)
-    sources = sources.replace("    status: verified\n    notes: {conflicts_with: [m.params.total.report]}\n",
-                              "    status: superseded\n    notes: {conflicts_with: [m.params.total.report]}\n", 1)
-    sources = sources.replace("notes: {evidence: [m.params.total], text: the card says 1T}",
-                              "notes: {evidence: [m.params.total.v2], text: the card says 1.2T}")
+    manifest.write_text(
+        manifest.read_text() + "- {file: card.2026-12-01.md, source: card, version: v2, "
+        "retrieved_from: test, retrieved_on: 2026-12-01, origin: publisher, "
+        f"sha256: {new_sha}, bytes: {len(new_card.encode())}}}\n"
+    )
+    sources = (
+        (book.src / "sources.yaml")
+        .read_text()
+        .replace(
+            "    link: {checked: 2026-11-28, status: ok}\n",
+            "    link: {checked: 2026-11-28, status: ok}\n"
+            f"    versions:\n      - {{file: card.2026-12-01.md, sha256: {new_sha}, retrieved: 2026-12-01}}\n",
+            1,
+        )
+    )
+    sources = sources.replace(
+        "    status: verified\n    notes: {conflicts_with: [m.params.total.report]}\n",
+        "    status: superseded\n    notes: {conflicts_with: [m.params.total.report]}\n",
+        1,
+    )
+    sources = sources.replace(
+        "notes: {evidence: [m.params.total], text: the card says 1T}",
+        "notes: {evidence: [m.params.total.v2], text: the card says 1.2T}",
+    )
     sources += """\
   - id: m.params.total.v2
     subject: Model M

@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def manifest_findings(report):
-    return [f for f in report.findings
-            if f.file.endswith("MANIFEST.yaml") or f.code.startswith(("manifest", "unlisted"))]
+    return [
+        f for f in report.findings if f.file.endswith("MANIFEST.yaml") or f.code.startswith(("manifest", "unlisted"))
+    ]
 
 
 def test_a_complete_manifest_gives_no_finding(ws):
@@ -44,14 +45,17 @@ def test_an_entry_whose_sha256_disagrees_points_at_its_sha256_line(ws):
     assert "kdalib sources fetch --new-version" in finding.fix
 
 
-@pytest.mark.parametrize("change, code", [
-    ({"bytes": 3}, "manifest-size-mismatch"),
-    ({"source": "ghost"}, "manifest-unknown-source"),
-    ({"source": "report"}, "manifest-source-mismatch"),
-    ({"origin": "official"}, "bad-origin"),
-    ({"retrieved_on": "2026-02-30"}, "bad-retrieved-on"),
-    ({"licence": "MIT", "colour": "red"}, "unknown-key"),
-])
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({"bytes": 3}, "manifest-size-mismatch"),
+        ({"source": "ghost"}, "manifest-unknown-source"),
+        ({"source": "report"}, "manifest-source-mismatch"),
+        ({"origin": "official"}, "bad-origin"),
+        ({"retrieved_on": "2026-02-30"}, "bad-retrieved-on"),
+        ({"licence": "MIT", "colour": "red"}, "unknown-key"),
+    ],
+)
 def test_each_disagreement_is_a_finding(ws, change, code):
     card = {**manifest_entry("card.md", "card", CARD), **change}
     (ws.snapshots / "MANIFEST.yaml").write_text(manifest_text([card, manifest_entry("report.txt", "report", REPORT)]))

@@ -14,8 +14,12 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 
 def git(ws, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=ws.root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=ws.root,
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -28,8 +32,20 @@ def repo(ws):
 
 
 def report_md(ws, capsys, *extra) -> tuple[int, str]:
-    code = main(["verify", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "--root",
-                 str(ws.root), "--report", "md", *extra])
+    code = main(
+        [
+            "verify",
+            "--sources",
+            str(ws.sources_path),
+            "--snapshots",
+            str(ws.snapshots),
+            "--root",
+            str(ws.root),
+            "--report",
+            "md",
+            *extra,
+        ]
+    )
     return code, capsys.readouterr().out
 
 
@@ -44,10 +60,18 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 def test_only_the_claims_a_change_adds_or_edits_are_reported(repo, capsys):
     claims = base_claims()
-    claims[0]["quote"] = "Total Parameters** | 9T"          # edited, now wrong
-    claims.append(claim("m.context", property="context length", value=128, unit="K tokens", display="128K",
-                        quote="Context Length | 128K"))   # added, right
-    del claims[2]                                         # removed
+    claims[0]["quote"] = "Total Parameters** | 9T"  # edited, now wrong
+    claims.append(
+        claim(
+            "m.context",
+            property="context length",
+            value=128,
+            unit="K tokens",
+            display="128K",
+            quote="Context Length | 128K",
+        )
+    )  # added, right
+    del claims[2]  # removed
     repo.write(claims=claims)
     code, out = report_md(repo, capsys, "--changed-since", "HEAD")
     rows = table_rows(out)

@@ -16,9 +16,11 @@ from kdalib.sources.loader import load_document
 from kdalib.sources.manifest import load_manifest
 from kdalib.sources.model import Source
 
-EDITED_CARD = CARD.replace("| **Total Parameters** | 1T |", "| **Total Parameters** | 1.2T |") \
+EDITED_CARD = (
+    CARD.replace("| **Total Parameters** | 1T |", "| **Total Parameters** | 1.2T |")
     + "\nModel M now supports 256K context.\n"
-TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
+)
+TODAY = dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -30,7 +32,9 @@ def run(capsys, *argv: str) -> tuple[int, str]:
 def live(ws, server):
     """The card's live URL serves ``server.card`` (the edited copy unless a test changes it)."""
     server.card = EDITED_CARD
-    server.httpd.routes["/live/card.md"] = lambda h, n: h._send(200, server.card.encode(), "text/markdown; charset=utf-8")
+    server.httpd.routes["/live/card.md"] = lambda h, n: h._send(
+        200, server.card.encode(), "text/markdown; charset=utf-8"
+    )
     sources = base_sources()
     sources[0]["live_url"] = server.url("/live/card.md")
     sources[1]["live_url"] = server.url("/missing.txt")
@@ -39,28 +43,56 @@ def live(ws, server):
 
 
 def verify_online(ws, *extra):
-    return ("verify", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "--root", str(ws.root),
-            "--online", "--allow-loopback", *extra)
+    return (
+        "verify",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "--root",
+        str(ws.root),
+        "--online",
+        "--allow-loopback",
+        *extra,
+    )
 
 
 def new_version(ws, *ids):
-    return ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "fetch", "--new-version",
-            "--allow-loopback", *ids)
+    return (
+        "sources",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "fetch",
+        "--new-version",
+        "--allow-loopback",
+        *ids,
+    )
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"url": "https://huggingface.co/org/Model"}, "https://huggingface.co/org/Model/raw/main/README.md"),
-    ({"url": "https://arxiv.org/abs/2507.20534", "version_url": "https://arxiv.org/abs/2507.20534v2"},
-     "https://arxiv.org/pdf/2507.20534"),
-    ({"url": "https://github.com/o/r", "version_url": "https://github.com/o/r/blob/abc123/docs/tech.pdf"},
-     "https://raw.githubusercontent.com/o/r/HEAD/docs/tech.pdf"),
-    ({"url": "https://github.com/o/r"}, "https://raw.githubusercontent.com/o/r/HEAD/README.md"),
-    ({"url": "https://icml.cc/virtual/2024/poster/1"}, "https://icml.cc/virtual/2024/poster/1"),
-    ({"url": "https://github.com/o/r", "live_url": "https://example.org/spec.txt"}, "https://example.org/spec.txt"),
-    ({"url": "https://huggingface.co/org/Model/blob/main/config.json"},
-     "https://huggingface.co/org/Model/raw/main/config.json"),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"url": "https://huggingface.co/org/Model"}, "https://huggingface.co/org/Model/raw/main/README.md"),
+        (
+            {"url": "https://arxiv.org/abs/2507.20534", "version_url": "https://arxiv.org/abs/2507.20534v2"},
+            "https://arxiv.org/pdf/2507.20534",
+        ),
+        (
+            {"url": "https://github.com/o/r", "version_url": "https://github.com/o/r/blob/abc123/docs/tech.pdf"},
+            "https://raw.githubusercontent.com/o/r/HEAD/docs/tech.pdf",
+        ),
+        ({"url": "https://github.com/o/r"}, "https://raw.githubusercontent.com/o/r/HEAD/README.md"),
+        ({"url": "https://icml.cc/virtual/2024/poster/1"}, "https://icml.cc/virtual/2024/poster/1"),
+        ({"url": "https://github.com/o/r", "live_url": "https://example.org/spec.txt"}, "https://example.org/spec.txt"),
+        (
+            {"url": "https://huggingface.co/org/Model/blob/main/config.json"},
+            "https://huggingface.co/org/Model/raw/main/config.json",
+        ),
+        ({}, None),
+    ],
+)
 def test_live_url_follows_the_current_document(fields, expected):
     assert tracker.live_url(Source("s", "t", "p", "docs", **fields)) == expected
 
@@ -91,7 +123,10 @@ def test_verify_online_reports_changed_sources_and_each_quote(ws, live, capsys, 
     assert "[drift] m.params.activated" not in out
     assert "[fetch-failed] report:" in out and "HTTP 404" in out
     online = {row["source"]: row for row in json.loads(out_json.read_text())["online"]}
-    assert online["card"]["state"] == "changed" and (online["card"]["lines_gone"], online["card"]["lines_new"]) == (1, 2)
+    assert online["card"]["state"] == "changed" and (online["card"]["lines_gone"], online["card"]["lines_new"]) == (
+        1,
+        2,
+    )
     assert online["card"]["quotes"] == {"m.params.total": False, "m.params.activated": True}
     assert online["report"]["state"] == "unreachable"
     assert run(capsys, *verify_online(ws, "--fail-on-change"))[0] == 1
@@ -121,8 +156,10 @@ def test_a_refused_url_is_an_error(ws):
     ws.write(sources=sources, claims=[claim("m.params.total")])
     tracks = tracker.track_all(load_document(ws.sources_path), SafeClient(FetchPolicy()), _store(ws))
     findings = tracker.track_findings(load_document(ws.sources_path), tracks)
-    assert [(f.severity, f.code, f.item) for f in findings] == [("error", "fetch-failed", "card"),
-                                                                ("error", "fetch-failed", "report")]
+    assert [(f.severity, f.code, f.item) for f in findings] == [
+        ("error", "fetch-failed", "card"),
+        ("error", "fetch-failed", "report"),
+    ]
     assert "link-local" in findings[0].message
 
 
@@ -152,12 +189,27 @@ def test_new_version_is_kept_beside_the_old_one_and_claims_can_move_to_it(ws, li
 
     # the old figure is superseded by a claim checked against the new version; its history stays checkable
     text = ws.sources_path.read_text()
-    claims = [claim("m.params.total", status="superseded", superseded_by="m.params.total.v2"),
-              claim("m.params.total.v2", value=1.2, display="1.2T", quote="Total Parameters** | 1.2T",
-                    version=TODAY, supersedes=["m.params.total"]),
-              claim("m.params.activated", property="activated parameters", value=32, unit="B parameters",
-                    display="32B", quote="Activated Parameters** | 32B", version=TODAY)]
-    sources_part = text[:text.index("claims:")]
+    claims = [
+        claim("m.params.total", status="superseded", superseded_by="m.params.total.v2"),
+        claim(
+            "m.params.total.v2",
+            value=1.2,
+            display="1.2T",
+            quote="Total Parameters** | 1.2T",
+            version=TODAY,
+            supersedes=["m.params.total"],
+        ),
+        claim(
+            "m.params.activated",
+            property="activated parameters",
+            value=32,
+            unit="B parameters",
+            display="32B",
+            quote="Activated Parameters** | 32B",
+            version=TODAY,
+        ),
+    ]
+    sources_part = text[: text.index("claims:")]
     from sources_fixtures import dump
 
     ws.write(text=sources_part + dump({"claims": claims}))
@@ -165,8 +217,10 @@ def test_new_version_is_kept_beside_the_old_one_and_claims_can_move_to_it(ws, li
     assert report.errors == [] and {"m.params.total", "m.params.total.v2", "m.params.activated"} <= set(report.matches)
 
     # a claim checked against the wrong version fails, with the version's file named
-    ws.write(text=sources_part + dump({"claims": [claim("m.params.total.v2", value=1.2, display="1.2T",
-                                                         quote="Total Parameters** | 1.2T")]}))
+    ws.write(
+        text=sources_part
+        + dump({"claims": [claim("m.params.total.v2", value=1.2, display="1.2T", quote="Total Parameters** | 1.2T")]})
+    )
     assert codes(ws.verify().errors) == ["quote-not-found"]
 
 
@@ -179,8 +233,10 @@ def test_a_claim_naming_an_unknown_version_is_an_error(ws):
 def test_versions_are_checked_like_snapshots(ws):
     sources = base_sources()
     (ws.snapshots / "card.2026-12-01.md").write_text(EDITED_CARD)
-    sources[0]["versions"] = [{"file": "card.2026-12-01.md", "sha256": "0" * 64, "retrieved": dt.date(2026, 12, 1)},
-                              {"file": "card.2026-11-01.md", "sha256": "1" * 64, "retrieved": dt.date(2026, 11, 1)}]
+    sources[0]["versions"] = [
+        {"file": "card.2026-12-01.md", "sha256": "0" * 64, "retrieved": dt.date(2026, 12, 1)},
+        {"file": "card.2026-11-01.md", "sha256": "1" * 64, "retrieved": dt.date(2026, 11, 1)},
+    ]
     ws.write(sources=sources)
     found = codes(ws.verify())
     assert "sha-mismatch" in found and "versions-out-of-order" in found and "unlisted-snapshot" in found
@@ -194,11 +250,20 @@ def test_new_version_needs_ids(ws, capsys):
 def test_quote_searches_the_version_asked_for(ws, capsys):
     sources = base_sources()
     (ws.snapshots / "card.2026-12-01.md").write_text(EDITED_CARD)
-    sources[0]["versions"] = [{"file": "card.2026-12-01.md", "sha256": sha(EDITED_CARD),
-                               "retrieved": dt.date(2026, 12, 1)}]
+    sources[0]["versions"] = [
+        {"file": "card.2026-12-01.md", "sha256": sha(EDITED_CARD), "retrieved": dt.date(2026, 12, 1)}
+    ]
     ws.write(sources=sources)
-    base = ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "quote", "card",
-            "Total Parameters** | 1.2T")
+    base = (
+        "sources",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "quote",
+        "card",
+        "Total Parameters** | 1.2T",
+    )
     code, out = run(capsys, *base, "--version", "2026-12-01")
     assert code == 0 and "found (exact) in card.2026-12-01.md" in out
     code, out = run(capsys, *base)
