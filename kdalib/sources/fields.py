@@ -53,6 +53,13 @@ def parse_past_date(value: Any) -> dt.date:
     return date
 
 
+def parse_version(value: Any) -> str:
+    """A claim's ``version``: the date of one of its source's archived versions, or ``archived``."""
+    if value == "archived":
+        return "archived"
+    return parse_date(value).isoformat()
+
+
 def parse_url(value: Any) -> str:
     """An http(s) URL that :func:`kdalib.sources.urls.split_url` accepts (the client's own rules)."""
     text = parse_text(value)

@@ -49,8 +49,7 @@ def fold(piece: str) -> str:
 
 def normalize(text: str) -> str:
     """The normalised text (see the module docstring): folded, whitespace runs made one space, ends stripped."""
-    folded = "".join(fold(text[start:end]) for start, end in _segments(text))
-    return _SPACE_RUN.sub(" ", folded).strip()
+    return _normalize_block(text).strip(" ")
 
 
 def compact(text: str) -> str:

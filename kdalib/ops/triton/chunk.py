@@ -1,43 +1,49 @@
 """Chunked KDA forward in Triton: prefill and inference, outputs and final state.
 
-The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"). Two
-kernels share the work:
+The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"); measured
+versions and what moved them are in NOTES.md beside this file.
 
-1. ``_chunk_intra_kernel`` -- one program per (chunk, value head), all in parallel. It builds
-   the two C x C matrices a chunk needs that do not depend on the state:
+1. Intra-chunk kernels, one program per (chunk, value head), all in parallel. They build the two
+   C x C matrices a chunk needs that do not depend on the state,
 
-   * ``P = (I + Diag(beta) A_kk)^{-1} Diag(beta)``, the WY/UT transform with beta folded in,
-     so that the delta rule's corrections of the whole chunk are ``V_new = P (V - K_in S)``;
-   * ``A = scale * A_qk``, the decay-weighted causal scores (diagonal included).
+   * ``M = (I + Diag(beta) A_kk)^{-1}`` (the WY/UT transform), so that the delta rule's
+     corrections of the whole chunk are ``V_new = M Diag(beta) (V - K_in S)``,
+   * ``A = scale * A_qk``, the decay-weighted causal scores (diagonal included),
 
-   The scores are built from 16-row sub-blocks. An off-diagonal block (rows in block i,
-   columns in block j < i) is one matrix product of two factors decayed towards a reference
-   row r0, the first row of block i: ``(X_i * exp(G_i - G_r0)) (K_j * exp(G_r0 - G_j))^T``.
-   Both exponents are <= 0 because the cumulative log decay G never increases. A diagonal
-   block is a matrix product too when its total decay is mild (at most ``DOT_SPAN`` in every
-   channel, so the one growing factor stays below exp(60)); under stronger decay it is built
-   column by column, exactly, with the exponent masked to -inf above the diagonal before the
-   exp. So the strongest gates (g = -1000 per token) underflow to exact zeros instead of
-   overflowing, and typical gates take the fast path.
-   The inverse of the unit lower-triangular ``I + Diag(beta) A_kk`` is computed block-wise:
-   forward substitution inside each 16 x 16 diagonal block, then the off-diagonal blocks by
-   block forward substitution (matrix products of 16 x 16 blocks).
+   and store the queries and keys decayed from the chunk start (``Q_in``, ``K_in``) and to the
+   chunk end (``K_out``), and the chunk's decay ``exp(G_L)``.
 
-2. ``_chunk_state_kernel`` -- one program per (sequence, value head, block of value
-   columns), walking the sequence chunk by chunk with its slice of the state ``S [K, BV]``
-   in float32 registers. Per chunk::
+   ``_chunk_intra_kernel`` serves chunks under mild decay: all factors are decayed towards the
+   chunk's first row, the row factor ``exp(G - G_0) <= 1`` and the column factor
+   ``exp(G_0 - G) <= exp(span)``, so the scores are two matrix products per key slice when the
+   chunk's span (its largest total decay after the first row) is at most ``DOT_SPAN``. It marks
+   the other chunks, and ``_chunk_intra_strong_kernel`` builds theirs from 16-row sub-blocks: an
+   off-diagonal block (rows in block i, columns in block j < i) is one product of factors decayed
+   towards the first row r0 of block i, ``(X_i * exp(G_i - G_r0)) (K_j * exp(G_r0 - G_j))^T``,
+   with both exponents <= 0 because the cumulative log decay G never increases; a diagonal block
+   is a product when its own span is small and otherwise built column by column, exactly, with
+   the exponent masked to -inf above the diagonal before the exp. So the strongest gates
+   (g = -1000 per token) underflow to exact zeros instead of overflowing, and typical gates take
+   the fast path. The inverse of the unit lower-triangular ``I + Diag(beta) A_kk`` comes from
+   forward substitution inside each 16 x 16 diagonal block and block forward substitution
+   (products of 16 x 16 blocks) for the rest.
 
-       X     = V - (K * exp(G)) S                 what the decayed state fails to predict
-       V_new = P X                                the delta rule's corrections (WY form)
-       O     = scale (Q * exp(G)) S + A V_new     read-out, written straight to the output
-       S     = exp(G_L) * S + (K * exp(G_L - G))^T V_new
+2. ``_chunk_state_kernel``, one program per (sequence, value head, block of value columns),
+   walks the sequence chunk by chunk with its slice of the state in float32 registers::
 
-   The output is produced in the same pass as the state, so the per-chunk states never
-   travel through device memory.
+       X     = Diag(beta) (V - K_in S)            what the decayed state fails to predict
+       V_new = M X                                the delta rule's corrections (WY form)
+       O     = Q_in S + A V_new                   read-out, written straight to the output
+       S     = exp(G_L) * S + K_out^T V_new
+
+   The output is produced in the same pass as the state, so the per-chunk states never travel
+   through device memory.
 
 Gates follow the operators' contract: ``g <= 0``; a positive log decay is treated as 0.
-Cumulative sums of the gates and the state are float32 for every input dtype; matrix
-products take float32 operands (IEEE for float32 inputs, TF32 for 16-bit inputs).
+Cumulative sums of the gates and the state are float32 for every input dtype. Float32 inputs
+multiply in IEEE float32; for 16-bit inputs the state's products are bfloat16 products of a
+state split into two bfloat16 parts against operands stored as bfloat16 pairs (~16 bits on both
+sides), and the other products use TF32.
 """
 
 from __future__ import annotations
