@@ -195,7 +195,7 @@ class _BlockMap:
         self.starts = array.array("q")
         self.ends = array.array("q")
         for seg_start, seg_end in _segments(raw[start:end]):
-            for ch in fold(raw[start + seg_start:start + seg_end]):
+            for ch in fold(raw[start + seg_start : start + seg_end]):
                 if ch.isspace():
                     if chars and chars[-1] == " ":
                         continue

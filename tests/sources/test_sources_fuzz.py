@@ -92,6 +92,7 @@ def _reference_normalize(raw: str) -> str:
     folded = "".join(quotes.fold(raw[start:end]) for start, end in quotes._segments(raw))
     return " ".join(folded.split()) if folded.strip() else ""
 
+
 _TEXT_ALPHABET = "ab AB.|%()\n\t0123456789⁰¹⁶₂½①⑴１２ﬁﬃ\u00a0\u200b\u00ad\u0301\u0308αé㍘⒈"
 
 
