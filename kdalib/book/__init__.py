@@ -3,7 +3,9 @@
 Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist``
 (:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
 directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
-(:mod:`kdalib.book.status`), and a small stylesheet for badges and hover titles.
+(:mod:`kdalib.book.status`), all on one base (:mod:`kdalib.book.directive`); the
+``kdalib`` domain (:mod:`kdalib.book.domain`) holds the build's state; and a small
+stylesheet for badges and hover titles.
 Configuration (all optional): ``kdalib_sources_file`` (default ``sources.yaml``, relative
 to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_page``
 (``notes/sources``). Never imports torch except inside ``kdalib-environment``.
@@ -16,7 +18,7 @@ from pathlib import Path
 from sphinx.application import Sphinx
 
 from kdalib import __version__
-from kdalib.book import checklist, dashboard, data, role, status
+from kdalib.book import checklist, dashboard, domain, role, status
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -30,7 +32,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("kdalib_sources_file", "sources.yaml", "env")
     app.add_config_value("kdalib_claims_page", "notes/claims", "env")
     app.add_config_value("kdalib_sources_page", "notes/sources", "env")
-    data.setup(app)
+    domain.setup(app)
     role.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)

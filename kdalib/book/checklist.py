@@ -8,23 +8,17 @@ claims citing it, and the share of those that are verified or reproduced.
 from __future__ import annotations
 
 from docutils import nodes
-from sphinx.util.docutils import SphinxDirective
 
-from kdalib.book.data import book_data, remember_page
+from kdalib.book.data import BookData
+from kdalib.book.directive import BookDirective
 from kdalib.book.render import badge, link, literal, source_anchor, table
 from kdalib.sources.snapshots import PRESENT
 
 CONFIRMED = ("verified", "reproduced")
 
 
-class SourceChecklist(SphinxDirective):
-    has_content = False
-
-    def run(self) -> list[nodes.Node]:
-        remember_page(self.env, "generated")
-        data = book_data(self.env.app)
-        if data.report is None:
-            return [nodes.paragraph("", f"sources.yaml could not be read: {data.problem}")]
+class SourceChecklist(BookDirective):
+    def render(self, data: BookData) -> list[nodes.Node]:
         states = data.report.snapshot_states
         rows, ids = [], []
         for source in data.sources:

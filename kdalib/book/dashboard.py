@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 
 from docutils import nodes
-from sphinx.util.docutils import SphinxDirective
 
-from kdalib.book.data import book_data, remember_page
+from kdalib.book.data import BookData
+from kdalib.book.directive import BookDirective
 from kdalib.book.render import badge, claim_anchor, join, link, literal, short, source_anchor, table
 from kdalib.sources.model import Claim
 from kdalib.sources.schema import CLAIM_STATUSES
@@ -23,14 +23,9 @@ def _slug(text: str) -> str:
     return nodes.make_id(f"subject-{text}")
 
 
-class ClaimsDashboard(SphinxDirective):
-    has_content = False
-
-    def run(self) -> list[nodes.Node]:
-        remember_page(self.env, "generated")
-        self.data = book_data(self.env.app)
-        if self.data.report is None:
-            return [nodes.paragraph("", f"sources.yaml could not be read: {self.data.problem}")]
+class ClaimsDashboard(BookDirective):
+    def render(self, data: BookData) -> list[nodes.Node]:
+        self.data = data
         self.sources_uri = self._sources_uri()
         out: list[nodes.Node] = [self._status_counts()]
         by_subject: dict[str, list[Claim]] = {}

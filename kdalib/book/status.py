@@ -1,27 +1,21 @@
-"""Directives for the lead's Build-status page: ``verify-summary`` and ``kdalib-environment``."""
+"""Directives for the Build-status page: ``verify-summary`` and ``kdalib-environment``."""
 
 from __future__ import annotations
 
 from docutils import nodes
-from sphinx.util.docutils import SphinxDirective
 
-from kdalib.book.data import book_data, remember_page
+from kdalib.book.data import BookData
+from kdalib.book.directive import BookDirective
 from kdalib.book.render import badge, join, literal, table
 from kdalib.sources.model import file_location
 from kdalib.sources.snapshots import ENV_VAR
 
 
-class VerifySummary(SphinxDirective):
+class VerifySummary(BookDirective):
     """Counts by status, the findings, and which snapshots were missing in this build."""
 
-    has_content = False
-
-    def run(self) -> list[nodes.Node]:
-        remember_page(self.env, "generated")
-        data = book_data(self.env.app)
+    def render(self, data: BookData) -> list[nodes.Node]:
         report = data.report
-        if report is None:
-            return [nodes.paragraph("", f"sources.yaml could not be read: {data.problem}")]
         counts = report.status_counts()
         rows = [(badge(status, status), str(n)) for status, n in counts.items()]
         rows += [("sources", str(len(report.document.sources))),
@@ -55,13 +49,12 @@ class VerifySummary(SphinxDirective):
         return items
 
 
-class KdalibEnvironment(SphinxDirective):
+class KdalibEnvironment(BookDirective):
     """``kdalib.environment.collect()`` as a two-column table (imported here, lazily: it may import torch)."""
 
-    has_content = False
+    needs_checklist = False
 
-    def run(self) -> list[nodes.Node]:
-        remember_page(self.env, "generated")
+    def render(self, data: BookData) -> list[nodes.Node]:
         from kdalib.environment import collect
 
         facts = collect()
