@@ -1,8 +1,9 @@
 """The ``source-checklist`` directive: one row per source of sources.yaml.
 
-Columns: the source (title linked to its URL, id below), publisher, kind, link status
-and date, snapshot file with a short sha256 and its state in this build, the number of
-claims citing it, and the share of those that are verified or reproduced.
+Four columns, so the table fits a phone's width: the source (title linked to its URL,
+then its id, publisher and kind), the link status and date, the snapshot file with a
+short sha256 and its state in this build, and the claims citing it with the share of
+those that are verified or reproduced.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ class SourceChecklist(BookDirective):
         for source in data.sources:
             cited = [c for c in data.claims if c.source == source.id]
             confirmed = sum(c.status in CONFIRMED for c in cited)
-            share = f"{confirmed}/{len(cited)} ({100 * confirmed / len(cited):.0f}%)" if cited else "–"
-            rows.append((self._title(source), source.publisher, source.kind, self._link(source),
-                         self._snapshot(source, states.get(source.id)), str(len(cited)), share))
+            share = f"{confirmed}/{len(cited)} ({100 * confirmed / len(cited):.0f}%) verified" if cited else ""
+            rows.append((self._title(source), self._link(source), self._snapshot(source, states.get(source.id)),
+                         [nodes.paragraph("", str(len(cited))), nodes.paragraph("", share)]))
             ids.append(source_anchor(source.id))
-        headers = ("Source", "Publisher", "Kind", "Link", "Snapshot", "Claims", "Verified")
+        headers = ("Source", "Link", "Snapshot", "Claims")
         return [table(headers, rows, classes=["kdalib-sources"], row_ids=ids)]
 
     @staticmethod
     def _title(source) -> list[nodes.Node]:
         title = link(source.title, source.url) if source.url else nodes.Text(source.title)
-        return [nodes.paragraph("", "", title), nodes.paragraph("", "", literal(source.id))]
+        return [nodes.paragraph("", "", title), nodes.paragraph("", "", literal(source.id)),
+                nodes.paragraph("", f"{source.publisher} · {source.kind}", classes=["kdalib-setting"])]
 
     @staticmethod
     def _link(source) -> list[nodes.Node]:

@@ -1,9 +1,12 @@
 """The ``claims-dashboard`` directive: every claim, grouped by subject, with its evidence.
 
-Sections, in order: a count of claims per status; one table per subject (claim id as
-the row anchor that {claim} roles link to, what is measured with the benchmark
-settings, the value, a status badge, the source and the quote); conflicting claims side
+Sections, in order: a count of claims per status and a filter box; one collapsible group
+per subject, holding one card per claim (the card's id is the anchor that {claim} roles
+link to; it shows the value, a status badge, what is measured with the benchmark
+settings, the source, and the quote as readable text under it); conflicting claims side
 by side; refuted claims (the starting note's errors) next to the evidence refuting them.
+Cards, not table rows: they fit any column width, and a quote never hides in a column.
+``static/kdalib.js`` opens the group holding a linked claim and runs the filter.
 """
 
 from __future__ import annotations
@@ -14,26 +17,39 @@ from docutils import nodes
 
 from kdalib.book.data import BookData
 from kdalib.book.directive import BookDirective
-from kdalib.book.render import badge, claim_anchor, join, link, literal, short, source_anchor, table
+from kdalib.book.nodes import collapsible
+from kdalib.book.render import badge, claim_anchor, join, link, literal, readable_quote, short, source_anchor
 from kdalib.sources.model import Claim
 from kdalib.sources.schema import CLAIM_STATUSES
+
+FILTER_BOX = ('<p class="kdalib-filter"><label>Filter claims <input type="search" '
+              'placeholder="id, model, benchmark, words of a quote" autocomplete="off"></label> '
+              '<span class="kdalib-filter-count" aria-live="polite"></span></p>')
 
 
 def _slug(text: str) -> str:
     return nodes.make_id(f"subject-{text}")
 
 
+def _verbatim(node: nodes.Element) -> nodes.Element:
+    """Exempt a node's text (a quote, a value) from smart-quote substitution."""
+    node["support_smartquotes"] = False
+    return node
+
+
 class ClaimsDashboard(BookDirective):
     def render(self, data: BookData) -> list[nodes.Node]:
         self.data = data
         self.sources_uri = self._sources_uri()
-        out: list[nodes.Node] = [self._status_counts()]
+        out: list[nodes.Node] = [self._status_counts(), nodes.raw("", FILTER_BOX, format="html")]
         by_subject: dict[str, list[Claim]] = {}
         for claim in self.data.claims:
             by_subject.setdefault(claim.subject, []).append(claim)
         for subject, claims in by_subject.items():
-            out.append(nodes.rubric(subject, subject, ids=[_slug(subject)]))
-            out.append(self._subject_table(claims))
+            group = collapsible("", ids=[_slug(subject)], classes=["kdalib-subject"],
+                                summary=f"{subject} ({len(claims)} claims)")
+            group.extend(self._card(claim) for claim in claims)
+            out.append(group)
         out += self._conflicts()
         out += self._refuted()
         return out
@@ -58,32 +74,38 @@ class ClaimsDashboard(BookDirective):
             return nodes.Text(label)
         return link(label, f"{self.sources_uri}#{source_anchor(claim.source)}")
 
-    def _quote(self, claim: Claim) -> list[nodes.Node]:
+    def _quote(self, claim: Claim) -> nodes.paragraph:
+        para = nodes.paragraph("", "", classes=["kdalib-quote-line"])
         if not claim.quote:
-            return [nodes.emphasis("", "no quote")] if not claim.text_notes else [nodes.Text(short(claim.text_notes))]
-        out: list[nodes.Node] = [nodes.inline("", f"“{short(claim.quote)}”", classes=["kdalib-quote"])]
+            para += nodes.emphasis("", "no quote") if not claim.text_notes else nodes.Text(short(claim.text_notes))
+            return para
+        para += _verbatim(nodes.inline("", f"“{readable_quote(claim.quote)}”", classes=["kdalib-quote"]))
         match = self.data.report.matches.get(claim.id) if self.data.report else None
         if match is not None:
-            out.append(nodes.inline("", f" (snapshot line {match.line})", classes=["kdalib-where"]))
-        return out
+            para += nodes.inline("", f" (snapshot line {match.line})", classes=["kdalib-where"])
+        return para
 
-    def _what(self, claim: Claim) -> list[nodes.Node]:
-        out: list[nodes.Node] = [nodes.paragraph("", claim.topic)]
+    def _card(self, claim: Claim) -> nodes.container:
+        head = nodes.paragraph("", "", classes=["kdalib-card-head"])
+        head += [_verbatim(nodes.strong("", claim.display)), nodes.Text(" "), badge(claim.status, claim.status),
+                 nodes.Text(" "), literal(claim.id)]
+        card = nodes.container("", head, nodes.paragraph("", claim.topic, classes=["kdalib-topic"]),
+                               ids=[claim_anchor(claim.id)], classes=["kdalib-card"])
         if claim.setting_text:
-            out.append(nodes.paragraph("", claim.setting_text, classes=["kdalib-setting"]))
-        return out
+            card += nodes.paragraph("", claim.setting_text, classes=["kdalib-setting"])
+        card += nodes.paragraph("", "", nodes.Text("Source: "), self._source_ref(claim), classes=["kdalib-source"])
+        card += self._quote(claim)
+        return card
 
-    def _subject_table(self, claims: list[Claim]) -> nodes.table:
-        rows = [(literal(c.id), self._what(c), nodes.strong("", c.display), badge(c.status, c.status),
-                 self._source_ref(c), self._quote(c)) for c in claims]
-        return table(("Claim", "What", "Value", "Status", "Source", "Quote"), rows,
-                     classes=["kdalib-claims"], row_ids=[claim_anchor(c.id) for c in claims])
-
-    def _claim_cell(self, claim: Claim) -> list[nodes.Node]:
+    def _claim_cell(self, claim: Claim) -> nodes.container:
         head = nodes.paragraph("", "", link(claim.display, f"#{claim_anchor(claim.id)}"), nodes.Text(" "),
                                badge(claim.status, claim.status))
-        return [head, nodes.paragraph("", "", self._source_ref(claim)),
-                nodes.paragraph("", "", *self._quote(claim))]
+        return nodes.container("", head, nodes.paragraph("", "", self._source_ref(claim)), self._quote(claim),
+                               classes=["kdalib-side"])
+
+    def _pair(self, about: str, *sides: nodes.Node) -> nodes.container:
+        return nodes.container("", nodes.paragraph("", about, classes=["kdalib-topic"]),
+                               nodes.container("", *sides, classes=["kdalib-sides"]), classes=["kdalib-card"])
 
     def _conflicts(self) -> list[nodes.Node]:
         pairs, seen = [], set()
@@ -96,24 +118,26 @@ class ClaimsDashboard(BookDirective):
                     pairs.append((claim, other))
         if not pairs:
             return []
-        rows = [(nodes.paragraph("", f"{a.subject}: {a.topic}"), self._claim_cell(a), self._claim_cell(b))
-                for a, b in pairs]
         title = "Conflicting claims"
-        return [nodes.rubric(title, title, ids=["conflicting-claims"]),
-                table(("About", "One source says", "Another says"), rows, classes=["kdalib-conflicts"])]
+        group = collapsible("", ids=["conflicting-claims"], classes=["kdalib-subject"],
+                            summary=f"{title} ({len(pairs)} pairs)")
+        group.extend(self._pair(f"{a.subject}: {a.topic}", self._claim_cell(a), self._claim_cell(b))
+                     for a, b in pairs)
+        return [nodes.rubric(title, title), group]
 
     def _refuted(self) -> list[nodes.Node]:
         refuted = [c for c in self.data.claims if c.status == "refuted"]
         if not refuted:
             return []
-        rows = []
-        for claim in refuted:
-            evidence = [self._claim_cell(e) for e in map(self.data.claim, claim.evidence) if e is not None]
-            cell: list[nodes.Node] = [n for part in evidence for n in part]
-            if claim.text_notes:
-                cell.append(nodes.paragraph("", claim.text_notes))
-            rows.append((self._claim_cell(claim), cell))
         title = "Refuted claims and their evidence"
-        return [nodes.rubric(title, title, ids=["refuted-claims"]),
-                table(("Claim", "Evidence"), rows, classes=["kdalib-refuted"])]
-
+        group = collapsible("", ids=["refuted-claims"], classes=["kdalib-subject"],
+                            summary=f"{title} ({len(refuted)})", open=True)
+        for claim in refuted:
+            evidence = nodes.container("", classes=["kdalib-side"])
+            evidence += nodes.paragraph("", "Evidence", classes=["kdalib-label"])
+            for other in filter(None, map(self.data.claim, claim.evidence)):
+                evidence += self._claim_cell(other).children
+            if claim.text_notes:
+                evidence += nodes.paragraph("", claim.text_notes)
+            group += self._pair(f"{claim.subject}: {claim.topic}", self._claim_cell(claim), evidence)
+        return [nodes.rubric(title, title), group]

@@ -31,6 +31,7 @@ from sphinx.domains import Domain
 from sphinx.environment import BuildEnvironment
 
 from kdalib.book.data import BookData, load_book_data
+from kdalib.book.nodes import CLAIM_ATTRIBUTE, claim_reference
 from kdalib.book.render import claim_anchor
 from kdalib.sources.snapshots import ENV_VAR
 
@@ -103,12 +104,10 @@ class KdalibDomain(Domain):
         if claims_page not in env.all_docs:
             return contnode  # no claims page in this book: the figure stays, unlinked
         page_uri = "" if fromdocname == claims_page else builder.get_relative_uri(fromdocname, claims_page)
-        ref = nodes.reference("", "", internal=True, refuri=f"{page_uri}#{claim_anchor(target)}",
+        ref = claim_reference("", "", internal=True, refuri=f"{page_uri}#{claim_anchor(target)}",
                               classes=list(contnode["classes"]))
+        ref[CLAIM_ATTRIBUTE] = target
         ref.extend(contnode.children)
-        for key in ("reftitle", "kdalib_claim"):
-            if key in contnode:
-                ref[key] = contnode[key]
         return ref
 
     def resolve_any_xref(self, env: BuildEnvironment, fromdocname: str, builder: Builder, target: str,
