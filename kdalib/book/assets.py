@@ -9,7 +9,8 @@ straight from disk.
 
 Scripts: several extensions (sphinx-thebe, sphinx-togglebutton) register their inline
 setup script once per environment read, so a page could declare ``THEBE_JS_URL`` twice,
-a console ``SyntaxError``. Each page keeps the first of identical scripts.
+a console ``SyntaxError``. Each page keeps the first of identical scripts. A favicon and
+the theme's first-visit colour mode avoid two more console errors.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _once(files: list) -> list:
     seen, kept = set(), []
     for item in files:
         attributes = getattr(item, "attributes", {})
-        key = (str(getattr(item, "filename", item)), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        key = (str(getattr(item, "filename", item) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
         if key not in seen:
             seen.add(key)
             kept.append(item)
@@ -86,8 +87,16 @@ def _add_favicon(app: Sphinx, config) -> None:
         config.html_favicon = str(STATIC_DIR / "favicon.svg")
 
 
+def _first_visit_colour_mode(app: Sphinx, config) -> None:
+    """pydata-sphinx-theme reads the colour mode from ``html_context``; left empty, a reader's
+    first page logs "Got invalid theme mode" before the theme falls back to ``auto``."""
+    config.html_context.setdefault("default_mode", "auto")
+
+
 def setup(app: Sphinx) -> None:
     app.connect("config-inited", _use_bundled_mathjax)
     app.connect("config-inited", _add_favicon)
+    app.connect("config-inited", _first_visit_colour_mode)
     app.connect("build-finished", _copy_mathjax)
-    app.connect("html-page-context", _dedupe_page_assets, priority=900)
+    # early: a later listener may return a template name, which ends the event (emit_firstresult)
+    app.connect("html-page-context", _dedupe_page_assets, priority=100)

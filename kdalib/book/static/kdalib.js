@@ -15,6 +15,7 @@
   var owner = null;
   var hideTimer = null;
   var lastPointer = "mouse";
+  var openBeforeTap = null; /* the figure whose popover was open when the current touch began */
 
   function claimData() {
     if (claims === null) {
@@ -120,6 +121,10 @@
   }
 
   function setUpPopovers() {
+    document.addEventListener("touchstart", function () {
+      lastPointer = "touch";
+      openBeforeTap = popover && !popover.hidden ? owner : null;
+    }, { passive: true, capture: true });
     document.addEventListener("pointerdown", function (event) {
       lastPointer = event.pointerType || "mouse";
       if (popover && !popover.hidden && !popover.contains(event.target) && !figureOf(event.target)) hide();
@@ -139,7 +144,9 @@
     });
     document.addEventListener("click", function (event) {
       var anchor = figureOf(event.target);
-      if (anchor && lastPointer === "touch" && (owner !== anchor || popover.hidden)) {
+      var touch = event.pointerType === "touch" || lastPointer === "touch";
+      /* a tap focuses the figure (which opens its popover) before the click: decide on the state before */
+      if (anchor && touch && openBeforeTap !== anchor) {
         event.preventDefault();
         show(anchor);
       }
