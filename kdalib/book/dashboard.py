@@ -123,7 +123,7 @@ class ClaimsDashboard(BookDirective):
                             summary=f"{title} ({len(pairs)} pairs)")
         group.extend(self._pair(f"{a.subject}: {a.topic}", self._claim_cell(a), self._claim_cell(b))
                      for a, b in pairs)
-        return [nodes.rubric(title, title), group]
+        return [group]
 
     def _refuted(self) -> list[nodes.Node]:
         refuted = [c for c in self.data.claims if c.status == "refuted"]
@@ -135,9 +135,8 @@ class ClaimsDashboard(BookDirective):
         for claim in refuted:
             evidence = nodes.container("", classes=["kdalib-side"])
             evidence += nodes.paragraph("", "Evidence", classes=["kdalib-label"])
-            for other in filter(None, map(self.data.claim, claim.evidence)):
-                evidence += self._claim_cell(other).children
+            evidence.extend(self._claim_cell(other) for other in filter(None, map(self.data.claim, claim.evidence)))
             if claim.text_notes:
                 evidence += nodes.paragraph("", claim.text_notes)
             group += self._pair(f"{claim.subject}: {claim.topic}", self._claim_cell(claim), evidence)
-        return [nodes.rubric(title, title), group]
+        return [group]

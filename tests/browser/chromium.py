@@ -132,7 +132,10 @@ class Browser:
         result = self.send("Page.navigate", url=url)
         if result.get("errorText"):
             raise ProtocolError(f"{url}: {result['errorText']}")
-        self.wait_for_event("Page.loadEventFired")
+        if result.get("loaderId"):
+            self.wait_for_event("Page.loadEventFired")
+        else:  # the same document at another #fragment: no new load
+            self.wait_for_event("Page.navigatedWithinDocument")
 
     def js(self, expression: str) -> Any:
         """Evaluate ``expression`` in the page (promises are awaited) and return its JSON value."""
