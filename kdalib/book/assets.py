@@ -79,7 +79,8 @@ def _once(files: list) -> list:
 def _dedupe_page_assets(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     for name in ("script_files", "css_files"):
         if isinstance(context.get(name), list):
-            context[name] = _once(context[name])
+            # in place: the list is the builder's own, to which later listeners (MathJax) still add
+            context[name][:] = _once(context[name])
 
 
 def _add_favicon(app: Sphinx, config) -> None:

@@ -187,3 +187,34 @@ def test_screenshots_for_review(browser, site, width):
             assert path.stat().st_size > 20_000
     finally:
         browser.viewport(1400)
+
+
+MATH = """
+(() => {
+  const shown = Array.from(document.querySelectorAll('mjx-container'));
+  const column = document.querySelector('article').getBoundingClientRect();
+  const clipped = shown.filter((m) => m.getAttribute('display') === 'true').filter((m) => {
+    const svg = m.querySelector('svg').getBoundingClientRect();
+    const fits = svg.right <= column.right + 1 && svg.left >= column.left - 1;
+    const scrolls = ['auto', 'scroll'].includes(getComputedStyle(m).overflowX) && m.clientWidth <= column.width;
+    // too wide: on a phone it must scroll; at desktop width it must fit
+    return !fits && (innerWidth >= 1000 || !scrolls);
+  }).length;
+  const raw = (document.querySelector('article').innerText.match(/\\$\\$|\\\\begin\\{/g) || []).length;
+  const script = Array.from(document.scripts).map((s) => s.src).filter((s) => /mathjax/i.test(s));
+  return {rendered: shown.length, clipped, raw, script};
+})()
+"""
+
+
+@pytest.mark.parametrize("width", [1400, 400])
+def test_equations_render_from_the_bundled_mathjax_and_fit_or_scroll(browser, site, width):
+    browser.viewport(width, 900)
+    try:
+        browser.open(f"{site}notes/kda.html")
+        browser.wait_until("document.querySelectorAll('mjx-container svg').length > 10", timeout=30)
+        math = browser.js(MATH)
+        assert math["script"] and all(s.startswith(site) for s in math["script"]), math["script"]
+        assert math["raw"] == 0 and math["clipped"] == 0, math
+    finally:
+        browser.viewport(1400)
