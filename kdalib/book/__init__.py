@@ -3,9 +3,11 @@
 Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist``
 (:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
 directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
-(:mod:`kdalib.book.status`), all on one base (:mod:`kdalib.book.directive`); the
-``kdalib`` domain (:mod:`kdalib.book.domain`) holds the build's state; and a small
-stylesheet and script for badges, figure popovers and the claims page's filter.
+(:mod:`kdalib.book.status`), and the ``claims-timeline``, ``claims-progression`` and
+``claims-heatmap`` pictures drawn from the claims (:mod:`kdalib.book.pictures`), all on
+one base (:mod:`kdalib.book.directive`); the ``kdalib`` domain (:mod:`kdalib.book.domain`)
+holds the build's state; a stylesheet and a script serve badges, figure popovers and the
+claims page's filter.
 Configuration (all optional): ``kdalib_sources_file`` (default ``sources.yaml``, relative
 to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_page``
 (``notes/sources``). Never imports torch except inside ``kdalib-environment``.
@@ -16,7 +18,7 @@ from __future__ import annotations
 from sphinx.application import Sphinx
 
 from kdalib import __version__
-from kdalib.book import assets, checklist, dashboard, domain, nodes, role, status
+from kdalib.book import assets, checklist, dashboard, domain, nodes, pictures, role, status
 
 
 def _add_static_path(app: Sphinx) -> None:
@@ -36,6 +38,9 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)
     app.add_directive("kdalib-environment", status.KdalibEnvironment)
+    app.add_directive("claims-timeline", pictures.ClaimsTimeline)
+    app.add_directive("claims-progression", pictures.ClaimsProgression)
+    app.add_directive("claims-heatmap", pictures.ClaimsHeatmap)
     app.connect("builder-inited", _add_static_path)
     app.add_css_file("kdalib.css")
     app.add_js_file("kdalib.js", loading_method="defer")
