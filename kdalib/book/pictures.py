@@ -130,8 +130,8 @@ class ClaimsTimeline(PictureDirective):
         dates = [d for _, marks in rows for d, _, _ in marks]
         start = dt.date(min(dates).year, 1, 1)
         end = dt.date(max(dates).year + 1, 1, 1)
-        left, right, top, row_h = 150, 24, 34, 34
-        width = 760
+        left = 20 + round(7.4 * max(len(label) for label, _ in rows))
+        right, top, row_h, width = 24, 34, 34, 760
         span = (end - start).days
 
         def x(day: dt.date) -> float:
@@ -155,12 +155,16 @@ class ClaimsTimeline(PictureDirective):
             y = top + row_h * i + row_h / 2
             body.append(f'<text x="{left - 10}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>')
             body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>')
+            last_x = None
             for day, kind, claim in sorted(marks, key=lambda m: m[0]):
                 colour = COLOURS[i % len(COLOURS)]
+                # marks closer than their size sit side by side instead of on top of each other
+                mx = x(day) if last_x is None else max(x(day), last_x + 13)
+                last_x = mx
                 fill = "#ffffff" if claim.status == "unverified" else colour
-                shape = (f'<circle cx="{x(day):.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="{colour}" '
+                shape = (f'<circle cx="{mx:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="{colour}" '
                          f'stroke-width="2"/>' if kind != "arXiv first version" else
-                         f'<rect x="{x(day) - 5.5:.1f}" y="{y - 5.5:.1f}" width="11" height="11" fill="{fill}" '
+                         f'<rect x="{mx - 5.5:.1f}" y="{y - 5.5:.1f}" width="11" height="11" fill="{fill}" '
                          f'stroke="{colour}" stroke-width="2"/>')
                 body.append(self.mark(claim).link(shape))
         caption = ("Dates from the claims: squares are the month of an arXiv identifier's first version, "
@@ -169,11 +173,15 @@ class ClaimsTimeline(PictureDirective):
         return _svg(width, height, "Timeline of Kimi models from dated claims", body), caption
 
 
+#: Words in a unit or metric that mark a 0-100 score.
+SCORE_WORDS = ("%", "score", "acc", "pass", "rate", "avg@", "mean")
+
+
 def _percent(claim: Claim) -> bool:
-    metric = str((claim.benchmark or {}).get("metric", ""))
-    return isinstance(claim.value, (int, float)) and 0 <= claim.value <= 100 and (
-        "%" in claim.unit or "%" in metric or "acc" in metric.lower() or "pass" in metric.lower()
-        or "score" in metric.lower())
+    """A 0-100 score: a number in that range whose unit or metric names a percentage or score."""
+    words = f"{claim.unit} {(claim.benchmark or {}).get('metric', '')}".lower()
+    return (isinstance(claim.value, (int, float)) and not isinstance(claim.value, bool)
+            and 0 <= claim.value <= 100 and any(word in words for word in SCORE_WORDS))
 
 
 class ClaimsProgression(PictureDirective):
@@ -236,11 +244,17 @@ class ClaimsProgression(PictureDirective):
         return _svg(width, height, "Benchmark scores across model versions", body), caption
 
 
-def _shade(value: float) -> str:
-    """Light red (0) to green (100)."""
-    t = max(0.0, min(1.0, value / 100))
-    low, high = (248, 215, 218), (26, 127, 55)
-    return "#" + "".join(f"{round(a + (b - a) * t):02x}" for a, b in zip(low, high))
+#: The heatmap's colour stops, low to high: red, yellow, green.
+STOPS = ((209, 36, 47), (242, 204, 96), (26, 127, 55))
+
+
+def _shade(value: float, low: float, high: float) -> tuple[str, str]:
+    """Fill and text colour of a cell: red at ``low``, yellow half way, green at ``high``."""
+    t = 0.0 if high <= low else max(0.0, min(1.0, (value - low) / (high - low)))
+    (a, b), u = (STOPS[:2], t * 2) if t < 0.5 else (STOPS[1:], t * 2 - 1)
+    rgb = [round(x + (y - x) * u) for x, y in zip(a, b)]
+    light = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2] > 150
+    return "#" + "".join(f"{c:02x}" for c in rgb), "#1f2328" if light else "#ffffff"
 
 
 class ClaimsHeatmap(PictureDirective):
@@ -266,7 +280,9 @@ class ClaimsHeatmap(PictureDirective):
             cells.setdefault((row, col), claim)
         if not cells:
             raise PictureError(f"no claims about {subject!r} on a benchmark named {prefix!r}...")
-        left, top, cell_w, cell_h = 190, 40, 130, 32
+        values = [float(c.value) for c in cells.values()]
+        low, high = 10 * (min(values) // 10), max(100.0, max(values))
+        left, top, cell_w, cell_h = 190, 40, 145, 32
         width = left + cell_w * len(cols) + 10
         height = top + cell_h * len(rows) + 8
         body = []
@@ -280,13 +296,13 @@ class ClaimsHeatmap(PictureDirective):
                 claim = cells.get((row, col))
                 if claim is None:
                     continue
-                fill = _shade(float(claim.value))
-                ink = "#ffffff" if claim.value >= 60 else "#1f2328"
+                fill, ink = _shade(float(claim.value), low, high)
                 cx = left + cell_w * j
                 body.append(self.mark(claim).link(
                     f'<rect x="{cx + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" rx="3" '
                     f'fill="{fill}"/><text x="{cx + cell_w / 2:.1f}" y="{y + cell_h / 2 + 4:.1f}" '
                     f'text-anchor="middle" fill="{ink}">{_e(claim.display)}</text>'))
-        caption = (f"{subject}: {prefix.rstrip(':')} results from the claims (columns: attack strategy; "
-                   "colour from 0, light, to 100, green). Each cell links to its claim.")
+        caption = (f"{subject}: {prefix.rstrip(':')} results from the claims (columns: the first part of the "
+                   f"setting; colour from red at {low:g} through yellow to green at {high:g}). "
+                   "Each cell links to its claim.")
         return _svg(width, height, f"{subject} {prefix} heatmap", body), caption

@@ -90,7 +90,8 @@ def test_progression_and_heatmap(book):
     assert re.findall(r'<a href="([^"]+)">', heatmap) == ["notes/claims.html#claim-m.red.basic",
                                                           "notes/claims.html#claim-m.red.crescendo"]
     assert ">Harmful</text>" in heatmap and ">Basic</text>" in heatmap and ">Crescendo</text>" in heatmap
-    assert ">98.04</text>" in heatmap and 'fill="#ffffff">98.04' in heatmap  # light text on the dark cell
+    assert ">98.04</text>" in heatmap and 'fill="#ffffff">98.04' in heatmap  # light text on dark green
+    assert 'fill="#d22730"' in heatmap and "red at 40 " in page  # 40.5, the lowest cell, is red
 
 
 @pytest.mark.parametrize(("text", "message"), [
