@@ -20,11 +20,12 @@ export KDALIB_PROFILE ?= smoke
 # Strict verification (missing snapshots are errors) where CI asks for it.
 VERIFY_FLAGS ?= $(if $(filter true 1,$(CI)),--strict,)
 
-.PHONY: help install test book verify clean constraints
+.PHONY: help install test test-browser book verify clean constraints
 
 help:
 	@echo "make book   build the book into _build/html (verify claims, run notebooks on the CPU, strict Sphinx build)"
 	@echo "make test   run the test suite (pytest)"
+	@echo "make test-browser   after make book: read the built book in headless Chromium (tests/browser)"
 	@echo "make clean  remove _build (keeps .venv)"
 
 $(BIN)/python:
@@ -51,6 +52,19 @@ install: $(STAMP)
 test: $(STAMP)
 	@echo ">>> pytest $(PYTEST_ARGS)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The built book in headless Chromium (tests/browser): console errors, layout, popovers, links,
+# search, screenshots in _build/screenshots. Installs Debian's chromium when none is found and
+# apt-get may be used; fails, rather than skips, when the book or the browser is missing.
+test-browser: $(STAMP)
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+	    && ! command -v google-chrome >/dev/null && [ -z "$${KDALIB_CHROMIUM:-}" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  echo ">>> no Chromium found: installing Debian's chromium"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; \
+	fi
+	@echo ">>> pytest -m browser tests/browser"
+	KDALIB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m browser tests/browser $(PYTEST_ARGS)
 
 verify: $(STAMP)
 	@echo ">>> kdalib verify $(VERIFY_FLAGS) (snapshots: $(KDALIB_SNAPSHOTS))"

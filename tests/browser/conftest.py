@@ -2,7 +2,8 @@
 
 Every test here is marked ``browser``: the default run leaves them out (the book is built
 after the tests in .ci/run), ``make test-browser`` runs them once ``make book`` has built
-the HTML. Without the HTML or a Chromium they are skipped, saying which is missing.
+the HTML. Without the HTML or a Chromium they are skipped, saying which is missing, except
+under ``make test-browser``, where that is a failure.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 from chromium import Browser, find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Set by `make test-browser`: a missing book or browser is then a failure, not a skip.
+REQUIRED = os.environ.get("KDALIB_REQUIRE_BROWSER") == "1"
 HTML = Path(os.environ.get("KDALIB_BOOK_HTML", ROOT / "_build" / "html"))
 SCREENSHOTS = Path(os.environ.get("KDALIB_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 
@@ -34,10 +37,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _missing(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def html_dir() -> Path:
     if not (HTML / "index.html").is_file():
-        pytest.skip(f"no built book at {HTML} (run `make book` first)")
+        _missing(f"no built book at {HTML} (run `make book` first)")
     return HTML
 
 
@@ -57,7 +66,7 @@ def site(html_dir) -> str:
 def browser(site) -> Browser:
     executable = find_chromium()
     if executable is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set KDALIB_CHROMIUM)")
+        _missing("no Chromium found (apt-get install chromium, or set KDALIB_CHROMIUM)")
     chromium = Browser(executable)
     chromium.viewport(1400)
     yield chromium
