@@ -34,6 +34,7 @@ import torch
 
 from kdalib.ops._layout import from_padded, plan_packing, to_padded
 from kdalib.ops._validate import compute_dtype, prepare_inputs, validate_kda_inputs
+from kdalib.ops.triton import MAX_KEY_DIM, triton_chunk_kda, triton_unavailable_reason
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -265,6 +266,17 @@ def _from_chunk_rows(x: torch.Tensor, sequences: int) -> torch.Tensor:
     return x.view(nc, sequences, m // sequences, c, d).permute(1, 0, 3, 2, 4).reshape(sequences, nc * c, m // sequences, d)
 
 
+def triton_chunk_applies(q, k, v, g, beta, initial_state) -> bool:
+    """True for CUDA inference: the Triton kernels serve calls that need no gradient.
+
+    Training (autograd) and CPU tensors take the PyTorch form below.
+    """
+    tensors = (q, k, v, g, beta, initial_state)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return (q.is_cuda and not needs_grad and q.shape[-1] <= MAX_KEY_DIM
+            and triton_unavailable_reason(*tensors) is None)
+
+
 def chunk_kda(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -277,6 +289,7 @@ def chunk_kda(
     use_qk_l2norm_in_kernel: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
+    use_triton: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Kimi Delta Attention in chunkwise-parallel form (differentiable).
 
@@ -292,6 +305,9 @@ def chunk_kda(
         use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch.
         chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
+        use_triton: None (default) runs the Triton kernels of :mod:`kdalib.ops.triton.chunk`
+            for CUDA tensors that need no gradient (chunks of 64 whatever ``chunk_size`` says)
+            and the PyTorch form otherwise; False always runs the PyTorch form.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
@@ -303,6 +319,9 @@ def chunk_kda(
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim ** -0.5 if scale is None else scale
+    if use_triton is None and triton_chunk_applies(q, k, v, g, beta, initial_state):
+        return triton_chunk_kda(q, k, v, g, beta, scale, initial_state, output_final_state,
+                                use_qk_l2norm_in_kernel, cu_seqlens)
     output_dtype = v.dtype
     # the scale is applied once, to the output (chunk_kda_core), not to every query
     q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)

@@ -1,9 +1,17 @@
 """Triton kernels for CUDA (and Triton's CPU interpreter, ``TRITON_INTERPRET=1``, in tests).
 
-Importing this package never fails: ``HAS_TRITON`` says whether the kernels can run.
+* :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
+* :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
+
+Importing this package never fails: ``HAS_TRITON`` says whether the kernels can run, and
+:func:`triton_unavailable_reason` says why they cannot run on given tensors.
 """
 
 from __future__ import annotations
+
+import os
+
+import torch
 
 try:
     import triton  # noqa: F401
@@ -12,10 +20,40 @@ except ImportError:  # CPU-only installs have no triton; the pure-PyTorch paths 
 else:
     HAS_TRITON = True
 
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_unavailable_reason(*tensors: torch.Tensor | None) -> str | None:
+    """Why the Triton kernels cannot run on these tensors, or None when they can."""
+    if not HAS_TRITON:
+        return "the `triton` package is not installed"
+    present = [t for t in tensors if t is not None]
+    device = present[0].device
+    if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
+        return f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got device {device}"
+    odd = sorted({str(t.dtype) for t in present[:5] if t.dtype not in KERNEL_DTYPES})
+    if odd:
+        return f"Triton kernels take float16, bfloat16 or float32 inputs, got {', '.join(odd)}"
+    return None
+
+
+# The kernels' limit on the key dimension (their [chunk, K] tiles live in registers).
+MAX_KEY_DIM = 256
+
 if HAS_TRITON:
+    from kdalib.ops.triton.chunk import triton_chunk_kda
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
 else:
+    def triton_chunk_kda(*args, **kwargs):
+        raise RuntimeError("triton_chunk_kda needs the `triton` package, which is not installed")
+
     def triton_fused_recurrent_kda(*args, **kwargs):
         raise RuntimeError("triton_fused_recurrent_kda needs the `triton` package, which is not installed")
 
-__all__ = ["HAS_TRITON", "triton_fused_recurrent_kda"]
+__all__ = ["HAS_TRITON", "MAX_KEY_DIM", "interpreting", "triton_chunk_kda", "triton_fused_recurrent_kda",
+           "triton_unavailable_reason"]

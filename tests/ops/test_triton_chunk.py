@@ -1,0 +1,163 @@
+"""The Triton chunked forward against the float64 token loop.
+
+Without CUDA the kernels run in Triton's CPU interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1 before triton is imported), so CI checks their logic on tiny shapes; the
+``gpu`` tests run the compiled kernels over the full grid on a CUDA device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from kda_test_utils import make_inputs, rel_rms  # noqa: E402
+
+from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
+from kdalib.ops.triton import triton_chunk_kda  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
+
+
+def _problem(dtype=torch.float32, **shape):
+    inputs = make_inputs(dtype=torch.float64, **shape)
+    return {name: x.to(DEVICE, dtype if name != "initial_state" else torch.float32) for name, x in inputs.items()}
+
+
+def _check(inputs, dtype=torch.float32, tolerance=None, **kwargs):
+    """Runs the kernel and a float64 reference on the same (rounded) inputs; returns both errors.
+
+    The reference is the token loop; past a few hundred tokens it is the float64 PyTorch chunk
+    form, which matches the token loop to ~1e-12 (tests/ops/test_ops_chunk_vs_recurrence.py).
+    """
+    o, state = triton_chunk_kda(**inputs, output_final_state=True, **kwargs)
+    oracle_inputs = {name: x.double() for name, x in inputs.items()}
+    oracle = naive_recurrent_kda if inputs["q"].shape[1] <= 256 else chunk_kda
+    o_ref, state_ref = oracle(**oracle_inputs, output_final_state=True, **kwargs)
+    assert o.dtype == inputs["v"].dtype and state.dtype == torch.float32
+    assert torch.isfinite(o).all() and torch.isfinite(state).all()
+    limit = TOLERANCE[dtype] if tolerance is None else tolerance
+    errors = rel_rms(o, o_ref), rel_rms(state, state_ref)
+    assert errors[0] < limit and errors[1] < limit, errors
+    return errors
+
+
+# ----------------------------------------------------------------------------- interpreter-sized
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 15, 16, 17, 63, 64, 65, 130], ids=lambda t: f"T{t}")
+def test_any_length_matches_the_token_loop(tokens):
+    _check(_problem(batch=1, tokens=tokens, heads=1, key_dim=16, value_dim=16), scale=0.25)
+
+
+@pytest.mark.parametrize(
+    "heads,value_heads,key_dim,value_dim",
+    [(2, 2, 32, 16), (1, 2, 16, 32), (2, 4, 20, 24), (1, 1, 64, 16)],
+    ids=["H2-K32-V16", "gva-H1-HV2", "gva-K20-V24", "K64"],
+)
+def test_heads_and_dims(heads, value_heads, key_dim, value_dim):
+    inputs = _problem(batch=2, tokens=40, heads=heads, value_heads=value_heads, key_dim=key_dim, value_dim=value_dim)
+    _check(inputs, scale=key_dim ** -0.5)
+
+
+@pytest.mark.parametrize("l2norm", [False, True], ids=["raw-qk", "l2norm"])
+def test_in_kernel_l2_norm_and_no_initial_state(l2norm):
+    inputs = _problem(batch=1, tokens=70, heads=2, key_dim=16, value_dim=16, normalize_keys=False)
+    inputs.pop("initial_state")
+    _check(inputs, scale=0.25, use_qk_l2norm_in_kernel=l2norm, tolerance=1e-5 if l2norm else 1e-4)
+
+
+def test_packed_sequences_each_with_its_own_state():
+    lengths = [1, 2, 3, 63, 64, 65, 1, 1, 5]
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
+    inputs = _problem(batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16,
+                      num_states=len(lengths))
+    _check(inputs, scale=0.25, cu_seqlens=offsets)
+
+
+@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
+def test_extreme_gates_stay_finite_and_exact(gate):
+    # The Kimi gate with exp(A_log) up to 200 mixes blocks of mild and of very strong decay,
+    # so both ways of building the diagonal blocks run.
+    _check(_problem(batch=1, tokens=80, heads=2, key_dim=16, value_dim=16, gate=gate), scale=0.25)
+
+
+def test_positive_log_decay_counts_as_zero_like_the_chunk_form():
+    inputs = _problem(batch=1, tokens=20, heads=1, key_dim=16, value_dim=16)
+    inputs["g"] = inputs["g"].abs() + 0.5
+    inputs["g"][0, 3, 0, 0] = float("inf")
+    o, state = triton_chunk_kda(**inputs, scale=0.25, output_final_state=True)
+    clamped = dict(inputs, g=inputs["g"].clamp(max=0.0))
+    o_ref, state_ref = chunk_kda(**clamped, scale=0.25, output_final_state=True)
+    assert torch.isfinite(o).all() and rel_rms(o, o_ref) < 1e-5 and rel_rms(state, state_ref) < 1e-5
+
+
+def test_bfloat16_inputs_keep_a_float32_state():
+    inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
+    _check(inputs, torch.bfloat16, scale=32 ** -0.5)
+
+
+def test_kda_backend_triton_and_its_errors():
+    inputs = _problem(batch=1, tokens=20, heads=1, key_dim=16, value_dim=16)
+    o, _ = kda(**inputs, backend="triton")
+    o_ref, _ = naive_recurrent_kda(**inputs)
+    assert rel_rms(o, o_ref) < 1e-5
+    with pytest.raises(RuntimeError, match="backend='triton'.*float64"):
+        kda(**{name: x.double() for name, x in inputs.items()}, backend="triton")
+    with pytest.raises(RuntimeError, match="backend='triton'.*gradients"):
+        kda(**dict(inputs, v=inputs["v"].clone().requires_grad_(True)), backend="triton")
+
+
+def test_chunk_kda_keeps_the_pytorch_form_for_cpu_tensors(monkeypatch):
+    """Only CUDA tensors reach the kernels through chunk_kda: CPU calls never do, even interpreted."""
+    import kdalib.ops.chunk as chunk_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Triton kernels must not serve CPU tensors through chunk_kda")
+
+    monkeypatch.setattr(chunk_module, "triton_chunk_kda", refuse)
+    inputs = {name: x.float() for name, x in make_inputs(tokens=20, heads=1, key_dim=16, value_dim=16).items()}
+    with torch.no_grad():
+        o, _ = chunk_kda(**inputs)
+    assert rel_rms(o, naive_recurrent_kda(**inputs)[0]) < 1e-5
+
+
+# ----------------------------------------------------------------------------- full grid on a GPU
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("key_dim,value_dim", [(64, 64), (64, 128), (128, 64), (128, 128)],
+                         ids=lambda d: f"{d}")
+@pytest.mark.parametrize("tokens", [1, 2, 63, 64, 65, 1000, 4096], ids=lambda t: f"T{t}")
+def test_gpu_grid(tokens, key_dim, value_dim, dtype):
+    inputs = _problem(dtype, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim,
+                      seed=tokens)
+    _check(inputs, dtype, scale=key_dim ** -0.5)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("gate", ["logsigmoid", "kimi", -1000.0], ids=["mild", "kimi-A200", "g-1000"])
+def test_gpu_varlen_gates_and_l2norm(gate, dtype):
+    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
+    inputs = _problem(dtype, batch=1, tokens=sum(lengths), heads=4, value_heads=8, key_dim=128, value_dim=128,
+                      num_states=len(lengths), gate=gate, normalize_keys=False)
+    _check(inputs, dtype, scale=128 ** -0.5, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_chunk_kda_and_kda_use_the_kernel_for_inference():
+    inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
+    with torch.no_grad():
+        expected, _ = triton_chunk_kda(**inputs, scale=0.125)
+        for result, _ in (chunk_kda(**inputs), kda(**inputs)):
+            assert torch.equal(result, expected)
