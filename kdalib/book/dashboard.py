@@ -4,7 +4,7 @@ Sections, in order: a count of claims per status and a filter box; one collapsib
 per subject, holding one card per claim (the card's id is the anchor that {claim} roles
 link to; it shows the value, a status badge, what is measured with the benchmark
 settings, the source, and the quote as readable text under it); conflicting claims side
-by side; refuted claims (the starting note's errors) next to the evidence refuting them.
+by side (value, status and source; the value links to the card); refuted claims (the starting note's errors) next to the evidence refuting them.
 Cards, not table rows: they fit any column width, and a quote never hides in a column.
 ``static/kdalib.js`` opens the group holding a linked claim and runs the filter.
 """
@@ -97,11 +97,13 @@ class ClaimsDashboard(BookDirective):
         card += self._quote(claim)
         return card
 
-    def _claim_cell(self, claim: Claim) -> nodes.container:
+    def _claim_cell(self, claim: Claim, with_quote: bool = True) -> nodes.container:
         head = nodes.paragraph("", "", link(claim.display, f"#{claim_anchor(claim.id)}"), nodes.Text(" "),
                                badge(claim.status, claim.status))
-        return nodes.container("", head, nodes.paragraph("", "", self._source_ref(claim)), self._quote(claim),
-                               classes=["kdalib-side"])
+        cell = nodes.container("", head, nodes.paragraph("", "", self._source_ref(claim)), classes=["kdalib-side"])
+        if with_quote:
+            cell += self._quote(claim)
+        return cell
 
     def _pair(self, about: str, *sides: nodes.Node) -> nodes.container:
         return nodes.container("", nodes.paragraph("", about, classes=["kdalib-topic"]),
@@ -121,7 +123,8 @@ class ClaimsDashboard(BookDirective):
         title = "Conflicting claims"
         group = collapsible("", ids=["conflicting-claims"], classes=["kdalib-subject"],
                             summary=f"{title} ({len(pairs)} pairs)")
-        group.extend(self._pair(f"{a.subject}: {a.topic}", self._claim_cell(a), self._claim_cell(b))
+        # value, status and source side by side; each value links to its card, which holds the quote
+        group.extend(self._pair(f"{a.subject}: {a.topic}", self._claim_cell(a, False), self._claim_cell(b, False))
                      for a, b in pairs)
         return [group]
 
