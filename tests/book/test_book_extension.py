@@ -144,3 +144,23 @@ def test_each_inline_script_and_the_favicon_appear_once(book):
     assert page.count("const ONCE = 1;") == 1
     assert 'rel="icon" href="_static/favicon.svg"' in page
     assert (book.root / "build" / "html" / "_static" / "favicon.svg").is_file()
+
+
+def test_smart_quotes_never_change_a_quote(book):
+    from conftest import SOURCES
+
+    book.write("sources.yaml", SOURCES + """
+  - id: m.speed
+    subject: Model M
+    property: "decoding speed-up"
+    value: 3
+    unit: x
+    display: "3x"
+    source: report
+    quote: "Model M's \\"fast\\" mode -- about 3x"
+    status: unverified
+""")
+    assert book.build(warningiserror=True) == ""
+    card = book.html("notes/claims").split('id="claim-m.speed"', 1)[1].split("</div>", 1)[0]
+    card = html.unescape(card)
+    assert "“Model M's \"fast\" mode -- about 3x”" in card  # straight quotes and -- kept as written
