@@ -3,7 +3,9 @@
 Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist``
 (:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
 directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
-(:mod:`kdalib.book.status`), and the ``claims-timeline``, ``claims-progression`` and
+(:mod:`kdalib.book.status`), the ``spec-table`` and ``claims-downloads`` directives and the
+``{verdict}`` role (:mod:`kdalib.book.spec_table`, which also writes claims.json and
+claims.csv into the HTML output), and the ``claims-timeline``, ``claims-progression`` and
 ``claims-heatmap`` pictures drawn from the claims (:mod:`kdalib.book.pictures`), all on
 one base (:mod:`kdalib.book.directive`); the ``kdalib`` domain (:mod:`kdalib.book.domain`)
 holds the build's state; a stylesheet and a script serve badges, figure popovers and the
@@ -18,7 +20,7 @@ from __future__ import annotations
 from sphinx.application import Sphinx
 
 from kdalib import __version__
-from kdalib.book import assets, checklist, dashboard, domain, nodes, pictures, role, status
+from kdalib.book import assets, checklist, dashboard, domain, nodes, pictures, role, spec_table, status
 
 
 def _add_static_path(app: Sphinx) -> None:
@@ -34,6 +36,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     nodes.setup(app)
     assets.setup(app)
     role.setup(app)
+    spec_table.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)

@@ -1,10 +1,12 @@
 """The ``claims-dashboard`` directive: every claim, grouped by subject, with its evidence.
 
-Sections, in order: a count of claims per status and a filter box; one collapsible group
-per subject, holding one card per claim (the card's id is the anchor that {claim} roles
-link to; it shows the value, a status badge, what is measured with the benchmark
-settings, the source, and the quote as readable text under it); conflicting claims side
-by side (value, status and source; the value links to the card); refuted claims (the starting note's errors) next to the evidence refuting them.
+Sections, in order: counts of claims per status and of the starting note's verdicts, and
+a filter box; one collapsible group per subject, holding one card per claim (the card's id
+is the anchor that {claim} roles link to; it shows the value, a status badge and, for the
+starting note's claims, a verdict badge, what is measured with the benchmark settings, the
+source, and the quote as readable text under it); conflicting claims side by side (value,
+status and source; the value links to the card); refuted claims (the starting note's
+errors) next to the evidence refuting them.
 Cards, not table rows: they fit any column width, and a quote never hides in a column.
 ``static/kdalib.js`` opens the group holding a linked claim and runs the filter.
 """
@@ -19,8 +21,9 @@ from kdalib.book.data import BookData
 from kdalib.book.directive import BookDirective
 from kdalib.book.nodes import collapsible
 from kdalib.book.render import badge, claim_anchor, join, link, literal, readable_quote, short, source_anchor
+from kdalib.book.spec_table import verdict_badge
 from kdalib.sources.model import Claim
-from kdalib.sources.schema import CLAIM_STATUSES
+from kdalib.sources.schema import CLAIM_STATUSES, SEED_VERDICTS
 
 FILTER_BOX = ('<p class="kdalib-filter"><label>Filter claims <input type="search" '
               'placeholder="id, model, benchmark, words of a quote" autocomplete="off"></label> '
@@ -41,7 +44,8 @@ class ClaimsDashboard(BookDirective):
     def render(self, data: BookData) -> list[nodes.Node]:
         self.data = data
         self.sources_uri = self._sources_uri()
-        out: list[nodes.Node] = [self._status_counts(), nodes.raw("", FILTER_BOX, format="html")]
+        out: list[nodes.Node] = [self._status_counts(), *self._verdict_counts(),
+                                 nodes.raw("", FILTER_BOX, format="html")]
         by_subject: dict[str, list[Claim]] = {}
         for claim in self.data.claims:
             by_subject.setdefault(claim.subject, []).append(claim)
@@ -67,6 +71,22 @@ class ClaimsDashboard(BookDirective):
                       for s in CLAIM_STATUSES if counts[s]), " ")
         return para
 
+    def _verdict_counts(self) -> list[nodes.Node]:
+        counts = Counter(c.verdict for c in self.data.claims if c.verdict)
+        if not counts:
+            return []
+        para = nodes.paragraph("", f"Starting-note verdicts ({sum(counts.values())} statements): ",
+                               classes=["kdalib-counts"])
+        para += join((nodes.inline("", "", badge(v, f"verdict-{v}"), nodes.Text(f" {counts[v]}"))
+                      for v in SEED_VERDICTS if counts[v]), " ")
+        return [para]
+
+    def _status_cell(self, claim: Claim) -> list[nodes.Node]:
+        cell: list[nodes.Node] = [badge(claim.status, claim.status)]
+        if claim.verdict:
+            cell += [nodes.Text(" "), verdict_badge(claim)]
+        return cell
+
     def _source_ref(self, claim: Claim) -> nodes.Node:
         source = self.data.source(claim.source)
         label = source.title if source else claim.source
@@ -87,7 +107,7 @@ class ClaimsDashboard(BookDirective):
 
     def _card(self, claim: Claim) -> nodes.container:
         head = nodes.paragraph("", "", classes=["kdalib-card-head"])
-        head += [_verbatim(nodes.strong("", claim.display)), nodes.Text(" "), badge(claim.status, claim.status),
+        head += [_verbatim(nodes.strong("", claim.display)), nodes.Text(" "), *self._status_cell(claim),
                  nodes.Text(" "), literal(claim.id)]
         card = nodes.container("", head, nodes.paragraph("", claim.topic, classes=["kdalib-topic"]),
                                ids=[claim_anchor(claim.id)], classes=["kdalib-card"])

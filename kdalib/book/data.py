@@ -23,8 +23,8 @@ from kdalib.sources.verify import Report, run_verify
 
 logger = logging.getLogger(__name__)
 
-#: Findings the {claim} role reports itself, at the page's own line, while it renders.
-ROLE_REPORTED = frozenset({"unknown-claim-role"})
+#: Findings the {claim} role and the spec-table directive report themselves, at the page, while they render.
+ROLE_REPORTED = frozenset({"unknown-claim-role", "unknown-claim-spec-table"})
 
 
 @dataclass

@@ -3,7 +3,8 @@
 :class:`BookDirective` records the page as generated in the ``kdalib`` domain (so the page
 is re-read on every build and can never show a stale checklist), hands the subclass the
 build's :class:`~kdalib.book.data.BookData`, and renders the same one-line notice
-wherever ``sources.yaml`` could not be read. A subclass writes only :meth:`render`.
+wherever ``sources.yaml`` could not be read. A subclass writes only :meth:`render` (and says when its page is re-read with
+``page_kind``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ class BookDirective(SphinxDirective):
     has_content = False
     #: False for a directive that shows no checklist data (it renders even without one).
     needs_checklist = True
+    #: How the page is recorded: ``generated`` (re-read on every build), ``claim`` (re-read
+    #: when sources.yaml changes, for content that only depends on the claims), or None.
+    page_kind: str | None = "generated"
 
     def run(self) -> list[nodes.Node]:
         domain = domain_of(self.env)
-        domain.note_page(self.env.docname, "generated")
+        if self.page_kind:
+            domain.note_page(self.env.docname, self.page_kind)
         data = domain.book
         if self.needs_checklist and data.report is None:
             return [nodes.paragraph("", f"sources.yaml could not be read: {data.problem}")]

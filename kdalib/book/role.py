@@ -21,6 +21,7 @@ from sphinx.util import logging
 from kdalib.book.domain import domain_of
 from kdalib.book.nodes import CLAIM_ATTRIBUTE, claim_reference
 from kdalib.book.render import popover_data
+from kdalib.sources.model import Claim
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,16 @@ def claim_role(name, rawtext, text, lineno, inliner, options=None, content=None)
         logger.warning(f"unknown claim id in {{claim}}`{claim_id}`: {reason}",
                        location=(env.docname, lineno), type="kdalib", subtype="claim")
         return [nodes.inline(rawtext, claim_id, classes=["kdalib-claim", "kdalib-claim-unknown"])], []
+    return [figure_xref(claim, rawtext)], []
+
+
+def figure_xref(claim: Claim, rawtext: str = "") -> pending_xref:
+    """A claim's figure as the {claim} role renders it: its display value, to be linked to the
+    claim by the ``kdalib`` domain (and given its popover) when the page is resolved."""
     figure = nodes.inline(rawtext, claim.display, classes=["kdalib-claim", f"kdalib-status-{claim.status}"])
     figure[CLAIM_ATTRIBUTE] = claim.id
-    xref = pending_xref(rawtext, figure, refdomain="kdalib", reftype="claim", reftarget=claim.id,
+    return pending_xref(rawtext, figure, refdomain="kdalib", reftype="claim", reftarget=claim.id,
                         refexplicit=True, refwarn=True)
-    return [xref], []
 
 
 def popover_script(app: Sphinx, doctree: nodes.document) -> str:

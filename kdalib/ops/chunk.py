@@ -267,13 +267,16 @@ def _from_chunk_rows(x: torch.Tensor, sequences: int) -> torch.Tensor:
 
 
 def triton_chunk_applies(q, k, v, g, beta, initial_state) -> bool:
-    """True for CUDA inference: the Triton kernels serve calls that need no gradient.
+    """True for 16-bit CUDA inference, which the Triton kernels serve.
 
-    Training (autograd) and CPU tensors take the PyTorch form below.
+    Training (autograd), CPU tensors and float32 inputs take the PyTorch form below (the kernels'
+    float32 path is reachable through ``kda(backend="triton")``; its state error with the
+    strongest gates is above the 1e-5 float32 bar, see kdalib/ops/triton/NOTES.md).
     """
     tensors = (q, k, v, g, beta, initial_state)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     return (q.is_cuda and not needs_grad and q.shape[-1] <= MAX_KEY_DIM
+            and all(t.dtype in (torch.bfloat16, torch.float16) for t in (q, k, v))
             and triton_unavailable_reason(*tensors) is None)
 
 
@@ -306,8 +309,8 @@ def chunk_kda(
         cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch.
         chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
         use_triton: None (default) runs the Triton kernels of :mod:`kdalib.ops.triton.chunk`
-            for CUDA tensors that need no gradient (chunks of 64 whatever ``chunk_size`` says)
-            and the PyTorch form otherwise; False always runs the PyTorch form.
+            for bfloat16/float16 CUDA tensors that need no gradient (chunks of 64 whatever
+            ``chunk_size`` says) and the PyTorch form otherwise; False always runs the PyTorch form.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for

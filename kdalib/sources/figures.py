@@ -1,6 +1,8 @@
-"""The hand-typed-figure lint: numbers in notes/ that should be {claim} roles.
+"""The hand-typed-figure lint: numbers in the book's prose that should be {claim} roles.
 
-Definition (also on the book's claims page). In a MyST page under notes/, a **figure**
+The prose is every MyST page under notes/ and notebooks/ and every Markdown cell of a notebook
+(the pages :func:`kdalib.sources.rules.page_files` lists). Definition (also on the book's
+claims page). In that prose, a **figure**
 is a number followed by a unit:
 
 * the number: digits, optionally with thousands commas and a decimal part (``48``,
@@ -169,19 +171,28 @@ def find_figures(text: str) -> list[HandTypedFigure]:
 
 
 def lint_notes(root: Path) -> list[Finding]:
-    """Run :func:`find_figures` over every ``notes/**/*.md`` under ``root``."""
+    """Run :func:`find_figures` over the pages under ``root`` and the Markdown cells of its notebooks.
+
+    A figure in a page is reported at its line; one in a notebook cell at line 0 of the notebook,
+    with the cell's index and its line inside the cell in the message.
+    """
+    from kdalib.sources.rules import markdown_blocks, page_files
+
     findings = []
-    notes = root / "notes"
-    for path in sorted(notes.rglob("*.md")) if notes.is_dir() else []:
+    for path in page_files(root):
+        shown = str(path.relative_to(root))
         try:
-            text = path.read_text(encoding="utf-8")
+            path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            findings.append(Finding(ERROR, "unreadable-page", str(path.relative_to(root)), 0, "", str(err)))
+            findings.append(Finding(ERROR, "unreadable-page", shown, 0, "", str(err)))
             continue
-        for figure in find_figures(text):
-            findings.append(Finding(
-                ERROR, "hand-typed-figure", f"{path.relative_to(root)}", figure.line, "",
-                f"{figure.text!r} (column {figure.column}) looks like a figure typed by hand",
-                "add the figure as a claim in sources.yaml and write {claim}`its.id` here "
-                "(or use inline code or math if it is not a sourced figure)"))
+        for first_line, where, text in markdown_blocks(path):
+            for figure in find_figures(text):
+                line = first_line + figure.line - 1 if first_line else 0
+                place = f"{where}, line {figure.line}, column {figure.column}" if where else f"column {figure.column}"
+                findings.append(Finding(
+                    ERROR, "hand-typed-figure", shown, line, "",
+                    f"{figure.text!r} ({place}) looks like a figure typed by hand",
+                    "add the figure as a claim in sources.yaml and write {claim}`its.id` here "
+                    "(or use inline code or math if it is not a sourced figure)"))
     return findings

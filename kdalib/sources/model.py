@@ -107,6 +107,8 @@ class Claim:
         value: the number (int/float) or, for names and dates, a string.
         conflicts_with / supersedes / evidence: claim ids this claim points at.
         text_notes: free-text notes (the ``notes`` string, or ``notes.text``).
+        verdict: for a claim of the starting note (a ``seed`` source), what the evidence says of
+            it: confirmed, misleading, overstated, wrong or unverifiable; None for every other claim.
     """
 
     id: str
@@ -128,6 +130,7 @@ class Claim:
     evidence: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     reproduced_by: ReproducedBy | None = None
+    verdict: str | None = None
     line: int = 0
     lines: dict[str, int] = field(default_factory=dict)
 

@@ -295,17 +295,22 @@ def markdown_blocks(path: Path) -> Iterable[tuple[int, str, str]]:
 
 
 def check_claim_references(doc: Document, root: Path) -> list[Finding]:
-    """Every {claim}`id` used in notes/ and notebooks/ names an existing claim or alias."""
+    """Every {claim}`id` and every claim id of a spec-table in notes/ and notebooks/ names a claim or alias."""
+    from kdalib.sources.spec_rows import claim_ids, spec_table_rows
+
     findings: list[Finding] = []
     for path in page_files(root):
         shown = _relative(path, root)
         for first_line, where, text in markdown_blocks(path):
-            for line_number, claim_id in claim_roles(text):
+            used = [(n, c, "unknown-claim-role", f"{{claim}}`{c}`") for n, c in claim_roles(text)]
+            used += [(n, c, "unknown-claim-spec-table", f"spec-table id {c!r}")
+                     for n, cells in spec_table_rows(text) for cell in cells[1:] for c in claim_ids(cell)]
+            for line_number, claim_id, code, what in sorted(used):
                 if doc.resolve_claim(claim_id) is None:
                     line = first_line + line_number - 1 if first_line else 0
                     place = f" ({where}, line {line_number})" if where else ""
-                    findings.append(Finding(ERROR, "unknown-claim-role", shown, line, claim_id,
-                                            f"{{claim}}`{claim_id}` names no claim in {doc.path.name}{place}",
+                    findings.append(Finding(ERROR, code, shown, line, claim_id,
+                                            f"{what} names no claim in {doc.path.name}{place}",
                                             "fix the id, or add the claim to sources.yaml"))
     return findings
 

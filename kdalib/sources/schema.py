@@ -39,12 +39,15 @@ SOURCE_KINDS = ("model_card", "tech_report", "blog", "repo", "leaderboard", "doc
 CLAIM_STATUSES = ("verified", "unverified", "contradicted", "superseded", "reproduced", "refuted")
 LINK_STATUSES = ("ok", "broken", "moved", "unchecked")
 REPORTED_BY = ("first_party", "third_party")
+#: The verdict on a claim of a ``seed`` source (the project's starting note): what the evidence
+#: says of the statement, separate from ``status``, which only says whether the note's words were found.
+SEED_VERDICTS = ("confirmed", "misleading", "overstated", "wrong", "unverifiable")
 TOP_KEYS = ("sources", "claims", "subjects")
 SOURCE_KEYS = ("id", "title", "publisher", "kind", "url", "version_url", "published", "snapshot", "link", "notes")
 RELATION_KEYS = ("conflicts_with", "supersedes", "superseded_by", "evidence", "reproduced_by")
 CLAIM_KEYS = (
     "id", "subject", "property", "benchmark", "value", "unit", "display", "source", "quote", "status",
-    "checked", "reported_by", "notes", "aliases", *RELATION_KEYS,
+    "checked", "reported_by", "verdict", "notes", "aliases", *RELATION_KEYS,
 )
 NOTES_KEYS = ("text", *RELATION_KEYS)
 BENCHMARK_KEYS = ("name", "version", "metric", "setting", "tools", "thinking", "harness", "shots")
@@ -262,6 +265,7 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
         checked=entry.get("checked", parse_date, "a date written YYYY-MM-DD"),
         reported_by=entry.get("reported_by", parse_enum(REPORTED_BY), " or ".join(REPORTED_BY)),
         aliases=entry.get("aliases", parse_id_list, "a list of former claim ids") or [],
+        verdict=entry.get("verdict", parse_enum(SEED_VERDICTS), f"one of {', '.join(SEED_VERDICTS)}"),
         line=entry.line,
         lines={str(k): entry.line_of(str(k)) for k in raw},
     )
@@ -350,6 +354,7 @@ def _check_references(doc: Document, report: _Reporter) -> None:
             report.error(claim.line_of("source"), claim.id, "unknown-source",
                          f"source {claim.source!r} is not in 'sources:'",
                          "add the source first, or fix the id (see `kdalib sources add`)")
+        _check_verdict(doc, claim, report)
         if doc.subjects and claim.subject and claim.subject not in doc.subjects:
             report.error(claim.line_of("subject"), claim.id, "unknown-subject",
                          f"subject {claim.subject!r} is not in the top-level 'subjects:' list",
@@ -363,3 +368,22 @@ def _check_references(doc: Document, report: _Reporter) -> None:
                              f"{key} names {target!r}, which is not a claim id")
             elif doc.resolve_claim(target) is claim:
                 report.error(claim.line_of(key), claim.id, "self-reference", f"{key} names the claim itself")
+
+
+def _check_verdict(doc: Document, claim: Claim, report: _Reporter) -> None:
+    """A seed claim carries a verdict, no other claim does, and 'wrong' goes with status refuted."""
+    source = doc.sources.get(claim.source)
+    if source is None:
+        return
+    if source.kind == "seed" and claim.verdict is None and "verdict" not in claim.lines:
+        report.error(claim.line, claim.id, "seed-needs-verdict",
+                     f"a claim of the seed source {source.id!r} needs a 'verdict'",
+                     f"add 'verdict:' with one of {', '.join(SEED_VERDICTS)}")
+    elif source.kind != "seed" and claim.verdict is not None:
+        report.error(claim.line_of("verdict"), claim.id, "verdict-not-seed",
+                     f"'verdict' is only for claims of a seed source; {source.id!r} is a {source.kind}",
+                     "remove 'verdict'; the claim's status says whether its quote was found")
+    elif claim.verdict is not None and (claim.verdict == "wrong") != (claim.status == "refuted"):
+        report.error(claim.line_of("verdict"), claim.id, "verdict-status-mismatch",
+                     f"verdict {claim.verdict!r} with status {claim.status!r}: a 'wrong' verdict and status "
+                     "'refuted' go together", "make both say the statement is wrong, or neither")

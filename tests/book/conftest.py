@@ -78,6 +78,7 @@ claims:
     source: seed
     quote: "2T parameters"
     status: refuted
+    verdict: wrong
     notes: {{evidence: [m.params.total], text: the card says 1T}}
 """
 

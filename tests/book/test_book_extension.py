@@ -164,3 +164,64 @@ def test_smart_quotes_never_change_a_quote(book):
     card = book.html("notes/claims").split('id="claim-m.speed"', 1)[1].split("</div>", 1)[0]
     card = html.unescape(card)
     assert "“Model M's \"fast\" mode -- about 3x”" in card  # straight quotes and -- kept as written
+
+
+SPEC_PAGE = """# Spec
+
+```{spec-table}
+:columns: Model M | Model N
+total parameters | m.params.total | -
+context | m.context | "see the card"
+both sources | m.params.total | "report:" m.params.total.report "(more precise)"
+```
+
+The note's verdict: {verdict}`seed.params`.
+
+```{claims-downloads}
+```
+"""
+
+
+def _with_spec_page(book, text=SPEC_PAGE):
+    book.write("notes/spec.md", text)
+    book.write("index.md", (book.src / "index.md").read_text().replace("notes/sources\n", "notes/sources\nnotes/spec\n"))
+
+
+def test_spec_table_renders_claims_not_reported_and_conflicts(book):
+    _with_spec_page(book)
+    assert book.build(warningiserror=True) == ""
+    page = html.unescape(book.html("notes/spec"))
+    table = page.split('class="kdalib-table kdalib-spec', 1)[1].split("</table>", 1)[0]
+    rows = table.split("<tr")[2:]
+    assert ">Model M<" in page and ">Model N<" in page
+    total = rows[0]
+    assert 'href="claims.html#claim-m.params.total"' in total and ">1T</a>" in total
+    assert "other sources:" in total and ">1.04T</a>" in total  # the conflicting claim is shown
+    assert "not reported" in total
+    assert ">128K</a>" in rows[1] and "see the card" in rows[1]
+    both = rows[2]  # a conflict the row already shows is not repeated
+    assert "other sources" not in both and "report: " in both and ">1.04T</a> (more precise)" in both
+    assert "kdalib-badge-verdict-wrong" in page and ">wrong<" in page
+    assert 'href="../claims.json"' in page and 'href="../claims.csv"' in page
+
+
+def test_the_html_build_writes_claims_json_and_csv(built):
+    book, _ = built
+    import json
+
+    out = book.root / "build" / "html"
+    rows = json.loads((out / "claims.json").read_text())["claims"]
+    assert [r["id"] for r in rows] == ["m.params.total", "m.params.total.report", "m.context", "seed.params"]
+    assert rows[3]["verdict"] == "wrong" and rows[0]["snapshot_sha256"]
+    assert (out / "claims.csv").read_text().splitlines()[0].startswith("id,subject,property,value")
+
+
+@pytest.mark.parametrize("cells, message", [
+    ("total parameters | m.nope | -", "unknown claim id 'm.nope' in spec-table"),
+    ("total parameters | m.params.total", "has 1 cells for 2 columns"),
+])
+def test_a_bad_spec_table_row_fails_the_strict_build_at_its_line(book, cells, message):
+    _with_spec_page(book, f"# Spec\n\nOne.\n\nTwo.\n\n```{{spec-table}}\n:columns: Model M | Model N\n{cells}\n```\n")
+    with pytest.raises(SphinxWarning) as info:
+        book.build(warningiserror=True)
+    assert "notes/spec.md:7" in str(info.value) and message in str(info.value)

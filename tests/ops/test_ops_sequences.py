@@ -103,7 +103,7 @@ def test_dispatcher_backends_agree():
 def test_dispatcher_rejects_unknown_backend_and_fla_without_cuda():
     inputs = make_inputs(tokens=4)
     with pytest.raises(ValueError, match="backend"):
-        kda(**inputs, backend="triton")
+        kda(**inputs, backend="tiled")
     with pytest.raises(RuntimeError, match="fla"):
         kda(**inputs, backend="fla")
 

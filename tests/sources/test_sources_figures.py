@@ -71,3 +71,21 @@ def test_lint_notes_reports_file_line_and_column(tmp_path):
 def test_the_lint_never_fails_on_odd_markup(text):
     for figure in find_figures(text):
         assert figure.line >= 1 and figure.column >= 1 and figure.text[0].isdigit()
+
+
+def test_lint_reads_the_markdown_cells_of_notebooks_not_their_code(tmp_path):
+    import json
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# N\n", "\n", "Fine, with `48B` in code.\n"]},
+        {"cell_type": "code", "metadata": {}, "source": ["x = '48B'  # 3 layers\n"], "outputs": [],
+         "execution_count": None},
+        {"cell_type": "markdown", "metadata": {}, "source": ["A {claim}`x.y` role,\n", "then 27 layers.\n"]},
+    ]
+    (notebooks / "n.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                                   "nbformat_minor": 5}))
+    (finding,) = lint_notes(tmp_path)
+    assert (finding.file, finding.line, finding.code) == ("notebooks/n.ipynb", 0, "hand-typed-figure")
+    assert "'27 layers'" in finding.message and "cell 2, line 2, column 6" in finding.message

@@ -86,7 +86,8 @@ def test_seed_sources_may_have_no_url(ws):
     sources = base_sources()
     sources[0]["kind"] = "seed"
     del sources[0]["url"]
-    assert findings_for(ws, sources) == []
+    claims = [claim(c["id"], verdict="confirmed") if c["source"] == "card" else c for c in base_claims()]
+    assert findings_for(ws, sources, claims) == []
 
 
 def test_property_xor_benchmark(ws):
@@ -153,3 +154,37 @@ def test_top_level_shape_errors():
 def test_finding_format_is_file_line_severity_code_id():
     (finding,) = load_text("sources: []\nclaims: []\nextra: 1\n", "s.yaml").findings
     assert finding.format().startswith("s.yaml:3: error: [unknown-key] ")
+
+
+def _seed_source() -> dict:
+    return {"id": "note", "title": "Starting note", "publisher": "requester", "kind": "seed"}
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({}, "seed-needs-verdict"),
+    ({"verdict": "partly"}, "bad-verdict"),
+    ({"verdict": "wrong"}, "verdict-status-mismatch"),
+    ({"verdict": "confirmed", "status": "refuted", "notes": "evidence"}, "verdict-status-mismatch"),
+])
+def test_seed_claims_carry_a_verdict_that_agrees_with_the_status(ws, fields, code):
+    seed = claim("seed.x", **{"source": "note", "quote": None, "status": "unverified", **fields})
+    findings = findings_for(ws, base_sources() + [_seed_source()], base_claims() + [seed])
+    finding = only(findings, code)
+    assert finding.item == "seed.x" and finding.line > 1
+    assert [f.code for f in findings] == [code]
+
+
+def test_a_verdict_on_a_claim_of_another_source_is_an_error(ws):
+    findings = findings_for(ws, claims=base_claims() + [claim("m.judged", verdict="confirmed")])
+    assert only(findings, "verdict-not-seed").item == "m.judged"
+
+
+def test_seed_verdicts_load(ws):
+    claims = base_claims() + [
+        claim("seed.ok", source="note", quote=None, status="unverified", verdict="misleading"),
+        claim("seed.bad", source="note", quote=None, status="refuted", verdict="wrong", notes="evidence"),
+    ]
+    ws.write(sources=base_sources() + [_seed_source()], claims=claims)
+    doc = load_document(ws.sources_path)
+    assert doc.findings == []
+    assert doc.claims["seed.ok"].verdict == "misleading" and doc.claims["m.params.total"].verdict is None

@@ -183,6 +183,27 @@ def test_unknown_claim_roles_in_notes_and_notebooks(ws):
     assert "cell 1, line 2" in report.errors[0].message
 
 
+def test_unknown_claim_ids_in_spec_tables(ws):
+    ws.write()
+    ws.note("s.md", "# S\n\n```{spec-table}\n:columns: M | N\n"
+                    'total | m.params.total "(card)" | m.nope\n'
+                    'gate | "not" m.arch.gate | -\n```\n\nAfter the table: m.not_in_a_table | x\n')
+    (finding,) = ws.verify().errors
+    assert (finding.code, finding.file, finding.line, finding.item) == (
+        "unknown-claim-spec-table", "notes/s.md", 5, "m.nope")
+    assert "spec-table id 'm.nope'" in finding.message
+
+
+def test_spec_table_rows_and_cell_tokens():
+    from kdalib.sources.spec_rows import cell_tokens, claim_ids, spec_table_rows
+
+    text = ("x | y\n:::{spec-table}\n:columns: A | B\n\nrow | a.b \"text, with | nothing\" | -\n:::\n"
+            "after | z\n")
+    assert list(spec_table_rows(text)) == [(5, ["row", 'a.b "text, with', 'nothing"', "-"])]
+    assert cell_tokens('a.b "two words" c.d') == ["a.b", '"two words"', "c.d"]
+    assert claim_ids('"see" a.b c.d') == ["a.b", "c.d"] and cell_tokens("-") == []
+
+
 def test_hand_typed_figures_in_notes_are_errors(ws):
     ws.write()
     ws.note("k.md", "# K\n\nModel M has 1T parameters, i.e. {claim}`m.params.total`.\n")
