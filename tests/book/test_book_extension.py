@@ -147,9 +147,7 @@ def test_each_inline_script_and_the_favicon_appear_once(book):
 
 
 def test_smart_quotes_never_change_a_quote(book):
-    from conftest import SOURCES
-
-    book.write("sources.yaml", SOURCES + """
+    book.write("sources.yaml", (book.src / "sources.yaml").read_text() + """
   - id: m.speed
     subject: Model M
     property: "decoding speed-up"

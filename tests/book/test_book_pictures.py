@@ -7,7 +7,6 @@ import html
 import re
 
 import pytest
-from conftest import SOURCES
 from sphinx.errors import SphinxWarning
 
 from kdalib.book.pictures import PictureError, claim_date
@@ -49,7 +48,7 @@ def _links(page: str, figure_class: str = "kdalib-figure") -> list[str]:
 
 
 def test_timeline_marks_link_to_their_claims(book):
-    book.write("sources.yaml", SOURCES + EXTRA)
+    book.write("sources.yaml", (book.src / "sources.yaml").read_text() + EXTRA)
     book.write("index.md", (book.src / "index.md").read_text()
                + "\n```{claims-timeline}\nModel M: m.release m.report.arxiv\n```\n")
     assert book.build(warningiserror=True) == ""
@@ -78,7 +77,7 @@ def test_progression_and_heatmap(book):
              + _scored("m.red.basic", "Model M", "Red team: Harmful", "Basic attack strategy; manual review", 98.04)
              + _scored("m.red.crescendo", "Model M", "Red team: Harmful", "Crescendo attack strategy; manual review",
                        40.5))
-    book.write("sources.yaml", SOURCES + extra)
+    book.write("sources.yaml", (book.src / "sources.yaml").read_text() + extra)
     book.write("status.md", (book.src / "status.md").read_text()
                + "\n```{claims-progression}\n:subjects: Model M; Model N\n:min-shared: 2\n```\n"
                + "\n```{claims-heatmap}\n:subject: Model M\n:benchmark-prefix: Red team:\n```\n")

@@ -73,6 +73,12 @@ def browser(site) -> Browser:
     chromium.close()
 
 
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the screenshots for review are written (``$KDALIB_SCREENSHOTS``, else _build/screenshots)."""
+    return SCREENSHOTS
+
+
 @pytest.fixture
 def wide(browser) -> Browser:
     browser.viewport(1400)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import SCREENSHOTS
 
 #: Pages whose tables were too wide for the text column, and the model page with most figures.
 LAYOUT_PAGES = ("notes/claims", "notes/corrections", "notes/compare", "notes/sources", "notes/k2")
@@ -176,13 +175,13 @@ SHOTS = {"front": "intro", "model": "notes/k2", "claims": "notes/claims", "noteb
 
 
 @pytest.mark.parametrize("width", [1400, 400])
-def test_screenshots_for_review(browser, site, width):
+def test_screenshots_for_review(browser, site, screenshots, width):
     browser.viewport(width, 900)
     try:
         for name, page in SHOTS.items():
             browser.open(f"{site}{page}.html")
             browser.js("document.fonts.ready.then(() => true)")
-            path = SCREENSHOTS / f"{name}-{width}.png"
+            path = screenshots / f"{name}-{width}.png"
             browser.screenshot(path, max_height=6000)
             assert path.stat().st_size > 20_000
     finally:
