@@ -79,7 +79,7 @@ class Mark:
 
 def _svg(width: int, height: int, label: str, body: list[str]) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="{_e(label)}" {FONT} font-size="13">' + "".join(body) + "</svg>")
+            f'aria-label="{_e(label)}" {FONT} font-size="13" fill="currentColor">' + "".join(body) + "</svg>")
 
 
 class PictureDirective(BookDirective):
