@@ -146,15 +146,15 @@ class ClaimsTimeline(PictureDirective):
                 if start <= tick <= end:
                     strong = month == 1
                     body.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top - 8}" y2="{height - 8}" '
-                                f'stroke="#d0d7de" stroke-width="{1.2 if strong else 0.6}"/>')
+                                f'stroke="currentColor" stroke-opacity="0.25" stroke-width="{1.2 if strong else 0.6}"/>')
                     text = str(year) if strong else MONTHS[month - 1]
                     body.append(f'<text x="{x(tick):.1f}" y="{top - 14}" text-anchor="middle" '
-                                f'fill="#57606a" font-size="{12 if strong else 10}">{text}</text>')
+                                f'fill="currentColor" fill-opacity="0.7" font-size="{12 if strong else 10}">{text}</text>')
             year += 1
         for i, (label, marks) in enumerate(rows):
             y = top + row_h * i + row_h / 2
             body.append(f'<text x="{left - 10}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>')
-            body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>')
+            body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" stroke-opacity="0.12"/>')
             last_x = None
             for day, kind, claim in sorted(marks, key=lambda m: m[0]):
                 colour = COLOURS[i % len(COLOURS)]
@@ -218,8 +218,8 @@ class ClaimsProgression(PictureDirective):
                         f'<text x="{lx + 16}" y="16">{_e(subject)}</text>')
         for tick in range(0, 101, 20):
             body.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top - 6}" y2="{height - 6}" '
-                        f'stroke="#d0d7de" stroke-width="0.6"/><text x="{x(tick):.1f}" y="{top - 10}" '
-                        f'text-anchor="middle" fill="#57606a" font-size="10">{tick}</text>')
+                        f'stroke="currentColor" stroke-opacity="0.25" stroke-width="0.6"/><text x="{x(tick):.1f}" y="{top - 10}" '
+                        f'text-anchor="middle" fill="currentColor" fill-opacity="0.7" font-size="10">{tick}</text>')
         for i, (name, row) in enumerate(shared):
             y = top + row_h * i + 16
             settings = "; ".join(dict.fromkeys(str(c.benchmark.get("setting") or "").split(";")[0].strip()
@@ -227,11 +227,11 @@ class ClaimsProgression(PictureDirective):
             body.append(f'<text x="{left - 10}" y="{y + 4}" text-anchor="end" font-weight="600">{_e(name)}</text>')
             if settings:
                 short = settings if len(settings) <= 34 else settings[:33] + "…"
-                body.append(f'<text x="{left - 10}" y="{y + 19}" text-anchor="end" fill="#57606a" '
+                body.append(f'<text x="{left - 10}" y="{y + 19}" text-anchor="end" fill="currentColor" fill-opacity="0.7" '
                             f'font-size="10.5"><title>{_e(settings)}</title>{_e(short)}</text>')
             points = [(subjects.index(s), row[s]) for s in subjects if s in row]
             path = " ".join(f"{'M' if k == 0 else 'L'}{x(c.value):.1f},{y:.1f}" for k, (_, c) in enumerate(points))
-            body.append(f'<path d="{path}" stroke="#8c959f" stroke-width="1.5" fill="none"/>')
+            body.append(f'<path d="{path}" stroke="currentColor" stroke-opacity="0.45" stroke-width="1.5" fill="none"/>')
             for j, claim in points:
                 colour = COLOURS[j % len(COLOURS)]
                 fill = "#ffffff" if claim.status == "unverified" else colour
