@@ -145,7 +145,7 @@ class Browser:
             raise ProtocolError(f"{expression[:80]}: {details.get('exception', {}).get('description', details)}")
         return result["result"].get("value")
 
-    def wait_until(self, expression: str, timeout: float = 10.0) -> Any:
+    def wait_until(self, expression: str, timeout: float = 20.0) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = self.js(expression)
