@@ -1,6 +1,10 @@
 # The Kimi field guide: two commands.
 #   make book   build the HTML book into _build/html (verifies every claim, executes the notebooks on the CPU)
-#   make test   run the test suite
+#   make test   run the test suite (fast: the tests marked slow are left out)
+# and, for CI and before a pull request:
+#   make test-all   every test, the slow ones too (full grids, full-size parity, notebooks, training)
+#   make lint       ruff check and ruff format --check
+#   make test-fla   the parity tests again with flash-linear-attention (fla-core) installed into .venv
 # Both create .venv on first use and install pinned versions from constraints.txt.
 
 SHELL := /bin/bash
@@ -20,12 +24,15 @@ export KDALIB_PROFILE ?= smoke
 # Strict verification (missing snapshots are errors) where CI asks for it.
 VERIFY_FLAGS ?= $(if $(filter true 1,$(CI)),--strict,)
 
-.PHONY: help install test test-browser book verify clean constraints
+.PHONY: help install test test-all test-fla test-browser lint book verify clean constraints
 
 help:
 	@echo "make book   build the book into _build/html (verify claims, run notebooks on the CPU, strict Sphinx build)"
-	@echo "make test   run the test suite (pytest)"
+	@echo "make test   run the test suite (pytest, without the tests marked slow)"
+	@echo "make test-all   every test, the slow ones too (what CI runs)"
+	@echo "make lint   ruff check and ruff format --check"
 	@echo "make test-browser   after make book: read the built book in headless Chromium (tests/browser)"
+	@echo "make test-fla   install fla-core into $(VENV) and run the parity tests against transformers with it"
 	@echo "make clean  remove _build (keeps .venv)"
 
 $(BIN)/python:
@@ -52,6 +59,27 @@ install: $(STAMP)
 test: $(STAMP)
 	@echo ">>> pytest $(PYTEST_ARGS)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# pyproject's addopts deselect the slow tests; a later -m replaces that selection.
+test-all: $(STAMP)
+	@echo ">>> pytest -m 'slow or not slow' $(PYTEST_ARGS)"
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	@echo ">>> ruff check, ruff format --check"
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Most KDA users have flash-linear-attention installed, and transformers then swaps its Kimi Linear
+# functions for FLA's Triton kernels: the parity tests must still compare against transformers'
+# PyTorch path. fla-core is pure Python; its pin in constraints.txt keeps torch and triton as they are.
+FLA_TESTS := tests/nn/test_transformers_parity.py tests/ops/test_ops_transformers_peer.py tests/nn/test_kda_checkpoint.py
+test-fla: $(STAMP)
+	@echo ">>> installing fla-core into $(VENV)"
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt fla-core
+	$(BIN)/python -c "import fla, torch, importlib.metadata as m; print('fla-core', m.version('fla-core'), 'with torch', torch.__version__, 'triton', m.version('triton'))"
+	@echo ">>> pytest (parity with flash-linear-attention installed) $(PYTEST_ARGS)"
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS) $(FLA_TESTS)
 
 # The built book in headless Chromium (tests/browser): console errors, layout, popovers, links,
 # search, screenshots in _build/screenshots. Installs Debian's chromium when none is found and

@@ -1,23 +1,66 @@
 """The ``kdalib`` command line: argument parsing only.
 
-Every subcommand's work lives in the package that owns it; handlers are named by
-dotted path and imported only when that subcommand runs, so ``kdalib verify`` never
-imports torch. Each handler takes the parsed ``argparse.Namespace`` and returns an
-exit status: 0 clean, 1 findings, 2 unusable input.
+Every subcommand's work lives in the package that owns it. Each ``_run_*`` function
+below imports its handler's module when that subcommand runs, so ``kdalib verify`` never
+imports torch. A handler takes the parsed ``argparse.Namespace`` and returns an exit
+status: 0 clean, 1 findings, 2 unusable input.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from kdalib import __version__
 
 
-def _handler(parser: argparse.ArgumentParser, target: str) -> None:
-    parser.set_defaults(_handler=target)
+def _run_verify(args: argparse.Namespace) -> int:
+    from kdalib.sources.commands import cmd_verify
+
+    return cmd_verify(args)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from kdalib.sources.commands import cmd_fetch
+
+    return cmd_fetch(args)
+
+
+def _run_check_links(args: argparse.Namespace) -> int:
+    from kdalib.sources.commands import cmd_check_links
+
+    return cmd_check_links(args)
+
+
+def _run_add(args: argparse.Namespace) -> int:
+    from kdalib.sources.commands import cmd_add
+
+    return cmd_add(args)
+
+
+def _run_quote(args: argparse.Namespace) -> int:
+    from kdalib.sources.commands import cmd_quote
+
+    return cmd_quote(args)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from kdalib.bench import cmd_bench
+
+    return cmd_bench(args)
+
+
+def _run_repro(args: argparse.Namespace) -> int:
+    from kdalib.repro.runner import cmd_repro
+
+    return cmd_repro(args)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from kdalib.environment import cmd_info
+
+    return cmd_info(args)
 
 
 def _add_verify(sub) -> None:
@@ -28,7 +71,7 @@ def _add_verify(sub) -> None:
     p.add_argument("--online", action="store_true", help="also fetch each source and report drift")
     p.add_argument("--json", metavar="FILE", help="write the findings and the summary as JSON")
     p.add_argument("--root", default=".", help="book root whose notes/ and notebooks/ are linted (default: %(default)s)")
-    _handler(p, "kdalib.sources.commands:cmd_verify")
+    p.set_defaults(handler=_run_verify)
 
 
 def _add_sources(sub) -> None:
@@ -40,12 +83,12 @@ def _add_sources(sub) -> None:
     f = ssub.add_parser("fetch", help="download version_url of sources into the snapshot store")
     f.add_argument("ids", nargs="*", metavar="ID", help="source ids (default: every source)")
     f.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)  # tests only
-    _handler(f, "kdalib.sources.commands:cmd_fetch")
+    f.set_defaults(handler=_run_fetch)
 
     c = ssub.add_parser("check-links", help="check every url and record link.checked/status")
     c.add_argument("--write", action="store_true", help="update sources.yaml in place (comments kept)")
     c.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)
-    _handler(c, "kdalib.sources.commands:cmd_check_links")
+    c.set_defaults(handler=_run_check_links)
 
     a = ssub.add_parser("add", help="scaffold a source entry from a URL and a snapshot file")
     a.add_argument("url")
@@ -54,12 +97,12 @@ def _add_sources(sub) -> None:
     a.add_argument("--title")
     a.add_argument("--publisher")
     a.add_argument("--kind", default="docs")
-    _handler(a, "kdalib.sources.commands:cmd_add")
+    a.set_defaults(handler=_run_add)
 
     q = ssub.add_parser("quote", help="find text in a source's snapshot and print the exact span")
     q.add_argument("source_id", metavar="ID")
     q.add_argument("text")
-    _handler(q, "kdalib.sources.commands:cmd_quote")
+    q.set_defaults(handler=_run_quote)
 
 
 def _add_bench(sub) -> None:
@@ -72,7 +115,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--fla-path", default=None, help="flash-linear-attention source tree or wheel to compare against")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU intra-op threads for every method (default: torch's default)")
-    _handler(p, "kdalib.ops.bench:cmd_bench")
+    p.set_defaults(handler=_run_bench)
 
 
 def _add_repro(sub) -> None:
@@ -82,13 +125,13 @@ def _add_repro(sub) -> None:
     p.add_argument("--profile", default="smoke", choices=["smoke", "full"])
     p.add_argument("--out", default=None, help="results folder (default: notebooks/results/<device>/)")
     p.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
-    _handler(p, "kdalib.notebook_runner:cmd_repro")
+    p.set_defaults(handler=_run_repro)
 
 
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="print the environment: Python, torch, device, kdalib")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _handler(p, "kdalib.environment:cmd_info")
+    p.set_defaults(handler=_run_info)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,15 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(target: str):
-    module_name, func_name = target.split(":")
-    return getattr(importlib.import_module(module_name), func_name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(_resolve(args._handler)(args) or 0)
+        return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

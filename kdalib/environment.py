@@ -47,6 +47,41 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def triton_version() -> str | None:
+    """Triton's version from package metadata, or None when it is not installed.
+
+    Read without importing triton: an import here would fix Triton's interpreter/compiler
+    choice (``TRITON_INTERPRET``) for the rest of the process.
+    """
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second (``2026-01-31T12:00:00+00:00``)."""
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def provenance(device: str) -> dict[str, object]:
+    """Where a recorded result came from, with the same keys for every record the project writes.
+
+    Keys: ``device`` (``cpu`` or ``cuda``), ``device_name``, ``torch``, ``triton``, ``python``,
+    ``threads`` (torch's CPU threads), ``commit`` (None outside a git checkout without
+    ``$KDALIB_COMMIT``), ``date`` (:func:`utc_now`). Imports torch.
+    """
+    import torch
+
+    if device == "cuda":
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"{cpu_name()} ({os.cpu_count()} cores)"
+    return {"device": device, "device_name": name, "torch": torch.__version__, "triton": triton_version(),
+            "python": platform.python_version(), "threads": torch.get_num_threads(), "commit": git_commit(),
+            "date": utc_now()}
+
+
 def _torch_facts() -> dict[str, str]:
     try:
         import torch
@@ -57,12 +92,7 @@ def _torch_facts() -> dict[str, str]:
         facts["device"] = f"cuda ({torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda})"
     else:
         facts["device"] = f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
-    # Read the version without importing triton: an import here would fix Triton's
-    # interpreter/compiler choice (TRITON_INTERPRET) for the rest of the process.
-    try:
-        facts["triton"] = importlib.metadata.version("triton")
-    except importlib.metadata.PackageNotFoundError:
-        facts["triton"] = NOT_INSTALLED
+    facts["triton"] = triton_version() or NOT_INSTALLED
     return facts
 
 
@@ -75,7 +105,7 @@ def collect() -> dict[str, str]:
         "commit": git_commit() or "unknown (not a git checkout)",
     }
     facts.update(_torch_facts())
-    facts["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    facts["date"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return facts
 
 

@@ -1,4 +1,4 @@
-"""Directives for the Build-status page: ``verify-summary`` and ``kdalib-environment``."""
+"""Directives for the book's Build-status page: ``verify-summary`` and ``kdalib-environment``."""
 
 from __future__ import annotations
 

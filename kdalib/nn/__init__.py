@@ -8,8 +8,8 @@
 """
 
 from kdalib.nn.cache import KDACache, KDALayerState
-from kdalib.nn.compat import TransformersKimiDeltaAttention, kda_from_transformers, swap_kda_into_transformers
 from kdalib.nn.checkpoint import to_native_state_dict, to_transformers_state_dict
+from kdalib.nn.compat import TransformersKimiDeltaAttention, kda_from_transformers, swap_kda_into_transformers
 from kdalib.nn.config import KIMI_LINEAR_48B_A3B, KimiLinearConfig, dtype_bytes
 from kdalib.nn.layer import GatedRMSNorm, KimiDeltaAttention, ShortConvolution
 

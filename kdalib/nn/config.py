@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 
-DTypeLike = Union[torch.dtype, str]
+DTypeLike = torch.dtype | str
 
 _DTYPE_NAMES = {
     "float32": torch.float32,
@@ -187,7 +186,7 @@ class KimiLinearConfig:
     def kda_state_bytes_per_layer(self, dtype: DTypeLike = torch.bfloat16) -> int:
         """Bytes one KDA layer keeps for one sequence, whatever the context length.
 
-        The recurrent state is [H, K, V] in float32 regardless of `dtype` (see KDA.md §4);
+        The recurrent state is [H, K, V] in float32 regardless of `dtype` (notes/kda.md, section `kda-chunk-output`);
         the three short-convolution caches (q, k, v) each hold the last `conv_size - 1`
         projected inputs of width H·K in the activation `dtype`.
 

@@ -1,4 +1,4 @@
-"""KimiDeltaAttention: the token mixer of Kimi Linear's KDA layers (KDA.md §2 and §5).
+"""KimiDeltaAttention: the token mixer of Kimi Linear's KDA layers (notes/kda.md, sections ``kda-gate`` and ``kda-complexity``).
 
 Per token x (hidden size d), with H heads of dimension K = V:
 
@@ -26,8 +26,9 @@ from kdalib.nn.cache import KDACache, KDALayerState
 from kdalib.nn.checkpoint import to_native_state_dict
 from kdalib.nn.conv import short_convolution
 from kdalib.nn.packing import PackedBatch, check_attention_mask, pack, pack_mask, unpack
-
-MODES = ("auto", "chunk", "fused_recurrent", "naive")
+from kdalib.ops._prepare import compute_dtype
+from kdalib.ops.gate import check_lower_bound
+from kdalib.ops.registry import BACKENDS
 
 
 class ShortConvolution(nn.Module):
@@ -60,7 +61,7 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x, gate: `[..., dim]` -> `[..., dim]` in x's dtype."""
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype(x)
         wide = x.to(dtype)
         normed = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed * self.weight.to(dtype) * torch.sigmoid(gate.to(dtype))).to(x.dtype)
@@ -69,26 +70,9 @@ class GatedRMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """float32 for half, bfloat16 and float32 tensors; float64 stays float64 (exact tests)."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def _check_positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"KimiDeltaAttention: {name} must be a positive int, got {value!r}")
-
-
-def _check_lower_bound(lower_bound) -> None:
-    if lower_bound is None:
-        return
-    if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool) or not math.isfinite(lower_bound):
-        raise ValueError(f"KimiDeltaAttention: lower_bound must be None or a finite negative number, got {lower_bound!r}")
-    if lower_bound >= 0:
-        raise ValueError(
-            f"KimiDeltaAttention: lower_bound must be negative (the log decay per token lies in (lower_bound, 0)), "
-            f"got {lower_bound}"
-        )
 
 
 def _convert_checkpoint(module, state_dict, prefix, *args) -> None:
@@ -110,9 +94,10 @@ class KimiDeltaAttention(nn.Module):
             number L for the bounded form `g = L · sigmoid(exp(A_log) · (W_f x + dt_bias))`.
         norm_eps: epsilon of the per-head output RMSNorm.
         layer_idx: key of this layer's state in a shared `KDACache`.
-        mode: operator choice. "auto": `kdalib.ops.kda`, which runs the recurrent form when
-            every sequence brings a single token (decode) and the chunked form otherwise
-            (prefill, training; autograd); "chunk", "fused_recurrent" or "naive" force one.
+        mode: the `backend` of `kdalib.ops.kda`: "auto" runs the recurrent form when every
+            sequence brings a single token (decode) and the chunked form otherwise (prefill,
+            training); an operator name of `kdalib.ops.registry.OPERATORS` ("naive",
+            "naive_chunk", "chunk", "fused_recurrent", "fla", ...) forces that one.
         device, dtype: for the parameters.
 
     Raises:
@@ -136,11 +121,14 @@ class KimiDeltaAttention(nn.Module):
         for name, value in (("hidden_size", hidden_size), ("num_heads", num_heads), ("head_dim", head_dim),
                             ("conv_size", conv_size)):
             _check_positive_int(name, value)
-        _check_lower_bound(lower_bound)
+        try:
+            check_lower_bound(lower_bound)
+        except ValueError as error:
+            raise ValueError(f"KimiDeltaAttention: {error}") from None
         if not isinstance(norm_eps, (int, float)) or not norm_eps > 0:
             raise ValueError(f"KimiDeltaAttention: norm_eps must be a positive number, got {norm_eps!r}")
-        if mode not in MODES:
-            raise ValueError(f"KimiDeltaAttention: mode must be one of {MODES}, got {mode!r}")
+        if mode not in BACKENDS:
+            raise ValueError(f"KimiDeltaAttention: mode must be one of {BACKENDS}, got {mode!r}")
         self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, head_dim
         self.conv_size, self.lower_bound, self.norm_eps = conv_size, lower_bound, norm_eps
         self.layer_idx, self.mode = layer_idx, mode
@@ -286,24 +274,17 @@ class KimiDeltaAttention(nn.Module):
         g = ops.kda_gate(self.f_b_proj(self.f_a_proj(x)).reshape(batch, tokens, heads, dim),
                          self.A_log, self.dt_bias, self.lower_bound)
         beta_logits = self.b_proj(x)
-        beta = torch.sigmoid(beta_logits.to(_compute_dtype(beta_logits)))
-        operator = self._operator()
+        beta = torch.sigmoid(beta_logits.to(compute_dtype(beta_logits)))
         # Autocast would run the operators' float32 matmuls in bfloat16 and return a bfloat16
-        # state (KDA.md §4: the state and the decay must stay float32); the operators cast
+        # state (notes/kda.md, section ``kda-chunk-output``: the state and the decay stay float32); the operators cast
         # their inputs themselves.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            o, recurrent = operator(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
-                                    output_final_state=keep_state, use_qk_l2norm_in_kernel=True,
-                                    cu_seqlens=cu_seqlens)
+            o, recurrent = ops.kda(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
+                                   output_final_state=keep_state, use_qk_l2norm_in_kernel=True,
+                                   cu_seqlens=cu_seqlens, backend=self.mode)
 
         gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, heads, dim)
         normed = self.o_norm(o, gate).to(v.dtype)  # back to the activation dtype for W_o
         y = self.o_proj(normed.reshape(batch, tokens, heads * dim))
         new_state = KDALayerState(new_q, new_k, new_v, recurrent) if keep_state else None
         return y, new_state
-
-    def _operator(self):
-        """The KDA operator for this layer's mode (`ops.kda` itself sends one-token-per-sequence
-        calls to the recurrent form and everything else to the chunked form)."""
-        return {"naive": ops.naive_recurrent_kda, "chunk": ops.chunk_kda,
-                "fused_recurrent": ops.fused_recurrent_kda, "auto": ops.kda}[self.mode]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
-class SequencePacking:
+class PaddedLayout:
     """Where each of the N sequences sits in the input and in the padded layout.
 
     Attributes:
@@ -33,20 +33,20 @@ class SequencePacking:
     tokens: int
 
 
-def plan_packing(tokens: int, cu_seqlens: torch.Tensor | None, block: int, device: torch.device) -> SequencePacking:
+def plan_padding(tokens: int, cu_seqlens: torch.Tensor | None, block: int, device: torch.device) -> PaddedLayout:
     """Plans the padded layout for T tokens (or packed offsets) and a block size."""
     if cu_seqlens is None:
-        return SequencePacking(-(-tokens // block) * block, None, None, tokens)
+        return PaddedLayout(-(-tokens // block) * block, None, None, tokens)
     offsets = cu_seqlens.to(device=device, dtype=torch.long)
     starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
     padded = -(-int(lengths.max()) // block) * block
     position = torch.arange(padded, device=device)
     valid = position.unsqueeze(0) < lengths.unsqueeze(1)
     gather_index = torch.where(valid, starts.unsqueeze(1) + position, torch.zeros_like(position))
-    return SequencePacking(padded, gather_index, valid, tokens)
+    return PaddedLayout(padded, gather_index, valid, tokens)
 
 
-def to_padded(x: torch.Tensor, plan: SequencePacking) -> torch.Tensor:
+def to_padded(x: torch.Tensor, plan: PaddedLayout) -> torch.Tensor:
     """``[B, T, ...]`` -> ``[N, T_pad, ...]`` with zeros in the padding."""
     if plan.gather_index is None:
         pad = plan.padded_length - plan.tokens
@@ -56,7 +56,7 @@ def to_padded(x: torch.Tensor, plan: SequencePacking) -> torch.Tensor:
     return torch.where(mask, rows, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-def from_padded(x: torch.Tensor, plan: SequencePacking) -> torch.Tensor:
+def from_padded(x: torch.Tensor, plan: PaddedLayout) -> torch.Tensor:
     """``[N, T_pad, ...]`` -> ``[B, T, ...]``, dropping the padding."""
     if plan.gather_index is None:
         return x[:, : plan.tokens]

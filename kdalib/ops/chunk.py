@@ -1,6 +1,6 @@
 """Chunkwise-parallel KDA in pure PyTorch (CPU and CUDA, autograd).
 
-Each sequence is cut into chunks of C tokens (KDA.md §3). Everything that does not
+Each sequence is cut into chunks of C tokens (notes/kda.md, section ``kda-chunkwise``). Everything that does not
 depend on the state entering a chunk is computed for all chunks at once; the
 sequential part is two batched matmuls per chunk::
 
@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import torch
 
-from kdalib.ops._layout import from_padded, plan_packing, to_padded
-from kdalib.ops._validate import compute_dtype, prepare_inputs, validate_kda_inputs
+from kdalib.ops._layout import from_padded, plan_padding, to_padded
+from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
+from kdalib.ops._validate import validate_kda_inputs
 from kdalib.ops.triton import MAX_KEY_DIM, triton_chunk_kda, triton_unavailable_reason
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
@@ -89,7 +90,7 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor):
         where Γ is the chunk-local cumulative sum of g.
     """
     *lead, size, dim = k.shape
-    in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, g)))
+    in_place = not needs_grad(q, k, g)
     prefix = g.clamp(max=0.0).exp()                       # products over blocks of one row
     suffix = torch.ones_like(prefix)
     scores_qk = torch.diag_embed((q * k).sum(-1))         # i == j: no decay
@@ -180,8 +181,7 @@ def scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop:
         ``query_in @ S_c``, the output's contribution from the state entering each chunk.
     """
     chunks = w.shape[0]
-    tracked = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (w, u, keys_out, decay_last, query_in, state))
+    tracked = needs_grad(w, u, keys_out, decay_last, query_in, state)
     if read_in_loop is None:
         read_in_loop = not state.is_cuda
     if not tracked and read_in_loop:
@@ -266,6 +266,18 @@ def _from_chunk_rows(x: torch.Tensor, sequences: int) -> torch.Tensor:
     return x.view(nc, sequences, m // sequences, c, d).permute(1, 0, 3, 2, 4).reshape(sequences, nc * c, m // sequences, d)
 
 
+def triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state=None) -> str | None:
+    """Why the Triton chunk kernels cannot serve these tensors, or None when they can.
+
+    They need triton, CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``), half or
+    single precision, and K <= ``MAX_KEY_DIM``.
+    """
+    reason = triton_unavailable_reason(q, k, v, g, beta, initial_state)
+    if reason is None and q.shape[-1] > MAX_KEY_DIM:
+        reason = f"the Triton chunk kernel supports K <= {MAX_KEY_DIM}, got K = {q.shape[-1]}"
+    return reason
+
+
 def triton_chunk_applies(q, k, v, g, beta, initial_state) -> bool:
     """True for 16-bit CUDA inference, which the Triton kernels serve.
 
@@ -273,11 +285,9 @@ def triton_chunk_applies(q, k, v, g, beta, initial_state) -> bool:
     float32 path is reachable through ``kda(backend="triton")``; its state error with the
     strongest gates is above the 1e-5 float32 bar, see kdalib/ops/triton/NOTES.md).
     """
-    tensors = (q, k, v, g, beta, initial_state)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    return (q.is_cuda and not needs_grad and q.shape[-1] <= MAX_KEY_DIM
-            and all(t.dtype in (torch.bfloat16, torch.float16) for t in (q, k, v))
-            and triton_unavailable_reason(*tensors) is None)
+    return (q.is_cuda and all(t.dtype in (torch.bfloat16, torch.float16) for t in (q, k, v))
+            and not needs_grad(q, k, v, g, beta, initial_state)
+            and triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state) is None)
 
 
 def chunk_kda(
@@ -329,7 +339,7 @@ def chunk_kda(
     # the scale is applied once, to the output (chunk_kda_core), not to every query
     q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)
 
-    plan = plan_packing(shapes.tokens, cu_seqlens, chunk_size, q.device)
+    plan = plan_padding(shapes.tokens, cu_seqlens, chunk_size, q.device)
     rows = [_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g)]
     beta_rows = _to_chunk_rows(to_padded(beta, plan).unsqueeze(-1), chunk_size).squeeze(-1)
     rows_total = shapes.num_sequences * shapes.value_heads
@@ -338,7 +348,7 @@ def chunk_kda(
     else:
         state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
 
-    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (*rows, beta_rows, state))
+    tracked = needs_grad(*rows, beta_rows, state)
     if tracked:
         output, final = chunk_kda_core(*rows, beta_rows, state, scale)
         output = _from_chunk_rows(output, shapes.num_sequences)

@@ -1,6 +1,6 @@
 """The KDA forget gate: from a raw projection to the log-space decay ``g``.
 
-Two forms (KDA.md §2), both computed in float32 (float64 when given float64):
+Two forms (notes/kda.md, section ``kda-gate``), both computed in float32 (float64 when given float64):
 
 * softplus form (Kimi-Linear-48B-A3B): ``g = -exp(A_log) * softplus(g_raw + dt_bias)``,
   unbounded below; real checkpoints reach ``|g|`` around 1e3 per token.
@@ -11,12 +11,28 @@ Two forms (KDA.md §2), both computed in float32 (float64 when given float64):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from kdalib.ops._prepare import compute_dtype
 
-def _gate_dtype(g_raw: torch.Tensor) -> torch.dtype:
-    return torch.float64 if g_raw.dtype == torch.float64 else torch.float32
+
+def check_lower_bound(lower_bound) -> None:
+    """Accepts None (the softplus form) or a finite negative number L (the lower-bound form).
+
+    Raises:
+        ValueError: naming ``lower_bound``, for anything else (0 or a positive L would let the
+            decay exceed 1; -inf makes every decay 0).
+    """
+    if lower_bound is None:
+        return
+    if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool) or not math.isfinite(lower_bound):
+        raise ValueError(f"lower_bound: expected None or a finite negative number, got {lower_bound!r}")
+    if lower_bound >= 0:
+        raise ValueError(f"lower_bound must be negative (the log decay per token lies in (lower_bound, 0)), "
+                         f"got {lower_bound}")
 
 
 def kda_gate(
@@ -38,7 +54,7 @@ def kda_gate(
         ``[..., HV, K]`` log decay ``g <= 0``, float32 (float64 for float64 ``g_raw``).
 
     Raises:
-        ValueError: if a shape does not match or ``lower_bound`` is not negative.
+        ValueError: if a shape does not match or ``lower_bound`` is not None or a finite negative number.
     """
     if not isinstance(g_raw, torch.Tensor) or not g_raw.is_floating_point() or g_raw.dim() < 2:
         got = f"{g_raw.dtype} {list(g_raw.shape)}" if isinstance(g_raw, torch.Tensor) else type(g_raw).__name__
@@ -47,7 +63,8 @@ def kda_gate(
     if not isinstance(A_log, torch.Tensor) or tuple(A_log.shape) != (heads,):
         shape = list(A_log.shape) if isinstance(A_log, torch.Tensor) else type(A_log).__name__
         raise ValueError(f"A_log: expected shape [HV] = [{heads}], got {shape}")
-    dtype = _gate_dtype(g_raw)
+    check_lower_bound(lower_bound)
+    dtype = compute_dtype(g_raw)
     x = g_raw.to(dtype)
     if dt_bias is not None:
         if not isinstance(dt_bias, torch.Tensor) or tuple(dt_bias.shape) not in ((heads * key_dim,), (heads, key_dim)):
@@ -57,6 +74,4 @@ def kda_gate(
     rate = A_log.to(dtype).exp().unsqueeze(-1)
     if lower_bound is None:
         return -rate * F.softplus(x)
-    if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool) or not lower_bound < 0:
-        raise ValueError(f"lower_bound: expected a negative number, got {lower_bound!r}")
     return lower_bound * torch.sigmoid(rate * x)

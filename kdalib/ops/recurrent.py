@@ -1,6 +1,6 @@
 """KDA one token at a time from a cached state: decode and short prompts.
 
-Same recurrence as :mod:`kdalib.ops.naive` (KDA.md §1), but every sequence of a
+Same recurrence as :mod:`kdalib.ops.naive` (notes/kda.md, section ``kda-recurrence``), but every sequence of a
 packed batch advances together (shorter ones are padded with no-op tokens), and
 each step is three batched matmul-shaped products instead of broadcast-and-sum.
 Cost per token is O(HV K V), independent of how long the context already is.
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from kdalib.ops._layout import from_padded, plan_packing, to_padded
-from kdalib.ops._validate import compute_dtype, prepare_inputs, validate_kda_inputs
+from kdalib.ops._layout import from_padded, plan_padding, to_padded
+from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
+from kdalib.ops._validate import validate_kda_inputs
 from kdalib.ops.triton import HAS_TRITON, triton_fused_recurrent_kda
 
 
@@ -69,9 +70,7 @@ def decode_step_(
 
 def _triton_applies(dtype: torch.dtype, *tensors: torch.Tensor | None) -> bool:
     """The Triton kernel serves CUDA inference in half/single precision; float64 stays exact in PyTorch."""
-    present = [t for t in tensors if t is not None]
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
-    return HAS_TRITON and present[0].is_cuda and dtype != torch.float64 and not needs_grad
+    return HAS_TRITON and tensors[0].is_cuda and dtype != torch.float64 and not needs_grad(*tensors)
 
 
 def _token_major(x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +122,7 @@ def fused_recurrent_kda(
         )
     q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, scale)
 
-    plan = plan_packing(shapes.tokens, cu_seqlens, 1, q.device)
+    plan = plan_padding(shapes.tokens, cu_seqlens, 1, q.device)
     qs, ks, vs, gs = (_token_major(to_padded(x, plan)) for x in (q, k, v, g))
     betas = _token_major(to_padded(beta, plan).unsqueeze(-1)).squeeze(-1)
     rows = shapes.num_sequences * shapes.value_heads
@@ -133,7 +132,7 @@ def fused_recurrent_kda(
         state = initial_state.to(dtype).reshape(rows, shapes.key_dim, shapes.value_dim)
 
     outputs = []
-    tracked = torch.is_grad_enabled() and any(x.requires_grad for x in (qs, ks, vs, gs, betas, state))
+    tracked = needs_grad(qs, ks, vs, gs, betas, state)
     if tracked:
         for t in range(plan.padded_length):
             o_t, state = decode_step(state, qs[t], ks[t], vs[t], gs[t], betas[t])

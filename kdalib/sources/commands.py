@@ -20,10 +20,10 @@ from ruamel.yaml.comments import CommentedMap
 
 from kdalib.sources import links
 from kdalib.sources.extract import body_to_text, raw_url
+from kdalib.sources.fields import parse_url
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
 from kdalib.sources.model import Document
-from kdalib.sources.fields import parse_url
 from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS
 from kdalib.sources.snapshots import MISSING, PRESENT, SnapshotStore, atomic_write_bytes, sha256_bytes
 from kdalib.sources.verify import run_verify
@@ -37,7 +37,7 @@ def _fail(message: str) -> int:
 
 
 def _today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

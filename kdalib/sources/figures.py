@@ -13,7 +13,8 @@ is a number followed by a unit:
   ``1 T``, but not ``3Bn`` or ``2 Kimi``); or one of the words ``token(s)``, ``expert(s)``,
   ``layer(s)``, ``head(s)``, ``parameter(s)``, ``params``, ``million``, ``billion``, ``trillion``.
 
-Not linted, because they are not prose a reader takes as a sourced figure:
+Not linted, because they are not prose a reader takes as a sourced figure
+(:func:`kdalib.sources.pages.prose_lines` tells them apart):
 YAML front matter; code fences and code-like directives (``code-cell``, ``code-block``,
 ``math``, ``raw``, ...); the option lines of any MyST directive; ``$...$`` and ``$$...$$``
 math and ``\\begin{...}`` environments; inline code; every role (``{claim}`...```,
@@ -27,11 +28,11 @@ when a unit-like letter follows (``Figure 3 B``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdalib.sources.model import ERROR, Finding
+from kdalib.sources.pages import markdown_blocks, mask_inline, page_files, prose_lines
 
 FIGURE = re.compile(
     r"(?<![\w.,/\-+#])"
@@ -45,28 +46,6 @@ _NUMBERING_WORD = re.compile(
     re.IGNORECASE,
 )
 
-#: Directives whose body is code, math or data rather than prose.
-CODE_DIRECTIVES = frozenset({
-    "code", "code-block", "code-cell", "sourcecode", "literalinclude", "math", "raw", "eval-rst",
-    "mermaid", "csv-table", "include", "graphviz", "bibliography", "glue:figure",
-})
-
-_FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,}|:{3,})\s*(?P<info>.*)$")
-_OPTION = re.compile(r"^\s*:[\w-]+:")
-_REF_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S")
-_INLINE_MASKS = [
-    re.compile(r"\{[\w:.+-]+\}(`+).*?\1"),                  # roles, {claim} included
-    re.compile(r"(`+).+?\1"),                               # inline code
-    re.compile(r"\$\$.+?\$\$"),                             # display math on one line
-    re.compile(r"(?<![\\$])\$(?=\S)[^$\n]*?(?<=\S)\$"),     # inline math (dollarmath rules)
-    re.compile(r"<!--.*?-->"),                              # HTML comment
-    re.compile(r"</?[A-Za-z][^>]*>"),                       # HTML tags and <autolinks>
-    re.compile(r"\]\([^)]*\)"),                             # link targets
-    re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+"),       # bare URLs (linkify)
-    re.compile(r"\{\{.*?\}\}"),                             # substitutions
-]
-
-
 @dataclass(frozen=True)
 class HandTypedFigure:
     """One figure found in prose: 1-based line and column, and the text matched."""
@@ -74,88 +53,6 @@ class HandTypedFigure:
     line: int
     column: int
     text: str
-
-
-@dataclass
-class _Fence:
-    marker: str
-    skip_body: bool
-    in_options: bool = True
-
-
-def mask_inline(line: str) -> str:
-    """Blank out (with spaces, keeping columns) every inline region that is not prose."""
-    for pattern in _INLINE_MASKS:
-        line = pattern.sub(lambda m: " " * len(m.group(0)), line)
-    return line
-
-
-def prose_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line) for each line of MyST text that is prose."""
-    lines = text.splitlines()
-    stack: list[_Fence] = []
-    skip_until: re.Pattern[str] | None = None
-    start = 0
-    if lines and lines[0].strip() == "---":  # YAML front matter
-        start = next((i + 1 for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), len(lines))
-    for number, line in enumerate(lines[start:], start=start + 1):
-        if skip_until is not None:
-            if skip_until.search(line):
-                skip_until = None
-            continue
-        if stack and _closes(stack[-1], line):
-            stack.pop()
-            continue
-        if stack and stack[-1].skip_body:
-            continue
-        if stack and stack[-1].in_options:
-            if _OPTION.match(line):
-                continue
-            if line.strip() == "---":  # directive options written as a YAML block
-                skip_until = re.compile(r"^\s*---\s*$")
-                continue
-            stack[-1].in_options = False
-        opened = _FENCE.match(line)
-        if opened and (opened.group("info") or not opened.group("fence").startswith(":")):
-            info = opened.group("info").strip()
-            name = info[1:info.index("}")] if info.startswith("{") and "}" in info else None
-            is_code = name is None and not opened.group("fence").startswith(":")
-            stack.append(_Fence(opened.group("fence"), is_code or name in CODE_DIRECTIVES))
-            continue
-        skip_until = _block_skip(line)
-        if skip_until is not None and skip_until.search(line, _opener_end(line)):
-            skip_until = None
-            continue
-        if skip_until is not None or line.lstrip().startswith("%") or _REF_DEFINITION.match(line):
-            continue
-        yield number, line
-
-
-def _closes(fence: _Fence, line: str) -> bool:
-    stripped = line.strip()
-    char = fence.marker[0]
-    return len(stripped) >= len(fence.marker) and stripped == char * len(stripped)
-
-
-def _block_skip(line: str) -> re.Pattern[str] | None:
-    """For a line opening a multi-line non-prose block, the pattern of the line closing it."""
-    stripped = line.lstrip()
-    if stripped.startswith("$$"):
-        return re.compile(r"\$\$")
-    if stripped.startswith("\\begin{"):
-        return re.compile(r"\\end\{")
-    if stripped.startswith("<!--"):
-        return re.compile(r"-->")
-    return None
-
-
-def _opener_end(line: str) -> int:
-    stripped = line.lstrip()
-    offset = len(line) - len(stripped)
-    for opener in ("$$", "\\begin{", "<!--"):
-        if stripped.startswith(opener):
-            return offset + len(opener)
-    return offset
 
 
 def find_figures(text: str) -> list[HandTypedFigure]:
@@ -176,8 +73,6 @@ def lint_notes(root: Path) -> list[Finding]:
     A figure in a page is reported at its line; one in a notebook cell at line 0 of the notebook,
     with the cell's index and its line inside the cell in the message.
     """
-    from kdalib.sources.rules import markdown_blocks, page_files
-
     findings = []
     for path in page_files(root):
         shown = str(path.relative_to(root))

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from kdalib.sources.model import Document, file_location
+from kdalib.sources.schema import build_document
 
 
 class LoadError(Exception):
@@ -107,16 +108,12 @@ def load_document(path: str | Path) -> Document:
     Raises:
         LoadError: when the file cannot be used at all.
     """
-    from kdalib.sources.schema import build_document
-
     path = Path(path)
     return build_document(parse_yaml_text(_read_text(path), path), path)
 
 
 def load_text(text: str, path: str | Path = "sources.yaml") -> Document:
     """Like :func:`load_document`, for text already in memory (tests, the fuzzer)."""
-    from kdalib.sources.schema import build_document
-
     return build_document(parse_yaml_text(text, path), Path(path))
 
 
@@ -131,32 +128,6 @@ def load_round_trip(path: str | Path) -> tuple[YAML, CommentedMap]:
     if not isinstance(data, CommentedMap):
         raise LoadError(path, 1, "the top level is not a mapping")
     return yaml, data
-
-
-def key_line(mapping: Any, key: str, default: int = 0) -> int:
-    """1-based line of ``key`` in a ruamel mapping (``default`` when unknown)."""
-    try:
-        return mapping.lc.key(key)[0] + 1
-    except (AttributeError, KeyError, TypeError):
-        return default
-
-
-def item_line(sequence: Any, index: int, default: int = 0) -> int:
-    """1-based line of item ``index`` of a ruamel sequence (``default`` when unknown)."""
-    try:
-        if isinstance(sequence, CommentedSeq):
-            return sequence.lc.item(index)[0] + 1
-    except (AttributeError, KeyError, TypeError, IndexError):
-        pass
-    return default
-
-
-def node_line(node: Any, default: int = 0) -> int:
-    """1-based line where a ruamel mapping or sequence starts."""
-    try:
-        return node.lc.line + 1
-    except AttributeError:
-        return default
 
 
 def _kind(value: Any) -> str:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdalib.sources import snapshots as snap
 from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding
+from kdalib.sources.pages import claim_roles, markdown_blocks, page_files
 from kdalib.sources.quotes import QuoteMatch, compact, display_in_quote, normalize
 
 #: Statuses whose quote, when given, must occur in the snapshot (an unverified claim's quote
@@ -31,7 +31,6 @@ EVIDENCE_STATUSES = ("verified", "reproduced")
 
 # A {claim} role, or an inline code span (which may show a role as an example and is skipped):
 # the leftmost match wins, so ``{claim}`x` `` is code and {claim}`x` is a role.
-CLAIM_ROLE_OR_CODE = re.compile(r"\{claim\}`(?P<id>[^`]*)`|(?P<ticks>`+).+?(?P=ticks)")
 
 
 @dataclass
@@ -262,38 +261,6 @@ def _reproduction_problem(claim: Claim, root: Path) -> tuple[str, str] | None:
 # ---- {claim} references in pages -------------------------------------------------------
 
 
-def page_files(root: Path) -> list[Path]:
-    """The pages whose {claim} roles must resolve: notes/**/*.md and notebooks/**/*.{md,ipynb}."""
-    found: list[Path] = []
-    for folder, patterns in (("notes", ("*.md",)), ("notebooks", ("*.md", "*.ipynb"))):
-        base = root / folder
-        if base.is_dir():
-            for pattern in patterns:
-                found.extend(p for p in base.rglob(pattern) if "results" not in p.relative_to(base).parts[:1]
-                             and ".ipynb_checkpoints" not in p.parts)
-    return sorted(found)
-
-
-def markdown_blocks(path: Path) -> Iterable[tuple[int, str, str]]:
-    """(first line, where, text) for each markdown block of a page: the whole .md, or each notebook cell."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    if path.suffix != ".ipynb":
-        return [(1, "", text)]
-    try:
-        cells = json.loads(text).get("cells", [])
-    except (json.JSONDecodeError, AttributeError):
-        return []
-    blocks = []
-    for index, cell in enumerate(cells):
-        if isinstance(cell, dict) and cell.get("cell_type") == "markdown":
-            source = cell.get("source", "")
-            blocks.append((0, f"cell {index}", "".join(source) if isinstance(source, list) else str(source)))
-    return blocks
-
-
 def check_claim_references(doc: Document, root: Path) -> list[Finding]:
     """Every {claim}`id` and every claim id of a spec-table in notes/ and notebooks/ names a claim or alias."""
     from kdalib.sources.spec_rows import claim_ids, spec_table_rows
@@ -313,16 +280,6 @@ def check_claim_references(doc: Document, root: Path) -> list[Finding]:
                                             f"{what} names no claim in {doc.path.name}{place}",
                                             "fix the id, or add the claim to sources.yaml"))
     return findings
-
-
-def claim_roles(text: str) -> Iterator[tuple[int, str]]:
-    """(1-based line, claim id) of each {claim} role in MyST prose (code and math skipped)."""
-    from kdalib.sources.figures import prose_lines
-
-    for line_number, line in prose_lines(text):
-        for match in CLAIM_ROLE_OR_CODE.finditer(line):
-            if match.group("id") is not None:
-                yield line_number, match.group("id").strip()
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -5,7 +5,7 @@ the line, the source or claim id and what was expected, so a contributor can fix
 without reading this module. Entries with a usable id are kept (with ``None`` for a
 field that failed) so that later checks still run and one typo is reported once.
 
-The contract itself is documented in DESIGN.md ("sources.yaml") and notes/sources.md.
+The contract itself is documented in notes/sources.md.
 Relations (``conflicts_with``, ``supersedes``, ``superseded_by``, ``evidence``,
 ``reproduced_by``) may be written at the top of a claim or inside a ``notes:`` mapping
 (whose free text then goes under ``notes.text``); both spellings mean the same.
@@ -32,7 +32,6 @@ from kdalib.sources.fields import (
     parse_url,
     parse_value,
 )
-from kdalib.sources.loader import item_line, key_line, node_line
 from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source
 
 SOURCE_KINDS = ("model_card", "tech_report", "blog", "repo", "leaderboard", "docs", "seed")
@@ -120,6 +119,30 @@ class _Entry:
             self.fail(key, f"bad-{key.replace('_', '-')}",
                       f"{key!r} is {_show(value)}; expected {expected}{detail}")
             return None
+
+
+def key_line(mapping: Any, key: str, default: int = 0) -> int:
+    """1-based line of ``key`` in a ruamel mapping (``default`` when unknown)."""
+    try:
+        return mapping.lc.key(key)[0] + 1
+    except (AttributeError, KeyError, TypeError):
+        return default
+
+
+def item_line(sequence: Any, index: int, default: int = 0) -> int:
+    """1-based line of item ``index`` of a ruamel sequence (``default`` when unknown)."""
+    try:
+        return sequence.lc.item(index)[0] + 1
+    except (AttributeError, KeyError, TypeError, IndexError):  # a plain list has no .lc
+        return default
+
+
+def node_line(node: Any, default: int = 0) -> int:
+    """1-based line where a ruamel mapping or sequence starts."""
+    try:
+        return node.lc.line + 1
+    except AttributeError:
+        return default
 
 
 def _show(value: Any) -> str:

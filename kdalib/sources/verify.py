@@ -59,9 +59,6 @@ class Report:
         counts = Counter(claim.status for claim in self.document.claims.values())
         return {status: counts.get(status, 0) for status in CLAIM_STATUSES}
 
-    def claim_problems(self, claim_id: str) -> list[Finding]:
-        return [f for f in self.findings if f.item == claim_id and f.file == str(self.document.path)]
-
     @property
     def exit_code(self) -> int:
         return 1 if self.errors else 0

@@ -7,11 +7,12 @@
   synthetic-recall notebook runs.
 """
 
-from kdalib.tasks.model import MIXER_KINDS, RecallMixer, TinyRecallModel
+from kdalib.tasks.model import MIXER_KINDS, Block, RecallMixer, TinyRecallModel
 from kdalib.tasks.mqar import IGNORE_INDEX, MQARSpec, generate_mqar, recall_accuracy
 from kdalib.tasks.train import TrainConfig, TrainResult, train_recall_model
 
 __all__ = [
+    "Block",
     "IGNORE_INDEX",
     "MIXER_KINDS",
     "MQARSpec",

@@ -1,7 +1,7 @@
 """A tiny language model whose token mixer is kdalib's KDA operator.
 
 One mixer, four members of the lineage, obtained by restricting the gate ``g`` and
-the step size ``beta`` that the KDA operator receives (KDA.md §1):
+the step size ``beta`` that the KDA operator receives (notes/kda.md, section ``kda-recurrence``):
 
 ==================  ==========================  ===========================
 kind                decay ``g`` [B, T, H, K]    step ``beta`` [B, T, H]
@@ -136,8 +136,31 @@ class RecallMixer(nn.Module):
         return self.o_proj(o.reshape(batch, tokens, -1))
 
 
+class Block(nn.Module):
+    """One pre-norm residual block: ``x + mixer(norm(x))``, then ``x + mlp(norm(x))``.
+
+    Args:
+        d_model: model width.
+        mixer: the token mixer, ``[B, T, d_model] -> [B, T, d_model]``.
+        mlp_ratio: hidden width of the MLP as a multiple of ``d_model``.
+    """
+
+    def __init__(self, d_model: int, mixer: nn.Module, mlp_ratio: int = 2) -> None:
+        super().__init__()
+        self.mixer_norm = nn.RMSNorm(d_model)
+        self.mixer = mixer
+        self.mlp_norm = nn.RMSNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
+                                 nn.Linear(mlp_ratio * d_model, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
+        x = x + self.mixer(self.mixer_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
 class TinyRecallModel(nn.Module):
-    """Embedding, ``num_layers`` pre-norm blocks (mixer + MLP), tied read-out.
+    """Embedding, ``num_layers`` pre-norm :class:`Block` s (mixer + MLP), tied read-out.
 
     Args:
         vocab_size: tokens in the vocabulary.
@@ -160,14 +183,8 @@ class TinyRecallModel(nn.Module):
         self.embed = nn.Embedding(vocab_size, d_model)
         # The read-out is tied to the embedding; unit-norm rows keep the initial logits O(1).
         nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
-        self.blocks = nn.ModuleList()
-        for _ in range(num_layers):
-            self.blocks.append(nn.ModuleDict({
-                "mixer_norm": nn.RMSNorm(d_model),
-                "mixer": RecallMixer(d_model, num_heads, head_dim, kind),
-                "mlp_norm": nn.RMSNorm(d_model),
-                "mlp": nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model)),
-            }))
+        self.blocks = nn.ModuleList(
+            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind)) for _ in range(num_layers))
         self.final_norm = nn.RMSNorm(d_model)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -181,6 +198,5 @@ class TinyRecallModel(nn.Module):
         """
         x = self.embed(tokens)
         for block in self.blocks:
-            x = x + block["mixer"](block["mixer_norm"](x))
-            x = x + block["mlp"](block["mlp_norm"](x))
+            x = block(x)
         return self.final_norm(x) @ self.embed.weight.T

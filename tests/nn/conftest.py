@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import pytest
 import torch
 
@@ -16,11 +19,34 @@ def _seed():
     torch.manual_seed(1234)
 
 
+# transformers' Kimi Linear functions that it swaps, when it is imported, for an installed
+# package's kernel (flash-linear-attention's Triton KDA, causal-conv1d's CUDA convolution).
+TRANSFORMERS_SWAPPABLE = ("chunk_kimi_delta_attention", "recurrent_kimi_delta_attention", "causal_conv1d_fn",
+                          "causal_conv1d_update")
+
+
+@pytest.fixture(autouse=True)
+def _transformers_reference_path(monkeypatch):
+    """Pins transformers' Kimi Linear layer to its own PyTorch functions for every test here.
+
+    With flash-linear-attention installed, transformers routes the layer to FLA's Triton
+    kernels even for CPU tensors, and the parity tests would compare against something
+    else than the reference they document (or fail in Triton's driver lookup). Each
+    swapped function keeps the PyTorch original as ``__wrapped__``.
+    """
+    try:
+        module = importlib.import_module("transformers.models.kimi_linear.modeling_kimi_linear")
+    except ImportError:  # no transformers: the tests that need it are skipped
+        return
+    for name in TRANSFORMERS_SWAPPABLE:
+        monkeypatch.setattr(module, name, inspect.unwrap(getattr(module, name)))
+
+
 def randomize_kda_weights(module: torch.nn.Module, seed: int = 0) -> None:
     """Weights large enough that every part of the layer matters, and realistic gates.
 
     Projections get std 0.3 instead of ~0.02 so that outputs are O(1); exp(A_log) spans
-    [0.5, 200] as in trained checkpoints (KDA.md §4), so some channels forget almost
+    [0.5, 200] as in trained checkpoints (notes/kda.md, section `kda-gate`), so some channels forget almost
     completely each token and others barely decay.
     """
     generator = torch.Generator().manual_seed(seed)

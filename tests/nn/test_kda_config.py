@@ -141,12 +141,11 @@ def test_bound_figures_equal_their_claims_in_sources_yaml():
     """Each figure carrying a claim id agrees with that claim, so the book and the code cannot drift."""
     import pathlib
 
-    import yaml
+    from kdalib.sources import load_document
 
-    sources = pathlib.Path(__file__).resolve().parents[2] / "sources.yaml"
-    claims = {claim["id"]: claim for claim in yaml.safe_load(sources.read_text(encoding="utf-8"))["claims"]}
+    claims = load_document(pathlib.Path(__file__).resolve().parents[2] / "sources.yaml").claims
     for field_name, claim_id in KimiLinearConfig.claim_ids().items():
         assert claim_id in claims, f"{field_name}: claim {claim_id} missing from sources.yaml"
-        claimed = claims[claim_id]["value"]
+        claimed = claims[claim_id].value
         actual = _as_claimed(field_name, getattr(KIMI_LINEAR_48B_A3B, field_name))
         assert actual == claimed, f"{field_name} = {actual!r}, claim {claim_id} says {claimed!r}"

@@ -1,6 +1,6 @@
 """Execute each notebook in the smoke profile on the CPU, as the book build does, and check its results.
 
-Runs through ``kdalib.notebook_runner.execute_notebook``, so the recorded-result contract (JSON keys,
+Runs through ``kdalib.repro.runner.execute_notebook``, so the recorded-result contract (JSON keys,
 figures, glued values) is exercised end to end. The two slowest notebooks are marked
 ``slow``; every notebook stays under a minute on two cores.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdalib.notebook_runner import execute_notebook
+from kdalib.repro.runner import execute_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-CONTRACT_KEYS = {"notebook", "device", "device_name", "torch", "triton", "python", "commit", "date",
+CONTRACT_KEYS = {"notebook", "device", "device_name", "torch", "triton", "python", "threads", "commit", "date",
                  "wall_time_s", "profile", "values", "figures"}
 
 
@@ -80,12 +80,15 @@ def test_kv_cache_decoding(tmp_path):
 @pytest.mark.slow
 def test_synthetic_recall(tmp_path):
     values = _run("04_synthetic_recall", tmp_path)
-    assert values["runs"] == 4 * 3 * 2
-    assert values["training_steps"] >= 20
+    assert values["runs"] == 4 * 3 * 1
+    assert values["training_steps"] == 120  # fixed in the smoke profile: the same seeded run everywhere
+    assert values["chance_accuracy"] == pytest.approx(1 / 8)
     for kind in ("linear", "deltanet", "gated_deltanet", "kda"):
         for suffix in ("mean", "longest", "most_pairs"):
             assert 0 <= values[f"acc_{kind}_{suffix}"] <= 1
-    assert values["chance_accuracy"] == pytest.approx(1 / 16)
+        # Every model learns: ~0.85-0.97 here, against 0.125 for guessing.
+        assert values[f"acc_{kind}_mean"] > 3 * values["chance_accuracy"], kind
+    assert values["acc_kda_mean"] > 4 * values["chance_accuracy"]
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)

@@ -122,14 +122,6 @@ def test_load_recorded_is_defensive(tmp_path, capsys):
     assert "NVIDIA H200" in line and "0123456789" in line and "2026-11-29" in line and "full" in line
 
 
-def test_measure_seconds_returns_the_best_time():
-    calls = []
-    seconds = repro.measure_seconds(lambda: calls.append(1), repeats=3, warmup=2)
-    assert len(calls) == 5 and 0 <= seconds < 0.1
-    with pytest.raises(ValueError, match="repeats"):
-        repro.measure_seconds(lambda: None, repeats=0)
-
-
 def test_repro_command_records_a_notebook(tmp_path, capsys):
     notebook = new_notebook(cells=[
         new_code_cell("from kdalib.repro import record, settings\nrun = settings()"),

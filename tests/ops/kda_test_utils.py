@@ -1,15 +1,23 @@
-"""Shared helpers for the kdalib.ops tests: random KDA problems and the error metric."""
+"""What the kdalib.ops tests share: random KDA problems, the registry operators that run on the CPU, the error metric."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from kdalib.ops import kda_gate
+from kdalib.ops import OPERATORS, kda_gate
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 GRAD_TOLERANCE = {torch.float64: 1e-11, torch.float32: 5e-5}
 INPUT_NAMES = ("q", "k", "v", "g", "beta", "initial_state")
+
+
+def cpu_operators(autograd: bool | None = None) -> dict:
+    """The registry's operators that run on the CPU, name -> function (only those with, or
+    without, a backward pass when ``autograd`` is given): every test over "all operators"
+    reads this, so a new operator is tested as soon as it is registered."""
+    return {name: op.function for name, op in OPERATORS.items()
+            if op.supports("cpu") and (autograd is None or op.autograd == autograd)}
 
 
 def rel_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-"""chunk_kda and fused_recurrent_kda against the naive token loop: outputs, final state, gradients."""
+"""chunk_kda, naive_chunk_kda and fused_recurrent_kda against the naive token loop: outputs, final state, gradients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from kda_test_utils import GRAD_TOLERANCE, INPUT_NAMES, TOLERANCE, make_inputs, rel_rms, run_with_grads
 
-from kdalib.ops import chunk_kda, fused_recurrent_kda, naive_recurrent_kda
+from kdalib.ops import chunk_kda, fused_recurrent_kda, naive_chunk_kda, naive_recurrent_kda
 
 TOKENS = (1, 2, 3, 15, 63, 64, 65, 130, 1000)
 DIMS = (32, 60, 100, 128)
@@ -107,3 +107,51 @@ def test_batch_rows_are_independent():
         single = {name: t[row : row + 1] for name, t in inputs.items()}
         o_row, s_row = naive_recurrent_kda(**single, output_final_state=True)
         assert rel_rms(o[row : row + 1], o_row) < 1e-12 and rel_rms(s[row : row + 1], s_row) < 1e-12
+
+
+@pytest.mark.parametrize("case", _FAST_CASES[:6], ids=[_case_id(*c) for c in _FAST_CASES[:6]])
+def test_tuned_chunk_equals_naive_chunk_equals_token_loop(case):
+    """The readable chunk reference computes the tuned chunk form's result, and both the token loop's."""
+    tokens, key_dim, value_dim, dtype_name, chunk_size = case
+    dtype = DTYPES[dtype_name]
+    inputs = make_inputs(tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, dtype=dtype,
+                         seed=tokens, gate="kimi")
+    o_loop, s_loop, grads_loop = run_with_grads(naive_recurrent_kda, inputs, use_qk_l2norm_in_kernel=True)
+    o_naive, s_naive, grads_naive = run_with_grads(naive_chunk_kda, inputs, chunk_size=chunk_size,
+                                                   use_qk_l2norm_in_kernel=True)
+    o_tuned, s_tuned = chunk_kda(**inputs, chunk_size=chunk_size, output_final_state=True,
+                                 use_qk_l2norm_in_kernel=True)
+    for o, s in ((o_naive, s_naive), (o_tuned, s_tuned)):
+        assert rel_rms(o, o_loop) < TOLERANCE[dtype] and rel_rms(s, s_loop) < TOLERANCE[dtype]
+    for name in INPUT_NAMES:
+        assert rel_rms(grads_naive[name], grads_loop[name]) < GRAD_TOLERANCE[dtype], name
+
+
+def test_naive_chunk_handles_packed_sequences_and_a_short_last_chunk():
+    lengths = [5, 16, 40]
+    offsets = torch.tensor([0, *lengths]).cumsum(0)
+    inputs = make_inputs(tokens=int(offsets[-1]), num_states=len(lengths))
+    o_loop, s_loop = naive_recurrent_kda(**inputs, cu_seqlens=offsets, output_final_state=True)
+    o, s = naive_chunk_kda(**inputs, cu_seqlens=offsets, output_final_state=True, chunk_size=16)
+    assert rel_rms(o, o_loop) < 1e-12 and rel_rms(s, s_loop) < 1e-12
+
+
+@pytest.mark.parametrize("rule", ["l2_normalize", "prepare_inputs"])
+def test_the_references_do_not_share_the_fast_forms_preparation(rule, monkeypatch):
+    """A mistake in the preparation the fast forms share must show up against the references:
+    with it broken, chunk_kda changes and the token loop and the naive chunk form do not."""
+    import kdalib.ops._prepare as prepare
+
+    inputs = make_inputs(tokens=40, heads=2, value_heads=4)
+    kwargs = dict(use_qk_l2norm_in_kernel=True, output_final_state=True)
+    before = [op(**inputs, **kwargs)[0] for op in (naive_recurrent_kda, naive_chunk_kda, chunk_kda)]
+    if rule == "l2_normalize":
+        monkeypatch.setattr(prepare, "l2_normalize", lambda x, eps=1e-6: x)
+    else:
+        original = prepare.prepare_inputs
+        monkeypatch.setattr(prepare, "prepare_inputs",
+                            lambda q, k, v, *rest, **kw: original(q, k, v * 1.5, *rest, **kw))
+        monkeypatch.setattr("kdalib.ops.chunk.prepare_inputs", prepare.prepare_inputs)
+    after = [op(**inputs, **kwargs)[0] for op in (naive_recurrent_kda, naive_chunk_kda, chunk_kda)]
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert rel_rms(after[2], after[0]) > 1e-3

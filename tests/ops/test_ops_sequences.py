@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kda_test_utils import make_inputs, rel_rms
+from kda_test_utils import cpu_operators, make_inputs, rel_rms
 
-from kdalib.ops import chunk_kda, fused_recurrent_kda, kda, naive_recurrent_kda
+from kdalib.ops import chunk_kda, kda, naive_recurrent_kda
+from kdalib.ops.registry import OPERATORS as REGISTRY
 
-OPERATORS = {"chunk": chunk_kda, "recurrent": fused_recurrent_kda, "naive": naive_recurrent_kda}
+OPERATORS = cpu_operators()
 LENGTHS = [1, 2, 3, 15, 16, 17, 40, 64, 65, 1, 7]
 
 
@@ -45,7 +46,7 @@ def test_split_and_carry_state_equals_one_pass(split, chunk_size):
     assert rel_rms(s_end, s_full) < 1e-12
 
 
-@pytest.mark.parametrize("op_name", ["chunk", "recurrent"])
+@pytest.mark.parametrize("op_name", ["chunk", "fused_recurrent"])
 @pytest.mark.parametrize("cut", [1, 31, 64, 90])
 def test_prefix_invariance(op_name, cut):
     """Changing tokens at or after ``cut`` leaves every output before ``cut`` bit-for-bit alone."""
@@ -77,35 +78,62 @@ def test_decode_steps_after_chunk_prefill(dtype):
     assert rel_rms(state, s_full) < tolerance
 
 
-def test_dispatcher_picks_recurrent_for_decode_and_chunk_for_prefill(monkeypatch):
-    import kdalib.ops.dispatch as dispatch
+def _recording_registry(monkeypatch, calls):
+    """Makes every registered operator's function record its name (and chunk_size) instead of running."""
+    import kdalib.ops.registry as registry
 
+    def recorder(name):
+        return lambda *args, **kwargs: calls.append((name, kwargs.get("chunk_size"))) or (None, None)
+
+    monkeypatch.setattr(registry.Operator, "function", property(lambda op: recorder(op.name)))
+
+
+def test_dispatcher_picks_recurrent_for_decode_and_chunk_for_prefill(monkeypatch):
     calls = []
-    monkeypatch.setattr(dispatch, "chunk_kda", lambda *a, **kw: calls.append("chunk") or (None, None))
-    monkeypatch.setattr(dispatch, "fused_recurrent_kda", lambda *a, **kw: calls.append("recurrent") or (None, None))
+    _recording_registry(monkeypatch, calls)
     one = make_inputs(batch=3, tokens=1)
     many = make_inputs(tokens=9)
-    dispatch.kda(**one)
-    dispatch.kda(**many)
-    dispatch.kda(**make_inputs(tokens=3, num_states=3), cu_seqlens=torch.tensor([0, 1, 2, 3]))
-    dispatch.kda(**many, backend="recurrent")
-    dispatch.kda(**one, backend="chunk")
-    assert calls == ["recurrent", "chunk", "recurrent", "recurrent", "chunk"]
+    kda(**one)
+    kda(**many, chunk_size=32)
+    kda(**make_inputs(tokens=3, num_states=3), cu_seqlens=torch.tensor([0, 1, 2, 3]))
+    kda(**many, backend="fused_recurrent")
+    kda(**one, backend="chunk")
+    kda(**many, backend="naive_chunk", chunk_size=16)
+    assert calls == [("fused_recurrent", None), ("chunk", 32), ("fused_recurrent", None), ("fused_recurrent", None),
+                     ("chunk", 64), ("naive_chunk", 16)]
 
 
-def test_dispatcher_backends_agree():
-    inputs = make_inputs(tokens=20)
-    o_chunk, _ = kda(**inputs, backend="chunk")
-    o_recurrent, _ = kda(**inputs, backend="recurrent")
-    assert rel_rms(o_chunk, o_recurrent) < 1e-12
+@pytest.mark.parametrize("backend", sorted(OPERATORS))
+def test_every_cpu_backend_agrees_with_the_oracle(backend):
+    inputs = make_inputs(tokens=20, heads=2, value_heads=4)
+    o_ref, s_ref = naive_recurrent_kda(**inputs, output_final_state=True)
+    o, s = kda(**inputs, backend=backend, output_final_state=True, chunk_size=16)
+    assert rel_rms(o, o_ref) < 1e-12 and rel_rms(s, s_ref) < 1e-12
 
 
-def test_dispatcher_rejects_unknown_backend_and_fla_without_cuda():
+def test_dispatcher_rejects_unknown_backend_and_cuda_only_operators_on_the_cpu():
     inputs = make_inputs(tokens=4)
-    with pytest.raises(ValueError, match="backend"):
-        kda(**inputs, backend="tiled")
-    with pytest.raises(RuntimeError, match="fla"):
-        kda(**inputs, backend="fla")
+    with pytest.raises(ValueError, match="backend: expected one of auto, naive"):
+        kda(**inputs, backend="no-such-operator")
+    for name, operator in REGISTRY.items():
+        if not operator.supports("cpu"):
+            with pytest.raises(RuntimeError, match=f"backend={name!r}"):
+                kda(**inputs, backend=name)
+
+
+def test_dispatcher_refuses_gradients_through_an_inference_only_operator(monkeypatch):
+    import dataclasses
+
+    import kdalib.ops.registry as registry
+
+    inference_only = dataclasses.replace(registry.OPERATORS["chunk"], name="chunk", autograd=False)
+    monkeypatch.setitem(registry.OPERATORS, "chunk", inference_only)
+    inputs = {name: t.requires_grad_(True) for name, t in make_inputs(tokens=4).items()}
+    with pytest.raises(RuntimeError, match="computes no gradients"):
+        kda(**inputs, backend="chunk")
+    with torch.no_grad():
+        o, _ = kda(**inputs, backend="chunk")
+    assert o.shape == (1, 4, 2, 32)
 
 
 @pytest.mark.gpu
@@ -121,7 +149,7 @@ def test_chunk_on_cuda_matches_cpu_oracle(dtype):
     assert rel_rms(o.cpu(), o_ref) < tolerance and rel_rms(s.cpu(), s_ref) < tolerance
 
 
-@pytest.mark.parametrize("op_name", ["chunk", "recurrent"])
+@pytest.mark.parametrize("op_name", sorted(cpu_operators(autograd=True)))
 def test_inference_mode_leaves_initial_state_alone_and_matches_autograd(op_name):
     """The no-grad fast paths update buffers in place; the caller's state must not be one of them."""
     op = OPERATORS[op_name]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kda_test_utils import make_inputs
+from kda_test_utils import cpu_operators, make_inputs
 
-from kdalib.ops import chunk_kda, fused_recurrent_kda, kda, naive_recurrent_kda
+from kdalib.ops import OPERATORS as REGISTRY
+from kdalib.ops import kda
 
-OPERATORS = [naive_recurrent_kda, chunk_kda, fused_recurrent_kda, kda]
+OPERATORS = [*cpu_operators().values(), kda]
+CHUNKED = [op.function for op in REGISTRY.values() if op.chunked and op.supports("cpu")] + [kda]
 
 
 def _base():
@@ -83,7 +85,7 @@ def test_packed_initial_state_needs_one_state_per_sequence(op):
 
 
 @pytest.mark.parametrize("chunk_size", [0, 8, 48, 128, True, 64.0])
-@pytest.mark.parametrize("op", [chunk_kda, kda], ids=lambda op: op.__name__)
+@pytest.mark.parametrize("op", CHUNKED, ids=lambda op: op.__name__)
 def test_invalid_chunk_size(op, chunk_size):
     with pytest.raises(ValueError, match="chunk_size: expected one of"):
         op(**_base(), chunk_size=chunk_size)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sources_fixtures import base_claims, base_sources, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sources_fixtures import base_claims, base_sources, dump
 
 from kdalib.sources import loader
 from kdalib.sources.loader import LoadError, load_document, load_text

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import string
 
-from sources_fixtures import REPORT
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sources_fixtures import REPORT
 
 from kdalib.sources.quotes import (
     EXACT,

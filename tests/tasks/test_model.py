@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdalib.ops import chunk_kda
-from kdalib.tasks.model import LINEAR_BETA, MIXER_KINDS, RecallMixer, TinyRecallModel
+from kdalib.tasks.model import LINEAR_BETA, MIXER_KINDS, Block, RecallMixer, TinyRecallModel
 from kdalib.tasks.mqar import MQARSpec
 from kdalib.tasks.train import TrainConfig, steps_within_budget, sweep, train_recall_model
 
@@ -98,6 +98,25 @@ def test_steps_within_budget_stays_within_its_bounds():
     assert steps_within_budget(specs, runs=1000, config=config, budget_s=1e-3, min_steps=7, probe_steps=1) == 7
     with pytest.raises(ValueError, match="runs"):
         steps_within_budget(specs, runs=0, config=config, budget_s=1.0)
+
+
+def test_a_seeded_smoke_run_learns_recall(one_thread):
+    """The default suite's check that training works: 120 steps on 2 pairs in 16 tokens (chance 1/8)
+    reach 4x chance (the run reaches 1.0 here; a broken gradient or a frozen state stays near 1/8)."""
+    config = TrainConfig(steps=120, batch_size=16, lr=1e-2, d_model=32, num_layers=1, num_heads=2, eval_batches=4)
+    spec = MQARSpec(16, 2, 17)
+    result = train_recall_model("kda", spec, seed=0, config=config)
+    assert result.accuracy > 4 / spec.num_keys
+    assert result.losses[-1] < result.losses[0] / 4
+
+
+def test_blocks_are_modules_with_a_mixer_and_an_mlp():
+    model = TinyRecallModel(vocab_size=17, kind="kda", d_model=16, num_layers=2)
+    assert [type(block) for block in model.blocks] == [Block, Block]
+    x = torch.randn(2, 5, 16)
+    block = model.blocks[0]
+    mixed = x + block.mixer(block.mixer_norm(x))
+    assert torch.equal(block(x), mixed + block.mlp(block.mlp_norm(mixed)))
 
 
 @pytest.mark.slow

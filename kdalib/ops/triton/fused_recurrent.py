@@ -1,6 +1,6 @@
 """Fused recurrent KDA forward in Triton: one token at a time, the state kept on chip.
 
-This is the decoding path (KDA.md §5): per token it costs O(K·V) per value head, whatever
+This is the decoding path (notes/kda.md, section ``kda-complexity``): per token it costs O(K·V) per value head, whatever
 the context length. One program owns one (sequence, value head, block of value columns):
 its slice of the state, ``[K, BLOCK_V]`` in float32, stays in registers for the whole
 sequence, so the state is read once and written once. Forward only; training uses the

@@ -1,49 +1,62 @@
 """``kdalib bench``: time the KDA operators side by side, print a table, write JSON.
 
-CPU suites compare our token loop, chunked form and decode loop with the CPU path of
-flash-linear-attention (its pure-PyTorch ``naive_recurrent_kda``, loaded from the file
-by path because importing the ``fla`` package needs triton). Every row also shows the
-*matmul floor*: the chunked form's FLOP count at the rate of one large ``torch.matmul``
-measured in the same run. The GPU suite times the chunked form in float32 and bfloat16,
-flash-linear-attention's Triton kernel when it is importable, decode steps, and
-PyTorch's flash SDPA causal attention at the same shapes, with CUDA events.
+A row's *method* is an operator of :mod:`kdalib.ops.registry` (``naive``, ``chunk``,
+``fused_recurrent``, ``fla``, ...), a variant of one (``chunk-c32``: ``chunk`` at C = 32),
+or one of two comparisons that are not KDA operators: ``peer``, the CPU path of
+flash-linear-attention (its pure-PyTorch ``naive_recurrent_kda``, loaded from the file by
+path because importing the ``fla`` package needs triton), and ``sdpa_flash``, PyTorch's
+flash SDPA causal attention at the same shapes. Every chunked row also shows the *matmul
+floor*: the chunked form's FLOP count at the rate of one large ``torch.matmul`` measured
+in the same run. The arguments are parsed in :mod:`kdalib.cli`.
 """
 
 from __future__ import annotations
 
-import datetime
-import importlib
 import importlib.util
 import json
-import platform
 import sys
-import tempfile
-import time
+import types
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from kdalib.environment import cpu_name, git_commit
+from kdalib.environment import provenance
 from kdalib.ops.chunk import chunk_kda, chunk_kda_flops
-from kdalib.ops.naive import naive_recurrent_kda
-from kdalib.ops.recurrent import fused_recurrent_kda
+from kdalib.ops.dispatch import kda
+from kdalib.ops.registry import OPERATORS
+from kdalib.timing import measure_seconds
 
 PEER_FILE = Path("fla", "ops", "kda", "naive.py")
-TARGETS = {  # (suite row label, minimum chunk speed-up over the peer) from the issue
+# Speed-up of the chunked form over the peer that the CPU suite is held to: (row label, minimum).
+TARGETS = {
     "B1-T8192-H4-K64-V64-float32": 10.0,
     "B1-T2048-H32-K128-V128-float32": 3.0,
 }
 
-
+# Methods that run a registry operator with fixed options: name -> (operator, options).
+VARIANTS = {"chunk-c32": ("chunk", {"chunk_size": 32})}
+# Chunk size of each chunked method, for the FLOP count of the matmul floor.
 CHUNK_SIZES = {"chunk": 64, "chunk-c32": 32}
+# Methods that are not KDA operators: name -> what it is.
+COMPARISONS = {
+    "peer": "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)",
+    "sdpa_flash": "PyTorch's flash SDPA causal attention at the same shapes (CUDA)",
+    "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
+    "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
+                   "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
+}
+# Methods timed on decode rows (one new token per sequence from a cached state).
+DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
+# Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
+HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
 
 
-class PeerUnavailable(RuntimeError):
-    """flash-linear-attention's reference file could not be found or loaded."""
+class MethodUnavailable(RuntimeError):
+    """flash-linear-attention's reference file, or an optional operator, could not be loaded."""
 
 
 @dataclass(frozen=True)
@@ -87,64 +100,78 @@ SUITES = {
                          "cpu", _grid((8192,), 4, 64) + _grid((2048,), 32, 128), ("peer", "chunk", "chunk-c32")),
     "tiny": Suite("smoke test: tiny shapes, every CPU method (used by the tests)",
                   "cpu", _grid((40, 100), 2, 16), CPU_METHODS),
-    "gpu": Suite("CUDA: chunk fp32/bf16, flash-linear-attention Triton chunk_kda, flash SDPA causal attention "
-                 "at H32 K=V=128, T from 2K to 64K; decode steps at B in {1, 64}",
+    "gpu": Suite("CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
+                 "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
+                 "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}",
                  "cuda",
-                 _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
+                 (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
+                 + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
                  + _grid((2048, 8192, 32768), 32, 128, "float32")
                  + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
-                 ("chunk", "fla_chunk", "sdpa_flash", "fused_recurrent", "fla_fused_recurrent")),
+                 ("triton", "chunk", "chunk_pytorch", "fla", "fla_bounded", "sdpa_flash", "fused_recurrent",
+                  "fla_fused_recurrent")),
 }
+
+
+def known_methods() -> tuple[str, ...]:
+    """Every method name a suite may list."""
+    return tuple(method_descriptions())
+
+
+def method_descriptions() -> dict[str, str]:
+    """Method name -> one line: the registry's operators, their variants, then the comparisons."""
+    lines = {name: f"[{', '.join(op.devices)}] {op.description}" for name, op in OPERATORS.items()}
+    lines.update({name: f"{operator} with {options}" for name, (operator, options) in VARIANTS.items()})
+    return lines | COMPARISONS
 
 
 # ----------------------------------------------------------------------------- peer
 
 
-def _load_module_from_file(path: Path, name: str = "fla_ops_kda_naive"):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+def _module_from_source(source: str, origin: str, name: str = "fla_ops_kda_naive") -> types.ModuleType:
+    """Executes a Python file's text as a module (nothing is written to disk)."""
+    module = types.ModuleType(name)
+    module.__file__ = origin
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, origin, "exec"), module.__dict__)
     except ImportError as error:  # the file imports einops at the top
-        raise PeerUnavailable(f"{path}: {error} (pip install einops)") from error
+        raise MethodUnavailable(f"{origin}: {error} (pip install einops)") from error
     return module
 
 
-def find_peer_file(fla_path: str | None) -> Path:
-    """Locates ``fla/ops/kda/naive.py`` in a source tree, a wheel, or an installed ``fla``.
+def read_peer_source(fla_path: str | None) -> tuple[str, str]:
+    """The text of ``fla/ops/kda/naive.py`` and where it came from.
 
     Args:
-        fla_path: an unpacked tree (containing ``fla/`` or being it), a ``.whl`` file, or
-            None to look for an installed ``fla`` without importing it.
+        fla_path: an unpacked tree (containing ``fla/`` or being it), a ``.whl`` file (read
+            in place), or None to look for an installed ``fla`` without importing it.
 
     Raises:
-        PeerUnavailable: saying where it looked.
+        MethodUnavailable: saying where it looked.
     """
     if fla_path is None:
         spec = importlib.util.find_spec("fla")
         if spec is None or not spec.submodule_search_locations:
-            raise PeerUnavailable("no installed 'fla' package; pass --fla-path (a fla-core wheel or source tree)")
+            raise MethodUnavailable("no installed 'fla' package; pass --fla-path (a fla-core wheel or source tree)")
         candidates = [Path(p).parent / PEER_FILE for p in spec.submodule_search_locations]
     else:
         root = Path(fla_path)
         if root.is_file() and root.suffix == ".whl":
+            member = PEER_FILE.as_posix()
             with zipfile.ZipFile(root) as wheel:
-                member = PEER_FILE.as_posix()
                 if member not in wheel.namelist():
-                    raise PeerUnavailable(f"--fla-path {root}: the wheel has no {member}")
-                target = Path(tempfile.mkdtemp(prefix="kdalib-fla-")) / "naive.py"
-                target.write_bytes(wheel.read(member))
-                return target
+                    raise MethodUnavailable(f"--fla-path {root}: the wheel has no {member}")
+                return wheel.read(member).decode("utf-8"), f"{root}!{member}"
         candidates = [root / PEER_FILE, root / Path(*PEER_FILE.parts[1:])]
     for candidate in candidates:
         if candidate.is_file():
-            return candidate
-    raise PeerUnavailable(f"no {PEER_FILE.as_posix()} under {', '.join(str(c.parent) for c in candidates)}")
+            return candidate.read_text(encoding="utf-8"), str(candidate)
+    raise MethodUnavailable(f"no {PEER_FILE.as_posix()} under {', '.join(str(c.parent) for c in candidates)}")
 
 
 def load_peer(fla_path: str | None) -> Callable:
     """flash-linear-attention's pure-PyTorch ``naive_recurrent_kda``, loaded by path."""
-    return _load_module_from_file(find_peer_file(fla_path)).naive_recurrent_kda
+    return _module_from_source(*read_peer_source(fla_path)).naive_recurrent_kda
 
 
 # ----------------------------------------------------------------------------- inputs and methods
@@ -177,66 +204,56 @@ def _sdpa_flash(q, k, v, **_):
                                               is_causal=True), None
 
 
-def _fla(name: str) -> Callable:
-    try:
-        return getattr(importlib.import_module("fla.ops.kda"), name)
-    except ImportError as error:
-        raise PeerUnavailable(f"flash-linear-attention (Triton) is not importable: {error}") from error
-
-
 def resolve_method(name: str, peer: Callable | None) -> Callable:
-    """The callable behind a method name; raises PeerUnavailable for missing optional peers."""
+    """The callable behind a method name.
+
+    Raises:
+        MethodUnavailable: the peer is not loaded, or an optional operator cannot be imported.
+        ValueError: for an unknown name.
+    """
     if name == "peer":
         if peer is None:
-            raise PeerUnavailable("peer not loaded")
+            raise MethodUnavailable("peer not loaded")
         return lambda q, k, v, g, beta, **kw: peer(q, k, v, g, beta, **kw)
-    table = {"naive": naive_recurrent_kda, "chunk": chunk_kda, "fused_recurrent": fused_recurrent_kda,
-             "sdpa_flash": _sdpa_flash, "chunk-c32": lambda *a, **kw: chunk_kda(*a, chunk_size=32, **kw)}
-    if name in table:
-        return table[name]
-    if name == "fla_chunk":
-        return _fla("chunk_kda")
-    if name == "fla_fused_recurrent":
-        return _fla("fused_recurrent_kda")
-    known = sorted([*table, "peer", "fla_chunk", "fla_fused_recurrent"])
-    raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known)}")
+    if name == "sdpa_flash":
+        return _sdpa_flash
+    if name == "chunk_pytorch":
+        return lambda *args, **kwargs: chunk_kda(*args, use_triton=False, **kwargs)
+    if name == "fla_bounded":
+        try:
+            fla_chunk = OPERATORS["fla"].function
+        except RuntimeError as error:
+            raise MethodUnavailable(str(error)) from error
+        return lambda q, k, v, g, beta, **kw: fla_chunk(
+            q, k, v, g, beta, use_gate_in_kernel=True, safe_gate=True, lower_bound=-5.0,
+            A_log=torch.zeros(v.shape[2], device=v.device), dt_bias=torch.zeros(v.shape[2] * q.shape[3], device=v.device),
+            **kw)
+    operator, options = VARIANTS.get(name, (name, {}))
+    if operator not in OPERATORS:
+        raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
+    try:
+        _ = OPERATORS[operator].function  # imported now: a missing optional dependency skips the row
+    except RuntimeError as error:
+        raise MethodUnavailable(str(error)) from error
+    return lambda *args, **kwargs: kda(*args, backend=operator, **options, **kwargs)
 
 
 def _applies(method: str, shape: Shape) -> bool:
+    """Decode rows time the decoding operators; prefill rows time the rest, with the token-by-token
+    form in float32 only and the Triton/flash comparisons in half precision only."""
     if shape.decode:
-        return method in ("fused_recurrent", "fla_fused_recurrent")
-    if method in ("fla_fused_recurrent",) or (method == "fused_recurrent" and shape.dtype != "float32"):
-        return False
-    return not (method in ("sdpa_flash", "fla_chunk") and shape.dtype == "float32")
+        return method in DECODE_METHODS
+    if method in DECODE_METHODS:
+        return method == "fused_recurrent" and shape.dtype == "float32"
+    return not (method in HALF_PRECISION_METHODS and shape.dtype == "float32")
 
 
 # ----------------------------------------------------------------------------- timing
 
 
 def time_call(fn: Callable[[], object], repeats: int, device: str) -> float:
-    """Best wall time of ``fn`` in seconds; the first call is a warm-up unless it is slow (> 2 s)."""
-    if device == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        fn()
-        samples = []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
-        return min(samples)
-    begin = time.perf_counter()
-    fn()
-    first = time.perf_counter() - begin
-    if first > 2.0:
-        return first
-    samples = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - begin)
-    return min(samples)
+    """Best time of ``fn`` in seconds after one warm-up call; a warm-up slower than 2 s is the result."""
+    return measure_seconds(fn, repeats=repeats, warmup=1, device=device, slow_seconds=2.0)
 
 
 def matmul_rate(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
@@ -251,11 +268,30 @@ def matmul_rate(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
 # ----------------------------------------------------------------------------- running a suite
 
 
+def copy_bandwidth(device: str, repeats: int = 5) -> float:
+    """Bytes per second of one large device-to-device copy (bytes read plus bytes written)."""
+    source = torch.empty(1 << 29, dtype=torch.bfloat16, device=device).normal_()
+    target = torch.empty_like(source)
+    seconds = time_call(lambda: target.copy_(source), repeats, device)
+    return 2 * source.numel() * source.element_size() / seconds
+
+
+def bytes_moved(problem: dict[str, torch.Tensor]) -> int:
+    """The fewest bytes a KDA forward must move: every input read once, the output written once."""
+    inputs = sum(t.numel() * t.element_size() for t in problem.values())
+    return inputs + problem["v"].numel() * problem["v"].element_size()
+
+
 def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
               log: Callable[[str], None] = print) -> dict:
-    """Times every (shape, method) of a suite; returns the JSON-ready result."""
+    """Times every (shape, method) of a suite; returns the JSON-ready result.
+
+    On CUDA each row also gets its peak memory above the inputs, and the prefill rows the memory
+    floor (:func:`bytes_moved` at the copy bandwidth measured in the same run).
+    """
     rates: dict[str, float] = {}
     rows = []
+    bandwidth = copy_bandwidth(device) if device == "cuda" else None
     for shape in suite.shapes:
         problem = make_problem(shape, device)
         dtype = getattr(torch, shape.dtype)
@@ -267,17 +303,39 @@ def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
                 continue
             try:
                 fn = resolve_method(method, peer)
-            except PeerUnavailable as error:
+            except MethodUnavailable as error:
                 log(f"  {shape.label} {method}: skipped ({error})")
                 continue
             with torch.no_grad():
+                peak = _peak_bytes(lambda fn=fn, problem=problem: fn(**problem), device)
                 outputs[method] = fn(**problem)[0]
-                seconds = time_call(lambda: fn(**problem), repeats, device)
-            rows.append(dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
-                             tokens_per_s=shape.batch * shape.tokens / seconds))
+                seconds = time_call(lambda fn=fn, problem=problem: fn(**problem), repeats, device)
+            row = dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
+                       tokens_per_s=shape.batch * shape.tokens / seconds)
+            if peak is not None:
+                row["peak_extra_mb"] = peak / 2**20
+            if bandwidth is not None and not shape.decode:
+                row["memory_floor_ms"] = bytes_moved(problem) / bandwidth * 1e3
+                row["x_memory_floor"] = row["ms"] / row["memory_floor_ms"]
+            rows.append(row)
             log(f"  {shape.label:<36} {method:<20} {seconds * 1e3:10.2f} ms")
         _annotate(rows, shape, outputs, rates[shape.dtype])
-    return dict(matmul_flops_per_s=rates, rows=rows)
+    result = dict(matmul_flops_per_s=rates, rows=rows)
+    if bandwidth is not None:
+        result["copy_bytes_per_s"] = bandwidth
+    return result
+
+
+def _peak_bytes(fn: Callable[[], object], device: str) -> int | None:
+    """Peak CUDA memory allocated during one call, above what was allocated before it (None off CUDA)."""
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
 def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> None:
@@ -302,16 +360,22 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
 
 def format_table(result: dict) -> str:
     """The printed table: one line per (shape, method)."""
-    head = f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
+    head = (f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
+            f" {'x mem floor':>11} {'peak MB':>9}")
     lines = [head, "-" * len(head)]
     for row in result["rows"]:
         speed = f"{row['speedup_vs_peer']:.1f}x" if row.get("speedup_vs_peer") else "-"
         floor = f"{row['floor_ms']:.2f}" if "floor_ms" in row else "-"
         ratio = f"{row['x_floor']:.1f}" if "x_floor" in row else "-"
+        memory = f"{row['x_memory_floor']:.1f}" if "x_memory_floor" in row else "-"
+        peak = f"{row['peak_extra_mb']:,.0f}" if "peak_extra_mb" in row else "-"
         lines.append(f"{row['label']:<36} {row['method']:<20} {row['ms']:>10.2f} {row['tokens_per_s']:>12,.0f} "
-                     f"{speed:>8} {floor:>9} {ratio:>8}")
+                     f"{speed:>8} {floor:>9} {ratio:>8} {memory:>11} {peak:>9}")
     rates = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in result["matmul_flops_per_s"].items())
     lines.append(f"matmul floor rate (one large torch.matmul, this run): {rates}")
+    if "copy_bytes_per_s" in result:
+        lines.append(f"memory floor: inputs read once and output written once at {result['copy_bytes_per_s'] / 1e9:,.0f} "
+                     "GB/s (one large device-to-device copy, this run)")
     return "\n".join(lines)
 
 
@@ -329,20 +393,15 @@ def check_targets(result: dict) -> list[str]:
     return lines
 
 
-def environment(device: str) -> dict:
-    """Provenance recorded with every result."""
-    name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
-    return dict(device=device, device_name=name, torch=torch.__version__, python=platform.python_version(),
-                threads=torch.get_num_threads(), git_commit=git_commit() or "unknown",
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-
-
 def cmd_bench(args) -> int:
-    """Handler of ``kdalib bench`` (arguments in kdalib/cli.py). Exit 0, or 2 on unusable input."""
+    """Handler of ``kdalib bench`` (arguments parsed in :mod:`kdalib.cli`). Exit 0, or 2 on unusable input."""
     if args.list:
         for name, suite in SUITES.items():
             print(f"{name:<12} [{suite.device}] {suite.description}")
         print("default      'gpu' when the device is cuda, else 'cpu'")
+        print("\nmethods:")
+        for name, description in method_descriptions().items():
+            print(f"{name:<20} {description}")
         return 0
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -369,13 +428,13 @@ def cmd_bench(args) -> int:
     if "peer" in suite.methods:
         try:
             peer = load_peer(args.fla_path)
-        except PeerUnavailable as error:
+        except MethodUnavailable as error:
             if args.fla_path is not None:
                 print(f"kdalib bench: {error}", file=sys.stderr)
                 return 2
             print(f"kdalib bench: peer unavailable, its rows are skipped: {error}", file=sys.stderr)
     print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}, {torch.get_num_threads()} CPU threads")
-    result = dict(environment(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
+    result = dict(provenance(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
     print(format_table(result))
     for line in check_targets(result):
         print(line)

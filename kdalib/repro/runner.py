@@ -5,50 +5,29 @@ collection folder in ``KDALIB_REPRO_COLLECT``, where :func:`kdalib.repro.record`
 :func:`kdalib.repro.save_figure` leave values and figures. This module turns them into
 ``notebooks/results/<device>/<stem>.json`` (with device, versions, commit, date and wall
 time), the PNGs beside it and the executed ``.ipynb``. The notebook-side API lives in
-:mod:`kdalib.repro`.
+:mod:`kdalib.repro`; the arguments are parsed in :mod:`kdalib.cli`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from kdalib.environment import cpu_name, git_commit
+from kdalib.environment import provenance
 from kdalib.repro import (
     COLLECT_ENV,
     DEVICE_ENV,
     PROFILE_ENV,
-    REPO_ROOT,
     VALUES_FILE,
+    book_root,
     resolve_device,
     results_dir,
 )
-
-
-def _versions() -> dict[str, str | None]:
-    import torch
-
-    try:  # from package metadata: importing triton here would fix its interpreter/compiler choice
-        triton_version = importlib.metadata.version("triton")
-    except importlib.metadata.PackageNotFoundError:
-        triton_version = None
-    return {"torch": torch.__version__, "triton": triton_version, "python": platform.python_version()}
-
-
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 
 def _find_notebooks(names: list[str], root: Path) -> list[Path]:
@@ -117,11 +96,7 @@ def execute_notebook(path: Path, device: str, profile: str, out_dir: Path, timeo
             figures.append(target)
     result = {
         "notebook": f"notebooks/{path.name}",
-        "device": device,
-        "device_name": _device_name(device),
-        **_versions(),
-        "commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        **provenance(device),
         "wall_time_s": round(wall, 2),
         "profile": profile,
         "values": values,
@@ -139,7 +114,7 @@ def cmd_repro(args) -> int:
     """
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    root = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else REPO_ROOT
+    root = book_root()
     try:
         device = resolve_device(args.device)
         notebooks = _find_notebooks(list(args.notebooks), root)

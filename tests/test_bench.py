@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdalib.ops import bench, naive_recurrent_kda
+from kdalib import bench
+from kdalib.ops import naive_recurrent_kda
 from kdalib.ops.chunk import chunk_kda_flops
 
 # A stand-in for flash-linear-attention's reference file with the same signature; the
@@ -55,9 +56,25 @@ def test_peer_loads_by_path_from_tree_or_wheel(source, request):
     assert torch.equal(o_peer, o_ref)
 
 
+def test_a_wheel_is_read_in_place(peer_wheel, tmp_path, monkeypatch):
+    """Nothing is extracted to disk: the module's code comes straight from the archive."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "no-such-folder"))
+    source, origin = bench.read_peer_source(str(peer_wheel))
+    assert "def naive_recurrent_kda" in source and origin == f"{peer_wheel}!{bench.PEER_FILE.as_posix()}"
+    assert callable(bench.load_peer(str(peer_wheel)))
+
+
+def test_every_suite_method_is_an_operator_a_variant_or_a_comparison():
+    for name, suite in bench.SUITES.items():
+        for method in suite.methods:
+            assert method in bench.known_methods(), (name, method)
+    with pytest.raises(ValueError, match="unknown name 'nope'"):
+        bench.resolve_method("nope", None)
+
+
 def test_missing_peer_is_a_clear_error(tmp_path):
-    with pytest.raises(bench.PeerUnavailable, match="naive.py"):
-        bench.find_peer_file(str(tmp_path))
+    with pytest.raises(bench.MethodUnavailable, match="naive.py"):
+        bench.read_peer_source(str(tmp_path))
     assert bench.cmd_bench(_args(fla_path=str(tmp_path), json=str(tmp_path / "x.json"))) == 2
 
 
@@ -66,7 +83,7 @@ def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
     assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
     result = json.loads(out.read_text())
     assert result["threads"] == 1
-    for key in ("device", "torch", "date", "git_commit", "suite", "matmul_flops_per_s", "rows"):
+    for key in ("device", "torch", "date", "commit", "suite", "matmul_flops_per_s", "rows"):
         assert key in result
     assert result["device"] == "cpu" and result["suite"] == "tiny"
     suite = bench.SUITES["tiny"]
@@ -89,6 +106,7 @@ def test_list_and_bad_arguments(capsys, tmp_path):
     assert bench.cmd_bench(_args(list=True)) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("cpu", "cpu-quick", "gpu", "tiny"))
+    assert all(f"\n{method} " in listed for method in bench.known_methods())
     assert bench.cmd_bench(_args(suite="nope")) == 2
     assert bench.cmd_bench(_args(repeats=0)) == 2
     assert bench.cmd_bench(_args(threads=0)) == 2

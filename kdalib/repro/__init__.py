@@ -14,7 +14,7 @@ the CPU or ``kdalib repro`` executes it on a GPU:
 ``kdalib repro`` tells the kernel where to collect values through the environment
 variable ``KDALIB_REPRO_COLLECT`` (a folder); without it (the book build, a user's own
 Jupyter) :func:`record` only glues and :func:`save_figure` does nothing, so the cells
-are identical in both settings. The command itself is :mod:`kdalib.notebook_runner`.
+are identical in both settings. The command itself is :mod:`kdalib.repro.runner`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ import numbers
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 
 DEVICE_ENV = "KDALIB_DEVICE"
 PROFILE_ENV = "KDALIB_PROFILE"
@@ -39,7 +37,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PROFILES = ("smoke", "full")
 VALUES_FILE = "values.json"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- settings
@@ -182,41 +180,13 @@ def save_figure(fig, name: str) -> Path | None:
     return path
 
 
-def measure_seconds(fn, repeats: int = 5, warmup: int = 1, device: str = "cpu") -> float:
-    """Best-of-``repeats`` wall time of ``fn()`` in seconds (CUDA work is synchronised).
-
-    The minimum, not the mean, because on a shared machine noise only ever adds time.
-
-    Raises:
-        ValueError: if ``repeats`` < 1 or ``warmup`` < 0.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"measure_seconds: need repeats >= 1 and warmup >= 0, "
-                         f"got repeats = {repeats}, warmup = {warmup}")
-    synchronize = (lambda: None)
-    if device == "cuda":
-        import torch
-
-        synchronize = torch.cuda.synchronize
-    for _ in range(warmup):
-        fn()
-    synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 # --------------------------------------------------------------------------- recorded results
 
 
 def book_root() -> Path:
-    """The folder holding ``notebooks/``: this checkout for an editable install, else the
-    current directory or its parent (notebooks execute with their own folder as cwd)."""
-    for candidate in (REPO_ROOT, Path.cwd(), Path.cwd().parent):
+    """The folder holding ``notebooks/``: the current directory (``kdalib repro`` run from a
+    book), its parent (a notebook executes with its own folder as cwd), else this checkout."""
+    for candidate in (Path.cwd(), Path.cwd().parent, REPO_ROOT):
         if (candidate / "notebooks").is_dir():
             return candidate
     return REPO_ROOT
