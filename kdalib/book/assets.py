@@ -45,9 +45,12 @@ def _use_bundled_mathjax(app: Sphinx, config) -> None:
     if config.mathjax_path != MATHJAX_URL:
         return  # the book chose its own MathJax
     if bundled_mathjax() is None:
-        logger.warning("kdalib: MathJax is not installed (pip install django-static-mathjax); "
-                       "equations load from a CDN and need a network connection",
-                       type="kdalib", subtype="mathjax")
+        logger.warning(
+            "kdalib: MathJax is not installed (pip install django-static-mathjax); "
+            "equations load from a CDN and need a network connection",
+            type="kdalib",
+            subtype="mathjax",
+        )
         return
     config.mathjax_path = f"{MATHJAX_DIR}/{MATHJAX_ENTRY}"
 
@@ -84,8 +87,10 @@ def _dedupe_page_assets(app: Sphinx, pagename: str, templatename: str, context: 
 
 
 def _add_favicon(app: Sphinx, config) -> None:
+    """The page's icon, and ``favicon.ico`` at the site's root, which browsers also ask for."""
     if not config.html_favicon:
         config.html_favicon = str(STATIC_DIR / "favicon.svg")
+        config.html_extra_path = [*config.html_extra_path, str(STATIC_DIR / "favicon.ico")]
 
 
 def _first_visit_colour_mode(app: Sphinx, config) -> None:

@@ -26,8 +26,14 @@ class SourceChecklist(BookDirective):
             cited = [c for c in data.claims if c.source == source.id]
             confirmed = sum(c.status in CONFIRMED for c in cited)
             share = f"{confirmed}/{len(cited)} ({100 * confirmed / len(cited):.0f}%) verified" if cited else ""
-            rows.append((self._title(source), self._link(source), self._snapshot(source, states.get(source.id)),
-                         [nodes.paragraph("", str(len(cited))), nodes.paragraph("", share)]))
+            rows.append(
+                (
+                    self._title(source),
+                    self._link(source),
+                    self._snapshot(source, states.get(source.id)),
+                    [nodes.paragraph("", str(len(cited))), nodes.paragraph("", share)],
+                )
+            )
             ids.append(source_anchor(source.id))
         headers = ("Source", "Link", "Snapshot", "Claims")
         return [table(headers, rows, classes=["kdalib-sources"], row_ids=ids)]
@@ -35,8 +41,11 @@ class SourceChecklist(BookDirective):
     @staticmethod
     def _title(source) -> list[nodes.Node]:
         title = link(source.title, source.url) if source.url else nodes.Text(source.title)
-        return [nodes.paragraph("", "", title), nodes.paragraph("", "", literal(source.id)),
-                nodes.paragraph("", f"{source.publisher} · {source.kind}", classes=["kdalib-setting"])]
+        return [
+            nodes.paragraph("", "", title),
+            nodes.paragraph("", "", literal(source.id)),
+            nodes.paragraph("", f"{source.publisher} · {source.kind}", classes=["kdalib-setting"]),
+        ]
 
     @staticmethod
     def _link(source) -> list[nodes.Node]:
@@ -47,8 +56,11 @@ class SourceChecklist(BookDirective):
     def _snapshot(source, state: str | None) -> list[nodes.Node]:
         if source.snapshot is None:
             return [nodes.Text("none")]
-        out: list[nodes.Node] = [literal(source.snapshot.file), nodes.Text(" "),
-                                 literal(f"sha256 {source.snapshot.sha256[:12]}…")]
+        out: list[nodes.Node] = [
+            literal(source.snapshot.file),
+            nodes.Text(" "),
+            literal(f"sha256 {source.snapshot.sha256[:12]}…"),
+        ]
         if state and state != PRESENT:
             out += [nodes.Text(" "), badge(state, "error" if state != "missing" else "warning")]
         return out

@@ -25,9 +25,11 @@ from kdalib.book.spec_table import verdict_badge
 from kdalib.sources.model import Claim
 from kdalib.sources.schema import CLAIM_STATUSES, SEED_VERDICTS
 
-FILTER_BOX = ('<p class="kdalib-filter"><label>Filter claims <input type="search" '
-              'placeholder="id, model, benchmark, words of a quote" autocomplete="off"></label> '
-              '<span class="kdalib-filter-count" aria-live="polite"></span></p>')
+FILTER_BOX = (
+    '<p class="kdalib-filter"><label>Filter claims <input type="search" '
+    'placeholder="id, model, benchmark, words of a quote" autocomplete="off"></label> '
+    '<span class="kdalib-filter-count" aria-live="polite"></span></p>'
+)
 
 
 def _slug(text: str) -> str:
@@ -44,14 +46,18 @@ class ClaimsDashboard(BookDirective):
     def render(self, data: BookData) -> list[nodes.Node]:
         self.data = data
         self.sources_uri = self._sources_uri()
-        out: list[nodes.Node] = [self._status_counts(), *self._verdict_counts(),
-                                 nodes.raw("", FILTER_BOX, format="html")]
+        out: list[nodes.Node] = [
+            self._status_counts(),
+            *self._verdict_counts(),
+            nodes.raw("", FILTER_BOX, format="html"),
+        ]
         by_subject: dict[str, list[Claim]] = {}
         for claim in self.data.claims:
             by_subject.setdefault(claim.subject, []).append(claim)
         for subject, claims in by_subject.items():
-            group = collapsible("", ids=[_slug(subject)], classes=["kdalib-subject"],
-                                summary=f"{subject} ({len(claims)} claims)")
+            group = collapsible(
+                "", ids=[_slug(subject)], classes=["kdalib-subject"], summary=f"{subject} ({len(claims)} claims)"
+            )
             group.extend(self._card(claim) for claim in claims)
             out.append(group)
         out += self._conflicts()
@@ -67,18 +73,26 @@ class ClaimsDashboard(BookDirective):
     def _status_counts(self) -> nodes.paragraph:
         counts = Counter(c.status for c in self.data.claims)
         para = nodes.paragraph("", f"{len(self.data.claims)} claims: ", classes=["kdalib-counts"])
-        para += join((nodes.inline("", "", badge(s, s), nodes.Text(f" {counts[s]}"))
-                      for s in CLAIM_STATUSES if counts[s]), " ")
+        para += join(
+            (nodes.inline("", "", badge(s, s), nodes.Text(f" {counts[s]}")) for s in CLAIM_STATUSES if counts[s]), " "
+        )
         return para
 
     def _verdict_counts(self) -> list[nodes.Node]:
         counts = Counter(c.verdict for c in self.data.claims if c.verdict)
         if not counts:
             return []
-        para = nodes.paragraph("", f"Starting-note verdicts ({sum(counts.values())} statements): ",
-                               classes=["kdalib-counts"])
-        para += join((nodes.inline("", "", badge(v, f"verdict-{v}"), nodes.Text(f" {counts[v]}"))
-                      for v in SEED_VERDICTS if counts[v]), " ")
+        para = nodes.paragraph(
+            "", f"Starting-note verdicts ({sum(counts.values())} statements): ", classes=["kdalib-counts"]
+        )
+        para += join(
+            (
+                nodes.inline("", "", badge(v, f"verdict-{v}"), nodes.Text(f" {counts[v]}"))
+                for v in SEED_VERDICTS
+                if counts[v]
+            ),
+            " ",
+        )
         return [para]
 
     def _status_cell(self, claim: Claim) -> list[nodes.Node]:
@@ -107,10 +121,20 @@ class ClaimsDashboard(BookDirective):
 
     def _card(self, claim: Claim) -> nodes.container:
         head = nodes.paragraph("", "", classes=["kdalib-card-head"])
-        head += [_verbatim(nodes.strong("", claim.display)), nodes.Text(" "), *self._status_cell(claim),
-                 nodes.Text(" "), literal(claim.id)]
-        card = nodes.container("", head, nodes.paragraph("", claim.topic, classes=["kdalib-topic"]),
-                               ids=[claim_anchor(claim.id)], classes=["kdalib-card"])
+        head += [
+            _verbatim(nodes.strong("", claim.display)),
+            nodes.Text(" "),
+            *self._status_cell(claim),
+            nodes.Text(" "),
+            literal(claim.id),
+        ]
+        card = nodes.container(
+            "",
+            head,
+            nodes.paragraph("", claim.topic, classes=["kdalib-topic"]),
+            ids=[claim_anchor(claim.id)],
+            classes=["kdalib-card"],
+        )
         if claim.setting_text:
             card += nodes.paragraph("", claim.setting_text, classes=["kdalib-setting"])
         card += nodes.paragraph("", "", nodes.Text("Source: "), self._source_ref(claim), classes=["kdalib-source"])
@@ -118,16 +142,25 @@ class ClaimsDashboard(BookDirective):
         return card
 
     def _claim_cell(self, claim: Claim, with_quote: bool = True) -> nodes.container:
-        head = nodes.paragraph("", "", link(claim.display, f"#{claim_anchor(claim.id)}"), nodes.Text(" "),
-                               badge(claim.status, claim.status))
+        head = nodes.paragraph(
+            "",
+            "",
+            link(claim.display, f"#{claim_anchor(claim.id)}"),
+            nodes.Text(" "),
+            badge(claim.status, claim.status),
+        )
         cell = nodes.container("", head, nodes.paragraph("", "", self._source_ref(claim)), classes=["kdalib-side"])
         if with_quote:
             cell += self._quote(claim)
         return cell
 
     def _pair(self, about: str, *sides: nodes.Node) -> nodes.container:
-        return nodes.container("", nodes.paragraph("", about, classes=["kdalib-topic"]),
-                               nodes.container("", *sides, classes=["kdalib-sides"]), classes=["kdalib-card"])
+        return nodes.container(
+            "",
+            nodes.paragraph("", about, classes=["kdalib-topic"]),
+            nodes.container("", *sides, classes=["kdalib-sides"]),
+            classes=["kdalib-card"],
+        )
 
     def _conflicts(self) -> list[nodes.Node]:
         pairs, seen = [], set()
@@ -141,11 +174,14 @@ class ClaimsDashboard(BookDirective):
         if not pairs:
             return []
         title = "Conflicting claims"
-        group = collapsible("", ids=["conflicting-claims"], classes=["kdalib-subject"],
-                            summary=f"{title} ({len(pairs)} pairs)")
+        group = collapsible(
+            "", ids=["conflicting-claims"], classes=["kdalib-subject"], summary=f"{title} ({len(pairs)} pairs)"
+        )
         # value, status and source side by side; each value links to its card, which holds the quote
-        group.extend(self._pair(f"{a.subject}: {a.topic}", self._claim_cell(a, False), self._claim_cell(b, False))
-                     for a, b in pairs)
+        group.extend(
+            self._pair(f"{a.subject}: {a.topic}", self._claim_cell(a, False), self._claim_cell(b, False))
+            for a, b in pairs
+        )
         return [group]
 
     def _refuted(self) -> list[nodes.Node]:
@@ -153,8 +189,9 @@ class ClaimsDashboard(BookDirective):
         if not refuted:
             return []
         title = "Refuted claims and their evidence"
-        group = collapsible("", ids=["refuted-claims"], classes=["kdalib-subject"],
-                            summary=f"{title} ({len(refuted)})", open=True)
+        group = collapsible(
+            "", ids=["refuted-claims"], classes=["kdalib-subject"], summary=f"{title} ({len(refuted)})", open=True
+        )
         for claim in refuted:
             evidence = nodes.container("", classes=["kdalib-side"])
             evidence += nodes.paragraph("", "Evidence", classes=["kdalib-label"])

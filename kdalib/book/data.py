@@ -64,18 +64,25 @@ def load_book_data(app: Sphinx) -> BookData:
     try:
         report = run_verify(sources_path, snapshot_dir_for(srcdir), root=srcdir, strict=False)
     except LoadError as err:
-        logger.warning(f"kdalib: {err.message}", location=file_location(err.path, err.line),
-                       type="kdalib", subtype="sources")
+        logger.warning(
+            f"kdalib: {err.message}", location=file_location(err.path, err.line), type="kdalib", subtype="sources"
+        )
         return BookData(None, str(err))
     for finding in report.errors:
         if finding.code in ROLE_REPORTED:
             continue
-        logger.warning(f"kdalib verify: [{finding.code}] {finding.item + ': ' if finding.item else ''}"
-                       f"{finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""),
-                       location=_location(finding.file, finding.line, srcdir), type="kdalib", subtype="verify")
+        logger.warning(
+            f"kdalib verify: [{finding.code}] {finding.item + ': ' if finding.item else ''}"
+            f"{finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""),
+            location=_location(finding.file, finding.line, srcdir),
+            type="kdalib",
+            subtype="verify",
+        )
     if report.missing_snapshots:
-        logger.info(f"kdalib: {len(report.missing_snapshots)} snapshot(s) not found in {report.snapshot_dir} "
-                    f"(set {ENV_VAR}); their quotes were not checked")
+        logger.info(
+            f"kdalib: {len(report.missing_snapshots)} snapshot(s) not found in {report.snapshot_dir} "
+            f"(set {ENV_VAR}); their quotes were not checked"
+        )
     return BookData(report)
 
 

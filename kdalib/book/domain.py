@@ -96,22 +96,38 @@ class KdalibDomain(Domain):
 
     # -- claim cross-references ------------------------------------------------------------
 
-    def resolve_xref(self, env: BuildEnvironment, fromdocname: str, builder: Builder, typ: str,
-                     target: str, node: pending_xref, contnode: nodes.Element) -> nodes.Element | None:
+    def resolve_xref(
+        self,
+        env: BuildEnvironment,
+        fromdocname: str,
+        builder: Builder,
+        typ: str,
+        target: str,
+        node: pending_xref,
+        contnode: nodes.Element,
+    ) -> nodes.Element | None:
         if typ != "claim":
             return None
         claims_page = env.config.kdalib_claims_page
         if claims_page not in env.all_docs:
             return contnode  # no claims page in this book: the figure stays, unlinked
         page_uri = "" if fromdocname == claims_page else builder.get_relative_uri(fromdocname, claims_page)
-        ref = claim_reference("", "", internal=True, refuri=f"{page_uri}#{claim_anchor(target)}",
-                              classes=list(contnode["classes"]))
+        ref = claim_reference(
+            "", "", internal=True, refuri=f"{page_uri}#{claim_anchor(target)}", classes=list(contnode["classes"])
+        )
         ref[CLAIM_ATTRIBUTE] = target
         ref.extend(contnode.children)
         return ref
 
-    def resolve_any_xref(self, env: BuildEnvironment, fromdocname: str, builder: Builder, target: str,
-                         node: pending_xref, contnode: nodes.Element) -> list[tuple[str, nodes.Element]]:
+    def resolve_any_xref(
+        self,
+        env: BuildEnvironment,
+        fromdocname: str,
+        builder: Builder,
+        target: str,
+        node: pending_xref,
+        contnode: nodes.Element,
+    ) -> list[tuple[str, nodes.Element]]:
         return []  # claims are written with {claim}, never with the `any` role
 
     def get_objects(self) -> Iterable[tuple[str, str, str, str, str, int]]:

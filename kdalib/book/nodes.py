@@ -47,6 +47,5 @@ def _children_only(self, node: nodes.Element) -> None:
 
 def setup(app: Sphinx) -> None:
     others = {name: (_children_only, _children_only) for name in ("latex", "text", "man", "texinfo")}
-    app.add_node(claim_reference, html=(visit_claim_reference_html, depart_claim_reference_html),
-                 **others)
+    app.add_node(claim_reference, html=(visit_claim_reference_html, depart_claim_reference_html), **others)
     app.add_node(collapsible, html=(visit_collapsible_html, depart_collapsible_html), **others)

@@ -78,8 +78,10 @@ class Mark:
 
 
 def _svg(width: int, height: int, label: str, body: list[str]) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="{_e(label)}" {FONT} font-size="13" fill="currentColor">' + "".join(body) + "</svg>")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{_e(label)}" {FONT} font-size="13" fill="currentColor">' + "".join(body) + "</svg>"
+    )
 
 
 class PictureDirective(BookDirective):
@@ -90,8 +92,9 @@ class PictureDirective(BookDirective):
     def render(self, data: BookData) -> list[nodes.Node]:
         self.data = data
         page = self.config.kdalib_claims_page
-        self.claims_uri = ("" if page == self.env.docname
-                           else self.env.app.builder.get_relative_uri(self.env.docname, page))
+        self.claims_uri = (
+            "" if page == self.env.docname else self.env.app.builder.get_relative_uri(self.env.docname, page)
+        )
         try:
             svg, caption = self.draw()
         except PictureError as err:
@@ -145,16 +148,22 @@ class ClaimsTimeline(PictureDirective):
                 tick = dt.date(year, month, 1)
                 if start <= tick <= end:
                     strong = month == 1
-                    body.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top - 8}" y2="{height - 8}" '
-                                f'stroke="currentColor" stroke-opacity="0.25" stroke-width="{1.2 if strong else 0.6}"/>')
+                    body.append(
+                        f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top - 8}" y2="{height - 8}" '
+                        f'stroke="currentColor" stroke-opacity="0.25" stroke-width="{1.2 if strong else 0.6}"/>'
+                    )
                     text = str(year) if strong else MONTHS[month - 1]
-                    body.append(f'<text x="{x(tick):.1f}" y="{top - 14}" text-anchor="middle" '
-                                f'fill="currentColor" fill-opacity="0.7" font-size="{12 if strong else 10}">{text}</text>')
+                    body.append(
+                        f'<text x="{x(tick):.1f}" y="{top - 14}" text-anchor="middle" '
+                        f'fill="currentColor" fill-opacity="0.7" font-size="{12 if strong else 10}">{text}</text>'
+                    )
             year += 1
         for i, (label, marks) in enumerate(rows):
             y = top + row_h * i + row_h / 2
             body.append(f'<text x="{left - 10}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>')
-            body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" stroke-opacity="0.12"/>')
+            body.append(
+                f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" stroke-opacity="0.12"/>'
+            )
             last_x = None
             for day, kind, claim in sorted(marks, key=lambda m: m[0]):
                 colour = COLOURS[i % len(COLOURS)]
@@ -162,14 +171,18 @@ class ClaimsTimeline(PictureDirective):
                 mx = x(day) if last_x is None else max(x(day), last_x + 13)
                 last_x = mx
                 fill = "#ffffff" if claim.status == "unverified" else colour
-                shape = (f'<circle cx="{mx:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="{colour}" '
-                         f'stroke-width="2"/>' if kind != "arXiv first version" else
-                         f'<rect x="{mx - 5.5:.1f}" y="{y - 5.5:.1f}" width="11" height="11" fill="{fill}" '
-                         f'stroke="{colour}" stroke-width="2"/>')
+                shape = (
+                    f'<circle cx="{mx:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="{colour}" stroke-width="2"/>'
+                    if kind != "arXiv first version"
+                    else f'<rect x="{mx - 5.5:.1f}" y="{y - 5.5:.1f}" width="11" height="11" fill="{fill}" '
+                    f'stroke="{colour}" stroke-width="2"/>'
+                )
                 body.append(self.mark(claim).link(shape))
-        caption = ("Dates from the claims: squares are the month of an arXiv identifier's first version, "
-                   "circles a day or month a source states; hollow marks are unverified. "
-                   "Each mark links to its claim.")
+        caption = (
+            "Dates from the claims: squares are the month of an arXiv identifier's first version, "
+            "circles a day or month a source states; hollow marks are unverified. "
+            "Each mark links to its claim."
+        )
         return _svg(width, height, "Timeline of Kimi models from dated claims", body), caption
 
 
@@ -180,8 +193,12 @@ SCORE_WORDS = ("%", "score", "acc", "pass", "rate", "avg@", "mean")
 def _percent(claim: Claim) -> bool:
     """A 0-100 score: a number in that range whose unit or metric names a percentage or score."""
     words = f"{claim.unit} {(claim.benchmark or {}).get('metric', '')}".lower()
-    return (isinstance(claim.value, (int, float)) and not isinstance(claim.value, bool)
-            and 0 <= claim.value <= 100 and any(word in words for word in SCORE_WORDS))
+    return (
+        isinstance(claim.value, (int, float))
+        and not isinstance(claim.value, bool)
+        and 0 <= claim.value <= 100
+        and any(word in words for word in SCORE_WORDS)
+    )
 
 
 class ClaimsProgression(PictureDirective):
@@ -214,33 +231,51 @@ class ClaimsProgression(PictureDirective):
         body = []
         for j, subject in enumerate(subjects):  # legend
             lx = 10 + j * 185
-            body.append(f'<circle cx="{lx + 6}" cy="12" r="6" fill="{COLOURS[j % len(COLOURS)]}"/>'
-                        f'<text x="{lx + 16}" y="16">{_e(subject)}</text>')
+            body.append(
+                f'<circle cx="{lx + 6}" cy="12" r="6" fill="{COLOURS[j % len(COLOURS)]}"/>'
+                f'<text x="{lx + 16}" y="16">{_e(subject)}</text>'
+            )
         for tick in range(0, 101, 20):
-            body.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top - 6}" y2="{height - 6}" '
-                        f'stroke="currentColor" stroke-opacity="0.25" stroke-width="0.6"/><text x="{x(tick):.1f}" y="{top - 10}" '
-                        f'text-anchor="middle" fill="currentColor" fill-opacity="0.7" font-size="10">{tick}</text>')
+            body.append(
+                f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top - 6}" y2="{height - 6}" '
+                f'stroke="currentColor" stroke-opacity="0.25" stroke-width="0.6"/><text x="{x(tick):.1f}" y="{top - 10}" '
+                f'text-anchor="middle" fill="currentColor" fill-opacity="0.7" font-size="10">{tick}</text>'
+            )
         for i, (name, row) in enumerate(shared):
             y = top + row_h * i + 16
-            settings = "; ".join(dict.fromkeys(str(c.benchmark.get("setting") or "").split(";")[0].strip()
-                                               for c in row.values() if c.benchmark.get("setting")))
+            settings = "; ".join(
+                dict.fromkeys(
+                    str(c.benchmark.get("setting") or "").split(";")[0].strip()
+                    for c in row.values()
+                    if c.benchmark.get("setting")
+                )
+            )
             body.append(f'<text x="{left - 10}" y="{y + 4}" text-anchor="end" font-weight="600">{_e(name)}</text>')
             if settings:
                 short = settings if len(settings) <= 34 else settings[:33] + "…"
-                body.append(f'<text x="{left - 10}" y="{y + 19}" text-anchor="end" fill="currentColor" fill-opacity="0.7" '
-                            f'font-size="10.5"><title>{_e(settings)}</title>{_e(short)}</text>')
+                body.append(
+                    f'<text x="{left - 10}" y="{y + 19}" text-anchor="end" fill="currentColor" fill-opacity="0.7" '
+                    f'font-size="10.5"><title>{_e(settings)}</title>{_e(short)}</text>'
+                )
             points = [(subjects.index(s), row[s]) for s in subjects if s in row]
             path = " ".join(f"{'M' if k == 0 else 'L'}{x(c.value):.1f},{y:.1f}" for k, (_, c) in enumerate(points))
-            body.append(f'<path d="{path}" stroke="currentColor" stroke-opacity="0.45" stroke-width="1.5" fill="none"/>')
+            body.append(
+                f'<path d="{path}" stroke="currentColor" stroke-opacity="0.45" stroke-width="1.5" fill="none"/>'
+            )
             for j, claim in points:
                 colour = COLOURS[j % len(COLOURS)]
                 fill = "#ffffff" if claim.status == "unverified" else colour
-                body.append(self.mark(claim).link(
-                    f'<circle cx="{x(claim.value):.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="{colour}" '
-                    f'stroke-width="2"/>'))
-        caption = (f"Scores (0-100) on the benchmarks that at least {need} of these models report; each dot "
-                   "links to its claim, whose setting (thinking mode, tools, harness) is in its tooltip. "
-                   "Settings differ between models, so a line is a trend, not a controlled comparison.")
+                body.append(
+                    self.mark(claim).link(
+                        f'<circle cx="{x(claim.value):.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="{colour}" '
+                        f'stroke-width="2"/>'
+                    )
+                )
+        caption = (
+            f"Scores (0-100) on the benchmarks that at least {need} of these models report; each dot "
+            "links to its claim, whose setting (thinking mode, tools, harness) is in its tooltip. "
+            "Settings differ between models, so a line is a trend, not a controlled comparison."
+        )
         return _svg(width, height, "Benchmark scores across model versions", body), caption
 
 
@@ -273,7 +308,7 @@ class ClaimsHeatmap(PictureDirective):
                 continue
             if not isinstance(claim.value, (int, float)):
                 raise PictureError(f"claim {claim.id}: value {claim.value!r} is not a number")
-            row = name[len(prefix):].strip()
+            row = name[len(prefix) :].strip()
             col = str(claim.benchmark.get("setting") or "").split(";")[0].strip()
             rows += [row] if row not in rows else []
             cols += [col] if col not in cols else []
@@ -287,8 +322,10 @@ class ClaimsHeatmap(PictureDirective):
         height = top + cell_h * len(rows) + 8
         body = []
         for j, col in enumerate(cols):
-            body.append(f'<text x="{left + cell_w * j + cell_w / 2:.1f}" y="{top - 12}" text-anchor="middle" '
-                        f'font-weight="600">{_e(col.removesuffix(" attack strategy"))}</text>')
+            body.append(
+                f'<text x="{left + cell_w * j + cell_w / 2:.1f}" y="{top - 12}" text-anchor="middle" '
+                f'font-weight="600">{_e(col.removesuffix(" attack strategy"))}</text>'
+            )
         for i, row in enumerate(rows):
             y = top + cell_h * i
             body.append(f'<text x="{left - 10}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="end">{_e(row)}</text>')
@@ -298,11 +335,16 @@ class ClaimsHeatmap(PictureDirective):
                     continue
                 fill, ink = _shade(float(claim.value), low, high)
                 cx = left + cell_w * j
-                body.append(self.mark(claim).link(
-                    f'<rect x="{cx + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" rx="3" '
-                    f'fill="{fill}"/><text x="{cx + cell_w / 2:.1f}" y="{y + cell_h / 2 + 4:.1f}" '
-                    f'text-anchor="middle" fill="{ink}">{_e(claim.display)}</text>'))
-        caption = (f"{subject}: {prefix.rstrip(':')} results from the claims (columns: the first part of the "
-                   f"setting; colour from red at {low:g} through yellow to green at {high:g}). "
-                   "Each cell links to its claim.")
+                body.append(
+                    self.mark(claim).link(
+                        f'<rect x="{cx + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" rx="3" '
+                        f'fill="{fill}"/><text x="{cx + cell_w / 2:.1f}" y="{y + cell_h / 2 + 4:.1f}" '
+                        f'text-anchor="middle" fill="{ink}">{_e(claim.display)}</text>'
+                    )
+                )
+        caption = (
+            f"{subject}: {prefix.rstrip(':')} results from the claims (columns: the first part of the "
+            f"setting; colour from red at {low:g} through yellow to green at {high:g}). "
+            "Each cell links to its claim."
+        )
         return _svg(width, height, f"{subject} {prefix} heatmap", body), caption

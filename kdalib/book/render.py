@@ -56,8 +56,13 @@ def readable_quote(quote: str) -> str:
 
 def popover_data(claim: Claim, source: Source | None, snapshot_line: int | None = None) -> dict[str, str]:
     """What a figure's popover shows, as plain text fields (kdalib.js renders them as text)."""
-    data = {"what": f"{claim.subject}: {claim.topic}", "value": claim.display, "status": claim.status,
-            "source": f"{source.title} ({source.publisher})" if source else claim.source, "id": claim.id}
+    data = {
+        "what": f"{claim.subject}: {claim.topic}",
+        "value": claim.display,
+        "status": claim.status,
+        "source": f"{source.title} ({source.publisher})" if source else claim.source,
+        "id": claim.id,
+    }
     if claim.setting_text:
         data["setting"] = claim.setting_text
     if claim.quote:
@@ -84,8 +89,12 @@ def _cell_nodes(cell: Cell) -> list[nodes.Node]:
     return list(cell)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], classes: Sequence[str] = (),
-          row_ids: Iterable[str | None] | None = None) -> nodes.table:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Cell]],
+    classes: Sequence[str] = (),
+    row_ids: Iterable[str | None] | None = None,
+) -> nodes.table:
     """A docutils table; each cell is text, a node, or a list of nodes; rows may carry an id."""
     rows = list(rows)
     ids = list(row_ids) if row_ids is not None else [None] * len(rows)

@@ -39,8 +39,12 @@ def claim_role(name, rawtext, text, lineno, inliner, options=None, content=None)
     claim = data.claim(claim_id)
     if claim is None:
         reason = data.problem or f"no claim {claim_id!r} in {env.config.kdalib_sources_file}"
-        logger.warning(f"unknown claim id in {{claim}}`{claim_id}`: {reason}",
-                       location=(env.docname, lineno), type="kdalib", subtype="claim")
+        logger.warning(
+            f"unknown claim id in {{claim}}`{claim_id}`: {reason}",
+            location=(env.docname, lineno),
+            type="kdalib",
+            subtype="claim",
+        )
         return [nodes.inline(rawtext, claim_id, classes=["kdalib-claim", "kdalib-claim-unknown"])], []
     return [figure_xref(claim, rawtext)], []
 
@@ -50,8 +54,9 @@ def figure_xref(claim: Claim, rawtext: str = "") -> pending_xref:
     claim by the ``kdalib`` domain (and given its popover) when the page is resolved."""
     figure = nodes.inline(rawtext, claim.display, classes=["kdalib-claim", f"kdalib-status-{claim.status}"])
     figure[CLAIM_ATTRIBUTE] = claim.id
-    return pending_xref(rawtext, figure, refdomain="kdalib", reftype="claim", reftarget=claim.id,
-                        refexplicit=True, refwarn=True)
+    return pending_xref(
+        rawtext, figure, refdomain="kdalib", reftype="claim", reftarget=claim.id, refexplicit=True, refwarn=True
+    )
 
 
 def popover_script(app: Sphinx, doctree: nodes.document) -> str:

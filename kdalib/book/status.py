@@ -18,10 +18,13 @@ class VerifySummary(BookDirective):
         report = data.report
         counts = report.status_counts()
         rows = [(badge(status, status), str(n)) for status, n in counts.items()]
-        rows += [("sources", str(len(report.document.sources))),
-                 ("quotes checked against snapshots", str(len(report.matches))),
-                 ("quotes not checked (snapshot missing)", str(len(report.unchecked))),
-                 ("errors", str(len(report.errors))), ("warnings", str(len(report.warnings)))]
+        rows += [
+            ("sources", str(len(report.document.sources))),
+            ("quotes checked against snapshots", str(len(report.matches))),
+            ("quotes not checked (snapshot missing)", str(len(report.unchecked))),
+            ("errors", str(len(report.errors))),
+            ("warnings", str(len(report.warnings))),
+        ]
         out: list[nodes.Node] = [table(("claims", "count"), rows, classes=["kdalib-summary"])]
         out.append(self._snapshots_paragraph(report))
         out.append(self._findings(report))
@@ -30,10 +33,13 @@ class VerifySummary(BookDirective):
     def _snapshots_paragraph(self, report) -> nodes.paragraph:
         missing = report.missing_snapshots
         if not missing:
-            text = f"Every snapshot was found in the store and matched its sha256 ({len(report.snapshot_states)} files)."
+            text = (
+                f"Every snapshot was found in the store and matched its sha256 ({len(report.snapshot_states)} files)."
+            )
             return nodes.paragraph(text, text)
-        para = nodes.paragraph("", f"Snapshots not found in this build (set {ENV_VAR}); quotes of these sources "
-                                   "were not checked: ")
+        para = nodes.paragraph(
+            "", f"Snapshots not found in this build (set {ENV_VAR}); quotes of these sources were not checked: "
+        )
         para.extend(join(literal(source_id) for source_id in missing))
         return para
 
@@ -42,9 +48,14 @@ class VerifySummary(BookDirective):
             return nodes.paragraph("", "kdalib verify found nothing to fix.")
         items = nodes.bullet_list(classes=["kdalib-findings"])
         for finding in report.findings:
-            para = nodes.paragraph("", "", badge(finding.severity, finding.severity), nodes.Text(" "),
-                                   literal(file_location(finding.file, finding.line)),
-                                   nodes.Text(f" {finding.item} {finding.message}"))
+            para = nodes.paragraph(
+                "",
+                "",
+                badge(finding.severity, finding.severity),
+                nodes.Text(" "),
+                literal(file_location(finding.file, finding.line)),
+                nodes.Text(f" {finding.item} {finding.message}"),
+            )
             items += nodes.list_item("", para)
         return items
 
@@ -58,5 +69,6 @@ class KdalibEnvironment(BookDirective):
         from kdalib.environment import collect
 
         facts = collect()
-        return [table(("", "value"), [(key, str(value)) for key, value in facts.items()],
-                      classes=["kdalib-environment"])]
+        return [
+            table(("", "value"), [(key, str(value)) for key, value in facts.items()], classes=["kdalib-environment"])
+        ]

@@ -144,6 +144,7 @@ def test_each_inline_script_and_the_favicon_appear_once(book):
     assert page.count("const ONCE = 1;") == 1
     assert 'rel="icon" href="_static/favicon.svg"' in page
     assert (book.root / "build" / "html" / "_static" / "favicon.svg").is_file()
+    assert (book.root / "build" / "html" / "favicon.ico").read_bytes()[:4] == b"\x00\x00\x01\x00"  # an ICO
 
 
 def test_smart_quotes_never_change_a_quote(book):

@@ -49,8 +49,10 @@ def _links(page: str, figure_class: str = "kdalib-figure") -> list[str]:
 
 def test_timeline_marks_link_to_their_claims(book):
     book.write("sources.yaml", (book.src / "sources.yaml").read_text() + EXTRA)
-    book.write("index.md", (book.src / "index.md").read_text()
-               + "\n```{claims-timeline}\nModel M: m.release m.report.arxiv\n```\n")
+    book.write(
+        "index.md",
+        (book.src / "index.md").read_text() + "\n```{claims-timeline}\nModel M: m.release m.report.arxiv\n```\n",
+    )
     assert book.build(warningiserror=True) == ""
     page = html.unescape(book.html("index"))
     assert _links(page) == ["notes/claims.html#claim-m.release", "notes/claims.html#claim-m.report.arxiv"]
@@ -72,35 +74,44 @@ def _scored(claim_id, subject, name, setting, value):
 
 
 def test_progression_and_heatmap(book):
-    extra = (_scored("m.quiz", "Model M", "Quiz", "thinking; 8 shots", 71.5)
-             + _scored("n.quiz", "Model N", "Quiz", "no thinking", 80.25)
-             + _scored("m.red.basic", "Model M", "Red team: Harmful", "Basic attack strategy; manual review", 98.04)
-             + _scored("m.red.crescendo", "Model M", "Red team: Harmful", "Crescendo attack strategy; manual review",
-                       40.5))
+    extra = (
+        _scored("m.quiz", "Model M", "Quiz", "thinking; 8 shots", 71.5)
+        + _scored("n.quiz", "Model N", "Quiz", "no thinking", 80.25)
+        + _scored("m.red.basic", "Model M", "Red team: Harmful", "Basic attack strategy; manual review", 98.04)
+        + _scored("m.red.crescendo", "Model M", "Red team: Harmful", "Crescendo attack strategy; manual review", 40.5)
+    )
     book.write("sources.yaml", (book.src / "sources.yaml").read_text() + extra)
-    book.write("status.md", (book.src / "status.md").read_text()
-               + "\n```{claims-progression}\n:subjects: Model M; Model N\n:min-shared: 2\n```\n"
-               + "\n```{claims-heatmap}\n:subject: Model M\n:benchmark-prefix: Red team:\n```\n")
+    book.write(
+        "status.md",
+        (book.src / "status.md").read_text()
+        + "\n```{claims-progression}\n:subjects: Model M; Model N\n:min-shared: 2\n```\n"
+        + "\n```{claims-heatmap}\n:subject: Model M\n:benchmark-prefix: Red team:\n```\n",
+    )
     assert book.build(warningiserror=True) == ""
     page = html.unescape(book.html("status"))
     assert _links(page) == ["notes/claims.html#claim-m.quiz", "notes/claims.html#claim-n.quiz"]
     assert ">Quiz</text>" in page and "thinking; no thinking" in page  # both settings, first parts
     heatmap = page.split('class="kdalib-figure', 2)[2].split("</svg>", 1)[0]
-    assert re.findall(r'<a href="([^"]+)">', heatmap) == ["notes/claims.html#claim-m.red.basic",
-                                                          "notes/claims.html#claim-m.red.crescendo"]
+    assert re.findall(r'<a href="([^"]+)">', heatmap) == [
+        "notes/claims.html#claim-m.red.basic",
+        "notes/claims.html#claim-m.red.crescendo",
+    ]
     assert ">Harmful</text>" in heatmap and ">Basic</text>" in heatmap and ">Crescendo</text>" in heatmap
     assert ">98.04</text>" in heatmap and 'fill="#ffffff">98.04' in heatmap  # light text on dark green
     assert 'fill="#d22730"' in heatmap and "red at 40 " in page  # 40.5, the lowest cell, is red
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("```{claims-timeline}\nModel M: m.nope\n```", "no claim 'm.nope'"),
-    ("```{claims-timeline}\nModel M m.context\n```", "expected 'Model label: claim.id ...'"),
-    ("```{claims-timeline}\nModel M: m.context\n```", "m.context: value '128' is not a date"),
-    ("```{claims-progression}\n:subjects: Model M; Model Q\n```", "no claims about 'Model Q'"),
-    ("```{claims-heatmap}\n:subject: Model M\n:benchmark-prefix: Nope\n```", "no claims about 'Model M'"),
-    ("```{claims-progression}\n:subjects: Model M\n```", "needs at least two subjects"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("```{claims-timeline}\nModel M: m.nope\n```", "no claim 'm.nope'"),
+        ("```{claims-timeline}\nModel M m.context\n```", "expected 'Model label: claim.id ...'"),
+        ("```{claims-timeline}\nModel M: m.context\n```", "m.context: value '128' is not a date"),
+        ("```{claims-progression}\n:subjects: Model M; Model Q\n```", "no claims about 'Model Q'"),
+        ("```{claims-heatmap}\n:subject: Model M\n:benchmark-prefix: Nope\n```", "no claims about 'Model M'"),
+        ("```{claims-progression}\n:subjects: Model M\n```", "needs at least two subjects"),
+    ],
+)
 def test_bad_input_fails_the_strict_build_at_the_directive(book, text, message):
     book.write("index.md", (book.src / "index.md").read_text() + "\nSome text.\n\n" + text + "\n")
     with pytest.raises(SphinxWarning) as info:

@@ -6,8 +6,6 @@ changes, and nothing else; a page that is removed must leave no trace in the sta
 
 from __future__ import annotations
 
-import html
-
 import pytest
 
 from kdalib.book.domain import KdalibDomain, domain_of
@@ -57,7 +55,9 @@ def test_parallel_readers_merge_their_pages(book):
     names = [f"page{i}" for i in range(8)]
     for name in names:
         book.write(f"{name}.md", f"# {name}\n\nIt has {{claim}}`m.context`.\n")
-    book.write("index.md", (book.src / "index.md").read_text().replace("status\n", "status\n" + "\n".join(names) + "\n"))
+    book.write(
+        "index.md", (book.src / "index.md").read_text().replace("status\n", "status\n" + "\n".join(names) + "\n")
+    )
     book.build(warningiserror=True, parallel=2)
     pages = _pages(book)
     assert all(pages[name] == {"claim"} for name in names)

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from chromium import Browser, find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]

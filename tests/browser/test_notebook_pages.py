@@ -20,7 +20,7 @@ def test_notebook_outputs_read_cleanly(html_dir, stem):
     page = (html_dir / "notebooks" / f"{stem}.html").read_text()
     outputs = _outputs(page)
     assert outputs, "no outputs: was the notebook executed?"
-    for kind, text in outputs:
+    for _kind, text in outputs:
         assert not re.search(r"\d+%\|", text), f"a progress bar was printed: {text[:120]!r}"
         assert not re.fullmatch(r"[-+0-9.e]+|\[.*\]|\(.*\)", text, re.S), f"a stray value was printed: {text[:120]!r}"
     assert not re.search(r"<td[^>]*>\s*(NaN|None|nan)\s*</td>", page), "a table shows NaN/None cells"

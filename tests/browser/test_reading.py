@@ -14,8 +14,9 @@ MARKUP = re.compile(r"<[a-z/][^>]*>|\*\*|</|\|")
 
 
 def _all_pages(html_dir):
-    return sorted(str(p.relative_to(html_dir)) for p in html_dir.rglob("*.html")
-                  if not {"_static", "_sources"} & set(p.parts))
+    return sorted(
+        str(p.relative_to(html_dir)) for p in html_dir.rglob("*.html") if not {"_static", "_sources"} & set(p.parts)
+    )
 
 
 def test_no_console_errors_on_any_page(wide, site, html_dir):
@@ -109,16 +110,19 @@ def test_popover_opens_on_hover_and_shows_the_quote_as_text(wide, site):
     wide.wait_until(f"({POPOVER}) === null")
 
 
+FOCUS_BEFORE = """(() => {
+  const focusable = Array.from(document.querySelectorAll('a[href], button, input, [tabindex]'))
+    .filter(el => el.tabIndex >= 0 && !el.disabled && el.offsetParent !== null);
+  const figure = document.querySelectorAll('a.kdalib-claim[data-kdalib-claim]')[INDEX];
+  focusable[focusable.indexOf(figure) - 1].focus();
+})()"""
+
+
 def test_popover_opens_on_keyboard_focus_and_closes_on_escape(wide, site):
     wide.open(f"{site}notes/k2.html")
     index, box, claim = _quote_figure(wide, start=3)
     # focus whatever precedes the figure in tab order, then press Tab to reach it
-    wide.js("""(() => {
-      const focusable = Array.from(document.querySelectorAll('a[href], button, input, [tabindex]'))
-        .filter(el => el.tabIndex >= 0 && !el.disabled && el.offsetParent !== null);
-      const figure = document.querySelectorAll('a.kdalib-claim[data-kdalib-claim]')[%d];
-      focusable[focusable.indexOf(figure) - 1].focus();
-    })()""" % index)
+    wide.js(FOCUS_BEFORE.replace("INDEX", str(index)))
     assert wide.js(POPOVER) is None or wide.js("document.activeElement.classList.contains('kdalib-claim')")
     wide.press_tab()
     assert wide.js("document.activeElement.dataset.kdalibClaim") == box["id"]
