@@ -6,7 +6,9 @@ is the anchor that {claim} roles link to; it shows the value, a status badge and
 starting note's claims, a verdict badge, what is measured with the benchmark settings, the
 source, and the quote as readable text under it); conflicting claims side by side (value,
 status and source; the value links to the card); refuted claims (the starting note's
-errors) next to the evidence refuting them.
+errors) next to the evidence refuting them; superseded claims, oldest first, each with the
+claim that replaced it and the archived version of the source each one quotes (the
+figure's history).
 Cards, not table rows: they fit any column width, and a quote never hides in a column.
 ``static/kdalib.js`` opens the group holding a linked claim and runs the filter.
 """
@@ -62,6 +64,7 @@ class ClaimsDashboard(BookDirective):
             out.append(group)
         out += self._conflicts()
         out += self._refuted()
+        out += self._superseded()
         return out
 
     def _sources_uri(self) -> str:
@@ -199,4 +202,39 @@ class ClaimsDashboard(BookDirective):
             if claim.text_notes:
                 evidence += nodes.paragraph("", claim.text_notes)
             group += self._pair(f"{claim.subject}: {claim.topic}", self._claim_cell(claim), evidence)
+        return [group]
+
+    def _history_cell(self, claim: Claim) -> nodes.container:
+        source = self.data.source(claim.source)
+        snapshot = source.snapshot_for(claim.version) if source else None
+        label = (
+            f"quotes the text of {claim.version}"
+            if claim.version and claim.version != "archived"
+            else "quotes the first archived text"
+        )
+        if snapshot is not None:
+            label += f" ({snapshot.file})"
+        cell = self._claim_cell(claim)
+        cell += nodes.paragraph("", label, classes=["kdalib-where"])
+        return cell
+
+    def _superseded(self) -> list[nodes.Node]:
+        pairs = []
+        for claim in self.data.claims:
+            if claim.status != "superseded":
+                continue
+            newer = [c for c in self.data.claims if any(self.data.claim(t) is claim for t in c.supersedes)]
+            if claim.superseded_by and self.data.claim(claim.superseded_by) not in newer:
+                newer.append(self.data.claim(claim.superseded_by))
+            replaced = nodes.container("", classes=["kdalib-side"])
+            replaced += nodes.paragraph("", "Replaced by", classes=["kdalib-label"])
+            replaced.extend(self._history_cell(c) for c in newer if c is not None)
+            pairs.append(self._pair(f"{claim.subject}: {claim.topic}", self._history_cell(claim), replaced))
+        if not pairs:
+            return []
+        title = "Superseded claims and what replaced them"
+        group = collapsible(
+            "", ids=["superseded-claims"], classes=["kdalib-subject"], summary=f"{title} ({len(pairs)})", open=True
+        )
+        group.extend(pairs)
         return [group]
