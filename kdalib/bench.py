@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from kdalib.environment import provenance
-from kdalib.ops.chunk import chunk_kda_flops
+from kdalib.ops.chunk import chunk_kda, chunk_kda_flops
 from kdalib.ops.dispatch import kda
 from kdalib.ops.registry import OPERATORS
 from kdalib.timing import measure_seconds
@@ -45,9 +45,14 @@ CHUNK_SIZES = {"chunk": 64, "chunk-c32": 32}
 COMPARISONS = {
     "peer": "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)",
     "sdpa_flash": "PyTorch's flash SDPA causal attention at the same shapes (CUDA)",
+    "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
+    "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
+                   "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
 }
 # Methods timed on decode rows (one new token per sequence from a cached state).
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
+# Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
+HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
 
 
 class MethodUnavailable(RuntimeError):
@@ -95,13 +100,16 @@ SUITES = {
                          "cpu", _grid((8192,), 4, 64) + _grid((2048,), 32, 128), ("peer", "chunk", "chunk-c32")),
     "tiny": Suite("smoke test: tiny shapes, every CPU method (used by the tests)",
                   "cpu", _grid((40, 100), 2, 16), CPU_METHODS),
-    "gpu": Suite("CUDA: chunk fp32/bf16, flash-linear-attention Triton chunk_kda, flash SDPA causal attention "
-                 "at H32 K=V=128, T from 2K to 64K; decode steps at B in {1, 64}",
+    "gpu": Suite("CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
+                 "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
+                 "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}",
                  "cuda",
-                 _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
+                 (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
+                 + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
                  + _grid((2048, 8192, 32768), 32, 128, "float32")
                  + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
-                 ("chunk", "fla", "sdpa_flash", "fused_recurrent", "fla_fused_recurrent")),
+                 ("triton", "chunk", "chunk_pytorch", "fla", "fla_bounded", "sdpa_flash", "fused_recurrent",
+                  "fla_fused_recurrent")),
 }
 
 
@@ -209,6 +217,17 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         return lambda q, k, v, g, beta, **kw: peer(q, k, v, g, beta, **kw)
     if name == "sdpa_flash":
         return _sdpa_flash
+    if name == "chunk_pytorch":
+        return lambda *args, **kwargs: chunk_kda(*args, use_triton=False, **kwargs)
+    if name == "fla_bounded":
+        try:
+            fla_chunk = OPERATORS["fla"].function
+        except RuntimeError as error:
+            raise MethodUnavailable(str(error)) from error
+        return lambda q, k, v, g, beta, **kw: fla_chunk(
+            q, k, v, g, beta, use_gate_in_kernel=True, safe_gate=True, lower_bound=-5.0,
+            A_log=torch.zeros(v.shape[2], device=v.device), dt_bias=torch.zeros(v.shape[2] * q.shape[3], device=v.device),
+            **kw)
     operator, options = VARIANTS.get(name, (name, {}))
     if operator not in OPERATORS:
         raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
@@ -226,7 +245,7 @@ def _applies(method: str, shape: Shape) -> bool:
         return method in DECODE_METHODS
     if method in DECODE_METHODS:
         return method == "fused_recurrent" and shape.dtype == "float32"
-    return not (method in ("sdpa_flash", "fla") and shape.dtype == "float32")
+    return not (method in HALF_PRECISION_METHODS and shape.dtype == "float32")
 
 
 # ----------------------------------------------------------------------------- timing
@@ -249,11 +268,30 @@ def matmul_rate(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
 # ----------------------------------------------------------------------------- running a suite
 
 
+def copy_bandwidth(device: str, repeats: int = 5) -> float:
+    """Bytes per second of one large device-to-device copy (bytes read plus bytes written)."""
+    source = torch.empty(1 << 29, dtype=torch.bfloat16, device=device).normal_()
+    target = torch.empty_like(source)
+    seconds = time_call(lambda: target.copy_(source), repeats, device)
+    return 2 * source.numel() * source.element_size() / seconds
+
+
+def bytes_moved(problem: dict[str, torch.Tensor]) -> int:
+    """The fewest bytes a KDA forward must move: every input read once, the output written once."""
+    inputs = sum(t.numel() * t.element_size() for t in problem.values())
+    return inputs + problem["v"].numel() * problem["v"].element_size()
+
+
 def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
               log: Callable[[str], None] = print) -> dict:
-    """Times every (shape, method) of a suite; returns the JSON-ready result."""
+    """Times every (shape, method) of a suite; returns the JSON-ready result.
+
+    On CUDA each row also gets its peak memory above the inputs, and the prefill rows the memory
+    floor (:func:`bytes_moved` at the copy bandwidth measured in the same run).
+    """
     rates: dict[str, float] = {}
     rows = []
+    bandwidth = copy_bandwidth(device) if device == "cuda" else None
     for shape in suite.shapes:
         problem = make_problem(shape, device)
         dtype = getattr(torch, shape.dtype)
@@ -269,13 +307,35 @@ def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
                 log(f"  {shape.label} {method}: skipped ({error})")
                 continue
             with torch.no_grad():
+                peak = _peak_bytes(lambda fn=fn, problem=problem: fn(**problem), device)
                 outputs[method] = fn(**problem)[0]
                 seconds = time_call(lambda fn=fn, problem=problem: fn(**problem), repeats, device)
-            rows.append(dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
-                             tokens_per_s=shape.batch * shape.tokens / seconds))
+            row = dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
+                       tokens_per_s=shape.batch * shape.tokens / seconds)
+            if peak is not None:
+                row["peak_extra_mb"] = peak / 2**20
+            if bandwidth is not None and not shape.decode:
+                row["memory_floor_ms"] = bytes_moved(problem) / bandwidth * 1e3
+                row["x_memory_floor"] = row["ms"] / row["memory_floor_ms"]
+            rows.append(row)
             log(f"  {shape.label:<36} {method:<20} {seconds * 1e3:10.2f} ms")
         _annotate(rows, shape, outputs, rates[shape.dtype])
-    return dict(matmul_flops_per_s=rates, rows=rows)
+    result = dict(matmul_flops_per_s=rates, rows=rows)
+    if bandwidth is not None:
+        result["copy_bytes_per_s"] = bandwidth
+    return result
+
+
+def _peak_bytes(fn: Callable[[], object], device: str) -> int | None:
+    """Peak CUDA memory allocated during one call, above what was allocated before it (None off CUDA)."""
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
 def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> None:
@@ -300,16 +360,22 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
 
 def format_table(result: dict) -> str:
     """The printed table: one line per (shape, method)."""
-    head = f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
+    head = (f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
+            f" {'x mem floor':>11} {'peak MB':>9}")
     lines = [head, "-" * len(head)]
     for row in result["rows"]:
         speed = f"{row['speedup_vs_peer']:.1f}x" if row.get("speedup_vs_peer") else "-"
         floor = f"{row['floor_ms']:.2f}" if "floor_ms" in row else "-"
         ratio = f"{row['x_floor']:.1f}" if "x_floor" in row else "-"
+        memory = f"{row['x_memory_floor']:.1f}" if "x_memory_floor" in row else "-"
+        peak = f"{row['peak_extra_mb']:,.0f}" if "peak_extra_mb" in row else "-"
         lines.append(f"{row['label']:<36} {row['method']:<20} {row['ms']:>10.2f} {row['tokens_per_s']:>12,.0f} "
-                     f"{speed:>8} {floor:>9} {ratio:>8}")
+                     f"{speed:>8} {floor:>9} {ratio:>8} {memory:>11} {peak:>9}")
     rates = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in result["matmul_flops_per_s"].items())
     lines.append(f"matmul floor rate (one large torch.matmul, this run): {rates}")
+    if "copy_bytes_per_s" in result:
+        lines.append(f"memory floor: inputs read once and output written once at {result['copy_bytes_per_s'] / 1e9:,.0f} "
+                     "GB/s (one large device-to-device copy, this run)")
     return "\n".join(lines)
 
 

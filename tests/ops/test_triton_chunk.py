@@ -86,6 +86,13 @@ def test_extreme_gates_stay_finite_and_exact(gate):
     _check(_problem(batch=1, tokens=80, heads=2, key_dim=16, value_dim=16, gate=gate), scale=0.25)
 
 
+@pytest.mark.parametrize("gate", [-0.9, -1.0], ids=["span-56.7-whole-chunk-products", "span-63-row-blocks"])
+def test_both_ways_of_building_the_scores_near_their_boundary(gate):
+    """A constant decay of 0.9 per token keeps a chunk's span (63 x 0.9) under the limit for whole-chunk
+    products, where one factor reaches exp(56.7); 1.0 per token crosses it."""
+    _check(_problem(batch=1, tokens=64, heads=1, key_dim=32, value_dim=16, gate=gate), scale=0.25)
+
+
 def test_positive_log_decay_counts_as_zero_like_the_chunk_form():
     inputs = _problem(batch=1, tokens=20, heads=1, key_dim=16, value_dim=16)
     inputs["g"] = inputs["g"].abs() + 0.5

@@ -1,43 +1,49 @@
 """Chunked KDA forward in Triton: prefill and inference, outputs and final state.
 
-The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"). Two
-kernels share the work:
+The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"); measured
+versions and what moved them are in NOTES.md beside this file.
 
-1. ``_chunk_intra_kernel`` -- one program per (chunk, value head), all in parallel. It builds
-   the two C x C matrices a chunk needs that do not depend on the state:
+1. Intra-chunk kernels, one program per (chunk, value head), all in parallel. They build the two
+   C x C matrices a chunk needs that do not depend on the state,
 
-   * ``P = (I + Diag(beta) A_kk)^{-1} Diag(beta)``, the WY/UT transform with beta folded in,
-     so that the delta rule's corrections of the whole chunk are ``V_new = P (V - K_in S)``;
-   * ``A = scale * A_qk``, the decay-weighted causal scores (diagonal included).
+   * ``M = (I + Diag(beta) A_kk)^{-1}`` (the WY/UT transform), so that the delta rule's
+     corrections of the whole chunk are ``V_new = M Diag(beta) (V - K_in S)``,
+   * ``A = scale * A_qk``, the decay-weighted causal scores (diagonal included),
 
-   The scores are built from 16-row sub-blocks. An off-diagonal block (rows in block i,
-   columns in block j < i) is one matrix product of two factors decayed towards a reference
-   row r0, the first row of block i: ``(X_i * exp(G_i - G_r0)) (K_j * exp(G_r0 - G_j))^T``.
-   Both exponents are <= 0 because the cumulative log decay G never increases. A diagonal
-   block is a matrix product too when its total decay is mild (at most ``DOT_SPAN`` in every
-   channel, so the one growing factor stays below exp(60)); under stronger decay it is built
-   column by column, exactly, with the exponent masked to -inf above the diagonal before the
-   exp. So the strongest gates (g = -1000 per token) underflow to exact zeros instead of
-   overflowing, and typical gates take the fast path.
-   The inverse of the unit lower-triangular ``I + Diag(beta) A_kk`` is computed block-wise:
-   forward substitution inside each 16 x 16 diagonal block, then the off-diagonal blocks by
-   block forward substitution (matrix products of 16 x 16 blocks).
+   and store the queries and keys decayed from the chunk start (``Q_in``, ``K_in``) and to the
+   chunk end (``K_out``), and the chunk's decay ``exp(G_L)``.
 
-2. ``_chunk_state_kernel`` -- one program per (sequence, value head, block of value
-   columns), walking the sequence chunk by chunk with its slice of the state ``S [K, BV]``
-   in float32 registers. Per chunk::
+   ``_chunk_intra_kernel`` serves chunks under mild decay: all factors are decayed towards the
+   chunk's first row, the row factor ``exp(G - G_0) <= 1`` and the column factor
+   ``exp(G_0 - G) <= exp(span)``, so the scores are two matrix products per key slice when the
+   chunk's span (its largest total decay after the first row) is at most ``DOT_SPAN``. It marks
+   the other chunks, and ``_chunk_intra_strong_kernel`` builds theirs from 16-row sub-blocks: an
+   off-diagonal block (rows in block i, columns in block j < i) is one product of factors decayed
+   towards the first row r0 of block i, ``(X_i * exp(G_i - G_r0)) (K_j * exp(G_r0 - G_j))^T``,
+   with both exponents <= 0 because the cumulative log decay G never increases; a diagonal block
+   is a product when its own span is small and otherwise built column by column, exactly, with
+   the exponent masked to -inf above the diagonal before the exp. So the strongest gates
+   (g = -1000 per token) underflow to exact zeros instead of overflowing, and typical gates take
+   the fast path. The inverse of the unit lower-triangular ``I + Diag(beta) A_kk`` comes from
+   forward substitution inside each 16 x 16 diagonal block and block forward substitution
+   (products of 16 x 16 blocks) for the rest.
 
-       X     = V - (K * exp(G)) S                 what the decayed state fails to predict
-       V_new = P X                                the delta rule's corrections (WY form)
-       O     = scale (Q * exp(G)) S + A V_new     read-out, written straight to the output
-       S     = exp(G_L) * S + (K * exp(G_L - G))^T V_new
+2. ``_chunk_state_kernel``, one program per (sequence, value head, block of value columns),
+   walks the sequence chunk by chunk with its slice of the state in float32 registers::
 
-   The output is produced in the same pass as the state, so the per-chunk states never
-   travel through device memory.
+       X     = Diag(beta) (V - K_in S)            what the decayed state fails to predict
+       V_new = M X                                the delta rule's corrections (WY form)
+       O     = Q_in S + A V_new                   read-out, written straight to the output
+       S     = exp(G_L) * S + K_out^T V_new
+
+   The output is produced in the same pass as the state, so the per-chunk states never travel
+   through device memory.
 
 Gates follow the operators' contract: ``g <= 0``; a positive log decay is treated as 0.
-Cumulative sums of the gates and the state are float32 for every input dtype; matrix
-products take float32 operands (IEEE for float32 inputs, TF32 for 16-bit inputs).
+Cumulative sums of the gates and the state are float32 for every input dtype. Float32 inputs
+multiply in IEEE float32; for 16-bit inputs the state's products are bfloat16 products of a
+state split into two bfloat16 parts against operands stored as bfloat16 pairs (~16 bits on both
+sides), and the other products use TF32.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ SUB = 16         # rows per sub-block of the intra-chunk matrices
 # computed by matrix products: exp(60) ~ 1e26 leaves float32 (max ~3e38) ample headroom.
 DOT_SPAN = 60.0
 # Key channels per slice in the intra-chunk kernel (keeps its tiles in registers).
-KEY_SLICE = 32
+KEY_SLICE = 16
 
 
 @triton.jit
@@ -191,27 +197,28 @@ def _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask):
 
 
 @triton.jit
-def _store_operand(ptr, tile, rows, row_mask, stride, cols, col_mask, PLANE, SPLIT: tl.constexpr):
-    """Stores a float32 tile; with SPLIT, as a bfloat16 pair: the high part at ``ptr`` and the
-    remainder one ``PLANE`` further, which together keep ~16 bits of every value."""
-    if SPLIT:
+def _store_operand(ptr, tile, rows, row_mask, stride, cols, col_mask, PLANE, PLANES: tl.constexpr):
+    """Stores a float32 tile: as float32 (PLANES = 0), as bfloat16 (1), or as a bfloat16 pair (2),
+    the high part at ``ptr`` and the remainder one ``PLANE`` further (~16 bits together)."""
+    if PLANES == 0:
+        _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask)
+    else:
         high = tile.to(tl.bfloat16)
         _store_rows(ptr, high, rows, row_mask, stride, cols, col_mask)
-        _store_rows(ptr + PLANE, tile - high.to(tl.float32), rows, row_mask, stride, cols, col_mask)
-    else:
-        _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask)
+        if PLANES == 2:
+            _store_rows(ptr + PLANE, tile - high.to(tl.float32), rows, row_mask, stride, cols, col_mask)
 
 
 @triton.jit
 def _store_decayed(q_in, k_in, k_out, xq, xk, gam, gam_last, rows, row_mask, stride, cols, col_mask, scale,
-                   PLANE, SPLIT: tl.constexpr):
+                   PLANE, PLANES: tl.constexpr):
     """The state kernel's operands for one sub-block: queries and keys decayed from the chunk
     start, keys decayed to the chunk end (every exponent <= 0)."""
     decay_in = tl.exp(gam)
-    _store_operand(q_in, xq * decay_in * scale, rows, row_mask, stride, cols, col_mask, PLANE, SPLIT)
-    _store_operand(k_in, xk * decay_in, rows, row_mask, stride, cols, col_mask, PLANE, SPLIT)
+    _store_operand(q_in, xq * decay_in * scale, rows, row_mask, stride, cols, col_mask, PLANE, PLANES)
+    _store_operand(k_in, xk * decay_in, rows, row_mask, stride, cols, col_mask, PLANE, PLANES)
     _store_operand(k_out, xk * tl.exp(tl.minimum(gam_last[None, :] - gam, 0.0)), rows, row_mask, stride, cols,
-                   col_mask, PLANE, SPLIT)
+                   col_mask, PLANE, PLANES)
 
 
 @triton.jit
@@ -232,7 +239,7 @@ def _row_block_scores(
     i: tl.constexpr, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE,
     QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
     SUB: tl.constexpr, DOT_SPAN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
-    SPLIT: tl.constexpr,
+    PLANES: tl.constexpr,
 ):
     """Scores of the rows of sub-block ``i`` against sub-blocks ``0..i``, summed over key slices.
 
@@ -296,7 +303,7 @@ def _row_block_scores(
                     aq2, ak2 = aq2 + oq, ak2 + ok
                     aq3, ak3 = aq3 + sq, ak3 + sk
         _store_decayed(qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam_i, gam_last, rows_i, m_i, G_STRIDE, cols, cm, scale,
-                       PLANE, SPLIT)
+                       PLANE, PLANES)
     return aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3
 
 
@@ -320,48 +327,100 @@ def _store_row_block(p_ptr, a_ptr, beta, i: tl.constexpr, start, end, HV: tl.con
 
 
 @triton.jit
-def _chunk_intra_kernel(
-    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, sequence_end, chunk_start,
-    scale, T, NT, PLANE,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
-    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-):
-    i_c, i_hv = tl.program_id(0), tl.program_id(1)
-    i_h = i_hv // (HV // H)
-    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-    q_ptr, k_ptr, g_ptr = q + i_h * K, k + i_h * K, g + i_hv * K
-    qi_ptr, ki_ptr, ko_ptr = q_in + i_hv * K, k_in + i_hv * K, k_out + i_hv * K
-    decay_ptr = decay_out + (i_c * HV + i_hv).to(tl.int64) * K
-    block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
-    p_ptr, a_ptr = p_out + block, a_out + block
+def _chunk_span(g_ptr, start, end, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+                CHUNK: tl.constexpr):
+    """The chunk's largest total decay after its first row, over all key channels."""
+    rows = start + tl.arange(0, CHUNK)
+    span = 0.0
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        g = tl.minimum(_load_rows(g_ptr, rows, rows < end, G_STRIDE, cols, cols < K), 0.0)
+        tail = tl.sum(tl.where(rows[:, None] > start, -g, 0.0), axis=0)
+        span = tl.maximum(span, tl.max(tail, axis=0))
+    return span
 
-    # 1. Scores, one row block at a time (few accumulators live at once). The P buffer holds
-    #    L = Diag(beta) A_kk until step 2 replaces it, row block by row block, with M.
+
+@triton.jit
+def _chunk_scores_by_dot(
+    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv, start, end, scale, PLANE,
+    QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+    BKS: tl.constexpr, CHUNK: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    PLANES: tl.constexpr,
+):
+    """Scores of the whole chunk by two matrix products per key slice, for mild decay.
+
+    All factors are decayed towards the chunk's first row: the row factor ``exp(G - G_0)`` is
+    at most 1 and the column factor ``exp(G_0 - G)`` at most ``exp(span)``; callers take this
+    path only when the chunk's span is at most ``DOT_SPAN``. Stores ``scale * A_qk`` and
+    ``L = Diag(beta) A_kk`` for the whole chunk, and the decayed operands.
+    """
+    idx = tl.arange(0, CHUNK)
+    rows = start + idx
+    m = rows < end
+    if USE_QK_L2NORM:
+        nq = _inverse_row_norms(q_ptr, rows, m, QK_STRIDE, K, BK, BKS, CHUNK)
+        nk = _inverse_row_norms(k_ptr, rows, m, QK_STRIDE, K, BK, BKS, CHUNK)
+    else:
+        nq = tl.full([CHUNK], 1.0, dtype=tl.float32)
+        nk = nq
+    a_qk = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)
+    a_kk = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        cm = cols < K
+        g = tl.minimum(_load_rows(g_ptr, rows, m, G_STRIDE, cols, cm), 0.0)
+        gam = tl.cumsum(g, axis=0)
+        gam_last = tl.sum(g, axis=0)
+        ref = _row(gam, 0, CHUNK)
+        x_k = _load_rows(k_ptr, rows, m, QK_STRIDE, cols, cm) * nk[:, None]
+        x_q = _load_rows(q_ptr, rows, m, QK_STRIDE, cols, cm) * nq[:, None]
+        row_factor = tl.exp(tl.minimum(gam - ref[None, :], 0.0))
+        columns = tl.trans(x_k * tl.exp(tl.maximum(ref[None, :] - gam, 0.0)))
+        a_qk += _dot(x_q * row_factor, columns, PRECISION)
+        a_kk += _dot(x_k * row_factor, columns, PRECISION)
+        _store_decayed(qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam, gam_last, rows, m, G_STRIDE, cols, cm, scale,
+                       PLANE, PLANES)
+        tl.store(decay_ptr + cols, tl.exp(gam_last), mask=cm)
+    b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
+    square = idx[:, None] * CHUNK + idx[None, :]
+    tl.store(a_ptr + square, tl.where(idx[:, None] >= idx[None, :], a_qk * scale, 0.0))
+    tl.store(p_ptr + square, tl.where(idx[:, None] > idx[None, :], a_kk * b[:, None], 0.0))
+
+
+@triton.jit
+def _chunk_scores_by_blocks(
+    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv, start, end, scale, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, CHUNK: tl.constexpr,
+    SUB: tl.constexpr, DOT_SPAN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    PLANES: tl.constexpr,
+):
+    """Scores one 16-row block at a time, for any decay (see :func:`_row_block_scores`)."""
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
         0, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
     _store_row_block(p_ptr, a_ptr, beta, 0, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
                      SUB, CHUNK)
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
         1, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
     _store_row_block(p_ptr, a_ptr, beta, 1, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
                      SUB, CHUNK)
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
         2, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
     _store_row_block(p_ptr, a_ptr, beta, 2, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
                      SUB, CHUNK)
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
         3, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, SPLIT)
+        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
     _store_row_block(p_ptr, a_ptr, beta, 3, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
                      SUB, CHUNK)
-    tl.debug_barrier()
 
-    # 2. M = (I + L)^{-1} by block forward substitution, one row block at a time:
-    #    M_ii = (I + L_ii)^{-1},  M_ij = -M_ii sum_{j <= m < i} L_im M_mj.
+
+@triton.jit
+def _invert_chunk(p_ptr, SUB: tl.constexpr, CHUNK: tl.constexpr, PRECISION: tl.constexpr):
+    """Replaces L = Diag(beta) A_kk in the P buffer by M = (I + L)^{-1}, row block by row block:
+    ``M_ii = (I + L_ii)^{-1}``, ``M_ij = -M_ii sum_{j <= m < i} L_im M_mj``."""
     d0 = _unit_lower_inverse(_load_block(p_ptr, 0, 0, SUB, CHUNK), SUB)
     _store_block(p_ptr, d0, 0, 0, SUB, CHUNK)
     tl.debug_barrier()
@@ -393,32 +452,95 @@ def _chunk_intra_kernel(
     _store_block(p_ptr, m30, 3, 0, SUB, CHUNK)
 
 
+
+
 @triton.jit
-def _dot_operand(a, b, b_low, PRECISION: tl.constexpr, SPLIT: tl.constexpr, NATIVE_BF16: tl.constexpr):
+def _intra_pointers(q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv,
+                    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, CHUNK: tl.constexpr):
+    i_h = i_hv // (HV // H)
+    block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
+    return (q + i_h * K, k + i_h * K, g + i_hv * K, q_in + i_hv * K, k_in + i_hv * K, k_out + i_hv * K,
+            decay_out + (i_c * HV + i_hv).to(tl.int64) * K, p_out + block, a_out + block)
+
+
+@triton.jit
+def _chunk_intra_kernel(
+    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, strong, sequence_end, chunk_start,
+    scale, T, NT, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, PLANES: tl.constexpr,
+):
+    """Chunks under mild decay: whole-chunk score products, then the inverse. Chunks with a
+    larger span are only marked in ``strong`` for :func:`_chunk_intra_strong_kernel`."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
+        q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK)
+    span = _chunk_span(g_ptr, start, end, HV * K, K, BK, BKS, CHUNK)
+    is_strong = span > DOT_SPAN
+    tl.store(strong + i_c * HV + i_hv, is_strong.to(tl.int32))
+    if not is_strong:
+        _chunk_scores_by_dot(q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv,
+                             start, end, scale, PLANE, H * K, HV * K, HV, K, BK, BKS, CHUNK, USE_QK_L2NORM,
+                             PRECISION, PLANES)
+        tl.debug_barrier()
+        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+
+
+@triton.jit
+def _chunk_intra_strong_kernel(
+    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, strong, sequence_end, chunk_start,
+    scale, T, NT, PLANE,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
+    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, PLANES: tl.constexpr,
+):
+    """The chunks :func:`_chunk_intra_kernel` marked: scores one 16-row block at a time (exact
+    for any decay), then the inverse. Other programs return at once."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    if tl.load(strong + i_c * HV + i_hv) != 0:
+        start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+        q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
+            q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK)
+        _chunk_scores_by_blocks(q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv,
+                                start, end, scale, PLANE, H, HV, K, BK, BKS, CHUNK, SUB, DOT_SPAN, USE_QK_L2NORM,
+                                PRECISION, PLANES)
+        tl.debug_barrier()
+        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+
+
+@triton.jit
+def _dot_operand(a, b, b_low, PRECISION: tl.constexpr, PLANES: tl.constexpr, NATIVE_BF16: tl.constexpr):
     """``a @ b`` for a float32 ``a`` computed here and a ``b`` read from the intra-chunk kernel.
 
-    With SPLIT, ``b`` is a bfloat16 pair ``(b, b_low)`` and ``a`` is split the same way; three
-    bfloat16 products (the low x low term is below float32's own rounding) keep ~16 bits.
-    Without NATIVE_BF16 (Triton's CPU interpreter, whose bfloat16 products are unreliable) the
-    same bfloat16 values are multiplied in float32, which is exact for products of bfloat16s.
+    With bfloat16 operands (PLANES = 1, or 2 for a pair ``(b, b_low)``) ``a`` is split into a
+    bfloat16 high part and remainder, so it keeps ~16 bits through bfloat16 products (the
+    low x low term is below float32's own rounding). Without NATIVE_BF16 (Triton's CPU
+    interpreter, whose bfloat16 products are unreliable) the same bfloat16 values are multiplied
+    in float32, which is exact for products of bfloat16s.
     """
-    if SPLIT:
+    if PLANES == 0:
+        return _dot(a, b, PRECISION)
+    else:
         high = a.to(tl.bfloat16)
         low = (a - high.to(tl.float32)).to(tl.bfloat16)
         if NATIVE_BF16:
-            return tl.dot(high, b) + (tl.dot(low, b) + tl.dot(high, b_low))
+            result = tl.dot(high, b) + tl.dot(low, b)
+            if PLANES == 2:
+                result += tl.dot(high, b_low)
         else:
-            high32, low32, b32, b_low32 = high.to(tl.float32), low.to(tl.float32), b.to(tl.float32), b_low.to(tl.float32)
-            return (tl.dot(high32, b32, input_precision="ieee")
-                    + (tl.dot(low32, b32, input_precision="ieee") + tl.dot(high32, b_low32, input_precision="ieee")))
-    else:
-        return _dot(a, b, PRECISION)
+            high, low, b, b_low = high.to(tl.float32), low.to(tl.float32), b.to(tl.float32), b_low.to(tl.float32)
+            result = tl.dot(high, b, input_precision="ieee") + tl.dot(low, b, input_precision="ieee")
+            if PLANES == 2:
+                result += tl.dot(high, b_low, input_precision="ieee")
+        return result
 
 
 @triton.jit
-def _load_operand(ptr, offsets, mask, PLANE, SPLIT: tl.constexpr):
+def _load_operand(ptr, offsets, mask, PLANE, PLANES: tl.constexpr):
     high = tl.load(ptr + offsets, mask=mask, other=0.0)
-    if SPLIT:
+    if PLANES == 2:
         low = tl.load(ptr + PLANE + offsets, mask=mask, other=0.0)
     else:
         low = high
@@ -432,7 +554,7 @@ def _chunk_state_kernel(
     HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr, NATIVE_BF16: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PRECISION: tl.constexpr, PLANES: tl.constexpr, NATIVE_BF16: tl.constexpr,
 ):
     # Everything here is transposed (value columns first): the values computed in the loop are
     # the left operands of the products and the tiles read from memory the right ones.
@@ -469,22 +591,22 @@ def _chunk_state_kernel(
         values_offsets = tokens.to(tl.int64)[None, :] * (HV * V) + i_hv * V + cols_v[:, None]   # [BV, C]
         values_mask = valid[None, :] & mask_v[:, None]
 
-        keys_in, keys_in_low = _load_operand(k_in, operand_t, operand_t_mask, PLANE, SPLIT)
+        keys_in, keys_in_low = _load_operand(k_in, operand_t, operand_t_mask, PLANE, PLANES)
         values_t = tl.load(v + values_offsets, mask=values_mask, other=0.0).to(tl.float32)
         b = tl.load(beta + tokens * HV + i_hv, mask=valid, other=0.0).to(tl.float32)
-        correction_t = (values_t - _dot_operand(state_t, keys_in, keys_in_low, PRECISION, SPLIT, NATIVE_BF16)) * b[None, :]
+        correction_t = (values_t - _dot_operand(state_t, keys_in, keys_in_low, PRECISION, PLANES, NATIVE_BF16)) * b[None, :]
         inverse_t = tl.load(m_in + square, mask=causal_t, other=0.0)
         v_new_t = _dot(correction_t, inverse_t, PRECISION)                      # (M X)^T
 
-        queries_in, queries_in_low = _load_operand(q_in, operand_t, operand_t_mask, PLANE, SPLIT)
+        queries_in, queries_in_low = _load_operand(q_in, operand_t, operand_t_mask, PLANE, PLANES)
         scores_t = tl.load(a_in + square, mask=causal_t, other=0.0)
-        out_t = (_dot_operand(state_t, queries_in, queries_in_low, PRECISION, SPLIT, NATIVE_BF16)
+        out_t = (_dot_operand(state_t, queries_in, queries_in_low, PRECISION, PLANES, NATIVE_BF16)
                  + _dot(v_new_t, scores_t, PRECISION))
         tl.store(o + values_offsets, out_t.to(o.dtype.element_ty), mask=values_mask)
 
-        keys_out, keys_out_low = _load_operand(k_out, tl.trans(operand_t), tl.trans(operand_t_mask), PLANE, SPLIT)
+        keys_out, keys_out_low = _load_operand(k_out, tl.trans(operand_t), tl.trans(operand_t_mask), PLANE, PLANES)
         decay_last = tl.load(decay + chunk * K + cols_k, mask=mask_k, other=0.0)
-        state_t = state_t * decay_last[None, :] + _dot_operand(v_new_t, keys_out, keys_out_low, PRECISION, SPLIT,
+        state_t = state_t * decay_last[None, :] + _dot_operand(v_new_t, keys_out, keys_out_low, PRECISION, PLANES,
                                                                NATIVE_BF16)
 
     if STORE_FINAL_STATE:
@@ -536,9 +658,10 @@ def triton_chunk_kda(
         output_final_state: also return the ``[N, HV, K, V]`` float32 state after the last token.
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` per head inside the kernels.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences when ``B == 1``, or None.
-        precision: matrix products: "ieee" (the default for float32 inputs), "tf32x3" or
-            "tf32" (the default for 16-bit inputs, whose products with the state are then
-            bfloat16 products of a split state).
+        precision: matrix products: "ieee" (the default for float32 inputs), "tf32x3",
+            "tf32" (the default for 16-bit inputs: their products with the state are bfloat16
+            products of a split state and operands stored as bfloat16 pairs) or "bf16" (the same
+            with single bfloat16 operands: half their memory traffic, less accurate).
         block_v, intra_warps, state_warps, state_stages: launch settings of the two kernels
             (value columns per state-kernel program, a power of two; warps; pipeline stages);
             the defaults suit the H200.
@@ -565,24 +688,28 @@ def triton_chunk_kda(
     block_k = max(16, triton.next_power_of_2(K))
     if block_v is None:
         block_v = min(64, max(16, triton.next_power_of_2(V)))
-    # Products with the state: float32 operands for float32 inputs; for 16-bit inputs the
-    # decayed queries and keys are stored as bfloat16 pairs and meet a split state in three
-    # bfloat16 products (~16 bits on both sides).
-    split = precision == "tf32" and q.dtype != torch.float32
-    planes = 2 if split else 1
+    # Products with the state: float32 operands for float32 inputs (or "ieee"/"tf32x3"); for
+    # 16-bit inputs the decayed queries and keys are stored as bfloat16 pairs ("tf32", the default)
+    # or single bfloat16s ("bf16") and meet a state split into two bfloat16 parts.
+    if precision not in ("ieee", "tf32x3", "tf32", "bf16"):
+        raise ValueError(f"precision: expected 'ieee', 'tf32x3', 'tf32' or 'bf16', got {precision!r}")
+    planes = 0 if q.dtype == torch.float32 or precision in ("ieee", "tf32x3") else (1 if precision == "bf16" else 2)
+    precision = "tf32" if precision == "bf16" else precision   # products that do not meet the state
     inverse = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=torch.float32)
     scores = torch.empty_like(inverse)
-    queries_in, keys_in, keys_out = (q.new_empty(planes, B * T, HV, K, dtype=torch.bfloat16 if split else torch.float32)
+    queries_in, keys_in, keys_out = (q.new_empty(max(planes, 1), B * T, HV, K, dtype=torch.bfloat16 if planes else torch.float32)
                                      for _ in range(3))
     plane = B * T * HV * K
     decay_last = q.new_empty(num_chunks, HV, K, dtype=torch.float32)
-    _chunk_intra_kernel[(num_chunks, HV)](
-        q, k, g, beta, inverse, scores, queries_in, keys_in, keys_out, decay_last, chunk_ends, chunk_starts,
-        float(scale), T, max(per_sequence, 1), plane,
+    strong = q.new_empty(num_chunks, HV, dtype=torch.int32)
+    intra_args = (q, k, g, beta, inverse, scores, queries_in, keys_in, keys_out, decay_last, strong, chunk_ends,
+                  chunk_starts, float(scale), T, max(per_sequence, 1), plane)
+    intra_constants = dict(
         H=H, HV=HV, K=K, BK=block_k, BKS=min(block_k, KEY_SLICE), CHUNK=CHUNK, SUB=SUB, DOT_SPAN=DOT_SPAN,
-        IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision, SPLIT=split,
-        num_warps=intra_warps,
+        IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision, PLANES=planes,
     )
+    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=intra_warps)
+    _chunk_intra_strong_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=4)
     o = torch.empty_like(v)
     final_state = v.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else None
     if initial_state is not None:
@@ -592,7 +719,7 @@ def triton_chunk_kda(
         cu_seqlens, chunk_offsets, T, plane,
         HV=HV, K=K, V=V, BK=block_k, BV=block_v, CHUNK=CHUNK,
         USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-        IS_VARLEN=cu_seqlens is not None, PRECISION=precision, SPLIT=split, NATIVE_BF16=not interpreting(),
+        IS_VARLEN=cu_seqlens is not None, PRECISION=precision, PLANES=planes, NATIVE_BF16=not interpreting(),
         num_warps=state_warps or 4,
         num_stages=state_stages or 1,   # two stages exceed the shared memory at K = V = 128
     )
