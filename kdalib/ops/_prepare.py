@@ -4,7 +4,7 @@
 * :func:`needs_grad`: whether autograd will track a call (the forms switch to in-place,
   allocation-free paths when it will not).
 * :func:`prepare_inputs`: cast, L2-normalise q and k, scale q, and repeat q/k heads for
-  the value heads that share them (notes/kda.md, :ref:`kda-recurrence`).
+  the value heads that share them (notes/kda.md, section ``kda-recurrence``).
 
 The token-loop oracle (:func:`kdalib.ops.naive_recurrent_kda`) deliberately does not use
 :func:`prepare_inputs`: it prepares its inputs in its own few lines, so a mistake here is
@@ -51,7 +51,7 @@ def prepare_inputs(
     """Validated inputs in the form the fast KDA forms compute with.
 
     Casts to ``dtype``, clamps a positive log-decay ``g`` to 0 (a decay of exactly 1; +inf
-    included, NaN stays NaN: notes/kda.md, "Contract"), L2-normalises q and k when asked,
+    included, NaN stays NaN: notes/kda.md, section ``kda-contract``), L2-normalises q and k when asked,
     multiplies q by ``scale`` when given (the chunk form applies it once to the output
     instead), and repeats each q/k head for the ``HV // H`` value heads that read it.
 

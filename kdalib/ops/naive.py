@@ -28,7 +28,7 @@ from kdalib.ops._validate import KDAShapes, validate_kda_inputs
 
 def _reference_inputs(q, k, v, g, beta, initial_state, scale, use_qk_l2norm, shapes: KDAShapes):
     """Casts to float64 when any input is float64 (float32 otherwise), clamps a positive log-decay
-    to 0 (notes/kda.md, "Contract"), L2-normalises and scales q, L2-normalises k, and gives every
+    to 0 (notes/kda.md, section ``kda-contract``), L2-normalises and scales q, L2-normalises k, and gives every
     value head its own copy of the q/k head it reads."""
     wide = any(t is not None and t.dtype == torch.float64 for t in (q, k, v, g, beta, initial_state))
     dtype = torch.float64 if wide else torch.float32
@@ -122,7 +122,7 @@ def naive_recurrent_kda(
         q: ``[B, T, H, K]`` queries.
         k: ``[B, T, H, K]`` keys.
         v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
-        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, "Contract").
+        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, section ``kda-contract``).
         beta: ``[B, T, HV]`` delta-rule step sizes.
         scale: query scale, default ``K ** -0.5``.
         initial_state: ``[N, HV, K, V]`` state before the first token (zeros if None).

@@ -97,7 +97,7 @@ def fused_recurrent_kda(
         q: ``[B, T, H, K]`` queries.
         k: ``[B, T, H, K]`` keys.
         v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
-        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, "Contract").
+        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, section ``kda-contract``).
         beta: ``[B, T, HV]`` delta-rule step sizes.
         scale: query scale, default ``K ** -0.5``.
         initial_state: ``[N, HV, K, V]`` cached state (zeros if None).

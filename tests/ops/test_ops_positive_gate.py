@@ -1,4 +1,4 @@
-"""A positive log-decay g acts as 0 in every form (notes/kda.md, "Contract")."""
+"""A positive log-decay g acts as 0 in every form (notes/kda.md, section ``kda-contract``)."""
 
 from __future__ import annotations
 
