@@ -50,14 +50,16 @@ class PalindromeSpec:
         """L, the number of random tokens (and of scored positions) per sequence."""
         return (self.seq_len - 1) // 2
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs, targets)`` ``[B, T]``: :func:`generate_palindrome` for this spec."""
         return generate_palindrome(batch_size, self, generator, device)
 
 
-def generate_palindrome(batch_size: int, spec: PalindromeSpec, generator: torch.Generator | None = None,
-                        device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def generate_palindrome(
+    batch_size: int, spec: PalindromeSpec, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples a batch of palindrome sequences.
 
     Args:
@@ -77,8 +79,9 @@ def generate_palindrome(batch_size: int, spec: PalindromeSpec, generator: torch.
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     half = spec.half
-    symbols = FIRST_SYMBOL + torch.randint(spec.vocab_size - FIRST_SYMBOL, (batch_size, half),
-                                           generator=generator, device=device)
+    symbols = FIRST_SYMBOL + torch.randint(
+        spec.vocab_size - FIRST_SYMBOL, (batch_size, half), generator=generator, device=device
+    )
     inputs = torch.full((batch_size, spec.seq_len), FILLER, dtype=torch.long, device=device)
     inputs[:, :half] = symbols
     inputs[:, half] = SEPARATOR

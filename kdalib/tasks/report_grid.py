@@ -93,46 +93,89 @@ class GridProfile:
             if not values or unknown:
                 raise ValueError(f"GridProfile.{name}: expected a non-empty subset of {allowed}, got {values!r}")
         if self.curve_length not in self.lengths:
-            raise ValueError(f"GridProfile.curve_length: {self.curve_length} is not one of the lengths "
-                             f"{self.lengths}")
+            raise ValueError(f"GridProfile.curve_length: {self.curve_length} is not one of the lengths {self.lengths}")
         if not self.learning_rates or not self.seeds:
             raise ValueError("GridProfile: learning_rates and seeds must not be empty")
         if self.budget_s is not None and not self.budget_s > 0:
             raise ValueError(f"GridProfile.budget_s: expected a positive number or None, got {self.budget_s!r}")
         if not 1 <= self.min_steps <= self.max_steps or self.evaluations < 1:
-            raise ValueError(f"GridProfile: need 1 <= min_steps <= max_steps and evaluations >= 1, got "
-                             f"min_steps={self.min_steps}, max_steps={self.max_steps}, "
-                             f"evaluations={self.evaluations}")
+            raise ValueError(
+                f"GridProfile: need 1 <= min_steps <= max_steps and evaluations >= 1, got "
+                f"min_steps={self.min_steps}, max_steps={self.max_steps}, "
+                f"evaluations={self.evaluations}"
+            )
 
     @property
     def runs(self) -> int:
         """Training runs in the grid."""
-        return (len(self.tasks) * len(self.kinds) * len(self.lengths) * len(self.learning_rates)
-                * len(self.seeds))
+        return len(self.tasks) * len(self.kinds) * len(self.lengths) * len(self.learning_rates) * len(self.seeds)
 
     def config(self, steps: int, lr: float) -> TrainConfig:
         """The :class:`TrainConfig` of one run."""
-        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr, d_model=self.d_model,
-                           num_layers=self.num_layers, num_heads=self.num_heads, head_dim=self.head_dim,
-                           eval_batches=self.eval_batches, eval_every=max(1, steps // self.evaluations))
+        return TrainConfig(
+            steps=steps,
+            batch_size=self.batch_size,
+            lr=lr,
+            d_model=self.d_model,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            head_dim=self.head_dim,
+            eval_batches=self.eval_batches,
+            eval_every=max(1, steps // self.evaluations),
+        )
 
 
 PROFILES = {
     # The CPU book build: the whole pipeline on every task and mechanism in well under a minute.
     # Its numbers show that the pieces fit together, not how the mechanisms compare.
     "smoke": GridProfile(
-        tasks=TASKS, kinds=MIXER_KINDS, lengths=(16, 32), learning_rates=(1e-2,), seeds=(0,),
-        max_steps=40, budget_s=None, min_steps=40, evaluations=4, curve_length=32, batch_size=8,
-        d_model=32, num_layers=1, num_heads=2, head_dim=16, eval_batches=1, palindrome_vocab=6,
-        mqar_vocab=17, mqar_tokens_per_pair=8, stacks=2, stack_elements=4),
+        tasks=TASKS,
+        kinds=MIXER_KINDS,
+        lengths=(16, 32),
+        learning_rates=(1e-2,),
+        seeds=(0,),
+        max_steps=40,
+        budget_s=None,
+        min_steps=40,
+        evaluations=4,
+        curve_length=32,
+        batch_size=8,
+        d_model=32,
+        num_layers=1,
+        num_heads=2,
+        head_dim=16,
+        eval_batches=1,
+        palindrome_vocab=6,
+        mqar_vocab=17,
+        mqar_tokens_per_pair=8,
+        stacks=2,
+        stack_elements=4,
+    ),
     # One H200 command (10 minutes): the report's model, tasks, mechanisms and lengths, its
     # largest learning rate only, two seeds, and as many steps per run as the budget allows.
     "full": GridProfile(
-        tasks=TASKS, kinds=MIXER_KINDS, lengths=REPORT_LENGTHS, learning_rates=(1e-3,), seeds=(0, 1),
-        max_steps=REPORT_MAX_STEPS, budget_s=480.0, min_steps=50, evaluations=10,
-        curve_length=REPORT_CURVE_LENGTH, batch_size=32, d_model=REPORT_HEADS * REPORT_HEAD_DIM,
-        num_layers=REPORT_LAYERS, num_heads=REPORT_HEADS, head_dim=REPORT_HEAD_DIM, eval_batches=2,
-        palindrome_vocab=66, mqar_vocab=513, mqar_tokens_per_pair=16, stacks=64, stack_elements=64),
+        tasks=TASKS,
+        kinds=MIXER_KINDS,
+        lengths=REPORT_LENGTHS,
+        learning_rates=(1e-3,),
+        seeds=(0, 1),
+        max_steps=REPORT_MAX_STEPS,
+        budget_s=480.0,
+        min_steps=50,
+        evaluations=10,
+        curve_length=REPORT_CURVE_LENGTH,
+        batch_size=32,
+        d_model=REPORT_HEADS * REPORT_HEAD_DIM,
+        num_layers=REPORT_LAYERS,
+        num_heads=REPORT_HEADS,
+        head_dim=REPORT_HEAD_DIM,
+        eval_batches=2,
+        palindrome_vocab=66,
+        mqar_vocab=513,
+        mqar_tokens_per_pair=16,
+        stacks=64,
+        stack_elements=64,
+    ),
 }
 
 
@@ -155,19 +198,24 @@ def cuts(profile: GridProfile, steps: int) -> list[str]:
         lines.append(f"steps: {steps:,} per run instead of up to {REPORT_MAX_STEPS:,}")
     missing = [lr for lr in REPORT_LEARNING_RATES if lr not in profile.learning_rates]
     if missing:
-        lines.append(f"learning rates: {', '.join(f'{lr:g}' for lr in profile.learning_rates)} only; "
-                     f"not searched: {', '.join(f'{lr:g}' for lr in missing)}")
+        lines.append(
+            f"learning rates: {', '.join(f'{lr:g}' for lr in profile.learning_rates)} only; "
+            f"not searched: {', '.join(f'{lr:g}' for lr in missing)}"
+        )
     absent = [length for length in REPORT_LENGTHS if length not in profile.lengths]
     if absent:
-        lines.append(f"lengths: {', '.join(map(str, profile.lengths))} tokens instead of "
-                     f"{', '.join(map(str, REPORT_LENGTHS))}")
+        lines.append(
+            f"lengths: {', '.join(map(str, profile.lengths))} tokens instead of {', '.join(map(str, REPORT_LENGTHS))}"
+        )
     if profile.curve_length != REPORT_CURVE_LENGTH:
         lines.append(f"accuracy-vs-steps curves at {profile.curve_length} tokens instead of {REPORT_CURVE_LENGTH}")
     model = (profile.num_layers, profile.num_heads, profile.head_dim)
     if model != (REPORT_LAYERS, REPORT_HEADS, REPORT_HEAD_DIM):
-        lines.append(f"model: {profile.num_layers} layer(s), {profile.num_heads} heads of dimension "
-                     f"{profile.head_dim} instead of {REPORT_LAYERS} layers, {REPORT_HEADS} heads of "
-                     f"dimension {REPORT_HEAD_DIM}")
+        lines.append(
+            f"model: {profile.num_layers} layer(s), {profile.num_heads} heads of dimension "
+            f"{profile.head_dim} instead of {REPORT_LAYERS} layers, {REPORT_HEADS} heads of "
+            f"dimension {REPORT_HEAD_DIM}"
+        )
     if profile.stacks != REPORT_STACKS:
         lines.append(f"stack task: {profile.stacks} stacks instead of {REPORT_STACKS}")
     missing_tasks = [task for task in TASKS if task not in profile.tasks]
@@ -189,9 +237,14 @@ def plan_steps(profile: GridProfile, device: torch.device | str = "cpu", probe_s
     runs_per_length = profile.runs // len(profile.lengths)
     config = profile.config(profile.max_steps, max(profile.learning_rates))
     seconds = sum(
-        seconds_per_step(max((task_spec(task, length, profile) for task in profile.tasks),
-                             key=lambda spec: spec.vocab_size), config, device, probe_steps)
-        for length in profile.lengths)
+        seconds_per_step(
+            max((task_spec(task, length, profile) for task in profile.tasks), key=lambda spec: spec.vocab_size),
+            config,
+            device,
+            probe_steps,
+        )
+        for length in profile.lengths
+    )
     steps = profile.budget_s / (runs_per_length * seconds)
     return int(min(profile.max_steps, max(profile.min_steps, steps)))
 
@@ -205,11 +258,11 @@ class GridRun:
     result: TrainResult
 
 
-def run_grid(profile: GridProfile, steps: int, device: torch.device | str = "cpu",
-             progress: bool = True) -> list[GridRun]:
+def run_grid(
+    profile: GridProfile, steps: int, device: torch.device | str = "cpu", progress: bool = True
+) -> list[GridRun]:
     """Trains every (task, kind, length, learning rate, seed) of ``profile`` for ``steps`` steps."""
-    grid = list(itertools.product(profile.tasks, profile.kinds, profile.lengths, profile.learning_rates,
-                                  profile.seeds))
+    grid = list(itertools.product(profile.tasks, profile.kinds, profile.lengths, profile.learning_rates, profile.seeds))
     if progress:
         from tqdm.std import tqdm  # text bars: the book renders no widgets
 
@@ -249,8 +302,13 @@ def peak_accuracy(runs: list[GridRun]) -> dict[tuple[str, str, int], dict[str, f
     for key, by_lr in _by_learning_rate(runs).items():
         lr = _best_learning_rate(by_lr)
         peaks = [r.peak_accuracy for r in by_lr[lr]]
-        table[key] = {"peak": statistics.fmean(peaks), "low": min(peaks), "high": max(peaks), "lr": lr,
-                      "seeds": len(peaks)}
+        table[key] = {
+            "peak": statistics.fmean(peaks),
+            "low": min(peaks),
+            "high": max(peaks),
+            "lr": lr,
+            "seeds": len(peaks),
+        }
     return table
 
 
@@ -272,8 +330,9 @@ def accuracy_curves(runs: list[GridRun], length: int) -> dict[tuple[str, str], t
     return curves
 
 
-def highest_everywhere(table: dict[tuple[str, str, int], dict[str, float]], task: str, kind: str = "kda",
-                       margin: float = 0.0) -> bool:
+def highest_everywhere(
+    table: dict[tuple[str, str, int], dict[str, float]], task: str, kind: str = "kda", margin: float = 0.0
+) -> bool:
     """True when ``kind``'s peak accuracy on ``task`` is at least every other kind's minus
     ``margin`` at every length of ``table``."""
     lengths = sorted({length for t, _, length in table if t == task})
@@ -285,4 +344,3 @@ def highest_everywhere(table: dict[tuple[str, str, int], dict[str, float]], task
         if any(ours < other - margin for other in others):
             return False
     return True
-

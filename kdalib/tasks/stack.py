@@ -57,8 +57,7 @@ class StackSpec:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"StackSpec.{name}: expected an int >= {least}, got {value!r}")
         if not 0 < self.push_probability < 1:
-            raise ValueError(f"StackSpec.push_probability: expected a number in (0, 1), "
-                             f"got {self.push_probability!r}")
+            raise ValueError(f"StackSpec.push_probability: expected a number in (0, 1), got {self.push_probability!r}")
 
     @property
     def first_element(self) -> int:
@@ -75,14 +74,16 @@ class StackSpec:
         """Operations per sequence, ``T // 3``."""
         return self.seq_len // 3
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs, targets)`` ``[B, T]``: :func:`generate_stack` for this spec."""
         return generate_stack(batch_size, self, generator, device)
 
 
-def generate_stack(batch_size: int, spec: StackSpec, generator: torch.Generator | None = None,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def generate_stack(
+    batch_size: int, spec: StackSpec, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples a batch of stack-operation sequences.
 
     The random choices are drawn from ``generator`` in one go; the stacks are then

@@ -25,8 +25,7 @@ def mqar(inputs: torch.Tensor, num_keys: int) -> torch.Tensor:
         while t + 1 < len(row) and row[t] != 0 and row[t] not in binding:
             binding[row[t]] = row[t + 1]
             t += 2
-        return [binding[token] if i >= t and 1 <= token <= num_keys else IGNORE_INDEX
-                for i, token in enumerate(row)]
+        return [binding[token] if i >= t and 1 <= token <= num_keys else IGNORE_INDEX for i, token in enumerate(row)]
 
     return _per_row(solve, inputs)
 

@@ -144,3 +144,24 @@ def test_kda_model_learns_recall_well_above_chance(one_thread):
     result = train_recall_model("kda", spec, seed=0, config=config)
     chance = 1 / spec.num_keys
     assert result.accuracy > 5 * chance
+
+
+def test_training_on_other_tasks_records_an_accuracy_curve(one_thread):
+    from kdalib.tasks.palindrome import PalindromeSpec
+    from kdalib.tasks.stack import StackSpec
+
+    config = TrainConfig(steps=6, batch_size=4, lr=1e-2, d_model=16, num_layers=1, num_heads=2, eval_every=2)
+    for spec in (PalindromeSpec(12, 6), StackSpec(12, 2, 3), MQARSpec(13, 4, 9, "separated")):
+        result = train_recall_model("mamba2", spec, seed=0, config=config)
+        assert [step for step, _ in result.curve] == [2, 4, 6]
+        assert result.curve[-1][1] == result.accuracy and result.lr == 1e-2
+        assert result.peak_accuracy == max(accuracy for _, accuracy in result.curve)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"steps": 0}, "TrainConfig.steps"), ({"eval_every": -1}, "TrainConfig.eval_every"),
+    ({"lr": float("nan")}, "TrainConfig.lr"), ({"batch_size": 2.0}, "TrainConfig.batch_size"),
+])
+def test_train_config_names_the_bad_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)

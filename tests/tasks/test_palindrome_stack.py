@@ -4,8 +4,8 @@ inputs (an independent solver reproduces every target), exact loss masks, seeds,
 from __future__ import annotations
 
 import pytest
-import torch
 import task_oracles
+import torch
 
 from kdalib.tasks.mqar import FILLER, IGNORE_INDEX, MQARSpec
 from kdalib.tasks.palindrome import SEPARATOR, PalindromeSpec
@@ -16,8 +16,11 @@ def _sample(spec, batch: int = 8, seed: int = 0):
     return spec.sample(batch, torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("spec", [PalindromeSpec(3, 4), PalindromeSpec(16, 6), PalindromeSpec(257, 66)],
-                         ids=lambda s: f"T{s.seq_len}-V{s.vocab_size}")
+@pytest.mark.parametrize(
+    "spec",
+    [PalindromeSpec(3, 4), PalindromeSpec(16, 6), PalindromeSpec(257, 66)],
+    ids=lambda s: f"T{s.seq_len}-V{s.vocab_size}",
+)
 def test_palindrome_asks_for_the_reversal_and_nothing_else(spec):
     inputs, targets = _sample(spec)
     assert inputs.shape == targets.shape == (8, spec.seq_len) and inputs.dtype == targets.dtype == torch.long
@@ -32,8 +35,11 @@ def test_palindrome_asks_for_the_reversal_and_nothing_else(spec):
     assert task_oracles.score(oracle, targets, spec.vocab_size) == 1.0
 
 
-@pytest.mark.parametrize("spec", [StackSpec(6, 1, 1), StackSpec(64, 4, 5), StackSpec(1025), StackSpec(300, 64, 8, 0.8)],
-                         ids=lambda s: f"T{s.seq_len}-S{s.num_stacks}-E{s.num_elements}-p{s.push_probability}")
+@pytest.mark.parametrize(
+    "spec",
+    [StackSpec(6, 1, 1), StackSpec(64, 4, 5), StackSpec(1025), StackSpec(300, 64, 8, 0.8)],
+    ids=lambda s: f"T{s.seq_len}-S{s.num_stacks}-E{s.num_elements}-p{s.push_probability}",
+)
 def test_stack_pops_are_answered_by_the_last_push_still_on_the_stack(spec):
     inputs, targets = _sample(spec)
     assert inputs.shape == targets.shape == (8, spec.seq_len) and inputs.dtype == targets.dtype == torch.long
@@ -79,8 +85,11 @@ def test_pops_reach_below_the_last_push():
     assert below > 20
 
 
-@pytest.mark.parametrize("spec", [MQARSpec(13, 4, 9, "separated"), MQARSpec(256, 16, 513, "separated"),
-                                  MQARSpec(16, 4, 17), MQARSpec(64, 8, 65)], ids=lambda s: f"{s.layout}-T{s.seq_len}")
+@pytest.mark.parametrize(
+    "spec",
+    [MQARSpec(13, 4, 9, "separated"), MQARSpec(256, 16, 513, "separated"), MQARSpec(16, 4, 17), MQARSpec(64, 8, 65)],
+    ids=lambda s: f"{s.layout}-T{s.seq_len}",
+)
 def test_mqar_answers_are_determined_by_the_inputs_in_both_layouts(spec):
     inputs, targets = _sample(spec)
     oracle = task_oracles.mqar(inputs, spec.num_keys)
@@ -101,25 +110,31 @@ def test_mqar_separated_layout_is_the_reports_table():
     assert not bool((inputs[:, spec.seq_len - pairs :] > spec.num_keys).any())
 
 
-@pytest.mark.parametrize("spec", [PalindromeSpec(33, 10), StackSpec(99), MQARSpec(40, 5, 33, "separated")],
-                         ids=lambda spec: type(spec).__name__)
+@pytest.mark.parametrize(
+    "spec",
+    [PalindromeSpec(33, 10), StackSpec(99), MQARSpec(40, 5, 33, "separated")],
+    ids=lambda spec: type(spec).__name__,
+)
 def test_same_seed_same_data_other_seed_other_data(spec):
     first, again, other = _sample(spec, seed=5), _sample(spec, seed=5), _sample(spec, seed=6)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert not torch.equal(first[0], other[0])
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: PalindromeSpec(2), "PalindromeSpec.seq_len"),
-    (lambda: PalindromeSpec(16, 3), "PalindromeSpec.vocab_size"),
-    (lambda: StackSpec(5), "StackSpec.seq_len"),
-    (lambda: StackSpec(60, num_stacks=0), "StackSpec.num_stacks"),
-    (lambda: StackSpec(60, push_probability=1.0), "StackSpec.push_probability"),
-    (lambda: MQARSpec(12, 4, 17, "separated"), "MQARSpec.seq_len: the separated layout needs at least 13"),
-    (lambda: MQARSpec(16, 4, 17, "zoology"), "MQARSpec.layout"),
-    (lambda: PalindromeSpec(8).sample(0), "batch_size"),
-    (lambda: StackSpec(8).sample(-1), "batch_size"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: PalindromeSpec(2), "PalindromeSpec.seq_len"),
+        (lambda: PalindromeSpec(16, 3), "PalindromeSpec.vocab_size"),
+        (lambda: StackSpec(5), "StackSpec.seq_len"),
+        (lambda: StackSpec(60, num_stacks=0), "StackSpec.num_stacks"),
+        (lambda: StackSpec(60, push_probability=1.0), "StackSpec.push_probability"),
+        (lambda: MQARSpec(12, 4, 17, "separated"), "MQARSpec.seq_len: the separated layout needs at least 13"),
+        (lambda: MQARSpec(16, 4, 17, "zoology"), "MQARSpec.layout"),
+        (lambda: PalindromeSpec(8).sample(0), "batch_size"),
+        (lambda: StackSpec(8).sample(-1), "batch_size"),
+    ],
+)
 def test_bad_arguments_are_named(make, message):
     with pytest.raises(ValueError, match=message):
         make()

@@ -25,8 +25,18 @@ from kdalib.tasks.stack import StackSpec
 from kdalib.tasks.train import TrainResult
 
 TINY = dataclasses.replace(
-    PROFILES["smoke"], tasks=("palindrome", "stack"), kinds=("kda", "mamba2"), lengths=(12,), curve_length=12,
-    max_steps=4, min_steps=2, evaluations=2, d_model=16, head_dim=8, batch_size=2)
+    PROFILES["smoke"],
+    tasks=("palindrome", "stack"),
+    kinds=("kda", "mamba2"),
+    lengths=(12,),
+    curve_length=12,
+    max_steps=4,
+    min_steps=2,
+    evaluations=2,
+    d_model=16,
+    head_dim=8,
+    batch_size=2,
+)
 
 
 def test_the_full_profile_is_the_reports_setting_except_what_cuts_names():
@@ -44,8 +54,13 @@ def test_the_full_profile_is_the_reports_setting_except_what_cuts_names():
 
 def test_the_smoke_profile_says_it_is_not_the_reports_size():
     text = "\n".join(cuts(PROFILES["smoke"], steps=40))
-    for fragment in ("steps: 40 per run", "lengths: 16, 32 tokens", "curves at 32 tokens instead of 1024",
-                     "model: 1 layer(s), 2 heads of dimension 16", "stack task: 2 stacks instead of 64"):
+    for fragment in (
+        "steps: 40 per run",
+        "lengths: 16, 32 tokens",
+        "curves at 32 tokens instead of 1024",
+        "model: 1 layer(s), 2 heads of dimension 16",
+        "stack task: 2 stacks instead of 64",
+    ):
         assert fragment in text
 
 
@@ -58,13 +73,16 @@ def test_task_specs_follow_the_profile():
         task_spec("copy", 256, full)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"tasks": ("copy",)}, "GridProfile.tasks"),
-    ({"kinds": ()}, "GridProfile.kinds"),
-    ({"curve_length": 64}, "GridProfile.curve_length"),
-    ({"budget_s": 0.0}, "GridProfile.budget_s"),
-    ({"min_steps": 50}, "min_steps <= max_steps"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tasks": ("copy",)}, "GridProfile.tasks"),
+        ({"kinds": ()}, "GridProfile.kinds"),
+        ({"curve_length": 64}, "GridProfile.curve_length"),
+        ({"budget_s": 0.0}, "GridProfile.budget_s"),
+        ({"min_steps": 50}, "min_steps <= max_steps"),
+    ],
+)
 def test_bad_profiles_are_named(changes, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(PROFILES["smoke"], **changes)
@@ -82,17 +100,26 @@ def _result(kind: str, seed: int, lr: float, curve: list[float]) -> TrainResult:
 
 
 def test_peak_accuracy_takes_each_seeds_peak_and_the_best_learning_rate():
-    runs = [GridRun("palindrome", 16, result) for result in (
-        _result("kda", 0, 1e-3, [0.2, 0.9, 0.7]), _result("kda", 1, 1e-3, [0.3, 0.5, 0.6]),  # peaks 0.9, 0.6
-        _result("kda", 0, 1e-4, [0.1, 0.8, 0.8]), _result("kda", 1, 1e-4, [0.1, 0.2, 0.6]),  # peaks 0.8, 0.6
-        _result("mamba2", 0, 1e-3, [0.1, 0.1, 0.1]), _result("mamba2", 1, 1e-3, [0.1, 0.3, 0.2]),
-        _result("mamba2", 0, 1e-4, [0.1, 0.4, 0.1]), _result("mamba2", 1, 1e-4, [0.2, 0.2, 0.4]),
-    )]
+    runs = [
+        GridRun("palindrome", 16, result)
+        for result in (
+            _result("kda", 0, 1e-3, [0.2, 0.9, 0.7]),
+            _result("kda", 1, 1e-3, [0.3, 0.5, 0.6]),  # peaks 0.9, 0.6
+            _result("kda", 0, 1e-4, [0.1, 0.8, 0.8]),
+            _result("kda", 1, 1e-4, [0.1, 0.2, 0.6]),  # peaks 0.8, 0.6
+            _result("mamba2", 0, 1e-3, [0.1, 0.1, 0.1]),
+            _result("mamba2", 1, 1e-3, [0.1, 0.3, 0.2]),
+            _result("mamba2", 0, 1e-4, [0.1, 0.4, 0.1]),
+            _result("mamba2", 1, 1e-4, [0.2, 0.2, 0.4]),
+        )
+    ]
     table = peak_accuracy(runs)
-    assert table[("palindrome", "kda", 16)] == pytest.approx({"peak": 0.75, "low": 0.6, "high": 0.9, "lr": 1e-3,
-                                                              "seeds": 2})
-    assert table[("palindrome", "mamba2", 16)] == pytest.approx({"peak": 0.4, "low": 0.4, "high": 0.4, "lr": 1e-4,
-                                                                 "seeds": 2})
+    assert table[("palindrome", "kda", 16)] == pytest.approx(
+        {"peak": 0.75, "low": 0.6, "high": 0.9, "lr": 1e-3, "seeds": 2}
+    )
+    assert table[("palindrome", "mamba2", 16)] == pytest.approx(
+        {"peak": 0.4, "low": 0.4, "high": 0.4, "lr": 1e-4, "seeds": 2}
+    )
     curves = accuracy_curves(runs, 16)
     assert curves[("palindrome", "kda")] == ([10, 20, 30], pytest.approx([0.25, 0.7, 0.65]))
     assert curves[("palindrome", "mamba2")] == ([10, 20, 30], pytest.approx([0.15, 0.3, 0.25]))
@@ -108,7 +135,11 @@ def test_run_grid_trains_every_configuration_with_an_accuracy_curve():
     torch.manual_seed(0)
     runs = run_grid(TINY, steps=4, progress=False)
     assert [(run.task, run.result.kind) for run in runs] == [
-        ("palindrome", "kda"), ("palindrome", "mamba2"), ("stack", "kda"), ("stack", "mamba2")]
+        ("palindrome", "kda"),
+        ("palindrome", "mamba2"),
+        ("stack", "kda"),
+        ("stack", "mamba2"),
+    ]
     for run in runs:
         assert [step for step, _ in run.result.curve] == [2, 4]
         assert all(0.0 <= accuracy <= 1.0 for _, accuracy in run.result.curve)
