@@ -393,15 +393,18 @@ def check_targets(result: dict) -> list[str]:
     return lines
 
 
+def listing() -> str:
+    """What ``kdalib bench --list`` prints: the suites, then every method."""
+    lines = [f"{name:<12} [{suite.device}] {suite.description}" for name, suite in SUITES.items()]
+    lines += ["default      'gpu' when the device is cuda, else 'cpu'", "", "methods:"]
+    lines += [f"{name:<20} {description}" for name, description in method_descriptions().items()]
+    return "\n".join(lines)
+
+
 def cmd_bench(args) -> int:
     """Handler of ``kdalib bench`` (arguments parsed in :mod:`kdalib.cli`). Exit 0, or 2 on unusable input."""
     if args.list:
-        for name, suite in SUITES.items():
-            print(f"{name:<12} [{suite.device}] {suite.description}")
-        print("default      'gpu' when the device is cuda, else 'cpu'")
-        print("\nmethods:")
-        for name, description in method_descriptions().items():
-            print(f"{name:<20} {description}")
+        print(listing())
         return 0
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():

@@ -18,7 +18,7 @@ COMMANDS = {
     "verify": ("kdalib.sources.commands", "cmd_verify"),
     "sources fetch": ("kdalib.sources.commands", "cmd_fetch"),
     "sources check-links": ("kdalib.sources.commands", "cmd_check_links"),
-    "sources add https://example.org --snapshot x.txt": ("kdalib.sources.commands", "cmd_add"),
+    "sources add https://example.org --snapshot x.txt --origin publisher": ("kdalib.sources.commands", "cmd_add"),
     "sources quote some-id text": ("kdalib.sources.commands", "cmd_quote"),
     "bench": ("kdalib.bench", "cmd_bench"),
     "repro": ("kdalib.repro.runner", "cmd_repro"),

@@ -4,7 +4,9 @@ Sections, in order: a count of claims per status; one table per subject (claim i
 the row anchor that {claim} roles link to, what is measured with the benchmark
 settings, the value, a status badge (and, for the starting note's claims, a verdict badge),
 the source and the quote); conflicting claims side by side; refuted claims (the starting
-note's errors) next to the evidence refuting them.
+note's errors) next to the evidence refuting them; superseded claims, oldest first, each
+with the claim that replaced it and the archived version of the source each one quotes
+(the figure's history).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ClaimsDashboard(SphinxDirective):
             out.append(self._subject_table(claims))
         out += self._conflicts()
         out += self._refuted()
+        out += self._superseded()
         return out
 
     def _sources_uri(self) -> str:
@@ -140,3 +143,28 @@ class ClaimsDashboard(SphinxDirective):
         return [nodes.rubric(title, title, ids=["refuted-claims"]),
                 table(("Claim", "Evidence"), rows, classes=["kdalib-refuted"])]
 
+
+    def _history_cell(self, claim: Claim) -> list[nodes.Node]:
+        source = self.data.source(claim.source)
+        snapshot = source.snapshot_for(claim.version) if source else None
+        label = (f"quotes the text of {claim.version}" if claim.version and claim.version != "archived"
+                 else "quotes the first archived text")
+        if snapshot is not None:
+            label += f" ({snapshot.file})"
+        return [*self._claim_cell(claim), nodes.paragraph("", label, classes=["kdalib-where"])]
+
+    def _superseded(self) -> list[nodes.Node]:
+        rows = []
+        for claim in self.data.claims:
+            if claim.status != "superseded":
+                continue
+            newer = [c for c in self.data.claims if any(self.data.claim(t) is claim for t in c.supersedes)]
+            if claim.superseded_by and self.data.claim(claim.superseded_by) not in newer:
+                newer.append(self.data.claim(claim.superseded_by))
+            cell: list[nodes.Node] = [n for c in newer if c is not None for n in self._history_cell(c)]
+            rows.append((self._history_cell(claim), cell))
+        if not rows:
+            return []
+        title = "Superseded claims and what replaced them"
+        return [nodes.rubric(title, title, ids=["superseded-claims"]),
+                table(("Earlier claim", "Replaced by"), rows, classes=["kdalib-superseded"])]

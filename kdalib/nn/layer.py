@@ -1,4 +1,7 @@
-"""KimiDeltaAttention: the token mixer of Kimi Linear's KDA layers (notes/kda.md, sections ``kda-gate`` and ``kda-complexity``).
+"""KimiDeltaAttention: the token mixer of Kimi Linear's KDA layers.
+
+The math is in notes/kda.md, sections ``kda-gate`` (the gate and the per-token scalars) and
+``kda-complexity`` (decoding from a fixed-size state).
 
 Per token x (hidden size d), with H heads of dimension K = V:
 
@@ -275,9 +278,9 @@ class KimiDeltaAttention(nn.Module):
                          self.A_log, self.dt_bias, self.lower_bound)
         beta_logits = self.b_proj(x)
         beta = torch.sigmoid(beta_logits.to(compute_dtype(beta_logits)))
-        # Autocast would run the operators' float32 matmuls in bfloat16 and return a bfloat16
-        # state (notes/kda.md, section ``kda-chunk-output``: the state and the decay stay float32); the operators cast
-        # their inputs themselves.
+        # Autocast would run the operators' float32 matmuls in bfloat16 and return a bfloat16 state
+        # (notes/kda.md, section ``kda-chunk-output``: the state and the decay stay float32); the
+        # operators cast their inputs themselves.
         with torch.autocast(device_type=x.device.type, enabled=False):
             o, recurrent = ops.kda(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
                                    output_final_state=keep_state, use_qk_l2norm_in_kernel=True,

@@ -4,7 +4,7 @@
 * :func:`needs_grad`: whether autograd will track a call (the forms switch to in-place,
   allocation-free paths when it will not).
 * :func:`prepare_inputs`: cast, L2-normalise q and k, scale q, and repeat q/k heads for
-  the value heads that share them (notes/kda.md, :ref:`kda-recurrence`).
+  the value heads that share them (notes/kda.md, section ``kda-recurrence``).
 
 The token-loop oracle (:func:`kdalib.ops.naive_recurrent_kda`) deliberately does not use
 :func:`prepare_inputs`: it prepares its inputs in its own few lines, so a mistake here is

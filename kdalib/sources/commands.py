@@ -17,9 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
 
-from kdalib.sources import links
-from kdalib.sources.extract import body_to_text, raw_url
+from kdalib.sources import links, manifest, review, tracker, versions
+from kdalib.sources.extract import raw_url
 from kdalib.sources.fields import parse_url
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
@@ -62,24 +63,40 @@ def _client(args: argparse.Namespace) -> SafeClient:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``kdalib verify``: every rule; findings, then the summary table; optional JSON."""
+    """``kdalib verify``: every rule; findings, then the summary table (or the Markdown report)."""
+    if args.changed_since and args.report != "md":
+        return _fail("--changed-since selects the claims of the Markdown report: add --report md")
     try:
-        report = run_verify(args.sources, args.snapshots, args.root, strict=args.strict, online=args.online)
+        report = run_verify(args.sources, args.snapshots, args.root, strict=args.strict, online=args.online,
+                            client=_client(args) if args.online else None)
+        scope = None
+        if args.changed_since:
+            base = review.base_document(args.sources, args.changed_since)
+            scope = review.changes_since(report.document, base, args.changed_since)
     except LoadError as err:
         if args.json:
             payload = {"ok": False, "unusable": str(err), "findings": []}
             atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2) + "\n").encode())
         return _fail(str(err))
+    if args.json:
+        report.write_json(args.json)
+    changed = [t for t in report.tracks if t.state == tracker.CHANGED or t.quotes_gone]  # grown texts do not fail
+    status = FINDINGS if report.errors or (args.fail_on_change and changed) else OK
+    if args.report == "md":
+        print(review.render_markdown(report, scope, args.strict), end="")
+        return status
     for finding in report.errors + report.warnings:
         print(finding.format())
     if report.missing_snapshots:
         print(f"snapshots not found in {report.snapshot_dir}: {', '.join(report.missing_snapshots)}")
+    if report.tracks:
+        print(tracker.format_tracks(report.tracks))
     print(report.format_summary())
-    if args.json:
-        report.write_json(args.json)
     verdict = "FAILED" if report.errors else "OK"
     print(f"verify {verdict}{' (strict)' if args.strict else ''}: {args.sources}")
-    return report.exit_code
+    if args.fail_on_change and changed:
+        print(f"live sources changed: {', '.join(t.source_id for t in changed)}")
+    return status
 
 
 # ---- fetch -----------------------------------------------------------------------------
@@ -92,46 +109,102 @@ def _selected(doc: Document, ids: list[str]) -> list:
     return [doc.sources[i] for i in ids] if ids else list(doc.sources.values())
 
 
-def _fetch_one(client: SafeClient, store: SnapshotStore, source) -> tuple[str, str, bool]:
-    """Fetch one source into the store: (state, detail, ok)."""
+def _suffix(text: str, url: str) -> str:
+    name = Path(urlsplit(url).path).suffix.lower()
+    if name in (".md", ".txt"):
+        return name
+    return ".md" if text.lstrip().startswith("#") else ".txt"
+
+
+def _fetch_first(client: SafeClient, store: SnapshotStore, sources_path: str, source) -> tuple[str, str, bool]:
+    """Archive the pinned text (version_url, else url) of a source: (state, detail, ok)."""
     url = source.version_url or source.url
     if not url:
         return "skipped", "no url or version_url", True
+    if source.snapshot is not None and store.open(source.snapshot).state == PRESENT:
+        return "ok", f"{source.snapshot.file} is archived and matches its sha256", True
     try:
-        result = client.get(raw_url(url))
+        live = tracker.fetch_live(client, raw_url(url))
     except FetchError as err:
         return err.kind, str(err), False
-    if not result.ok:
-        return "http-error", f"HTTP {result.status} from {result.final_url}", False
-    try:
-        text = body_to_text(result.body, result.content_type)
     except ValueError as err:
         return "unreadable", f"{url}: {err}", False
-    sha = sha256_bytes(text.encode("utf-8"))
-    file = source.snapshot.file if source.snapshot else f"{source.id}.txt"
-    if source.snapshot is None:
-        store.write(file, text)
-        return "new", f"stored {file}; add snapshot: {{file: {file}, sha256: {sha}}}", True
-    if sha == source.snapshot.sha256:
-        store.write(file, text)
-        return "ok", f"{file} matches the recorded sha256", True
-    store.write(file + ".new", text)
-    return "changed", (f"the text differs from the recorded sha256 (got {sha}); saved as {file}.new "
-                       "for review, the archived file is untouched"), False
+    if source.snapshot is not None:
+        if live.sha256 != source.snapshot.sha256:
+            return "differs", (f"{url} gives sha256 {live.sha256}, not the recorded {source.snapshot.sha256} "
+                               "(another extractor made the archived text, or the document changed); nothing "
+                               "stored. Keep it as a new version: "
+                               f"`kdalib sources fetch --new-version {source.id}`"), False
+        store.write(source.snapshot.file, live.text)
+        return "restored", f"{source.snapshot.file} (sha256 matches)", True
+    file = source.id + _suffix(live.text, live.final_url)
+    try:
+        versions.archive(store, sources_path, source, file, live.text, live.final_url,
+                         version=f"{url} as served on {_today().isoformat()}", origin=_origin(live), day=_today(),
+                         as_version=False)
+    except (FileExistsError, LoadError) as err:
+        return "not-stored", str(err), False
+    return "new", f"stored {file}; recorded its snapshot in {sources_path} and {manifest.MANIFEST_NAME}", True
+
+
+def _origin(live: tracker.LiveText) -> str:
+    return "publisher" if live.served_as_is else "extraction"
+
+
+def _fetch_new_version(client: SafeClient, store: SnapshotStore, sources_path: str, doc: Document,
+                       source) -> tuple[str, str, bool]:
+    """Fetch a source's live text; keep it as a dated version when it differs from the newest one."""
+    latest = source.latest
+    if latest is None:
+        return "no-snapshot", f"{source.id} has no archived text yet: run `kdalib sources fetch {source.id}`", False
+    track = tracker.track_source(doc, source, client, store)
+    if track.live is None:
+        return track.state, track.detail, False
+    if track.state in (tracker.IDENTICAL, tracker.SAME_TEXT):
+        return "unchanged", f"{track.url}: {track.detail}; nothing stored", True
+    if track.state == tracker.NOT_TRACKED:
+        return "not-compared", track.detail, False
+    day = _today()
+    file = versions.dated_name(source.snapshot.file, day)
+    try:
+        versions.archive(store, sources_path, source, file, track.live.text, track.live.final_url,
+                         version=f"live text of {day.isoformat()}", origin=_origin(track.live), day=day,
+                         as_version=True)
+    except (FileExistsError, LoadError) as err:
+        return "not-stored", str(err), False
+    gone = track.quotes_gone
+    held = ", ".join(c for c in track.quotes if c not in gone) or "none"
+    detail = (f"stored {file} (version {day.isoformat()}; {track.detail}). Quotes found in it: {held}. "
+              f"Not found: {', '.join(gone) or 'none'}. Move a claim with 'version: {day.isoformat()}', "
+              "or mark it superseded by a new claim that quotes the new text")
+    return "new-version", detail, True
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """``kdalib sources fetch [ID...]``: download version_url (else url) as text into the store."""
+    """``kdalib sources fetch [ID...] [--new-version]``: archive texts into the snapshot store.
+
+    Without ``--new-version``: the pinned text (version_url, else url) of each source that has
+    none yet, recorded as its ``snapshot:``; an archived text is never replaced. With it: the
+    live text of each named source, kept as a dated ``versions:`` entry when it changed.
+    """
     try:
         doc = _load_clean(args.sources)
         chosen = _selected(doc, args.ids)
     except LoadError as err:
         return _fail(str(err))
+    if args.new_version and not args.ids:
+        return _fail("--new-version needs the ids of the sources to fetch")
     client, store = _client(args), SnapshotStore(args.snapshots)
     rows = [("source", "result", "detail")]
     failed = False
     for source in chosen:
-        state, detail, ok = _fetch_one(client, store, source)
+        source = doc.sources[source.id]  # as recorded by the previous iteration's edit
+        if args.new_version:
+            state, detail, ok = _fetch_new_version(client, store, args.sources, doc, source)
+        else:
+            state, detail, ok = _fetch_first(client, store, args.sources, source)
+        if state in ("new", "new-version"):
+            doc = _load_clean(args.sources)  # the next source is edited on top of this change
         failed |= not ok
         rows.append((source.id, state, detail))
     print(_table(rows))
@@ -211,7 +284,8 @@ def _new_entry(args, source_id: str, file: str, sha: str, text: str) -> Commente
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    """``kdalib sources add URL --snapshot FILE``: store the text and append a validated entry."""
+    """``kdalib sources add URL --snapshot FILE --origin ORIGIN``: store the text, append a validated
+    entry to sources.yaml and the text's entry to the store's manifest."""
     try:
         parse_url(args.url)
     except ValueError as err:
@@ -247,9 +321,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     existing = store.path_of(file)
     if existing.exists() and existing.read_bytes() != data_bytes:
         return _fail(f"{existing} exists with other content; choose another --id")
+    try:
+        new_manifest = manifest.with_entry(store, file, source_id, args.version, args.retrieved_from or args.url,
+                                           args.origin, data_bytes, today=_today())
+    except (ValueError, YAMLError) as err:
+        return _fail(f"{store.root / manifest.MANIFEST_NAME}: {err}")
     atomic_write_bytes(existing, data_bytes)
+    atomic_write_bytes(store.root / manifest.MANIFEST_NAME, new_manifest)
     atomic_write_bytes(args.sources, buffer.getvalue().encode("utf-8"))
-    print(f"added source {source_id!r} (snapshot {file}, sha256 {sha}) to {args.sources}")
+    print(f"added source {source_id!r} (snapshot {file}, sha256 {sha}) to {args.sources} "
+          f"and {store.root / manifest.MANIFEST_NAME}")
     print("next: check title/publisher/kind, add version_url, then `kdalib sources quote "
           f"{source_id} \"...\"` for each claim")
     return OK
@@ -281,16 +362,20 @@ def cmd_quote(args: argparse.Namespace) -> int:
         return _fail(f"no source with id {args.source_id!r} in {args.sources}")
     if source.snapshot is None:
         return _fail(f"source {source.id!r} has no snapshot to search")
-    state = SnapshotStore(args.snapshots).open(source.snapshot)
+    snapshot = source.snapshot_for(args.version)
+    if snapshot is None:
+        known = ", ".join(v.label for v in source.all_snapshots())
+        return _fail(f"--version {args.version!r}: source {source.id!r} has the versions {known}")
+    state = SnapshotStore(args.snapshots).open(snapshot)
     if state.state != PRESENT or state.text is None:
         hint = " (run `kdalib sources fetch` or set KDALIB_SNAPSHOTS)" if state.state == MISSING else ""
         return _fail(f"snapshot {state.path} is {state.state}{hint}")
     match = state.text.find(args.text)
     if match is None:
-        print(f"not found in {source.snapshot.file} (even ignoring whitespace): {args.text!r}")
+        print(f"not found in {snapshot.file} (even ignoring whitespace): {args.text!r}")
         _print_nearest(state.text, args.text)
         return FINDINGS
-    print(f"found ({match.kind}) in {source.snapshot.file}, line {match.line}")
+    print(f"found ({match.kind}) in {snapshot.file}, line {match.line}")
     print("as written in the snapshot:")
     for line in match.span.splitlines() or [match.span]:
         print(f"  | {line}")

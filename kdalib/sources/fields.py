@@ -42,6 +42,13 @@ def parse_date(value: Any) -> dt.date:
         raise ValueError("no such calendar day") from None
 
 
+def parse_version(value: Any) -> str:
+    """A claim's ``version``: the date of one of its source's archived versions, or ``archived``."""
+    if value == "archived":
+        return "archived"
+    return parse_date(value).isoformat()
+
+
 def parse_url(value: Any) -> str:
     text = parse_text(value)
     parts = urlsplit(text)

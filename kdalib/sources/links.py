@@ -1,4 +1,4 @@
-"""Link checking, ``check-links --write``, and drift of live texts (``verify --online``).
+"""Link checking and ``check-links --write`` (live texts are tracked in :mod:`kdalib.sources.tracker`).
 
 A link is ``ok`` when it answers 2xx, ``moved`` when a permanent redirect (301/308) leads
 elsewhere, and ``broken`` on a 4xx/5xx answer, a timeout or a connection failure. A URL the
@@ -15,12 +15,9 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
-from kdalib.sources.extract import body_to_text, raw_url
 from kdalib.sources.http import FetchError, SafeClient
 from kdalib.sources.loader import LoadError, load_round_trip
-from kdalib.sources.model import ERROR, WARNING, Document, Finding
-from kdalib.sources.quotes import NormalizedText
-from kdalib.sources.rules import QUOTE_CHECKED_STATUSES
+from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 
 PERMANENT_REDIRECTS = (301, 308)
@@ -89,34 +86,3 @@ def write_link_results(path: str | Path, results: list[LinkResult], today: dt.da
     yaml.dump(data, buffer)
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
     return changed
-
-
-def check_drift(doc: Document, client: SafeClient | None) -> list[Finding]:
-    """Warn about quotes that the live text of their source no longer contains."""
-    client = client or SafeClient()
-    findings: list[Finding] = []
-    for source in doc.sources.values():
-        quoted = [c for c in doc.claims.values()
-                  if c.source == source.id and c.quote and c.status in QUOTE_CHECKED_STATUSES]
-        url = source.version_url or source.url
-        if not quoted or not url:
-            continue
-        try:
-            result = client.get(raw_url(url))
-            live = NormalizedText(body_to_text(result.body, result.content_type)) if result.ok else None
-            problem, severity = f"HTTP {result.status}", WARNING
-        except FetchError as err:
-            # a refused URL points at an internal address: that is wrong in the file, not a flaky server
-            live, problem, severity = None, str(err), ERROR if err.kind == "refused" else WARNING
-        except ValueError as err:
-            live, problem, severity = None, str(err), WARNING
-        if live is None:
-            findings.append(Finding(severity, "fetch-failed", str(doc.path), source.line, source.id,
-                                    f"could not fetch {url} to check for drift: {problem}"))
-            continue
-        for claim in quoted:
-            if live.find(claim.quote) is None:
-                findings.append(Finding(WARNING, "drift", str(doc.path), claim.line_of("quote"), claim.id,
-                                        f"the live text of {url} no longer contains the quote",
-                                        "check whether the source changed; the snapshot still verifies"))
-    return findings

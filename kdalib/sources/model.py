@@ -14,6 +14,8 @@ from typing import Any
 
 ERROR = "error"
 WARNING = "warning"
+#: The version label of a source's first archived text (``snapshot:``).
+ARCHIVED = "archived"
 
 
 def file_location(file: str | Path, line: int) -> str:
@@ -63,10 +65,22 @@ class Finding:
 
 @dataclass
 class Snapshot:
-    """Where a source's archived text lives in the snapshot store and its expected sha256."""
+    """Where a source's archived text lives in the snapshot store and its expected sha256.
+
+    ``retrieved`` dates a later version (an entry of the source's ``versions:``); it is None
+    for the source's first archived text (``snapshot:``), whose date is in the manifest.
+    ``url`` is where a later version was fetched from.
+    """
 
     file: str
     sha256: str
+    retrieved: dt.date | None = None
+    url: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How a claim names this version: its date, or ``archived`` for the first text."""
+        return self.retrieved.isoformat() if self.retrieved else ARCHIVED
 
 
 @dataclass
@@ -81,11 +95,28 @@ class Source:
     version_url: str | None = None
     published: dt.date | None = None
     snapshot: Snapshot | None = None
+    versions: list[Snapshot] = field(default_factory=list)
+    live_url: str | None = None
     link_checked: dt.date | None = None
     link_status: str = "unchecked"
     notes: str = ""
     line: int = 0
     lines: dict[str, int] = field(default_factory=dict)
+
+    def all_snapshots(self) -> list[Snapshot]:
+        """The first archived text, then each later version in the order listed."""
+        return ([self.snapshot] if self.snapshot else []) + list(self.versions)
+
+    def snapshot_for(self, version: str | None) -> Snapshot | None:
+        """The text a claim with ``version:`` (None: the first archived text) is checked against."""
+        if version is None or version == ARCHIVED:
+            return self.snapshot
+        return next((v for v in self.versions if v.label == version), None)
+
+    @property
+    def latest(self) -> Snapshot | None:
+        """The newest archived text (the last version, else the first snapshot)."""
+        return self.versions[-1] if self.versions else self.snapshot
 
 
 @dataclass
@@ -105,6 +136,8 @@ class Claim:
         benchmark: the benchmark mapping (name, version, metric, setting, tools, ...) or None
             for an architecture/property claim, which sets ``property`` instead.
         value: the number (int/float) or, for names and dates, a string.
+        version: which archived text of the source the quote is checked against: a
+            ``versions:`` date (YYYY-MM-DD), or None for the first archived text.
         conflicts_with / supersedes / evidence: claim ids this claim points at.
         text_notes: free-text notes (the ``notes`` string, or ``notes.text``).
         verdict: for a claim of the starting note (a ``seed`` source), what the evidence says of
@@ -121,6 +154,7 @@ class Claim:
     benchmark: dict[str, Any] | None = None
     unit: str = ""
     quote: str | None = None
+    version: str | None = None
     checked: dt.date | None = None
     reported_by: str | None = None
     text_notes: str = ""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdalib.sources import snapshots as snap
-from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding
+from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding, Snapshot
 from kdalib.sources.pages import claim_roles, markdown_blocks, page_files
 from kdalib.sources.quotes import QuoteMatch, compact, display_in_quote, normalize
 
@@ -55,27 +55,32 @@ def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> Quot
     out = QuoteResults()
     file = str(doc.path)
     for source in doc.sources.values():
-        if source.snapshot is None:
-            continue
-        state = store.open(source.snapshot)
-        out.states[source.id] = state
-        line = source.lines.get("snapshot", source.line)
-        if state.state == snap.MISSING:
-            out.findings.append(Finding(
-                ERROR if strict else WARNING, "snapshot-missing", file, line, source.id,
-                f"snapshot {source.snapshot.file!r} is not in {store.root}; its quotes were not checked",
-                f"run `kdalib sources fetch {source.id}` or set {snap.ENV_VAR} to the archive"))
-        elif state.state == snap.SHA_MISMATCH:
-            out.findings.append(Finding(
-                ERROR, "sha-mismatch", file, line, source.id,
-                f"{state.path} has sha256 {state.actual_sha256}, not the recorded {source.snapshot.sha256}",
-                "restore the archived file; if the new text is the right one, record its sha256 and re-check the quotes"))
-        elif state.state == snap.UNREADABLE:
-            out.findings.append(Finding(ERROR, "snapshot-unreadable", file, line, source.id,
-                                        f"cannot read {state.path}: {state.detail}"))
+        for snapshot in source.all_snapshots():
+            state = store.open(snapshot)
+            out.states[state_key(source.id, snapshot)] = state
+            line = source.lines.get("snapshot" if snapshot is source.snapshot else "versions", source.line)
+            if state.state == snap.MISSING:
+                out.findings.append(Finding(
+                    ERROR if strict else WARNING, "snapshot-missing", file, line, source.id,
+                    f"snapshot {snapshot.file!r} is not in {store.root}; its quotes were not checked",
+                    f"run `kdalib sources fetch {source.id}` or set {snap.ENV_VAR} to the archive"))
+            elif state.state == snap.SHA_MISMATCH:
+                out.findings.append(Finding(
+                    ERROR, "sha-mismatch", file, line, source.id,
+                    f"{state.path} has sha256 {state.actual_sha256}, not the recorded {snapshot.sha256}",
+                    "restore the archived file (a changed source is kept as a new version: "
+                    f"`kdalib sources fetch --new-version {source.id}`)"))
+            elif state.state == snap.UNREADABLE:
+                out.findings.append(Finding(ERROR, "snapshot-unreadable", file, line, source.id,
+                                            f"cannot read {state.path}: {state.detail}"))
     for claim in doc.claims.values():
         out.findings.extend(_check_claim_quote(doc, claim, out))
     return out
+
+
+def state_key(source_id: str, snapshot: Snapshot) -> str:
+    """The key of a snapshot's state: the source id for its first text, ``id@DATE`` for a later version."""
+    return source_id if snapshot.retrieved is None else f"{source_id}@{snapshot.label}"
 
 
 def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterator[Finding]:
@@ -94,7 +99,10 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
                       f"source {source.id!r} has no snapshot, so the quote cannot be checked",
                       f"add snapshot: {{file: ..., sha256: ...}} to {source.id}, or mark the claim unverified")
         return
-    state = out.states.get(source.id)
+    snapshot = source.snapshot_for(claim.version)
+    if snapshot is None:
+        return  # already reported as unknown-version
+    state = out.states.get(state_key(source.id, snapshot))
     if state is None or state.text is None:
         if state is not None and state.state == snap.MISSING:
             out.unchecked.append(claim.id)
@@ -102,9 +110,10 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
     match = state.text.find(claim.quote)
     if match is None:
         yield Finding(ERROR, "quote-not-found", file, claim.line_of("quote"), claim.id,
-                      f"the quote {_short(claim.quote)!r} does not occur in {source.snapshot.file} "
+                      f"the quote {_short(claim.quote)!r} does not occur in {snapshot.file} "
                       "(even ignoring whitespace)",
-                      f"run `kdalib sources quote {source.id} \"<a few words of it>\"` and paste the span it prints")
+                      f"run `kdalib sources quote {source.id} \"<a few words of it>\"`"
+                      + (f" --version {claim.version}" if snapshot.retrieved else "") + " and paste the span it prints")
         return
     out.matches[claim.id] = match
 

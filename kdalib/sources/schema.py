@@ -31,6 +31,7 @@ from kdalib.sources.fields import (
     parse_text,
     parse_url,
     parse_value,
+    parse_version,
 )
 from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source
 
@@ -42,15 +43,17 @@ REPORTED_BY = ("first_party", "third_party")
 #: says of the statement, separate from ``status``, which only says whether the note's words were found.
 SEED_VERDICTS = ("confirmed", "misleading", "overstated", "wrong", "unverifiable")
 TOP_KEYS = ("sources", "claims", "subjects")
-SOURCE_KEYS = ("id", "title", "publisher", "kind", "url", "version_url", "published", "snapshot", "link", "notes")
+SOURCE_KEYS = ("id", "title", "publisher", "kind", "url", "version_url", "live_url", "published", "snapshot",
+               "versions", "link", "notes")
 RELATION_KEYS = ("conflicts_with", "supersedes", "superseded_by", "evidence", "reproduced_by")
 CLAIM_KEYS = (
-    "id", "subject", "property", "benchmark", "value", "unit", "display", "source", "quote", "status",
+    "id", "subject", "property", "benchmark", "value", "unit", "display", "source", "quote", "version", "status",
     "checked", "reported_by", "verdict", "notes", "aliases", *RELATION_KEYS,
 )
 NOTES_KEYS = ("text", *RELATION_KEYS)
 BENCHMARK_KEYS = ("name", "version", "metric", "setting", "tools", "thinking", "harness", "shots")
 SNAPSHOT_KEYS = ("file", "sha256")
+VERSION_KEYS = ("file", "sha256", "retrieved", "url")
 LINK_KEYS = ("checked", "status")
 REPRODUCED_KEYS = ("result", "key", "tolerance")
 
@@ -153,17 +156,57 @@ def _show(value: Any) -> str:
 # ---- sources ---------------------------------------------------------------------------
 
 
-def _parse_snapshot(entry: _Entry) -> Snapshot | None:
-    sub = entry.mapping("snapshot", "{file: NAME, sha256: HEX}", SNAPSHOT_KEYS)
-    if sub is None:
-        return None
+def _snapshot_fields(sub: _Entry) -> tuple[str, str] | None:
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
     sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
     if file and (Path(file).is_absolute() or ".." in Path(file).parts):
         sub.fail("file", "bad-file", f"snapshot file {file!r} leaves the snapshot store",
                  "give a path relative to $KDALIB_SNAPSHOTS without '..'")
         return None
-    return Snapshot(file, sha) if file and sha else None
+    return (file, sha) if file and sha else None
+
+
+def _parse_snapshot(entry: _Entry) -> Snapshot | None:
+    sub = entry.mapping("snapshot", "{file: NAME, sha256: HEX}", SNAPSHOT_KEYS)
+    fields = _snapshot_fields(sub) if sub is not None else None
+    return Snapshot(*fields) if fields else None
+
+
+def _parse_versions(entry: _Entry, first: Snapshot | None) -> list[Snapshot]:
+    """``versions:``: later archived texts, each ``{file, sha256, retrieved: DATE, url}``, oldest first."""
+    raw = entry.data.get("versions")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        entry.fail("versions", "bad-versions", f"'versions' is {_show(raw)}; expected a list of "
+                   "{file: NAME, sha256: HEX, retrieved: DATE, url: URL}")
+        return []
+    versions: list[Snapshot] = []
+    for index, item in enumerate(raw):
+        line = item_line(raw, index, entry.line_of("versions"))
+        if not hasattr(item, "items"):
+            entry.report.error(line, entry.item, "bad-versions", f"a version is {_show(item)}; expected a mapping")
+            continue
+        sub = _Entry(item, entry.report, entry.item, line, "version")
+        sub.check_keys(VERSION_KEYS)
+        fields = _snapshot_fields(sub)
+        retrieved = sub.get("retrieved", parse_date, "the date the text was fetched, YYYY-MM-DD", required=True)
+        url = sub.get("url", parse_url, "the http(s) URL the text was fetched from")
+        if fields is None or retrieved is None:
+            continue
+        version = Snapshot(*fields, retrieved=retrieved, url=url)
+        earlier = [v for v in ([first] if first else []) + versions
+                   if v.file == version.file or v.label == version.label]
+        if earlier:
+            sub.fail("file", "duplicate-version", f"version {version.label} ({version.file}) repeats an earlier "
+                     f"archived text ({earlier[0].label}, {earlier[0].file})",
+                     "give each version its own file and date")
+            continue
+        if versions and version.retrieved <= versions[-1].retrieved:
+            sub.fail("retrieved", "versions-out-of-order", f"version {version.label} is listed after "
+                     f"{versions[-1].label}", "list versions oldest first")
+        versions.append(version)
+    return versions
 
 
 def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
@@ -186,10 +229,15 @@ def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
         version_url=entry.get("version_url", parse_url, "an https:// or http:// URL"),
         published=entry.get("published", parse_date, "a date written YYYY-MM-DD"),
         snapshot=_parse_snapshot(entry),
+        live_url=entry.get("live_url", parse_url, "the http(s) URL whose text `verify --online` tracks"),
         notes=entry.get("notes", parse_text, "free text") or "",
         line=entry.line,
         lines={str(k): entry.line_of(str(k)) for k in raw},
     )
+    source.versions = _parse_versions(entry, source.snapshot)
+    if source.versions and source.snapshot is None:
+        entry.fail("versions", "versions-without-snapshot", "'versions' lists later texts, but the source has "
+                   "no first 'snapshot'", "add snapshot: {file, sha256} for the first archived text")
     _parse_link(entry, source)
     return source
 
@@ -285,6 +333,7 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
         benchmark=_parse_benchmark(entry),
         unit=entry.get("unit", parse_text, "a unit such as 'T parameters' or '%'") or "",
         quote=entry.get("quote", parse_text, "an exact span of the source's snapshot"),
+        version=entry.get("version", parse_version, "a date from the source's 'versions:' (YYYY-MM-DD)"),
         checked=entry.get("checked", parse_date, "a date written YYYY-MM-DD"),
         reported_by=entry.get("reported_by", parse_enum(REPORTED_BY), " or ".join(REPORTED_BY)),
         aliases=entry.get("aliases", parse_id_list, "a list of former claim ids") or [],
@@ -377,6 +426,12 @@ def _check_references(doc: Document, report: _Reporter) -> None:
             report.error(claim.line_of("source"), claim.id, "unknown-source",
                          f"source {claim.source!r} is not in 'sources:'",
                          "add the source first, or fix the id (see `kdalib sources add`)")
+        source = doc.sources.get(claim.source)
+        if claim.version and source is not None and source.snapshot_for(claim.version) is None:
+            known = ", ".join(v.label for v in source.all_snapshots()) or "none"
+            report.error(claim.line_of("version"), claim.id, "unknown-version",
+                         f"source {source.id!r} has no archived version {claim.version!r} (it has: {known})",
+                         f"use one of its versions, or run `kdalib sources fetch --new-version {source.id}`")
         _check_verdict(doc, claim, report)
         if doc.subjects and claim.subject and claim.subject not in doc.subjects:
             report.error(claim.line_of("subject"), claim.id, "unknown-subject",

@@ -2,9 +2,10 @@
 
 :func:`run_verify` is what the CLI, the book extension and the tests call; it returns a
 :class:`Report` and never prints. Rules, in order: schema and cross references (load),
-snapshots and quotes, conflicts, superseded/refuted relations, reproduced results,
+snapshots and quotes, the snapshot manifest, conflicts, superseded/refuted relations, reproduced results,
 {claim} references in the pages, hand-typed figures in notes/, and (``online=True``)
-drift of the live text.
+the spec tracker: each source's live text against its archived one, and each quote
+against the live text (:mod:`kdalib.sources.tracker`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdalib.sources import figures, rules
+from kdalib.sources import figures, manifest, rules
 from kdalib.sources import snapshots as snap
 from kdalib.sources.loader import load_document
 from kdalib.sources.model import ERROR, WARNING, Document, Finding
@@ -34,6 +35,7 @@ class Report:
         matches: claim id → where its quote was found in the snapshot.
         unchecked: claim ids whose quotes were not checked because the snapshot is missing.
         snapshot_dir: the store that was used.
+        tracks: per source, the online check of its live text (``online=True`` only).
     """
 
     document: Document
@@ -42,6 +44,7 @@ class Report:
     matches: dict[str, QuoteMatch] = field(default_factory=dict)
     unchecked: list[str] = field(default_factory=list)
     snapshot_dir: Path = Path(snap.DEFAULT_DIR)
+    tracks: list[Any] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -96,6 +99,7 @@ class Report:
             "missing_snapshots": self.missing_snapshots,
             "unchecked_claims": self.unchecked,
             "findings": [f.as_dict() for f in self.findings],
+            **({"online": [track.as_dict() for track in self.tracks]} if self.tracks else {}),
         }
 
     def write_json(self, path: str | Path) -> None:
@@ -119,7 +123,8 @@ def run_verify(
         root: the book root holding notes/, notebooks/ and the results (default: the folder of
             ``sources_path``).
         strict: a missing snapshot is an error instead of a warning.
-        online: also fetch each source and report quotes no longer in the live text.
+        online: also fetch each source's live text and report which sources changed and
+            which quotes it no longer holds.
         client: the :class:`~kdalib.sources.http.SafeClient` for ``online`` (default: a new one).
 
     Raises:
@@ -133,6 +138,7 @@ def run_verify(
     report.findings = [
         *document.findings,
         *quotes.findings,
+        *manifest.check_manifest(document, store, strict),
         *rules.check_conflicts(document),
         *rules.check_relations(document),
         *rules.check_reproduced(document, root),
@@ -143,7 +149,9 @@ def run_verify(
     report.matches = quotes.matches
     report.unchecked = quotes.unchecked
     if online:
-        from kdalib.sources.links import check_drift
+        from kdalib.sources.http import SafeClient
+        from kdalib.sources.tracker import track_all, track_findings
 
-        report.findings += check_drift(document, client)
+        report.tracks = track_all(document, client or SafeClient(), store)
+        report.findings += track_findings(document, report.tracks)
     return report

@@ -110,8 +110,14 @@ class Book:
         self.src = root / "book"
         self.snapshots = root / "snapshots"
         self.snapshots.mkdir()
-        for name, text in (("card.md", CARD), ("report.txt", REPORT), ("seed.txt", SEED)):
+        manifest = []
+        for name, text, source in (("card.md", CARD, "card"), ("report.txt", REPORT, "report"),
+                                   ("seed.txt", SEED, "seed")):
             (self.snapshots / name).write_text(text)
+            manifest.append(f"- {{file: {name}, source: {source}, version: v1, retrieved_from: test, "
+                            f"retrieved_on: 2026-11-28, origin: publisher, sha256: {_sha(text)}, "
+                            f"bytes: {len(text.encode())}}}\n")
+        (self.snapshots / "MANIFEST.yaml").write_text("".join(manifest))
         for name, text in PAGES.items():
             self.write(name, text)
         self.write("sources.yaml", SOURCES)

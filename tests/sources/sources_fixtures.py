@@ -78,6 +78,25 @@ def base_claims() -> list[dict]:
     ]
 
 
+def manifest_entry(file: str, source: str, text: str, **fields) -> dict:
+    """A complete manifest entry for ``text`` stored as ``file``; ``fields`` override keys."""
+    entry = {"file": file, "source": source, "version": "v1", "retrieved_from": f"https://example.org/{file}",
+             "retrieved_on": "2026-11-28", "origin": "publisher", "sha256": sha(text),
+             "bytes": len(text.encode("utf-8"))}
+    entry.update(fields)
+    return entry
+
+
+def manifest_text(entries: list[dict] | None = None) -> str:
+    """MANIFEST.yaml for the store (default: the card and the report)."""
+    if entries is None:
+        entries = [manifest_entry("card.md", "card", CARD), manifest_entry("report.txt", "report", REPORT)]
+    yaml = YAML(typ="rt")
+    buffer = io.StringIO()
+    yaml.dump(entries, buffer)
+    return "# test manifest\n" + buffer.getvalue()
+
+
 def dump(data: dict) -> str:
     yaml = YAML(typ="rt")
     yaml.default_flow_style = False
@@ -95,6 +114,7 @@ class Workspace:
         self.snapshots.mkdir()
         (self.snapshots / "card.md").write_text(CARD, encoding="utf-8")
         (self.snapshots / "report.txt").write_text(REPORT, encoding="utf-8")
+        (self.snapshots / "MANIFEST.yaml").write_text(manifest_text(), encoding="utf-8")
         self.sources_path = root / "sources.yaml"
         (root / "notes").mkdir()
 

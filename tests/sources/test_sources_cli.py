@@ -9,6 +9,7 @@ from sources_fixtures import CARD, base_sources, claim, sha
 
 from kdalib.cli import main
 from kdalib.sources.loader import load_document
+from kdalib.sources.manifest import load_manifest
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -95,18 +96,43 @@ def fetch_args(ws, *extra):
     return ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "fetch", *extra)
 
 
-def test_fetch_stores_a_matching_snapshot(ws, capsys, server):
+def test_fetch_restores_a_missing_snapshot_whose_sha256_matches(ws, capsys, server):
     ws.write(sources=_online_sources(server), claims=[])
     code, out, _ = run(capsys, *fetch_args(ws, "card", "--allow-loopback"))
-    assert code == 0 and "matches the recorded sha256" in out
+    assert code == 0 and "restored" in out and "sha256 matches" in out
     assert (ws.snapshots / "fetched.md").read_text() == CARD
 
 
-def test_fetch_keeps_the_archive_when_the_text_changed(ws, capsys, server):
-    ws.write(sources=_online_sources(server, sha256="0" * 64), claims=[])
+def test_fetch_leaves_an_archived_snapshot_alone(ws, capsys, server):
+    ws.write(sources=_online_sources(server), claims=[])
+    (ws.snapshots / "fetched.md").write_text(CARD)
     code, out, _ = run(capsys, *fetch_args(ws, "card", "--allow-loopback"))
-    assert code == 1 and "saved as fetched.md.new" in out
-    assert not (ws.snapshots / "fetched.md").exists() and (ws.snapshots / "fetched.md.new").exists()
+    assert code == 0 and "is archived and matches its sha256" in out and server.hits == {}
+
+
+def test_fetch_stores_nothing_when_the_text_differs_from_the_record(ws, capsys, server):
+    ws.write(sources=_online_sources(server, sha256="0" * 64), claims=[])
+    before = sorted(p.name for p in ws.snapshots.iterdir())
+    code, out, _ = run(capsys, *fetch_args(ws, "card", "--allow-loopback"))
+    assert code == 1 and "differs" in out and "--new-version card" in out
+    assert sorted(p.name for p in ws.snapshots.iterdir()) == before
+
+
+def test_fetch_of_a_new_source_records_its_snapshot_and_manifest_entry(ws, capsys, server):
+    sources = base_sources()
+    sources.append({"id": "page", "title": "Page", "publisher": "Example Lab", "kind": "docs",
+                    "url": server.url("/page.html")})
+    ws.write(sources=sources)
+    code, out, _ = run(capsys, *fetch_args(ws, "page", "--allow-loopback"))
+    assert code == 0 and "stored page.txt" in out
+    doc = load_document(ws.sources_path)
+    stored = (ws.snapshots / "page.txt").read_text()
+    assert doc.findings == [] and doc.sources["page"].snapshot.file == "page.txt"
+    assert "Total 1T params" in stored and "x=1" not in stored  # extracted from the HTML
+    entries, problems = load_manifest(ws.snapshots / "MANIFEST.yaml")
+    assert problems == [] and entries["page.txt"].origin == "extraction"
+    assert entries["page.txt"].retrieved_from == server.url("/page.html")
+    assert run(capsys, *verify_args(ws, "--strict"))[0] == 0
 
 
 def test_fetch_refuses_loopback_without_the_test_flag(ws, capsys, server):
@@ -181,7 +207,8 @@ def test_check_links_writes_nothing_when_a_url_is_refused(ws, capsys, server):
 # ---- add -------------------------------------------------------------------------------
 
 def add_args(ws, *extra):
-    return ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "add", *extra)
+    return ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "add",
+            "--origin", "publisher", *extra)
 
 
 def test_add_scaffolds_a_valid_entry_and_stores_the_snapshot(ws, capsys, tmp_path):
@@ -195,6 +222,10 @@ def test_add_scaffolds_a_valid_entry_and_stores_the_snapshot(ws, capsys, tmp_pat
     added = doc.sources["example-model-n"]
     assert (added.title, added.publisher, added.snapshot.file) == ("Model N card", "Example", "example-model-n.md")
     assert (ws.snapshots / "example-model-n.md").read_bytes() == text.read_bytes()
+    entries, problems = load_manifest(ws.snapshots / "MANIFEST.yaml")
+    assert problems == [] and entries["example-model-n.md"].source == "example-model-n"
+    assert (entries["example-model-n.md"].origin, entries["example-model-n.md"].bytes) == ("publisher", len(text.read_bytes()))
+    assert run(capsys, *verify_args(ws, "--strict"))[0] == 0
 
 
 @pytest.mark.parametrize("extra", [
@@ -229,7 +260,7 @@ def test_written_files_keep_a_readable_mode(ws, capsys, tmp_path):
 
 def test_verify_online_refuses_internal_urls_end_to_end(ws, capsys):
     sources = base_sources()
-    sources[0]["version_url"] = "http://127.0.0.1:9/card.md"
+    sources[0]["live_url"] = "http://127.0.0.1:9/card.md"
     sources[1]["url"] = "http://[::1]:9/report.txt"  # no test may reach a real host
     ws.write(sources=sources)
     code, out, _ = run(capsys, *verify_args(ws, "--online"))

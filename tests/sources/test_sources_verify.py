@@ -229,31 +229,3 @@ def test_report_json_and_summary(ws, tmp_path):
 
 def test_report_text_constant_is_the_fixture_snapshot(ws):
     assert (ws.snapshots / "report.txt").read_text() == REPORT
-
-
-def test_online_drift_is_a_warning(ws, server):
-    from kdalib.sources.http import FetchPolicy, SafeClient
-    from kdalib.sources.links import check_drift
-    from kdalib.sources.loader import load_document
-
-    sources = base_sources()
-    sources[0]["version_url"] = server.url("/card.md")
-    sources[1]["url"] = server.url("/page.html")
-    ws.write(sources=sources, claims=[claim("m.params.total"), claim("m.gate", source="report", quote="The gate uses",
-                                                                     display="The gate", value="gate")])
-    client = SafeClient(FetchPolicy(allow_loopback=True, min_interval=0.0))
-    findings = check_drift(load_document(ws.sources_path), client)
-    assert [(f.severity, f.code, f.item) for f in findings] == [("warning", "drift", "m.gate")]
-
-
-def test_online_refused_url_is_an_error(ws):
-    from kdalib.sources.http import FetchPolicy, SafeClient
-    from kdalib.sources.links import check_drift
-    from kdalib.sources.loader import load_document
-
-    sources = base_sources()
-    sources[0]["version_url"] = "http://169.254.169.254/latest/"
-    ws.write(sources=sources, claims=[claim("m.params.total")])
-    (finding,) = check_drift(load_document(ws.sources_path), SafeClient(FetchPolicy()))
-    assert (finding.severity, finding.code, finding.item) == ("error", "fetch-failed", "card")
-    assert "link-local" in finding.message
