@@ -158,10 +158,15 @@ def test_training_on_other_tasks_records_an_accuracy_curve(one_thread):
         assert result.peak_accuracy == max(accuracy for _, accuracy in result.curve)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"steps": 0}, "TrainConfig.steps"), ({"eval_every": -1}, "TrainConfig.eval_every"),
-    ({"lr": float("nan")}, "TrainConfig.lr"), ({"batch_size": 2.0}, "TrainConfig.batch_size"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": 0}, "TrainConfig.steps"),
+        ({"eval_every": -1}, "TrainConfig.eval_every"),
+        ({"lr": float("nan")}, "TrainConfig.lr"),
+        ({"batch_size": 2.0}, "TrainConfig.batch_size"),
+    ],
+)
 def test_train_config_names_the_bad_field(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes)
