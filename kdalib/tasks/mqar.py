@@ -74,6 +74,11 @@ class MQARSpec:
         """n, the number of distinct keys (and of distinct values)."""
         return (self.vocab_size - 1) // 2
 
+    @property
+    def chance(self) -> float:
+        """Accuracy of guessing a value uniformly at random at every query."""
+        return 1 / self.num_keys
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs, targets)`` ``[B, T]``: :func:`generate_mqar` for this spec."""

@@ -50,6 +50,11 @@ class PalindromeSpec:
         """L, the number of random tokens (and of scored positions) per sequence."""
         return (self.seq_len - 1) // 2
 
+    @property
+    def chance(self) -> float:
+        """Accuracy of guessing a symbol uniformly at random at every answer position."""
+        return 1 / (self.vocab_size - FIRST_SYMBOL)
+
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor]:

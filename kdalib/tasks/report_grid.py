@@ -330,6 +330,13 @@ def accuracy_curves(runs: list[GridRun], length: int) -> dict[tuple[str, str], t
     return curves
 
 
+def mean_along_curve(curves: dict[tuple[str, str], tuple[list[int], list[float]]], task: str, kind: str) -> float:
+    """Mean accuracy over a curve's evenly spaced evaluations: the area under accuracy-vs-steps,
+    normalised; of two curves that end alike, the one that rose earlier has the larger value."""
+    _, accuracy = curves[(task, kind)]
+    return statistics.fmean(accuracy)
+
+
 def highest_everywhere(
     table: dict[tuple[str, str, int], dict[str, float]], task: str, kind: str = "kda", margin: float = 0.0
 ) -> bool:

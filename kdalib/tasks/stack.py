@@ -74,6 +74,11 @@ class StackSpec:
         """Operations per sequence, ``T // 3``."""
         return self.seq_len // 3
 
+    @property
+    def chance(self) -> float:
+        """Accuracy of guessing an element uniformly at random at every pop."""
+        return 1 / self.num_elements
+
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor]:

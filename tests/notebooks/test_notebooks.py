@@ -100,12 +100,13 @@ def test_synthetic_tasks(tmp_path):
     peaks = {(task, kind, length): values[f"peak_{task}_{kind}_{length}"]
              for task in tasks for kind in kinds for length in lengths}
     assert all(0 <= peak <= 1 for peak in peaks.values())
-    # something is learned: the best mechanism on each task beats guessing among the symbols by a margin
-    # (palindrome: 4 symbols, MQAR: 8 values, stack: 4 elements)
-    for task, chance in (("palindrome", 1 / 4), ("mqar", 1 / 8), ("stack", 1 / 4)):
-        assert max(peak for (t, _, _), peak in peaks.items() if t == task) > 1.5 * chance, task
+    # something is learned: the best mechanism on each task beats guessing among the answers by a margin
+    for task in tasks:
+        assert max(peak for (t, _, _), peak in peaks.items() if t == task) > 1.5 * values[f"chance_{task}"], task
     for task in tasks:
         assert values[f"kda_highest_{task}"] in (0, 1)
+        assert all(0 <= values[f"curve_mean_{task}_{kind}"] <= peaks[(task, kind, 32)] + 1e-12 for kind in kinds)
+    assert (values["chance_palindrome"], values["chance_mqar"], values["chance_stack"]) == (1 / 4, 1 / 8, 1 / 4)
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)

@@ -16,6 +16,7 @@ from kdalib.tasks.report_grid import (
     accuracy_curves,
     cuts,
     highest_everywhere,
+    mean_along_curve,
     peak_accuracy,
     plan_steps,
     run_grid,
@@ -146,3 +147,19 @@ def test_run_grid_trains_every_configuration_with_an_accuracy_curve():
         assert run.result.curve[-1][1] == run.result.accuracy and len(run.result.losses) == 4
     table = peak_accuracy(runs)
     assert set(table) == {(task, kind, 12) for task in TINY.tasks for kind in TINY.kinds}
+
+
+def test_mean_along_curve_prefers_the_curve_that_rises_first():
+    curves = {
+        ("mqar", "kda"): ([10, 20, 30, 40], [0.2, 0.9, 1.0, 1.0]),
+        ("mqar", "gated_deltanet"): ([10, 20, 30, 40], [0.1, 0.2, 0.9, 1.0]),
+    }
+    assert mean_along_curve(curves, "mqar", "kda") == pytest.approx(0.775)
+    assert mean_along_curve(curves, "mqar", "kda") > mean_along_curve(curves, "mqar", "gated_deltanet")
+
+
+def test_chance_is_one_over_the_possible_answers():
+    full = PROFILES["full"]
+    assert task_spec("palindrome", 256, full).chance == 1 / 64
+    assert task_spec("mqar", 256, full).chance == 1 / 256
+    assert task_spec("stack", 256, full).chance == 1 / 64
