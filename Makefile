@@ -24,13 +24,14 @@ export KDALIB_PROFILE ?= smoke
 # Strict verification (missing snapshots are errors) where CI asks for it.
 VERIFY_FLAGS ?= $(if $(filter true 1,$(CI)),--strict,)
 
-.PHONY: help install test test-all test-fla lint book verify clean constraints
+.PHONY: help install test test-all test-fla test-browser lint book verify clean constraints
 
 help:
 	@echo "make book   build the book into _build/html (verify claims, run notebooks on the CPU, strict Sphinx build)"
 	@echo "make test   run the test suite (pytest, without the tests marked slow)"
 	@echo "make test-all   every test, the slow ones too (what CI runs)"
 	@echo "make lint   ruff check and ruff format --check"
+	@echo "make test-browser   after make book: read the built book in headless Chromium (tests/browser)"
 	@echo "make test-fla   install fla-core into $(VENV) and run the parity tests against transformers with it"
 	@echo "make clean  remove _build (keeps .venv)"
 
@@ -79,6 +80,19 @@ test-fla: $(STAMP)
 	$(BIN)/python -c "import fla, torch, importlib.metadata as m; print('fla-core', m.version('fla-core'), 'with torch', torch.__version__, 'triton', m.version('triton'))"
 	@echo ">>> pytest (parity with flash-linear-attention installed) $(PYTEST_ARGS)"
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS) $(FLA_TESTS)
+
+# The built book in headless Chromium (tests/browser): console errors, layout, popovers, links,
+# search, screenshots in _build/screenshots. Installs Debian's chromium when none is found and
+# apt-get may be used; fails, rather than skips, when the book or the browser is missing.
+test-browser: $(STAMP)
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+	    && ! command -v google-chrome >/dev/null && [ -z "$${KDALIB_CHROMIUM:-}" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  echo ">>> no Chromium found: installing Debian's chromium"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; \
+	fi
+	@echo ">>> pytest -m browser tests/browser"
+	KDALIB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m browser tests/browser $(PYTEST_ARGS)
 
 verify: $(STAMP)
 	@echo ">>> kdalib verify $(VERIFY_FLAGS) (snapshots: $(KDALIB_SNAPSHOTS))"

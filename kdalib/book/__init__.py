@@ -4,8 +4,12 @@ Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist
 (:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
 directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
 (:mod:`kdalib.book.status`), the ``spec-table`` and ``claims-downloads`` directives and the
-``{verdict}`` role (:mod:`kdalib.book.spec_table`, which also writes claims.json and claims.csv
-into the HTML output), and a small stylesheet for badges and hover titles.
+``{verdict}`` role (:mod:`kdalib.book.spec_table`, which also writes claims.json and
+claims.csv into the HTML output), and the ``claims-timeline``, ``claims-progression`` and
+``claims-heatmap`` pictures drawn from the claims (:mod:`kdalib.book.pictures`), all on
+one base (:mod:`kdalib.book.directive`); the ``kdalib`` domain (:mod:`kdalib.book.domain`)
+holds the build's state; a stylesheet and a script serve badges, figure popovers and the
+claims page's filter.
 Configuration (all optional): ``kdalib_sources_file`` (default ``sources.yaml``, relative
 to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_page``
 (``notes/sources``). Never imports torch except inside ``kdalib-environment``.
@@ -13,32 +17,34 @@ to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sphinx.application import Sphinx
 
 from kdalib import __version__
-from kdalib.book import checklist, dashboard, data, role, spec_table, status
-
-STATIC_DIR = Path(__file__).parent / "static"
+from kdalib.book import assets, checklist, dashboard, domain, nodes, pictures, role, spec_table, status
 
 
 def _add_static_path(app: Sphinx) -> None:
-    if str(STATIC_DIR) not in app.config.html_static_path:
-        app.config.html_static_path.append(str(STATIC_DIR))
+    if str(assets.STATIC_DIR) not in app.config.html_static_path:
+        app.config.html_static_path.append(str(assets.STATIC_DIR))
 
 
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("kdalib_sources_file", "sources.yaml", "env")
     app.add_config_value("kdalib_claims_page", "notes/claims", "env")
     app.add_config_value("kdalib_sources_page", "notes/sources", "env")
-    data.setup(app)
+    domain.setup(app)
+    nodes.setup(app)
+    assets.setup(app)
     role.setup(app)
     spec_table.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)
     app.add_directive("kdalib-environment", status.KdalibEnvironment)
+    app.add_directive("claims-timeline", pictures.ClaimsTimeline)
+    app.add_directive("claims-progression", pictures.ClaimsProgression)
+    app.add_directive("claims-heatmap", pictures.ClaimsHeatmap)
     app.connect("builder-inited", _add_static_path)
     app.add_css_file("kdalib.css")
+    app.add_js_file("kdalib.js", loading_method="defer")
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,7 +1,7 @@
 """The book's view of the checklist: one verified :class:`~kdalib.sources.Report` per build.
 
 Loaded once when the builder starts (before any page is read, so parallel readers share
-it), from ``sources.yaml`` in the book root (``app.srcdir``) and the snapshot store named
+it; :mod:`kdalib.book.domain` keeps it for the build), from ``sources.yaml`` in the book root (``app.srcdir``) and the snapshot store named
 by ``$KDALIB_SNAPSHOTS``. Error findings become Sphinx warnings pointing at
 ``file:line`` (so the strict ``-W`` build fails on them); a missing snapshot is only
 logged, so a reader's build without the archive still succeeds and the Build-status page
@@ -10,10 +10,8 @@ lists what was not checked.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from weakref import WeakKeyDictionary
 
 from sphinx.application import Sphinx
 from sphinx.util import logging
@@ -51,9 +49,6 @@ class BookData:
         return list(self.report.document.sources.values()) if self.report else []
 
 
-_DATA: WeakKeyDictionary[Sphinx, BookData] = WeakKeyDictionary()
-
-
 def snapshot_dir_for(srcdir: Path) -> Path:
     """``$KDALIB_SNAPSHOTS`` (or ``snapshots``) as given, else relative to the book root."""
     given = default_snapshot_dir()
@@ -69,76 +64,28 @@ def load_book_data(app: Sphinx) -> BookData:
     try:
         report = run_verify(sources_path, snapshot_dir_for(srcdir), root=srcdir, strict=False)
     except LoadError as err:
-        logger.warning(f"kdalib: {err.message}", location=file_location(err.path, err.line),
-                       type="kdalib", subtype="sources")
+        logger.warning(
+            f"kdalib: {err.message}", location=file_location(err.path, err.line), type="kdalib", subtype="sources"
+        )
         return BookData(None, str(err))
     for finding in report.errors:
         if finding.code in ROLE_REPORTED:
             continue
-        logger.warning(f"kdalib verify: [{finding.code}] {finding.item + ': ' if finding.item else ''}"
-                       f"{finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""),
-                       location=_location(finding.file, finding.line, srcdir), type="kdalib", subtype="verify")
+        logger.warning(
+            f"kdalib verify: [{finding.code}] {finding.item + ': ' if finding.item else ''}"
+            f"{finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""),
+            location=_location(finding.file, finding.line, srcdir),
+            type="kdalib",
+            subtype="verify",
+        )
     if report.missing_snapshots:
-        logger.info(f"kdalib: {len(report.missing_snapshots)} snapshot(s) not found in {report.snapshot_dir} "
-                    f"(set {ENV_VAR}); their quotes were not checked")
+        logger.info(
+            f"kdalib: {len(report.missing_snapshots)} snapshot(s) not found in {report.snapshot_dir} "
+            f"(set {ENV_VAR}); their quotes were not checked"
+        )
     return BookData(report)
 
 
 def _location(file: str, line: int, srcdir: Path) -> str:
     path = Path(file)
     return file_location(path if path.is_absolute() else srcdir / path, line)
-
-
-def book_data(app: Sphinx) -> BookData:
-    """The build's :class:`BookData`, loading it on first use."""
-    if app not in _DATA:
-        _DATA[app] = load_book_data(app)
-    return _DATA[app]
-
-
-def _on_builder_inited(app: Sphinx) -> None:
-    _DATA[app] = load_book_data(app)
-
-
-def _digest(app: Sphinx) -> str:
-    path = Path(app.srcdir) / app.config.kdalib_sources_file
-    try:
-        stat = path.stat()
-    except OSError:
-        return "missing"
-    return f"{stat.st_mtime_ns}:{stat.st_size}:{os.environ.get(ENV_VAR, '')}"
-
-
-def _on_env_get_outdated(app, env, added, changed, removed) -> list[str]:
-    """Re-read pages that show claim data when sources.yaml changed; generated pages always."""
-    pages = getattr(env, "kdalib_generated_pages", set())
-    if getattr(env, "kdalib_sources_digest", None) != _digest(app):
-        pages = pages | getattr(env, "kdalib_claim_pages", set())
-    env.kdalib_sources_digest = _digest(app)
-    return sorted(doc for doc in pages if doc in env.found_docs)
-
-
-def _on_env_purge_doc(app, env, docname: str) -> None:
-    for name in ("kdalib_claim_pages", "kdalib_generated_pages"):
-        getattr(env, name, set()).discard(docname)
-
-
-def _on_env_merge_info(app, env, docnames, other) -> None:
-    for name in ("kdalib_claim_pages", "kdalib_generated_pages"):
-        merged = getattr(env, name, set()) | getattr(other, name, set())
-        setattr(env, name, merged)
-
-
-def remember_page(env, kind: str) -> None:
-    """Note that the page being read uses claims (``claim``) or is generated (``generated``)."""
-    name = f"kdalib_{kind}_pages"
-    if not hasattr(env, name):
-        setattr(env, name, set())
-    getattr(env, name).add(env.docname)
-
-
-def setup(app: Sphinx) -> None:
-    app.connect("builder-inited", _on_builder_inited)
-    app.connect("env-get-outdated", _on_env_get_outdated)
-    app.connect("env-purge-doc", _on_env_purge_doc)
-    app.connect("env-merge-info", _on_env_merge_info)

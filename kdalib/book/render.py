@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterable, Sequence
 
 from docutils import nodes
@@ -31,15 +33,45 @@ def short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def hover_text(claim: Claim, source: Source | None) -> str:
-    """The tooltip of a {claim} role: source, status and quote."""
-    where = f"{source.title} ({source.publisher})" if source else claim.source
-    parts = [f"{claim.subject}, {claim.topic}: {claim.display}", f"source: {where}", f"status: {claim.status}"]
+_CELL_BREAK = re.compile(r"\s*(?:</t[dh]>\s*<t[dh][^>]*>|</t[dh]>|<t[dh][^>]*>|(?<!\\)\|)\s*", re.I)
+_LINE_BREAK = re.compile(r"<br\s*/?>", re.I)
+_TAG = re.compile(r"</?[a-z][a-z0-9]*(?:\s[^<>]*)?/?>", re.I)
+_EMPHASIS = re.compile(r"(\*\*|__|(?<![\w*])\*(?=\S)|(?<=\S)\*(?![\w*])|`)")
+
+
+def readable_quote(quote: str) -> str:
+    """A quote as a reader should see it: its words in order, without the source's markup.
+
+    HTML tags and Markdown emphasis and code marks are dropped, table-cell boundaries (HTML
+    cells or Markdown pipes) become " · ", HTML entities are decoded and whitespace runs
+    collapse. No word is changed, added or reordered; the exact quote stays in sources.yaml.
+    """
+    text = _LINE_BREAK.sub(" ", quote)
+    text = _CELL_BREAK.sub(" · ", text)
+    text = _TAG.sub("", text)
+    text = _EMPHASIS.sub("", text)
+    text = normalize(html.unescape(text))
+    return re.sub(r"(?:\s*·\s*)+", " · ", text).strip(" ·")
+
+
+def popover_data(claim: Claim, source: Source | None, snapshot_line: int | None = None) -> dict[str, str]:
+    """What a figure's popover shows, as plain text fields (kdalib.js renders them as text)."""
+    data = {
+        "what": f"{claim.subject}: {claim.topic}",
+        "value": claim.display,
+        "status": claim.status,
+        "source": f"{source.title} ({source.publisher})" if source else claim.source,
+        "id": claim.id,
+    }
     if claim.setting_text:
-        parts.append(claim.setting_text)
+        data["setting"] = claim.setting_text
     if claim.quote:
-        parts.append(f"quote: “{short(claim.quote, 300)}”")
-    return "\n".join(parts)
+        data["quote"] = short(readable_quote(claim.quote), 400)
+        if snapshot_line:
+            data["where"] = f"snapshot line {snapshot_line}"
+    elif claim.text_notes:
+        data["note"] = short(claim.text_notes, 400)
+    return data
 
 
 def link(text: str, uri: str) -> nodes.reference:
@@ -57,8 +89,12 @@ def _cell_nodes(cell: Cell) -> list[nodes.Node]:
     return list(cell)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], classes: Sequence[str] = (),
-          row_ids: Iterable[str | None] | None = None) -> nodes.table:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Cell]],
+    classes: Sequence[str] = (),
+    row_ids: Iterable[str | None] | None = None,
+) -> nodes.table:
     """A docutils table; each cell is text, a node, or a list of nodes; rows may carry an id."""
     rows = list(rows)
     ids = list(row_ids) if row_ids is not None else [None] * len(rows)

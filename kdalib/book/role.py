@@ -1,60 +1,84 @@
 """The ``{claim}`id``` role: a claim's display value, linked to its row on the claims page.
 
 The role renders ``display`` exactly as sources.yaml gives it, with the status as a CSS
-class and source, status and quote in the hover title. The link target is filled in
-once the page is resolved (``doctree-resolved``), when the relative URI of the claims
-page from the current page is known. An unknown id is a Sphinx warning at the page's
-file:line, which the strict (``-W``) build turns into a failure.
+class. It records the page in the ``kdalib`` domain and leaves a ``kdalib:claim``
+cross-reference, which the domain resolves to the claims page relative to the page the
+figure is on. Each HTML page that shows figures carries their popover data (source,
+status, setting, the quote as readable text) as one JSON script element, which
+``static/kdalib.js`` reads on hover, keyboard focus or tap. An unknown id is a Sphinx
+warning at the page's file:line, which the strict (``-W``) build turns into a failure.
 """
 
 from __future__ import annotations
 
+import json
+
 from docutils import nodes
+from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
-from kdalib.book.data import book_data, remember_page
-from kdalib.book.render import claim_anchor, hover_text
+from kdalib.book.domain import domain_of
+from kdalib.book.nodes import CLAIM_ATTRIBUTE, claim_reference
+from kdalib.book.render import popover_data
+from kdalib.sources.model import Claim
 
 logger = logging.getLogger(__name__)
 
-CLAIM_ATTRIBUTE = "kdalib_claim"
+#: The id of the JSON script element holding a page's popover data.
+POPOVER_DATA_ID = "kdalib-claims"
 
 
 def claim_role(name, rawtext, text, lineno, inliner, options=None, content=None):
     """Docutils role function; see the module docstring."""
     env = inliner.document.settings.env
-    remember_page(env, "claim")
+    domain = domain_of(env)
+    domain.note_page(env.docname, "claim")
     claim_id = text.strip()
-    data = book_data(env.app)
+    data = domain.book
     claim = data.claim(claim_id)
     if claim is None:
         reason = data.problem or f"no claim {claim_id!r} in {env.config.kdalib_sources_file}"
-        logger.warning(f"unknown claim id in {{claim}}`{claim_id}`: {reason}",
-                       location=(env.docname, lineno), type="kdalib", subtype="claim")
+        logger.warning(
+            f"unknown claim id in {{claim}}`{claim_id}`: {reason}",
+            location=(env.docname, lineno),
+            type="kdalib",
+            subtype="claim",
+        )
         return [nodes.inline(rawtext, claim_id, classes=["kdalib-claim", "kdalib-claim-unknown"])], []
-    ref = nodes.reference(rawtext, claim.display, internal=True, refuri="",
-                          classes=["kdalib-claim", f"kdalib-status-{claim.status}"])
-    ref["reftitle"] = hover_text(claim, data.source(claim.source))
-    ref[CLAIM_ATTRIBUTE] = claim.id
-    return [ref], []
+    return [figure_xref(claim, rawtext)], []
 
 
-def _resolve_claim_links(app: Sphinx, doctree: nodes.document, docname: str) -> None:
-    """Point every claim reference at the claims page, relative to the page it is on."""
-    claims_page = app.config.kdalib_claims_page
-    has_page = claims_page in app.env.all_docs
-    for ref in list(doctree.findall(nodes.reference)):
-        claim_id = ref.get(CLAIM_ATTRIBUTE)
-        if claim_id is None:
-            continue
-        if not has_page:
-            ref.replace_self(nodes.inline(ref.rawsource, "", *ref.children, classes=ref["classes"]))
-            continue
-        page_uri = "" if docname == claims_page else app.builder.get_relative_uri(docname, claims_page)
-        ref["refuri"] = f"{page_uri}#{claim_anchor(claim_id)}"
+def figure_xref(claim: Claim, rawtext: str = "") -> pending_xref:
+    """A claim's figure as the {claim} role renders it: its display value, to be linked to the
+    claim by the ``kdalib`` domain (and given its popover) when the page is resolved."""
+    figure = nodes.inline(rawtext, claim.display, classes=["kdalib-claim", f"kdalib-status-{claim.status}"])
+    figure[CLAIM_ATTRIBUTE] = claim.id
+    return pending_xref(
+        rawtext, figure, refdomain="kdalib", reftype="claim", reftarget=claim.id, refexplicit=True, refwarn=True
+    )
+
+
+def popover_script(app: Sphinx, doctree: nodes.document) -> str:
+    """The page's ``<script type="application/json">`` with the popover data of its figures ('' if none)."""
+    book = domain_of(app.env).book
+    shown: dict[str, dict[str, str]] = {}
+    for ref in doctree.findall(claim_reference):
+        claim = book.claim(ref[CLAIM_ATTRIBUTE])
+        if claim is not None and claim.id not in shown:
+            match = book.report.matches.get(claim.id) if book.report else None
+            shown[claim.id] = popover_data(claim, book.source(claim.source), match.line if match else None)
+    if not shown:
+        return ""
+    payload = json.dumps(shown, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
+    return f'<script type="application/json" id="{POPOVER_DATA_ID}">{payload}</script>\n'
+
+
+def _on_html_page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    if doctree is not None and "body" in context:
+        context["body"] += popover_script(app, doctree)
 
 
 def setup(app: Sphinx) -> None:
     app.add_role("claim", claim_role)
-    app.connect("doctree-resolved", _resolve_claim_links)
+    app.connect("html-page-context", _on_html_page_context)

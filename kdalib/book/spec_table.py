@@ -4,7 +4,7 @@
 each content line is a row: the property's label, then one cell per model, separated by
 ``|`` (the grammar is :mod:`kdalib.sources.spec_rows`, which ``kdalib verify`` also reads). A cell is ``-`` for "not reported", or a sequence of claim ids and text in double
 quotes (printed as is, for a label or a caveat). Each id renders as its {claim} role would
-(display value, status class, source and quote on hover, link to the claims page); an
+(display value, status class, popover with source and quote, link to the claims page); an
 unverified or contradicted claim is marked so, and a claim whose conflicting claims the row
 does not show names them. An unknown id
 or a row with the wrong number of cells is a warning at the directive's line naming the row, so the strict build
@@ -28,11 +28,12 @@ from pathlib import Path
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
-from sphinx.util.docutils import SphinxDirective
 
-from kdalib.book.data import BookData, book_data, remember_page
-from kdalib.book.render import badge, hover_text, link, table
-from kdalib.book.role import CLAIM_ATTRIBUTE
+from kdalib.book.data import BookData
+from kdalib.book.directive import BookDirective
+from kdalib.book.domain import domain_of
+from kdalib.book.render import badge, link, table
+from kdalib.book.role import figure_xref
 from kdalib.sources.export import write_claims
 from kdalib.sources.model import Claim
 from kdalib.sources.spec_rows import cell_tokens, claim_ids, split_row
@@ -47,22 +48,13 @@ DOWNLOADS = ("claims.json", "claims.csv")
 CLOSERS = (",", ";", ".", ")", ":")
 
 
-def claim_reference(claim: Claim, data: BookData) -> nodes.reference:
-    """The node the {claim} role makes for ``claim`` (its link is filled in when the page is resolved)."""
-    ref = nodes.reference(claim.display, claim.display, internal=True, refuri="",
-                          classes=["kdalib-claim", f"kdalib-status-{claim.status}"])
-    ref["reftitle"] = hover_text(claim, data.source(claim.source))
-    ref[CLAIM_ATTRIBUTE] = claim.id
-    return ref
-
-
-class SpecTable(SphinxDirective):
+class SpecTable(BookDirective):
     has_content = True
+    page_kind = "claim"  # its cells are figures: re-read when sources.yaml changes
     option_spec = {"columns": lambda text: [c.strip() for c in (text or "").split("|")]}
 
-    def run(self) -> list[nodes.Node]:
-        remember_page(self.env, "claim")
-        self.data = book_data(self.env.app)
+    def render(self, data: BookData) -> list[nodes.Node]:
+        self.data = data
         columns = [c for c in self.options.get("columns", []) if c]
         if not columns:
             return self._warn(self.lineno, "spec-table needs ':columns: MODEL | MODEL | ...'")
@@ -111,7 +103,7 @@ class SpecTable(SphinxDirective):
 
     def _claim(self, claim: Claim, row_ids: set[str]) -> list[nodes.Node]:
         """The claim's reference, its status when unsettled, and conflicting claims the row does not show."""
-        out: list[nodes.Node] = [claim_reference(claim, self.data)]
+        out: list[nodes.Node] = [figure_xref(claim)]
         if claim.status in MARKED_STATUSES:
             out.append(nodes.Text(f" ({claim.status})"))
         others = [o for o in map(self.data.claim, claim.conflicts_with) if o is not None and o.id not in row_ids]
@@ -119,7 +111,7 @@ class SpecTable(SphinxDirective):
             out.append(nodes.inline("", " (other sources: ", classes=["kdalib-conflict"]))
             for index, other in enumerate(others):
                 out.append(nodes.Text(", " if index else ""))
-                out.append(claim_reference(other, self.data))
+                out.append(figure_xref(other))
             out.append(nodes.Text(")"))
         return out
 
@@ -131,8 +123,9 @@ def verdict_badge(claim: Claim) -> nodes.inline:
 def verdict_role(name, rawtext, text, lineno, inliner, options=None, content=None):
     """``{verdict}`seed.id```: the verdict badge of a starting-note claim."""
     env = inliner.document.settings.env
-    remember_page(env, "claim")
-    claim = book_data(env.app).claim(text.strip())
+    domain = domain_of(env)
+    domain.note_page(env.docname, "claim")
+    claim = domain.book.claim(text.strip())
     if claim is None or claim.verdict is None:
         what = "no claim" if claim is None else "no verdict on claim"
         logger.warning(f"{{verdict}}`{text.strip()}`: {what} {text.strip()!r} in {env.config.kdalib_sources_file}",
@@ -141,12 +134,13 @@ def verdict_role(name, rawtext, text, lineno, inliner, options=None, content=Non
     return [verdict_badge(claim)], []
 
 
-class ClaimsDownloads(SphinxDirective):
+class ClaimsDownloads(BookDirective):
     """A paragraph linking the claims.json and claims.csv written beside the HTML."""
 
-    has_content = False
+    needs_checklist = False
+    page_kind = None  # the same two links whatever the checklist holds
 
-    def run(self) -> list[nodes.Node]:
+    def render(self, data: BookData) -> list[nodes.Node]:
         depth = self.env.docname.count("/")
         prefix = "../" * depth
         para = nodes.paragraph("", "Download the checklist: ", classes=["kdalib-downloads"])
@@ -161,7 +155,7 @@ class ClaimsDownloads(SphinxDirective):
 def _write_downloads(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
-    data = book_data(app)
+    data = domain_of(app.env).book
     if data.report is None:
         return
     for path in write_claims(data.report.document, Path(app.outdir)):

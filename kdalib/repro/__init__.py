@@ -19,6 +19,7 @@ are identical in both settings. The command itself is :mod:`kdalib.repro.runner`
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import numbers
@@ -62,6 +63,12 @@ class Settings:
     def pick(self, smoke: Any, full: Any) -> Any:
         """Returns ``smoke`` or ``full`` according to the profile."""
         return full if self.full else smoke
+
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars only for full-size runs: a smoke run takes seconds, and in the book
+        every redraw of a text bar would stay in the page as one more line of output."""
+        return self.full
 
 
 def resolve_device(requested: str) -> str:
@@ -223,6 +230,21 @@ def provenance(data: dict) -> str:
     )
 
 
+def recorded_table(data: dict) -> dict[str, str]:
+    """A recorded result's numbers as a display bundle: an HTML table (the book's Markdown
+    renderer shows no Markdown tables) and the same rows as plain text."""
+    numbers_ = [(key, value) for key, value in sorted(data["values"].items())
+                if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    head = f"Recorded result — {provenance(data)}."
+    rows = "".join(f"<tr><td><code>{html.escape(key)}</code></td><td>{value:.6g}</td></tr>" for key, value in numbers_)
+    table = (f"<p><strong>Recorded result</strong> — {html.escape(provenance(data))}.</p>\n"
+             f'<table class="kdalib-recorded"><thead><tr><th>value</th><th>recorded</th></tr></thead>'
+             f"<tbody>{rows}</tbody></table>")
+    width = max((len(key) for key, _ in numbers_), default=0)
+    plain = "\n".join([head, *(f"{key:<{width}}  {value:.6g}" for key, value in numbers_)])
+    return {"text/html": table, "text/plain": plain}
+
+
 def show_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> dict | None:
     """Displays a notebook's recorded results (provenance, values, figures) in the notebook.
 
@@ -239,9 +261,7 @@ def show_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> 
             f"to `notebooks/results/{device}/`."
         ))
         return None
-    rows = "\n".join(f"| `{key}` | {value:.6g} |" for key, value in sorted(data["values"].items())
-                     if isinstance(value, (int, float)))
-    display(Markdown(f"**Recorded result** — {provenance(data)}.\n\n| value | recorded |\n|---|---|\n{rows}"))
+    display(recorded_table(data), raw=True)
     folder = Path(data["_path"]).parent
     for figure in data.get("figures") or []:
         if (folder / figure).is_file():

@@ -131,15 +131,20 @@ class Book:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
-    def build(self, warningiserror: bool = False) -> str:
+    def build(self, warningiserror: bool = False, freshenv: bool = True, parallel: int = 0) -> str:
+        """Build the book; ``self.app`` is the finished app, ``self.read`` the pages Sphinx (re-)read."""
         warnings = io.StringIO()
         # SphinxTestApp resets docutils' global registries afterwards, so builds can repeat in one process
-        app = SphinxTestApp("html", srcdir=self.src, builddir=self.root / "build", freshenv=True,
-                            status=io.StringIO(), warning=warnings, warningiserror=warningiserror)
+        app = SphinxTestApp("html", srcdir=self.src, builddir=self.root / "build", freshenv=freshenv,
+                            status=io.StringIO(), warning=warnings, warningiserror=warningiserror,
+                            parallel=parallel)
+        self.read: list[str] = []
+        app.connect("env-before-read-docs", lambda app, env, docnames: self.read.extend(docnames))
         try:
             app.build()
         finally:
             app.cleanup()
+        self.app = app
         return warnings.getvalue()
 
     def html(self, page: str) -> str:

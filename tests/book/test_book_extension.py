@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import sys
@@ -25,14 +26,29 @@ def test_claim_role_renders_display_linked_to_the_claims_row(built):
     assert ">1T</a>" in page and ">128K</a>" in page
     assert "kdalib-claim kdalib-status-verified" in page
     anchor = re.search(r'<a class="kdalib-claim[^>]*>', page).group(0)
-    title = anchor.split('title="', 1)[1].split('"', 1)[0]
-    assert "source: Model M card (Example Lab)" in title
-    assert "status: verified" in title and "quote: “Total Parameters** | 1T”" in title
+    assert 'data-kdalib-claim="m.params.total"' in anchor and "title=" not in anchor
+    assert '<script defer="defer" src="_static/kdalib.js' in page
 
 
-def test_benchmark_settings_appear_in_the_hover_and_dashboard(built):
+def _popover_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="kdalib-claims">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
+def test_popover_data_is_plain_text_for_the_figures_on_the_page(built):
     book, _ = built
-    assert "setting: long context; tools: no" in html.unescape(book.html("index"))
+    data = _popover_data(book.html("index"))
+    assert set(data) == {"m.params.total", "m.context"}  # only this page's figures
+    total = data["m.params.total"]
+    assert total["source"] == "Model M card (Example Lab)" and total["status"] == "verified"
+    assert total["quote"] == "Total Parameters · 1T"  # the card's markup (** and |) is not shown
+    assert total["where"] == "snapshot line 3" and total["value"] == "1T"
+    assert data["m.context"]["setting"] == "setting: long context; tools: no"
+    assert "kdalib-claims" not in book.html("status")  # no figures, no data
+
+
+def test_benchmark_settings_appear_in_the_dashboard(built):
+    book, _ = built
     assert "setting: long context; tools: no" in html.unescape(book.html("notes/claims"))
 
 
@@ -40,7 +56,9 @@ def test_claims_dashboard(built):
     book, _ = built
     page = html.unescape(book.html("notes/claims"))
     assert 'id="claim-m.params.total"' in page and 'id="claim-seed.params"' in page
-    assert 'id="subject-model-m"' in page
+    assert '<details class="kdalib-subject" id="subject-model-m"><summary>Model M (4 claims)</summary>' in page
+    card = page.split('id="claim-m.params.total"', 1)[1].split('id="claim-', 1)[0]
+    assert "“Total Parameters · 1T”" in card and "<table" not in page
     assert "kdalib-badge kdalib-badge-verified" in page and "kdalib-badge kdalib-badge-refuted" in page
     conflicts = page.split("Conflicting claims", 1)[1].split("Refuted claims", 1)[0]
     assert ">1T</a>" in conflicts and ">1.04T</a>" in conflicts
@@ -56,9 +74,9 @@ def test_source_checklist(built):
     assert 'id="source-card"' in page and 'href="https://example.org/m"' in page
     assert "kdalib-badge-link-ok" in page and "card.md" in page
     card_row = page.split('id="source-card"', 1)[1].split("</tr>", 1)[0]
-    assert "2/2 (100%)" in card_row
+    assert "2/2 (100%) verified" in card_row and "Example Lab · model_card" in card_row
     seed_row = page.split('id="source-seed"', 1)[1].split("</tr>", 1)[0]
-    assert "0/1 (0%)" in seed_row
+    assert "0/1 (0%) verified" in seed_row
 
 
 def test_status_page_and_stylesheet(built):
@@ -103,6 +121,48 @@ def test_the_extension_and_verify_do_not_import_torch():
     code = ("import sys, kdalib.book, kdalib.sources.commands, kdalib.cli; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_mathjax_comes_from_the_build_not_a_cdn(book):
+    book.write("index.md", (book.src / "index.md").read_text() + "\nAn equation: {math}`a^2 + b^2 = c^2`.\n")
+    assert book.build(warningiserror=True) == ""
+    page = book.html("index")
+    assert "cdn.jsdelivr" not in page and '_static/mathjax/tex-svg.js' in page
+    static = book.root / "build" / "html" / "_static" / "mathjax"
+    assert (static / "tex-svg.js").stat().st_size > 1_000_000
+    assert (static / "input" / "tex" / "extensions" / "boldsymbol.js").is_file()
+
+
+def test_each_inline_script_and_the_favicon_appear_once(book):
+    book.write("twice.py", "def setup(app):\n    app.add_js_file(None, body='const ONCE = 1;')\n"
+                           "    app.add_js_file(None, body='const ONCE = 1;')\n")
+    conf = (book.src / "conf.py").read_text()
+    book.write("conf.py", "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\n"
+               + conf.replace('"kdalib.book"]', '"kdalib.book", "twice"]'))
+    book.build(warningiserror=True)
+    page = book.html("index")
+    assert page.count("const ONCE = 1;") == 1
+    assert 'rel="icon" href="_static/favicon.svg"' in page
+    assert (book.root / "build" / "html" / "_static" / "favicon.svg").is_file()
+    assert (book.root / "build" / "html" / "favicon.ico").read_bytes()[:4] == b"\x00\x00\x01\x00"  # an ICO
+
+
+def test_smart_quotes_never_change_a_quote(book):
+    book.write("sources.yaml", (book.src / "sources.yaml").read_text() + """
+  - id: m.speed
+    subject: Model M
+    property: "decoding speed-up"
+    value: 3
+    unit: x
+    display: "3x"
+    source: report
+    quote: "Model M's \\"fast\\" mode -- about 3x"
+    status: unverified
+""")
+    assert book.build(warningiserror=True) == ""
+    card = book.html("notes/claims").split('id="claim-m.speed"', 1)[1].split("</div>", 1)[0]
+    card = html.unescape(card)
+    assert "“Model M's \"fast\" mode -- about 3x”" in card  # straight quotes and -- kept as written
 
 
 SPEC_PAGE = """# Spec

@@ -52,7 +52,7 @@ def test_superseded_claim_is_listed_with_its_successor_and_versions(book):
     assert book.build(warningiserror=True) == ""
     page = html.unescape(book.html("notes/claims"))
     history = page.split("Superseded claims and what replaced them", 1)[1]
-    earlier, replaced_by = history.split("</td>", 2)[:2]
+    earlier, replaced_by = history.split(">Replaced by<", 1)  # the earlier claim, then what replaced it
     assert ">1T</a>" in earlier and "quotes the first archived text (card.md)" in earlier
     assert ">1.2T</a>" in replaced_by and "quotes the text of 2026-12-01 (card.2026-12-01.md)" in replaced_by
     assert "kdalib-badge-superseded" in earlier

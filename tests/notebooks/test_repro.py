@@ -29,6 +29,25 @@ def test_settings_default_to_smoke_and_resolve_auto(monkeypatch):
     assert run.pick(smoke=1, full=2) == 1
 
 
+def test_progress_bars_only_for_full_runs():
+    assert not repro.Settings(device="cpu", profile="smoke").show_progress
+    assert repro.Settings(device="cuda", profile="full").show_progress
+
+
+def test_recorded_table_is_html_and_plain_text_not_markdown():
+    data = {"values": {"b_ms": 0.1234567, "a<tag>": 2, "flag": True, "note": "text"},
+            "device_name": "GPU & co", "device": "cuda", "profile": "full", "commit": "abcdef0123456",
+            "date": "2026-11-30", "torch": "2.13.0"}
+    bundle = repro.recorded_table(data)
+    page = bundle["text/html"]
+    assert "<td><code>a&lt;tag&gt;</code></td><td>2</td>" in page and "<td>0.123457</td>" in page
+    assert "GPU &amp; co" in page and "|" not in page and "flag" not in page and "note" not in page
+    assert page.index("a&lt;tag&gt;") < page.index("b_ms")  # sorted by name
+    plain = bundle["text/plain"].splitlines()
+    assert plain[0].startswith("Recorded result — recorded on GPU & co (cuda), profile full, commit abcdef0123")
+    assert plain[1:] == ["a<tag>  2", "b_ms    0.123457"]
+
+
 @pytest.mark.parametrize(("variable", "value"), [(repro.PROFILE_ENV, "huge"), (repro.DEVICE_ENV, "tpu")])
 def test_settings_name_the_bad_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
