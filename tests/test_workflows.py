@@ -131,6 +131,10 @@ def test_every_command_a_workflow_runs_exists_here(path):
                 assert program in KNOWN_PROGRAMS, f"{where}: unknown program {program!r}"
 
 
+# What a make target leaves for a later step to upload.
+MAKE_OUTPUTS = {"make book": "_build/html", "make test-browser": "_build/screenshots"}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_actions_and_paths_a_workflow_names_exist(path):
     data = _load(path)
@@ -139,8 +143,9 @@ def test_actions_and_paths_a_workflow_names_exist(path):
             assert (ROOT / job["uses"]).is_file(), f"{path.name} job {job_name}: {job['uses']} is missing"
         made: set[str] = set()  # what earlier steps of the job write
         for step in job.get("steps") or []:
-            if "make book" in step.get("run", ""):
-                made.add("_build/html")
+            for command, output in MAKE_OUTPUTS.items():
+                if command in step.get("run", ""):
+                    made.add(output)
             if "uses" in step:
                 assert ACTION.match(step["uses"]), f"{path.name}: action {step['uses']!r} is not owner/name@vN"
             artefact = (step.get("with") or {}).get("path")

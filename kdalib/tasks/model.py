@@ -1,6 +1,6 @@
 """A tiny language model whose token mixer is kdalib's KDA operator.
 
-One mixer, four members of the lineage, obtained by restricting the gate ``g`` and
+One mixer, five update rules, obtained by restricting the gate ``g`` and
 the step size ``beta`` that the KDA operator receives (notes/kda.md, section ``kda-recurrence``):
 
 ==================  ==========================  ===========================
@@ -11,11 +11,20 @@ kind                decay ``g`` [B, T, H, K]    step ``beta`` [B, T, H]
 ``gated_deltanet``  one value per head,         sigmoid(W_b x)
                     broadcast over K
 ``kda``             one value per key channel   sigmoid(W_b x)
+``mamba2``          one value per head,         ``LINEAR_BETA``
+                    broadcast over K
 ==================  ==========================  ===========================
+
+``mamba2`` is Mamba-2's state update, ``S_t = a_t S_{t-1} + k_t v_t^T`` with one scalar
+decay ``a_t`` per head and no delta rule (Gated DeltaNet's decay without the erasure of
+notes/kda.md, "Gated DeltaNet: forgetting as weight decay"), written
+with the same operator and the same projections, convolution and normalised q, k as the
+others, so that a comparison isolates the update rule rather than Mamba-2's block design.
 
 Plain linear attention (``S_t = S_{t-1} + k_t v_t^T``) has no erasure term, which the
 delta rule always has: ``S_t = S' + beta k (v - S'^T k)^T``. Feeding ``beta = eps`` and
-values ``v / eps`` gives ``S_t = S' + k v^T - eps k k^T S'``: linear attention up to an
+values ``v / eps`` gives ``S_t = S' + k v^T - eps k k^T S'`` (``S'`` the decayed state):
+linear attention, or Mamba-2's rule with a decay, up to an
 erasure of relative size ``eps`` per token. With ``eps = 1e-6`` that is below float32
 resolution over the sequence lengths used here, and the rounding error of ``v / eps``
 is multiplied back by ``eps``, so it stays at float32 precision of ``v``.
@@ -35,7 +44,11 @@ from torch import nn
 
 from kdalib.ops import chunk_kda, kda_gate
 
-MIXER_KINDS = ("linear", "deltanet", "gated_deltanet", "kda")
+MIXER_KINDS = ("linear", "deltanet", "gated_deltanet", "kda", "mamba2")
+DELTA_RULE_KINDS = ("deltanet", "gated_deltanet", "kda")
+"""Kinds whose step size is learned (the others use ``LINEAR_BETA``: no erasure)."""
+PER_HEAD_DECAY_KINDS = ("gated_deltanet", "mamba2")
+"""Kinds with one decay per head; ``kda`` has one per key channel, the rest none."""
 LINEAR_BETA = 1e-6
 CONV_SIZE = 4
 
@@ -75,9 +88,9 @@ class RecallMixer(nn.Module):
         self.qkv_proj = nn.Linear(d_model, 3 * width, bias=False)
         self.conv = nn.Conv1d(3 * width, 3 * width, CONV_SIZE, groups=3 * width, padding=CONV_SIZE - 1, bias=False)
         self.o_proj = nn.Linear(width, d_model, bias=False)
-        if kind != "linear":
+        if kind in DELTA_RULE_KINDS:
             self.b_proj = nn.Linear(d_model, num_heads, bias=False)
-        if kind in ("gated_deltanet", "kda"):
+        if kind == "kda" or kind in PER_HEAD_DECAY_KINDS:
             channels = head_dim if kind == "kda" else 1
             self.f_proj = nn.Linear(d_model, num_heads * channels, bias=False)
             self.A_log, self.dt_bias = _init_decay_parameters(num_heads, channels)
@@ -93,13 +106,14 @@ class RecallMixer(nn.Module):
         """
         batch, tokens, _ = x.shape
         shape = (batch, tokens, self.num_heads, self.head_dim)
-        if self.kind == "linear":
-            return x.new_zeros(shape, dtype=torch.float32), x.new_full(shape[:3], LINEAR_BETA)
-        beta = torch.sigmoid(self.b_proj(x))
-        if self.kind == "deltanet":
+        if self.kind in DELTA_RULE_KINDS:
+            beta = torch.sigmoid(self.b_proj(x))
+        else:
+            beta = x.new_full(shape[:3], LINEAR_BETA)
+        if self.kind in ("linear", "deltanet"):
             return x.new_zeros(shape, dtype=torch.float32), beta
         raw = self.f_proj(x).view(batch, tokens, self.num_heads, -1)
-        g = kda_gate(raw, self.A_log, self.dt_bias)  # [B, T, H, 1] for Gated DeltaNet, [B, T, H, K] for KDA
+        g = kda_gate(raw, self.A_log, self.dt_bias)  # [B, T, H, 1] with one decay per head, [B, T, H, K] for KDA
         return g.expand(shape), beta
 
     def operator_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -110,14 +124,15 @@ class RecallMixer(nn.Module):
 
         Returns:
             ``(q, k, v, g, beta)``: q, k ``[B, T, H, K]`` unit-norm; v ``[B, T, H, V]``
-            (divided by ``LINEAR_BETA`` for linear attention); g ``[B, T, H, K]``; beta ``[B, T, H]``.
+            (divided by ``LINEAR_BETA`` for the kinds without the delta rule); g ``[B, T, H, K]``;
+            beta ``[B, T, H]``.
         """
         batch, tokens, _ = x.shape
         qkv = self.conv(self.qkv_proj(x).transpose(1, 2))[..., :tokens].transpose(1, 2)
         q, k, v = F.silu(qkv).view(batch, tokens, 3, self.num_heads, self.head_dim).unbind(dim=2)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         g, beta = self.gates(x)
-        if self.kind == "linear":
+        if self.kind not in DELTA_RULE_KINDS:
             v = v / LINEAR_BETA
         return q, k, v, g, beta
 

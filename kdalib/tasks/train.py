@@ -1,4 +1,8 @@
-"""Training a tiny recall model on MQAR, and sweeping it over kinds, sizes and seeds."""
+"""Training a tiny model on a synthetic task, and sweeping it over kinds, sizes and seeds.
+
+A task is any spec with ``seq_len``, ``vocab_size`` and ``sample(batch_size, generator,
+device) -> (inputs, targets)`` (:class:`TaskSpec`): MQAR, palindrome and stack all qualify.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,26 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from kdalib.tasks.model import MIXER_KINDS, TinyRecallModel
-from kdalib.tasks.mqar import IGNORE_INDEX, MQARSpec, generate_mqar, recall_accuracy
+from kdalib.tasks.mqar import IGNORE_INDEX, recall_accuracy
+
+
+class TaskSpec(Protocol):
+    """What training needs from a task: sizes and a seeded sampler of scored sequences."""
+
+    @property
+    def seq_len(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +44,9 @@ class TrainConfig:
         d_model: model width.
         num_layers: blocks.
         num_heads: mixer heads.
-        eval_batches: held-out batches for the final accuracy.
+        eval_batches: held-out batches for the accuracy (the same batches at every evaluation).
+        eval_every: also evaluate after every ``eval_every`` steps (0: only after the last one).
+        head_dim: mixer head dimension; None for ``d_model // num_heads``.
     """
 
     steps: int = 200
@@ -37,6 +57,18 @@ class TrainConfig:
     num_layers: int = 2
     num_heads: int = 2
     eval_batches: int = 2
+    eval_every: int = 0
+    head_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "d_model", "num_layers", "num_heads", "eval_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TrainConfig.{name}: expected a positive int, got {value!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"TrainConfig.eval_every: expected an int >= 0, got {self.eval_every!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr: expected a positive finite number, got {self.lr!r}")
 
 
 @dataclass
@@ -45,19 +77,28 @@ class TrainResult:
 
     Attributes:
         kind: mixer kind.
-        spec: the MQAR problem.
+        spec: the task problem (:class:`TaskSpec`).
         seed: random seed (model initialisation and data).
-        accuracy: held-out recall accuracy in [0, 1].
+        accuracy: held-out accuracy at the scored positions after the last step, in [0, 1].
         losses: training loss per step.
         seconds: wall time of the run.
+        curve: ``(steps done, held-out accuracy)`` at every evaluation, the last one included.
+        lr: the peak learning rate of the run.
     """
 
     kind: str
-    spec: MQARSpec
+    spec: TaskSpec
     seed: int
     accuracy: float
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    lr: float = 0.0
+
+    @property
+    def peak_accuracy(self) -> float:
+        """The best held-out accuracy along the run (the final one when nothing else was evaluated)."""
+        return max([accuracy for _, accuracy in self.curve] + [self.accuracy])
 
 
 def _learning_rate(step: int, config: TrainConfig) -> float:
@@ -69,20 +110,16 @@ def _learning_rate(step: int, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: TinyRecallModel, spec: MQARSpec, batches: int, batch_size: int,
-             generator: torch.Generator, device: torch.device | str) -> float:
-    """Mean recall accuracy over ``batches`` fresh held-out batches."""
+def evaluate(model: TinyRecallModel, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean accuracy at the scored positions over held-out ``(inputs, targets)`` batches."""
     model.eval()
-    scores = []
-    for _ in range(batches):
-        inputs, targets = generate_mqar(batch_size, spec, generator, device)
-        scores.append(recall_accuracy(model(inputs), targets))
+    scores = [recall_accuracy(model(inputs), targets) for inputs, targets in batches]
     model.train()
     return sum(scores) / len(scores)
 
 
-def _training_step(model, optimizer, spec: MQARSpec, batch_size: int, generator, device) -> float:
-    inputs, targets = generate_mqar(batch_size, spec, generator, device)
+def _training_step(model, optimizer, spec: TaskSpec, batch_size: int, generator, device) -> float:
+    inputs, targets = spec.sample(batch_size, generator, device)
     logits = model(inputs)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
     optimizer.zero_grad(set_to_none=True)
@@ -92,13 +129,13 @@ def _training_step(model, optimizer, spec: MQARSpec, batch_size: int, generator,
     return loss.item()
 
 
-def train_recall_model(kind: str, spec: MQARSpec, seed: int, config: TrainConfig = TrainConfig(),
+def train_recall_model(kind: str, spec: TaskSpec, seed: int, config: TrainConfig = TrainConfig(),
                        device: torch.device | str = "cpu") -> TrainResult:
-    """Trains one tiny model on MQAR and measures its held-out accuracy.
+    """Trains one tiny model on a task and measures its held-out accuracy along the way.
 
     Args:
         kind: mixer kind, one of :data:`kdalib.tasks.model.MIXER_KINDS`.
-        spec: sequence length, pairs and vocabulary.
+        spec: the task problem (MQAR, palindrome, stack: any :class:`TaskSpec`).
         seed: seeds the initialisation, the training data and (offset) the held-out data.
         config: optimisation and model size.
         device: where to train.
@@ -108,26 +145,32 @@ def train_recall_model(kind: str, spec: MQARSpec, seed: int, config: TrainConfig
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = TinyRecallModel(spec.vocab_size, kind, config.d_model, config.num_layers, config.num_heads).to(device)
+    model = TinyRecallModel(spec.vocab_size, kind, config.d_model, config.num_layers, config.num_heads,
+                            config.head_dim).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_data = torch.Generator(device=device).manual_seed(seed)
-    losses = []
+    held_out_data = torch.Generator(device=device).manual_seed(10_000 + seed)
+    held_out = [spec.sample(config.batch_size, held_out_data, device) for _ in range(config.eval_batches)]
+    losses, curve = [], []
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
         losses.append(_training_step(model, optimizer, spec, config.batch_size, train_data, device))
-    held_out = torch.Generator(device=device).manual_seed(10_000 + seed)
-    accuracy = evaluate(model, spec, config.eval_batches, config.batch_size, held_out, device)
-    return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start)
+        done = step + 1
+        if config.eval_every and done % config.eval_every == 0 and done < config.steps:
+            curve.append((done, evaluate(model, held_out)))
+    accuracy = evaluate(model, held_out)
+    curve.append((config.steps, accuracy))
+    return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr)
 
 
-def sweep(kinds: tuple[str, ...], specs: list[MQARSpec], seeds: list[int], config: TrainConfig,
+def sweep(kinds: tuple[str, ...], specs: list[TaskSpec], seeds: list[int], config: TrainConfig,
           device: torch.device | str = "cpu", progress: bool = True) -> list[TrainResult]:
     """Trains every (kind, spec, seed) combination.
 
     Args:
         kinds: subset of :data:`MIXER_KINDS`.
-        specs: MQAR problems.
+        specs: task problems.
         seeds: seeds per combination (for error bars).
         config: training configuration shared by all runs.
         device: where to train.
@@ -143,11 +186,11 @@ def sweep(kinds: tuple[str, ...], specs: list[MQARSpec], seeds: list[int], confi
     if progress:
         from tqdm.std import tqdm  # text bars: the book renders no widgets
 
-        grid = tqdm(grid, desc="MQAR runs", unit="run")
+        grid = tqdm(grid, desc="training runs", unit="run")
     return [train_recall_model(kind, spec, seed, config, device) for kind, spec, seed in grid]
 
 
-def steps_within_budget(specs: list[MQARSpec], runs: int, config: TrainConfig, budget_s: float,
+def steps_within_budget(specs: list[TaskSpec], runs: int, config: TrainConfig, budget_s: float,
                         min_steps: int = 20, device: torch.device | str = "cpu", probe_steps: int = 5) -> int:
     """Training steps per run that fit ``runs`` runs into ``budget_s`` seconds.
 
@@ -156,7 +199,7 @@ def steps_within_budget(specs: list[MQARSpec], runs: int, config: TrainConfig, b
     of steps. The result is clamped to ``[min_steps, config.steps]``.
 
     Args:
-        specs: the sweep's MQAR problems (the longest one is timed).
+        specs: the sweep's problems (the longest one is timed).
         runs: total runs in the sweep.
         config: training configuration; ``config.steps`` is the upper bound.
         budget_s: wall-clock budget for the whole sweep, in seconds.
@@ -170,15 +213,23 @@ def steps_within_budget(specs: list[MQARSpec], runs: int, config: TrainConfig, b
     if runs <= 0 or budget_s <= 0:
         raise ValueError(f"steps_within_budget: need runs > 0 and budget_s > 0, "
                          f"got runs = {runs}, budget_s = {budget_s}")
-    spec = max(specs, key=lambda s: s.seq_len)
+    per_step = seconds_per_step(max(specs, key=lambda s: s.seq_len), config, device, probe_steps)
+    return int(min(config.steps, max(min_steps, budget_s / (runs * per_step))))
+
+
+def seconds_per_step(spec: TaskSpec, config: TrainConfig, device: torch.device | str = "cpu",
+                     probe_steps: int = 5) -> float:
+    """Wall time of one KDA training step (the most expensive kind) on ``spec``, after two warm-up steps."""
     torch.manual_seed(0)
-    model = TinyRecallModel(spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads).to(device)
+    model = TinyRecallModel(spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads,
+                            config.head_dim).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(2):
         _training_step(model, optimizer, spec, config.batch_size, generator, device)
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(probe_steps):
-        _training_step(model, optimizer, spec, config.batch_size, generator, device)
-    per_step = (time.perf_counter() - start) / probe_steps
-    return int(min(config.steps, max(min_steps, budget_s / (runs * per_step))))
+        _training_step(model, optimizer, spec, config.batch_size, generator, device)  # .item() syncs
+    return (time.perf_counter() - start) / probe_steps

@@ -91,6 +91,24 @@ def test_synthetic_recall(tmp_path):
     assert values["acc_kda_mean"] > 4 * values["chance_accuracy"]
 
 
+@pytest.mark.slow
+def test_synthetic_tasks(tmp_path):
+    values = _run("05_synthetic_tasks", tmp_path)
+    kinds, tasks, lengths = ("linear", "deltanet", "gated_deltanet", "kda", "mamba2"), ("palindrome", "mqar", "stack"), (16, 32)
+    assert values["runs"] == len(kinds) * len(tasks) * len(lengths)
+    assert values["training_steps"] == 40 and values["seeds"] == 1 and values["curve_length"] == 32
+    peaks = {(task, kind, length): values[f"peak_{task}_{kind}_{length}"]
+             for task in tasks for kind in kinds for length in lengths}
+    assert all(0 <= peak <= 1 for peak in peaks.values())
+    # something is learned: the best mechanism on each task beats guessing among the answers by a margin
+    for task in tasks:
+        assert max(peak for (t, _, _), peak in peaks.items() if t == task) > 1.5 * values[f"chance_{task}"], task
+    for task in tasks:
+        assert values[f"kda_highest_{task}"] in (0, 1)
+        assert all(0 <= values[f"curve_mean_{task}_{kind}"] <= peaks[(task, kind, 32)] + 1e-12 for kind in kinds)
+    assert (values["chance_palindrome"], values["chance_mqar"], values["chance_stack"]) == (1 / 4, 1 / 8, 1 / 4)
+
+
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebooks_are_stored_clean_and_use_the_shared_settings(path):
     notebook = nbformat.read(path, as_version=4)

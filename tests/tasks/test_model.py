@@ -33,11 +33,11 @@ def test_gates_are_restricted_per_kind(kind):
     assert g.dtype == torch.float32 and bool((g <= 0).all())
     if kind in ("linear", "deltanet"):
         assert bool((g == 0).all())
-    if kind == "linear":
+    if kind in ("linear", "mamba2"):  # no delta rule
         assert bool((beta == LINEAR_BETA).all())
     else:
         assert bool(((beta > 0) & (beta < 1)).all())
-    if kind == "gated_deltanet":  # one decay per head: equal across key channels
+    if kind in ("gated_deltanet", "mamba2"):  # one decay per head: equal across key channels
         assert torch.equal(g, g[..., :1].expand_as(g)) and bool((g < 0).all())
     if kind == "kda":  # one decay per key channel
         assert bool((g.std(dim=-1) > 0).all())
@@ -69,6 +69,24 @@ def test_linear_kind_is_linear_attention_through_the_kda_operator():
     reference = (scores.tril() @ v64).transpose(1, 2)
     error = (output.double() - reference).norm() / reference.norm()
     assert error < 1e-4
+
+
+def test_mamba2_kind_is_scalar_decay_linear_attention_through_the_kda_operator():
+    # S_t = a_t S_{t-1} + k_t v_t^T, one a_t = exp(g_t) per head: o_t = sum_s (a_{s+1} ... a_t) (q_t . k_s) v_s
+    mixer = _mixer("mamba2")
+    with torch.no_grad():
+        q, k, v, g, beta = mixer.operator_inputs(torch.randn(2, 100, 16))
+        output, _ = chunk_kda(q, k, v, g, beta)
+    q64, k64, v64 = (x.double().transpose(1, 2) for x in (q, k, v * LINEAR_BETA))  # [B, H, T, D]
+    log_decay = g[..., 0].double().cumsum(dim=1).transpose(1, 2)  # [B, H, T]
+    weights = (log_decay.unsqueeze(-1) - log_decay.unsqueeze(-2)).tril().exp().tril()
+    scores = (q64 @ k64.transpose(-1, -2)) * q.shape[-1] ** -0.5 * weights
+    reference = (scores @ v64).transpose(1, 2)
+    error = (output.double() - reference).norm() / reference.norm()
+    assert error < 1e-4
+    # and the decay matters: without it the output is another one
+    no_decay = ((q64 @ k64.transpose(-1, -2)) * q.shape[-1] ** -0.5).tril() @ v64
+    assert (output.double() - no_decay.transpose(1, 2)).norm() / reference.norm() > 1e-2
 
 
 def test_unknown_kind_is_rejected():
@@ -126,3 +144,29 @@ def test_kda_model_learns_recall_well_above_chance(one_thread):
     result = train_recall_model("kda", spec, seed=0, config=config)
     chance = 1 / spec.num_keys
     assert result.accuracy > 5 * chance
+
+
+def test_training_on_other_tasks_records_an_accuracy_curve(one_thread):
+    from kdalib.tasks.palindrome import PalindromeSpec
+    from kdalib.tasks.stack import StackSpec
+
+    config = TrainConfig(steps=6, batch_size=4, lr=1e-2, d_model=16, num_layers=1, num_heads=2, eval_every=2)
+    for spec in (PalindromeSpec(12, 6), StackSpec(12, 2, 3), MQARSpec(13, 4, 9, "separated")):
+        result = train_recall_model("mamba2", spec, seed=0, config=config)
+        assert [step for step, _ in result.curve] == [2, 4, 6]
+        assert result.curve[-1][1] == result.accuracy and result.lr == 1e-2
+        assert result.peak_accuracy == max(accuracy for _, accuracy in result.curve)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": 0}, "TrainConfig.steps"),
+        ({"eval_every": -1}, "TrainConfig.eval_every"),
+        ({"lr": float("nan")}, "TrainConfig.lr"),
+        ({"batch_size": 2.0}, "TrainConfig.batch_size"),
+    ],
+)
+def test_train_config_names_the_bad_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)

@@ -76,7 +76,7 @@ def test_recall_accuracy_rejects_bad_input():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(seq_len=15, num_pairs=4), "seq_len: need at least 4 \\* num_pairs = 16"),
+        (dict(seq_len=15, num_pairs=4), "seq_len: the scattered layout needs at least 16 tokens"),
         (dict(seq_len=16, num_pairs=4, vocab_size=8), "vocab_size"),
         (dict(seq_len=0, num_pairs=1), "seq_len"),
         (dict(seq_len=8, num_pairs=2.0), "num_pairs"),
