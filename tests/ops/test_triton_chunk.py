@@ -103,6 +103,15 @@ def test_positive_log_decay_counts_as_zero_like_the_chunk_form():
     assert torch.isfinite(o).all() and rel_rms(o, o_ref) < 1e-5 and rel_rms(state, state_ref) < 1e-5
 
 
+def test_a_nan_gate_is_not_read_as_a_decay():
+    """NaN stays NaN: the outputs of its chunk and of every later token are NaN, earlier chunks keep theirs."""
+    inputs = _problem(batch=1, tokens=140, heads=1, key_dim=16, value_dim=16)
+    inputs["g"][0, 100, 0, 3] = float("nan")
+    o, state = triton_chunk_kda(**inputs, scale=0.25, output_final_state=True)
+    assert torch.isfinite(o[0, :64]).all()
+    assert torch.isnan(o[0, 100:]).all() and torch.isnan(state).any()
+
+
 def test_bfloat16_inputs_keep_a_float32_state():
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
     _check(inputs, torch.bfloat16, scale=32 ** -0.5)

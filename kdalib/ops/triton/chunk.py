@@ -71,6 +71,14 @@ def _load_rows(ptr, rows, row_mask, stride, cols, col_mask):
 
 
 @triton.jit
+def _load_gate(g_ptr, rows, row_mask, stride, cols, col_mask):
+    """A tile of log decays as the operators' contract reads them: a positive entry (+inf too)
+    counts as 0, and NaN stays NaN."""
+    g = _load_rows(g_ptr, rows, row_mask, stride, cols, col_mask)
+    return tl.minimum(g, 0.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _l2_normalize_rows(x):
     return x / tl.sqrt(tl.sum(x * x, axis=1) + 1e-6)[:, None]
 
@@ -230,7 +238,7 @@ def _load_block(ptr, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK:
 @triton.jit
 def _gamma(g_ptr, rows, row_mask, stride, cols, col_mask, carry):
     """Chunk-local cumulative log decay of one sub-block slice, and the carry past it."""
-    g = tl.minimum(_load_rows(g_ptr, rows, row_mask, stride, cols, col_mask), 0.0)
+    g = _load_gate(g_ptr, rows, row_mask, stride, cols, col_mask)
     return tl.cumsum(g, axis=0) + carry[None, :], carry + tl.sum(g, axis=0)
 
 
@@ -334,7 +342,7 @@ def _chunk_span(g_ptr, start, end, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: 
     span = 0.0
     for s0 in range(0, BK, BKS):
         cols = s0 + tl.arange(0, BKS)
-        g = tl.minimum(_load_rows(g_ptr, rows, rows < end, G_STRIDE, cols, cols < K), 0.0)
+        g = _load_gate(g_ptr, rows, rows < end, G_STRIDE, cols, cols < K)
         tail = tl.sum(tl.where(rows[:, None] > start, -g, 0.0), axis=0)
         span = tl.maximum(span, tl.max(tail, axis=0))
     return span
@@ -368,7 +376,7 @@ def _chunk_scores_by_dot(
     for s0 in range(0, BK, BKS):
         cols = s0 + tl.arange(0, BKS)
         cm = cols < K
-        g = tl.minimum(_load_rows(g_ptr, rows, m, G_STRIDE, cols, cm), 0.0)
+        g = _load_gate(g_ptr, rows, m, G_STRIDE, cols, cm)
         gam = tl.cumsum(g, axis=0)
         gam_last = tl.sum(g, axis=0)
         ref = _row(gam, 0, CHUNK)
