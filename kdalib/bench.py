@@ -47,7 +47,7 @@ COMPARISONS = {
     "sdpa_flash": "PyTorch's flash SDPA causal attention at the same shapes (CUDA)",
     "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
     "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
-                   "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
+    "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
 }
 # Methods timed on decode rows (one new token per sequence from a cached state).
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
@@ -91,25 +91,48 @@ def _grid(tokens, heads, dim, dtype="float32"):
 
 CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk", "chunk-c32")
 SUITES = {
-    "cpu": Suite("CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
-                 "naive, fused_recurrent, chunk and flash-linear-attention's naive_recurrent_kda",
-                 "cpu", _grid((512, 2048, 8192), 4, 64) + _grid((512, 2048), 32, 128), CPU_METHODS),
-    "cpu-quick": Suite("CPU, a minute: T in {512, 2048} at H4 K=V=64 and T=512 at H32 K=V=128",
-                       "cpu", _grid((512, 2048), 4, 64) + _grid((512,), 32, 128), CPU_METHODS),
-    "cpu-targets": Suite("CPU: only the two target rows (T=8192 H4 K=V=64; T=2048 H32 K=V=128), chunk vs peer",
-                         "cpu", _grid((8192,), 4, 64) + _grid((2048,), 32, 128), ("peer", "chunk", "chunk-c32")),
-    "tiny": Suite("smoke test: tiny shapes, every CPU method (used by the tests)",
-                  "cpu", _grid((40, 100), 2, 16), CPU_METHODS),
-    "gpu": Suite("CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
-                 "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
-                 "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}",
-                 "cuda",
-                 (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
-                 + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
-                 + _grid((2048, 8192, 32768), 32, 128, "float32")
-                 + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
-                 ("triton", "chunk", "chunk_pytorch", "fla", "fla_bounded", "sdpa_flash", "fused_recurrent",
-                  "fla_fused_recurrent")),
+    "cpu": Suite(
+        "CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
+        "naive, fused_recurrent, chunk and flash-linear-attention's naive_recurrent_kda",
+        "cpu",
+        _grid((512, 2048, 8192), 4, 64) + _grid((512, 2048), 32, 128),
+        CPU_METHODS,
+    ),
+    "cpu-quick": Suite(
+        "CPU, a minute: T in {512, 2048} at H4 K=V=64 and T=512 at H32 K=V=128",
+        "cpu",
+        _grid((512, 2048), 4, 64) + _grid((512,), 32, 128),
+        CPU_METHODS,
+    ),
+    "cpu-targets": Suite(
+        "CPU: only the two target rows (T=8192 H4 K=V=64; T=2048 H32 K=V=128), chunk vs peer",
+        "cpu",
+        _grid((8192,), 4, 64) + _grid((2048,), 32, 128),
+        ("peer", "chunk", "chunk-c32"),
+    ),
+    "tiny": Suite(
+        "smoke test: tiny shapes, every CPU method (used by the tests)", "cpu", _grid((40, 100), 2, 16), CPU_METHODS
+    ),
+    "gpu": Suite(
+        "CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
+        "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
+        "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}",
+        "cuda",
+        (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
+        + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
+        + _grid((2048, 8192, 32768), 32, 128, "float32")
+        + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
+        (
+            "triton",
+            "chunk",
+            "chunk_pytorch",
+            "fla",
+            "fla_bounded",
+            "sdpa_flash",
+            "fused_recurrent",
+            "fla_fused_recurrent",
+        ),
+    ),
 }
 
 
@@ -187,8 +210,11 @@ def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Te
         return torch.randn(*size, generator=generator)
 
     tensors = dict(
-        q=F.normalize(randn(b, t, h, k), dim=-1), k=F.normalize(randn(b, t, h, k), dim=-1), v=randn(b, t, h, v),
-        g=F.logsigmoid(randn(b, t, h, k) + 3.0), beta=torch.rand(b, t, h, generator=generator),
+        q=F.normalize(randn(b, t, h, k), dim=-1),
+        k=F.normalize(randn(b, t, h, k), dim=-1),
+        v=randn(b, t, h, v),
+        g=F.logsigmoid(randn(b, t, h, k) + 3.0),
+        beta=torch.rand(b, t, h, generator=generator),
     )
     problem = {name: x.to(device=device, dtype=dtype) for name, x in tensors.items()}
     if shape.decode:
@@ -200,8 +226,9 @@ def _sdpa_flash(q, k, v, **_):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              is_causal=True), None
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+        ), None
 
 
 def resolve_method(name: str, peer: Callable | None) -> Callable:
@@ -225,9 +252,18 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         except RuntimeError as error:
             raise MethodUnavailable(str(error)) from error
         return lambda q, k, v, g, beta, **kw: fla_chunk(
-            q, k, v, g, beta, use_gate_in_kernel=True, safe_gate=True, lower_bound=-5.0,
-            A_log=torch.zeros(v.shape[2], device=v.device), dt_bias=torch.zeros(v.shape[2] * q.shape[3], device=v.device),
-            **kw)
+            q,
+            k,
+            v,
+            g,
+            beta,
+            use_gate_in_kernel=True,
+            safe_gate=True,
+            lower_bound=-5.0,
+            A_log=torch.zeros(v.shape[2], device=v.device),
+            dt_bias=torch.zeros(v.shape[2] * q.shape[3], device=v.device),
+            **kw,
+        )
     operator, options = VARIANTS.get(name, (name, {}))
     if operator not in OPERATORS:
         raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
@@ -282,8 +318,9 @@ def bytes_moved(problem: dict[str, torch.Tensor]) -> int:
     return inputs + problem["v"].numel() * problem["v"].element_size()
 
 
-def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
-              log: Callable[[str], None] = print) -> dict:
+def run_suite(
+    suite: Suite, device: str, repeats: int, peer: Callable | None, log: Callable[[str], None] = print
+) -> dict:
     """Times every (shape, method) of a suite; returns the JSON-ready result.
 
     On CUDA each row also gets its peak memory above the inputs, and the prefill rows the memory
@@ -310,8 +347,13 @@ def run_suite(suite: Suite, device: str, repeats: int, peer: Callable | None,
                 peak = _peak_bytes(lambda fn=fn, problem=problem: fn(**problem), device)
                 outputs[method] = fn(**problem)[0]
                 seconds = time_call(lambda fn=fn, problem=problem: fn(**problem), repeats, device)
-            row = dict(shape=asdict(shape), label=shape.label, method=method, ms=seconds * 1e3,
-                       tokens_per_s=shape.batch * shape.tokens / seconds)
+            row = dict(
+                shape=asdict(shape),
+                label=shape.label,
+                method=method,
+                ms=seconds * 1e3,
+                tokens_per_s=shape.batch * shape.tokens / seconds,
+            )
             if peak is not None:
                 row["peak_extra_mb"] = peak / 2**20
             if bandwidth is not None and not shape.decode:
@@ -347,8 +389,10 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
         row["speedup_vs_peer"] = peer_ms / row["ms"] if peer_ms else None
         if row["method"] in CHUNK_SIZES:
             row["chunk_size"] = CHUNK_SIZES[row["method"]]
-            flops = chunk_kda_flops(shape.tokens, shape.heads, shape.key_dim, shape.value_dim,
-                                    row["chunk_size"]) * shape.batch
+            flops = (
+                chunk_kda_flops(shape.tokens, shape.heads, shape.key_dim, shape.value_dim, row["chunk_size"])
+                * shape.batch
+            )
             row["flops"] = flops
             row["floor_ms"] = flops / rate * 1e3
             row["x_floor"] = row["ms"] / row["floor_ms"]
@@ -360,8 +404,10 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
 
 def format_table(result: dict) -> str:
     """The printed table: one line per (shape, method)."""
-    head = (f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
-            f" {'x mem floor':>11} {'peak MB':>9}")
+    head = (
+        f"{'shape':<36} {'method':<20} {'ms':>10} {'tokens/s':>12} {'vs peer':>8} {'floor ms':>9} {'x floor':>8}"
+        f" {'x mem floor':>11} {'peak MB':>9}"
+    )
     lines = [head, "-" * len(head)]
     for row in result["rows"]:
         speed = f"{row['speedup_vs_peer']:.1f}x" if row.get("speedup_vs_peer") else "-"
@@ -369,13 +415,17 @@ def format_table(result: dict) -> str:
         ratio = f"{row['x_floor']:.1f}" if "x_floor" in row else "-"
         memory = f"{row['x_memory_floor']:.1f}" if "x_memory_floor" in row else "-"
         peak = f"{row['peak_extra_mb']:,.0f}" if "peak_extra_mb" in row else "-"
-        lines.append(f"{row['label']:<36} {row['method']:<20} {row['ms']:>10.2f} {row['tokens_per_s']:>12,.0f} "
-                     f"{speed:>8} {floor:>9} {ratio:>8} {memory:>11} {peak:>9}")
+        lines.append(
+            f"{row['label']:<36} {row['method']:<20} {row['ms']:>10.2f} {row['tokens_per_s']:>12,.0f} "
+            f"{speed:>8} {floor:>9} {ratio:>8} {memory:>11} {peak:>9}"
+        )
     rates = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in result["matmul_flops_per_s"].items())
     lines.append(f"matmul floor rate (one large torch.matmul, this run): {rates}")
     if "copy_bytes_per_s" in result:
-        lines.append(f"memory floor: inputs read once and output written once at {result['copy_bytes_per_s'] / 1e9:,.0f} "
-                     "GB/s (one large device-to-device copy, this run)")
+        lines.append(
+            f"memory floor: inputs read once and output written once at {result['copy_bytes_per_s'] / 1e9:,.0f} "
+            "GB/s (one large device-to-device copy, this run)"
+        )
     return "\n".join(lines)
 
 
@@ -383,13 +433,16 @@ def check_targets(result: dict) -> list[str]:
     """One line per target row present: the best chunk variant's speed-up over the peer against the target."""
     lines = []
     for label, target in TARGETS.items():
-        rows = [r for r in result["rows"]
-                if r["label"] == label and r["method"] in CHUNK_SIZES and r.get("speedup_vs_peer")]
+        rows = [
+            r for r in result["rows"] if r["label"] == label and r["method"] in CHUNK_SIZES and r.get("speedup_vs_peer")
+        ]
         if rows:
             best = max(rows, key=lambda r: r["speedup_vs_peer"])
             verdict = "met" if best["speedup_vs_peer"] >= target else "NOT met"
-            lines.append(f"target {label}: {best['method']} {best['speedup_vs_peer']:.1f}x the peer "
-                         f"(>= {target:.0f}x): {verdict}")
+            lines.append(
+                f"target {label}: {best['method']} {best['speedup_vs_peer']:.1f}x the peer "
+                f"(>= {target:.0f}x): {verdict}"
+            )
     return lines
 
 

@@ -68,17 +68,32 @@ def _add_verify(sub) -> None:
     p.add_argument("--sources", default="sources.yaml", help="the checklist file (default: %(default)s)")
     p.add_argument("--snapshots", default=None, help="snapshot folder (default: $KDALIB_SNAPSHOTS or snapshots/)")
     p.add_argument("--strict", action="store_true", help="a missing snapshot is an error, not a warning")
-    p.add_argument("--online", action="store_true",
-                   help="also fetch each source's live text: which sources changed, which quotes it still holds")
-    p.add_argument("--fail-on-change", action="store_true",
-                   help="with --online: exit 1 when archived lines or a quote left a source's live text")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="also fetch each source's live text: which sources changed, which quotes it still holds",
+    )
+    p.add_argument(
+        "--fail-on-change",
+        action="store_true",
+        help="with --online: exit 1 when archived lines or a quote left a source's live text",
+    )
     p.add_argument("--json", metavar="FILE", help="write the findings and the summary as JSON")
-    p.add_argument("--report", choices=("text", "md"), default="text",
-                   help="md: print a Markdown report of the claims (status, finding, fix) instead of the text summary")
-    p.add_argument("--changed-since", metavar="REF",
-                   help="report only the claims added or changed since the git ref REF's sources.yaml")
+    p.add_argument(
+        "--report",
+        choices=("text", "md"),
+        default="text",
+        help="md: print a Markdown report of the claims (status, finding, fix) instead of the text summary",
+    )
+    p.add_argument(
+        "--changed-since",
+        metavar="REF",
+        help="report only the claims added or changed since the git ref REF's sources.yaml",
+    )
     p.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)  # tests only
-    p.add_argument("--root", default=".", help="book root whose notes/ and notebooks/ are linted (default: %(default)s)")
+    p.add_argument(
+        "--root", default=".", help="book root whose notes/ and notebooks/ are linted (default: %(default)s)"
+    )
     p.set_defaults(handler=_run_verify)
 
 
@@ -90,8 +105,11 @@ def _add_sources(sub) -> None:
 
     f = ssub.add_parser("fetch", help="archive the text of sources into the snapshot store")
     f.add_argument("ids", nargs="*", metavar="ID", help="source ids (default: every source)")
-    f.add_argument("--new-version", action="store_true",
-                   help="fetch the live text and keep it as a new dated version when it changed")
+    f.add_argument(
+        "--new-version",
+        action="store_true",
+        help="fetch the live text and keep it as a new dated version when it changed",
+    )
     f.add_argument("--allow-loopback", action="store_true", help=argparse.SUPPRESS)  # tests only
     f.set_defaults(handler=_run_fetch)
 
@@ -107,8 +125,12 @@ def _add_sources(sub) -> None:
     a.add_argument("--title")
     a.add_argument("--publisher")
     a.add_argument("--kind", default="docs")
-    a.add_argument("--origin", required=True, choices=("publisher", "extraction", "third-party"),
-                   help="the publisher's own bytes, your extraction of their document, or someone else's copy")
+    a.add_argument(
+        "--origin",
+        required=True,
+        choices=("publisher", "extraction", "third-party"),
+        help="the publisher's own bytes, your extraction of their document, or someone else's copy",
+    )
     a.add_argument("--version", default="not recorded", help="which version of the document the text is")
     a.add_argument("--retrieved-from", help="where the text was taken from (default: the URL)")
     a.set_defaults(handler=_run_add)
@@ -128,8 +150,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--json", metavar="FILE", default=None, help="where to write results (default: bench-<device>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per row (best is reported)")
     p.add_argument("--fla-path", default=None, help="flash-linear-attention source tree or wheel to compare against")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU intra-op threads for every method (default: torch's default)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU intra-op threads for every method (default: torch's default)"
+    )
     p.set_defaults(handler=_run_bench)
 
 

@@ -77,9 +77,16 @@ def provenance(device: str) -> dict[str, object]:
         name = torch.cuda.get_device_name(0)
     else:
         name = f"{cpu_name()} ({os.cpu_count()} cores)"
-    return {"device": device, "device_name": name, "torch": torch.__version__, "triton": triton_version(),
-            "python": platform.python_version(), "threads": torch.get_num_threads(), "commit": git_commit(),
-            "date": utc_now()}
+    return {
+        "device": device,
+        "device_name": name,
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "commit": git_commit(),
+        "date": utc_now(),
+    }
 
 
 def _torch_facts() -> dict[str, str]:

@@ -49,8 +49,9 @@ def measure_seconds(
         ValueError: if ``repeats`` < 1 or ``warmup`` < 0.
     """
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"measure_seconds: need repeats >= 1 and warmup >= 0, "
-                         f"got repeats = {repeats}, warmup = {warmup}")
+        raise ValueError(
+            f"measure_seconds: need repeats >= 1 and warmup >= 0, got repeats = {repeats}, warmup = {warmup}"
+        )
     clock = _cuda_seconds if device == "cuda" else _wall_seconds
     for _ in range(warmup):
         seconds = clock(fn)

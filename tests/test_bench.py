@@ -16,13 +16,13 @@ from kdalib.ops.chunk import chunk_kda_flops
 
 # A stand-in for flash-linear-attention's reference file with the same signature; the
 # tests check loading and wiring, so it delegates to our oracle.
-PEER_SOURCE = '''
+PEER_SOURCE = """
 from kdalib.ops import naive_recurrent_kda as _oracle
 
 def naive_recurrent_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
     return _oracle(q, k, v, g, beta, scale=scale, initial_state=initial_state,
                    output_final_state=output_final_state)
-'''
+"""
 
 
 @pytest.fixture()
@@ -88,15 +88,17 @@ def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
     assert result["device"] == "cpu" and result["suite"] == "tiny"
     suite = bench.SUITES["tiny"]
     assert {(r["label"], r["method"]) for r in result["rows"]} == {
-        (shape.label, method) for shape in suite.shapes for method in suite.methods}
+        (shape.label, method) for shape in suite.shapes for method in suite.methods
+    }
     for row in result["rows"]:
         assert row["ms"] > 0 and row["tokens_per_s"] > 0 and row["speedup_vs_peer"] > 0
         if row["method"] != "chunk":
             assert row["rel_rms_vs_chunk"] < 1e-5  # every method computed the same thing
         if row["method"] in bench.CHUNK_SIZES:
             shape = row["shape"]
-            assert row["flops"] == chunk_kda_flops(shape["tokens"], shape["heads"], shape["key_dim"],
-                                                   shape["value_dim"], row["chunk_size"])
+            assert row["flops"] == chunk_kda_flops(
+                shape["tokens"], shape["heads"], shape["key_dim"], shape["value_dim"], row["chunk_size"]
+            )
             assert row["x_floor"] == pytest.approx(row["ms"] / row["floor_ms"])
     printed = capsys.readouterr().out
     assert "x floor" in printed and "B1-T40-H2-K16-V16-float32" in printed
@@ -122,8 +124,10 @@ def test_flop_count_scales_with_chunks_and_heads():
 
 
 def test_target_check_reports_met_and_not_met():
-    rows = [dict(label="B1-T8192-H4-K64-V64-float32", method="chunk", speedup_vs_peer=8.0),
-            dict(label="B1-T8192-H4-K64-V64-float32", method="chunk-c32", speedup_vs_peer=12.0),
-            dict(label="B1-T2048-H32-K128-V128-float32", method="chunk", speedup_vs_peer=2.0)]
+    rows = [
+        dict(label="B1-T8192-H4-K64-V64-float32", method="chunk", speedup_vs_peer=8.0),
+        dict(label="B1-T8192-H4-K64-V64-float32", method="chunk-c32", speedup_vs_peer=12.0),
+        dict(label="B1-T2048-H32-K128-V128-float32", method="chunk", speedup_vs_peer=2.0),
+    ]
     lines = bench.check_targets(dict(rows=rows))
     assert "chunk-c32 12.0x" in lines[0] and lines[0].endswith(": met") and lines[1].endswith("NOT met")

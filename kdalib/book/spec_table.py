@@ -65,8 +65,11 @@ class SpecTable(BookDirective):
             cells = split_row(line)
             lineno = self.lineno  # the directive's line; the message names the row
             if len(cells) != len(columns) + 1:
-                return self._warn(lineno, f"spec-table row {cells[0]!r} has {len(cells) - 1} cells for "
-                                          f"{len(columns)} columns ({' | '.join(columns)})")
+                return self._warn(
+                    lineno,
+                    f"spec-table row {cells[0]!r} has {len(cells) - 1} cells for "
+                    f"{len(columns)} columns ({' | '.join(columns)})",
+                )
             row_ids = {claim_id for cell in cells[1:] for claim_id in claim_ids(cell)}
             rendered = [self._cell(cell, lineno, row_ids) for cell in cells[1:]]
             if any(cell is None for cell in rendered):
@@ -128,8 +131,12 @@ def verdict_role(name, rawtext, text, lineno, inliner, options=None, content=Non
     claim = domain.book.claim(text.strip())
     if claim is None or claim.verdict is None:
         what = "no claim" if claim is None else "no verdict on claim"
-        logger.warning(f"{{verdict}}`{text.strip()}`: {what} {text.strip()!r} in {env.config.kdalib_sources_file}",
-                       location=(env.docname, lineno), type="kdalib", subtype="verdict")
+        logger.warning(
+            f"{{verdict}}`{text.strip()}`: {what} {text.strip()!r} in {env.config.kdalib_sources_file}",
+            location=(env.docname, lineno),
+            type="kdalib",
+            subtype="verdict",
+        )
         return [nodes.inline(rawtext, text, classes=["kdalib-claim-unknown"])], []
     return [verdict_badge(claim)], []
 

@@ -28,4 +28,3 @@ __all__ = [
     "to_native_state_dict",
     "to_transformers_state_dict",
 ]
-

@@ -75,13 +75,15 @@ def to_native_state_dict(state_dict: Mapping[str, torch.Tensor], layer=None, pre
             fit `layer` (typically a different head_dim, num_heads or conv_size).
     """
     out: dict[str, torch.Tensor] = {}
-    names = {key[len(prefix):] for key in state_dict if key.startswith(prefix)}
+    names = {key[len(prefix) :] for key in state_dict if key.startswith(prefix)}
     separate = sorted(names & set(_CONVS))
     if _FUSED_CONV in names and separate:
-        raise ValueError(f"{prefix}{_FUSED_CONV} and {prefix}{separate[0]} are both given: the q/k/v convolutions "
-                         "must come either fused or separate, not both (which one is meant is ambiguous)")
+        raise ValueError(
+            f"{prefix}{_FUSED_CONV} and {prefix}{separate[0]} are both given: the q/k/v convolutions "
+            "must come either fused or separate, not both (which one is meant is ambiguous)"
+        )
     for key, value in state_dict.items():
-        name = key[len(prefix):] if key.startswith(prefix) else None
+        name = key[len(prefix) :] if key.startswith(prefix) else None
         if name is None:
             out[key] = value
         elif name == _FUSED_CONV:

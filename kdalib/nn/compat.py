@@ -28,8 +28,9 @@ class TransformersKimiDeltaAttention(KimiDeltaAttention):
     swapped model loads both original checkpoints and transformers state dicts.
     """
 
-    def forward(self, hidden_states: torch.Tensor, cache=None, attention_mask: torch.Tensor | None = None,
-                **kwargs) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, cache=None, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         """transformers' signature.
 
         Args:
@@ -58,7 +59,7 @@ class TransformersKimiDeltaAttention(KimiDeltaAttention):
         if conv is None or recurrent is None:
             return None
         history = self.conv_size - 1
-        q_conv, k_conv, v_conv = conv[..., conv.shape[-1] - history:].chunk(3, dim=1)
+        q_conv, k_conv, v_conv = conv[..., conv.shape[-1] - history :].chunk(3, dim=1)
         return KDALayerState(q_conv, k_conv, v_conv, recurrent)
 
     def _write_transformers_cache(self, cache, state: KDALayerState) -> None:
@@ -74,8 +75,9 @@ class TransformersKimiDeltaAttention(KimiDeltaAttention):
         cache.update_recurrent_state(state.recurrent.to(torch.float32), self.layer_idx)
 
 
-def kda_from_transformers(hf_layer: nn.Module, mode: str = "auto",
-                          layer_class: type[KimiDeltaAttention] = KimiDeltaAttention) -> KimiDeltaAttention:
+def kda_from_transformers(
+    hf_layer: nn.Module, mode: str = "auto", layer_class: type[KimiDeltaAttention] = KimiDeltaAttention
+) -> KimiDeltaAttention:
     """A kdalib layer with the sizes and weights of a transformers `KimiLinearDeltaAttention`.
 
     Args:

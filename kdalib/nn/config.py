@@ -135,8 +135,18 @@ class KimiLinearConfig:
     rms_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        positive = ("hidden_size", "num_layers", "kda_num_heads", "kda_head_dim", "conv_size",
-                    "mla_num_heads", "kv_lora_rank", "vocab_size", "num_experts", "num_experts_per_token")
+        positive = (
+            "hidden_size",
+            "num_layers",
+            "kda_num_heads",
+            "kda_head_dim",
+            "conv_size",
+            "mla_num_heads",
+            "kv_lora_rank",
+            "vocab_size",
+            "num_experts",
+            "num_experts_per_token",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -149,8 +159,10 @@ class KimiLinearConfig:
                 f"KimiLinearConfig.mla_layer_numbers: 1-based numbers must lie in [1, {self.num_layers}], got {numbers}"
             )
         if self.num_experts_per_token > self.num_experts:
-            raise ValueError(f"KimiLinearConfig.num_experts_per_token: cannot exceed num_experts = {self.num_experts}, "
-                             f"got {self.num_experts_per_token}")
+            raise ValueError(
+                f"KimiLinearConfig.num_experts_per_token: cannot exceed num_experts = {self.num_experts}, "
+                f"got {self.num_experts_per_token}"
+            )
 
     # ----- layer pattern -------------------------------------------------------------
 
@@ -214,8 +226,9 @@ class KimiLinearConfig:
         qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
         return self.mla_num_heads * (qk_head_dim + self.v_head_dim)
 
-    def mla_cache_bytes_per_layer(self, context_len: int, dtype: DTypeLike = torch.bfloat16,
-                                  compressed: bool = True) -> int:
+    def mla_cache_bytes_per_layer(
+        self, context_len: int, dtype: DTypeLike = torch.bfloat16, compressed: bool = True
+    ) -> int:
         """Bytes of one MLA layer's KV cache for one sequence of `context_len` tokens."""
         _check_context(context_len)
         return context_len * self.mla_cache_values_per_token(compressed) * dtype_bytes(dtype)
@@ -232,8 +245,7 @@ class KimiLinearConfig:
         """Total decode cache of this hybrid model for one sequence: KDA states + MLA KV cache."""
         return self.kda_state_bytes(dtype) + self.mla_cache_bytes(context_len, dtype, compressed)
 
-    def all_mla_cache_bytes(self, context_len: int, dtype: DTypeLike = torch.bfloat16,
-                            compressed: bool = True) -> int:
+    def all_mla_cache_bytes(self, context_len: int, dtype: DTypeLike = torch.bfloat16, compressed: bool = True) -> int:
         """KV cache of the same-depth model with MLA in every layer (the full-attention baseline)."""
         return self.num_layers * self.mla_cache_bytes_per_layer(context_len, dtype, compressed)
 

@@ -122,8 +122,12 @@ class KimiDeltaAttention(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        for name, value in (("hidden_size", hidden_size), ("num_heads", num_heads), ("head_dim", head_dim),
-                            ("conv_size", conv_size)):
+        for name, value in (
+            ("hidden_size", hidden_size),
+            ("num_heads", num_heads),
+            ("head_dim", head_dim),
+            ("conv_size", conv_size),
+        ):
             _check_positive_int(name, value)
         try:
             check_lower_bound(lower_bound)
@@ -169,12 +173,21 @@ class KimiDeltaAttention(nn.Module):
             **kwargs: passed on (`lower_bound`, `mode`, `device`, `dtype`).
         """
         if hasattr(config, "linear_num_heads"):
-            sizes = dict(hidden_size=config.hidden_size, num_heads=config.linear_num_heads,
-                         head_dim=config.linear_head_dim, conv_size=config.linear_conv_kernel_dim,
-                         norm_eps=config.rms_norm_eps)
+            sizes = dict(
+                hidden_size=config.hidden_size,
+                num_heads=config.linear_num_heads,
+                head_dim=config.linear_head_dim,
+                conv_size=config.linear_conv_kernel_dim,
+                norm_eps=config.rms_norm_eps,
+            )
         else:
-            sizes = dict(hidden_size=config.hidden_size, num_heads=config.kda_num_heads,
-                         head_dim=config.kda_head_dim, conv_size=config.conv_size, norm_eps=config.rms_norm_eps)
+            sizes = dict(
+                hidden_size=config.hidden_size,
+                num_heads=config.kda_num_heads,
+                head_dim=config.kda_head_dim,
+                conv_size=config.conv_size,
+                norm_eps=config.rms_norm_eps,
+            )
         return cls(**sizes, layer_idx=layer_idx, **kwargs)
 
     def reset_gate_parameters(self) -> None:
@@ -187,8 +200,10 @@ class KimiDeltaAttention(nn.Module):
 
     def extra_repr(self) -> str:
         bound = "" if self.lower_bound is None else f", lower_bound={self.lower_bound}"
-        return (f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"conv_size={self.conv_size}{bound}, layer_idx={self.layer_idx}, mode={self.mode!r}")
+        return (
+            f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"conv_size={self.conv_size}{bound}, layer_idx={self.layer_idx}, mode={self.mode!r}"
+        )
 
     # ----- forward ---------------------------------------------------------------------
 
@@ -218,8 +233,9 @@ class KimiDeltaAttention(nn.Module):
             ValueError: on a wrong shape, mask, or a cache holding a different number of sequences.
         """
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(f"hidden_states: expected shape [B, T, {self.hidden_size}], "
-                             f"got {list(hidden_states.shape)}")
+            raise ValueError(
+                f"hidden_states: expected shape [B, T, {self.hidden_size}], got {list(hidden_states.shape)}"
+            )
         batch, tokens, _ = hidden_states.shape
         if batch == 0 or tokens == 0:
             raise ValueError(f"hidden_states: expected at least one row and one token, got {list(hidden_states.shape)}")
@@ -248,8 +264,9 @@ class KimiDeltaAttention(nn.Module):
             return None
         state = cache.get(self.layer_idx)
         if state is not None and state.num_sequences != num_sequences:
-            raise ValueError(f"cache: layer {self.layer_idx} holds {state.num_sequences} sequences, "
-                             f"the input has {num_sequences}")
+            raise ValueError(
+                f"cache: layer {self.layer_idx} holds {state.num_sequences} sequences, the input has {num_sequences}"
+            )
         return state
 
     def _mix_packed(self, x, plan: PackedBatch, state, keep_state):
@@ -265,8 +282,12 @@ class KimiDeltaAttention(nn.Module):
                 full = [rows.new_zeros((plan.batch, *rows.shape[1:])) for rows in new_rows_state.tensors()]
             else:
                 full = state.tensors()
-            new_state = KDALayerState(*(whole.index_copy(0, plan.active_rows, rows.to(whole.dtype))
-                                        for whole, rows in zip(full, new_rows_state.tensors())))
+            new_state = KDALayerState(
+                *(
+                    whole.index_copy(0, plan.active_rows, rows.to(whole.dtype))
+                    for whole, rows in zip(full, new_rows_state.tensors())
+                )
+            )
         return unpack(y, plan), new_state
 
     def _mix(self, x, cu_seqlens, state: KDALayerState | None, keep_state: bool):
@@ -279,17 +300,30 @@ class KimiDeltaAttention(nn.Module):
         v, new_v = self.v_conv1d(self.v_proj(x), cu_seqlens, conv_v, keep_state)
         q, k, v = (t.reshape(batch, tokens, heads, dim) for t in (q, k, v))
 
-        g = ops.kda_gate(self.f_b_proj(self.f_a_proj(x)).reshape(batch, tokens, heads, dim),
-                         self.A_log, self.dt_bias, self.lower_bound)
+        g = ops.kda_gate(
+            self.f_b_proj(self.f_a_proj(x)).reshape(batch, tokens, heads, dim),
+            self.A_log,
+            self.dt_bias,
+            self.lower_bound,
+        )
         beta_logits = self.b_proj(x)
         beta = torch.sigmoid(beta_logits.to(compute_dtype(beta_logits)))
         # Autocast would run the operators' float32 matmuls in bfloat16 and return a bfloat16 state
         # (notes/kda.md, section ``kda-chunk-output``: the state and the decay stay float32); the
         # operators cast their inputs themselves.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            o, recurrent = ops.kda(q, k, v, g, beta, initial_state=None if state is None else state.recurrent,
-                                   output_final_state=keep_state, use_qk_l2norm_in_kernel=True,
-                                   cu_seqlens=cu_seqlens, backend=self.mode)
+            o, recurrent = ops.kda(
+                q,
+                k,
+                v,
+                g,
+                beta,
+                initial_state=None if state is None else state.recurrent,
+                output_final_state=keep_state,
+                use_qk_l2norm_in_kernel=True,
+                cu_seqlens=cu_seqlens,
+                backend=self.mode,
+            )
 
         gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, heads, dim)
         normed = self.o_norm(o, gate).to(v.dtype)  # back to the activation dtype for W_o

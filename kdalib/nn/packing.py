@@ -41,8 +41,9 @@ def check_attention_mask(attention_mask: torch.Tensor, batch: int, tokens: int) 
     """
     if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (batch, tokens):
         shape = list(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
-        raise ValueError(f"attention_mask: expected shape [B, T] = {[batch, tokens]} (1 = token, 0 = padding), "
-                         f"got {shape}")
+        raise ValueError(
+            f"attention_mask: expected shape [B, T] = {[batch, tokens]} (1 = token, 0 = padding), got {shape}"
+        )
     if attention_mask.dtype != torch.bool:
         if attention_mask.is_floating_point() or attention_mask.is_complex():
             raise ValueError(f"attention_mask: expected a bool or integer 0/1 tensor, got {attention_mask.dtype}")

@@ -64,8 +64,7 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], lab
     )
 
 
-def validate_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, tokens: int,
-                        device: torch.device | None = None) -> int:
+def validate_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, tokens: int, device: torch.device | None = None) -> int:
     """Checks packed-sequence offsets and returns the number of sequences N.
 
     Args:
@@ -85,16 +84,22 @@ def validate_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, tokens: int,
         not cu_seqlens.is_floating_point() and not cu_seqlens.is_complex() and cu_seqlens.dtype != torch.bool,
         f"cu_seqlens: expected an integer tensor (int32 or int64), got {cu_seqlens.dtype}",
     )
-    _expect(cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2,
-            f"cu_seqlens: expected shape [N + 1] with N >= 1, got {list(cu_seqlens.shape)}")
+    _expect(
+        cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2,
+        f"cu_seqlens: expected shape [N + 1] with N >= 1, got {list(cu_seqlens.shape)}",
+    )
     _expect(batch == 1, f"cu_seqlens: packed sequences need batch size B = 1, got B = {batch}")
-    _expect(device is None or cu_seqlens.device == torch.device(device),
-            f"cu_seqlens: expected device {device} (the inputs' device), got {cu_seqlens.device}")
+    _expect(
+        device is None or cu_seqlens.device == torch.device(device),
+        f"cu_seqlens: expected device {device} (the inputs' device), got {cu_seqlens.device}",
+    )
     offsets = cu_seqlens.tolist()
     _expect(offsets[0] == 0, f"cu_seqlens: expected to start at 0, got {offsets[0]}")
     _expect(offsets[-1] == tokens, f"cu_seqlens: expected to end at T = {tokens}, got {offsets[-1]}")
-    _expect(all(b > a for a, b in zip(offsets, offsets[1:])),
-            f"cu_seqlens: expected strictly increasing offsets, got {offsets}")
+    _expect(
+        all(b > a for a, b in zip(offsets, offsets[1:])),
+        f"cu_seqlens: expected strictly increasing offsets, got {offsets}",
+    )
     return len(offsets) - 1
 
 
@@ -133,13 +138,17 @@ def validate_kda_inputs(
     _expect(q.dim() == 4, f"q: expected shape [B, T, H, K], got {list(q.shape)}")
     batch, tokens, heads, key_dim = q.shape
     _expect(v.dim() == 4, f"v: expected shape [B, T, HV, V], got {list(v.shape)}")
-    _expect(batch > 0 and tokens > 0 and heads > 0 and key_dim > 0,
-            f"q: expected B, T, H and K to be positive in [B, T, H, K], got {list(q.shape)}")
+    _expect(
+        batch > 0 and tokens > 0 and heads > 0 and key_dim > 0,
+        f"q: expected B, T, H and K to be positive in [B, T, H, K], got {list(q.shape)}",
+    )
     value_heads, value_dim = v.shape[2], v.shape[3]
     _check_shape("k", k, (batch, tokens, heads, key_dim), "[B, T, H, K]")
     _check_shape("v", v, (batch, tokens, value_heads, value_dim), "[B, T, HV, V]")
-    _expect(value_heads > 0 and value_heads % heads == 0,
-            f"v: expected HV (dim 2) to be a positive multiple of H = {heads}, got HV = {value_heads}")
+    _expect(
+        value_heads > 0 and value_heads % heads == 0,
+        f"v: expected HV (dim 2) to be a positive multiple of H = {heads}, got HV = {value_heads}",
+    )
     _expect(value_dim > 0, f"v: expected V (dim 3) to be positive, got {list(v.shape)}")
     _check_shape("g", g, (batch, tokens, value_heads, key_dim), "[B, T, HV, K]")
     _check_shape("beta", beta, (batch, tokens, value_heads), "[B, T, HV]")
@@ -151,15 +160,21 @@ def validate_kda_inputs(
         num_sequences = validate_cu_seqlens(cu_seqlens, batch, tokens, q.device)
     if initial_state is not None:
         _check_floating("initial_state", initial_state)
-        _check_shape("initial_state", initial_state, (num_sequences, value_heads, key_dim, value_dim),
-                     "[N, HV, K, V]")
-        _expect(initial_state.device == q.device,
-                f"initial_state: expected device {q.device}, got {initial_state.device}")
+        _check_shape("initial_state", initial_state, (num_sequences, value_heads, key_dim, value_dim), "[N, HV, K, V]")
+        _expect(
+            initial_state.device == q.device, f"initial_state: expected device {q.device}, got {initial_state.device}"
+        )
     if scale is not None:
-        _expect(isinstance(scale, (int, float)) and not isinstance(scale, bool) and float(scale) == float(scale)
-                and abs(float(scale)) != float("inf"),
-                f"scale: expected a finite number, got {scale!r}")
+        _expect(
+            isinstance(scale, (int, float))
+            and not isinstance(scale, bool)
+            and float(scale) == float(scale)
+            and abs(float(scale)) != float("inf"),
+            f"scale: expected a finite number, got {scale!r}",
+        )
     if chunk_size is not None:
-        _expect(type(chunk_size) is int and chunk_size in VALID_CHUNK_SIZES,
-                f"chunk_size: expected one of {VALID_CHUNK_SIZES}, got {chunk_size!r}")
+        _expect(
+            type(chunk_size) is int and chunk_size in VALID_CHUNK_SIZES,
+            f"chunk_size: expected one of {VALID_CHUNK_SIZES}, got {chunk_size!r}",
+        )
     return KDAShapes(batch, tokens, heads, value_heads, key_dim, value_dim, num_sequences)

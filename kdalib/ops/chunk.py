@@ -51,7 +51,7 @@ def _place_blocks(target: torch.Tensor, blocks: torch.Tensor, half: int) -> None
     """Writes ``blocks [..., P, half, half]`` into the lower-left quarter of each 2*half block of ``target [..., C, C]``."""
     *lead, size, _ = target.shape
     pairs = size // (2 * half)
-    view = target.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]   # [..., P, h, P, h]
+    view = target.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]  # [..., P, h, P, h]
     torch.diagonal(view, dim1=-4, dim2=-2).copy_(blocks.movedim(-3, -1))
 
 
@@ -91,9 +91,9 @@ def intra_chunk_scores(q: torch.Tensor, k: torch.Tensor, g: torch.Tensor):
     """
     *lead, size, dim = k.shape
     in_place = not needs_grad(q, k, g)
-    prefix = g.clamp(max=0.0).exp()                       # products over blocks of one row
+    prefix = g.clamp(max=0.0).exp()  # products over blocks of one row
     suffix = torch.ones_like(prefix)
-    scores_qk = torch.diag_embed((q * k).sum(-1))         # i == j: no decay
+    scores_qk = torch.diag_embed((q * k).sum(-1))  # i == j: no decay
     scores_kk = torch.zeros_like(scores_qk)
     half = 1
     while half < size:
@@ -129,12 +129,12 @@ def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
     while half < size:
         pairs = size // (2 * half)
         blocks = strict_lower.view(*lead, pairs, 2, half, pairs, 2, half)[..., :, 1, :, :, 0, :]
-        lower_left = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3)        # [..., P, h, h]
+        lower_left = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3)  # [..., P, h, h]
         upper, lower = inverse[..., 0::2, :, :], inverse[..., 1::2, :, :]
         merged = -lower_left if half == 1 else -_bmm(_bmm(lower, lower_left), upper)  # 1 x 1 blocks are 1
         top = torch.cat([upper, torch.zeros_like(upper)], dim=-1)
         bottom = torch.cat([merged, lower], dim=-1)
-        inverse = torch.cat([top, bottom], dim=-2)                                    # [..., P, 2h, 2h]
+        inverse = torch.cat([top, bottom], dim=-2)  # [..., P, 2h, 2h]
         half *= 2
     return inverse.squeeze(-3)
 
@@ -159,8 +159,8 @@ def chunk_local_terms(q, k, v, g, beta):
     transform = unit_lower_inverse(scores_kk * beta.unsqueeze(-1)) * beta.unsqueeze(-2)
     w = _bmm(transform, k * decay_in)
     u = _bmm(transform, v)
-    keys_out = k * decay_out                                  # row i -> chunk end
-    decay_last = decay_in[..., -1:, :].transpose(-1, -2)      # the whole chunk
+    keys_out = k * decay_out  # row i -> chunk end
+    decay_last = decay_in[..., -1:, :].transpose(-1, -2)  # the whole chunk
     return w, u, keys_out, decay_last, q * decay_in, scores_qk
 
 
@@ -217,8 +217,14 @@ def scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop:
 
 
 def chunk_kda_core(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, state: torch.Tensor,
-    scale: float = 1.0, out: torch.Tensor | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor,
+    scale: float = 1.0,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
@@ -241,8 +247,9 @@ def chunk_kda_core(
     outputs = []
     for c in range(0, chunks, step):
         part = slice(c, c + step)
-        w, u, keys_out, decay_last, query_in, scores_qk = chunk_local_terms(q[part], k[part], v[part], g[part],
-                                                                              beta[part])
+        w, u, keys_out, decay_last, query_in, scores_qk = chunk_local_terms(
+            q[part], k[part], v[part], g[part], beta[part]
+        )
         inter, v_new, state = scan_chunk_states(w, u, keys_out, decay_last, query_in, state)
         output = _bmm(scores_qk, v_new).add_(inter).mul_(scale)
         if out is None:
@@ -257,13 +264,19 @@ def chunk_kda_core(
 def _to_chunk_rows(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[N, T_pad, HV, D]`` -> ``[NC, N * HV, C, D]`` (chunk-major, so each chunk is contiguous)."""
     n, t, h, d = x.shape
-    return x.view(n, t // chunk_size, chunk_size, h, d).permute(1, 0, 3, 2, 4).reshape(t // chunk_size, n * h, chunk_size, d)
+    return (
+        x.view(n, t // chunk_size, chunk_size, h, d)
+        .permute(1, 0, 3, 2, 4)
+        .reshape(t // chunk_size, n * h, chunk_size, d)
+    )
 
 
 def _from_chunk_rows(x: torch.Tensor, sequences: int) -> torch.Tensor:
     """``[NC, N * HV, C, D]`` -> ``[N, T_pad, HV, D]``."""
     nc, m, c, d = x.shape
-    return x.view(nc, sequences, m // sequences, c, d).permute(1, 0, 3, 2, 4).reshape(sequences, nc * c, m // sequences, d)
+    return (
+        x.view(nc, sequences, m // sequences, c, d).permute(1, 0, 3, 2, 4).reshape(sequences, nc * c, m // sequences, d)
+    )
 
 
 def triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state=None) -> str | None:
@@ -285,9 +298,12 @@ def triton_chunk_applies(q, k, v, g, beta, initial_state) -> bool:
     float32 path is reachable through ``kda(backend="triton")``; its state error with the
     strongest gates is above the 1e-5 float32 bar, see kdalib/ops/triton/NOTES.md).
     """
-    return (q.is_cuda and all(t.dtype in (torch.bfloat16, torch.float16) for t in (q, k, v))
-            and not needs_grad(q, k, v, g, beta, initial_state)
-            and triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state) is None)
+    return (
+        q.is_cuda
+        and all(t.dtype in (torch.bfloat16, torch.float16) for t in (q, k, v))
+        and not needs_grad(q, k, v, g, beta, initial_state)
+        and triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state) is None
+    )
 
 
 def chunk_kda(
@@ -331,10 +347,11 @@ def chunk_kda(
     """
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
-    scale = shapes.key_dim ** -0.5 if scale is None else scale
+    scale = shapes.key_dim**-0.5 if scale is None else scale
     if use_triton is None and triton_chunk_applies(q, k, v, g, beta, initial_state):
-        return triton_chunk_kda(q, k, v, g, beta, scale, initial_state, output_final_state,
-                                use_qk_l2norm_in_kernel, cu_seqlens)
+        return triton_chunk_kda(
+            q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+        )
     output_dtype = v.dtype
     # the scale is applied once, to the output (chunk_kda_core), not to every query
     q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)
@@ -363,8 +380,9 @@ def chunk_kda(
     return output.to(output_dtype), final_state
 
 
-def chunk_kda_flops(tokens: int, value_heads: int, key_dim: int, value_dim: int, chunk_size: int = 64,
-                    sequences: int = 1) -> int:
+def chunk_kda_flops(
+    tokens: int, value_heads: int, key_dim: int, value_dim: int, chunk_size: int = 64, sequences: int = 1
+) -> int:
     """Floating-point operations of :func:`chunk_kda`'s forward pass (multiply-add = 2).
 
     Counts the matmul-shaped work per chunk and per (sequence, value head): the
@@ -374,10 +392,12 @@ def chunk_kda_flops(tokens: int, value_heads: int, key_dim: int, value_dim: int,
     """
     size, k, v = chunk_size, key_dim, value_dim
     per_chunk = (
-        2 * size * (size - 1) * k + 2 * size * k  # A_qk and A_kk (lower triangles) and the diagonal q.k
-        + size * size * (k + v)                  # unit lower-triangular solve for [W | U]
-        + 4 * size * k * v                       # scan: W S and K_dᵀ V_new
-        + 2 * size * k * v + 2 * size * size * v  # read-out: Q_g S + A_qk V_new
+        2 * size * (size - 1) * k
+        + 2 * size * k  # A_qk and A_kk (lower triangles) and the diagonal q.k
+        + size * size * (k + v)  # unit lower-triangular solve for [W | U]
+        + 4 * size * k * v  # scan: W S and K_dᵀ V_new
+        + 2 * size * k * v
+        + 2 * size * size * v  # read-out: Q_g S + A_qk V_new
     )
     chunks = -(-tokens // size)
     return per_chunk * chunks * value_heads * sequences

@@ -60,12 +60,24 @@ def kda(
         operator = auto_operator(shapes.tokens, cu_seqlens)
     reason = operator.unavailable_reason(q, k, v, g, beta, initial_state)
     if reason is None and not operator.autograd and needs_grad(q, k, v, g, beta, initial_state):
-        reason = ("it computes no gradients; use backend='chunk' for inputs that require them, "
-                  "or call it under torch.no_grad()")
+        reason = (
+            "it computes no gradients; use backend='chunk' for inputs that require them, "
+            "or call it under torch.no_grad()"
+        )
     if reason is not None:
         raise RuntimeError(f"backend={operator.name!r} ({operator.description}): {reason}")
     options = {"chunk_size": chunk_size} if operator.chunked else {}
-    scale = shapes.key_dim ** -0.5 if scale is None else scale
-    return operator.function(q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                             output_final_state=output_final_state,
-                             use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, cu_seqlens=cu_seqlens, **options)
+    scale = shapes.key_dim**-0.5 if scale is None else scale
+    return operator.function(
+        q,
+        k,
+        v,
+        g,
+        beta,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        cu_seqlens=cu_seqlens,
+        **options,
+    )

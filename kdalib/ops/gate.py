@@ -31,8 +31,9 @@ def check_lower_bound(lower_bound) -> None:
     if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool) or not math.isfinite(lower_bound):
         raise ValueError(f"lower_bound: expected None or a finite negative number, got {lower_bound!r}")
     if lower_bound >= 0:
-        raise ValueError(f"lower_bound must be negative (the log decay per token lies in (lower_bound, 0)), "
-                         f"got {lower_bound}")
+        raise ValueError(
+            f"lower_bound must be negative (the log decay per token lies in (lower_bound, 0)), got {lower_bound}"
+        )
 
 
 def kda_gate(

@@ -37,7 +37,7 @@ def _reference_inputs(q, k, v, g, beta, initial_state, scale, use_qk_l2norm, sha
     if use_qk_l2norm:
         q = q / (q.pow(2).sum(-1, keepdim=True) + 1e-6).sqrt()
         k = k / (k.pow(2).sum(-1, keepdim=True) + 1e-6).sqrt()
-    q = q * (shapes.key_dim ** -0.5 if scale is None else scale)
+    q = q * (shapes.key_dim**-0.5 if scale is None else scale)
     head_of_value_head = torch.arange(shapes.value_heads, device=q.device) // shapes.group_size
     return q[:, :, head_of_value_head], k[:, :, head_of_value_head], v, g, beta, dtype
 
@@ -140,8 +140,9 @@ def naive_recurrent_kda(
     """
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
     *prepared, dtype = _reference_inputs(q, k, v, g, beta, initial_state, scale, use_qk_l2norm_in_kernel, shapes)
-    output, final_state = _run_sequences(_token_loop, *prepared, initial_state, output_final_state, cu_seqlens,
-                                         shapes, dtype)
+    output, final_state = _run_sequences(
+        _token_loop, *prepared, initial_state, output_final_state, cu_seqlens, shapes, dtype
+    )
     return output.to(v.dtype), final_state
 
 
@@ -159,7 +160,7 @@ def _chunk_steps(q, k, v, g, beta, state, chunk_size):
         size = K.shape[1]
         # 1. chunk-local cumulative log decay Γ_r = Σ_{s<=r} g_s, and the pairwise decays
         #    exp(Γ_r - Γ_i) for r >= i (the exponent of r < i is masked to -inf: no overflow).
-        gamma = G.cumsum(1)                                                        # [HV, C, K]
+        gamma = G.cumsum(1)  # [HV, C, K]
         lower = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
         pair = (gamma.unsqueeze(2) - gamma.unsqueeze(1)).masked_fill(~lower[..., None], -torch.inf).exp()
         # 2. A_kk[r, i] = beta_r Σ_d K_rd K_id exp(Γ_rd - Γ_id) for r > i.
@@ -210,6 +211,5 @@ def naive_chunk_kda(
     def steps(*sequence):
         return _chunk_steps(*sequence, chunk_size)
 
-    output, final_state = _run_sequences(steps, *prepared, initial_state, output_final_state, cu_seqlens,
-                                         shapes, dtype)
+    output, final_state = _run_sequences(steps, *prepared, initial_state, output_final_state, cu_seqlens, shapes, dtype)
     return output.to(v.dtype), final_state

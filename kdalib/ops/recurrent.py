@@ -114,7 +114,7 @@ def fused_recurrent_kda(
     """
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
-    scale = shapes.key_dim ** -0.5 if scale is None else scale
+    scale = shapes.key_dim**-0.5 if scale is None else scale
     output_dtype = v.dtype
     if _triton_applies(dtype, q, k, v, g, beta, initial_state):
         return triton_fused_recurrent_kda(

@@ -233,13 +233,18 @@ def provenance(data: dict) -> str:
 def recorded_table(data: dict) -> dict[str, str]:
     """A recorded result's numbers as a display bundle: an HTML table (the book's Markdown
     renderer shows no Markdown tables) and the same rows as plain text."""
-    numbers_ = [(key, value) for key, value in sorted(data["values"].items())
-                if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    numbers_ = [
+        (key, value)
+        for key, value in sorted(data["values"].items())
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
     head = f"Recorded result — {provenance(data)}."
     rows = "".join(f"<tr><td><code>{html.escape(key)}</code></td><td>{value:.6g}</td></tr>" for key, value in numbers_)
-    table = (f"<p><strong>Recorded result</strong> — {html.escape(provenance(data))}.</p>\n"
-             f'<table class="kdalib-recorded"><thead><tr><th>value</th><th>recorded</th></tr></thead>'
-             f"<tbody>{rows}</tbody></table>")
+    table = (
+        f"<p><strong>Recorded result</strong> — {html.escape(provenance(data))}.</p>\n"
+        f'<table class="kdalib-recorded"><thead><tr><th>value</th><th>recorded</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
     width = max((len(key) for key, _ in numbers_), default=0)
     plain = "\n".join([head, *(f"{key:<{width}}  {value:.6g}" for key, value in numbers_)])
     return {"text/html": table, "text/plain": plain}
@@ -255,11 +260,13 @@ def show_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> 
 
     data = load_recorded(stem, device, root)
     if data is None:
-        display(Markdown(
-            f"**No recorded {device.upper()} result for `{stem}` yet.** It is produced by "
-            f"`kdalib repro --device {device} --profile full notebooks/{stem}.ipynb` and committed "
-            f"to `notebooks/results/{device}/`."
-        ))
+        display(
+            Markdown(
+                f"**No recorded {device.upper()} result for `{stem}` yet.** It is produced by "
+                f"`kdalib repro --device {device} --profile full notebooks/{stem}.ipynb` and committed "
+                f"to `notebooks/results/{device}/`."
+            )
+        )
         return None
     display(recorded_table(data), raw=True)
     folder = Path(data["_path"]).parent

@@ -77,8 +77,9 @@ def execute_notebook(path: Path, device: str, profile: str, out_dir: Path, timeo
         os.environ.update(overrides)  # the kernel inherits this process's environment
         start = time.perf_counter()
         try:
-            NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            NotebookClient(
+                notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            ).execute()
         finally:
             wall = time.perf_counter() - start
             for key, value in saved.items():
@@ -131,6 +132,9 @@ def cmd_repro(args) -> int:
             failures += 1
             print(f"kdalib repro: {path.name} FAILED (executed copy in {out_dir}):\n{exc}", file=sys.stderr)
             continue
-        print(f"  {result['wall_time_s']:.1f} s, {len(result['values'])} values, "
-              f"{len(result['figures'])} figures -> {out_dir / (path.stem + '.json')}", flush=True)
+        print(
+            f"  {result['wall_time_s']:.1f} s, {len(result['values'])} values, "
+            f"{len(result['figures'])} figures -> {out_dir / (path.stem + '.json')}",
+            flush=True,
+        )
     return 1 if failures else 0

@@ -15,6 +15,18 @@ from kdalib.sources.quotes import display_in_quote, find_quote, normalize
 from kdalib.sources.verify import Report, run_verify
 
 __all__ = [
-    "Claim", "ClaimTable", "Document", "Finding", "LoadError", "Report", "Source", "display_in_quote",
-    "find_quote", "load_claims", "load_document", "load_text", "normalize", "run_verify",
+    "Claim",
+    "ClaimTable",
+    "Document",
+    "Finding",
+    "LoadError",
+    "Report",
+    "Source",
+    "display_in_quote",
+    "find_quote",
+    "load_claims",
+    "load_document",
+    "load_text",
+    "normalize",
+    "run_verify",
 ]

@@ -68,8 +68,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.changed_since and args.report != "md":
         return _fail("--changed-since selects the claims of the Markdown report: add --report md")
     try:
-        report = run_verify(args.sources, args.snapshots, args.root, strict=args.strict, online=args.online,
-                            client=_client(args) if args.online else None)
+        report = run_verify(
+            args.sources,
+            args.snapshots,
+            args.root,
+            strict=args.strict,
+            online=args.online,
+            client=_client(args) if args.online else None,
+        )
         scope = None
         if args.changed_since:
             base = review.base_document(args.sources, args.changed_since)
@@ -80,8 +86,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             try:
                 atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2) + "\n").encode())
             except OSError as write_err:
-                print(f"error: --json {args.json}: cannot write the report ({write_err.strerror or write_err})",
-                      file=sys.stderr)
+                print(
+                    f"error: --json {args.json}: cannot write the report ({write_err.strerror or write_err})",
+                    file=sys.stderr,
+                )
         return _fail(str(err))
     if args.json:
         try:
@@ -139,17 +147,32 @@ def _fetch_first(client: SafeClient, store: SnapshotStore, sources_path: str, so
         return "unreadable", f"{url}: {err}", False
     if source.snapshot is not None:
         if live.sha256 != source.snapshot.sha256:
-            return "differs", (f"{url} gives sha256 {live.sha256}, not the recorded {source.snapshot.sha256} "
-                               "(another extractor made the archived text, or the document changed); nothing "
-                               "stored. Keep it as a new version: "
-                               f"`kdalib sources fetch --new-version {source.id}`"), False
+            return (
+                "differs",
+                (
+                    f"{url} gives sha256 {live.sha256}, not the recorded {source.snapshot.sha256} "
+                    "(another extractor made the archived text, or the document changed); nothing "
+                    "stored. Keep it as a new version: "
+                    f"`kdalib sources fetch --new-version {source.id}`"
+                ),
+                False,
+            )
         store.write(source.snapshot.file, live.text)
         return "restored", f"{source.snapshot.file} (sha256 matches)", True
     file = source.id + _suffix(live.text, live.final_url)
     try:
-        versions.archive(store, sources_path, source, file, live.text, live.final_url,
-                         version=f"{url} as served on {_today().isoformat()}", origin=_origin(live), day=_today(),
-                         as_version=False)
+        versions.archive(
+            store,
+            sources_path,
+            source,
+            file,
+            live.text,
+            live.final_url,
+            version=f"{url} as served on {_today().isoformat()}",
+            origin=_origin(live),
+            day=_today(),
+            as_version=False,
+        )
     except (FileExistsError, LoadError) as err:
         return "not-stored", str(err), False
     return "new", f"stored {file}; recorded its snapshot in {sources_path} and {manifest.MANIFEST_NAME}", True
@@ -159,8 +182,9 @@ def _origin(live: tracker.LiveText) -> str:
     return "publisher" if live.served_as_is else "extraction"
 
 
-def _fetch_new_version(client: SafeClient, store: SnapshotStore, sources_path: str, doc: Document,
-                       source) -> tuple[str, str, bool]:
+def _fetch_new_version(
+    client: SafeClient, store: SnapshotStore, sources_path: str, doc: Document, source
+) -> tuple[str, str, bool]:
     """Fetch a source's live text; keep it as a dated version when it differs from the newest one."""
     latest = source.latest
     if latest is None:
@@ -175,16 +199,27 @@ def _fetch_new_version(client: SafeClient, store: SnapshotStore, sources_path: s
     day = _today()
     file = versions.dated_name(source.snapshot.file, day)
     try:
-        versions.archive(store, sources_path, source, file, track.live.text, track.live.final_url,
-                         version=f"live text of {day.isoformat()}", origin=_origin(track.live), day=day,
-                         as_version=True)
+        versions.archive(
+            store,
+            sources_path,
+            source,
+            file,
+            track.live.text,
+            track.live.final_url,
+            version=f"live text of {day.isoformat()}",
+            origin=_origin(track.live),
+            day=day,
+            as_version=True,
+        )
     except (FileExistsError, LoadError) as err:
         return "not-stored", str(err), False
     gone = track.quotes_gone
     held = ", ".join(c for c in track.quotes if c not in gone) or "none"
-    detail = (f"stored {file} (version {day.isoformat()}; {track.detail}). Quotes found in it: {held}. "
-              f"Not found: {', '.join(gone) or 'none'}. Move a claim with 'version: {day.isoformat()}', "
-              "or mark it superseded by a new claim that quotes the new text")
+    detail = (
+        f"stored {file} (version {day.isoformat()}; {track.detail}). Quotes found in it: {held}. "
+        f"Not found: {', '.join(gone) or 'none'}. Move a claim with 'version: {day.isoformat()}', "
+        "or mark it superseded by a new claim that quotes the new text"
+    )
     return "new-version", detail, True
 
 
@@ -230,8 +265,9 @@ def cmd_check_links(args: argparse.Namespace) -> int:
     except LoadError as err:
         return _fail(str(err))
     results = links.check_links(doc, _client(args))
-    rows = [("source", "status", "detail")] + [(r.source_id, "refused" if r.refused else r.status, r.detail)
-                                               for r in results]
+    rows = [("source", "status", "detail")] + [
+        (r.source_id, "refused" if r.refused else r.status, r.detail) for r in results
+    ]
     print(_table(rows))
     refused = [r for r in results if r.refused]
     if refused:
@@ -334,15 +370,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     yaml.dump(data, buffer)
     checked = load_text(buffer.getvalue(), args.sources)
     if checked.findings:
-        return _fail("the new entry would not validate, nothing written:\n"
-                     + "\n".join(f.format() for f in checked.findings))
+        return _fail(
+            "the new entry would not validate, nothing written:\n" + "\n".join(f.format() for f in checked.findings)
+        )
     existing = store.path_of(file)
     try:
         if existing.exists() and existing.read_bytes() != data_bytes:
             return _fail(f"{existing} exists with other content; choose another --id")
         try:
-            new_manifest = manifest.with_entry(store, file, source_id, args.version, args.retrieved_from or args.url,
-                                               args.origin, data_bytes, today=_today())
+            new_manifest = manifest.with_entry(
+                store,
+                file,
+                source_id,
+                args.version,
+                args.retrieved_from or args.url,
+                args.origin,
+                data_bytes,
+                today=_today(),
+            )
         except (ValueError, YAMLError) as err:
             return _fail(f"{store.root / manifest.MANIFEST_NAME}: {err}")
         atomic_write_bytes(existing, data_bytes)
@@ -350,10 +395,14 @@ def cmd_add(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.sources, buffer.getvalue().encode("utf-8"))
     except OSError as err:
         return _fail(f"cannot write {err.filename or existing}: {err.strerror or err}")
-    print(f"added source {source_id!r} (snapshot {file}, sha256 {sha}) to {args.sources} "
-          f"and {store.root / manifest.MANIFEST_NAME}")
-    print("next: check title/publisher/kind, add version_url, then `kdalib sources quote "
-          f"{source_id} \"...\"` for each claim")
+    print(
+        f"added source {source_id!r} (snapshot {file}, sha256 {sha}) to {args.sources} "
+        f"and {store.root / manifest.MANIFEST_NAME}"
+    )
+    print(
+        "next: check title/publisher/kind, add version_url, then `kdalib sources quote "
+        f'{source_id} "..."` for each claim'
+    )
     return OK
 
 
@@ -366,7 +415,7 @@ def _print_nearest(text, wanted: str) -> None:
     for count in range(len(words) - 1, 0, -1):
         match = text.find(" ".join(words[:count]))
         if match is not None:
-            following = text.raw[match.end:match.end + 60].split("\n", 1)[0]
+            following = text.raw[match.end : match.end + 60].split("\n", 1)[0]
             print(f"the first {count} of {len(words)} words occur at line {match.line}; the snapshot goes on:")
             print(f"  | {match.span}{following}")
             return

@@ -25,8 +25,20 @@ from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 
 #: The columns of claims.json and claims.csv, in order.
-COLUMNS = ("id", "subject", "property", "value", "unit", "setting", "status", "verdict", "source",
-           "version_url", "quote", "snapshot_sha256")
+COLUMNS = (
+    "id",
+    "subject",
+    "property",
+    "value",
+    "unit",
+    "setting",
+    "status",
+    "verdict",
+    "source",
+    "version_url",
+    "quote",
+    "snapshot_sha256",
+)
 
 
 def claim_rows(doc: Document) -> list[dict[str, Any]]:
@@ -34,20 +46,22 @@ def claim_rows(doc: Document) -> list[dict[str, Any]]:
     rows = []
     for claim in doc.claims.values():
         source = doc.sources.get(claim.source)
-        rows.append({
-            "id": claim.id,
-            "subject": claim.subject,
-            "property": claim.topic,
-            "value": claim.value,
-            "unit": claim.unit,
-            "setting": claim.setting_text,
-            "status": claim.status,
-            "verdict": claim.verdict or "",
-            "source": claim.source,
-            "version_url": (source.version_url or source.url or "") if source else "",
-            "quote": claim.quote or "",
-            "snapshot_sha256": source.snapshot.sha256 if source and source.snapshot else "",
-        })
+        rows.append(
+            {
+                "id": claim.id,
+                "subject": claim.subject,
+                "property": claim.topic,
+                "value": claim.value,
+                "unit": claim.unit,
+                "setting": claim.setting_text,
+                "status": claim.status,
+                "verdict": claim.verdict or "",
+                "source": claim.source,
+                "version_url": (source.version_url or source.url or "") if source else "",
+                "quote": claim.quote or "",
+                "snapshot_sha256": source.snapshot.sha256 if source and source.snapshot else "",
+            }
+        )
     return rows
 
 

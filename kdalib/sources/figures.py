@@ -46,6 +46,7 @@ _NUMBERING_WORD = re.compile(
     re.IGNORECASE,
 )
 
+
 @dataclass(frozen=True)
 class HandTypedFigure:
     """One figure found in prose: 1-based line and column, and the text matched."""
@@ -85,9 +86,16 @@ def lint_notes(root: Path) -> list[Finding]:
             for figure in find_figures(text):
                 line = first_line + figure.line - 1 if first_line else 0
                 place = f"{where}, line {figure.line}, column {figure.column}" if where else f"column {figure.column}"
-                findings.append(Finding(
-                    ERROR, "hand-typed-figure", shown, line, "",
-                    f"{figure.text!r} ({place}) looks like a figure typed by hand",
-                    "add the figure as a claim in sources.yaml and write {claim}`its.id` here "
-                    "(or use inline code or math if it is not a sourced figure)"))
+                findings.append(
+                    Finding(
+                        ERROR,
+                        "hand-typed-figure",
+                        shown,
+                        line,
+                        "",
+                        f"{figure.text!r} ({place}) looks like a figure typed by hand",
+                        "add the figure as a claim in sources.yaml and write {claim}`its.id` here "
+                        "(or use inline code or math if it is not a sourced figure)",
+                    )
+                )
     return findings

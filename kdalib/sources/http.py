@@ -117,9 +117,14 @@ def address_problem(address: str, allow_loopback: bool) -> str | None:
     if allow_loopback and ip in LOOPBACK_ALLOWED:
         return None
     # Most specific first: 0.0.0.0 and 240/4 are also "private" to the ipaddress module.
-    for label, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                        ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
-                        ("reserved", ip.is_reserved), ("private", ip.is_private)):
+    for label, flag in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("unspecified", ip.is_unspecified),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+    ):
         if flag:
             return f"{label} address {ip}"
     return None if ip.is_global else f"non-global address {ip}"
@@ -204,9 +209,13 @@ class SafeClient:
         resolver: host, port → addresses, injectable so that tests never leave the machine.
     """
 
-    def __init__(self, policy: FetchPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 resolver: Resolver = resolve_host):
+    def __init__(
+        self,
+        policy: FetchPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        resolver: Resolver = resolve_host,
+    ):
         self.policy = policy or FetchPolicy()
         self.sleep = sleep
         self.clock = clock
@@ -234,8 +243,9 @@ class SafeClient:
                     current = redirects[-1][1]
                     continue
                 body = self._read_capped(current, response, deadline) if read_body else b""
-                return FetchResult(url, current, response.status,
-                                   response.headers.get("Content-Type", ""), body, redirects)
+                return FetchResult(
+                    url, current, response.status, response.headers.get("Content-Type", ""), body, redirects
+                )
             finally:
                 response.close()
                 pool.close()
@@ -267,7 +277,9 @@ class SafeClient:
             except Urllib3Timeout:
                 deadline.remaining(url)
                 if last_try:
-                    raise FetchError(url, "timeout", f"no answer within the timeout after {attempt + 1} tries") from None
+                    raise FetchError(
+                        url, "timeout", f"no answer within the timeout after {attempt + 1} tries"
+                    ) from None
             except (Urllib3Error, OSError) as err:
                 if last_try:
                     raise FetchError(url, "connection", f"{type(err).__name__}: {_reason(err)}") from None
@@ -280,28 +292,49 @@ class SafeClient:
                 if wait is not None:
                     self._wait(min(wait, policy.max_retry_after), url, deadline)
                     continue
-            self._wait(policy.backoff * (2 ** attempt), url, deadline)
+            self._wait(policy.backoff * (2**attempt), url, deadline)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _open(self, target: Target, deadline: _Deadline):
         """Send the GET to the first checked address that accepts a connection."""
         parts, policy = target.parts, self.policy
-        headers = {"Host": parts.host_header, "User-Agent": policy.user_agent, "Accept": "*/*",
-                   "Accept-Encoding": "gzip, deflate", "Connection": "close"}
+        headers = {
+            "Host": parts.host_header,
+            "User-Agent": policy.user_agent,
+            "Accept": "*/*",
+            "Accept-Encoding": "gzip, deflate",
+            "Connection": "close",
+        }
         for index, address in enumerate(target.addresses):
             remaining = deadline.remaining(parts.url)
-            timeout = urllib3.Timeout(connect=min(policy.connect_timeout, remaining),
-                                      read=min(policy.read_timeout, remaining))
+            timeout = urllib3.Timeout(
+                connect=min(policy.connect_timeout, remaining), read=min(policy.read_timeout, remaining)
+            )
             if parts.scheme == "https":
                 pool = urllib3.HTTPSConnectionPool(
-                    address, parts.port, timeout=timeout, maxsize=1, retries=False,
-                    cert_reqs="CERT_REQUIRED", ca_certs=policy.ca_certs,
-                    server_hostname=parts.host, assert_hostname=parts.host)
+                    address,
+                    parts.port,
+                    timeout=timeout,
+                    maxsize=1,
+                    retries=False,
+                    cert_reqs="CERT_REQUIRED",
+                    ca_certs=policy.ca_certs,
+                    server_hostname=parts.host,
+                    assert_hostname=parts.host,
+                )
             else:
                 pool = urllib3.HTTPConnectionPool(address, parts.port, timeout=timeout, maxsize=1, retries=False)
             try:
-                response = pool.urlopen("GET", parts.target, headers=headers, redirect=False, retries=False,
-                                        preload_content=False, decode_content=True, assert_same_host=False)
+                response = pool.urlopen(
+                    "GET",
+                    parts.target,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=True,
+                    assert_same_host=False,
+                )
             except NewConnectionError:
                 pool.close()
                 if index == len(target.addresses) - 1:

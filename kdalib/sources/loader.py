@@ -59,8 +59,12 @@ class _NoAnchorComposer(Composer):
         event = self.parser.peek_event()
         if isinstance(event, AliasEvent) or event.anchor is not None:
             what = f"alias *{event.anchor}" if isinstance(event, AliasEvent) else f"anchor &{event.anchor}"
-            raise ComposerError(None, None, f"YAML {_clip(what)} is not allowed in a checklist; "
-                                "write the value out in full", event.start_mark)
+            raise ComposerError(
+                None,
+                None,
+                f"YAML {_clip(what)} is not allowed in a checklist; write the value out in full",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -68,9 +72,7 @@ class _DatesAsTextConstructor(RoundTripConstructor):
     """Round-trip constructor that leaves YAML timestamps as the text written."""
 
 
-_DatesAsTextConstructor.add_constructor(
-    "tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node)
-)
+_DatesAsTextConstructor.add_constructor("tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node))
 
 
 class _LenientDatesConstructor(RoundTripConstructor):

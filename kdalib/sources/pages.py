@@ -22,24 +22,38 @@ from pathlib import Path
 CLAIM_ROLE_OR_CODE = re.compile(r"\{claim\}`(?P<id>[^`]*)`|(?P<ticks>`+).+?(?P=ticks)")
 
 #: Directives whose body is code, math or data rather than prose.
-CODE_DIRECTIVES = frozenset({
-    "code", "code-block", "code-cell", "sourcecode", "literalinclude", "math", "raw", "eval-rst",
-    "mermaid", "csv-table", "include", "graphviz", "bibliography", "glue:figure",
-})
+CODE_DIRECTIVES = frozenset(
+    {
+        "code",
+        "code-block",
+        "code-cell",
+        "sourcecode",
+        "literalinclude",
+        "math",
+        "raw",
+        "eval-rst",
+        "mermaid",
+        "csv-table",
+        "include",
+        "graphviz",
+        "bibliography",
+        "glue:figure",
+    }
+)
 
 _FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,}|:{3,})\s*(?P<info>.*)$")
 _OPTION = re.compile(r"^\s*:[\w-]+:")
 _REF_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S")
 _INLINE_MASKS = [
-    re.compile(r"\{[\w:.+-]+\}(`+).*?\1"),                  # roles, {claim} included
-    re.compile(r"(`+).+?\1"),                               # inline code
-    re.compile(r"\$\$.+?\$\$"),                             # display math on one line
-    re.compile(r"(?<![\\$])\$(?=\S)[^$\n]*?(?<=\S)\$"),     # inline math (dollarmath rules)
-    re.compile(r"<!--.*?-->"),                              # HTML comment
-    re.compile(r"</?[A-Za-z][^>]*>"),                       # HTML tags and <autolinks>
-    re.compile(r"\]\([^)]*\)"),                             # link targets
-    re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+"),       # bare URLs (linkify)
-    re.compile(r"\{\{.*?\}\}"),                             # substitutions
+    re.compile(r"\{[\w:.+-]+\}(`+).*?\1"),  # roles, {claim} included
+    re.compile(r"(`+).+?\1"),  # inline code
+    re.compile(r"\$\$.+?\$\$"),  # display math on one line
+    re.compile(r"(?<![\\$])\$(?=\S)[^$\n]*?(?<=\S)\$"),  # inline math (dollarmath rules)
+    re.compile(r"<!--.*?-->"),  # HTML comment
+    re.compile(r"</?[A-Za-z][^>]*>"),  # HTML tags and <autolinks>
+    re.compile(r"\]\([^)]*\)"),  # link targets
+    re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+"),  # bare URLs (linkify)
+    re.compile(r"\{\{.*?\}\}"),  # substitutions
 ]
 
 
@@ -53,8 +67,11 @@ def page_files(root: Path) -> list[Path]:
         base = root / folder
         if base.is_dir():
             for pattern in patterns:
-                found.extend(p for p in base.rglob(pattern) if "results" not in p.relative_to(base).parts[:1]
-                             and ".ipynb_checkpoints" not in p.parts)
+                found.extend(
+                    p
+                    for p in base.rglob(pattern)
+                    if "results" not in p.relative_to(base).parts[:1] and ".ipynb_checkpoints" not in p.parts
+                )
     return sorted(found)
 
 
@@ -123,7 +140,7 @@ def prose_lines(text: str) -> Iterator[tuple[int, str]]:
         opened = _FENCE.match(line)
         if opened and (opened.group("info") or not opened.group("fence").startswith(":")):
             info = opened.group("info").strip()
-            name = info[1:info.index("}")] if info.startswith("{") and "}" in info else None
+            name = info[1 : info.index("}")] if info.startswith("{") and "}" in info else None
             is_code = name is None and not opened.group("fence").startswith(":")
             stack.append(_Fence(opened.group("fence"), is_code or name in CODE_DIRECTIVES))
             continue

@@ -58,19 +58,36 @@ def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> Quot
             out.states[state_key(source.id, snapshot)] = state
             line = source.lines.get("snapshot" if snapshot is source.snapshot else "versions", source.line)
             if state.state == snap.MISSING:
-                out.findings.append(Finding(
-                    ERROR if strict else WARNING, "snapshot-missing", file, line, source.id,
-                    f"snapshot {snapshot.file!r} is not in {store.root}; its quotes were not checked",
-                    f"run `kdalib sources fetch {source.id}` or set {snap.ENV_VAR} to the archive"))
+                out.findings.append(
+                    Finding(
+                        ERROR if strict else WARNING,
+                        "snapshot-missing",
+                        file,
+                        line,
+                        source.id,
+                        f"snapshot {snapshot.file!r} is not in {store.root}; its quotes were not checked",
+                        f"run `kdalib sources fetch {source.id}` or set {snap.ENV_VAR} to the archive",
+                    )
+                )
             elif state.state == snap.SHA_MISMATCH:
-                out.findings.append(Finding(
-                    ERROR, "sha-mismatch", file, line, source.id,
-                    f"{state.path} has sha256 {state.actual_sha256}, not the recorded {snapshot.sha256}",
-                    "restore the archived file (a changed source is kept as a new version: "
-                    f"`kdalib sources fetch --new-version {source.id}`)"))
+                out.findings.append(
+                    Finding(
+                        ERROR,
+                        "sha-mismatch",
+                        file,
+                        line,
+                        source.id,
+                        f"{state.path} has sha256 {state.actual_sha256}, not the recorded {snapshot.sha256}",
+                        "restore the archived file (a changed source is kept as a new version: "
+                        f"`kdalib sources fetch --new-version {source.id}`)",
+                    )
+                )
             elif state.state == snap.UNREADABLE:
-                out.findings.append(Finding(ERROR, "snapshot-unreadable", file, line, source.id,
-                                            f"cannot read {state.path}: {state.detail}"))
+                out.findings.append(
+                    Finding(
+                        ERROR, "snapshot-unreadable", file, line, source.id, f"cannot read {state.path}: {state.detail}"
+                    )
+                )
     for claim in doc.claims.values():
         out.findings.extend(_check_claim_quote(doc, claim, out))
     return out
@@ -86,16 +103,28 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
     if claim.status not in QUOTE_CHECKED_STATUSES or not claim.quote:
         return
     if claim.display and display_in_quote(claim.display, claim.quote) is None:
-        yield Finding(ERROR, "value-not-in-quote", file, claim.line_of("display"), claim.id,
-                      f"display {short_text(claim.display, 40)!r} does not occur in the quote {short_text(claim.quote)!r}",
-                      "quote the span that prints the value, or correct 'display' to the value as the source prints it")
+        yield Finding(
+            ERROR,
+            "value-not-in-quote",
+            file,
+            claim.line_of("display"),
+            claim.id,
+            f"display {short_text(claim.display, 40)!r} does not occur in the quote {short_text(claim.quote)!r}",
+            "quote the span that prints the value, or correct 'display' to the value as the source prints it",
+        )
     source = doc.sources.get(claim.source)
     if source is None:
         return  # already reported as unknown-source
     if source.snapshot is None:
-        yield Finding(ERROR, "no-snapshot", file, claim.line_of("source"), claim.id,
-                      f"source {source.id!r} has no snapshot, so the quote cannot be checked",
-                      f"add snapshot: {{file: ..., sha256: ...}} to {source.id}, or mark the claim unverified")
+        yield Finding(
+            ERROR,
+            "no-snapshot",
+            file,
+            claim.line_of("source"),
+            claim.id,
+            f"source {source.id!r} has no snapshot, so the quote cannot be checked",
+            f"add snapshot: {{file: ..., sha256: ...}} to {source.id}, or mark the claim unverified",
+        )
         return
     snapshot = source.snapshot_for(claim.version)
     if snapshot is None:
@@ -106,11 +135,17 @@ def _check_claim_quote(doc: Document, claim: Claim, out: QuoteResults) -> Iterat
         return
     match = state.text.find(claim.quote)
     if match is None:
-        yield Finding(ERROR, "quote-not-found", file, claim.line_of("quote"), claim.id,
-                      f"the quote {short_text(claim.quote)!r} does not occur in {snapshot.file} "
-                      "(even ignoring whitespace)",
-                      f"run `kdalib sources quote {source.id} \"<a few words of it>\"`"
-                      + (f" --version {claim.version}" if snapshot.retrieved else "") + " and paste the span it prints")
+        yield Finding(
+            ERROR,
+            "quote-not-found",
+            file,
+            claim.line_of("quote"),
+            claim.id,
+            f"the quote {short_text(claim.quote)!r} does not occur in {snapshot.file} (even ignoring whitespace)",
+            f'run `kdalib sources quote {source.id} "<a few words of it>"`'
+            + (f" --version {claim.version}" if snapshot.retrieved else "")
+            + " and paste the span it prints",
+        )
         return
     out.matches[claim.id] = match
 
@@ -130,8 +165,7 @@ def topic_key(claim: Claim) -> tuple[Any, ...]:
     if claim.benchmark is None:
         return (subject, "property", normalize(claim.property or "").casefold())
     fields = ("name", "version", "metric", "setting", "tools", "thinking", "harness", "shots")
-    return (subject, "benchmark", *(
-        normalize(str(claim.benchmark.get(k, ""))).casefold() for k in fields))
+    return (subject, "benchmark", *(normalize(str(claim.benchmark.get(k, ""))).casefold() for k in fields))
 
 
 def value_key(claim: Claim) -> tuple[Any, ...]:
@@ -201,15 +235,23 @@ def check_conflicts(doc: Document) -> list[Finding]:
         for target in claim.conflicts_with:
             other = doc.resolve_claim(target)
             if other is not None and other is not claim and claim.id not in named[other.id]:
-                findings.append(Finding(
-                    ERROR, "one-sided-conflict", file, claim.line_of("conflicts_with"), claim.id,
-                    f"names {other.id} in conflicts_with, but {other.id} does not name it back",
-                    f"add {claim.id} to the conflicts_with of {other.id} (line {other.line})"))
+                findings.append(
+                    Finding(
+                        ERROR,
+                        "one-sided-conflict",
+                        file,
+                        claim.line_of("conflicts_with"),
+                        claim.id,
+                        f"names {other.id} in conflicts_with, but {other.id} does not name it back",
+                        f"add {claim.id} to the conflicts_with of {other.id} (line {other.line})",
+                    )
+                )
     return findings
 
 
-def _group_finding(file: str, group: list[Claim], named: dict[str, set[str]],
-                   partners: dict[str, set[str]]) -> list[Finding]:
+def _group_finding(
+    file: str, group: list[Claim], named: dict[str, set[str]], partners: dict[str, set[str]]
+) -> list[Finding]:
     """At most one finding for a conflict group, in time linear in its size and its relations."""
     by_value: dict[tuple[Any, ...], list[Claim]] = defaultdict(list)
     for claim in group:
@@ -219,8 +261,7 @@ def _group_finding(file: str, group: list[Claim], named: dict[str, set[str]],
     lacking: list[tuple[Claim, Claim | None]] = []
     for claim in group:
         key = value_key(claim)
-        excused = {i for i in named[claim.id] | partners[claim.id]
-                   if i in members and value_key(members[i]) != key}
+        excused = {i for i in named[claim.id] | partners[claim.id] if i in members and value_key(members[i]) != key}
         missing = len(group) - len(by_value[key]) - len(excused)
         if missing:
             missing_pairs += missing
@@ -232,17 +273,22 @@ def _group_finding(file: str, group: list[Claim], named: dict[str, set[str]],
         return []
     first, example = lacking[0]
     assert example is not None
-    shown = "; ".join(f"{c.id} (line {c.line}) gives {short_text(c.display, 30)!r}"
-                      for c, _ in lacking[:SHOWN_MEMBERS])
+    shown = "; ".join(f"{c.id} (line {c.line}) gives {short_text(c.display, 30)!r}" for c, _ in lacking[:SHOWN_MEMBERS])
     more = f"; and {len(lacking) - SHOWN_MEMBERS} more" if len(lacking) > SHOWN_MEMBERS else ""
-    return [Finding(
-        ERROR, "undeclared-conflict", file, first.line, first.id,
-        f"{len(group)} claims give {len(by_value)} different values for the same "
-        f"{short_text(first.topic or 'figure', 60)} of {short_text(first.subject, 60)}, and "
-        f"{missing_pairs} conflicts_with entr{'y is' if missing_pairs == 1 else 'ies are'} missing "
-        f"(e.g. {first.id} does not name {example.id}); undeclared: {shown}{more}",
-        "list each disagreeing claim in the others' conflicts_with, "
-        "or mark the wrong ones refuted/superseded")]
+    return [
+        Finding(
+            ERROR,
+            "undeclared-conflict",
+            file,
+            first.line,
+            first.id,
+            f"{len(group)} claims give {len(by_value)} different values for the same "
+            f"{short_text(first.topic or 'figure', 60)} of {short_text(first.subject, 60)}, and "
+            f"{missing_pairs} conflicts_with entr{'y is' if missing_pairs == 1 else 'ies are'} missing "
+            f"(e.g. {first.id} does not name {example.id}); undeclared: {shown}{more}",
+            "list each disagreeing claim in the others' conflicts_with, or mark the wrong ones refuted/superseded",
+        )
+    ]
 
 
 def check_relations(doc: Document) -> list[Finding]:
@@ -252,17 +298,31 @@ def check_relations(doc: Document) -> list[Finding]:
     replaced = {id_ for pair in _supersession(doc) for id_ in pair}
     for claim in doc.claims.values():
         if claim.status == "superseded" and claim.id not in replaced:
-            findings.append(Finding(
-                ERROR, "superseded-without-successor", file, claim.line_of("status"), claim.id,
-                "is superseded, but no claim says it supersedes it",
-                "add 'supersedes: [this id]' to the newer claim, or superseded_by: NEW_ID here"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "superseded-without-successor",
+                    file,
+                    claim.line_of("status"),
+                    claim.id,
+                    "is superseded, but no claim says it supersedes it",
+                    "add 'supersedes: [this id]' to the newer claim, or superseded_by: NEW_ID here",
+                )
+            )
         for target in claim.evidence:
             other = doc.resolve_claim(target)
             if other is not None and other.status not in EVIDENCE_STATUSES:
-                findings.append(Finding(
-                    ERROR, "weak-evidence", file, claim.line_of("evidence"), claim.id,
-                    f"cites {other.id} as evidence, but that claim is {other.status}",
-                    "cite a verified or reproduced claim"))
+                findings.append(
+                    Finding(
+                        ERROR,
+                        "weak-evidence",
+                        file,
+                        claim.line_of("evidence"),
+                        claim.id,
+                        f"cites {other.id} as evidence, but that claim is {other.status}",
+                        "cite a verified or reproduced claim",
+                    )
+                )
     return findings
 
 
@@ -277,8 +337,17 @@ def check_reproduced(doc: Document, root: Path) -> list[Finding]:
             problem = _reproduction_problem(claim, root)
             if problem:
                 message, fix = problem
-                findings.append(Finding(ERROR, "reproduction-mismatch", str(doc.path),
-                                        claim.line_of("reproduced_by"), claim.id, message, fix))
+                findings.append(
+                    Finding(
+                        ERROR,
+                        "reproduction-mismatch",
+                        str(doc.path),
+                        claim.line_of("reproduced_by"),
+                        claim.id,
+                        message,
+                        fix,
+                    )
+                )
     return findings
 
 
@@ -307,9 +376,11 @@ def _reproduction_problem(claim: Claim, root: Path) -> tuple[str, str] | None:
         return "a reproduced claim needs a numeric value", "write the value as a number"
     difference = abs(float(got) - float(claim.value))
     if not difference <= spec.tolerance:  # also catches NaN
-        return (f"{spec.result} records {spec.key} = {got}, {difference:.6g} away from the claimed "
-                f"{claim.value} (tolerance {spec.tolerance})",
-                "re-run the notebook, or correct the claim if the recorded value is right")
+        return (
+            f"{spec.result} records {spec.key} = {got}, {difference:.6g} away from the claimed "
+            f"{claim.value} (tolerance {spec.tolerance})",
+            "re-run the notebook, or correct the claim if the recorded value is right",
+        )
     return None
 
 
@@ -325,15 +396,27 @@ def check_claim_references(doc: Document, root: Path) -> list[Finding]:
         shown = _relative(path, root)
         for first_line, where, text in markdown_blocks(path):
             used = [(n, c, "unknown-claim-role", f"{{claim}}`{c}`") for n, c in claim_roles(text)]
-            used += [(n, c, "unknown-claim-spec-table", f"spec-table id {c!r}")
-                     for n, cells in spec_table_rows(text) for cell in cells[1:] for c in claim_ids(cell)]
+            used += [
+                (n, c, "unknown-claim-spec-table", f"spec-table id {c!r}")
+                for n, cells in spec_table_rows(text)
+                for cell in cells[1:]
+                for c in claim_ids(cell)
+            ]
             for line_number, claim_id, code, what in sorted(used):
                 if doc.resolve_claim(claim_id) is None:
                     line = first_line + line_number - 1 if first_line else 0
                     place = f" ({where}, line {line_number})" if where else ""
-                    findings.append(Finding(ERROR, code, shown, line, claim_id,
-                                            f"{what} names no claim in {doc.path.name}{place}",
-                                            "fix the id, or add the claim to sources.yaml"))
+                    findings.append(
+                        Finding(
+                            ERROR,
+                            code,
+                            shown,
+                            line,
+                            claim_id,
+                            f"{what} names no claim in {doc.path.name}{place}",
+                            "fix the id, or add the claim to sources.yaml",
+                        )
+                    )
     return findings
 
 

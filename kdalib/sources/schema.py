@@ -45,12 +45,39 @@ REPORTED_BY = ("first_party", "third_party")
 #: says of the statement, separate from ``status``, which only says whether the note's words were found.
 SEED_VERDICTS = ("confirmed", "misleading", "overstated", "wrong", "unverifiable")
 TOP_KEYS = ("sources", "claims", "subjects")
-SOURCE_KEYS = ("id", "title", "publisher", "kind", "url", "version_url", "live_url", "published", "snapshot",
-               "versions", "link", "notes")
+SOURCE_KEYS = (
+    "id",
+    "title",
+    "publisher",
+    "kind",
+    "url",
+    "version_url",
+    "live_url",
+    "published",
+    "snapshot",
+    "versions",
+    "link",
+    "notes",
+)
 RELATION_KEYS = ("conflicts_with", "supersedes", "superseded_by", "evidence", "reproduced_by")
 CLAIM_KEYS = (
-    "id", "subject", "property", "benchmark", "value", "unit", "display", "source", "quote", "version", "status",
-    "checked", "reported_by", "verdict", "notes", "aliases", *RELATION_KEYS,
+    "id",
+    "subject",
+    "property",
+    "benchmark",
+    "value",
+    "unit",
+    "display",
+    "source",
+    "quote",
+    "version",
+    "status",
+    "checked",
+    "reported_by",
+    "verdict",
+    "notes",
+    "aliases",
+    *RELATION_KEYS,
 )
 NOTES_KEYS = ("text", *RELATION_KEYS)
 BENCHMARK_KEYS = ("name", "version", "metric", "setting", "tools", "thinking", "harness", "shots")
@@ -95,8 +122,12 @@ class _Entry:
     def check_keys(self, allowed: tuple[str, ...]) -> None:
         for key in self.data:
             if key not in allowed:
-                self.fail(str(key), "unknown-key", f"unknown key {_show(str(key))} in {self.what}",
-                          f"use one of: {', '.join(allowed)}")
+                self.fail(
+                    str(key),
+                    "unknown-key",
+                    f"unknown key {_show(str(key))} in {self.what}",
+                    f"use one of: {', '.join(allowed)}",
+                )
 
     def mapping(self, key: str, shape: str, allowed: tuple[str, ...]) -> _Entry | None:
         """The nested mapping under ``key`` as an entry with its keys checked; None when absent or not a mapping."""
@@ -121,8 +152,7 @@ class _Entry:
             return parse(value)
         except (ValueError, TypeError) as err:
             detail = f" ({err})" if str(err) else ""
-            self.fail(key, f"bad-{key.replace('_', '-')}",
-                      f"{key!r} is {_show(value)}; expected {expected}{detail}")
+            self.fail(key, f"bad-{key.replace('_', '-')}", f"{key!r} is {_show(value)}; expected {expected}{detail}")
             return None
 
 
@@ -168,8 +198,12 @@ def _snapshot_fields(sub: _Entry) -> tuple[str, str] | None:
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
     sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
     if file and (Path(file).is_absolute() or ".." in Path(file).parts):
-        sub.fail("file", "bad-file", f"snapshot file {_show(file)} leaves the snapshot store",
-                 "give a path relative to $KDALIB_SNAPSHOTS without '..'")
+        sub.fail(
+            "file",
+            "bad-file",
+            f"snapshot file {_show(file)} leaves the snapshot store",
+            "give a path relative to $KDALIB_SNAPSHOTS without '..'",
+        )
         return None
     return (file, sha) if file and sha else None
 
@@ -186,8 +220,11 @@ def _parse_versions(entry: _Entry, first: Snapshot | None) -> list[Snapshot]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        entry.fail("versions", "bad-versions", f"'versions' is {_show(raw)}; expected a list of "
-                   "{file: NAME, sha256: HEX, retrieved: DATE, url: URL}")
+        entry.fail(
+            "versions",
+            "bad-versions",
+            f"'versions' is {_show(raw)}; expected a list of {{file: NAME, sha256: HEX, retrieved: DATE, url: URL}}",
+        )
         return []
     versions: list[Snapshot] = []
     for index, item in enumerate(raw):
@@ -198,22 +235,32 @@ def _parse_versions(entry: _Entry, first: Snapshot | None) -> list[Snapshot]:
         sub = _Entry(item, entry.report, entry.item, line, "version")
         sub.check_keys(VERSION_KEYS)
         fields = _snapshot_fields(sub)
-        retrieved = sub.get("retrieved", parse_past_date, "the past date the text was fetched, YYYY-MM-DD",
-                            required=True)
+        retrieved = sub.get(
+            "retrieved", parse_past_date, "the past date the text was fetched, YYYY-MM-DD", required=True
+        )
         url = sub.get("url", parse_url, "the http(s) URL the text was fetched from")
         if fields is None or retrieved is None:
             continue
         version = Snapshot(*fields, retrieved=retrieved, url=url)
-        earlier = [v for v in ([first] if first else []) + versions
-                   if v.file == version.file or v.label == version.label]
+        earlier = [
+            v for v in ([first] if first else []) + versions if v.file == version.file or v.label == version.label
+        ]
         if earlier:
-            sub.fail("file", "duplicate-version", f"version {version.label} ({version.file}) repeats an earlier "
-                     f"archived text ({earlier[0].label}, {earlier[0].file})",
-                     "give each version its own file and date")
+            sub.fail(
+                "file",
+                "duplicate-version",
+                f"version {version.label} ({version.file}) repeats an earlier "
+                f"archived text ({earlier[0].label}, {earlier[0].file})",
+                "give each version its own file and date",
+            )
             continue
         if versions and version.retrieved <= versions[-1].retrieved:
-            sub.fail("retrieved", "versions-out-of-order", f"version {version.label} is listed after "
-                     f"{versions[-1].label}", "list versions oldest first")
+            sub.fail(
+                "retrieved",
+                "versions-out-of-order",
+                f"version {version.label} is listed after {versions[-1].label}",
+                "list versions oldest first",
+            )
         versions.append(version)
     return versions
 
@@ -245,8 +292,12 @@ def _parse_source(raw: Any, report: _Reporter, line: int) -> Source | None:
     )
     source.versions = _parse_versions(entry, source.snapshot)
     if source.versions and source.snapshot is None:
-        entry.fail("versions", "versions-without-snapshot", "'versions' lists later texts, but the source has "
-                   "no first 'snapshot'", "add snapshot: {file, sha256} for the first archived text")
+        entry.fail(
+            "versions",
+            "versions-without-snapshot",
+            "'versions' lists later texts, but the source has no first 'snapshot'",
+            "add snapshot: {file, sha256} for the first archived text",
+        )
     _parse_link(entry, source)
     return source
 
@@ -256,7 +307,9 @@ def _parse_link(entry: _Entry, source: Source) -> None:
     if sub is None:
         return
     source.link_checked = sub.get("checked", parse_past_date, "a past date written YYYY-MM-DD")
-    source.link_status = sub.get("status", parse_enum(LINK_STATUSES), f"one of {', '.join(LINK_STATUSES)}") or "unchecked"
+    source.link_status = (
+        sub.get("status", parse_enum(LINK_STATUSES), f"one of {', '.join(LINK_STATUSES)}") or "unchecked"
+    )
 
 
 # ---- claims ----------------------------------------------------------------------------
@@ -301,8 +354,9 @@ def _relations(claim_entry: _Entry) -> tuple[_Entry, str]:
     sub.check_keys(NOTES_KEYS)
     for key in RELATION_KEYS:
         if key in notes and key in claim_entry.data:
-            sub.fail(key, "duplicate-key", f"{key!r} is given both in the claim and in its notes",
-                     "keep only one of them")
+            sub.fail(
+                key, "duplicate-key", f"{key!r} is given both in the claim and in its notes", "keep only one of them"
+            )
     return sub, sub.get("text", parse_text, "free text") or ""
 
 
@@ -324,8 +378,9 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
         report.error(line, "", "bad-entry", f"a claim entry is {_show(raw)}; expected a mapping with 'id:'")
         return None
     entry = _Entry(raw, report, "", node_line(raw, line), "claim")
-    claim_id = entry.get("id", parse_pattern(CLAIM_ID), "a dotted lower-case id such as k2.arch.params_total",
-                         required=True)
+    claim_id = entry.get(
+        "id", parse_pattern(CLAIM_ID), "a dotted lower-case id such as k2.arch.params_total", required=True
+    )
     if claim_id is None:
         return None
     entry.item = claim_id
@@ -351,18 +406,23 @@ def _parse_claim(raw: Any, report: _Reporter, line: int) -> Claim | None:
         lines={str(k): entry.line_of(str(k)) for k in raw},
     )
     if (claim.property is None) == ("benchmark" not in raw):
-        entry.fail("property" if "property" in raw else "id", "property-or-benchmark",
-                   "a claim needs exactly one of 'property:' or 'benchmark:'",
-                   "keep 'property:' for a fact about the model, 'benchmark:' for a score")
+        entry.fail(
+            "property" if "property" in raw else "id",
+            "property-or-benchmark",
+            "a claim needs exactly one of 'property:' or 'benchmark:'",
+            "keep 'property:' for a fact about the model, 'benchmark:' for a score",
+        )
     _read_relations(entry, claim)
     _check_status_fields(entry, claim)
     problem = value_problem(claim.value, claim.display)
     if problem:
-        entry.fail("value", "value-not-in-display",
-                   f"value {short_repr(claim.value)} is not a number that display {_show(claim.display)} writes "
-                   f"({problem})",
-                   "make 'value' the number the display prints (scale words such as 'billion' may be applied "
-                   "or not; unit letters go in 'unit'), or correct 'display'")
+        entry.fail(
+            "value",
+            "value-not-in-display",
+            f"value {short_repr(claim.value)} is not a number that display {_show(claim.display)} writes ({problem})",
+            "make 'value' the number the display prints (scale words such as 'billion' may be applied "
+            "or not; unit letters go in 'unit'), or correct 'display'",
+        )
     return claim
 
 
@@ -371,16 +431,23 @@ def _check_status_fields(entry: _Entry, claim: Claim) -> None:
     needs = {
         "verified": (claim.quote, "quote", "copy the shortest span of the snapshot that holds the number"),
         "contradicted": (claim.conflicts_with, "conflicts_with", "name the claims it disagrees with"),
-        "reproduced": (claim.reproduced_by, "reproduced_by",
-                       "add reproduced_by: {result: notebooks/results/<device>/<nb>.json, key: NAME, tolerance: X}"),
-        "refuted": (claim.evidence or claim.text_notes, "notes",
-                    "give the evidence: notes: {evidence: [claim ids], text: ...} or a notes text"),
+        "reproduced": (
+            claim.reproduced_by,
+            "reproduced_by",
+            "add reproduced_by: {result: notebooks/results/<device>/<nb>.json, key: NAME, tolerance: X}",
+        ),
+        "refuted": (
+            claim.evidence or claim.text_notes,
+            "notes",
+            "give the evidence: notes: {evidence: [claim ids], text: ...} or a notes text",
+        ),
     }
     if claim.status in needs:
         present, key, fix = needs[claim.status]
         if not present:
-            entry.fail("status", f"{claim.status}-needs-{key.replace('_', '-')}",
-                       f"a {claim.status} claim needs '{key}'", fix)
+            entry.fail(
+                "status", f"{claim.status}-needs-{key.replace('_', '-')}", f"a {claim.status} claim needs '{key}'", fix
+            )
 
 
 # ---- the document ----------------------------------------------------------------------
@@ -422,8 +489,13 @@ def build_document(data: Any, path: Path) -> Document:
 def _add_unique(table: dict[str, Any], entry: Source | Claim, report: _Reporter, code: str) -> None:
     if entry.id in table:
         first = table[entry.id].line
-        report.error(entry.line, entry.id, code, f"id {_show(entry.id)} is already used on line {first}",
-                     "give each entry its own id")
+        report.error(
+            entry.line,
+            entry.id,
+            code,
+            f"id {_show(entry.id)} is already used on line {first}",
+            "give each entry its own id",
+        )
         return
     table[entry.id] = entry
 
@@ -433,33 +505,55 @@ def _check_references(doc: Document, report: _Reporter) -> None:
     for claim in doc.claims.values():
         for alias in claim.aliases:
             if alias in doc.claims or alias in doc.aliases:
-                report.error(claim.line_of("aliases"), claim.id, "duplicate-alias",
-                             f"alias {_show(alias)} is already a claim id or another claim's alias")
+                report.error(
+                    claim.line_of("aliases"),
+                    claim.id,
+                    "duplicate-alias",
+                    f"alias {_show(alias)} is already a claim id or another claim's alias",
+                )
             else:
                 doc.aliases[alias] = claim.id
     for claim in doc.claims.values():
         if claim.source and claim.source not in doc.sources:
-            report.error(claim.line_of("source"), claim.id, "unknown-source",
-                         f"source {_show(claim.source)} is not in 'sources:'",
-                         "add the source first, or fix the id (see `kdalib sources add`)")
+            report.error(
+                claim.line_of("source"),
+                claim.id,
+                "unknown-source",
+                f"source {_show(claim.source)} is not in 'sources:'",
+                "add the source first, or fix the id (see `kdalib sources add`)",
+            )
         source = doc.sources.get(claim.source)
         if claim.version and source is not None and source.snapshot_for(claim.version) is None:
             known = ", ".join(v.label for v in source.all_snapshots()) or "none"
-            report.error(claim.line_of("version"), claim.id, "unknown-version",
-                         f"source {source.id!r} has no archived version {claim.version!r} (it has: {known})",
-                         f"use one of its versions, or run `kdalib sources fetch --new-version {source.id}`")
+            report.error(
+                claim.line_of("version"),
+                claim.id,
+                "unknown-version",
+                f"source {source.id!r} has no archived version {claim.version!r} (it has: {known})",
+                f"use one of its versions, or run `kdalib sources fetch --new-version {source.id}`",
+            )
         _check_verdict(doc, claim, report)
         if doc.subjects and claim.subject and claim.subject not in doc.subjects:
-            report.error(claim.line_of("subject"), claim.id, "unknown-subject",
-                         f"subject {_show(claim.subject)} is not in the top-level 'subjects:' list",
-                         f"use one of: {_list(doc.subjects)}")
-        named = [(key, target) for key in ("conflicts_with", "supersedes", "evidence") for target in getattr(claim, key)]
+            report.error(
+                claim.line_of("subject"),
+                claim.id,
+                "unknown-subject",
+                f"subject {_show(claim.subject)} is not in the top-level 'subjects:' list",
+                f"use one of: {_list(doc.subjects)}",
+            )
+        named = [
+            (key, target) for key in ("conflicts_with", "supersedes", "evidence") for target in getattr(claim, key)
+        ]
         if claim.superseded_by:
             named.append(("superseded_by", claim.superseded_by))
         for key, target in named:
             if doc.resolve_claim(target) is None:
-                report.error(claim.line_of(key), claim.id, "unknown-claim",
-                             f"{key} names {_show(target)}, which is not a claim id")
+                report.error(
+                    claim.line_of(key),
+                    claim.id,
+                    "unknown-claim",
+                    f"{key} names {_show(target)}, which is not a claim id",
+                )
             elif doc.resolve_claim(target) is claim:
                 report.error(claim.line_of(key), claim.id, "self-reference", f"{key} names the claim itself")
 
@@ -470,14 +564,27 @@ def _check_verdict(doc: Document, claim: Claim, report: _Reporter) -> None:
     if source is None:
         return
     if source.kind == "seed" and claim.verdict is None and "verdict" not in claim.lines:
-        report.error(claim.line, claim.id, "seed-needs-verdict",
-                     f"a claim of the seed source {source.id!r} needs a 'verdict'",
-                     f"add 'verdict:' with one of {', '.join(SEED_VERDICTS)}")
+        report.error(
+            claim.line,
+            claim.id,
+            "seed-needs-verdict",
+            f"a claim of the seed source {source.id!r} needs a 'verdict'",
+            f"add 'verdict:' with one of {', '.join(SEED_VERDICTS)}",
+        )
     elif source.kind != "seed" and claim.verdict is not None:
-        report.error(claim.line_of("verdict"), claim.id, "verdict-not-seed",
-                     f"'verdict' is only for claims of a seed source; {source.id!r} is a {source.kind}",
-                     "remove 'verdict'; the claim's status says whether its quote was found")
+        report.error(
+            claim.line_of("verdict"),
+            claim.id,
+            "verdict-not-seed",
+            f"'verdict' is only for claims of a seed source; {source.id!r} is a {source.kind}",
+            "remove 'verdict'; the claim's status says whether its quote was found",
+        )
     elif claim.verdict is not None and (claim.verdict == "wrong") != (claim.status == "refuted"):
-        report.error(claim.line_of("verdict"), claim.id, "verdict-status-mismatch",
-                     f"verdict {claim.verdict!r} with status {claim.status!r}: a 'wrong' verdict and status "
-                     "'refuted' go together", "make both say the statement is wrong, or neither")
+        report.error(
+            claim.line_of("verdict"),
+            claim.id,
+            "verdict-status-mismatch",
+            f"verdict {claim.verdict!r} with status {claim.status!r}: a 'wrong' verdict and status "
+            "'refuted' go together",
+            "make both say the statement is wrong, or neither",
+        )

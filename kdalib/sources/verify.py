@@ -69,14 +69,18 @@ class Report:
 
     def summary_rows(self) -> list[tuple[str, str]]:
         """(label, value) rows of the short summary table."""
-        rows = [("sources", str(len(self.document.sources))),
-                ("snapshots missing", str(len(self.missing_snapshots))),
-                ("claims", str(len(self.document.claims)))]
+        rows = [
+            ("sources", str(len(self.document.sources))),
+            ("snapshots missing", str(len(self.missing_snapshots))),
+            ("claims", str(len(self.document.claims))),
+        ]
         rows += [(f"  {status}", str(n)) for status, n in self.status_counts().items() if n]
-        rows += [("quotes checked", str(len(self.matches))),
-                 ("quotes not checked", str(len(self.unchecked))),
-                 ("errors", str(len(self.errors))),
-                 ("warnings", str(len(self.warnings)))]
+        rows += [
+            ("quotes checked", str(len(self.matches))),
+            ("quotes not checked", str(len(self.unchecked))),
+            ("errors", str(len(self.errors))),
+            ("warnings", str(len(self.warnings))),
+        ]
         return rows
 
     def format_summary(self) -> str:

@@ -165,8 +165,9 @@ class Block(nn.Module):
         self.mixer_norm = nn.RMSNorm(d_model)
         self.mixer = mixer
         self.mlp_norm = nn.RMSNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
-                                 nn.Linear(mlp_ratio * d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
@@ -186,20 +187,32 @@ class TinyRecallModel(nn.Module):
         head_dim: mixer head dimension (K = V); defaults to ``d_model // num_heads``.
     """
 
-    def __init__(self, vocab_size: int, kind: str, d_model: int = 64, num_layers: int = 2,
-                 num_heads: int = 2, head_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        kind: str,
+        d_model: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        head_dim: int | None = None,
+    ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("num_layers", num_layers),
-                            ("num_heads", num_heads)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("d_model", d_model),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+        ):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         head_dim = head_dim or d_model // num_heads
         self.kind = kind
         self.embed = nn.Embedding(vocab_size, d_model)
         # The read-out is tied to the embedding; unit-norm rows keep the initial logits O(1).
-        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+        nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         self.blocks = nn.ModuleList(
-            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind)) for _ in range(num_layers))
+            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind)) for _ in range(num_layers)
+        )
         self.final_norm = nn.RMSNorm(d_model)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -63,11 +63,15 @@ class MQARSpec:
             raise ValueError(f"MQARSpec.layout: expected one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         needed = 4 * self.num_pairs if self.layout == "scattered" else 3 * self.num_pairs + 1
         if self.seq_len < needed:
-            raise ValueError(f"MQARSpec.seq_len: the {self.layout} layout needs at least {needed} tokens "
-                             f"for {self.num_pairs} pairs and their queries, got {self.seq_len}")
+            raise ValueError(
+                f"MQARSpec.seq_len: the {self.layout} layout needs at least {needed} tokens "
+                f"for {self.num_pairs} pairs and their queries, got {self.seq_len}"
+            )
         if self.num_keys < self.num_pairs:
-            raise ValueError(f"MQARSpec.vocab_size: {self.vocab_size} gives {self.num_keys} distinct keys, "
-                             f"fewer than num_pairs = {self.num_pairs}; need vocab_size >= {2 * self.num_pairs + 1}")
+            raise ValueError(
+                f"MQARSpec.vocab_size: {self.vocab_size} gives {self.num_keys} distinct keys, "
+                f"fewer than num_pairs = {self.num_pairs}; need vocab_size >= {2 * self.num_pairs + 1}"
+            )
 
     @property
     def num_keys(self) -> int:
@@ -79,8 +83,9 @@ class MQARSpec:
         """Accuracy of guessing a value uniformly at random at every query."""
         return 1 / self.num_keys
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs, targets)`` ``[B, T]``: :func:`generate_mqar` for this spec."""
         return generate_mqar(batch_size, self, generator, device)
 
@@ -155,8 +160,9 @@ def recall_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
         ValueError: if the shapes disagree or nothing is scored.
     """
     if logits.dim() != 3 or logits.shape[:2] != targets.shape:
-        raise ValueError(f"logits: expected shape [B, T, vocab] with [B, T] = {list(targets.shape)}, "
-                         f"got {list(logits.shape)}")
+        raise ValueError(
+            f"logits: expected shape [B, T, vocab] with [B, T] = {list(targets.shape)}, got {list(logits.shape)}"
+        )
     scored = targets != IGNORE_INDEX
     if not bool(scored.any()):
         raise ValueError("targets: no scored positions (all equal IGNORE_INDEX)")

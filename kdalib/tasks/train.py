@@ -28,8 +28,9 @@ class TaskSpec(Protocol):
     @property
     def vocab_size(self) -> int: ...
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]: ...
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,9 @@ def _training_step(model, optimizer, spec: TaskSpec, batch_size: int, generator,
     return loss.item()
 
 
-def train_recall_model(kind: str, spec: TaskSpec, seed: int, config: TrainConfig = TrainConfig(),
-                       device: torch.device | str = "cpu") -> TrainResult:
+def train_recall_model(
+    kind: str, spec: TaskSpec, seed: int, config: TrainConfig = TrainConfig(), device: torch.device | str = "cpu"
+) -> TrainResult:
     """Trains one tiny model on a task and measures its held-out accuracy along the way.
 
     Args:
@@ -145,8 +147,9 @@ def train_recall_model(kind: str, spec: TaskSpec, seed: int, config: TrainConfig
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = TinyRecallModel(spec.vocab_size, kind, config.d_model, config.num_layers, config.num_heads,
-                            config.head_dim).to(device)
+    model = TinyRecallModel(
+        spec.vocab_size, kind, config.d_model, config.num_layers, config.num_heads, config.head_dim
+    ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_data = torch.Generator(device=device).manual_seed(seed)
     held_out_data = torch.Generator(device=device).manual_seed(10_000 + seed)
@@ -164,8 +167,14 @@ def train_recall_model(kind: str, spec: TaskSpec, seed: int, config: TrainConfig
     return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr)
 
 
-def sweep(kinds: tuple[str, ...], specs: list[TaskSpec], seeds: list[int], config: TrainConfig,
-          device: torch.device | str = "cpu", progress: bool = True) -> list[TrainResult]:
+def sweep(
+    kinds: tuple[str, ...],
+    specs: list[TaskSpec],
+    seeds: list[int],
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[TrainResult]:
     """Trains every (kind, spec, seed) combination.
 
     Args:
@@ -190,8 +199,15 @@ def sweep(kinds: tuple[str, ...], specs: list[TaskSpec], seeds: list[int], confi
     return [train_recall_model(kind, spec, seed, config, device) for kind, spec, seed in grid]
 
 
-def steps_within_budget(specs: list[TaskSpec], runs: int, config: TrainConfig, budget_s: float,
-                        min_steps: int = 20, device: torch.device | str = "cpu", probe_steps: int = 5) -> int:
+def steps_within_budget(
+    specs: list[TaskSpec],
+    runs: int,
+    config: TrainConfig,
+    budget_s: float,
+    min_steps: int = 20,
+    device: torch.device | str = "cpu",
+    probe_steps: int = 5,
+) -> int:
     """Training steps per run that fit ``runs`` runs into ``budget_s`` seconds.
 
     Times a few KDA training steps (the most expensive kind) on the longest spec and
@@ -211,18 +227,21 @@ def steps_within_budget(specs: list[TaskSpec], runs: int, config: TrainConfig, b
         Steps per run.
     """
     if runs <= 0 or budget_s <= 0:
-        raise ValueError(f"steps_within_budget: need runs > 0 and budget_s > 0, "
-                         f"got runs = {runs}, budget_s = {budget_s}")
+        raise ValueError(
+            f"steps_within_budget: need runs > 0 and budget_s > 0, got runs = {runs}, budget_s = {budget_s}"
+        )
     per_step = seconds_per_step(max(specs, key=lambda s: s.seq_len), config, device, probe_steps)
     return int(min(config.steps, max(min_steps, budget_s / (runs * per_step))))
 
 
-def seconds_per_step(spec: TaskSpec, config: TrainConfig, device: torch.device | str = "cpu",
-                     probe_steps: int = 5) -> float:
+def seconds_per_step(
+    spec: TaskSpec, config: TrainConfig, device: torch.device | str = "cpu", probe_steps: int = 5
+) -> float:
     """Wall time of one KDA training step (the most expensive kind) on ``spec``, after two warm-up steps."""
     torch.manual_seed(0)
-    model = TinyRecallModel(spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads,
-                            config.head_dim).to(device)
+    model = TinyRecallModel(
+        spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads, config.head_dim
+    ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(2):

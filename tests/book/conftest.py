@@ -84,7 +84,7 @@ claims:
 
 PAGES = {
     "conf.py": 'extensions = ["myst_parser", "kdalib.book"]\nmyst_enable_extensions = ["colon_fence"]\n'
-               'exclude_patterns = ["_build"]\nhtml_theme = "basic"\n',
+    'exclude_patterns = ["_build"]\nhtml_theme = "basic"\n',
     "index.md": textwrap.dedent("""\
         # Home
 
@@ -111,12 +111,17 @@ class Book:
         self.snapshots = root / "snapshots"
         self.snapshots.mkdir()
         manifest = []
-        for name, text, source in (("card.md", CARD, "card"), ("report.txt", REPORT, "report"),
-                                   ("seed.txt", SEED, "seed")):
+        for name, text, source in (
+            ("card.md", CARD, "card"),
+            ("report.txt", REPORT, "report"),
+            ("seed.txt", SEED, "seed"),
+        ):
             (self.snapshots / name).write_text(text)
-            manifest.append(f"- {{file: {name}, source: {source}, version: v1, retrieved_from: test, "
-                            f"retrieved_on: 2026-11-28, origin: publisher, sha256: {_sha(text)}, "
-                            f"bytes: {len(text.encode())}}}\n")
+            manifest.append(
+                f"- {{file: {name}, source: {source}, version: v1, retrieved_from: test, "
+                f"retrieved_on: 2026-11-28, origin: publisher, sha256: {_sha(text)}, "
+                f"bytes: {len(text.encode())}}}\n"
+            )
         (self.snapshots / "MANIFEST.yaml").write_text("".join(manifest))
         for name, text in PAGES.items():
             self.write(name, text)
@@ -135,9 +140,16 @@ class Book:
         """Build the book; ``self.app`` is the finished app, ``self.read`` the pages Sphinx (re-)read."""
         warnings = io.StringIO()
         # SphinxTestApp resets docutils' global registries afterwards, so builds can repeat in one process
-        app = SphinxTestApp("html", srcdir=self.src, builddir=self.root / "build", freshenv=freshenv,
-                            status=io.StringIO(), warning=warnings, warningiserror=warningiserror,
-                            parallel=parallel)
+        app = SphinxTestApp(
+            "html",
+            srcdir=self.src,
+            builddir=self.root / "build",
+            freshenv=freshenv,
+            status=io.StringIO(),
+            warning=warnings,
+            warningiserror=warningiserror,
+            parallel=parallel,
+        )
         self.read: list[str] = []
         app.connect("env-before-read-docs", lambda app, env, docnames: self.read.extend(docnames))
         try:

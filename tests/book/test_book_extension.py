@@ -118,8 +118,7 @@ def test_missing_snapshots_do_not_warn_but_are_listed(book, monkeypatch, tmp_pat
 
 
 def test_the_extension_and_verify_do_not_import_torch():
-    code = ("import sys, kdalib.book, kdalib.sources.commands, kdalib.cli; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = "import sys, kdalib.book, kdalib.sources.commands, kdalib.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -127,18 +126,24 @@ def test_mathjax_comes_from_the_build_not_a_cdn(book):
     book.write("index.md", (book.src / "index.md").read_text() + "\nAn equation: {math}`a^2 + b^2 = c^2`.\n")
     assert book.build(warningiserror=True) == ""
     page = book.html("index")
-    assert "cdn.jsdelivr" not in page and '_static/mathjax/tex-svg.js' in page
+    assert "cdn.jsdelivr" not in page and "_static/mathjax/tex-svg.js" in page
     static = book.root / "build" / "html" / "_static" / "mathjax"
     assert (static / "tex-svg.js").stat().st_size > 1_000_000
     assert (static / "input" / "tex" / "extensions" / "boldsymbol.js").is_file()
 
 
 def test_each_inline_script_and_the_favicon_appear_once(book):
-    book.write("twice.py", "def setup(app):\n    app.add_js_file(None, body='const ONCE = 1;')\n"
-                           "    app.add_js_file(None, body='const ONCE = 1;')\n")
+    book.write(
+        "twice.py",
+        "def setup(app):\n    app.add_js_file(None, body='const ONCE = 1;')\n"
+        "    app.add_js_file(None, body='const ONCE = 1;')\n",
+    )
     conf = (book.src / "conf.py").read_text()
-    book.write("conf.py", "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\n"
-               + conf.replace('"kdalib.book"]', '"kdalib.book", "twice"]'))
+    book.write(
+        "conf.py",
+        "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\n"
+        + conf.replace('"kdalib.book"]', '"kdalib.book", "twice"]'),
+    )
     book.build(warningiserror=True)
     page = book.html("index")
     assert page.count("const ONCE = 1;") == 1
@@ -148,7 +153,10 @@ def test_each_inline_script_and_the_favicon_appear_once(book):
 
 
 def test_smart_quotes_never_change_a_quote(book):
-    book.write("sources.yaml", (book.src / "sources.yaml").read_text() + """
+    book.write(
+        "sources.yaml",
+        (book.src / "sources.yaml").read_text()
+        + """
   - id: m.speed
     subject: Model M
     property: "decoding speed-up"
@@ -158,11 +166,12 @@ def test_smart_quotes_never_change_a_quote(book):
     source: report
     quote: "Model M's \\"fast\\" mode -- about 3x"
     status: unverified
-""")
+""",
+    )
     assert book.build(warningiserror=True) == ""
     card = book.html("notes/claims").split('id="claim-m.speed"', 1)[1].split("</div>", 1)[0]
     card = html.unescape(card)
-    assert "“Model M's \"fast\" mode -- about 3x”" in card  # straight quotes and -- kept as written
+    assert '“Model M\'s "fast" mode -- about 3x”' in card  # straight quotes and -- kept as written
 
 
 SPEC_PAGE = """# Spec
@@ -183,7 +192,9 @@ The note's verdict: {verdict}`seed.params`.
 
 def _with_spec_page(book, text=SPEC_PAGE):
     book.write("notes/spec.md", text)
-    book.write("index.md", (book.src / "index.md").read_text().replace("notes/sources\n", "notes/sources\nnotes/spec\n"))
+    book.write(
+        "index.md", (book.src / "index.md").read_text().replace("notes/sources\n", "notes/sources\nnotes/spec\n")
+    )
 
 
 def test_spec_table_renders_claims_not_reported_and_conflicts(book):
@@ -215,10 +226,13 @@ def test_the_html_build_writes_claims_json_and_csv(built):
     assert (out / "claims.csv").read_text().splitlines()[0].startswith("id,subject,property,value")
 
 
-@pytest.mark.parametrize("cells, message", [
-    ("total parameters | m.nope | -", "unknown claim id 'm.nope' in spec-table"),
-    ("total parameters | m.params.total", "has 1 cells for 2 columns"),
-])
+@pytest.mark.parametrize(
+    "cells, message",
+    [
+        ("total parameters | m.nope | -", "unknown claim id 'm.nope' in spec-table"),
+        ("total parameters | m.params.total", "has 1 cells for 2 columns"),
+    ],
+)
 def test_a_bad_spec_table_row_fails_the_strict_build_at_its_line(book, cells, message):
     _with_spec_page(book, f"# Spec\n\nOne.\n\nTwo.\n\n```{{spec-table}}\n:columns: Model M | Model N\n{cells}\n```\n")
     with pytest.raises(SphinxWarning) as info:

@@ -21,8 +21,12 @@ def _seed():
 
 # transformers' Kimi Linear functions that it swaps, when it is imported, for an installed
 # package's kernel (flash-linear-attention's Triton KDA, causal-conv1d's CUDA convolution).
-TRANSFORMERS_SWAPPABLE = ("chunk_kimi_delta_attention", "recurrent_kimi_delta_attention", "causal_conv1d_fn",
-                          "causal_conv1d_update")
+TRANSFORMERS_SWAPPABLE = (
+    "chunk_kimi_delta_attention",
+    "recurrent_kimi_delta_attention",
+    "causal_conv1d_fn",
+    "causal_conv1d_update",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -96,10 +100,26 @@ def tiny_transformers_config(num_layers: int = 4, moe: bool = True):
 
     layer_types = ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(num_layers)]
     return HFKimiLinearConfig(
-        vocab_size=64, hidden_size=HIDDEN, intermediate_size=48, moe_intermediate_size=16,
-        num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=2, kv_lora_rank=16,
-        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, num_local_experts=4, num_experts_per_tok=2,
-        n_group=1, topk_group=1, linear_num_heads=HEADS, linear_head_dim=HEAD_DIM, layer_types=layer_types,
+        vocab_size=64,
+        hidden_size=HIDDEN,
+        intermediate_size=48,
+        moe_intermediate_size=16,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        kv_lora_rank=16,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=8,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        n_group=1,
+        topk_group=1,
+        linear_num_heads=HEADS,
+        linear_head_dim=HEAD_DIM,
+        layer_types=layer_types,
         mlp_layer_types=["dense"] + ["sparse" if moe else "dense"] * (num_layers - 1),
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )

@@ -19,13 +19,18 @@ def original_layout(native: dict) -> dict:
 
 def fla_layout(native: dict) -> dict:
     """flash-linear-attention's spelling: f_proj.0/1 and g_proj.0/1 Sequentials, A_log [H]."""
-    renames = {"f_a_proj.weight": "f_proj.0.weight", "f_b_proj.weight": "f_proj.1.weight",
-               "g_a_proj.weight": "g_proj.0.weight", "g_b_proj.weight": "g_proj.1.weight"}
+    renames = {
+        "f_a_proj.weight": "f_proj.0.weight",
+        "f_b_proj.weight": "f_proj.1.weight",
+        "g_a_proj.weight": "g_proj.0.weight",
+        "g_b_proj.weight": "g_proj.1.weight",
+    }
     return {renames.get(name, name): value for name, value in native.items()}
 
 
-@pytest.mark.parametrize("layout", [original_layout, fla_layout, to_transformers_state_dict],
-                         ids=["original", "fla", "transformers"])
+@pytest.mark.parametrize(
+    "layout", [original_layout, fla_layout, to_transformers_state_dict], ids=["original", "fla", "transformers"]
+)
 def test_every_layout_loads_to_the_same_layer(make_layer, layout):
     source = make_layer(seed=1)
     target = make_layer(seed=2)

@@ -17,7 +17,14 @@ def test_layer_pattern_of_the_48b_model():
     assert cfg.num_layers == 27 and cfg.num_mla_layers == 7 and cfg.num_kda_layers == 20
     assert set(cfg.kda_layer_numbers) | set(cfg.mla_layer_numbers) == set(range(1, 28))
     assert [n for n, kind in enumerate(cfg.layer_types, start=1) if kind == "full_attention"] == [
-        4, 8, 12, 16, 20, 24, 27]
+        4,
+        8,
+        12,
+        16,
+        20,
+        24,
+        27,
+    ]
     assert cfg.kda_to_mla_ratio == pytest.approx(20 / 7)
 
 
@@ -26,13 +33,22 @@ def test_layer_types_agree_with_transformers_checkpoint_parsing():
     from transformers import KimiLinearConfig as HFKimiLinearConfig
 
     cfg = KIMI_LINEAR_48B_A3B
-    hf = HFKimiLinearConfig(linear_attn_config={"full_attn_layers": list(cfg.mla_layer_numbers),
-                                                "kda_layers": list(cfg.kda_layer_numbers)})
+    hf = HFKimiLinearConfig(
+        linear_attn_config={"full_attn_layers": list(cfg.mla_layer_numbers), "kda_layers": list(cfg.kda_layer_numbers)}
+    )
     assert hf.layer_types == cfg.layer_types
     assert (hf.hidden_size, hf.num_hidden_layers, hf.linear_num_heads, hf.linear_head_dim) == (
-        cfg.hidden_size, cfg.num_layers, cfg.kda_num_heads, cfg.kda_head_dim)
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.kda_num_heads,
+        cfg.kda_head_dim,
+    )
     assert (hf.kv_lora_rank, hf.qk_rope_head_dim, hf.num_attention_heads, hf.vocab_size) == (
-        cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.mla_num_heads, cfg.vocab_size)
+        cfg.kv_lora_rank,
+        cfg.qk_rope_head_dim,
+        cfg.mla_num_heads,
+        cfg.vocab_size,
+    )
 
 
 def test_kda_state_bytes_per_layer():
@@ -48,8 +64,15 @@ def test_kda_state_bytes_match_a_real_cache():
     """The formula counts exactly what kdalib's cache holds for a layer of these sizes."""
     from kdalib.nn import KDACache, KimiDeltaAttention
 
-    small = KimiLinearConfig(hidden_size=16, num_layers=4, mla_layer_numbers=(4,), kda_num_heads=2,
-                             kda_head_dim=8, mla_num_heads=2, kv_lora_rank=8)
+    small = KimiLinearConfig(
+        hidden_size=16,
+        num_layers=4,
+        mla_layer_numbers=(4,),
+        kda_num_heads=2,
+        kda_head_dim=8,
+        mla_num_heads=2,
+        kv_lora_rank=8,
+    )
     layer = KimiDeltaAttention.from_config(small)
     cache = KDACache()
     with torch.no_grad():

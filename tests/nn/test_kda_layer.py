@@ -231,8 +231,14 @@ def test_bad_config_raises(kwargs, message):
         (lambda layer: layer(torch.randn(2, 3, HIDDEN + 1)), r"hidden_states: expected shape \[B, T, 32\]"),
         (lambda layer: layer(torch.randn(2, 3, HIDDEN), attention_mask=torch.ones(2, 4)), "attention_mask"),
         (lambda layer: layer(torch.randn(2, 3, HIDDEN), attention_mask=torch.full((2, 3), 2)), "only 0"),
-        (lambda layer: layer(torch.randn(1, 3, HIDDEN), attention_mask=torch.ones(1, 3, dtype=torch.long),
-                             cu_seqlens=torch.tensor([0, 3])), "exclusive"),
+        (
+            lambda layer: layer(
+                torch.randn(1, 3, HIDDEN),
+                attention_mask=torch.ones(1, 3, dtype=torch.long),
+                cu_seqlens=torch.tensor([0, 3]),
+            ),
+            "exclusive",
+        ),
     ],
     ids=["hidden-size", "mask-shape", "mask-values", "mask-and-cu_seqlens"],
 )

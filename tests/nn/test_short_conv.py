@@ -32,8 +32,7 @@ def test_packed_sequences_do_not_mix(width):
 
 
 @settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=5), width=st.integers(1, 5),
-       seed=st.integers(0, 2**16))
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=5), width=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_any_packing_with_any_cache_matches_the_unsplit_sequences(lengths, width, seed):
     """Each sequence = cached prefix + new tokens; packed with others, it must equal the plain
     convolution of prefix + tokens, restricted to the new tokens."""
@@ -81,12 +80,21 @@ def test_short_sequence_cache_keeps_older_inputs():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: short_convolution(torch.randn(4, CHANNELS), torch.randn(CHANNELS, 4)), r"x: expected shape \[B, T, D\]"),
+        (
+            lambda: short_convolution(torch.randn(4, CHANNELS), torch.randn(CHANNELS, 4)),
+            r"x: expected shape \[B, T, D\]",
+        ),
         (lambda: short_convolution(torch.randn(1, 4, CHANNELS), torch.randn(CHANNELS + 1, 4)), "weight"),
-        (lambda: short_convolution(torch.randn(2, 4, CHANNELS), torch.randn(CHANNELS, 4), torch.tensor([0, 4])),
-         "needs B = 1"),
-        (lambda: short_convolution(torch.randn(2, 4, CHANNELS), torch.randn(CHANNELS, 4),
-                                   cache=torch.zeros(2, CHANNELS, 2)), r"cache: expected shape"),
+        (
+            lambda: short_convolution(torch.randn(2, 4, CHANNELS), torch.randn(CHANNELS, 4), torch.tensor([0, 4])),
+            "needs B = 1",
+        ),
+        (
+            lambda: short_convolution(
+                torch.randn(2, 4, CHANNELS), torch.randn(CHANNELS, 4), cache=torch.zeros(2, CHANNELS, 2)
+            ),
+            r"cache: expected shape",
+        ),
     ],
     ids=["x-rank", "weight-channels", "packed-batch", "cache-shape"],
 )

@@ -17,8 +17,21 @@ import pytest
 from kdalib.repro.runner import execute_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-CONTRACT_KEYS = {"notebook", "device", "device_name", "torch", "triton", "python", "threads", "commit", "date",
-                 "wall_time_s", "profile", "values", "figures"}
+CONTRACT_KEYS = {
+    "notebook",
+    "device",
+    "device_name",
+    "torch",
+    "triton",
+    "python",
+    "threads",
+    "commit",
+    "date",
+    "wall_time_s",
+    "profile",
+    "values",
+    "figures",
+}
 
 
 def _run(stem: str, tmp_path: Path) -> dict:
@@ -40,14 +53,24 @@ def _run(stem: str, tmp_path: Path) -> dict:
 
 def _glued_names(executed: Path) -> set[str]:
     notebook = nbformat.read(executed, as_version=4)
-    return {output["metadata"]["scrapbook"]["name"] for cell in notebook.cells for output in cell.get("outputs", [])
-            if "scrapbook" in output.get("metadata", {})}
+    return {
+        output["metadata"]["scrapbook"]["name"]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "scrapbook" in output.get("metadata", {})
+    }
 
 
 def test_kda_from_scratch(tmp_path):
     values = _run("01_kda_from_scratch", tmp_path)
-    for exact in ("views_max_abs_err", "view_a_vs_kdalib_max_abs_err", "delta_rule_recall_err",
-                  "chunk_by_hand_max_abs_err", "chunk_kda_float64_max_abs_err", "chunk_kda_float64_state_max_abs_err"):
+    for exact in (
+        "views_max_abs_err",
+        "view_a_vs_kdalib_max_abs_err",
+        "delta_rule_recall_err",
+        "chunk_by_hand_max_abs_err",
+        "chunk_kda_float64_max_abs_err",
+        "chunk_kda_float64_state_max_abs_err",
+    ):
         assert values[exact] < 1e-12, exact
     assert values["chunk_kda_float32_rel_rms_err"] < 1e-5
     assert values["kda_device_rel_rms_err"] < 1e-5
@@ -59,8 +82,13 @@ def test_kda_from_scratch(tmp_path):
 def test_kernel_speed(tmp_path):
     values = _run("02_kernel_speed", tmp_path)
     # Timings on a shared CPU are too noisy for orderings between operators; check what is robust.
-    for name in ("chunk_tokens_per_s_longest", "attention_tokens_per_s_longest", "fused_tokens_per_s",
-                 "copy_bandwidth_gb_per_s", "chunk_speedup_over_naive"):
+    for name in (
+        "chunk_tokens_per_s_longest",
+        "attention_tokens_per_s_longest",
+        "fused_tokens_per_s",
+        "copy_bandwidth_gb_per_s",
+        "chunk_speedup_over_naive",
+    ):
         assert values[name] > 0, name
     assert values["longest_tokens"] == 1024 and values["naive_max_tokens"] == 1024
     assert 0 < values["chunk_time_exponent"] < 2.5
@@ -94,11 +122,19 @@ def test_synthetic_recall(tmp_path):
 @pytest.mark.slow
 def test_synthetic_tasks(tmp_path):
     values = _run("05_synthetic_tasks", tmp_path)
-    kinds, tasks, lengths = ("linear", "deltanet", "gated_deltanet", "kda", "mamba2"), ("palindrome", "mqar", "stack"), (16, 32)
+    kinds, tasks, lengths = (
+        ("linear", "deltanet", "gated_deltanet", "kda", "mamba2"),
+        ("palindrome", "mqar", "stack"),
+        (16, 32),
+    )
     assert values["runs"] == len(kinds) * len(tasks) * len(lengths)
     assert values["training_steps"] == 40 and values["seeds"] == 1 and values["curve_length"] == 32
-    peaks = {(task, kind, length): values[f"peak_{task}_{kind}_{length}"]
-             for task in tasks for kind in kinds for length in lengths}
+    peaks = {
+        (task, kind, length): values[f"peak_{task}_{kind}_{length}"]
+        for task in tasks
+        for kind in kinds
+        for length in lengths
+    }
     assert all(0 <= peak <= 1 for peak in peaks.values())
     # something is learned: the best mechanism on each task beats guessing among the answers by a margin
     for task in tasks:
@@ -113,8 +149,9 @@ def test_synthetic_tasks(tmp_path):
 def test_notebooks_are_stored_clean_and_use_the_shared_settings(path):
     notebook = nbformat.read(path, as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code), \
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in code), (
         f"{path.name}: clear the outputs before committing"
+    )
     source = "\n".join(cell.source for cell in code)
     assert "settings()" in source, f"{path.name}: read KDALIB_DEVICE / KDALIB_PROFILE through kdalib.repro.settings()"
     assert f'show_recorded("{path.stem}")' in source, f"{path.name}: show the recorded GPU run"

@@ -35,9 +35,15 @@ def test_progress_bars_only_for_full_runs():
 
 
 def test_recorded_table_is_html_and_plain_text_not_markdown():
-    data = {"values": {"b_ms": 0.1234567, "a<tag>": 2, "flag": True, "note": "text"},
-            "device_name": "GPU & co", "device": "cuda", "profile": "full", "commit": "abcdef0123456",
-            "date": "2026-11-30", "torch": "2.13.0"}
+    data = {
+        "values": {"b_ms": 0.1234567, "a<tag>": 2, "flag": True, "note": "text"},
+        "device_name": "GPU & co",
+        "device": "cuda",
+        "profile": "full",
+        "commit": "abcdef0123456",
+        "date": "2026-11-30",
+        "torch": "2.13.0",
+    }
     bundle = repro.recorded_table(data)
     page = bundle["text/html"]
     assert "<td><code>a&lt;tag&gt;</code></td><td>2</td>" in page and "<td>0.123457</td>" in page
@@ -69,12 +75,15 @@ def test_record_collects_plain_numbers(collect):
     assert values == {"a_float": 0.5, "an_int": 8}
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("bad name", 1.0, "name must match"),
-    ("nan_value", float("nan"), "finite"),
-    ("flag", True, "real number"),
-    ("text", "12", "real number"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("bad name", 1.0, "name must match"),
+        ("nan_value", float("nan"), "finite"),
+        ("flag", True, "real number"),
+        ("text", "12", "real number"),
+    ],
+)
 def test_record_rejects_bad_input(collect, name, value, message):
     with pytest.raises(ValueError, match=message):
         repro.record(name, value)
@@ -113,8 +122,16 @@ def test_load_recorded_is_defensive(tmp_path, capsys):
     (folder / "novalues.json").write_text(json.dumps({"device": "cuda"}))
     assert repro.load_recorded("novalues", root=tmp_path) is None
     assert "broken.json" in capsys.readouterr().err
-    record = {"device": "cuda", "device_name": "NVIDIA H200", "commit": "0123456789abcdef", "date": "2026-11-29",
-              "profile": "full", "torch": "2.9", "wall_time_s": 12.3, "values": {"x": 1.0}}
+    record = {
+        "device": "cuda",
+        "device_name": "NVIDIA H200",
+        "commit": "0123456789abcdef",
+        "date": "2026-11-29",
+        "profile": "full",
+        "torch": "2.9",
+        "wall_time_s": 12.3,
+        "values": {"x": 1.0},
+    }
     (folder / "good.json").write_text(json.dumps(record))
     loaded = repro.load_recorded("good", root=tmp_path)
     assert loaded["values"] == {"x": 1.0}
@@ -123,10 +140,12 @@ def test_load_recorded_is_defensive(tmp_path, capsys):
 
 
 def test_repro_command_records_a_notebook(tmp_path, capsys):
-    notebook = new_notebook(cells=[
-        new_code_cell("from kdalib.repro import record, settings\nrun = settings()"),
-        new_code_cell("record('answer', 42)\nrecord('is_full', int(run.full))"),
-    ])
+    notebook = new_notebook(
+        cells=[
+            new_code_cell("from kdalib.repro import record, settings\nrun = settings()"),
+            new_code_cell("record('answer', 42)\nrecord('is_full', int(run.full))"),
+        ]
+    )
     path = tmp_path / "tiny.ipynb"
     nbformat.write(notebook, path)
     out = tmp_path / "results"

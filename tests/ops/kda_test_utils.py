@@ -16,8 +16,11 @@ def cpu_operators(autograd: bool | None = None) -> dict:
     """The registry's operators that run on the CPU, name -> function (only those with, or
     without, a backward pass when ``autograd`` is given): every test over "all operators"
     reads this, so a new operator is tested as soon as it is registered."""
-    return {name: op.function for name, op in OPERATORS.items()
-            if op.supports("cpu") and (autograd is None or op.autograd == autograd)}
+    return {
+        name: op.function
+        for name, op in OPERATORS.items()
+        if op.supports("cpu") and (autograd is None or op.autograd == autograd)
+    }
 
 
 def rel_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:

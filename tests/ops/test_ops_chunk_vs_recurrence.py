@@ -36,8 +36,9 @@ _ALL_CASES = list(itertools.product(TOKENS, DIMS, DIMS, DTYPES, CHUNKS))
 
 def _compare_chunk_with_naive(tokens, key_dim, value_dim, dtype_name, chunk_size, **problem):
     dtype = DTYPES[dtype_name]
-    inputs = make_inputs(tokens=tokens, key_dim=key_dim, value_dim=value_dim, dtype=dtype,
-                         seed=tokens + key_dim + value_dim, **problem)
+    inputs = make_inputs(
+        tokens=tokens, key_dim=key_dim, value_dim=value_dim, dtype=dtype, seed=tokens + key_dim + value_dim, **problem
+    )
     o_ref, s_ref, grads_ref = run_with_grads(naive_recurrent_kda, inputs)
     o, s, grads = run_with_grads(chunk_kda, inputs, chunk_size=chunk_size)
     assert o.dtype == dtype and s.dtype == dtype
@@ -83,8 +84,11 @@ def test_l2norm_in_kernel(dtype_name):
     assert rel_rms(o, o_ref) < tolerance and rel_rms(s, s_ref) < tolerance
     assert all(rel_rms(grads[n], grads_ref[n]) < GRAD_TOLERANCE[DTYPES[dtype_name]] for n in INPUT_NAMES)
     # Normalising in the kernel is the same as normalising before the call.
-    normalized = dict(inputs, q=torch.nn.functional.normalize(inputs["q"], dim=-1, eps=0.0),
-                      k=torch.nn.functional.normalize(inputs["k"], dim=-1, eps=0.0))
+    normalized = dict(
+        inputs,
+        q=torch.nn.functional.normalize(inputs["q"], dim=-1, eps=0.0),
+        k=torch.nn.functional.normalize(inputs["k"], dim=-1, eps=0.0),
+    )
     o_outside, _ = chunk_kda(**normalized, chunk_size=16)
     assert rel_rms(o_outside, o) < 1e-5
 
@@ -114,13 +118,21 @@ def test_tuned_chunk_equals_naive_chunk_equals_token_loop(case):
     """The readable chunk reference computes the tuned chunk form's result, and both the token loop's."""
     tokens, key_dim, value_dim, dtype_name, chunk_size = case
     dtype = DTYPES[dtype_name]
-    inputs = make_inputs(tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, dtype=dtype,
-                         seed=tokens, gate="kimi")
+    inputs = make_inputs(
+        tokens=tokens,
+        heads=2,
+        value_heads=4,
+        key_dim=key_dim,
+        value_dim=value_dim,
+        dtype=dtype,
+        seed=tokens,
+        gate="kimi",
+    )
     o_loop, s_loop, grads_loop = run_with_grads(naive_recurrent_kda, inputs, use_qk_l2norm_in_kernel=True)
-    o_naive, s_naive, grads_naive = run_with_grads(naive_chunk_kda, inputs, chunk_size=chunk_size,
-                                                   use_qk_l2norm_in_kernel=True)
-    o_tuned, s_tuned = chunk_kda(**inputs, chunk_size=chunk_size, output_final_state=True,
-                                 use_qk_l2norm_in_kernel=True)
+    o_naive, s_naive, grads_naive = run_with_grads(
+        naive_chunk_kda, inputs, chunk_size=chunk_size, use_qk_l2norm_in_kernel=True
+    )
+    o_tuned, s_tuned = chunk_kda(**inputs, chunk_size=chunk_size, output_final_state=True, use_qk_l2norm_in_kernel=True)
     for o, s in ((o_naive, s_naive), (o_tuned, s_tuned)):
         assert rel_rms(o, o_loop) < TOLERANCE[dtype] and rel_rms(s, s_loop) < TOLERANCE[dtype]
     for name in INPUT_NAMES:
@@ -149,8 +161,9 @@ def test_the_references_do_not_share_the_fast_forms_preparation(rule, monkeypatc
         monkeypatch.setattr(prepare, "l2_normalize", lambda x, eps=1e-6: x)
     else:
         original = prepare.prepare_inputs
-        monkeypatch.setattr(prepare, "prepare_inputs",
-                            lambda q, k, v, *rest, **kw: original(q, k, v * 1.5, *rest, **kw))
+        monkeypatch.setattr(
+            prepare, "prepare_inputs", lambda q, k, v, *rest, **kw: original(q, k, v * 1.5, *rest, **kw)
+        )
         monkeypatch.setattr("kdalib.ops.chunk.prepare_inputs", prepare.prepare_inputs)
     after = [op(**inputs, **kwargs)[0] for op in (naive_recurrent_kda, naive_chunk_kda, chunk_kda)]
     assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])

@@ -78,8 +78,9 @@ def test_fused_recurrent_gradcheck_with_packing():
     offsets = torch.tensor([0, 2, 3, 7])
 
     def fn(*tensors):
-        return fused_recurrent_kda(**dict(zip(names, tensors)), output_final_state=True, cu_seqlens=offsets,
-                                   use_qk_l2norm_in_kernel=True)
+        return fused_recurrent_kda(
+            **dict(zip(names, tensors)), output_final_state=True, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True
+        )
 
     leaves = [inputs[n].clone().requires_grad_(True) for n in names]
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
@@ -141,10 +142,10 @@ class TestChunkBuildingBlocks:
         from kdalib.ops.chunk import intra_chunk_scores
 
         inputs = make_inputs(tokens=size, key_dim=8, value_dim=4, gate="kimi", seed=size)
-        q, k, g = (inputs[n][0].transpose(0, 1) for n in ("q", "k", "g"))        # [H, C, K]
+        q, k, g = (inputs[n][0].transpose(0, 1) for n in ("q", "k", "g"))  # [H, C, K]
         gamma = g.cumsum(-2)
         scores_qk, scores_kk, decay_in, decay_out = intra_chunk_scores(q, k, g)
-        exponent = gamma.unsqueeze(-2) - gamma.unsqueeze(-3)                    # [H, i, j, K]
+        exponent = gamma.unsqueeze(-2) - gamma.unsqueeze(-3)  # [H, i, j, K]
         lower = torch.ones(size, size, dtype=torch.bool).tril()
         decay = exponent.masked_fill(~lower.unsqueeze(-1), float("-inf")).exp()
         expected_qk = torch.einsum("hik,hjk,hijk->hij", q, k, decay)
@@ -164,8 +165,9 @@ class TestStateScan:
 
         gen = torch.Generator().manual_seed(3)
         chunks, rows, size, key_dim, value_dim = 5, 3, 8, 6, 4
-        w, keys_out, query_in = (torch.randn(chunks, rows, size, key_dim, generator=gen, dtype=torch.float64)
-                                 for _ in range(3))
+        w, keys_out, query_in = (
+            torch.randn(chunks, rows, size, key_dim, generator=gen, dtype=torch.float64) for _ in range(3)
+        )
         u = torch.randn(chunks, rows, size, value_dim, generator=gen, dtype=torch.float64)
         decay_last = torch.rand(chunks, rows, key_dim, 1, generator=gen, dtype=torch.float64)
         state = torch.randn(rows, key_dim, value_dim, generator=gen, dtype=torch.float64)

@@ -22,8 +22,16 @@ def _slice_tokens(inputs, start, end):
 def test_packed_equals_per_sequence(op_name, dtype):
     op = OPERATORS[op_name]
     offsets = torch.tensor([0] + LENGTHS).cumsum(0)
-    inputs = make_inputs(tokens=int(offsets[-1]), heads=2, value_heads=4, key_dim=32, value_dim=60,
-                         dtype=dtype, num_states=len(LENGTHS), gate="kimi")
+    inputs = make_inputs(
+        tokens=int(offsets[-1]),
+        heads=2,
+        value_heads=4,
+        key_dim=32,
+        value_dim=60,
+        dtype=dtype,
+        num_states=len(LENGTHS),
+        gate="kimi",
+    )
     o, s = op(**inputs, output_final_state=True, cu_seqlens=offsets)
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     for index, (start, end) in enumerate(zip(offsets.tolist(), offsets.tolist()[1:])):
@@ -64,8 +72,9 @@ def test_prefix_invariance(op_name, cut):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_decode_steps_after_chunk_prefill(dtype):
     prompt, steps = 75, 6
-    inputs = make_inputs(batch=2, tokens=prompt + steps, heads=2, value_heads=4, key_dim=32, value_dim=32,
-                         dtype=dtype, gate="kimi")
+    inputs = make_inputs(
+        batch=2, tokens=prompt + steps, heads=2, value_heads=4, key_dim=32, value_dim=32, dtype=dtype, gate="kimi"
+    )
     o_full, s_full = chunk_kda(**inputs, output_final_state=True)
     _, state = chunk_kda(**_slice_tokens(inputs, 0, prompt), output_final_state=True)
     outputs = []
@@ -99,8 +108,14 @@ def test_dispatcher_picks_recurrent_for_decode_and_chunk_for_prefill(monkeypatch
     kda(**many, backend="fused_recurrent")
     kda(**one, backend="chunk")
     kda(**many, backend="naive_chunk", chunk_size=16)
-    assert calls == [("fused_recurrent", None), ("chunk", 32), ("fused_recurrent", None), ("fused_recurrent", None),
-                     ("chunk", 64), ("naive_chunk", 16)]
+    assert calls == [
+        ("fused_recurrent", None),
+        ("chunk", 32),
+        ("fused_recurrent", None),
+        ("fused_recurrent", None),
+        ("chunk", 64),
+        ("naive_chunk", 16),
+    ]
 
 
 @pytest.mark.parametrize("backend", sorted(OPERATORS))

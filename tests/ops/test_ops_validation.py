@@ -26,15 +26,30 @@ BAD_INPUTS = [
     ("k-shape", lambda x: x.update(k=x["k"][:, :5]), {}, ["k:", "[B, T, H, K]"]),
     ("v-rank", lambda x: x.update(v=x["v"][0]), {}, ["v:", "[B, T, HV, V]"]),
     ("q-rank", lambda x: x.update(q=x["q"][0]), {}, ["q:", "[B, T, H, K]"]),
-    ("hv-not-multiple", lambda x: x.update(v=torch.zeros(1, 6, 3, 5), g=torch.zeros(1, 6, 3, 8),
-                                           beta=torch.zeros(1, 6, 3), initial_state=None), {},
-     ["v:", "multiple of H = 2"]),
+    (
+        "hv-not-multiple",
+        lambda x: x.update(
+            v=torch.zeros(1, 6, 3, 5), g=torch.zeros(1, 6, 3, 8), beta=torch.zeros(1, 6, 3), initial_state=None
+        ),
+        {},
+        ["v:", "multiple of H = 2"],
+    ),
     ("g-shape", lambda x: x.update(g=x["g"][..., :4]), {}, ["g:", "[B, T, HV, K]"]),
     ("beta-shape", lambda x: x.update(beta=x["beta"].unsqueeze(-1)), {}, ["beta:", "[B, T, HV]"]),
     ("integer-q", lambda x: x.update(q=x["q"].long()), {}, ["q:", "floating"]),
     ("integer-beta", lambda x: x.update(beta=x["beta"].int()), {}, ["beta:", "floating"]),
-    ("state-wrong-n", lambda x: x.update(initial_state=torch.zeros(3, 4, 8, 5)), {}, ["initial_state:", "[N, HV, K, V]"]),
-    ("state-wrong-kv", lambda x: x.update(initial_state=torch.zeros(1, 4, 5, 8)), {}, ["initial_state:", "[1, 4, 8, 5]"]),
+    (
+        "state-wrong-n",
+        lambda x: x.update(initial_state=torch.zeros(3, 4, 8, 5)),
+        {},
+        ["initial_state:", "[N, HV, K, V]"],
+    ),
+    (
+        "state-wrong-kv",
+        lambda x: x.update(initial_state=torch.zeros(1, 4, 5, 8)),
+        {},
+        ["initial_state:", "[1, 4, 8, 5]"],
+    ),
     ("nan-scale", lambda x: None, {"scale": float("nan")}, ["scale:", "finite"]),
     ("mixed-devices", lambda x: x.update(q=x["q"].to("meta")), {}, ["one device"]),
 ]

@@ -61,7 +61,7 @@ def test_any_length_matches_the_token_loop(tokens):
 )
 def test_heads_and_dims(heads, value_heads, key_dim, value_dim):
     inputs = _problem(batch=2, tokens=40, heads=heads, value_heads=value_heads, key_dim=key_dim, value_dim=value_dim)
-    _check(inputs, scale=key_dim ** -0.5)
+    _check(inputs, scale=key_dim**-0.5)
 
 
 @pytest.mark.parametrize("l2norm", [False, True], ids=["raw-qk", "l2norm"])
@@ -74,8 +74,9 @@ def test_in_kernel_l2_norm_and_no_initial_state(l2norm):
 def test_packed_sequences_each_with_its_own_state():
     lengths = [1, 2, 3, 63, 64, 65, 1, 1, 5]
     offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
-    inputs = _problem(batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16,
-                      num_states=len(lengths))
+    inputs = _problem(
+        batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16, num_states=len(lengths)
+    )
     _check(inputs, scale=0.25, cu_seqlens=offsets)
 
 
@@ -114,7 +115,7 @@ def test_a_nan_gate_is_not_read_as_a_decay():
 
 def test_bfloat16_inputs_keep_a_float32_state():
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
-    _check(inputs, torch.bfloat16, scale=32 ** -0.5)
+    _check(inputs, torch.bfloat16, scale=32**-0.5)
 
 
 def test_kda_backend_triton_and_its_errors():
@@ -148,13 +149,13 @@ def test_chunk_kda_keeps_the_pytorch_form_for_cpu_tensors(monkeypatch):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("key_dim,value_dim", [(64, 64), (64, 128), (128, 64), (128, 128)],
-                         ids=lambda d: f"{d}")
+@pytest.mark.parametrize("key_dim,value_dim", [(64, 64), (64, 128), (128, 64), (128, 128)], ids=lambda d: f"{d}")
 @pytest.mark.parametrize("tokens", [1, 2, 63, 64, 65, 1000, 4096], ids=lambda t: f"T{t}")
 def test_gpu_grid(tokens, key_dim, value_dim, dtype):
-    inputs = _problem(dtype, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim,
-                      seed=tokens)
-    _check(inputs, dtype, scale=key_dim ** -0.5)
+    inputs = _problem(
+        dtype, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, seed=tokens
+    )
+    _check(inputs, dtype, scale=key_dim**-0.5)
 
 
 @pytest.mark.gpu
@@ -164,9 +165,19 @@ def test_gpu_grid(tokens, key_dim, value_dim, dtype):
 def test_gpu_varlen_gates_and_l2norm(gate, dtype):
     lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
     offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
-    inputs = _problem(dtype, batch=1, tokens=sum(lengths), heads=4, value_heads=8, key_dim=128, value_dim=128,
-                      num_states=len(lengths), gate=gate, normalize_keys=False)
-    _check(inputs, dtype, scale=128 ** -0.5, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+    inputs = _problem(
+        dtype,
+        batch=1,
+        tokens=sum(lengths),
+        heads=4,
+        value_heads=8,
+        key_dim=128,
+        value_dim=128,
+        num_states=len(lengths),
+        gate=gate,
+        normalize_keys=False,
+    )
+    _check(inputs, dtype, scale=128**-0.5, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
 
 
 @pytest.mark.gpu

@@ -51,19 +51,40 @@ def sha(text: str) -> str:
 
 def base_sources() -> list[dict]:
     return [
-        {"id": "card", "title": "Model M card", "publisher": "Example Lab", "kind": "model_card",
-         "url": "https://example.org/m", "snapshot": {"file": "card.md", "sha256": sha(CARD)},
-         "link": {"checked": CHECKED, "status": "unchecked"}},
-        {"id": "report", "title": "Model M report", "publisher": "Example Lab", "kind": "tech_report",
-         "url": "https://example.org/m-report", "snapshot": {"file": "report.txt", "sha256": sha(REPORT)}},
+        {
+            "id": "card",
+            "title": "Model M card",
+            "publisher": "Example Lab",
+            "kind": "model_card",
+            "url": "https://example.org/m",
+            "snapshot": {"file": "card.md", "sha256": sha(CARD)},
+            "link": {"checked": CHECKED, "status": "unchecked"},
+        },
+        {
+            "id": "report",
+            "title": "Model M report",
+            "publisher": "Example Lab",
+            "kind": "tech_report",
+            "url": "https://example.org/m-report",
+            "snapshot": {"file": "report.txt", "sha256": sha(REPORT)},
+        },
     ]
 
 
 def claim(claim_id: str, **fields) -> dict:
     """A verified property claim on the card; ``fields`` override or add keys (None removes)."""
-    entry = {"id": claim_id, "subject": "Model M", "property": "total parameters", "value": 1,
-             "unit": "T parameters", "display": "1T", "source": "card",
-             "quote": "Total Parameters** | 1T", "status": "verified", "checked": CHECKED}
+    entry = {
+        "id": claim_id,
+        "subject": "Model M",
+        "property": "total parameters",
+        "value": 1,
+        "unit": "T parameters",
+        "display": "1T",
+        "source": "card",
+        "quote": "Total Parameters** | 1T",
+        "status": "verified",
+        "checked": CHECKED,
+    }
     entry.update(fields)
     return {k: v for k, v in entry.items() if v is not None}
 
@@ -71,18 +92,38 @@ def claim(claim_id: str, **fields) -> dict:
 def base_claims() -> list[dict]:
     return [
         claim("m.params.total"),
-        claim("m.params.activated", property="activated parameters", value=32, unit="B parameters",
-              display="32B", quote="Activated Parameters** | 32B"),
-        claim("m.arch.gate", property="gate form", value="Diag(αt)", unit=None, display="Diag(αt)",
-              source="report", quote="The gate uses Diag(αt)"),
+        claim(
+            "m.params.activated",
+            property="activated parameters",
+            value=32,
+            unit="B parameters",
+            display="32B",
+            quote="Activated Parameters** | 32B",
+        ),
+        claim(
+            "m.arch.gate",
+            property="gate form",
+            value="Diag(αt)",
+            unit=None,
+            display="Diag(αt)",
+            source="report",
+            quote="The gate uses Diag(αt)",
+        ),
     ]
 
 
 def manifest_entry(file: str, source: str, text: str, **fields) -> dict:
     """A complete manifest entry for ``text`` stored as ``file``; ``fields`` override keys."""
-    entry = {"file": file, "source": source, "version": "v1", "retrieved_from": f"https://example.org/{file}",
-             "retrieved_on": "2026-11-28", "origin": "publisher", "sha256": sha(text),
-             "bytes": len(text.encode("utf-8"))}
+    entry = {
+        "file": file,
+        "source": source,
+        "version": "v1",
+        "retrieved_from": f"https://example.org/{file}",
+        "retrieved_on": "2026-11-28",
+        "origin": "publisher",
+        "sha256": sha(text),
+        "bytes": len(text.encode("utf-8")),
+    }
     entry.update(fields)
     return entry
 
@@ -119,11 +160,14 @@ class Workspace:
         self.sources_path = root / "sources.yaml"
         (root / "notes").mkdir()
 
-    def write(self, sources: list[dict] | None = None, claims: list[dict] | None = None,
-              text: str | None = None) -> Path:
+    def write(
+        self, sources: list[dict] | None = None, claims: list[dict] | None = None, text: str | None = None
+    ) -> Path:
         if text is None:
-            data = {"sources": copy.deepcopy(base_sources() if sources is None else sources),
-                    "claims": copy.deepcopy(base_claims() if claims is None else claims)}
+            data = {
+                "sources": copy.deepcopy(base_sources() if sources is None else sources),
+                "claims": copy.deepcopy(base_claims() if claims is None else claims),
+            }
             text = dump(data)
         self.sources_path.write_text(text, encoding="utf-8")
         return self.sources_path
@@ -143,7 +187,6 @@ def codes(report_or_findings) -> list[str]:
 
 
 # ---- a local HTTP server on 127.0.0.1 for the online parts ----------------------------
-
 
 
 def tiny_pdf(text: str) -> bytes:
@@ -255,15 +298,19 @@ class LocalServer:
         self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.httpd.routes = {
             "/card.md": lambda h, n: h._send(200, CARD.encode(), "text/markdown; charset=utf-8"),
-            "/page.html": lambda h, n: h._send(200, b"<html><head><style>p{}</style><script>x=1</script></head>"
-                                               b"<body><h1>Model&nbsp;M</h1><p>Total <b>1T</b> params</p>"
-                                               b"<table><tr><td>a</td><td>b</td></tr></table></body></html>",
-                                               "text/html; charset=utf-8"),
+            "/page.html": lambda h, n: h._send(
+                200,
+                b"<html><head><style>p{}</style><script>x=1</script></head>"
+                b"<body><h1>Model&nbsp;M</h1><p>Total <b>1T</b> params</p>"
+                b"<table><tr><td>a</td><td>b</td></tr></table></body></html>",
+                "text/html; charset=utf-8",
+            ),
             "/doc.pdf": lambda h, n: h._send(200, tiny_pdf("Kimi PDF text 1T"), "application/pdf"),
             "/declared-big": lambda h, n: h._send(200, b"small", headers={"Content-Length": str(10**9)}),
             "/streamed-big": _streamed_big,
-            "/rate-limited": lambda h, n: (h._send(429, b"slow down", headers={"Retry-After": "0"}) if n == 1
-                                           else h._send(200, b"finally")),
+            "/rate-limited": lambda h, n: (
+                h._send(429, b"slow down", headers={"Retry-After": "0"}) if n == 1 else h._send(200, b"finally")
+            ),
             "/flaky": lambda h, n: h._send(503, b"busy") if n < 3 else h._send(200, b"recovered"),
             "/always-500": lambda h, n: h._send(500, b"broken"),
             "/slow": _slow,
@@ -275,8 +322,9 @@ class LocalServer:
             "/loop": _redirect("/loop"),
             "/trickle": _trickle,
             "/echo-host": _echo_host,
-            "/redirect-backslash": lambda h, n: h._send(302, headers={
-                "Location": f"http://127.0.0.1:{h.server.server_port}\\@public.example/card.md"}),
+            "/redirect-backslash": lambda h, n: h._send(
+                302, headers={"Location": f"http://127.0.0.1:{h.server.server_port}\\@public.example/card.md"}
+            ),
         }
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()

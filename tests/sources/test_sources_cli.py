@@ -19,8 +19,16 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def verify_args(ws, *extra):
-    return ("verify", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots),
-            "--root", str(ws.root), *extra)
+    return (
+        "verify",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "--root",
+        str(ws.root),
+        *extra,
+    )
 
 
 def test_verify_clean_prints_the_summary_and_writes_json(ws, capsys, tmp_path):
@@ -59,10 +67,20 @@ def test_verify_unusable_input_exits_2(ws, capsys, tmp_path):
 
 # ---- quote -----------------------------------------------------------------------------
 
+
 def test_quote_prints_the_span_to_paste(ws, capsys):
     ws.write()
-    code, out, _ = run(capsys, "sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots),
-                       "quote", "report", "Diag(αt) with efficient")
+    code, out, _ = run(
+        capsys,
+        "sources",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "quote",
+        "report",
+        "Diag(αt) with efficient",
+    )
     assert code == 0
     assert "whitespace-insensitive" in out and "line 3" in out
     assert 'quote: "Diag(αt ) with eﬃcient"'.replace("ﬃ", "ffi") in out
@@ -70,8 +88,17 @@ def test_quote_prints_the_span_to_paste(ws, capsys):
 
 def test_quote_not_found_shows_how_far_it_matched(ws, capsys):
     ws.write()
-    code, out, _ = run(capsys, "sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots),
-                       "quote", "card", "Total Parameters | 1T")
+    code, out, _ = run(
+        capsys,
+        "sources",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "quote",
+        "card",
+        "Total Parameters | 1T",
+    )
     assert code == 1
     assert "the first 2 of 4 words occur at line 5" in out and "| Total Parameters** | 1T |" in out
 
@@ -79,11 +106,14 @@ def test_quote_not_found_shows_how_far_it_matched(ws, capsys):
 @pytest.mark.parametrize("args, code", [(("card", "Total Parameters** | 7T"), 1), (("nope", "x"), 2)])
 def test_quote_not_found_or_unknown_source(ws, capsys, args, code):
     ws.write()
-    assert run(capsys, "sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots),
-               "quote", *args)[0] == code
+    assert (
+        run(capsys, "sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "quote", *args)[0]
+        == code
+    )
 
 
 # ---- fetch -----------------------------------------------------------------------------
+
 
 def _online_sources(server, path="/card.md", sha256=None):
     sources = base_sources()
@@ -120,8 +150,9 @@ def test_fetch_stores_nothing_when_the_text_differs_from_the_record(ws, capsys, 
 
 def test_fetch_of_a_new_source_records_its_snapshot_and_manifest_entry(ws, capsys, server):
     sources = base_sources()
-    sources.append({"id": "page", "title": "Page", "publisher": "Example Lab", "kind": "docs",
-                    "url": server.url("/page.html")})
+    sources.append(
+        {"id": "page", "title": "Page", "publisher": "Example Lab", "kind": "docs", "url": server.url("/page.html")}
+    )
     ws.write(sources=sources)
     code, out, _ = run(capsys, *fetch_args(ws, "page", "--allow-loopback"))
     assert code == 0 and "stored page.txt" in out
@@ -206,9 +237,19 @@ def test_check_links_writes_nothing_when_a_url_is_refused(ws, capsys, server):
 
 # ---- add -------------------------------------------------------------------------------
 
+
 def add_args(ws, *extra):
-    return ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "add",
-            "--origin", "publisher", *extra)
+    return (
+        "sources",
+        "--sources",
+        str(ws.sources_path),
+        "--snapshots",
+        str(ws.snapshots),
+        "add",
+        "--origin",
+        "publisher",
+        *extra,
+    )
 
 
 def test_add_scaffolds_a_valid_entry_and_stores_the_snapshot(ws, capsys, tmp_path):
@@ -224,16 +265,22 @@ def test_add_scaffolds_a_valid_entry_and_stores_the_snapshot(ws, capsys, tmp_pat
     assert (ws.snapshots / "example-model-n.md").read_bytes() == text.read_bytes()
     entries, problems = load_manifest(ws.snapshots / "MANIFEST.yaml")
     assert problems == [] and entries["example-model-n.md"].source == "example-model-n"
-    assert (entries["example-model-n.md"].origin, entries["example-model-n.md"].bytes) == ("publisher", len(text.read_bytes()))
+    assert (entries["example-model-n.md"].origin, entries["example-model-n.md"].bytes) == (
+        "publisher",
+        len(text.read_bytes()),
+    )
     assert run(capsys, *verify_args(ws, "--strict"))[0] == 0
 
 
-@pytest.mark.parametrize("extra", [
-    ("https://example.org/m", "--id", "card"),            # id taken
-    ("ftp://example.org/m",),                              # scheme
-    ("https://example.org/m", "--kind", "rumour"),         # kind
-    ("https://example.org/m", "--id", "Not_Kebab"),        # id form
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("https://example.org/m", "--id", "card"),  # id taken
+        ("ftp://example.org/m",),  # scheme
+        ("https://example.org/m", "--kind", "rumour"),  # kind
+        ("https://example.org/m", "--id", "Not_Kebab"),  # id form
+    ],
+)
 def test_add_refuses_bad_input_and_writes_nothing(ws, capsys, tmp_path, extra):
     ws.write()
     text = tmp_path / "new.md"

@@ -17,28 +17,37 @@ from kdalib.sources.http import (
 
 
 def client(**policy) -> SafeClient:
-    defaults = {"allow_loopback": True, "min_interval": 0.0, "backoff": 0.0, "retries": 2,
-                "connect_timeout": 2.0, "read_timeout": 2.0}
+    defaults = {
+        "allow_loopback": True,
+        "min_interval": 0.0,
+        "backoff": 0.0,
+        "retries": 2,
+        "connect_timeout": 2.0,
+        "read_timeout": 2.0,
+    }
     defaults.update(policy)
     return SafeClient(FetchPolicy(**defaults))
 
 
-@pytest.mark.parametrize("url, words", [
-    ("http://127.0.0.1/", "loopback"),
-    ("http://[::1]/", "loopback"),
-    ("http://10.1.2.3/", "private"),
-    ("http://192.168.0.1/", "private"),
-    ("http://172.16.5.5/", "private"),
-    ("http://169.254.169.254/latest/meta-data/", "link-local"),
-    ("http://[fe80::1]/", "link-local"),
-    ("http://[fc00::1]/", "private"),
-    ("http://[::ffff:127.0.0.1]/", "loopback"),
-    ("http://0.0.0.0/", "unspecified"),
-    ("http://240.0.0.1/", "reserved"),
-    ("http://224.0.0.1/", "multicast"),
-    ("ftp://example.org/x", "scheme 'ftp'"),
-    ("file:///etc/passwd", "scheme 'file'"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("http://127.0.0.1/", "loopback"),
+        ("http://[::1]/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://192.168.0.1/", "private"),
+        ("http://172.16.5.5/", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://[fc00::1]/", "private"),
+        ("http://[::ffff:127.0.0.1]/", "loopback"),
+        ("http://0.0.0.0/", "unspecified"),
+        ("http://240.0.0.1/", "reserved"),
+        ("http://224.0.0.1/", "multicast"),
+        ("ftp://example.org/x", "scheme 'ftp'"),
+        ("file:///etc/passwd", "scheme 'file'"),
+    ],
+)
 def test_unsafe_urls_are_refused_before_any_connection(url, words):
     with pytest.raises(FetchError) as info:
         check_url_allowed(url, resolver=lambda host, port: pytest.fail("must not resolve"))
@@ -70,11 +79,14 @@ def test_plain_fetch(server):
     assert result.ok and result.body.decode() == CARD and result.content_type.startswith("text/markdown")
 
 
-@pytest.mark.parametrize("path, words", [
-    ("/redirect-private", "private address 10.0.0.1"),
-    ("/redirect-metadata", "link-local address 169.254.169.254"),
-    ("/redirect-localhost-name", "refusing to connect to localhost"),
-])
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("/redirect-private", "private address 10.0.0.1"),
+        ("/redirect-metadata", "link-local address 169.254.169.254"),
+        ("/redirect-localhost-name", "refusing to connect to localhost"),
+    ],
+)
 def test_every_redirect_hop_is_checked(server, path, words):
     fetcher = client()
     # "localhost" answers 127.0.0.2 here: loopback, but not the one address the test flag admits
@@ -168,5 +180,6 @@ def test_extractors_directly():
 
 def test_raw_url_for_github_blobs():
     assert raw_url("https://github.com/MoonshotAI/Kimi-K2/blob/abc/README.md") == (
-        "https://raw.githubusercontent.com/MoonshotAI/Kimi-K2/abc/README.md")
+        "https://raw.githubusercontent.com/MoonshotAI/Kimi-K2/abc/README.md"
+    )
     assert raw_url("https://arxiv.org/abs/2507.20534") == "https://arxiv.org/abs/2507.20534"

@@ -51,14 +51,17 @@ def test_dict_built_fixture_is_clean(ws):
     assert list(doc.sources) == [s["id"] for s in base_sources()]
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("sources:\n  - id: a\n    title: [unclosed\nclaims: []\n", 4, "YAML error"),
-    ("sources: []\nclaims: []\nsources: []\n", 3, "duplicate key"),
-    ("", 1, "empty"),
-    ("- just\n- a list\n", 1, "top level is a list"),
-    ("plain string\n", 1, "top level is a string"),
-    ("sources: [\n", 2, "YAML error"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("sources:\n  - id: a\n    title: [unclosed\nclaims: []\n", 4, "YAML error"),
+        ("sources: []\nclaims: []\nsources: []\n", 3, "duplicate key"),
+        ("", 1, "empty"),
+        ("- just\n- a list\n", 1, "top level is a list"),
+        ("plain string\n", 1, "top level is a string"),
+        ("sources: [\n", 2, "YAML error"),
+    ],
+)
 def test_unusable_input_raises_load_error_with_a_line(text, line, words):
     with pytest.raises(LoadError) as info:
         load_text(text, "bad.yaml")
@@ -105,11 +108,19 @@ def test_fuzz_arbitrary_text_never_raises_anything_else(text):
     _assert_clean_outcome(text)
 
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
-                     st.dates().map(str), st.sampled_from(["https://x.org", "ftp://x", *CLAIM_STATUSES]))
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.dates().map(str),
+    st.sampled_from(["https://x.org", "ftp://x", *CLAIM_STATUSES]),
+)
 _keys = st.sampled_from(sorted(set(CLAIM_KEYS) | set(SOURCE_KEYS) | set(BENCHMARK_KEYS) | {"file", "sha256", "?"}))
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=5),
-                       max_leaves=12)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=5), max_leaves=12
+)
 _entry = st.dictionaries(_keys, _values, max_size=10)
 
 

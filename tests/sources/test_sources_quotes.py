@@ -31,7 +31,7 @@ def test_exact_match_reports_the_original_span_and_line():
     match = find_quote(REPORT, "1.04T total parameters and 32.6B activated")
     assert match is not None and match.kind == EXACT
     assert match.line == 2
-    assert REPORT[match.start:match.end] == match.span == "1.04T total parameters and\n32.6B activated"
+    assert REPORT[match.start : match.end] == match.span == "1.04T total parameters and\n32.6B activated"
     assert match.normalized == "1.04T total parameters and 32.6B activated"
 
 
@@ -92,31 +92,38 @@ def test_every_substring_of_a_text_is_found_in_it(text, data):
 
 # ---- no normalisation joins or creates digits ------------------------------------------
 
-@pytest.mark.parametrize("snapshot, quote", [
-    ("a budget of 10⁶ tokens", "10 6"),   # superscript: NFKC would make it 106
-    ("a budget of 10⁶ tokens", "106"),
-    ("H₂O and x₁₀", "H2O"),               # subscripts
-    ("about ½ of it", "1⁄2"),             # vulgar fraction
-    ("step ① then ②", "step 1"),          # circled digits
-    ("item ⑴", "(1)"),                    # parenthesised digit
-    ("a quote 2 56 here", "256"),         # whitespace between digits is never removed
-    ("a quote 2\n56 here", "256"),
-    ("2\u200b56", "256"),                 # a zero-width space separates digits like a space
-    ("1,0 24", "1,024"),
-])
+
+@pytest.mark.parametrize(
+    "snapshot, quote",
+    [
+        ("a budget of 10⁶ tokens", "10 6"),  # superscript: NFKC would make it 106
+        ("a budget of 10⁶ tokens", "106"),
+        ("H₂O and x₁₀", "H2O"),  # subscripts
+        ("about ½ of it", "1⁄2"),  # vulgar fraction
+        ("step ① then ②", "step 1"),  # circled digits
+        ("item ⑴", "(1)"),  # parenthesised digit
+        ("a quote 2 56 here", "256"),  # whitespace between digits is never removed
+        ("a quote 2\n56 here", "256"),
+        ("2\u200b56", "256"),  # a zero-width space separates digits like a space
+        ("1,0 24", "1,024"),
+    ],
+)
 def test_normalisation_never_joins_or_creates_digits(snapshot, quote):
     assert find_quote(snapshot, quote) is None
 
 
-@pytest.mark.parametrize("snapshot, quote, kind", [
-    ("a budget of 10⁶ tokens", "10⁶ tokens", EXACT),
-    ("about ½ of it", "about ½", EXACT),
-    ("１２８Ｋ context", "128K context", EXACT),   # full-width digits are digits already
-    ("a quote 2 56 here", "2 56", EXACT),
-    ("a quote 2\n56 here", "quote 2 56", EXACT),
-    ("Diag(αt ) with 2 56", "Diag(αt) with 2 56", WHITESPACE_INSENSITIVE),
-    ("x 10 ⁶ y", "10 ⁶", EXACT),
-])
+@pytest.mark.parametrize(
+    "snapshot, quote, kind",
+    [
+        ("a budget of 10⁶ tokens", "10⁶ tokens", EXACT),
+        ("about ½ of it", "about ½", EXACT),
+        ("１２８Ｋ context", "128K context", EXACT),  # full-width digits are digits already
+        ("a quote 2 56 here", "2 56", EXACT),
+        ("a quote 2\n56 here", "quote 2 56", EXACT),
+        ("Diag(αt ) with 2 56", "Diag(αt) with 2 56", WHITESPACE_INSENSITIVE),
+        ("x 10 ⁶ y", "10 ⁶", EXACT),
+    ],
+)
 def test_digits_keep_their_form_and_spacing(snapshot, quote, kind):
     match = find_quote(snapshot, quote)
     assert match is not None and match.kind == kind

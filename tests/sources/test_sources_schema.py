@@ -33,18 +33,21 @@ def test_unknown_source(ws):
     assert finding.item == "m.x" and "'nowhere'" in finding.message and finding.line > 0
 
 
-@pytest.mark.parametrize("field, bad, code", [
-    ("status", "probably", "bad-status"),
-    ("checked", "2026-02-30", "bad-checked"),
-    ("checked", "28/11/2026", "bad-checked"),
-    ("reported_by", "someone", "bad-reported-by"),
-    ("display", 1.5, "bad-display"),
-    ("value", True, "bad-value"),
-    ("conflicts_with", 3, "bad-conflicts-with"),
-    ("benchmark", "MMLU", "bad-benchmark"),
-    ("reproduced_by", "nb.json", "bad-reproduced-by"),
-    ("colour", "red", "unknown-key"),
-])
+@pytest.mark.parametrize(
+    "field, bad, code",
+    [
+        ("status", "probably", "bad-status"),
+        ("checked", "2026-02-30", "bad-checked"),
+        ("checked", "28/11/2026", "bad-checked"),
+        ("reported_by", "someone", "bad-reported-by"),
+        ("display", 1.5, "bad-display"),
+        ("value", True, "bad-value"),
+        ("conflicts_with", 3, "bad-conflicts-with"),
+        ("benchmark", "MMLU", "bad-benchmark"),
+        ("reproduced_by", "nb.json", "bad-reproduced-by"),
+        ("colour", "red", "unknown-key"),
+    ],
+)
 def test_bad_claim_fields_name_the_line_and_the_expectation(ws, field, bad, code):
     findings = findings_for(ws, claims=[claim("m.bad", **{field: bad})])
     finding = only(findings, code)
@@ -61,12 +64,15 @@ def test_non_http_schemes_are_rejected(ws, url):
     assert finding.item == "card" and "https" in finding.message
 
 
-@pytest.mark.parametrize("snapshot, code", [
-    ({"file": "card.md", "sha256": "abc"}, "bad-sha256"),
-    ({"file": "../etc/passwd", "sha256": "0" * 64}, "bad-file"),
-    ({"file": "card.md"}, "missing-key"),
-    ("card.md", "bad-snapshot"),
-])
+@pytest.mark.parametrize(
+    "snapshot, code",
+    [
+        ({"file": "card.md", "sha256": "abc"}, "bad-sha256"),
+        ({"file": "../etc/passwd", "sha256": "0" * 64}, "bad-file"),
+        ({"file": "card.md"}, "missing-key"),
+        ("card.md", "bad-snapshot"),
+    ],
+)
 def test_bad_snapshot_entries(ws, snapshot, code):
     sources = base_sources()
     sources[0]["snapshot"] = snapshot
@@ -98,18 +104,20 @@ def test_property_xor_benchmark(ws):
 
 
 def test_benchmark_keys_and_types(ws):
-    bench = claim("m.mmlu", property=None, benchmark={"name": "MMLU", "tools": "yes", "shots": "5-shot",
-                                                      "seed": 1})
+    bench = claim("m.mmlu", property=None, benchmark={"name": "MMLU", "tools": "yes", "shots": "5-shot", "seed": 1})
     findings = findings_for(ws, claims=[bench])
     assert sorted(codes(findings)) == ["bad-tools", "unknown-key"]
 
 
-@pytest.mark.parametrize("status, removed, code", [
-    ("verified", "quote", "verified-needs-quote"),
-    ("contradicted", None, "contradicted-needs-conflicts-with"),
-    ("reproduced", None, "reproduced-needs-reproduced-by"),
-    ("refuted", None, "refuted-needs-notes"),
-])
+@pytest.mark.parametrize(
+    "status, removed, code",
+    [
+        ("verified", "quote", "verified-needs-quote"),
+        ("contradicted", None, "contradicted-needs-conflicts-with"),
+        ("reproduced", None, "reproduced-needs-reproduced-by"),
+        ("refuted", None, "refuted-needs-notes"),
+    ],
+)
 def test_statuses_need_their_fields(ws, status, removed, code):
     entry = claim("m.s", status=status)
     if removed:
@@ -140,8 +148,10 @@ def test_aliases_resolve_and_must_be_unique(ws):
 
 
 def test_subjects_list_restricts_subjects():
-    text = ("subjects: [Model M]\nsources: []\nclaims:\n  - {id: a.b, subject: Model N, property: p, value: 1,"
-            " display: '1', source: s, status: unverified}\n")
+    text = (
+        "subjects: [Model M]\nsources: []\nclaims:\n  - {id: a.b, subject: Model N, property: p, value: 1,"
+        " display: '1', source: s, status: unverified}\n"
+    )
     findings = load_text(text).findings
     assert sorted(codes(findings)) == ["unknown-source", "unknown-subject"]
 
@@ -158,25 +168,29 @@ def test_finding_format_is_file_line_severity_code_id():
 
 # ---- value and display agree ------------------------------------------------------------
 
-@pytest.mark.parametrize("value, display, ok", [
-    (1, "1T", True),
-    (99, "61", False),                      # the display and quote say 61, value says 99
-    (61, "6¹", False),                      # a superscript is not a digit of the number
-    (6, "6¹", True),
-    (1000000, "10⁶", True),
-    (1000000, "10^6", True),
-    (106, "10⁶", False),
-    (262144, "262,144", True),
-    (0.0002, "2e-4", True),
-    (92.5, "92.50", True),
-    (3, "3 billion", True),
-    (3e9, "3 billion", True),
-    (1000000, "1-million-token", True),
-    (5, "five", True),
-    (2.5, "K2.5", False),
-    (15, "about fifteen", True),
-    ("Diag(αt)", "anything", True),         # text values are not checked
-])
+
+@pytest.mark.parametrize(
+    "value, display, ok",
+    [
+        (1, "1T", True),
+        (99, "61", False),  # the display and quote say 61, value says 99
+        (61, "6¹", False),  # a superscript is not a digit of the number
+        (6, "6¹", True),
+        (1000000, "10⁶", True),
+        (1000000, "10^6", True),
+        (106, "10⁶", False),
+        (262144, "262,144", True),
+        (0.0002, "2e-4", True),
+        (92.5, "92.50", True),
+        (3, "3 billion", True),
+        (3e9, "3 billion", True),
+        (1000000, "1-million-token", True),
+        (5, "five", True),
+        (2.5, "K2.5", False),
+        (15, "about fifteen", True),
+        ("Diag(αt)", "anything", True),  # text values are not checked
+    ],
+)
 def test_numeric_value_must_be_a_number_the_display_writes(ws, value, display, ok):
     claims = [claim("m.x", value=value, display=display, status="unverified", quote=None)]
     found = [f for f in findings_for(ws, claims=claims) if f.code == "value-not-in-display"]
@@ -195,12 +209,15 @@ def _seed_source() -> dict:
     return {"id": "note", "title": "Starting note", "publisher": "requester", "kind": "seed"}
 
 
-@pytest.mark.parametrize("fields, code", [
-    ({}, "seed-needs-verdict"),
-    ({"verdict": "partly"}, "bad-verdict"),
-    ({"verdict": "wrong"}, "verdict-status-mismatch"),
-    ({"verdict": "confirmed", "status": "refuted", "notes": "evidence"}, "verdict-status-mismatch"),
-])
+@pytest.mark.parametrize(
+    "fields, code",
+    [
+        ({}, "seed-needs-verdict"),
+        ({"verdict": "partly"}, "bad-verdict"),
+        ({"verdict": "wrong"}, "verdict-status-mismatch"),
+        ({"verdict": "confirmed", "status": "refuted", "notes": "evidence"}, "verdict-status-mismatch"),
+    ],
+)
 def test_seed_claims_carry_a_verdict_that_agrees_with_the_status(ws, fields, code):
     seed = claim("seed.x", **{"source": "note", "quote": None, "status": "unverified", **fields})
     findings = findings_for(ws, base_sources() + [_seed_source()], base_claims() + [seed])

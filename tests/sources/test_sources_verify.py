@@ -76,6 +76,7 @@ def test_verified_claim_on_a_source_without_snapshot(ws):
 
 # ---- conflicts -------------------------------------------------------------------------
 
+
 def _conflicting(**a_fields):
     a = claim("m.total.card", **a_fields)
     b = claim("m.total.report", value=1.04, display="1.04T", source="report", quote="1.04T total parameters")
@@ -104,10 +105,26 @@ def test_one_sided_conflict(ws):
 
 
 def test_conflicts_need_the_same_setting(ws):
-    a = claim("m.mmlu.5", property=None, benchmark={"name": "MMLU", "shots": 5}, value=87.8, unit="%",
-              display="87.8", source="report", quote="87.8")
-    b = claim("m.mmlu.0", property=None, benchmark={"name": "MMLU", "shots": 0}, value=75.1, unit="%",
-              display="75.1", source="report", quote="75.1")
+    a = claim(
+        "m.mmlu.5",
+        property=None,
+        benchmark={"name": "MMLU", "shots": 5},
+        value=87.8,
+        unit="%",
+        display="87.8",
+        source="report",
+        quote="87.8",
+    )
+    b = claim(
+        "m.mmlu.0",
+        property=None,
+        benchmark={"name": "MMLU", "shots": 0},
+        value=75.1,
+        unit="%",
+        display="75.1",
+        source="report",
+        quote="75.1",
+    )
     ws.write(claims=[a, b])
     assert ws.verify().errors == []
     b["benchmark"]["shots"] = 5
@@ -158,33 +175,52 @@ def test_refuted_and_superseded_claims_may_disagree(ws):
 def test_superseded_needs_a_successor_and_evidence_must_be_verified(ws):
     old = claim("m.old", status="superseded")
     weak = claim("m.weak", status="unverified", display="3T", value=3, quote=None, property="p2")
-    wrong = claim("m.wrong", status="refuted", evidence=["m.weak"], property="p2", value=3, display="3T",
-                  quote=None, notes="seed said so")
+    wrong = claim(
+        "m.wrong",
+        status="refuted",
+        evidence=["m.weak"],
+        property="p2",
+        value=3,
+        display="3T",
+        quote=None,
+        notes="seed said so",
+    )
     ws.write(claims=[old, weak, wrong])
     assert sorted(errors(ws.verify())) == ["superseded-without-successor", "weak-evidence"]
 
 
 # ---- reproduced claims -----------------------------------------------------------------
 
+
 def _reproduced(ws, values, tolerance=0.01, key="speedup"):
     result = ws.root / "notebooks" / "results" / "cpu" / "02_kernel_speed.json"
     result.parent.mkdir(parents=True, exist_ok=True)
     if values is not None:
         result.write_text(json.dumps({"values": values, "device": "cpu", "commit": "abc"}))
-    entry = claim("m.speedup", status="reproduced", property="speedup", value=2.0, unit="x", display="2.0",
-                  quote=None, reproduced_by={"result": "notebooks/results/cpu/02_kernel_speed.json",
-                                             "key": key, "tolerance": tolerance})
+    entry = claim(
+        "m.speedup",
+        status="reproduced",
+        property="speedup",
+        value=2.0,
+        unit="x",
+        display="2.0",
+        quote=None,
+        reproduced_by={"result": "notebooks/results/cpu/02_kernel_speed.json", "key": key, "tolerance": tolerance},
+    )
     ws.write(claims=[entry])
     return ws.verify()
 
 
-@pytest.mark.parametrize("values, tolerance, key, words", [
-    ({"speedup": 2.005}, 0.01, "speedup", None),
-    ({"speedup": 2.5}, 0.01, "speedup", "0.5 away from the claimed 2.0"),
-    ({"speedup": 2.0}, 0.01, "other", "records no value 'other' (it has: speedup)"),
-    ({"speedup": "fast"}, 0.01, "speedup", "not a number"),
-    (None, 0.01, "speedup", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "values, tolerance, key, words",
+    [
+        ({"speedup": 2.005}, 0.01, "speedup", None),
+        ({"speedup": 2.5}, 0.01, "speedup", "0.5 away from the claimed 2.0"),
+        ({"speedup": 2.0}, 0.01, "other", "records no value 'other' (it has: speedup)"),
+        ({"speedup": "fast"}, 0.01, "speedup", "not a number"),
+        (None, 0.01, "speedup", "does not exist"),
+    ],
+)
 def test_reproduced_claims_are_checked_against_the_recorded_result(ws, values, tolerance, key, words):
     report = _reproduced(ws, values, tolerance, key)
     if words is None:
@@ -203,15 +239,26 @@ def test_reproduced_result_without_values_object(ws):
 
 # ---- pages -----------------------------------------------------------------------------
 
+
 def test_unknown_claim_roles_in_notes_and_notebooks(ws):
     ws.write()
-    ws.note("k.md", "# K\n\nIt has {claim}`m.params.total` and {claim}`m.nope`.\n"
-                    "Example: ``{claim}`m.shown_as_code` ``\n```\n{claim}`m.in_code`\n```\n")
+    ws.note(
+        "k.md",
+        "# K\n\nIt has {claim}`m.params.total` and {claim}`m.nope`.\n"
+        "Example: ``{claim}`m.shown_as_code` ``\n```\n{claim}`m.in_code`\n```\n",
+    )
     notebook = ws.root / "notebooks" / "01.ipynb"
     notebook.parent.mkdir()
-    notebook.write_text(json.dumps({"cells": [
-        {"cell_type": "code", "source": "{claim}`m.code_cell`"},
-        {"cell_type": "markdown", "source": ["# T\n", "see {claim}`m.cell_typo`\n"]}]}))
+    notebook.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "code", "source": "{claim}`m.code_cell`"},
+                    {"cell_type": "markdown", "source": ["# T\n", "see {claim}`m.cell_typo`\n"]},
+                ]
+            }
+        )
+    )
     report = ws.verify()
     found = sorted((f.file, f.line, f.item) for f in report.errors)
     assert found == [("notebooks/01.ipynb", 0, "m.cell_typo"), ("notes/k.md", 3, "m.nope")]
@@ -220,20 +267,26 @@ def test_unknown_claim_roles_in_notes_and_notebooks(ws):
 
 def test_unknown_claim_ids_in_spec_tables(ws):
     ws.write()
-    ws.note("s.md", "# S\n\n```{spec-table}\n:columns: M | N\n"
-                    'total | m.params.total "(card)" | m.nope\n'
-                    'gate | "not" m.arch.gate | -\n```\n\nAfter the table: m.not_in_a_table | x\n')
+    ws.note(
+        "s.md",
+        "# S\n\n```{spec-table}\n:columns: M | N\n"
+        'total | m.params.total "(card)" | m.nope\n'
+        'gate | "not" m.arch.gate | -\n```\n\nAfter the table: m.not_in_a_table | x\n',
+    )
     (finding,) = ws.verify().errors
     assert (finding.code, finding.file, finding.line, finding.item) == (
-        "unknown-claim-spec-table", "notes/s.md", 5, "m.nope")
+        "unknown-claim-spec-table",
+        "notes/s.md",
+        5,
+        "m.nope",
+    )
     assert "spec-table id 'm.nope'" in finding.message
 
 
 def test_spec_table_rows_and_cell_tokens():
     from kdalib.sources.spec_rows import cell_tokens, claim_ids, spec_table_rows
 
-    text = ("x | y\n:::{spec-table}\n:columns: A | B\n\nrow | a.b \"text, with | nothing\" | -\n:::\n"
-            "after | z\n")
+    text = 'x | y\n:::{spec-table}\n:columns: A | B\n\nrow | a.b "text, with | nothing" | -\n:::\nafter | z\n'
     assert list(spec_table_rows(text)) == [(5, ["row", 'a.b "text, with', 'nothing"', "-"])]
     assert cell_tokens('a.b "two words" c.d') == ["a.b", '"two words"', "c.d"]
     assert claim_ids('"see" a.b c.d') == ["a.b", "c.d"] and cell_tokens("-") == []

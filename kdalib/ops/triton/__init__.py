@@ -49,11 +49,19 @@ if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
 else:
+
     def triton_chunk_kda(*args, **kwargs):
         raise RuntimeError("triton_chunk_kda needs the `triton` package, which is not installed")
 
     def triton_fused_recurrent_kda(*args, **kwargs):
         raise RuntimeError("triton_fused_recurrent_kda needs the `triton` package, which is not installed")
 
-__all__ = ["HAS_TRITON", "MAX_KEY_DIM", "interpreting", "triton_chunk_kda", "triton_fused_recurrent_kda",
-           "triton_unavailable_reason"]
+
+__all__ = [
+    "HAS_TRITON",
+    "MAX_KEY_DIM",
+    "interpreting",
+    "triton_chunk_kda",
+    "triton_fused_recurrent_kda",
+    "triton_unavailable_reason",
+]

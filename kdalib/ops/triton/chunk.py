@@ -54,8 +54,8 @@ import triton.language as tl
 
 from kdalib.ops.triton import MAX_KEY_DIM, interpreting
 
-CHUNK = 64       # tokens per chunk (C)
-SUB = 16         # rows per sub-block of the intra-chunk matrices
+CHUNK = 64  # tokens per chunk (C)
+SUB = 16  # rows per sub-block of the intra-chunk matrices
 # Largest total decay (sum of -g over a 16-row block, any channel) for which a diagonal block is
 # computed by matrix products: exp(60) ~ 1e26 leaves float32 (max ~3e38) ample headroom.
 DOT_SPAN = 60.0
@@ -148,7 +148,7 @@ def _unit_lower_inverse(lower, SUB: tl.constexpr):
     rows = tl.arange(0, SUB)
     inverse = tl.where(rows[:, None] == rows[None, :], 1.0, 0.0)
     for r in range(1, SUB):
-        coefficients = _row(lower, r, SUB)                        # zero at columns >= r
+        coefficients = _row(lower, r, SUB)  # zero at columns >= r
         update = tl.sum(coefficients[:, None] * inverse, axis=0)  # rows < r are final
         inverse = tl.where(rows[:, None] == r, inverse - update[None, :], inverse)
     return inverse
@@ -187,8 +187,9 @@ def _store_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr
 
 
 @triton.jit
-def _inverse_row_norms(x, rows, row_mask, stride, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-                       SUB: tl.constexpr):
+def _inverse_row_norms(
+    x, rows, row_mask, stride, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, SUB: tl.constexpr
+):
     """``1 / sqrt(sum(x**2) + 1e-6)`` per row, summed over the key dimension slice by slice."""
     total = tl.zeros([SUB], dtype=tl.float32)
     for s0 in range(0, BK, BKS):
@@ -218,15 +219,25 @@ def _store_operand(ptr, tile, rows, row_mask, stride, cols, col_mask, PLANE, PLA
 
 
 @triton.jit
-def _store_decayed(q_in, k_in, k_out, xq, xk, gam, gam_last, rows, row_mask, stride, cols, col_mask, scale,
-                   PLANE, PLANES: tl.constexpr):
+def _store_decayed(
+    q_in, k_in, k_out, xq, xk, gam, gam_last, rows, row_mask, stride, cols, col_mask, scale, PLANE, PLANES: tl.constexpr
+):
     """The state kernel's operands for one sub-block: queries and keys decayed from the chunk
     start, keys decayed to the chunk end (every exponent <= 0)."""
     decay_in = tl.exp(gam)
     _store_operand(q_in, xq * decay_in * scale, rows, row_mask, stride, cols, col_mask, PLANE, PLANES)
     _store_operand(k_in, xk * decay_in, rows, row_mask, stride, cols, col_mask, PLANE, PLANES)
-    _store_operand(k_out, xk * tl.exp(tl.minimum(gam_last[None, :] - gam, 0.0)), rows, row_mask, stride, cols,
-                   col_mask, PLANE, PLANES)
+    _store_operand(
+        k_out,
+        xk * tl.exp(tl.minimum(gam_last[None, :] - gam, 0.0)),
+        rows,
+        row_mask,
+        stride,
+        cols,
+        col_mask,
+        PLANE,
+        PLANES,
+    )
 
 
 @triton.jit
@@ -244,9 +255,27 @@ def _gamma(g_ptr, rows, row_mask, stride, cols, col_mask, carry):
 
 @triton.jit
 def _row_block_scores(
-    i: tl.constexpr, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE,
-    QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-    SUB: tl.constexpr, DOT_SPAN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    i: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    g_ptr,
+    qi_ptr,
+    ki_ptr,
+    ko_ptr,
+    decay_ptr,
+    start,
+    end,
+    scale,
+    PLANE,
+    QK_STRIDE: tl.constexpr,
+    G_STRIDE: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
     PLANES: tl.constexpr,
 ):
     """Scores of the rows of sub-block ``i`` against sub-blocks ``0..i``, summed over key slices.
@@ -310,14 +339,34 @@ def _row_block_scores(
                     oq, ok = _off_block(x_q, x_k, gam_i, ref, k2, gam2, PRECISION)
                     aq2, ak2 = aq2 + oq, ak2 + ok
                     aq3, ak3 = aq3 + sq, ak3 + sk
-        _store_decayed(qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam_i, gam_last, rows_i, m_i, G_STRIDE, cols, cm, scale,
-                       PLANE, PLANES)
+        _store_decayed(
+            qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam_i, gam_last, rows_i, m_i, G_STRIDE, cols, cm, scale, PLANE, PLANES
+        )
     return aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3
 
 
 @triton.jit
-def _store_row_block(p_ptr, a_ptr, beta, i: tl.constexpr, start, end, HV: tl.constexpr, i_hv, scale,
-                     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3, SUB: tl.constexpr, CHUNK: tl.constexpr):
+def _store_row_block(
+    p_ptr,
+    a_ptr,
+    beta,
+    i: tl.constexpr,
+    start,
+    end,
+    HV: tl.constexpr,
+    i_hv,
+    scale,
+    aq0,
+    aq1,
+    aq2,
+    aq3,
+    ak0,
+    ak1,
+    ak2,
+    ak3,
+    SUB: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
     """Stores row block ``i`` of ``scale * A_qk`` and of ``L = Diag(beta) A_kk`` (blocks 0..i)."""
     rows = start + i * SUB + tl.arange(0, SUB)
     b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=rows < end, other=0.0).to(tl.float32)[:, None]
@@ -335,8 +384,9 @@ def _store_row_block(p_ptr, a_ptr, beta, i: tl.constexpr, start, end, HV: tl.con
 
 
 @triton.jit
-def _chunk_span(g_ptr, start, end, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-                CHUNK: tl.constexpr):
+def _chunk_span(
+    g_ptr, start, end, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, CHUNK: tl.constexpr
+):
     """The chunk's largest total decay after its first row, over all key channels."""
     rows = start + tl.arange(0, CHUNK)
     span = 0.0
@@ -350,9 +400,30 @@ def _chunk_span(g_ptr, start, end, G_STRIDE: tl.constexpr, K: tl.constexpr, BK: 
 
 @triton.jit
 def _chunk_scores_by_dot(
-    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv, start, end, scale, PLANE,
-    QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
-    BKS: tl.constexpr, CHUNK: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    g_ptr,
+    qi_ptr,
+    ki_ptr,
+    ko_ptr,
+    decay_ptr,
+    p_ptr,
+    a_ptr,
+    beta,
+    i_hv,
+    start,
+    end,
+    scale,
+    PLANE,
+    QK_STRIDE: tl.constexpr,
+    G_STRIDE: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
     PLANES: tl.constexpr,
 ):
     """Scores of the whole chunk by two matrix products per key slice, for mild decay.
@@ -386,8 +457,9 @@ def _chunk_scores_by_dot(
         columns = tl.trans(x_k * tl.exp(tl.maximum(ref[None, :] - gam, 0.0)))
         a_qk += _dot(x_q * row_factor, columns, PRECISION)
         a_kk += _dot(x_k * row_factor, columns, PRECISION)
-        _store_decayed(qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam, gam_last, rows, m, G_STRIDE, cols, cm, scale,
-                       PLANE, PLANES)
+        _store_decayed(
+            qi_ptr, ki_ptr, ko_ptr, x_q, x_k, gam, gam_last, rows, m, G_STRIDE, cols, cm, scale, PLANE, PLANES
+        )
         tl.store(decay_ptr + cols, tl.exp(gam_last), mask=cm)
     b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
     square = idx[:, None] * CHUNK + idx[None, :]
@@ -397,32 +469,142 @@ def _chunk_scores_by_dot(
 
 @triton.jit
 def _chunk_scores_by_blocks(
-    q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv, start, end, scale, PLANE,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, CHUNK: tl.constexpr,
-    SUB: tl.constexpr, DOT_SPAN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    g_ptr,
+    qi_ptr,
+    ki_ptr,
+    ko_ptr,
+    decay_ptr,
+    p_ptr,
+    a_ptr,
+    beta,
+    i_hv,
+    start,
+    end,
+    scale,
+    PLANE,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
     PLANES: tl.constexpr,
 ):
     """Scores one 16-row block at a time, for any decay (see :func:`_row_block_scores`)."""
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
-        0, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
-    _store_row_block(p_ptr, a_ptr, beta, 0, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
-                     SUB, CHUNK)
+        0,
+        q_ptr,
+        k_ptr,
+        g_ptr,
+        qi_ptr,
+        ki_ptr,
+        ko_ptr,
+        decay_ptr,
+        start,
+        end,
+        scale,
+        PLANE,
+        H * K,
+        HV * K,
+        K,
+        BK,
+        BKS,
+        SUB,
+        DOT_SPAN,
+        USE_QK_L2NORM,
+        PRECISION,
+        PLANES,
+    )
+    _store_row_block(
+        p_ptr, a_ptr, beta, 0, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3, SUB, CHUNK
+    )
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
-        1, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
-    _store_row_block(p_ptr, a_ptr, beta, 1, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
-                     SUB, CHUNK)
+        1,
+        q_ptr,
+        k_ptr,
+        g_ptr,
+        qi_ptr,
+        ki_ptr,
+        ko_ptr,
+        decay_ptr,
+        start,
+        end,
+        scale,
+        PLANE,
+        H * K,
+        HV * K,
+        K,
+        BK,
+        BKS,
+        SUB,
+        DOT_SPAN,
+        USE_QK_L2NORM,
+        PRECISION,
+        PLANES,
+    )
+    _store_row_block(
+        p_ptr, a_ptr, beta, 1, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3, SUB, CHUNK
+    )
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
-        2, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
-    _store_row_block(p_ptr, a_ptr, beta, 2, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
-                     SUB, CHUNK)
+        2,
+        q_ptr,
+        k_ptr,
+        g_ptr,
+        qi_ptr,
+        ki_ptr,
+        ko_ptr,
+        decay_ptr,
+        start,
+        end,
+        scale,
+        PLANE,
+        H * K,
+        HV * K,
+        K,
+        BK,
+        BKS,
+        SUB,
+        DOT_SPAN,
+        USE_QK_L2NORM,
+        PRECISION,
+        PLANES,
+    )
+    _store_row_block(
+        p_ptr, a_ptr, beta, 2, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3, SUB, CHUNK
+    )
     aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3 = _row_block_scores(
-        3, q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, start, end, scale, PLANE, H * K, HV * K,
-        K, BK, BKS, SUB, DOT_SPAN, USE_QK_L2NORM, PRECISION, PLANES)
-    _store_row_block(p_ptr, a_ptr, beta, 3, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3,
-                     SUB, CHUNK)
+        3,
+        q_ptr,
+        k_ptr,
+        g_ptr,
+        qi_ptr,
+        ki_ptr,
+        ko_ptr,
+        decay_ptr,
+        start,
+        end,
+        scale,
+        PLANE,
+        H * K,
+        HV * K,
+        K,
+        BK,
+        BKS,
+        SUB,
+        DOT_SPAN,
+        USE_QK_L2NORM,
+        PRECISION,
+        PLANES,
+    )
+    _store_row_block(
+        p_ptr, a_ptr, beta, 3, start, end, HV, i_hv, scale, aq0, aq1, aq2, aq3, ak0, ak1, ak2, ak3, SUB, CHUNK
+    )
 
 
 @triton.jit
@@ -447,8 +629,11 @@ def _invert_chunk(p_ptr, SUB: tl.constexpr, CHUNK: tl.constexpr, PRECISION: tl.c
     _store_block(p_ptr, m21, 2, 1, SUB, CHUNK)
     _store_block(p_ptr, m20, 2, 0, SUB, CHUNK)
     tl.debug_barrier()
-    l30, l31, l32 = (_load_block(p_ptr, 3, 0, SUB, CHUNK), _load_block(p_ptr, 3, 1, SUB, CHUNK),
-                     _load_block(p_ptr, 3, 2, SUB, CHUNK))
+    l30, l31, l32 = (
+        _load_block(p_ptr, 3, 0, SUB, CHUNK),
+        _load_block(p_ptr, 3, 1, SUB, CHUNK),
+        _load_block(p_ptr, 3, 2, SUB, CHUNK),
+    )
     d3 = _unit_lower_inverse(_load_block(p_ptr, 3, 3, SUB, CHUNK), SUB)
     m32 = -_dot(d3, _dot(l32, d2, PRECISION), PRECISION)
     m31 = -_dot(d3, _dot(l31, d1, PRECISION) + _dot(l32, m21, PRECISION), PRECISION)
@@ -460,49 +645,144 @@ def _invert_chunk(p_ptr, SUB: tl.constexpr, CHUNK: tl.constexpr, PRECISION: tl.c
     _store_block(p_ptr, m30, 3, 0, SUB, CHUNK)
 
 
-
-
 @triton.jit
-def _intra_pointers(q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv,
-                    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, CHUNK: tl.constexpr):
+def _intra_pointers(
+    q,
+    k,
+    g,
+    p_out,
+    a_out,
+    q_in,
+    k_in,
+    k_out,
+    decay_out,
+    i_c,
+    i_hv,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
     i_h = i_hv // (HV // H)
     block = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
-    return (q + i_h * K, k + i_h * K, g + i_hv * K, q_in + i_hv * K, k_in + i_hv * K, k_out + i_hv * K,
-            decay_out + (i_c * HV + i_hv).to(tl.int64) * K, p_out + block, a_out + block)
+    return (
+        q + i_h * K,
+        k + i_h * K,
+        g + i_hv * K,
+        q_in + i_hv * K,
+        k_in + i_hv * K,
+        k_out + i_hv * K,
+        decay_out + (i_c * HV + i_hv).to(tl.int64) * K,
+        p_out + block,
+        a_out + block,
+    )
 
 
 @triton.jit
 def _chunk_intra_kernel(
-    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, strong, sequence_end, chunk_start,
-    scale, T, NT, PLANE,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
-    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, PLANES: tl.constexpr,
+    q,
+    k,
+    g,
+    beta,
+    p_out,
+    a_out,
+    q_in,
+    k_in,
+    k_out,
+    decay_out,
+    strong,
+    sequence_end,
+    chunk_start,
+    scale,
+    T,
+    NT,
+    PLANE,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    PLANES: tl.constexpr,
 ):
     """Chunks under mild decay: whole-chunk score products, then the inverse. Chunks with a
     larger span are only marked in ``strong`` for :func:`_chunk_intra_strong_kernel`."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
-        q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK)
+        q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK
+    )
     span = _chunk_span(g_ptr, start, end, HV * K, K, BK, BKS, CHUNK)
     is_strong = span > DOT_SPAN
     tl.store(strong + i_c * HV + i_hv, is_strong.to(tl.int32))
     if not is_strong:
-        _chunk_scores_by_dot(q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv,
-                             start, end, scale, PLANE, H * K, HV * K, HV, K, BK, BKS, CHUNK, USE_QK_L2NORM,
-                             PRECISION, PLANES)
+        _chunk_scores_by_dot(
+            q_ptr,
+            k_ptr,
+            g_ptr,
+            qi_ptr,
+            ki_ptr,
+            ko_ptr,
+            decay_ptr,
+            p_ptr,
+            a_ptr,
+            beta,
+            i_hv,
+            start,
+            end,
+            scale,
+            PLANE,
+            H * K,
+            HV * K,
+            HV,
+            K,
+            BK,
+            BKS,
+            CHUNK,
+            USE_QK_L2NORM,
+            PRECISION,
+            PLANES,
+        )
         tl.debug_barrier()
         _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
 
 
 @triton.jit
 def _chunk_intra_strong_kernel(
-    q, k, g, beta, p_out, a_out, q_in, k_in, k_out, decay_out, strong, sequence_end, chunk_start,
-    scale, T, NT, PLANE,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr,
-    CHUNK: tl.constexpr, SUB: tl.constexpr, DOT_SPAN: tl.constexpr,
-    IS_VARLEN: tl.constexpr, USE_QK_L2NORM: tl.constexpr, PRECISION: tl.constexpr, PLANES: tl.constexpr,
+    q,
+    k,
+    g,
+    beta,
+    p_out,
+    a_out,
+    q_in,
+    k_in,
+    k_out,
+    decay_out,
+    strong,
+    sequence_end,
+    chunk_start,
+    scale,
+    T,
+    NT,
+    PLANE,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    PLANES: tl.constexpr,
 ):
     """The chunks :func:`_chunk_intra_kernel` marked: scores one 16-row block at a time (exact
     for any decay), then the inverse. Other programs return at once."""
@@ -510,10 +790,36 @@ def _chunk_intra_strong_kernel(
     if tl.load(strong + i_c * HV + i_hv) != 0:
         start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
         q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
-            q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK)
-        _chunk_scores_by_blocks(q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr, beta, i_hv,
-                                start, end, scale, PLANE, H, HV, K, BK, BKS, CHUNK, SUB, DOT_SPAN, USE_QK_L2NORM,
-                                PRECISION, PLANES)
+            q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK
+        )
+        _chunk_scores_by_blocks(
+            q_ptr,
+            k_ptr,
+            g_ptr,
+            qi_ptr,
+            ki_ptr,
+            ko_ptr,
+            decay_ptr,
+            p_ptr,
+            a_ptr,
+            beta,
+            i_hv,
+            start,
+            end,
+            scale,
+            PLANE,
+            H,
+            HV,
+            K,
+            BK,
+            BKS,
+            CHUNK,
+            SUB,
+            DOT_SPAN,
+            USE_QK_L2NORM,
+            PRECISION,
+            PLANES,
+        )
         tl.debug_barrier()
         _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
 
@@ -557,12 +863,33 @@ def _load_operand(ptr, offsets, mask, PLANE, PLANES: tl.constexpr):
 
 @triton.jit
 def _chunk_state_kernel(
-    q_in, k_in, k_out, decay, v, beta, m_in, a_in, o, h0, ht, cu_seqlens, chunk_offsets,
-    T, PLANE,
-    HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PRECISION: tl.constexpr, PLANES: tl.constexpr, NATIVE_BF16: tl.constexpr,
+    q_in,
+    k_in,
+    k_out,
+    decay,
+    v,
+    beta,
+    m_in,
+    a_in,
+    o,
+    h0,
+    ht,
+    cu_seqlens,
+    chunk_offsets,
+    T,
+    PLANE,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr,
+    STORE_FINAL_STATE: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
+    PLANES: tl.constexpr,
+    NATIVE_BF16: tl.constexpr,
 ):
     # Everything here is transposed (value columns first): the values computed in the loop are
     # the left operands of the products and the tiles read from memory the right ones.
@@ -580,11 +907,11 @@ def _chunk_state_kernel(
     cols_v = i_v * BV + tl.arange(0, BV)
     mask_k, mask_v = cols_k < K, cols_v < V
     rows = tl.arange(0, CHUNK)
-    causal_t = rows[None, :] >= rows[:, None]   # the causal (lower) triangle, transposed
+    causal_t = rows[None, :] >= rows[:, None]  # the causal (lower) triangle, transposed
 
     state_offsets = (i_n * HV + i_hv).to(tl.int64) * K * V + cols_k[None, :] * V + cols_v[:, None]
     state_mask = mask_k[None, :] & mask_v[:, None]
-    state_t = tl.zeros([BV, BK], dtype=tl.float32)   # S^T
+    state_t = tl.zeros([BV, BK], dtype=tl.float32)  # S^T
     if USE_INITIAL_STATE:
         state_t += tl.load(h0 + state_offsets, mask=state_mask, other=0.0).to(tl.float32)
 
@@ -593,29 +920,33 @@ def _chunk_state_kernel(
         tokens = bos + c * CHUNK + rows
         valid = tokens < eos
         chunk = (first_chunk + c) * HV + i_hv
-        square = chunk * CHUNK * CHUNK + rows[None, :] * CHUNK + rows[:, None]   # [C, C] read transposed
-        operand_t = tokens.to(tl.int64)[None, :] * (HV * K) + i_hv * K + cols_k[:, None]   # [BK, C]
+        square = chunk * CHUNK * CHUNK + rows[None, :] * CHUNK + rows[:, None]  # [C, C] read transposed
+        operand_t = tokens.to(tl.int64)[None, :] * (HV * K) + i_hv * K + cols_k[:, None]  # [BK, C]
         operand_t_mask = valid[None, :] & mask_k[:, None]
-        values_offsets = tokens.to(tl.int64)[None, :] * (HV * V) + i_hv * V + cols_v[:, None]   # [BV, C]
+        values_offsets = tokens.to(tl.int64)[None, :] * (HV * V) + i_hv * V + cols_v[:, None]  # [BV, C]
         values_mask = valid[None, :] & mask_v[:, None]
 
         keys_in, keys_in_low = _load_operand(k_in, operand_t, operand_t_mask, PLANE, PLANES)
         values_t = tl.load(v + values_offsets, mask=values_mask, other=0.0).to(tl.float32)
         b = tl.load(beta + tokens * HV + i_hv, mask=valid, other=0.0).to(tl.float32)
-        correction_t = (values_t - _dot_operand(state_t, keys_in, keys_in_low, PRECISION, PLANES, NATIVE_BF16)) * b[None, :]
+        correction_t = (values_t - _dot_operand(state_t, keys_in, keys_in_low, PRECISION, PLANES, NATIVE_BF16)) * b[
+            None, :
+        ]
         inverse_t = tl.load(m_in + square, mask=causal_t, other=0.0)
-        v_new_t = _dot(correction_t, inverse_t, PRECISION)                      # (M X)^T
+        v_new_t = _dot(correction_t, inverse_t, PRECISION)  # (M X)^T
 
         queries_in, queries_in_low = _load_operand(q_in, operand_t, operand_t_mask, PLANE, PLANES)
         scores_t = tl.load(a_in + square, mask=causal_t, other=0.0)
-        out_t = (_dot_operand(state_t, queries_in, queries_in_low, PRECISION, PLANES, NATIVE_BF16)
-                 + _dot(v_new_t, scores_t, PRECISION))
+        out_t = _dot_operand(state_t, queries_in, queries_in_low, PRECISION, PLANES, NATIVE_BF16) + _dot(
+            v_new_t, scores_t, PRECISION
+        )
         tl.store(o + values_offsets, out_t.to(o.dtype.element_ty), mask=values_mask)
 
         keys_out, keys_out_low = _load_operand(k_out, tl.trans(operand_t), tl.trans(operand_t_mask), PLANE, PLANES)
         decay_last = tl.load(decay + chunk * K + cols_k, mask=mask_k, other=0.0)
-        state_t = state_t * decay_last[None, :] + _dot_operand(v_new_t, keys_out, keys_out_low, PRECISION, PLANES,
-                                                               NATIVE_BF16)
+        state_t = state_t * decay_last[None, :] + _dot_operand(
+            v_new_t, keys_out, keys_out_low, PRECISION, PLANES, NATIVE_BF16
+        )
 
     if STORE_FINAL_STATE:
         tl.store(ht + state_offsets, state_t, mask=state_mask)
@@ -702,19 +1033,47 @@ def triton_chunk_kda(
     if precision not in ("ieee", "tf32x3", "tf32", "bf16"):
         raise ValueError(f"precision: expected 'ieee', 'tf32x3', 'tf32' or 'bf16', got {precision!r}")
     planes = 0 if q.dtype == torch.float32 or precision in ("ieee", "tf32x3") else (1 if precision == "bf16" else 2)
-    precision = "tf32" if precision == "bf16" else precision   # products that do not meet the state
+    precision = "tf32" if precision == "bf16" else precision  # products that do not meet the state
     inverse = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=torch.float32)
     scores = torch.empty_like(inverse)
-    queries_in, keys_in, keys_out = (q.new_empty(max(planes, 1), B * T, HV, K, dtype=torch.bfloat16 if planes else torch.float32)
-                                     for _ in range(3))
+    queries_in, keys_in, keys_out = (
+        q.new_empty(max(planes, 1), B * T, HV, K, dtype=torch.bfloat16 if planes else torch.float32) for _ in range(3)
+    )
     plane = B * T * HV * K
     decay_last = q.new_empty(num_chunks, HV, K, dtype=torch.float32)
     strong = q.new_empty(num_chunks, HV, dtype=torch.int32)
-    intra_args = (q, k, g, beta, inverse, scores, queries_in, keys_in, keys_out, decay_last, strong, chunk_ends,
-                  chunk_starts, float(scale), T, max(per_sequence, 1), plane)
+    intra_args = (
+        q,
+        k,
+        g,
+        beta,
+        inverse,
+        scores,
+        queries_in,
+        keys_in,
+        keys_out,
+        decay_last,
+        strong,
+        chunk_ends,
+        chunk_starts,
+        float(scale),
+        T,
+        max(per_sequence, 1),
+        plane,
+    )
     intra_constants = dict(
-        H=H, HV=HV, K=K, BK=block_k, BKS=min(block_k, KEY_SLICE), CHUNK=CHUNK, SUB=SUB, DOT_SPAN=DOT_SPAN,
-        IS_VARLEN=cu_seqlens is not None, USE_QK_L2NORM=use_qk_l2norm_in_kernel, PRECISION=precision, PLANES=planes,
+        H=H,
+        HV=HV,
+        K=K,
+        BK=block_k,
+        BKS=min(block_k, KEY_SLICE),
+        CHUNK=CHUNK,
+        SUB=SUB,
+        DOT_SPAN=DOT_SPAN,
+        IS_VARLEN=cu_seqlens is not None,
+        USE_QK_L2NORM=use_qk_l2norm_in_kernel,
+        PRECISION=precision,
+        PLANES=planes,
     )
     _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=intra_warps)
     _chunk_intra_strong_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=4)
@@ -723,12 +1082,34 @@ def triton_chunk_kda(
     if initial_state is not None:
         initial_state = initial_state.contiguous()
     _chunk_state_kernel[(triton.cdiv(V, block_v), N * HV)](
-        queries_in, keys_in, keys_out, decay_last, v, beta, inverse, scores, o, initial_state, final_state,
-        cu_seqlens, chunk_offsets, T, plane,
-        HV=HV, K=K, V=V, BK=block_k, BV=block_v, CHUNK=CHUNK,
-        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-        IS_VARLEN=cu_seqlens is not None, PRECISION=precision, PLANES=planes, NATIVE_BF16=not interpreting(),
+        queries_in,
+        keys_in,
+        keys_out,
+        decay_last,
+        v,
+        beta,
+        inverse,
+        scores,
+        o,
+        initial_state,
+        final_state,
+        cu_seqlens,
+        chunk_offsets,
+        T,
+        plane,
+        HV=HV,
+        K=K,
+        V=V,
+        BK=block_k,
+        BV=block_v,
+        CHUNK=CHUNK,
+        USE_INITIAL_STATE=initial_state is not None,
+        STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None,
+        PRECISION=precision,
+        PLANES=planes,
+        NATIVE_BF16=not interpreting(),
         num_warps=state_warps or 4,
-        num_stages=state_stages or 1,   # two stages exceed the shared memory at K = V = 128
+        num_stages=state_stages or 1,  # two stages exceed the shared memory at K = V = 128
     )
     return o, final_state
