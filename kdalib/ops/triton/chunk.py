@@ -13,11 +13,11 @@ versions and what moved them are in NOTES.md beside this file.
    and store the queries and keys decayed from the chunk start (``Q_in``, ``K_in``) and to the
    chunk end (``K_out``), and the chunk's decay ``exp(G_L)``.
 
-   ``_chunk_intra_kernel`` serves chunks under mild decay: all factors are decayed towards the
+   ``_chunk_intra_kernel``'s first launch serves chunks under mild decay: all factors are decayed towards the
    chunk's first row, the row factor ``exp(G - G_0) <= 1`` and the column factor
    ``exp(G_0 - G) <= exp(span)``, so the scores are two matrix products per key slice when the
    chunk's span (its largest total decay after the first row) is at most ``DOT_SPAN``. It marks
-   the other chunks, and ``_chunk_intra_strong_kernel`` builds theirs from 16-row sub-blocks: an
+   the other chunks, and its second launch builds theirs from 16-row sub-blocks: an
    off-diagonal block (rows in block i, columns in block j < i) is one product of factors decayed
    towards the first row r0 of block i, ``(X_i * exp(G_i - G_r0)) (K_j * exp(G_r0 - G_j))^T``,
    with both exponents <= 0 because the cumulative log decay G never increases; a diagonal block
@@ -52,7 +52,7 @@ import torch
 import triton
 
 from kdalib.ops.triton import MAX_KEY_DIM, interpreting
-from kdalib.ops.triton.chunk_intra import _chunk_intra_kernel, _chunk_intra_strong_kernel
+from kdalib.ops.triton.chunk_intra import _chunk_intra_kernel
 from kdalib.ops.triton.chunk_state import _chunk_state_kernel
 
 CHUNK = 64  # tokens per chunk (C)
@@ -187,8 +187,8 @@ def triton_chunk_kda(
         PRECISION=precision,
         PLANES=planes,
     )
-    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=intra_warps)
-    _chunk_intra_strong_kernel[(num_chunks, HV)](*intra_args, **intra_constants, num_warps=4)
+    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, STRONG_PASS=False, num_warps=intra_warps)
+    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, STRONG_PASS=True, num_warps=4)
     o = torch.empty_like(v)
     final_state = v.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else None
     if initial_state is not None:

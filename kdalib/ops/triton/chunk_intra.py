@@ -520,116 +520,83 @@ def _chunk_intra_kernel(
     USE_QK_L2NORM: tl.constexpr,
     PRECISION: tl.constexpr,
     PLANES: tl.constexpr,
+    STRONG_PASS: tl.constexpr,
 ):
-    """Chunks under mild decay: whole-chunk score products, then the inverse. Chunks with a
-    larger span are only marked in ``strong`` for :func:`_chunk_intra_strong_kernel`."""
+    """The intra-chunk work of one (chunk, value head), launched twice over the same grid.
+
+    The first launch (``STRONG_PASS`` false) takes chunks under mild decay: whole-chunk score
+    products, then the inverse; it marks chunks with a larger span in ``strong``. The second
+    launch takes only the marked chunks: scores one 16-row block at a time (exact for any decay),
+    then the inverse; its other programs return at once.
+    """
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
         q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK
     )
-    span = _chunk_span(g_ptr, start, end, HV * K, K, BK, BKS, CHUNK)
-    is_strong = span > DOT_SPAN
-    tl.store(strong + i_c * HV + i_hv, is_strong.to(tl.int32))
-    if not is_strong:
-        _chunk_scores_by_dot(
-            q_ptr,
-            k_ptr,
-            g_ptr,
-            qi_ptr,
-            ki_ptr,
-            ko_ptr,
-            decay_ptr,
-            p_ptr,
-            a_ptr,
-            beta,
-            i_hv,
-            start,
-            end,
-            scale,
-            PLANE,
-            H * K,
-            HV * K,
-            HV,
-            K,
-            BK,
-            BKS,
-            CHUNK,
-            USE_QK_L2NORM,
-            PRECISION,
-            PLANES,
-        )
-        tl.debug_barrier()
-        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
-
-
-@triton.jit
-def _chunk_intra_strong_kernel(
-    q,
-    k,
-    g,
-    beta,
-    p_out,
-    a_out,
-    q_in,
-    k_in,
-    k_out,
-    decay_out,
-    strong,
-    sequence_end,
-    chunk_start,
-    scale,
-    T,
-    NT,
-    PLANE,
-    H: tl.constexpr,
-    HV: tl.constexpr,
-    K: tl.constexpr,
-    BK: tl.constexpr,
-    BKS: tl.constexpr,
-    CHUNK: tl.constexpr,
-    SUB: tl.constexpr,
-    DOT_SPAN: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-    USE_QK_L2NORM: tl.constexpr,
-    PRECISION: tl.constexpr,
-    PLANES: tl.constexpr,
-):
-    """The chunks :func:`_chunk_intra_kernel` marked: scores one 16-row block at a time (exact
-    for any decay), then the inverse. Other programs return at once."""
-    i_c, i_hv = tl.program_id(0), tl.program_id(1)
-    if tl.load(strong + i_c * HV + i_hv) != 0:
-        start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-        q_ptr, k_ptr, g_ptr, qi_ptr, ki_ptr, ko_ptr, decay_ptr, p_ptr, a_ptr = _intra_pointers(
-            q, k, g, p_out, a_out, q_in, k_in, k_out, decay_out, i_c, i_hv, H, HV, K, CHUNK
-        )
-        _chunk_scores_by_blocks(
-            q_ptr,
-            k_ptr,
-            g_ptr,
-            qi_ptr,
-            ki_ptr,
-            ko_ptr,
-            decay_ptr,
-            p_ptr,
-            a_ptr,
-            beta,
-            i_hv,
-            start,
-            end,
-            scale,
-            PLANE,
-            H,
-            HV,
-            K,
-            BK,
-            BKS,
-            CHUNK,
-            SUB,
-            DOT_SPAN,
-            USE_QK_L2NORM,
-            PRECISION,
-            PLANES,
-        )
-        tl.debug_barrier()
-        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+    if STRONG_PASS:
+        if tl.load(strong + i_c * HV + i_hv) != 0:
+            _chunk_scores_by_blocks(
+                q_ptr,
+                k_ptr,
+                g_ptr,
+                qi_ptr,
+                ki_ptr,
+                ko_ptr,
+                decay_ptr,
+                p_ptr,
+                a_ptr,
+                beta,
+                i_hv,
+                start,
+                end,
+                scale,
+                PLANE,
+                H,
+                HV,
+                K,
+                BK,
+                BKS,
+                CHUNK,
+                SUB,
+                DOT_SPAN,
+                USE_QK_L2NORM,
+                PRECISION,
+                PLANES,
+            )
+            tl.debug_barrier()
+            _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+    else:
+        span = _chunk_span(g_ptr, start, end, HV * K, K, BK, BKS, CHUNK)
+        is_strong = span > DOT_SPAN
+        tl.store(strong + i_c * HV + i_hv, is_strong.to(tl.int32))
+        if not is_strong:
+            _chunk_scores_by_dot(
+                q_ptr,
+                k_ptr,
+                g_ptr,
+                qi_ptr,
+                ki_ptr,
+                ko_ptr,
+                decay_ptr,
+                p_ptr,
+                a_ptr,
+                beta,
+                i_hv,
+                start,
+                end,
+                scale,
+                PLANE,
+                H * K,
+                HV * K,
+                HV,
+                K,
+                BK,
+                BKS,
+                CHUNK,
+                USE_QK_L2NORM,
+                PRECISION,
+                PLANES,
+            )
+            tl.debug_barrier()
+            _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
