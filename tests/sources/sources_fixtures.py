@@ -177,6 +177,19 @@ class Workspace:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def cli_args(self, command: str = "verify", *extra: str) -> tuple[str, ...]:
+        """``kdalib`` arguments for ``command`` pointed at this workspace's files."""
+        return (
+            command,
+            "--sources",
+            str(self.sources_path),
+            "--snapshots",
+            str(self.snapshots),
+            "--root",
+            str(self.root),
+            *extra,
+        )
+
     def verify(self, strict: bool = False) -> Report:
         return run_verify(self.sources_path, self.snapshots, self.root, strict=strict)
 

@@ -19,16 +19,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def verify_args(ws, *extra):
-    return (
-        "verify",
-        "--sources",
-        str(ws.sources_path),
-        "--snapshots",
-        str(ws.snapshots),
-        "--root",
-        str(ws.root),
-        *extra,
-    )
+    return ws.cli_args("verify", *extra)
 
 
 def test_verify_clean_prints_the_summary_and_writes_json(ws, capsys, tmp_path):

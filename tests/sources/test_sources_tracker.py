@@ -43,18 +43,7 @@ def live(ws, server):
 
 
 def verify_online(ws, *extra):
-    return (
-        "verify",
-        "--sources",
-        str(ws.sources_path),
-        "--snapshots",
-        str(ws.snapshots),
-        "--root",
-        str(ws.root),
-        "--online",
-        "--allow-loopback",
-        *extra,
-    )
+    return ws.cli_args("verify", "--online", "--allow-loopback", *extra)
 
 
 def new_version(ws, *ids):
