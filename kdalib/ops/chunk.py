@@ -35,7 +35,7 @@ import torch
 from kdalib.ops._layout import from_padded, plan_padding, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
 from kdalib.ops._validate import validate_kda_inputs
-from kdalib.ops.triton import MAX_KEY_DIM, triton_chunk_kda, triton_unavailable_reason
+from kdalib.ops.triton import MAX_KEY_DIM, triton_chunk_kda, triton_chunk_scan, triton_unavailable_reason
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -225,6 +225,7 @@ def chunk_kda_core(
     state: torch.Tensor,
     scale: float = 1.0,
     out: torch.Tensor | None = None,
+    scan_precision: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
@@ -238,10 +239,15 @@ def chunk_kda_core(
         scale: query scale, applied once to the output (q enters it linearly).
         out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
             final layout) that each group's output is copied into, instead of concatenating.
+        scan_precision: when given, the recurrence across chunks runs as the Triton scan
+            (:func:`kdalib.ops.triton.triton_chunk_scan`, with its Triton backward) at this matrix-product
+            precision, after the chunk-local terms of all chunks; ``out`` is then not used.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
+    if scan_precision is not None:
+        return triton_chunk_scan(*chunk_local_terms(q, k, v, g, beta), state, scale, precision=scan_precision)
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
     outputs = []
@@ -291,19 +297,40 @@ def triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state=None) -> str
     return reason
 
 
-def triton_chunk_applies(q, k, v, g, beta, initial_state) -> bool:
-    """True for 16-bit CUDA inference, which the Triton kernels serve.
+def _half_precision(*tensors: torch.Tensor) -> bool:
+    return all(t.dtype in (torch.bfloat16, torch.float16) for t in tensors)
 
-    Training (autograd), CPU tensors and float32 inputs take the PyTorch form below (the kernels'
-    float32 path is reachable through ``kda(backend="triton")``; its state error with the
-    strongest gates is above the 1e-5 float32 bar, see kdalib/ops/triton/NOTES.md).
+
+def triton_route(q, k, v, g, beta, initial_state, use_triton: bool | None) -> str | None:
+    """Which Triton path :func:`chunk_kda` takes: ``"forward"``, ``"scan"`` or None (the PyTorch form).
+
+    * ``"forward"``: the chunked forward kernels (:func:`kdalib.ops.triton.triton_chunk_kda`), for
+      calls that need no gradient.
+    * ``"scan"``: the chunk-local terms in PyTorch (autograd) and the recurrence across chunks as
+      the Triton scan with its Triton backward, for calls that need gradients.
+
+    ``use_triton=None`` (automatic) takes the forward kernels for bfloat16/float16 CUDA inference
+    and the scan for CUDA training in 16-bit or float32; float32 inference and everything in
+    float64 or on the CPU keep the PyTorch form (the forward kernels' float32 state error with the
+    strongest gates is above the 1e-5 float32 bar, see kdalib/ops/triton/NOTES.md). ``True``
+    forces the Triton path and raises where it cannot run; ``False`` never takes it.
+
+    Raises:
+        RuntimeError: ``use_triton=True`` and the kernels cannot run on these tensors.
     """
-    return (
-        q.is_cuda
-        and all(t.dtype in (torch.bfloat16, torch.float16) for t in (q, k, v))
-        and not needs_grad(q, k, v, g, beta, initial_state)
-        and triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state) is None
-    )
+    if use_triton is False:
+        return None
+    training = needs_grad(q, k, v, g, beta, initial_state)
+    reason = triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state)
+    if use_triton:
+        if reason is not None:
+            raise RuntimeError(f"use_triton=True: {reason}")
+        return "scan" if training else "forward"
+    if reason is not None or not q.is_cuda:
+        return None
+    if training:
+        return "scan" if all(t.dtype != torch.float64 for t in (q, k, v, g, beta)) else None
+    return "forward" if _half_precision(q, k, v) else None
 
 
 def chunk_kda(
@@ -334,9 +361,10 @@ def chunk_kda(
         use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch.
         chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
-        use_triton: None (default) runs the Triton kernels of :mod:`kdalib.ops.triton.chunk`
-            for bfloat16/float16 CUDA tensors that need no gradient (chunks of 64 whatever
-            ``chunk_size`` says) and the PyTorch form otherwise; False always runs the PyTorch form.
+        use_triton: None (default) picks as :func:`triton_route` says: the Triton forward kernels
+            for bfloat16/float16 CUDA inference (chunks of 64 whatever ``chunk_size`` says), the
+            Triton scan with its backward for CUDA training, the PyTorch form otherwise. True
+            forces the Triton path (a clear error where it cannot run), False the PyTorch form.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
@@ -344,14 +372,18 @@ def chunk_kda(
 
     Raises:
         ValueError: on inconsistent shapes, dtypes, offsets or chunk size.
+        RuntimeError: ``use_triton=True`` where the Triton kernels cannot run.
     """
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
     dtype = compute_dtype(q, k, v, g, beta, initial_state)
     scale = shapes.key_dim**-0.5 if scale is None else scale
-    if use_triton is None and triton_chunk_applies(q, k, v, g, beta, initial_state):
+    route = triton_route(q, k, v, g, beta, initial_state, use_triton)
+    if route == "forward":
         return triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
         )
+    # 16-bit inputs: TF32 products in the scan are as precise as the inputs
+    scan_precision = None if route is None else ("tf32" if _half_precision(q, k, v) else "tf32x3")
     output_dtype = v.dtype
     # the scale is applied once, to the output (chunk_kda_core), not to every query
     q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)
@@ -366,8 +398,8 @@ def chunk_kda(
         state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
 
     tracked = needs_grad(*rows, beta_rows, state)
-    if tracked:
-        output, final = chunk_kda_core(*rows, beta_rows, state, scale)
+    if tracked or scan_precision is not None:
+        output, final = chunk_kda_core(*rows, beta_rows, state, scale, scan_precision=scan_precision)
         output = _from_chunk_rows(output, shapes.num_sequences)
     else:  # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
         output = q.new_empty(shapes.num_sequences, plan.padded_length, shapes.value_heads, shapes.value_dim)
@@ -401,3 +433,39 @@ def chunk_kda_flops(
     )
     chunks = -(-tokens // size)
     return per_chunk * chunks * value_heads * sequences
+
+
+def triton_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`chunk_kda` on kdalib's Triton kernels (``use_triton=True``): the chunked forward kernels
+    for inference, the Triton scan with its backward for training (the ``"triton"`` operator).
+
+    Raises:
+        RuntimeError: the kernels cannot run on these tensors (no triton, not CUDA outside the
+            interpreter, dtype, K above the kernels' limit).
+    """
+    return chunk_kda(
+        q,
+        k,
+        v,
+        g,
+        beta,
+        scale,
+        initial_state,
+        output_final_state,
+        use_qk_l2norm_in_kernel,
+        cu_seqlens,
+        chunk_size,
+        use_triton=True,
+    )

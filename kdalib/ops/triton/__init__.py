@@ -1,6 +1,7 @@
 """Triton kernels for CUDA (and Triton's CPU interpreter, ``TRITON_INTERPRET=1``, in tests).
 
 * :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
+* :func:`triton_chunk_scan`: the chunk form's recurrence across chunks with its backward (training).
 * :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
 
 Importing this package never fails: ``HAS_TRITON`` says whether the kernels can run, and
@@ -47,11 +48,15 @@ MAX_KEY_DIM = 256
 
 if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
+    from kdalib.ops.triton.chunk_scan import triton_chunk_scan
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
 else:
 
     def triton_chunk_kda(*args, **kwargs):
         raise RuntimeError("triton_chunk_kda needs the `triton` package, which is not installed")
+
+    def triton_chunk_scan(*args, **kwargs):
+        raise RuntimeError("triton_chunk_scan needs the `triton` package, which is not installed")
 
     def triton_fused_recurrent_kda(*args, **kwargs):
         raise RuntimeError("triton_fused_recurrent_kda needs the `triton` package, which is not installed")
@@ -62,6 +67,7 @@ __all__ = [
     "MAX_KEY_DIM",
     "interpreting",
     "triton_chunk_kda",
+    "triton_chunk_scan",
     "triton_fused_recurrent_kda",
     "triton_unavailable_reason",
 ]

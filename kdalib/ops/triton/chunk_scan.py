@@ -1,0 +1,301 @@
+"""The sequential part of the chunk form as a Triton scan with a Triton backward (training).
+
+The chunk form splits KDA into chunk-local terms, computed for all chunks at once and
+differentiated by autograd (:func:`kdalib.ops.chunk.chunk_local_terms`), and one recurrence
+across chunks (notes/kda.md, section ``kda-chunkwise``). Per chunk, with ``S`` the state entering it::
+
+    V_new = U - W S                          the delta rule's corrections
+    O     = scale * (Q_in S + A V_new)       A: causal decay-weighted scores (lower, diagonal included)
+    S'    = exp(Γ_L) ⊙ S + K_outᵀ V_new
+
+This module runs that recurrence in one Triton program per (sequence row, block of value
+columns) and differentiates it with a second program that walks the chunks backwards. With
+``dS'`` the gradient reaching the chunk's end state and ``dO_s = scale * dO``::
+
+    dV_new = Aᵀ dO_s + K_out dS'             dU = dV_new,  dW = -dV_new Sᵀ
+    dA     = dO_s V_newᵀ (causal part)       dQ_in = dO_s Sᵀ,  dK_out = V_new dS'ᵀ
+    dΓ_L   = Σ_v S ⊙ dS'  (gradient of the decay factor exp(Γ_L))
+    dS     = Q_inᵀ dO_s + exp(Γ_L) ⊙ dS' - Wᵀ dV_new
+
+The forward stores each chunk's entering state, so the backward needs no second scan to
+recompute them. Value-column blocks are independent in the state (each block of S's columns
+only meets the same columns of U and dO); the gradients that sum over value columns (dW,
+dQ_in, dK_out, dA, dΓ_L) are written per block and summed afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kdalib.ops.triton import interpreting
+
+
+@triton.jit
+def _tile(ptr, base, rows, cols, row_stride, mask):
+    """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
+    (zeros where the ``[len(rows), len(cols)]`` mask is false)."""
+    return tl.load(ptr + base + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _put(ptr, base, rows, cols, row_stride, mask, tile):
+    tl.store(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _scan_forward_kernel(
+    w,
+    u,
+    keys_out,
+    decay_last,
+    query_in,
+    scores,
+    h0,
+    o,
+    states,
+    ht,
+    scale,
+    NC,
+    M,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_v, i_m = tl.program_id(0), tl.program_id(1)
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    cols_v = i_v * BV + tl.arange(0, BV)
+    mask_k, mask_v = cols_k < K, cols_v < V
+    state_mask = mask_k[:, None] & mask_v[None, :]
+    rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
+    causal = rows[:, None] >= rows[None, :]
+    state_base = i_m.to(tl.int64) * K * V
+    state = _tile(h0, state_base, cols_k, cols_v, V, state_mask)  # [BK, BV]; rows past K are zeros
+    for c in range(0, NC):
+        chunk = c * M + i_m.to(tl.int64)
+        _put(states, chunk * K * V, cols_k, cols_v, V, state_mask, state)
+        w_c = _tile(w, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        v_new = _tile(u, chunk * CHUNK * V, rows, cols_v, V, rows_v) - tl.dot(w_c, state, input_precision=PRECISION)
+        q_c = _tile(query_in, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        a_c = tl.load(scores + chunk * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
+        out = tl.dot(q_c, state, input_precision=PRECISION) + tl.dot(a_c, v_new, input_precision=PRECISION)
+        _put(o, chunk * CHUNK * V, rows, cols_v, V, rows_v, out * scale)
+        k_c = _tile(keys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        decay = tl.load(decay_last + chunk * K + cols_k, mask=mask_k, other=0.0)
+        state = state * decay[:, None] + tl.dot(tl.trans(k_c), v_new, input_precision=PRECISION)
+    _put(ht, state_base, cols_k, cols_v, V, state_mask, state)
+
+
+@triton.jit
+def _scan_backward_kernel(
+    w,
+    u,
+    keys_out,
+    decay_last,
+    query_in,
+    scores,
+    states,
+    do,
+    dht,
+    dw,
+    du,
+    dkeys_out,
+    ddecay_last,
+    dquery_in,
+    dscores,
+    dh0,
+    scale,
+    NC,
+    M,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_v, i_m = tl.program_id(0), tl.program_id(1)
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    cols_v = i_v * BV + tl.arange(0, BV)
+    mask_k, mask_v = cols_k < K, cols_v < V
+    state_mask = mask_k[:, None] & mask_v[None, :]
+    rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
+    causal = rows[:, None] >= rows[None, :]
+    state_base = i_m.to(tl.int64) * K * V
+    # per-block partial sums live at an offset of one whole buffer per value block
+    part = i_v.to(tl.int64) * NC * M
+    d_state = _tile(dht, state_base, cols_k, cols_v, V, state_mask)  # dS' of the last chunk
+    for step in range(0, NC):
+        chunk = (NC - 1 - step) * M + i_m.to(tl.int64)
+        state = _tile(states, chunk * K * V, cols_k, cols_v, V, state_mask)
+        w_c = _tile(w, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        v_new = _tile(u, chunk * CHUNK * V, rows, cols_v, V, rows_v) - tl.dot(w_c, state, input_precision=PRECISION)
+        d_out = _tile(do, chunk * CHUNK * V, rows, cols_v, V, rows_v) * scale
+        a_c = tl.load(scores + chunk * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
+        k_c = _tile(keys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        d_v_new = tl.dot(tl.trans(a_c), d_out, input_precision=PRECISION) + tl.dot(
+            k_c, d_state, input_precision=PRECISION
+        )
+        _put(du, chunk * CHUNK * V, rows, cols_v, V, rows_v, d_v_new)
+
+        state_t = tl.trans(state)
+        _put(dquery_in, (part + chunk) * CHUNK * K, rows, cols_k, K, rows_k, tl.dot(d_out, state_t, input_precision=PRECISION))
+        _put(dw, (part + chunk) * CHUNK * K, rows, cols_k, K, rows_k, -tl.dot(d_v_new, state_t, input_precision=PRECISION))
+        d_keys = tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
+        _put(dkeys_out, (part + chunk) * CHUNK * K, rows, cols_k, K, rows_k, d_keys)
+        d_scores = tl.where(causal, tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION), 0.0)
+        tl.store(dscores + (part + chunk) * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], d_scores)
+        tl.store(ddecay_last + (part + chunk) * K + cols_k, tl.sum(state * d_state, axis=1), mask=mask_k)
+
+        q_c = _tile(query_in, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        decay = tl.load(decay_last + chunk * K + cols_k, mask=mask_k, other=0.0)
+        d_state = (
+            d_state * decay[:, None]
+            + tl.dot(tl.trans(q_c), d_out, input_precision=PRECISION)
+            - tl.dot(tl.trans(w_c), d_v_new, input_precision=PRECISION)
+        )
+    _put(dh0, state_base, cols_k, cols_v, V, state_mask, d_state)
+
+
+def _blocks(key_dim: int, value_dim: int) -> tuple[int, int]:
+    """Tile sizes: the whole key dimension (at least 16, a power of two) and a block of value columns."""
+    block_k = max(16, triton.next_power_of_2(key_dim))
+    block_v = min(64 if block_k <= 128 else 32, max(16, triton.next_power_of_2(value_dim)))
+    return block_k, block_v
+
+
+PRECISIONS = ("ieee", "tf32x3", "tf32")
+
+
+def _precision(dtype: torch.dtype, requested: str | None) -> str:
+    """Matrix-product precision: ``requested`` on the GPU (default: ``tf32x3``, about float32's
+    accuracy, for float32 tensors); IEEE for float64 and in Triton's CPU interpreter (exact there)."""
+    if dtype == torch.float64 or interpreting():
+        return "ieee"
+    return requested or "tf32x3"
+
+
+class _ChunkScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, u, keys_out, decay_last, query_in, scores, state, scale, precision):
+        chunks, rows, size, key_dim = w.shape
+        value_dim = u.shape[-1]
+        w, u, keys_out, decay_last, query_in, scores = (
+            x.contiguous() for x in (w, u, keys_out, decay_last, query_in, scores)
+        )
+        state = state.contiguous()
+        block_k, block_v = _blocks(key_dim, value_dim)
+        out = torch.empty_like(u)
+        states = u.new_empty(chunks, rows, key_dim, value_dim)
+        final = torch.empty_like(state)
+        grid = (triton.cdiv(value_dim, block_v), rows)
+        _scan_forward_kernel[grid](
+            w,
+            u,
+            keys_out,
+            decay_last,
+            query_in,
+            scores,
+            state,
+            out,
+            states,
+            final,
+            scale,
+            chunks,
+            rows,
+            K=key_dim,
+            V=value_dim,
+            BK=block_k,
+            BV=block_v,
+            CHUNK=size,
+            PRECISION=precision,
+        )
+        ctx.save_for_backward(w, u, keys_out, decay_last, query_in, scores, states)
+        ctx.scale, ctx.precision = scale, precision
+        return out, final
+
+    @staticmethod
+    def backward(ctx, d_out, d_final):
+        w, u, keys_out, decay_last, query_in, scores, states = ctx.saved_tensors
+        chunks, rows, size, key_dim = w.shape
+        value_dim = u.shape[-1]
+        block_k, block_v = _blocks(key_dim, value_dim)
+        blocks_v = triton.cdiv(value_dim, block_v)
+        d_out = torch.zeros_like(u) if d_out is None else d_out.contiguous()
+        shape = (rows, key_dim, value_dim)
+        d_final = u.new_zeros(shape) if d_final is None else d_final.contiguous()
+        d_u = torch.empty_like(u)
+        d_state = u.new_empty(shape)
+        d_w, d_keys_out, d_query_in = (w.new_empty(blocks_v, *w.shape) for _ in range(3))
+        d_scores = scores.new_empty(blocks_v, *scores.shape)
+        d_decay = decay_last.new_empty(blocks_v, *decay_last.shape)
+        _scan_backward_kernel[(blocks_v, rows)](
+            w,
+            u,
+            keys_out,
+            decay_last,
+            query_in,
+            scores,
+            states,
+            d_out,
+            d_final,
+            d_w,
+            d_u,
+            d_keys_out,
+            d_decay,
+            d_query_in,
+            d_scores,
+            d_state,
+            ctx.scale,
+            chunks,
+            rows,
+            K=key_dim,
+            V=value_dim,
+            BK=block_k,
+            BV=block_v,
+            CHUNK=size,
+            PRECISION=ctx.precision,
+        )
+        d_w, d_keys_out, d_decay, d_query_in, d_scores = (
+            x[0] if blocks_v == 1 else x.sum(0) for x in (d_w, d_keys_out, d_decay, d_query_in, d_scores)
+        )
+        return d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores, d_state, None, None
+
+
+def triton_chunk_scan(
+    w, u, keys_out, decay_last, query_in, scores, state, scale: float = 1.0, precision: str | None = None
+):
+    """The chunk form's recurrence across chunks, in Triton, differentiable.
+
+    Args:
+        w: ``[NC, M, C, K]``, u: ``[NC, M, C, V]``: the WY factors of each chunk.
+        keys_out: ``[NC, M, C, K]`` keys decayed to the chunk end.
+        decay_last: ``[NC, M, K, 1]`` decay over the whole chunk.
+        query_in: ``[NC, M, C, K]`` queries decayed from the chunk start.
+        scores: ``[NC, M, C, C]`` causal decay-weighted scores (entries above the diagonal are not read).
+        state: ``[M, K, V]`` state before the first chunk.
+        scale: factor applied to the output.
+        precision: input precision of the matrix products on the GPU, one of ``PRECISIONS``
+            (default ``tf32x3``); float64 tensors and Triton's CPU interpreter always use IEEE.
+
+    All tensors share one dtype (float32 or float64) and device; C is a power of two, at least 16,
+    and K at most 256.
+
+    Returns:
+        ``(o [NC, M, C, V], final_state [M, K, V])``.
+
+    Raises:
+        ValueError: for an unknown precision.
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    precision = _precision(u.dtype, precision)
+    return _ChunkScan.apply(w, u, keys_out, decay_last, query_in, scores, state, scale, precision)

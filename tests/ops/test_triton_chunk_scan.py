@@ -1,0 +1,244 @@
+"""The Triton training path: the chunk form's recurrence across chunks as a Triton scan with a
+Triton backward, under the PyTorch chunk-local terms.
+
+The scan is checked against the PyTorch scan of the chunk form (values and every gradient), by
+``gradcheck`` in float64, and end to end through ``chunk_kda`` / ``kda(backend="triton")``
+against float64 autograd of the token loop. Without CUDA the kernels run in Triton's CPU
+interpreter on tiny shapes; the ``gpu`` tests run the compiled kernels over the full grid.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from kda_test_utils import INPUT_NAMES, make_inputs, rel_rms, run_with_grads  # noqa: E402
+
+from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
+from kdalib.ops.chunk import _bmm, chunk_local_terms, scan_chunk_states, triton_route  # noqa: E402
+from kdalib.ops.triton import triton_chunk_scan  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+GRAD_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+TERM_NAMES = ("w", "u", "keys_out", "decay_last", "query_in", "scores", "state")
+
+
+def _terms(chunks, rows, size, key_dim, value_dim, seed=0, dtype=torch.float64, gate_shift=2.0):
+    """Chunk-local terms of a random problem, as the chunk form computes them, plus a random state."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    q = randn(chunks, rows, size, key_dim)
+    k = torch.nn.functional.normalize(randn(chunks, rows, size, key_dim), dim=-1)
+    v = randn(chunks, rows, size, value_dim)
+    g = torch.nn.functional.logsigmoid(randn(chunks, rows, size, key_dim) + gate_shift)
+    beta = torch.rand(chunks, rows, size, generator=generator, dtype=torch.float64)
+    terms = chunk_local_terms(q, k, v, g, beta) + (randn(rows, key_dim, value_dim),)
+    return [t.to(DEVICE, dtype) for t in terms]
+
+
+def _pytorch_scan(w, u, keys_out, decay_last, query_in, scores, state, scale):
+    inter, v_new, final = scan_chunk_states(w, u, keys_out, decay_last, query_in, state)
+    return (_bmm(scores, v_new) + inter) * scale, final
+
+
+def _values_and_grads(fn, terms, seed=1):
+    leaves = [t.detach().clone().requires_grad_(True) for t in terms]
+    o, final = fn(*leaves, 0.7)
+    generator = torch.Generator().manual_seed(seed)
+    o_weight = torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o)
+    s_weight = torch.randn(final.shape, generator=generator, dtype=torch.float64).to(final)
+    ((o * o_weight).sum() + (final * s_weight).sum()).backward()
+    grads = {name: leaf.grad for name, leaf in zip(TERM_NAMES, leaves)}
+    grads["scores"] = grads["scores"].tril()  # entries above the diagonal are not part of the scores
+    return o.detach(), final.detach(), grads
+
+
+# ----------------------------------------------------------------------------- the scan alone
+
+
+@pytest.mark.parametrize(
+    "chunks,rows,size,key_dim,value_dim",
+    [(3, 2, 16, 20, 24), (2, 1, 16, 16, 16), (4, 3, 32, 64, 128), (1, 2, 64, 32, 16)],
+    ids=["masked-K20-V24", "one-row", "two-value-blocks", "one-chunk-C64"],
+)
+def test_scan_and_its_gradients_match_the_pytorch_scan(chunks, rows, size, key_dim, value_dim):
+    terms = _terms(chunks, rows, size, key_dim, value_dim)
+    o, final, grads = _values_and_grads(triton_chunk_scan, terms)
+    o_ref, final_ref, grads_ref = _values_and_grads(_pytorch_scan, terms)
+    assert rel_rms(o, o_ref) < 1e-12 and rel_rms(final, final_ref) < 1e-12
+    for name in TERM_NAMES:
+        assert rel_rms(grads[name], grads_ref[name]) < 1e-12, name
+
+
+def test_scan_gradcheck_in_float64():
+    terms = [t.requires_grad_(True) for t in _terms(2, 1, 16, 16, 16, seed=3)]
+    assert torch.autograd.gradcheck(
+        lambda *xs: triton_chunk_scan(*xs, scale=0.5), terms, eps=1e-6, atol=1e-7, fast_mode=True
+    )
+
+
+def test_scan_gradients_when_only_the_final_state_is_used():
+    """The output's gradient then arrives as None and counts as zero."""
+    terms = _terms(2, 1, 16, 16, 32, seed=4)
+
+    def final_only(*xs):
+        return triton_chunk_scan(*xs)[1].sum()
+
+    def final_only_reference(*xs):
+        return _pytorch_scan(*xs, 1.0)[1].sum()
+
+    grads = torch.autograd.grad(final_only(*[t.requires_grad_(True) for t in terms]), terms)
+    reference = [t.detach().clone().requires_grad_(True) for t in terms]
+    grads_ref = torch.autograd.grad(final_only_reference(*reference), reference, allow_unused=True)
+    for name, mine, theirs, leaf in zip(TERM_NAMES, grads, grads_ref, reference):
+        theirs = torch.zeros_like(leaf) if theirs is None else theirs  # query_in and scores only reach o
+        assert rel_rms(mine.tril() if name == "scores" else mine, theirs) < 1e-12, name
+
+
+def test_scan_rejects_an_unknown_precision():
+    with pytest.raises(ValueError, match="precision: expected one of ieee, tf32x3, tf32, got 'fp8'"):
+        triton_chunk_scan(*_terms(1, 1, 16, 16, 16), precision="fp8")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _problem(dtype=torch.float32, **shape):
+    inputs = make_inputs(dtype=torch.float64, **shape)
+    return {name: x.to(DEVICE, dtype if name != "initial_state" else torch.float32) for name, x in inputs.items()}
+
+
+def _check_grads(inputs, dtype=torch.float32, op=None, **kwargs):
+    """Outputs and every input gradient of the Triton training path against float64 autograd of a
+    reference (the token loop up to a few hundred tokens, the float64 PyTorch chunk form beyond)."""
+    op = op or (lambda **kw: kda(**kw, backend="triton"))
+    o, state, grads = run_with_grads(op, inputs, **kwargs)
+    reference_inputs = {name: x.double() for name, x in inputs.items()}
+    if inputs["q"].shape[1] <= 256:
+        reference = naive_recurrent_kda
+    else:
+
+        def reference(**kw):
+            return chunk_kda(**kw, use_triton=False)
+
+    o_ref, state_ref, grads_ref = run_with_grads(reference, reference_inputs, **kwargs)
+    limit = GRAD_TOLERANCE[dtype]
+    errors = {"o": rel_rms(o, o_ref), "state": rel_rms(state, state_ref)}
+    for name in INPUT_NAMES:
+        assert torch.isfinite(grads[name]).all(), name
+        errors[name] = rel_rms(grads[name], grads_ref[name])
+    assert all(error < limit for error in errors.values()), errors
+    return errors
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 17, 64, 65, 130], ids=lambda t: f"T{t}")
+def test_training_path_matches_float64_autograd_of_the_token_loop(tokens):
+    inputs = _problem(batch=2, tokens=tokens, heads=1, value_heads=2, key_dim=20, value_dim=24, seed=tokens)
+    _check_grads(inputs, scale=20**-0.5)
+
+
+@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-A200", "g-1000"])
+def test_training_path_packed_sequences_l2norm_and_extreme_gates(gate):
+    lengths = [1, 2, 3, 16, 17, 40]
+    inputs = _problem(
+        batch=1,
+        tokens=sum(lengths),
+        heads=1,
+        value_heads=2,
+        key_dim=16,
+        value_dim=16,
+        num_states=len(lengths),
+        gate=gate,
+        normalize_keys=False,
+    )
+    offsets = torch.tensor([0, *lengths]).cumsum(0).to(DEVICE)
+    _check_grads(
+        inputs,
+        op=lambda **kw: kda(**kw, backend="triton", chunk_size=16),
+        cu_seqlens=offsets,
+        use_qk_l2norm_in_kernel=True,
+    )
+
+
+def test_training_path_in_bfloat16():
+    inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
+    _check_grads(inputs, torch.bfloat16, scale=32**-0.5)
+
+
+def test_routes():
+    """Which path chunk_kda takes, by device, dtype and whether gradients are needed."""
+    inputs = make_inputs(tokens=4, heads=1, key_dim=16, value_dim=16)
+    cpu32 = {name: x.float() for name, x in inputs.items()}
+    route = dict(initial_state=None, use_triton=None)
+    for name in ("q", "k", "v", "g", "beta"):
+        route[name] = cpu32[name]
+    assert triton_route(**route) is None  # CPU tensors: the PyTorch form, even interpreted
+    assert triton_route(**dict(route, use_triton=True)) == "forward"
+    trained = dict(route, v=cpu32["v"].clone().requires_grad_(True))
+    assert triton_route(**dict(trained, use_triton=True)) == "scan"
+    assert triton_route(**dict(trained, use_triton=False)) is None
+    with pytest.raises(RuntimeError, match="use_triton=True: .*float64"):
+        triton_route(**dict(route, q=inputs["q"], use_triton=True))
+
+
+def test_kda_backend_triton_trains_and_says_what_it_cannot_run():
+    inputs = _problem(batch=1, tokens=20, heads=1, key_dim=16, value_dim=16)
+    _check_grads(inputs, op=lambda **kw: kda(**kw, backend="triton", chunk_size=16))
+    with pytest.raises(RuntimeError, match="backend='triton'.*float64"):
+        kda(**{name: x.double().requires_grad_(True) for name, x in inputs.items()}, backend="triton")
+
+
+# ----------------------------------------------------------------------------- full grid on a GPU
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("key_dim,value_dim", [(64, 64), (64, 128), (128, 64), (128, 128)], ids=lambda d: f"{d}")
+@pytest.mark.parametrize("tokens", [1, 2, 63, 64, 65, 1000, 4096], ids=lambda t: f"T{t}")
+def test_gpu_training_grid(tokens, key_dim, value_dim, dtype):
+    inputs = _problem(
+        dtype, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, seed=tokens
+    )
+    _check_grads(inputs, dtype, scale=key_dim**-0.5)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("gate", ["logsigmoid", "kimi", -1000.0], ids=["mild", "kimi-A200", "g-1000"])
+def test_gpu_training_varlen_gates_and_l2norm(gate, dtype):
+    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
+    inputs = _problem(
+        dtype,
+        batch=1,
+        tokens=sum(lengths),
+        heads=4,
+        value_heads=8,
+        key_dim=128,
+        value_dim=128,
+        num_states=len(lengths),
+        gate=gate,
+        normalize_keys=False,
+    )
+    offsets = torch.tensor([0, *lengths]).cumsum(0).to(DEVICE)
+    _check_grads(inputs, dtype, scale=128**-0.5, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_chunk_kda_trains_through_the_scan(monkeypatch):
+    import kdalib.ops.chunk as chunk_module
+
+    calls = []
+    monkeypatch.setattr(chunk_module, "triton_chunk_scan", lambda *a, **kw: calls.append(1) or triton_chunk_scan(*a, **kw))
+    inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
+    _check_grads(inputs, torch.bfloat16, op=chunk_kda)
+    assert calls
