@@ -53,6 +53,9 @@ COMPARISONS = {
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 # Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
 HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
+# Methods timed on training rows (forward and backward): kdalib's Triton path (the scan and its
+# backward under the PyTorch chunk-local terms), the PyTorch form alone, FLA, flash SDPA.
+TRAIN_METHODS = ("triton", "chunk_pytorch", "fla", "sdpa_flash")
 
 
 class MethodUnavailable(RuntimeError):
@@ -61,7 +64,8 @@ class MethodUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Shape:
-    """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens)."""
+    """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens;
+    train: the forward and the backward to every input)."""
 
     batch: int
     tokens: int
@@ -70,10 +74,11 @@ class Shape:
     value_dim: int
     dtype: str = "float32"
     decode: bool = False
+    train: bool = False
 
     @property
     def label(self) -> str:
-        kind = "decode-" if self.decode else ""
+        kind = "decode-" if self.decode else "train-" if self.train else ""
         return f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
 
 
@@ -111,17 +116,24 @@ SUITES = {
         ("peer", "chunk", "chunk-c32"),
     ),
     "tiny": Suite(
-        "smoke test: tiny shapes, every CPU method (used by the tests)", "cpu", _grid((40, 100), 2, 16), CPU_METHODS
+        "smoke test: tiny shapes, every CPU method, one training row (used by the tests)",
+        "cpu",
+        _grid((40, 100), 2, 16) + (Shape(1, 40, 2, 16, 16, train=True),),
+        (*CPU_METHODS, "chunk_pytorch"),
     ),
     "gpu": Suite(
         "CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
         "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
-        "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}",
+        "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}; "
+        "forward+backward (train rows) at B8 T4096, B2 T16384, B1 T65536 in bf16",
         "cuda",
         (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
         + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
         + _grid((2048, 8192, 32768), 32, 128, "float32")
-        + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True)),
+        + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True))
+        + tuple(
+            Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536))
+        ),
         (
             "triton",
             "chunk",
@@ -201,7 +213,8 @@ def load_peer(fla_path: str | None) -> Callable:
 
 
 def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs like a trained layer's: unit-norm q and k, moderate gates, a cached state for decode."""
+    """Random inputs like a trained layer's: unit-norm q and k, moderate gates, a cached state for
+    decode; on train rows every input is a leaf that requires a gradient."""
     generator = torch.Generator().manual_seed(seed)
     b, t, h, k, v = shape.batch, shape.tokens, shape.heads, shape.key_dim, shape.value_dim
     dtype = getattr(torch, shape.dtype)
@@ -219,7 +232,21 @@ def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Te
     problem = {name: x.to(device=device, dtype=dtype) for name, x in tensors.items()}
     if shape.decode:
         problem["initial_state"] = (0.1 * randn(b, h, k, v)).to(device)
+    if shape.train:
+        problem = {name: x.requires_grad_(True) for name, x in problem.items()}
     return problem
+
+
+def _training_step(fn: Callable, problem: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """A call that runs ``fn`` forward and back to every input (a cotangent of ones); returns the output."""
+    leaves = list(problem.values())
+
+    def step():
+        out = fn(**problem)[0]
+        torch.autograd.grad(out, leaves, torch.ones_like(out), allow_unused=True)
+        return out.detach()
+
+    return step
 
 
 def _sdpa_flash(q, k, v, **_):
@@ -275,8 +302,11 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
 
 
 def _applies(method: str, shape: Shape) -> bool:
-    """Decode rows time the decoding operators; prefill rows time the rest, with the token-by-token
-    form in float32 only and the Triton/flash comparisons in half precision only."""
+    """Decode rows time the decoding operators, train rows the training methods; prefill rows time
+    the rest, with the token-by-token form in float32 only and the Triton/flash comparisons in half
+    precision only."""
+    if shape.train:
+        return method in TRAIN_METHODS
     if shape.decode:
         return method in DECODE_METHODS
     if method in DECODE_METHODS:
@@ -343,10 +373,13 @@ def run_suite(
             except MethodUnavailable as error:
                 log(f"  {shape.label} {method}: skipped ({error})")
                 continue
-            with torch.no_grad():
-                peak = _peak_bytes(lambda fn=fn, problem=problem: fn(**problem), device)
-                outputs[method] = fn(**problem)[0]
-                seconds = time_call(lambda fn=fn, problem=problem: fn(**problem), repeats, device)
+            if shape.train:
+                call = _training_step(fn, problem)
+            else:
+                call = torch.no_grad()(lambda fn=fn, problem=problem: fn(**problem)[0])
+            peak = _peak_bytes(call, device)
+            outputs[method] = call()
+            seconds = time_call(call, repeats, device)
             row = dict(
                 shape=asdict(shape),
                 label=shape.label,
@@ -356,7 +389,7 @@ def run_suite(
             )
             if peak is not None:
                 row["peak_extra_mb"] = peak / 2**20
-            if bandwidth is not None and not shape.decode:
+            if bandwidth is not None and not (shape.decode or shape.train):
                 row["memory_floor_ms"] = bytes_moved(problem) / bandwidth * 1e3
                 row["x_memory_floor"] = row["ms"] / row["memory_floor_ms"]
             rows.append(row)
@@ -384,7 +417,7 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
     """Adds speed-up over the peer, the matmul floor, and agreement with the chunked form."""
     mine = [r for r in rows if r["label"] == shape.label]
     peer_ms = next((r["ms"] for r in mine if r["method"] == "peer"), None)
-    reference = outputs.get("chunk", outputs.get("fused_recurrent"))
+    reference = next((outputs[m] for m in ("chunk", "chunk_pytorch", "fused_recurrent") if m in outputs), None)
     for row in mine:
         row["speedup_vs_peer"] = peer_ms / row["ms"] if peer_ms else None
         if row["method"] in CHUNK_SIZES:

@@ -84,7 +84,7 @@ def run_with_grads(op, inputs: dict[str, torch.Tensor], seed: int = 1, **kwargs)
     leaves = {name: tensor.detach().clone().requires_grad_(True) for name, tensor in inputs.items()}
     o, state = op(**leaves, output_final_state=True, **kwargs)
     generator = torch.Generator().manual_seed(seed)
-    o_weight = torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o.dtype)
-    s_weight = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state.dtype)
+    o_weight = torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o)
+    s_weight = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state)
     ((o * o_weight).sum() + (state * s_weight).sum()).backward()
     return o.detach(), state.detach(), {name: leaves[name].grad for name in INPUT_NAMES}

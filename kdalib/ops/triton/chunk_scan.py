@@ -20,7 +20,8 @@ columns) and differentiates it with a second program that walks the chunks backw
 The forward stores each chunk's entering state, so the backward needs no second scan to
 recompute them. Value-column blocks are independent in the state (each block of S's columns
 only meets the same columns of U and dO); the gradients that sum over value columns (dW,
-dQ_in, dK_out, dA, dΓ_L) are written per block and summed afterwards.
+dQ_in, dK_out, dA, dΓ_L) are added atomically by the blocks (so their float32 sums may differ
+in the last bit from run to run).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def _tile(ptr, base, rows, cols, row_stride, mask):
 @triton.jit
 def _put(ptr, base, rows, cols, row_stride, mask, tile):
     tl.store(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _add(ptr, base, rows, cols, row_stride, mask, tile):
+    """Adds ``tile`` into memory atomically (value-column blocks add their parts of one gradient)."""
+    tl.atomic_add(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -130,8 +137,6 @@ def _scan_backward_kernel(
     rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
     causal = rows[:, None] >= rows[None, :]
     state_base = i_m.to(tl.int64) * K * V
-    # per-block partial sums live at an offset of one whole buffer per value block
-    part = i_v.to(tl.int64) * NC * M
     d_state = _tile(dht, state_base, cols_k, cols_v, V, state_mask)  # dS' of the last chunk
     for step in range(0, NC):
         chunk = (NC - 1 - step) * M + i_m.to(tl.int64)
@@ -147,13 +152,13 @@ def _scan_backward_kernel(
         _put(du, chunk * CHUNK * V, rows, cols_v, V, rows_v, d_v_new)
 
         state_t = tl.trans(state)
-        _put(dquery_in, (part + chunk) * CHUNK * K, rows, cols_k, K, rows_k, tl.dot(d_out, state_t, input_precision=PRECISION))
-        _put(dw, (part + chunk) * CHUNK * K, rows, cols_k, K, rows_k, -tl.dot(d_v_new, state_t, input_precision=PRECISION))
+        _add(dquery_in, chunk * CHUNK * K, rows, cols_k, K, rows_k, tl.dot(d_out, state_t, input_precision=PRECISION))
+        _add(dw, chunk * CHUNK * K, rows, cols_k, K, rows_k, -tl.dot(d_v_new, state_t, input_precision=PRECISION))
         d_keys = tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
-        _put(dkeys_out, (part + chunk) * CHUNK * K, rows, cols_k, K, rows_k, d_keys)
+        _add(dkeys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_keys)
         d_scores = tl.where(causal, tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION), 0.0)
-        tl.store(dscores + (part + chunk) * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], d_scores)
-        tl.store(ddecay_last + (part + chunk) * K + cols_k, tl.sum(state * d_state, axis=1), mask=mask_k)
+        tl.atomic_add(dscores + chunk * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], d_scores, mask=causal)
+        tl.atomic_add(ddecay_last + chunk * K + cols_k, tl.sum(state * d_state, axis=1), mask=mask_k)
 
         q_c = _tile(query_in, chunk * CHUNK * K, rows, cols_k, K, rows_k)
         decay = tl.load(decay_last + chunk * K + cols_k, mask=mask_k, other=0.0)
@@ -166,9 +171,14 @@ def _scan_backward_kernel(
 
 
 def _blocks(key_dim: int, value_dim: int) -> tuple[int, int]:
-    """Tile sizes: the whole key dimension (at least 16, a power of two) and a block of value columns."""
+    """Tile sizes: the whole key dimension (at least 16, a power of two) and a block of value columns.
+
+    Narrow value blocks keep the backward's tiles near the register file (at K = 128, 32 columns
+    spill ~300 bytes per thread, 64 columns ~1.5 KB) and give more programs to the GPU (32 heads x
+    4 blocks at batch 1); every loop runs one pipeline stage, as two overflow shared memory.
+    """
     block_k = max(16, triton.next_power_of_2(key_dim))
-    block_v = min(64 if block_k <= 128 else 32, max(16, triton.next_power_of_2(value_dim)))
+    block_v = min(32 if block_k <= 128 else 16, max(16, triton.next_power_of_2(value_dim)))
     return block_k, block_v
 
 
@@ -217,6 +227,8 @@ class _ChunkScan(torch.autograd.Function):
             BV=block_v,
             CHUNK=size,
             PRECISION=precision,
+            num_warps=4,
+            num_stages=1,
         )
         ctx.save_for_backward(w, u, keys_out, decay_last, query_in, scores, states)
         ctx.scale, ctx.precision = scale, precision
@@ -234,9 +246,9 @@ class _ChunkScan(torch.autograd.Function):
         d_final = u.new_zeros(shape) if d_final is None else d_final.contiguous()
         d_u = torch.empty_like(u)
         d_state = u.new_empty(shape)
-        d_w, d_keys_out, d_query_in = (w.new_empty(blocks_v, *w.shape) for _ in range(3))
-        d_scores = scores.new_empty(blocks_v, *scores.shape)
-        d_decay = decay_last.new_empty(blocks_v, *decay_last.shape)
+        # the gradients that sum over value columns: every value block adds its part
+        d_w, d_keys_out, d_query_in = (torch.zeros_like(w) for _ in range(3))
+        d_scores, d_decay = torch.zeros_like(scores), torch.zeros_like(decay_last)
         _scan_backward_kernel[(blocks_v, rows)](
             w,
             u,
@@ -263,9 +275,8 @@ class _ChunkScan(torch.autograd.Function):
             BV=block_v,
             CHUNK=size,
             PRECISION=ctx.precision,
-        )
-        d_w, d_keys_out, d_decay, d_query_in, d_scores = (
-            x[0] if blocks_v == 1 else x.sum(0) for x in (d_w, d_keys_out, d_decay, d_query_in, d_scores)
+            num_warps=8,
+            num_stages=1,
         )
         return d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores, d_state, None, None
 
