@@ -35,7 +35,13 @@ import torch
 from kdalib.ops._layout import from_padded, plan_padding, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
 from kdalib.ops._validate import validate_kda_inputs
-from kdalib.ops.triton import MAX_KEY_DIM, triton_chunk_kda, triton_chunk_scan, triton_unavailable_reason
+from kdalib.ops.triton import (
+    MAX_KEY_DIM,
+    chunk_local_terms_backward,
+    triton_chunk_kda,
+    triton_chunk_scan,
+    triton_unavailable_reason,
+)
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -153,15 +159,39 @@ def chunk_local_terms(q, k, v, g, beta):
         ``(w [NC, M, C, K], u [NC, M, C, V], keys_out [NC, M, C, K], decay_last [NC, M, K, 1],
         query_in [NC, M, C, K], scores_qk [NC, M, C, C])``.
     """
+    return _chunk_local_terms_and_factors(q, k, v, g, beta)[0]
+
+
+def _chunk_local_terms_and_factors(q, k, v, g, beta):
+    """:func:`chunk_local_terms`, and the two C x C factors its backward needs: the inverse
+    ``(I + Diag(beta) A_kk)^{-1}`` and ``A_kk``."""
     scores_qk, scores_kk, decay_in, decay_out = intra_chunk_scores(q, k, g)
     # (I + Diag(beta) A_kk) [W | U] = Diag(beta) [exp(Γ) ⊙ K | V]  (the UT transform), written as
     # [W | U] = (I + Diag(beta) A_kk)^{-1} Diag(beta) [...]: scaling the C x C inverse is cheaper than the values.
-    transform = unit_lower_inverse(scores_kk * beta.unsqueeze(-1)) * beta.unsqueeze(-2)
+    inverse = unit_lower_inverse(scores_kk * beta.unsqueeze(-1))
+    transform = inverse * beta.unsqueeze(-2)
     w = _bmm(transform, k * decay_in)
     u = _bmm(transform, v)
     keys_out = k * decay_out  # row i -> chunk end
     decay_last = decay_in[..., -1:, :].transpose(-1, -2)  # the whole chunk
-    return w, u, keys_out, decay_last, q * decay_in, scores_qk
+    return (w, u, keys_out, decay_last, q * decay_in, scores_qk), inverse, scores_kk
+
+
+class _LocalTermsTritonBackward(torch.autograd.Function):
+    """:func:`chunk_local_terms` (computed as above, without autograd's saved intermediates) with
+    its backward as one Triton kernel (:func:`kdalib.ops.triton.chunk_local_terms_backward`)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, precision):
+        inputs = [x.contiguous() for x in (q, k, v, g, beta)]
+        terms, inverse, scores_kk = _chunk_local_terms_and_factors(*inputs)
+        ctx.save_for_backward(*inputs, inverse, scores_kk)
+        ctx.precision = precision
+        return tuple(t.contiguous() for t in terms)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (*chunk_local_terms_backward(*ctx.saved_tensors, grads, ctx.precision), None)
 
 
 def scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop: bool | None = None):
@@ -239,15 +269,18 @@ def chunk_kda_core(
         scale: query scale, applied once to the output (q enters it linearly).
         out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
             final layout) that each group's output is copied into, instead of concatenating.
-        scan_precision: when given, the recurrence across chunks runs as the Triton scan
-            (:func:`kdalib.ops.triton.triton_chunk_scan`, with its Triton backward) at this matrix-product
-            precision, after the chunk-local terms of all chunks; ``out`` is then not used.
+        scan_precision: when given (the Triton training path), the chunk-local terms of all chunks
+            are computed here and differentiated by a Triton kernel
+            (:func:`kdalib.ops.triton.chunk_local_terms_backward`), and the recurrence across chunks
+            runs as the Triton scan with its backward (:func:`kdalib.ops.triton.triton_chunk_scan`),
+            both at this matrix-product precision; ``out`` is then not used.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
     if scan_precision is not None:
-        return triton_chunk_scan(*chunk_local_terms(q, k, v, g, beta), state, scale, precision=scan_precision)
+        terms = _LocalTermsTritonBackward.apply(q, k, v, g, beta, scan_precision)
+        return triton_chunk_scan(*terms, state, scale, precision=scan_precision)
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
     outputs = []

@@ -2,6 +2,7 @@
 
 * :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
 * :func:`triton_chunk_scan`: the chunk form's recurrence across chunks with its backward (training).
+* :func:`chunk_local_terms_backward`: the backward of the chunk form's chunk-local terms (training).
 * :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
 
 Importing this package never fails: ``HAS_TRITON`` says whether the kernels can run, and
@@ -48,12 +49,16 @@ MAX_KEY_DIM = 256
 
 if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
+    from kdalib.ops.triton.chunk_local_grad import chunk_local_terms_backward
     from kdalib.ops.triton.chunk_scan import triton_chunk_scan
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
 else:
 
     def triton_chunk_kda(*args, **kwargs):
         raise RuntimeError("triton_chunk_kda needs the `triton` package, which is not installed")
+
+    def chunk_local_terms_backward(*args, **kwargs):
+        raise RuntimeError("chunk_local_terms_backward needs the `triton` package, which is not installed")
 
     def triton_chunk_scan(*args, **kwargs):
         raise RuntimeError("triton_chunk_scan needs the `triton` package, which is not installed")
@@ -66,6 +71,7 @@ __all__ = [
     "HAS_TRITON",
     "MAX_KEY_DIM",
     "interpreting",
+    "chunk_local_terms_backward",
     "triton_chunk_kda",
     "triton_chunk_scan",
     "triton_fused_recurrent_kda",

@@ -1,0 +1,77 @@
+"""The Triton backward of the chunk-local terms against autograd of the PyTorch chunk-local terms.
+
+Runs in Triton's CPU interpreter without CUDA (float64, exact to rounding); the end-to-end
+gradients of the Triton training path are checked in test_triton_chunk_scan.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton")
+
+from kda_test_utils import rel_rms  # noqa: E402
+
+from kdalib.ops.chunk import _LocalTermsTritonBackward, chunk_local_terms  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NAMES = ("q", "k", "v", "g", "beta")
+
+
+def _inputs(size, key_dim=20, value_dim=24, shift=2.0, chunks=2, rows=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    q = randn(chunks, rows, size, key_dim)
+    k = F.normalize(randn(chunks, rows, size, key_dim), dim=-1)
+    v = randn(chunks, rows, size, value_dim)
+    g = F.logsigmoid(randn(chunks, rows, size, key_dim) + shift)
+    beta = torch.rand(chunks, rows, size, generator=generator, dtype=torch.float64)
+    return [x.to(DEVICE) for x in (q, k, v, g, beta)]
+
+
+def _grads(fn, inputs, seed=1):
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    terms = fn(*leaves)
+    generator = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t) for t in terms]
+    weights[5] = weights[5].tril()  # the scores are causal: only their lower triangle carries a gradient
+    sum((t * w).sum() for t, w in zip(terms, weights)).backward()
+    return [t.detach() for t in terms], [leaf.grad for leaf in leaves]
+
+
+@pytest.mark.parametrize(
+    "size,shift",
+    [(16, 2.0), (32, 2.0), (64, 2.0), (64, -6.0), (32, -30.0)],
+    ids=["C16", "C32", "C64", "C64-strong", "C32-g-30"],
+)
+def test_gradients_match_autograd_of_the_chunk_local_terms(size, shift):
+    """Mild and strong decay (about -6 and -30 per token, where the forward's products underflow)."""
+    inputs = _inputs(size, shift=shift)
+    terms, grads = _grads(lambda *x: _LocalTermsTritonBackward.apply(*x, "ieee"), inputs)
+    terms_ref, grads_ref = _grads(chunk_local_terms, inputs)
+    for mine, theirs in zip(terms, terms_ref):
+        assert torch.equal(mine, theirs)  # the forward is the PyTorch form itself
+    for name, mine, theirs in zip(NAMES, grads, grads_ref):
+        assert torch.isfinite(mine).all(), name
+        assert rel_rms(mine, theirs) < 1e-12, name
+
+
+def test_full_key_and_value_tiles_and_a_constant_extreme_gate():
+    inputs = _inputs(64, key_dim=32, value_dim=16)
+    inputs[3] = torch.full_like(inputs[3], -1000.0)
+    _, grads = _grads(lambda *x: _LocalTermsTritonBackward.apply(*x, "ieee"), inputs)
+    _, grads_ref = _grads(chunk_local_terms, inputs)
+    for name, mine, theirs in zip(NAMES, grads, grads_ref):
+        assert torch.isfinite(mine).all() and rel_rms(mine, theirs) < 1e-12, name
+
+
+def test_gradcheck_in_float64():
+    inputs = [x.requires_grad_(True) for x in _inputs(16, key_dim=16, value_dim=16, chunks=1, rows=1, seed=5)]
+    assert torch.autograd.gradcheck(
+        lambda *x: _LocalTermsTritonBackward.apply(*x, "ieee"), inputs, eps=1e-6, atol=1e-7, fast_mode=True
+    )
