@@ -279,7 +279,10 @@ def chunk_kda_core(
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
     if scan_precision is not None:
-        terms = _LocalTermsTritonBackward.apply(q, k, v, g, beta, scan_precision)
+        # float32 inputs differentiate the chunk-local terms in IEEE float32: with TF32x3 products the
+        # gradients missed the 1e-4 float32 bar on the H200 (Kimi gate, kdalib/ops/triton/NOTES.md)
+        local_precision = "tf32" if scan_precision == "tf32" else "ieee"
+        terms = _LocalTermsTritonBackward.apply(q, k, v, g, beta, local_precision)
         return triton_chunk_scan(*terms, state, scale, precision=scan_precision)
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
