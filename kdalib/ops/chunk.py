@@ -270,19 +270,22 @@ def chunk_kda_core(
         out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
             final layout) that each group's output is copied into, instead of concatenating.
         scan_precision: when given (the Triton training path), the chunk-local terms of all chunks
-            are computed here and differentiated by a Triton kernel
-            (:func:`kdalib.ops.triton.chunk_local_terms_backward`), and the recurrence across chunks
-            runs as the Triton scan with its backward (:func:`kdalib.ops.triton.triton_chunk_scan`),
-            both at this matrix-product precision; ``out`` is then not used.
+            are computed here, and the recurrence across chunks runs as the Triton scan with its
+            backward (:func:`kdalib.ops.triton.triton_chunk_scan`) at this matrix-product precision;
+            with ``"tf32"`` (16-bit inputs) the chunk-local terms are differentiated by a Triton kernel
+            too (:func:`kdalib.ops.triton.chunk_local_terms_backward`), otherwise by autograd.
+            ``out`` is then not used.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
     if scan_precision is not None:
-        # float32 inputs differentiate the chunk-local terms in IEEE float32: with TF32x3 products the
-        # gradients missed the 1e-4 float32 bar on the H200 (Kimi gate, kdalib/ops/triton/NOTES.md)
-        local_precision = "tf32" if scan_precision == "tf32" else "ieee"
-        terms = _LocalTermsTritonBackward.apply(q, k, v, g, beta, local_precision)
+        if scan_precision == "tf32":  # 16-bit inputs
+            terms = _LocalTermsTritonBackward.apply(q, k, v, g, beta, scan_precision)
+        else:
+            # float32 inputs: autograd of the PyTorch terms. The Triton kernel's float32 gradients missed
+            # the 1e-4 bar on the H200 with the Kimi gate on packed sequences (kdalib/ops/triton/NOTES.md).
+            terms = chunk_local_terms(q, k, v, g, beta)
         return triton_chunk_scan(*terms, state, scale, precision=scan_precision)
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))

@@ -167,9 +167,19 @@ def test_training_path_packed_sequences_l2norm_and_extreme_gates(gate):
     )
 
 
-def test_training_path_in_bfloat16():
+def test_training_path_in_bfloat16_differentiates_the_chunk_local_terms_in_triton(monkeypatch):
+    """16-bit inputs take the Triton backward of the chunk-local terms too (float32 ones take autograd)."""
+    import kdalib.ops.chunk as chunk_module
+
+    calls = []
+    kernel = chunk_module.chunk_local_terms_backward
+    monkeypatch.setattr(chunk_module, "chunk_local_terms_backward", lambda *a: calls.append(1) or kernel(*a))
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
     _check_grads(inputs, torch.bfloat16, scale=32**-0.5)
+    assert calls
+    calls.clear()
+    _check_grads(_problem(batch=1, tokens=40, heads=1, key_dim=32, value_dim=32), scale=32**-0.5)
+    assert not calls
 
 
 def test_routes():
