@@ -131,9 +131,7 @@ SUITES = {
         + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
         + _grid((2048, 8192, 32768), 32, 128, "float32")
         + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True))
-        + tuple(
-            Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536))
-        ),
+        + tuple(Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536))),
         (
             "triton",
             "chunk",

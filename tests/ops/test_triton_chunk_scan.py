@@ -248,7 +248,9 @@ def test_gpu_chunk_kda_trains_through_the_scan(monkeypatch):
     import kdalib.ops.chunk as chunk_module
 
     calls = []
-    monkeypatch.setattr(chunk_module, "triton_chunk_scan", lambda *a, **kw: calls.append(1) or triton_chunk_scan(*a, **kw))
+    monkeypatch.setattr(
+        chunk_module, "triton_chunk_scan", lambda *a, **kw: calls.append(1) or triton_chunk_scan(*a, **kw)
+    )
     inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
     _check_grads(inputs, torch.bfloat16, op=chunk_kda)
     assert calls
