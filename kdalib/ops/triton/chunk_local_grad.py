@@ -1,6 +1,6 @@
 """Backward of the chunk-local terms in Triton: one program per chunk and sequence row.
 
-The chunk form's chunk-local terms (notes/kda.md, section ``kda-chunkwise``;
+The chunk form's chunk-local terms (notes/kda.md, sections ``kda-chunkwise`` and ``kda-chunk-backward``;
 :func:`kdalib.ops.chunk.chunk_local_terms` computes them) are, per chunk, with ``G`` the
 chunk-local cumulative sum of the log decay ``g`` and ``Γ = exp(G)``::
 
@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.chunk_scan import _put, _tile
+from kdalib.ops.triton.tiles import _put, _tile
 
 
 @triton.jit

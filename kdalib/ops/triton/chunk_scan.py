@@ -2,7 +2,7 @@
 
 The chunk form splits KDA into chunk-local terms, computed for all chunks at once and
 differentiated by autograd (:func:`kdalib.ops.chunk.chunk_local_terms`), and one recurrence
-across chunks (notes/kda.md, section ``kda-chunkwise``). Per chunk, with ``S`` the state entering it::
+across chunks (notes/kda.md, sections ``kda-chunk-output`` and ``kda-chunk-backward``). Per chunk, with ``S`` the state entering it::
 
     V_new = U - W S                          the delta rule's corrections
     O     = scale * (Q_in S + A V_new)       A: causal decay-weighted scores (lower, diagonal included)
@@ -31,24 +31,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton import interpreting
-
-
-@triton.jit
-def _tile(ptr, base, rows, cols, row_stride, mask):
-    """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
-    (zeros where the ``[len(rows), len(cols)]`` mask is false)."""
-    return tl.load(ptr + base + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0)
-
-
-@triton.jit
-def _put(ptr, base, rows, cols, row_stride, mask, tile):
-    tl.store(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _add(ptr, base, rows, cols, row_stride, mask, tile):
-    """Adds ``tile`` into memory atomically (value-column blocks add their parts of one gradient)."""
-    tl.atomic_add(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
+from kdalib.ops.triton.tiles import _add, _put, _tile
 
 
 @triton.jit

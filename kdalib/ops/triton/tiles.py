@@ -1,5 +1,5 @@
 """Tile helpers shared by the Triton chunk kernels: loads and stores of row tiles and blocks,
-row extraction, matrix products with a chosen input precision."""
+row extraction, matrix products with a chosen input precision, atomic adds of tiles."""
 
 import triton
 import triton.language as tl
@@ -61,3 +61,21 @@ def _inverse_row_norms(
         tile = _load_rows(x, rows, row_mask, stride, cols, cols < K)
         total += tl.sum(tile * tile, axis=1)
     return 1.0 / tl.sqrt(total + 1e-6)
+
+
+@triton.jit
+def _tile(ptr, base, rows, cols, row_stride, mask):
+    """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
+    (zeros where the ``[len(rows), len(cols)]`` mask is false)."""
+    return tl.load(ptr + base + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _put(ptr, base, rows, cols, row_stride, mask, tile):
+    tl.store(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _add(ptr, base, rows, cols, row_stride, mask, tile):
+    """Adds ``tile`` into memory atomically (value-column blocks add their parts of one gradient)."""
+    tl.atomic_add(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
