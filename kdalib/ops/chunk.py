@@ -472,39 +472,3 @@ def chunk_kda_flops(
     )
     chunks = -(-tokens // size)
     return per_chunk * chunks * value_heads * sequences
-
-
-def triton_kda(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    chunk_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`chunk_kda` on kdalib's Triton kernels (``use_triton=True``): the chunked forward kernels
-    for inference, the Triton scan with its backward for training (the ``"triton"`` operator).
-
-    Raises:
-        RuntimeError: the kernels cannot run on these tensors (no triton, not CUDA outside the
-            interpreter, dtype, K above the kernels' limit).
-    """
-    return chunk_kda(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        scale,
-        initial_state,
-        output_final_state,
-        use_qk_l2norm_in_kernel,
-        cu_seqlens,
-        chunk_size,
-        use_triton=True,
-    )

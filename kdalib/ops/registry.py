@@ -13,6 +13,7 @@ dependency (flash-linear-attention, triton) is imported only when its operator i
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Operator:
         check: ``"module:function"`` of ``(q, k, v, g, beta, initial_state) -> str | None``, saying why
             the operator cannot serve these tensors (None when it can); it replaces the ``devices``
             test for operators with more conditions (dtype, sizes, Triton's CPU interpreter).
+        options: keyword arguments the implementation is always called with, as ``(name, value)`` pairs.
     """
 
     name: str
@@ -47,15 +49,17 @@ class Operator:
     description: str
     requirement: str = ""
     check: str = ""
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def function(self) -> Callable:
-        """The implementation, imported now.
+        """The implementation (with its fixed ``options``), imported now.
 
         Raises:
             RuntimeError: the module cannot be imported (names what to install).
         """
-        return self._load(self.target)
+        function = self._load(self.target)
+        return functools.partial(function, **dict(self.options)) if self.options else function
 
     def supports(self, device: torch.device | str) -> bool:
         """True when this operator runs natively on tensors of ``device``."""
@@ -115,11 +119,12 @@ OPERATORS: dict[str, Operator] = {
         ),
         Operator(
             "triton",
-            "kdalib.ops.chunk:triton_kda",
+            "kdalib.ops.chunk:chunk_kda",
             ("cuda",),
             autograd=True,
             chunked=True,
             description="kdalib's Triton kernels: the chunked forward (inference), the scan and its backward (training)",
+            options=(("use_triton", True),),
             requirement="triton",
             check="kdalib.ops.chunk:triton_chunk_unavailable_reason",
         ),

@@ -88,3 +88,44 @@ def run_with_grads(op, inputs: dict[str, torch.Tensor], seed: int = 1, **kwargs)
     s_weight = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state)
     ((o * o_weight).sum() + (state * s_weight).sum()).backward()
     return o.detach(), state.detach(), {name: leaves[name].grad for name in INPUT_NAMES}
+
+
+# The grid of the Triton kernels' GPU tests (forward and training): lengths around the chunk size
+# and long ones, key/value sizes, and the gates of packed-sequence tests by id.
+GPU_TOKENS = (1, 2, 63, 64, 65, 1000, 4096)
+GPU_DIMS = ((64, 64), (64, 128), (128, 64), (128, 128))
+GPU_GATES = {"mild": "logsigmoid", "kimi-A200": "kimi", "g-1000": -1000.0}
+
+
+def kernel_inputs(dtype: torch.dtype, device: str, **shape) -> dict[str, torch.Tensor]:
+    """:func:`make_inputs` drawn in float64, then q, k, v, g, beta in ``dtype`` on ``device`` and
+    the initial state in float32 (the kernels' state dtype)."""
+    inputs = make_inputs(dtype=torch.float64, **shape)
+    return {name: x.to(device, dtype if name != "initial_state" else torch.float32) for name, x in inputs.items()}
+
+
+def gpu_grid_inputs(tokens: int, key_dim: int, value_dim: int, dtype: torch.dtype, device: str):
+    """One point of the GPU grid: batch 2, 2 q/k heads shared by 4 value heads."""
+    return kernel_inputs(
+        dtype, device, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, seed=tokens
+    )
+
+
+def gpu_varlen_inputs(gate, dtype: torch.dtype, device: str):
+    """Packed sequences of 1, 2, 3, 63, 64, 65, 1000 and forty 7-token ones, unnormalised keys
+    (for the in-kernel L2 norm); returns ``(inputs, cu_seqlens)``."""
+    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
+    inputs = kernel_inputs(
+        dtype,
+        device,
+        batch=1,
+        tokens=sum(lengths),
+        heads=4,
+        value_heads=8,
+        key_dim=128,
+        value_dim=128,
+        num_states=len(lengths),
+        gate=gate,
+        normalize_keys=False,
+    )
+    return inputs, torch.tensor([0, *lengths]).cumsum(0).to(device)

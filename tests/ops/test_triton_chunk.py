@@ -12,7 +12,16 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from kda_test_utils import make_inputs, rel_rms  # noqa: E402
+from kda_test_utils import (  # noqa: E402
+    GPU_DIMS,
+    GPU_GATES,
+    GPU_TOKENS,
+    gpu_grid_inputs,
+    gpu_varlen_inputs,
+    kernel_inputs,
+    make_inputs,
+    rel_rms,
+)
 
 from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
 from kdalib.ops.triton import triton_chunk_kda  # noqa: E402
@@ -24,8 +33,7 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
 
 
 def _problem(dtype=torch.float32, **shape):
-    inputs = make_inputs(dtype=torch.float64, **shape)
-    return {name: x.to(DEVICE, dtype if name != "initial_state" else torch.float32) for name, x in inputs.items()}
+    return kernel_inputs(dtype, DEVICE, **shape)
 
 
 def _check(inputs, dtype=torch.float32, tolerance=None, **kwargs):
@@ -152,34 +160,18 @@ def test_chunk_kda_keeps_the_pytorch_form_for_cpu_tensors(monkeypatch):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("key_dim,value_dim", [(64, 64), (64, 128), (128, 64), (128, 128)], ids=lambda d: f"{d}")
-@pytest.mark.parametrize("tokens", [1, 2, 63, 64, 65, 1000, 4096], ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("key_dim,value_dim", GPU_DIMS, ids=lambda d: f"{d}")
+@pytest.mark.parametrize("tokens", GPU_TOKENS, ids=lambda t: f"T{t}")
 def test_gpu_grid(tokens, key_dim, value_dim, dtype):
-    inputs = _problem(
-        dtype, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, seed=tokens
-    )
-    _check(inputs, dtype, scale=key_dim**-0.5)
+    _check(gpu_grid_inputs(tokens, key_dim, value_dim, dtype, DEVICE), dtype, scale=key_dim**-0.5)
 
 
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("gate", ["logsigmoid", "kimi", -1000.0], ids=["mild", "kimi-A200", "g-1000"])
+@pytest.mark.parametrize("gate", list(GPU_GATES.values()), ids=list(GPU_GATES))
 def test_gpu_varlen_gates_and_l2norm(gate, dtype):
-    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
-    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
-    inputs = _problem(
-        dtype,
-        batch=1,
-        tokens=sum(lengths),
-        heads=4,
-        value_heads=8,
-        key_dim=128,
-        value_dim=128,
-        num_states=len(lengths),
-        gate=gate,
-        normalize_keys=False,
-    )
+    inputs, offsets = gpu_varlen_inputs(gate, dtype, DEVICE)
     _check(inputs, dtype, scale=128**-0.5, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
 
 

@@ -14,7 +14,18 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from kda_test_utils import INPUT_NAMES, make_inputs, rel_rms, run_with_grads  # noqa: E402
+from kda_test_utils import (  # noqa: E402
+    GPU_DIMS,
+    GPU_GATES,
+    GPU_TOKENS,
+    INPUT_NAMES,
+    gpu_grid_inputs,
+    gpu_varlen_inputs,
+    kernel_inputs,
+    make_inputs,
+    rel_rms,
+    run_with_grads,
+)
 
 from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
 from kdalib.ops.chunk import _bmm, chunk_local_terms, scan_chunk_states, triton_route  # noqa: E402
@@ -111,8 +122,7 @@ def test_scan_rejects_an_unknown_precision():
 
 
 def _problem(dtype=torch.float32, **shape):
-    inputs = make_inputs(dtype=torch.float64, **shape)
-    return {name: x.to(DEVICE, dtype if name != "initial_state" else torch.float32) for name, x in inputs.items()}
+    return kernel_inputs(dtype, DEVICE, **shape)
 
 
 def _check_grads(inputs, dtype=torch.float32, op=None, **kwargs):
@@ -211,34 +221,18 @@ def test_kda_backend_triton_trains_and_says_what_it_cannot_run():
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("key_dim,value_dim", [(64, 64), (64, 128), (128, 64), (128, 128)], ids=lambda d: f"{d}")
-@pytest.mark.parametrize("tokens", [1, 2, 63, 64, 65, 1000, 4096], ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("key_dim,value_dim", GPU_DIMS, ids=lambda d: f"{d}")
+@pytest.mark.parametrize("tokens", GPU_TOKENS, ids=lambda t: f"T{t}")
 def test_gpu_training_grid(tokens, key_dim, value_dim, dtype):
-    inputs = _problem(
-        dtype, batch=2, tokens=tokens, heads=2, value_heads=4, key_dim=key_dim, value_dim=value_dim, seed=tokens
-    )
-    _check_grads(inputs, dtype, scale=key_dim**-0.5)
+    _check_grads(gpu_grid_inputs(tokens, key_dim, value_dim, dtype, DEVICE), dtype, scale=key_dim**-0.5)
 
 
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("gate", ["logsigmoid", "kimi", -1000.0], ids=["mild", "kimi-A200", "g-1000"])
+@pytest.mark.parametrize("gate", list(GPU_GATES.values()), ids=list(GPU_GATES))
 def test_gpu_training_varlen_gates_and_l2norm(gate, dtype):
-    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
-    inputs = _problem(
-        dtype,
-        batch=1,
-        tokens=sum(lengths),
-        heads=4,
-        value_heads=8,
-        key_dim=128,
-        value_dim=128,
-        num_states=len(lengths),
-        gate=gate,
-        normalize_keys=False,
-    )
-    offsets = torch.tensor([0, *lengths]).cumsum(0).to(DEVICE)
+    inputs, offsets = gpu_varlen_inputs(gate, dtype, DEVICE)
     _check_grads(inputs, dtype, scale=128**-0.5, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
 
 
