@@ -77,13 +77,17 @@ class RecallMixer(nn.Module):
         num_heads: heads H.
         head_dim: key and value dimension per head (K = V).
         kind: one of :data:`MIXER_KINDS`.
+        use_triton: passed to :func:`~kdalib.ops.chunk_kda`: None picks the path by device and
+            dtype, False keeps the PyTorch chunk form, True forces the Triton kernels.
     """
 
-    def __init__(self, d_model: int, num_heads: int, head_dim: int, kind: str) -> None:
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, kind: str, use_triton: bool | None = None) -> None:
         super().__init__()
         if kind not in MIXER_KINDS:
             raise ValueError(f"kind: expected one of {', '.join(MIXER_KINDS)}, got {kind!r}")
-        self.kind, self.num_heads, self.head_dim = kind, num_heads, head_dim
+        if use_triton is not None and not isinstance(use_triton, bool):
+            raise ValueError(f"use_triton: expected None, True or False, got {use_triton!r}")
+        self.kind, self.num_heads, self.head_dim, self.use_triton = kind, num_heads, head_dim, use_triton
         width = num_heads * head_dim
         self.qkv_proj = nn.Linear(d_model, 3 * width, bias=False)
         self.conv = nn.Conv1d(3 * width, 3 * width, CONV_SIZE, groups=3 * width, padding=CONV_SIZE - 1, bias=False)
@@ -147,7 +151,7 @@ class RecallMixer(nn.Module):
         """
         batch, tokens, _ = x.shape
         # Short sequences waste work in 64-token chunks; 32 is cheaper there and exact either way.
-        o, _ = chunk_kda(*self.operator_inputs(x), chunk_size=64 if tokens >= 256 else 32)
+        o, _ = chunk_kda(*self.operator_inputs(x), chunk_size=64 if tokens >= 256 else 32, use_triton=self.use_triton)
         return self.o_proj(o.reshape(batch, tokens, -1))
 
 
@@ -185,6 +189,7 @@ class TinyRecallModel(nn.Module):
         num_layers: blocks.
         num_heads: mixer heads.
         head_dim: mixer head dimension (K = V); defaults to ``d_model // num_heads``.
+        use_triton: which KDA operator path the mixers take (see :class:`RecallMixer`).
     """
 
     def __init__(
@@ -195,6 +200,7 @@ class TinyRecallModel(nn.Module):
         num_layers: int = 2,
         num_heads: int = 2,
         head_dim: int | None = None,
+        use_triton: bool | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -211,7 +217,7 @@ class TinyRecallModel(nn.Module):
         # The read-out is tied to the embedding; unit-norm rows keep the initial logits O(1).
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         self.blocks = nn.ModuleList(
-            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind)) for _ in range(num_layers)
+            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind, use_triton)) for _ in range(num_layers)
         )
         self.final_norm = nn.RMSNorm(d_model)
 

@@ -17,9 +17,9 @@ sequences (fresh samples of the same distribution) rather than on the training b
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
-from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +38,7 @@ REPORT_CURVE_LENGTH = 1024
 REPORT_STACKS = 64
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class GridProfile:
     """One size of the synthetic-task grid.
 
@@ -110,8 +110,9 @@ class GridProfile:
         """Training runs in the grid."""
         return len(self.tasks) * len(self.kinds) * len(self.lengths) * len(self.learning_rates) * len(self.seeds)
 
-    def config(self, steps: int, lr: float) -> TrainConfig:
-        """The :class:`TrainConfig` of one run."""
+    def config(self, steps: int, lr: float, device: torch.device | str = "cpu") -> TrainConfig:
+        """The :class:`TrainConfig` of one run on ``device``; on CUDA its steps replay CUDA graphs
+        (the same kernels, launched at once: :class:`~kdalib.tasks.train.TrainConfig`)."""
         return TrainConfig(
             steps=steps,
             batch_size=self.batch_size,
@@ -122,6 +123,7 @@ class GridProfile:
             head_dim=self.head_dim,
             eval_batches=self.eval_batches,
             eval_every=max(1, steps // self.evaluations),
+            cuda_graph=torch.device(device).type == "cuda",
         )
 
 
@@ -152,7 +154,8 @@ PROFILES = {
         stack_elements=4,
     ),
     # One H200 command (10 minutes): the report's model, tasks, mechanisms and lengths, its
-    # largest learning rate only, two seeds, and as many steps per run as the budget allows.
+    # largest learning rate only, two seeds, and as many steps per run as 360 s of training
+    # allow (the rest of the command: timing, graph capture, evaluations, start-up).
     "full": GridProfile(
         tasks=TASKS,
         kinds=MIXER_KINDS,
@@ -160,7 +163,7 @@ PROFILES = {
         learning_rates=(1e-3,),
         seeds=(0, 1),
         max_steps=REPORT_MAX_STEPS,
-        budget_s=480.0,
+        budget_s=360.0,
         min_steps=50,
         evaluations=10,
         curve_length=REPORT_CURVE_LENGTH,
@@ -235,7 +238,7 @@ def plan_steps(profile: GridProfile, device: torch.device | str = "cpu", probe_s
     if profile.budget_s is None:
         return profile.max_steps
     runs_per_length = profile.runs // len(profile.lengths)
-    config = profile.config(profile.max_steps, max(profile.learning_rates))
+    config = profile.config(profile.max_steps, max(profile.learning_rates), device)
     seconds = sum(
         seconds_per_step(
             max((task_spec(task, length, profile) for task in profile.tasks), key=lambda spec: spec.vocab_size),
@@ -249,7 +252,38 @@ def plan_steps(profile: GridProfile, device: torch.device | str = "cpu", probe_s
     return int(min(profile.max_steps, max(profile.min_steps, steps)))
 
 
-@dataclass
+STEP_PATHS = {
+    "pytorch": {"use_triton": False, "cuda_graph": False},
+    "triton": {"use_triton": None, "cuda_graph": False},
+    "triton_graph": {"use_triton": None, "cuda_graph": True},
+}
+"""How a training step can run: the PyTorch chunk form; the Triton training path; the Triton
+path with the forward and backward replayed as CUDA graphs (how :func:`run_grid` trains on CUDA)."""
+
+
+def step_times(
+    profile: GridProfile, device: torch.device | str = "cpu", probe_steps: int = 5
+) -> dict[tuple[str, int], float]:
+    """Seconds per KDA training step at each of ``profile``'s lengths along each of
+    :data:`STEP_PATHS` that applies on ``device`` (on the CPU only ``pytorch``), timed as in
+    :func:`plan_steps`.
+
+    Returns:
+        ``{(path, length): seconds}``.
+    """
+    on_cuda = torch.device(device).type == "cuda"
+    paths = list(STEP_PATHS) if on_cuda else ["pytorch"]
+    base = profile.config(profile.max_steps, max(profile.learning_rates), device)
+    times = {}
+    for length in profile.lengths:
+        spec = max((task_spec(task, length, profile) for task in profile.tasks), key=lambda spec: spec.vocab_size)
+        for path in paths:
+            config = dataclasses.replace(base, **STEP_PATHS[path])
+            times[(path, length)] = seconds_per_step(spec, config, device, probe_steps)
+    return times
+
+
+@dataclasses.dataclass
 class GridRun:
     """One trained configuration: task, length and the :class:`TrainResult` (kind, seed, lr, curve)."""
 
@@ -270,7 +304,7 @@ def run_grid(
     runs = []
     for task, kind, length, lr, seed in grid:
         spec = task_spec(task, length, profile)
-        result = train_recall_model(kind, spec, seed, profile.config(steps, lr), device)
+        result = train_recall_model(kind, spec, seed, profile.config(steps, lr, device), device)
         runs.append(GridRun(task, length, result))
     return runs
 

@@ -48,6 +48,12 @@ class TrainConfig:
         eval_batches: held-out batches for the accuracy (the same batches at every evaluation).
         eval_every: also evaluate after every ``eval_every`` steps (0: only after the last one).
         head_dim: mixer head dimension; None for ``d_model // num_heads``.
+        use_triton: the KDA operator path of the mixers (see :class:`~kdalib.tasks.model.RecallMixer`):
+            None picks it by device and dtype, False keeps the PyTorch chunk form, True forces Triton.
+        cuda_graph: record the model's training forward and backward once as CUDA graphs
+            (:func:`torch.cuda.make_graphed_callables`) and replay them at every step: the same
+            kernels, without the host's cost of launching each one, which is most of a step for
+            models this small. CUDA only; evaluation runs the model as it is.
     """
 
     steps: int = 200
@@ -60,6 +66,8 @@ class TrainConfig:
     eval_batches: int = 2
     eval_every: int = 0
     head_dim: int | None = None
+    use_triton: bool | None = None
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "d_model", "num_layers", "num_heads", "eval_batches"):
@@ -70,6 +78,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.eval_every: expected an int >= 0, got {self.eval_every!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr: expected a positive finite number, got {self.lr!r}")
+        if self.use_triton is not None and not isinstance(self.use_triton, bool):
+            raise ValueError(f"TrainConfig.use_triton: expected None, True or False, got {self.use_triton!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"TrainConfig.cuda_graph: expected True or False, got {self.cuda_graph!r}")
 
 
 @dataclass
@@ -119,7 +131,33 @@ def evaluate(model: TinyRecallModel, batches: list[tuple[torch.Tensor, torch.Ten
     return sum(scores) / len(scores)
 
 
-def _training_step(model, optimizer, spec: TaskSpec, batch_size: int, generator, device) -> float:
+def _model_and_optimizer(
+    kind: str, spec: TaskSpec, config: TrainConfig, device
+) -> tuple[TinyRecallModel, torch.optim.AdamW]:
+    """The model (its training forward graphed when ``config.cuda_graph``) and its optimiser."""
+    if config.cuda_graph and torch.device(device).type != "cuda":
+        raise ValueError(f"TrainConfig.cuda_graph: CUDA graphs need a CUDA device, got device={device!r}")
+    model = TinyRecallModel(
+        spec.vocab_size,
+        kind,
+        config.d_model,
+        config.num_layers,
+        config.num_heads,
+        config.head_dim,
+        use_triton=config.use_triton,
+    ).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.cuda_graph:
+        # Any valid tokens of the training shape will do: they only drive the warm-up passes,
+        # which compute gradients without storing them in the parameters.
+        example = torch.zeros(config.batch_size, spec.seq_len, dtype=torch.long, device=device)
+        model = torch.cuda.make_graphed_callables(model, (example,), num_warmup_iters=2)
+    return model, optimizer
+
+
+def _training_step(model, optimizer, spec: TaskSpec, batch_size: int, generator, device) -> torch.Tensor:
+    """One optimiser step; returns the loss as a detached tensor, so that the host never waits
+    for the device inside the loop."""
     inputs, targets = spec.sample(batch_size, generator, device)
     logits = model(inputs)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
@@ -127,7 +165,7 @@ def _training_step(model, optimizer, spec: TaskSpec, batch_size: int, generator,
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return loss.item()
+    return loss.detach()
 
 
 def train_recall_model(
@@ -147,10 +185,7 @@ def train_recall_model(
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = TinyRecallModel(
-        spec.vocab_size, kind, config.d_model, config.num_layers, config.num_heads, config.head_dim
-    ).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model, optimizer = _model_and_optimizer(kind, spec, config, device)
     train_data = torch.Generator(device=device).manual_seed(seed)
     held_out_data = torch.Generator(device=device).manual_seed(10_000 + seed)
     held_out = [spec.sample(config.batch_size, held_out_data, device) for _ in range(config.eval_batches)]
@@ -164,6 +199,7 @@ def train_recall_model(
             curve.append((done, evaluate(model, held_out)))
     accuracy = evaluate(model, held_out)
     curve.append((config.steps, accuracy))
+    losses = torch.stack(losses).tolist()
     return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr)
 
 
@@ -235,14 +271,17 @@ def steps_within_budget(
 
 
 def seconds_per_step(
-    spec: TaskSpec, config: TrainConfig, device: torch.device | str = "cpu", probe_steps: int = 5
+    spec: TaskSpec,
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+    probe_steps: int = 5,
 ) -> float:
-    """Wall time of one KDA training step (the most expensive kind) on ``spec``, after two warm-up steps."""
+    """Wall time of one KDA training step (the most expensive kind) on ``spec``, after two warm-up steps,
+    as the training loop takes it (``config.use_triton``, ``config.cuda_graph``)."""
+    if not isinstance(probe_steps, int) or probe_steps < 1:
+        raise ValueError(f"probe_steps: expected a positive int, got {probe_steps!r}")
     torch.manual_seed(0)
-    model = TinyRecallModel(
-        spec.vocab_size, "kda", config.d_model, config.num_layers, config.num_heads, config.head_dim
-    ).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    model, optimizer = _model_and_optimizer("kda", spec, config, device)
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(2):
         _training_step(model, optimizer, spec, config.batch_size, generator, device)
@@ -250,5 +289,6 @@ def seconds_per_step(
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(probe_steps):
-        _training_step(model, optimizer, spec, config.batch_size, generator, device)  # .item() syncs
+        loss = _training_step(model, optimizer, spec, config.batch_size, generator, device)
+    loss.item()  # waits for the device
     return (time.perf_counter() - start) / probe_steps
