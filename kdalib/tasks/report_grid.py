@@ -154,7 +154,7 @@ PROFILES = {
         stack_elements=4,
     ),
     # One H200 command (10 minutes): the report's model, tasks, mechanisms and lengths, its
-    # largest learning rate only, two seeds, and as many steps per run as 360 s of training
+    # largest learning rate only, two seeds, and as many steps per run as 330 s of training
     # allow (the rest of the command: timing, graph capture, evaluations, start-up).
     "full": GridProfile(
         tasks=TASKS,
@@ -163,7 +163,7 @@ PROFILES = {
         learning_rates=(1e-3,),
         seeds=(0, 1),
         max_steps=REPORT_MAX_STEPS,
-        budget_s=360.0,
+        budget_s=330.0,
         min_steps=50,
         evaluations=10,
         curve_length=REPORT_CURVE_LENGTH,
