@@ -21,19 +21,23 @@ NOT_INSTALLED = "not installed"
 
 
 def git_commit(repo: Path | None = None) -> str | None:
-    """Return ``git rev-parse HEAD`` for ``repo`` (default: this checkout).
+    """The commit the results come from: ``$KDALIB_COMMIT`` when set, else ``git rev-parse HEAD``
+    for ``repo`` (default: this checkout), else None.
 
-    Outside a git checkout (a copied working tree on a GPU machine, an installed wheel)
-    the commit comes from ``$KDALIB_COMMIT`` when set, else None.
+    The variable comes first because whoever sets it knows which commit was copied: a working
+    tree copied to a GPU machine may carry a ``.git`` folder from another state, or none.
     """
+    explicit = os.environ.get("KDALIB_COMMIT")
+    if explicit:
+        return explicit
     cwd = repo or Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("KDALIB_COMMIT") or None
-    return out.stdout.strip() or os.environ.get("KDALIB_COMMIT") or None
+        return None
+    return out.stdout.strip() or None
 
 
 def cpu_name() -> str:

@@ -68,3 +68,13 @@ def test_collect_without_git_uses_the_recorded_commit(tmp_path, monkeypatch):
     monkeypatch.delenv("KDALIB_COMMIT")
     assert git_commit(tmp_path) is None
     assert collect()["python"].count(".") == 2
+
+
+def test_the_recorded_commit_wins_over_the_checkouts_own(monkeypatch):
+    """A working tree copied to another machine may carry a stale ``.git``: the commit named by
+    whoever ran it is the one recorded."""
+    own = git_commit()
+    if own is None:
+        pytest.skip("not a git checkout")
+    monkeypatch.setenv("KDALIB_COMMIT", "0" * 40)
+    assert git_commit() == "0" * 40
