@@ -1,5 +1,5 @@
 """Tile helpers shared by the Triton chunk kernels: loads and stores of row tiles and blocks,
-row extraction, matrix products with a chosen input precision, atomic adds of tiles."""
+row extraction, matrix products with a chosen input precision."""
 
 import triton
 import triton.language as tl
@@ -73,9 +73,3 @@ def _tile(ptr, base, rows, cols, row_stride, mask):
 @triton.jit
 def _put(ptr, base, rows, cols, row_stride, mask, tile):
     tl.store(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _add(ptr, base, rows, cols, row_stride, mask, tile):
-    """Adds ``tile`` into memory atomically (value-column blocks add their parts of one gradient)."""
-    tl.atomic_add(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
