@@ -95,6 +95,8 @@ def _grid(tokens, heads, dim, dtype="float32"):
 
 
 CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk", "chunk-c32")
+# The training rows of the GPU suites: forward and backward, bf16, H32 K=V=128.
+TRAIN_SHAPES = tuple(Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536)))
 SUITES = {
     "cpu": Suite(
         "CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
@@ -142,6 +144,13 @@ SUITES = {
             "fused_recurrent",
             "fla_fused_recurrent",
         ),
+    ),
+    "gpu-train": Suite(
+        "CUDA, H32 K=V=128, bf16: only the gpu suite's forward+backward rows (B8 T4096, B2 T16384, B1 T65536): "
+        "kdalib's Triton training path, the PyTorch chunk form, flash-linear-attention and flash SDPA",
+        "cuda",
+        TRAIN_SHAPES,
+        TRAIN_METHODS,
     ),
 }
 
