@@ -55,3 +55,14 @@ def test_terms_and_factors_match_the_pytorch_form(key_dim, value_dim, gate):
 def test_only_chunks_of_64():
     with pytest.raises(ValueError, match="chunks of 64 rows, got 32"):
         chunk_local_terms_forward(*_inputs(16, 16, "2", size=32), "ieee")
+
+
+def test_blocks_of_one_chunk_may_take_either_path():
+    """Mild decay in the first half (diagonal blocks as products), strong in the second (exact)."""
+    inputs = _inputs(32, 16, "2")
+    strength = torch.cat([torch.full((32,), 0.1), torch.full((32,), 400.0)]).to(inputs[3])
+    inputs[3] = inputs[3] * strength[:, None]
+    terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, "ieee")
+    terms_ref, inverse_ref, scores_kk_ref = _chunk_local_terms_and_factors(*inputs)
+    for name, mine, theirs in zip(NAMES, (*terms, inverse, scores_kk), (*terms_ref, inverse_ref.tril(), scores_kk_ref)):
+        assert rel_rms(mine, theirs) < 1e-12, name

@@ -10,9 +10,10 @@ chunk-local cumulative sum of the log decay and ``Γ = exp(G)``::
 
 The scores are built in 16-row blocks: a block pair ``(i, j < i)`` is one matrix product of
 factors decayed towards the first row ``r0`` of block ``i`` (``exp(G_r - G_r0)`` and
-``exp(G_r0 - G_c)``, both at most 1); a diagonal block is built column by column with the
-exponent masked to -inf above the diagonal. So no exponent is positive and the strongest gates
-underflow to exact zeros, as in the PyTorch form. The inverse is the inference kernels' block
+``exp(G_r0 - G_c)``, both at most 1). A diagonal block is one product too while its own decay
+(its span) is at most ``DOT_SPAN``, and past that is built column by column with the exponent
+masked to -inf above the diagonal. So no exponent above ``DOT_SPAN`` is formed and the strongest
+gates underflow to exact zeros, as in the PyTorch form. The inverse is the inference kernels' block
 forward substitution (:func:`kdalib.ops.triton.chunk_intra._invert_chunk`), for chunks of 64.
 """
 
@@ -22,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.chunk_intra import _invert_chunk
 from kdalib.ops.triton.tiles import _put, _tile
 
@@ -51,6 +53,7 @@ def _local_forward_kernel(
     BV: tl.constexpr,
     CHUNK: tl.constexpr,
     SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     i_c = tl.program_id(0).to(tl.int64)  # chunk-major index over (chunk, row)
@@ -92,14 +95,23 @@ def _local_forward_kernel(
             tl.store(scores_kk + block, tl.dot(k_i * row_decay, tl.trans(k_j), input_precision=PRECISION))
         a_q = tl.zeros([SUB, SUB], dtype=q_i.dtype)
         a_k = tl.zeros([SUB, SUB], dtype=q_i.dtype)
-        for c in range(SUB):  # the diagonal block, exactly
-            col = i * SUB + c
-            k_c = tl.load(k + base_k + col * K + cols_k, mask=mask_k, other=0.0)
-            g_c = tl.load(g_sum + base_k + col * K + cols_k, mask=mask_k, other=0.0)
-            decay = tl.exp(tl.where((sub >= c)[:, None], g_i - g_c[None, :], float("-inf")))
-            here = sub[None, :] == c
-            a_q = tl.where(here, tl.sum(q_i * k_c[None, :] * decay, axis=1)[:, None], a_q)
-            a_k = tl.where(here & (sub[:, None] > c), tl.sum(k_i * k_c[None, :] * decay, axis=1)[:, None], a_k)
+        g_last = tl.load(g_sum + base_k + (i * SUB + SUB - 1) * K + cols_k, mask=mask_k, other=0.0)
+        if tl.max(g_ref - g_last, axis=0) <= DOT_SPAN:
+            # the diagonal block as one product: column factors exp(G_r0 - G_c) <= exp(span)
+            k_dec = k_i * tl.exp(g_ref[None, :] - g_i)
+            a_q = tl.dot(q_i * row_decay, tl.trans(k_dec), input_precision=PRECISION)
+            a_k = tl.dot(k_i * row_decay, tl.trans(k_dec), input_precision=PRECISION)
+            a_q = tl.where(sub[:, None] >= sub[None, :], a_q, 0.0)
+            a_k = tl.where(sub[:, None] > sub[None, :], a_k, 0.0)
+        else:
+            for c in range(SUB):  # the diagonal block, exactly
+                col = i * SUB + c
+                k_c = tl.load(k + base_k + col * K + cols_k, mask=mask_k, other=0.0)
+                g_c = tl.load(g_sum + base_k + col * K + cols_k, mask=mask_k, other=0.0)
+                decay = tl.exp(tl.where((sub >= c)[:, None], g_i - g_c[None, :], float("-inf")))
+                here = sub[None, :] == c
+                a_q = tl.where(here, tl.sum(q_i * k_c[None, :] * decay, axis=1)[:, None], a_q)
+                a_k = tl.where(here & (sub[:, None] > c), tl.sum(k_i * k_c[None, :] * decay, axis=1)[:, None], a_k)
         block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
         tl.store(scores + block, a_q)
         tl.store(scores_kk + block, a_k)
@@ -167,6 +179,7 @@ def chunk_local_terms_forward(q, k, v, g, beta, precision: str):
         BV=max(16, triton.next_power_of_2(value_dim)),
         CHUNK=CHUNK,
         SUB=SUB,
+        DOT_SPAN=DOT_SPAN,
         PRECISION=precision,
         num_warps=8,
         num_stages=1,
