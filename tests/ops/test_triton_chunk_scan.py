@@ -113,6 +113,31 @@ def test_scan_gradients_when_only_the_final_state_is_used():
         assert rel_rms(mine.tril() if name == "scores" else mine, theirs) < 1e-12, name
 
 
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda t: {**t, "u": t["u"][:, :, :8]}, r"u: expected shape \(2, 1, 16, 16\)"),
+        (lambda t: {**t, "scores": t["scores"].float()}, "scores: expected float32 or float64 like w"),
+        (lambda t: {**t, "state": t["state"][:1, :8]}, r"state: expected shape \(1, 16, 16\)"),
+        (
+            lambda t: {
+                **{n: x[:, :, :12] for n, x in t.items() if x.dim() == 4},
+                "scores": t["scores"][:, :, :12, :12],
+                "decay_last": t["decay_last"],
+                "state": t["state"],
+            },
+            "the chunk length C must be a power of two >= 16, got 12",
+        ),
+    ],
+    ids=["short-u", "mixed-dtype", "state", "chunk-12"],
+)
+def test_scan_names_the_argument_that_does_not_fit(change, message):
+    terms = dict(zip(TERM_NAMES, _terms(2, 1, 16, 16, 16)))
+    terms = change(terms)
+    with pytest.raises(ValueError, match=message):
+        triton_chunk_scan(*(terms[name] for name in TERM_NAMES))
+
+
 def test_scan_rejects_an_unknown_precision():
     with pytest.raises(ValueError, match="precision: expected one of ieee, tf32x3, tf32, got 'fp8'"):
         triton_chunk_scan(*_terms(1, 1, 16, 16, 16), precision="fp8")

@@ -322,6 +322,35 @@ class _ChunkScan(torch.autograd.Function):
         return d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores, d_state, None, None
 
 
+def _check_scan_inputs(**tensors: torch.Tensor) -> None:
+    """Raises ValueError naming the first argument whose shape, dtype or device does not fit."""
+    w = tensors["w"]
+    if w.dim() != 4:
+        raise ValueError(f"w: expected [NC, M, C, K], got shape {tuple(w.shape)}")
+    chunks, rows, size, key_dim = w.shape
+    value_dim = tensors["u"].shape[-1] if tensors["u"].dim() == 4 else -1
+    expected = {
+        "w": (chunks, rows, size, key_dim),
+        "u": (chunks, rows, size, value_dim),
+        "keys_out": (chunks, rows, size, key_dim),
+        "decay_last": (chunks, rows, key_dim, 1),
+        "query_in": (chunks, rows, size, key_dim),
+        "scores": (chunks, rows, size, size),
+        "state": (rows, key_dim, value_dim),
+    }
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != expected[name]:
+            raise ValueError(f"{name}: expected shape {expected[name]} (from w and u), got {tuple(tensor.shape)}")
+        if tensor.dtype != w.dtype or tensor.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"{name}: expected float32 or float64 like w ({w.dtype}), got {tensor.dtype}")
+        if tensor.device != w.device:
+            raise ValueError(f"{name}: expected device {w.device} like w, got {tensor.device}")
+    if size < 16 or size & (size - 1):
+        raise ValueError(f"w: the chunk length C must be a power of two >= 16, got {size}")
+    if key_dim > 256:
+        raise ValueError(f"w: the scan supports K <= 256, got K = {key_dim}")
+
+
 def triton_chunk_scan(
     w, u, keys_out, decay_last, query_in, scores, state, scale: float = 1.0, precision: str | None = None
 ):
@@ -345,9 +374,13 @@ def triton_chunk_scan(
         ``(o [NC, M, C, V], final_state [M, K, V])``.
 
     Raises:
-        ValueError: for an unknown precision.
+        ValueError: for an unknown precision, or tensors whose shapes, dtypes or devices do not fit
+            together (the message names the argument).
     """
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_scan_inputs(
+        w=w, u=u, keys_out=keys_out, decay_last=decay_last, query_in=query_in, scores=scores, state=state
+    )
     precision = _precision(u.dtype, precision)
     return _ChunkScan.apply(w, u, keys_out, decay_last, query_in, scores, state, scale, precision)
