@@ -12,9 +12,9 @@ Importing this package never fails: ``HAS_TRITON`` says whether the kernels can 
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from kdalib.ops.triton.runtime import KERNEL_DTYPES, MAX_KEY_DIM, interpreting
 
 try:
     import triton  # noqa: F401
@@ -22,13 +22,6 @@ except ImportError:  # CPU-only installs have no triton; the pure-PyTorch paths 
     HAS_TRITON = False
 else:
     HAS_TRITON = True
-
-KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def triton_unavailable_reason(*tensors: torch.Tensor | None) -> str | None:
@@ -44,9 +37,6 @@ def triton_unavailable_reason(*tensors: torch.Tensor | None) -> str | None:
         return f"Triton kernels take float16, bfloat16 or float32 inputs, got {', '.join(odd)}"
     return None
 
-
-# The kernels' limit on the key dimension (their [chunk, K] tiles live in registers).
-MAX_KEY_DIM = 256
 
 if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda

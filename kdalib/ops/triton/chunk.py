@@ -51,9 +51,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from kdalib.ops.triton import MAX_KEY_DIM, interpreting
 from kdalib.ops.triton.chunk_intra import _chunk_intra_kernel
 from kdalib.ops.triton.chunk_state import _chunk_state_kernel
+from kdalib.ops.triton.runtime import MAX_KEY_DIM, interpreting
 
 CHUNK = 64  # tokens per chunk (C)
 SUB = 16  # rows per sub-block of the intra-chunk matrices

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton import interpreting
+from kdalib.ops.triton.runtime import interpreting
 from kdalib.ops.triton.tiles import _put, _tile
 
 
