@@ -290,7 +290,8 @@ def chunk_kda_core(
             terms = _LocalTermsTriton.apply(q, k, v, g, beta, scan_precision)
         else:
             # float32 inputs: autograd of the PyTorch terms. The Triton kernel's float32 gradients missed
-            # the 1e-4 bar on the H200 with the Kimi gate on packed sequences (kdalib/ops/triton/NOTES.md).
+            # the 1e-4 bar on the H200 with the Kimi gate on packed sequences; the likely cause is fixed
+            # but not yet confirmed on a GPU (kdalib/ops/triton/NOTES.md).
             terms = chunk_local_terms(q, k, v, g, beta)
         return triton_chunk_scan(*terms, state, scale, precision=scan_precision)
     chunks, rows, size, key_dim = k.shape

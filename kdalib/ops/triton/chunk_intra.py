@@ -138,10 +138,14 @@ def _store_decayed(
 
 
 @triton.jit
-def _gamma(g_ptr, rows, row_mask, stride, cols, col_mask, carry):
-    """Chunk-local cumulative log decay of one sub-block slice, and the carry past it."""
+def _gamma(g_ptr, rows, row_mask, stride, cols, col_mask, carry, SUB: tl.constexpr):
+    """Chunk-local cumulative log decay of one sub-block slice, and the carry past it: its own last
+    row, so the next block and G_L continue the very same sums (a sum in another order, such as
+    the GPU's tree reduction, can differ by rounding, and exp(G_L - G) would then miss 1 on the last
+    row by up to ~2e-3 with the strongest gates)."""
     g = _load_gate(g_ptr, rows, row_mask, stride, cols, col_mask)
-    return tl.cumsum(g, axis=0) + carry[None, :], carry + tl.sum(g, axis=0)
+    gam = tl.cumsum(g, axis=0) + carry[None, :]
+    return gam, _row(gam, SUB - 1, SUB)
 
 
 @triton.jit
@@ -194,10 +198,10 @@ def _row_block_scores(
     for s0 in range(0, BK, BKS):
         cols = s0 + tl.arange(0, BKS)
         cm = cols < K
-        gam0, carry = _gamma(g_ptr, rows0, m0, G_STRIDE, cols, cm, tl.zeros([BKS], dtype=tl.float32))
-        gam1, carry = _gamma(g_ptr, rows1, m1, G_STRIDE, cols, cm, carry)
-        gam2, carry = _gamma(g_ptr, rows2, m2, G_STRIDE, cols, cm, carry)
-        gam3, gam_last = _gamma(g_ptr, rows3, m3, G_STRIDE, cols, cm, carry)
+        gam0, carry = _gamma(g_ptr, rows0, m0, G_STRIDE, cols, cm, tl.zeros([BKS], dtype=tl.float32), SUB)
+        gam1, carry = _gamma(g_ptr, rows1, m1, G_STRIDE, cols, cm, carry, SUB)
+        gam2, carry = _gamma(g_ptr, rows2, m2, G_STRIDE, cols, cm, carry, SUB)
+        gam3, gam_last = _gamma(g_ptr, rows3, m3, G_STRIDE, cols, cm, carry, SUB)
         if i == 0:
             gam_i, nk_i = gam0, nk0
         elif i == 1:
@@ -340,7 +344,7 @@ def _chunk_scores_by_dot(
         cm = cols < K
         g = _load_gate(g_ptr, rows, m, G_STRIDE, cols, cm)
         gam = tl.cumsum(g, axis=0)
-        gam_last = tl.sum(g, axis=0)
+        gam_last = _row(gam, CHUNK - 1, CHUNK)  # the cumulative sum's own last row (see _gamma)
         ref = _row(gam, 0, CHUNK)
         x_k = _load_rows(k_ptr, rows, m, QK_STRIDE, cols, cm) * nk[:, None]
         x_q = _load_rows(q_ptr, rows, m, QK_STRIDE, cols, cm) * nq[:, None]

@@ -25,7 +25,7 @@ import triton.language as tl
 
 from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.chunk_intra import _invert_chunk
-from kdalib.ops.triton.tiles import _put, _tile
+from kdalib.ops.triton.tiles import _put, _row, _tile
 
 CHUNK = 64  # the block inverse is written for four 16-row blocks
 SUB = 16
@@ -70,7 +70,7 @@ def _local_forward_kernel(
     _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
     gamma = tl.exp(g_acc)
     _put(query_in, base_k, rows, cols_k, K, tile_k, _tile(q, base_k, rows, cols_k, K, tile_k) * gamma)
-    g_last = tl.sum(gates, axis=0)
+    g_last = _row(g_acc, CHUNK - 1, CHUNK)  # the cumulative sum's own last row, not a sum in another order
     keys_to_end = _tile(k, base_k, rows, cols_k, K, tile_k) * tl.exp(g_last[None, :] - g_acc)
     _put(keys_out, base_k, rows, cols_k, K, tile_k, keys_to_end)
     tl.store(decay_last + i_c * K + cols_k, tl.exp(g_last), mask=mask_k)

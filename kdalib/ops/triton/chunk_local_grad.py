@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.chunk import DOT_SPAN
-from kdalib.ops.triton.tiles import _put, _tile
+from kdalib.ops.triton.tiles import _put, _row, _tile
 
 
 @triton.jit
@@ -261,7 +261,9 @@ def _local_backward_kernel(
     d_query_in = _tile(dquery_in, base_k, rows, cols_k, K, tile_k)
     _put(dq, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
     d_g += d_query_in * _tile(q, base_k, rows, cols_k, K, tile_k) * gamma
-    g_last = tl.sum(_tile(g, base_k, rows, cols_k, K, tile_k), axis=0)
+    # G_L is the cumulative sum's own last row: summed again in another order it could differ by
+    # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
+    g_last = _row(g_acc, CHUNK - 1, CHUNK)
     decay_out = tl.exp(g_last[None, :] - g_acc)
     d_keys_out = _tile(dkeys_out, base_k, rows, cols_k, K, tile_k)
     d_keys += d_keys_out * decay_out
