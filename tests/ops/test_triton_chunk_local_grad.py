@@ -17,6 +17,7 @@ from kda_test_utils import rel_rms  # noqa: E402
 from kdalib.ops.chunk import _LocalTermsTriton, chunk_local_terms  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 NAMES = ("q", "k", "v", "g", "beta")
 
 
@@ -87,3 +88,36 @@ def test_blocks_of_one_chunk_may_take_either_path():
     _, grads_ref = _grads(chunk_local_terms, inputs)
     for name, mine, theirs in zip(NAMES, grads, grads_ref):
         assert rel_rms(mine, theirs) < 1e-12, name
+
+
+def _kimi_gate_inputs(rows, key_dim, value_dim, chunks=4, seed=7):
+    """Chunk rows whose decay per token is exp(A_log) * softplus(x), exp(A_log) from 1 to 200 over the rows."""
+    inputs = _inputs(64, key_dim=key_dim, value_dim=value_dim, chunks=chunks, rows=rows, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    strength = torch.logspace(0.0, float(torch.log10(torch.tensor(200.0))), rows, dtype=torch.float64)
+    raw = torch.randn(chunks, rows, 64, key_dim, generator=generator, dtype=torch.float64)
+    inputs[3] = (-strength[None, :, None, None] * F.softplus(raw)).to(inputs[3])
+    return inputs
+
+
+def _float32_against_float64(inputs, precision):
+    """Gradients of the float32 kernel path against float64 autograd of the PyTorch terms (same inputs)."""
+    inputs32 = [x.float() for x in inputs]
+    _, grads = _grads(lambda *x: _LocalTermsTriton.apply(*x, precision), inputs32)
+    _, grads_ref = _grads(chunk_local_terms, [x.double() for x in inputs32])
+    return {name: rel_rms(mine, theirs) for name, mine, theirs in zip(NAMES, grads, grads_ref)}
+
+
+def test_float32_gradients_with_the_kimi_gate():
+    errors = _float32_against_float64(_kimi_gate_inputs(rows=4, key_dim=32, value_dim=16, chunks=2), "ieee")
+    assert all(error < 1e-5 for error in errors.values()), errors
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
+def test_gpu_float32_gradients_with_the_kimi_gate(precision):
+    """The full-size kernel in float32 on the GPU, where reductions run in another order than the
+    interpreter's (the chunk decay must stay the cumulative sum's own last row)."""
+    errors = _float32_against_float64(_kimi_gate_inputs(rows=8, key_dim=128, value_dim=128), precision)
+    assert all(error < 1e-4 for error in errors.values()), errors
