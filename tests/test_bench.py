@@ -68,6 +68,8 @@ def test_every_suite_method_is_an_operator_a_variant_or_a_comparison():
     for name, suite in bench.SUITES.items():
         for method in suite.methods:
             assert method in bench.known_methods(), (name, method)
+        every_shape_runs_something = all(any(bench._applies(m, shape) for m in suite.methods) for shape in suite.shapes)
+        assert every_shape_runs_something, name
     with pytest.raises(ValueError, match="unknown name 'nope'"):
         bench.resolve_method("nope", None)
 

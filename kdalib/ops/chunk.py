@@ -262,6 +262,7 @@ def chunk_kda_core(
     scale: float = 1.0,
     out: torch.Tensor | None = None,
     scan_precision: str | None = None,
+    triton_local_terms: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
@@ -278,20 +279,17 @@ def chunk_kda_core(
         scan_precision: when given (the Triton training path), the chunk-local terms of all chunks
             are computed here, and the recurrence across chunks runs as the Triton scan with its
             backward (:func:`kdalib.ops.triton.triton_chunk_scan`) at this matrix-product precision;
-            with ``"tf32"`` (16-bit inputs) the chunk-local terms are differentiated by a Triton kernel
-            too (:func:`kdalib.ops.triton.chunk_local_terms_backward`), otherwise by autograd.
             ``out`` is then not used.
+        triton_local_terms: on that path, differentiate the chunk-local terms with the Triton kernel
+            (:func:`kdalib.ops.triton.chunk_local_terms_backward`) at the same precision, not autograd.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
     if scan_precision is not None:
-        if scan_precision == "tf32":  # 16-bit inputs
+        if triton_local_terms:
             terms = _LocalTermsTriton.apply(q, k, v, g, beta, scan_precision)
         else:
-            # float32 inputs: autograd of the PyTorch terms. The Triton kernel's float32 gradients missed
-            # the 1e-4 bar on the H200 with the Kimi gate on packed sequences; the likely cause is fixed
-            # but not yet confirmed on a GPU (kdalib/ops/triton/NOTES.md).
             terms = chunk_local_terms(q, k, v, g, beta)
         return triton_chunk_scan(*terms, state, scale, precision=scan_precision)
     chunks, rows, size, key_dim = k.shape
@@ -428,8 +426,12 @@ def chunk_kda(
         return triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
         )
-    # 16-bit inputs: TF32 products in the scan are as precise as the inputs
-    scan_precision = None if route is None else ("tf32" if _half_precision(q, k, v) else "tf32x3")
+    # Training on the Triton path. 16-bit inputs: TF32 products (as precise as the inputs) and the
+    # Triton backward of the chunk-local terms. float32 inputs: TF32x3 products in the scan and autograd
+    # of the chunk-local terms; the Triton kernel's float32 gradients missed the 1e-4 bar on the H200
+    # with the Kimi gate (the likely cause is fixed, not yet confirmed on a GPU: kdalib/ops/triton/NOTES.md).
+    half = _half_precision(q, k, v)
+    scan_precision = None if route is None else ("tf32" if half else "tf32x3")
     output_dtype = v.dtype
     # the scale is applied once, to the output (chunk_kda_core), not to every query
     q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)
@@ -445,7 +447,9 @@ def chunk_kda(
 
     tracked = needs_grad(*rows, beta_rows, state)
     if tracked or scan_precision is not None:
-        output, final = chunk_kda_core(*rows, beta_rows, state, scale, scan_precision=scan_precision)
+        output, final = chunk_kda_core(
+            *rows, beta_rows, state, scale, scan_precision=scan_precision, triton_local_terms=half
+        )
         output = _from_chunk_rows(output, shapes.num_sequences)
     else:  # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
         output = q.new_empty(shapes.num_sequences, plan.padded_length, shapes.value_heads, shapes.value_dim)

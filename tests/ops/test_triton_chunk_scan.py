@@ -138,6 +138,16 @@ def test_scan_names_the_argument_that_does_not_fit(change, message):
         triton_chunk_scan(*(terms[name] for name in TERM_NAMES))
 
 
+def test_scan_names_a_tensor_on_another_device_and_a_key_dimension_past_its_limit():
+    terms = dict(zip(TERM_NAMES, _terms(1, 1, 16, 16, 16)))
+    elsewhere = dict(terms, state=torch.empty(terms["state"].shape, dtype=torch.float64, device="meta"))
+    with pytest.raises(ValueError, match="state: expected device .* like w, got meta"):
+        triton_chunk_scan(*(elsewhere[name] for name in TERM_NAMES))
+    wide = dict(zip(TERM_NAMES, _terms(1, 1, 16, 264, 16)))
+    with pytest.raises(ValueError, match="w: the scan supports K <= 256, got K = 264"):
+        triton_chunk_scan(*(wide[name] for name in TERM_NAMES))
+
+
 def test_scan_rejects_an_unknown_precision():
     with pytest.raises(ValueError, match="precision: expected one of ieee, tf32x3, tf32, got 'fp8'"):
         triton_chunk_scan(*_terms(1, 1, 16, 16, 16), precision="fp8")

@@ -36,6 +36,22 @@ from kdalib.ops.triton.tiles import _put, _tile
 
 
 @triton.jit
+def _scan_tiles(i_v, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr):
+    """Index vectors and masks of one scan program (value block ``i_v``): chunk rows, key and value
+    columns, the key mask, the ``[BK, BV]`` state mask, the ``[C, BK]`` and ``[C, BV]`` tile masks
+    and the causal ``[C, C]`` mask."""
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    cols_v = i_v * BV + tl.arange(0, BV)
+    mask_k, mask_v = cols_k < K, cols_v < V
+    state_mask = mask_k[:, None] & mask_v[None, :]
+    rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
+    causal = rows[:, None] >= rows[None, :]
+    return rows, cols_k, cols_v, mask_k, state_mask, rows_k, rows_v, causal
+
+
+@triton.jit
 def _scan_forward_kernel(
     w,
     u,
@@ -58,14 +74,7 @@ def _scan_forward_kernel(
     PRECISION: tl.constexpr,
 ):
     i_v, i_m = tl.program_id(0), tl.program_id(1)
-    rows = tl.arange(0, CHUNK)
-    cols_k = tl.arange(0, BK)
-    cols_v = i_v * BV + tl.arange(0, BV)
-    mask_k, mask_v = cols_k < K, cols_v < V
-    state_mask = mask_k[:, None] & mask_v[None, :]
-    rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
-    rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
-    causal = rows[:, None] >= rows[None, :]
+    rows, cols_k, cols_v, mask_k, state_mask, rows_k, rows_v, causal = _scan_tiles(i_v, K, V, BK, BV, CHUNK)
     state_base = i_m.to(tl.int64) * K * V
     state = _tile(h0, state_base, cols_k, cols_v, V, state_mask)  # [BK, BV]; rows past K are zeros
     for c in range(0, NC):
@@ -107,14 +116,7 @@ def _scan_backward_kernel(
 ):
     # The sequential part only: dS' of each chunk (stored) and dV_new; everything else is per chunk.
     i_v, i_m = tl.program_id(0), tl.program_id(1)
-    rows = tl.arange(0, CHUNK)
-    cols_k = tl.arange(0, BK)
-    cols_v = i_v * BV + tl.arange(0, BV)
-    mask_k, mask_v = cols_k < K, cols_v < V
-    state_mask = mask_k[:, None] & mask_v[None, :]
-    rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
-    rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
-    causal = rows[:, None] >= rows[None, :]
+    rows, cols_k, cols_v, mask_k, state_mask, rows_k, rows_v, causal = _scan_tiles(i_v, K, V, BK, BV, CHUNK)
     state_base = i_m.to(tl.int64) * K * V
     d_state = _tile(dht, state_base, cols_k, cols_v, V, state_mask)  # dS' of the last chunk
     for step in range(0, NC):

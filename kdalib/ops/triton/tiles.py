@@ -6,10 +6,23 @@ import triton.language as tl
 
 
 @triton.jit
+def _tile(ptr, base, rows, cols, row_stride, mask):
+    """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
+    (zeros where the ``[len(rows), len(cols)]`` mask is false)."""
+    return tl.load(ptr + (base + rows[:, None] * row_stride + cols[None, :]), mask=mask, other=0.0)
+
+
+@triton.jit
+def _put(ptr, base, rows, cols, row_stride, mask, tile):
+    tl.store(ptr + (base + rows[:, None] * row_stride + cols[None, :]), tile.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _load_rows(ptr, rows, row_mask, stride, cols, col_mask):
-    """``[len(rows), len(cols)]`` float32 tile: row r at ``ptr + rows[r] * stride + cols``."""
-    offsets = rows.to(tl.int64)[:, None] * stride + cols[None, :]
-    return tl.load(ptr + offsets, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+    """``[len(rows), len(cols)]`` float32 tile: row r at ``ptr + rows[r] * stride + cols`` (rows of a
+    whole sequence, so their offsets are int64)."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    return _tile(ptr, 0, rows.to(tl.int64), cols, stride, mask).to(tl.float32)
 
 
 @triton.jit
@@ -34,8 +47,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 @triton.jit
 def _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask):
-    offsets = rows.to(tl.int64)[:, None] * stride + cols[None, :]
-    tl.store(ptr + offsets, tile.to(ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+    _put(ptr, 0, rows.to(tl.int64), cols, stride, row_mask[:, None] & col_mask[None, :], tile)
 
 
 @triton.jit
@@ -61,15 +73,3 @@ def _inverse_row_norms(
         tile = _load_rows(x, rows, row_mask, stride, cols, cols < K)
         total += tl.sum(tile * tile, axis=1)
     return 1.0 / tl.sqrt(total + 1e-6)
-
-
-@triton.jit
-def _tile(ptr, base, rows, cols, row_stride, mask):
-    """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
-    (zeros where the ``[len(rows), len(cols)]`` mask is false)."""
-    return tl.load(ptr + base + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0)
-
-
-@triton.jit
-def _put(ptr, base, rows, cols, row_stride, mask, tile):
-    tl.store(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
