@@ -37,7 +37,9 @@ from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
 from kdalib.ops._validate import validate_kda_inputs
 from kdalib.ops.triton import (
     MAX_KEY_DIM,
+    TRITON_LOCAL_CHUNK,
     chunk_local_terms_backward,
+    chunk_local_terms_forward,
     triton_chunk_kda,
     triton_chunk_scan,
     triton_unavailable_reason,
@@ -177,14 +179,18 @@ def _chunk_local_terms_and_factors(q, k, v, g, beta):
     return (w, u, keys_out, decay_last, q * decay_in, scores_qk), inverse, scores_kk
 
 
-class _LocalTermsTritonBackward(torch.autograd.Function):
-    """:func:`chunk_local_terms` (computed as above, without autograd's saved intermediates) with
+class _LocalTermsTriton(torch.autograd.Function):
+    """:func:`chunk_local_terms` in Triton (:func:`kdalib.ops.triton.chunk_local_terms_forward`, for
+    chunks of 64; other sizes compute them as above, without autograd's saved intermediates), with
     its backward as one Triton kernel (:func:`kdalib.ops.triton.chunk_local_terms_backward`)."""
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, precision):
         inputs = [x.contiguous() for x in (q, k, v, g, beta)]
-        terms, inverse, scores_kk = _chunk_local_terms_and_factors(*inputs)
+        if k.shape[-2] == TRITON_LOCAL_CHUNK:
+            terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, precision)
+        else:
+            terms, inverse, scores_kk = _chunk_local_terms_and_factors(*inputs)
         ctx.save_for_backward(*inputs, inverse, scores_kk)
         ctx.precision = precision
         return tuple(t.contiguous() for t in terms)
@@ -282,7 +288,7 @@ def chunk_kda_core(
     """
     if scan_precision is not None:
         if triton_local_terms:
-            terms = _LocalTermsTritonBackward.apply(q, k, v, g, beta, scan_precision)
+            terms = _LocalTermsTriton.apply(q, k, v, g, beta, scan_precision)
         else:
             terms = chunk_local_terms(q, k, v, g, beta)
         return triton_chunk_scan(*terms, state, scale, precision=scan_precision)

@@ -2,7 +2,8 @@
 
 * :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
 * :func:`triton_chunk_scan`: the chunk form's recurrence across chunks with its backward (training).
-* :func:`chunk_local_terms_backward`: the backward of the chunk form's chunk-local terms (training).
+* :func:`chunk_local_terms_forward` / :func:`chunk_local_terms_backward`: the chunk form's
+  chunk-local terms and their backward (training).
 * :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
 
 Importing this package never fails: ``HAS_TRITON`` says whether the kernels can run, and
@@ -39,6 +40,8 @@ def triton_unavailable_reason(*tensors: torch.Tensor | None) -> str | None:
 
 if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
+    from kdalib.ops.triton.chunk_local import CHUNK as TRITON_LOCAL_CHUNK
+    from kdalib.ops.triton.chunk_local import chunk_local_terms_forward
     from kdalib.ops.triton.chunk_local_grad import chunk_local_terms_backward
     from kdalib.ops.triton.chunk_scan import triton_chunk_scan
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
@@ -46,6 +49,11 @@ else:
 
     def triton_chunk_kda(*args, **kwargs):
         raise RuntimeError("triton_chunk_kda needs the `triton` package, which is not installed")
+
+    TRITON_LOCAL_CHUNK = 64
+
+    def chunk_local_terms_forward(*args, **kwargs):
+        raise RuntimeError("chunk_local_terms_forward needs the `triton` package, which is not installed")
 
     def chunk_local_terms_backward(*args, **kwargs):
         raise RuntimeError("chunk_local_terms_backward needs the `triton` package, which is not installed")
@@ -61,7 +69,9 @@ __all__ = [
     "HAS_TRITON",
     "MAX_KEY_DIM",
     "interpreting",
+    "TRITON_LOCAL_CHUNK",
     "chunk_local_terms_backward",
+    "chunk_local_terms_forward",
     "triton_chunk_kda",
     "triton_chunk_scan",
     "triton_fused_recurrent_kda",

@@ -19,9 +19,10 @@ kernel returns those of q, k, v, g and β::
 and the scores' gradients reach q and k through the same decayed products as the scores. Every
 exponent is a difference ``G_r - G_c`` with ``r >= c`` (never positive): the chunk is cut into
 16-row blocks, a block pair ``(i, j < i)`` goes through the first row ``r0`` of block ``i``
-(``exp(G_r - G_r0)`` and ``exp(G_r0 - G_c)``, both at most 1) as one matrix product, and the
-diagonal blocks are summed column by column with the exponent masked to -inf above the diagonal,
-so the strongest gates underflow to exact zeros. A log-decay gradient is the sum of ``x ⊙ dx``
+(``exp(G_r - G_r0)`` and ``exp(G_r0 - G_c)``, both at most 1) as one matrix product. A diagonal
+block is one product too while its own decay (its span) is at most ``DOT_SPAN`` (column factors
+up to ``exp(span)``); past that it is summed column by column with the exponent masked to -inf
+above the diagonal, so the strongest gates underflow to exact zeros. A log-decay gradient is the sum of ``x ⊙ dx``
 over the factors where ``G`` enters with a plus sign, minus those where it enters with a minus
 sign; ``dg`` is its reverse cumulative sum over the chunk plus the gradient of ``G_L``. Terms
 whose two signs would cancel exactly (the undecayed diagonal of the scores, the last rows of
@@ -35,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.tiles import _put, _row, _tile
 
 
@@ -42,6 +44,151 @@ from kdalib.ops.triton.tiles import _put, _row, _tile
 def _vector(ptr, base, row, stride, cols, mask):
     """Row ``row`` of a matrix with row stride ``stride`` at ``ptr + base``, as a vector."""
     return tl.load(ptr + base + row * stride + cols, mask=mask, other=0.0)
+
+
+@triton.jit
+def _block_span(g_sum, base, block, K, cols, mask, SUB: tl.constexpr):
+    """The largest decay across 16-row block ``block`` (any channel): ``max(G_first - G_last)`` >= 0;
+    NaN when a gate is NaN (then the exact path runs and carries it)."""
+    first = _vector(g_sum, base, block * SUB, K, cols, mask)
+    last = _vector(g_sum, base, block * SUB + SUB - 1, K, cols, mask)
+    return tl.max(first - last, axis=0)
+
+
+@triton.jit
+def _scores_grad_rows(
+    q,
+    k,
+    g_sum,
+    dscores,
+    d_kk,
+    dq,
+    dk,
+    dg,
+    base_k,
+    base_s,
+    cols_k,
+    mask_k,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """The scores' gradients reaching row r of each 16-row block (q_r and k_r), added to dq, dk and dg."""
+    sub = tl.arange(0, SUB)
+    tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
+    for i in tl.static_range(CHUNK // SUB):
+        rows_i = i * SUB + sub
+        g_i = _tile(g_sum, base_k, rows_i, cols_k, K, tile_sub)
+        g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
+        acc_q = tl.zeros([SUB, BK], dtype=g_i.dtype)
+        acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
+        for j in tl.static_range(i):
+            rows_j = j * SUB + sub
+            k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+            k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
+            block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
+            acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
+            acc_k += tl.dot(tl.load(d_kk + block), k_j, input_precision=PRECISION)
+        row_decay = tl.exp(g_i - g_ref[None, :])
+        if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
+            # the diagonal block below its diagonal as one product: column factors <= exp(span)
+            k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_ref[None, :] - g_i)
+            block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
+            below = sub[:, None] > sub[None, :]
+            acc_q += tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
+            acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION)
+            acc_q *= row_decay
+            acc_k *= row_decay
+        else:
+            acc_q *= row_decay
+            acc_k *= row_decay
+            for c in range(SUB):  # the diagonal block below its diagonal, exactly
+                col = i * SUB + c
+                k_c = _vector(k, base_k, col, K, cols_k, mask_k)
+                g_c = _vector(g_sum, base_k, col, K, cols_k, mask_k)
+                decay = tl.exp(tl.where((sub > c)[:, None], g_i - g_c[None, :], float("-inf")))
+                a_q = tl.load(dscores + base_s + rows_i * CHUNK + col)
+                a_k = tl.load(d_kk + base_s + rows_i * CHUNK + col)
+                acc_q += a_q[:, None] * k_c[None, :] * decay
+                acc_k += a_k[:, None] * k_c[None, :] * decay
+        q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
+        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
+        # the diagonal q_r . k_r has no decay: it reaches q, not g
+        d_q_i = acc_q + tl.load(dscores + base_s + rows_i * (CHUNK + 1))[:, None] * k_i
+        _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
+        _put(dk, base_k, rows_i, cols_k, K, tile_sub, _tile(dk, base_k, rows_i, cols_k, K, tile_sub) + acc_k)
+        d_g_i = _tile(dg, base_k, rows_i, cols_k, K, tile_sub) + q_i * acc_q + k_i * acc_k
+        _put(dg, base_k, rows_i, cols_k, K, tile_sub, d_g_i)
+
+
+@triton.jit
+def _scores_grad_columns(
+    q,
+    k,
+    g_sum,
+    dscores,
+    d_kk,
+    dq,
+    dk,
+    dg,
+    base_k,
+    base_s,
+    cols_k,
+    mask_k,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """The scores' gradients reaching column c of each 16-row block (k_c), added to dk and dg."""
+    sub = tl.arange(0, SUB)
+    tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
+    for j in tl.static_range(CHUNK // SUB):
+        rows_j = j * SUB + sub
+        g_j = _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub)
+        acc = tl.zeros([SUB, BK], dtype=g_j.dtype)
+        for i in tl.static_range(j + 1, CHUNK // SUB):
+            rows_i = i * SUB + sub
+            g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
+            row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
+            q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub) * row_decay
+            k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * row_decay
+            block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
+            part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
+            part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
+            acc += part * tl.exp(g_ref[None, :] - g_j)
+        if _block_span(g_sum, base_k, j, K, cols_k, mask_k, SUB) <= DOT_SPAN:
+            # the diagonal block as one product: row factors <= 1, column factors <= exp(span)
+            g_ref = _vector(g_sum, base_k, j * SUB, K, cols_k, mask_k)
+            row_decay = tl.exp(g_j - g_ref[None, :])
+            block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
+            below = sub[:, None] > sub[None, :]
+            q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub) * row_decay
+            k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub) * row_decay
+            part = tl.dot(tl.trans(tl.load(dscores + block, mask=below, other=0.0)), q_j, input_precision=PRECISION)
+            part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
+            acc += part * tl.exp(g_ref[None, :] - g_j)
+        else:
+            for r in range(SUB):  # the diagonal block below its diagonal, exactly
+                row = j * SUB + r
+                q_r = _vector(q, base_k, row, K, cols_k, mask_k)
+                k_r = _vector(k, base_k, row, K, cols_k, mask_k)
+                g_r = _vector(g_sum, base_k, row, K, cols_k, mask_k)
+                decay = tl.exp(tl.where((sub < r)[:, None], g_r[None, :] - g_j, float("-inf")))
+                a_q = tl.load(dscores + base_s + row * CHUNK + rows_j)
+                a_k = tl.load(d_kk + base_s + row * CHUNK + rows_j)
+                acc += (a_q[:, None] * q_r[None, :] + a_k[:, None] * k_r[None, :]) * decay
+        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+        d_k_j = acc + tl.load(dscores + base_s + rows_j * (CHUNK + 1))[:, None] * _tile(
+            q, base_k, rows_j, cols_k, K, tile_sub
+        )
+        _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
+        _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
 
 
 @triton.jit
@@ -72,6 +219,7 @@ def _local_backward_kernel(
     BV: tl.constexpr,
     CHUNK: tl.constexpr,
     SUB: tl.constexpr,
+    DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     i_c = tl.program_id(0).to(tl.int64)  # chunk-major index over (chunk, row)
@@ -129,74 +277,14 @@ def _local_backward_kernel(
     _put(dg, base_k, rows, cols_k, K, tile_k, d_g)
     tl.debug_barrier()
 
-    # ---- the scores' gradients, 16-row blocks; first the row side (q_r and k_r of row r)
-    sub = tl.arange(0, SUB)
-    tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
-    for i in tl.static_range(CHUNK // SUB):
-        rows_i = i * SUB + sub
-        g_i = _tile(g_sum, base_k, rows_i, cols_k, K, tile_sub)
-        g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
-        acc_q = tl.zeros([SUB, BK], dtype=g_i.dtype)
-        acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
-        for j in tl.static_range(i):
-            rows_j = j * SUB + sub
-            k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
-            k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
-            block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
-            acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
-            acc_k += tl.dot(tl.load(d_kk + block), k_j, input_precision=PRECISION)
-        row_decay = tl.exp(g_i - g_ref[None, :])
-        acc_q *= row_decay
-        acc_k *= row_decay
-        for c in range(SUB):  # the diagonal block below its diagonal, exactly
-            col = i * SUB + c
-            k_c = _vector(k, base_k, col, K, cols_k, mask_k)
-            g_c = _vector(g_sum, base_k, col, K, cols_k, mask_k)
-            decay = tl.exp(tl.where((sub > c)[:, None], g_i - g_c[None, :], float("-inf")))
-            a_q = tl.load(dscores + base_s + rows_i * CHUNK + col)
-            a_k = tl.load(d_kk + base_s + rows_i * CHUNK + col)
-            acc_q += a_q[:, None] * k_c[None, :] * decay
-            acc_k += a_k[:, None] * k_c[None, :] * decay
-        q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
-        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
-        # the diagonal q_r . k_r has no decay: it reaches q, not g
-        d_q_i = acc_q + tl.load(dscores + base_s + rows_i * (CHUNK + 1))[:, None] * k_i
-        _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
-        _put(dk, base_k, rows_i, cols_k, K, tile_sub, _tile(dk, base_k, rows_i, cols_k, K, tile_sub) + acc_k)
-        d_g_i = _tile(dg, base_k, rows_i, cols_k, K, tile_sub) + q_i * acc_q + k_i * acc_k
-        _put(dg, base_k, rows_i, cols_k, K, tile_sub, d_g_i)
+    # ---- the scores' gradients, 16-row blocks: first the row side, then the column side
+    _scores_grad_rows(
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, base_s, cols_k, mask_k, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
+    )
     tl.debug_barrier()
-
-    # ---- then the column side (k_c of column c)
-    for j in tl.static_range(CHUNK // SUB):
-        rows_j = j * SUB + sub
-        g_j = _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub)
-        acc = tl.zeros([SUB, BK], dtype=g_j.dtype)
-        for i in tl.static_range(j + 1, CHUNK // SUB):
-            rows_i = i * SUB + sub
-            g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
-            row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
-            q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub) * row_decay
-            k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * row_decay
-            block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
-            part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
-            part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
-            acc += part * tl.exp(g_ref[None, :] - g_j)
-        for r in range(SUB):  # the diagonal block below its diagonal, exactly
-            row = j * SUB + r
-            q_r = _vector(q, base_k, row, K, cols_k, mask_k)
-            k_r = _vector(k, base_k, row, K, cols_k, mask_k)
-            g_r = _vector(g_sum, base_k, row, K, cols_k, mask_k)
-            decay = tl.exp(tl.where((sub < r)[:, None], g_r[None, :] - g_j, float("-inf")))
-            a_q = tl.load(dscores + base_s + row * CHUNK + rows_j)
-            a_k = tl.load(d_kk + base_s + row * CHUNK + rows_j)
-            acc += (a_q[:, None] * q_r[None, :] + a_k[:, None] * k_r[None, :]) * decay
-        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
-        d_k_j = acc + tl.load(dscores + base_s + rows_j * (CHUNK + 1))[:, None] * _tile(
-            q, base_k, rows_j, cols_k, K, tile_sub
-        )
-        _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
-        _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
+    _scores_grad_columns(
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, base_s, cols_k, mask_k, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
+    )
     tl.debug_barrier()
 
     # ---- G is the cumulative sum of g, and G_L the sum over the whole chunk
@@ -253,6 +341,7 @@ def chunk_local_terms_backward(q, k, v, g, beta, inverse, scores_kk, grads, prec
         BV=max(16, triton.next_power_of_2(value_dim)),
         CHUNK=size,
         SUB=min(16, size),
+        DOT_SPAN=DOT_SPAN,
         PRECISION=precision,
         num_warps=8,
         num_stages=1,

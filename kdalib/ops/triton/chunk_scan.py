@@ -17,11 +17,12 @@ columns) and differentiates it with a second program that walks the chunks backw
     dΓ_L   = Σ_v S ⊙ dS'  (gradient of the decay factor exp(Γ_L))
     dS     = Q_inᵀ dO_s + exp(Γ_L) ⊙ dS' - Wᵀ dV_new
 
-The forward stores each chunk's entering state, so the backward needs no second scan to
-recompute them. Value-column blocks are independent in the state (each block of S's columns
-only meets the same columns of U and dO); the gradients that sum over value columns (dW,
-dQ_in, dK_out, dA, dΓ_L) are added atomically by the blocks (so their float32 sums may differ
-in the last bit from run to run).
+The forward stores each chunk's entering state ``S``; the reverse scan keeps only what is
+sequential (``dS`` and ``dV_new``) and stores each chunk's ``dS'``. Value-column blocks are
+independent in both scans (each block of S's columns only meets the same columns of U and dO).
+The gradients that sum over value columns (dW, dQ_in, dK_out, dA, dΓ_L) then come from a
+chunk-parallel kernel that walks all value columns of one chunk, so no two programs add into
+the same gradient.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.runtime import interpreting
-from kdalib.ops.triton.tiles import _add, _put, _tile
+from kdalib.ops.triton.tiles import _put, _tile
 
 
 @triton.jit
@@ -94,20 +95,14 @@ def _scan_forward_kernel(
 @triton.jit
 def _scan_backward_kernel(
     w,
-    u,
     keys_out,
     decay_last,
     query_in,
     scores,
-    states,
     do,
     dht,
-    dw,
     du,
-    dkeys_out,
-    ddecay_last,
-    dquery_in,
-    dscores,
+    d_states,
     dh0,
     scale,
     NC,
@@ -119,15 +114,14 @@ def _scan_backward_kernel(
     CHUNK: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    # The sequential part only: dS' of each chunk (stored) and dV_new; everything else is per chunk.
     i_v, i_m = tl.program_id(0), tl.program_id(1)
     rows, cols_k, cols_v, mask_k, state_mask, rows_k, rows_v, causal = _scan_tiles(i_v, K, V, BK, BV, CHUNK)
     state_base = i_m.to(tl.int64) * K * V
     d_state = _tile(dht, state_base, cols_k, cols_v, V, state_mask)  # dS' of the last chunk
     for step in range(0, NC):
         chunk = (NC - 1 - step) * M + i_m.to(tl.int64)
-        state = _tile(states, chunk * K * V, cols_k, cols_v, V, state_mask)
-        w_c = _tile(w, chunk * CHUNK * K, rows, cols_k, K, rows_k)
-        v_new = _tile(u, chunk * CHUNK * V, rows, cols_v, V, rows_v) - tl.dot(w_c, state, input_precision=PRECISION)
+        _put(d_states, chunk * K * V, cols_k, cols_v, V, state_mask, d_state)
         d_out = _tile(do, chunk * CHUNK * V, rows, cols_v, V, rows_v) * scale
         a_c = tl.load(scores + chunk * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
         k_c = _tile(keys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k)
@@ -135,17 +129,8 @@ def _scan_backward_kernel(
             k_c, d_state, input_precision=PRECISION
         )
         _put(du, chunk * CHUNK * V, rows, cols_v, V, rows_v, d_v_new)
-
-        state_t = tl.trans(state)
-        _add(dquery_in, chunk * CHUNK * K, rows, cols_k, K, rows_k, tl.dot(d_out, state_t, input_precision=PRECISION))
-        _add(dw, chunk * CHUNK * K, rows, cols_k, K, rows_k, -tl.dot(d_v_new, state_t, input_precision=PRECISION))
-        d_keys = tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
-        _add(dkeys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_keys)
-        d_scores = tl.where(causal, tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION), 0.0)
-        tl.atomic_add(dscores + chunk * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], d_scores, mask=causal)
-        tl.atomic_add(ddecay_last + chunk * K + cols_k, tl.sum(state * d_state, axis=1), mask=mask_k)
-
         q_c = _tile(query_in, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+        w_c = _tile(w, chunk * CHUNK * K, rows, cols_k, K, rows_k)
         decay = tl.load(decay_last + chunk * K + cols_k, mask=mask_k, other=0.0)
         d_state = (
             d_state * decay[:, None]
@@ -153,6 +138,63 @@ def _scan_backward_kernel(
             - tl.dot(tl.trans(w_c), d_v_new, input_precision=PRECISION)
         )
     _put(dh0, state_base, cols_k, cols_v, V, state_mask, d_state)
+
+
+@triton.jit
+def _chunk_grads_kernel(
+    w,
+    u,
+    states,
+    d_states,
+    do,
+    du,
+    dw,
+    dkeys_out,
+    ddecay_last,
+    dquery_in,
+    dscores,
+    scale,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    # One program per chunk (and row), all value columns: the gradients that sum over them.
+    chunk = tl.program_id(0).to(tl.int64)
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    mask_k = cols_k < K
+    rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    causal = rows[:, None] >= rows[None, :]
+    w_c = _tile(w, chunk * CHUNK * K, rows, cols_k, K, rows_k)
+    d_query_in = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_keys_out = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_scores = tl.zeros([CHUNK, CHUNK], dtype=w_c.dtype)
+    d_decay = tl.zeros([BK], dtype=w_c.dtype)
+    for v0 in range(0, V, BV):
+        cols_v = v0 + tl.arange(0, BV)
+        mask_v = cols_v < V
+        state_mask = mask_k[:, None] & mask_v[None, :]
+        rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
+        state = _tile(states, chunk * K * V, cols_k, cols_v, V, state_mask)
+        d_state = _tile(d_states, chunk * K * V, cols_k, cols_v, V, state_mask)
+        d_out = _tile(do, chunk * CHUNK * V, rows, cols_v, V, rows_v) * scale
+        d_v_new = _tile(du, chunk * CHUNK * V, rows, cols_v, V, rows_v)
+        v_new = _tile(u, chunk * CHUNK * V, rows, cols_v, V, rows_v) - tl.dot(w_c, state, input_precision=PRECISION)
+        state_t = tl.trans(state)
+        d_query_in += tl.dot(d_out, state_t, input_precision=PRECISION)
+        d_w -= tl.dot(d_v_new, state_t, input_precision=PRECISION)
+        d_keys_out += tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
+        d_scores += tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION)
+        d_decay += tl.sum(state * d_state, axis=1)
+    _put(dquery_in, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_query_in)
+    _put(dw, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_w)
+    _put(dkeys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_keys_out)
+    tl.store(dscores + chunk * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], tl.where(causal, d_scores, 0.0))
+    tl.store(ddecay_last + chunk * K + cols_k, d_decay, mask=mask_k)
 
 
 def _blocks(key_dim: int, value_dim: int) -> tuple[int, int]:
@@ -231,29 +273,45 @@ class _ChunkScan(torch.autograd.Function):
         d_final = u.new_zeros(shape) if d_final is None else d_final.contiguous()
         d_u = torch.empty_like(u)
         d_state = u.new_empty(shape)
-        # the gradients that sum over value columns: every value block adds its part
-        d_w, d_keys_out, d_query_in = (torch.zeros_like(w) for _ in range(3))
-        d_scores, d_decay = torch.zeros_like(scores), torch.zeros_like(decay_last)
+        d_states = torch.empty_like(states)
         _scan_backward_kernel[(blocks_v, rows)](
             w,
-            u,
             keys_out,
             decay_last,
             query_in,
             scores,
-            states,
             d_out,
             d_final,
-            d_w,
             d_u,
-            d_keys_out,
-            d_decay,
-            d_query_in,
-            d_scores,
+            d_states,
             d_state,
             ctx.scale,
             chunks,
             rows,
+            K=key_dim,
+            V=value_dim,
+            BK=block_k,
+            BV=block_v,
+            CHUNK=size,
+            PRECISION=ctx.precision,
+            num_warps=4,
+            num_stages=1,
+        )
+        d_w, d_keys_out, d_query_in = (torch.empty_like(w) for _ in range(3))
+        d_scores, d_decay = torch.empty_like(scores), torch.empty_like(decay_last)
+        _chunk_grads_kernel[(chunks * rows,)](
+            w,
+            u,
+            states,
+            d_states,
+            d_out,
+            d_u,
+            d_w,
+            d_keys_out,
+            d_decay,
+            d_query_in,
+            d_scores,
+            ctx.scale,
             K=key_dim,
             V=value_dim,
             BK=block_k,

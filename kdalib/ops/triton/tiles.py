@@ -1,5 +1,5 @@
 """Tile helpers shared by the Triton chunk kernels: loads and stores of row tiles and blocks,
-row extraction, matrix products with a chosen input precision, atomic adds of tiles."""
+row extraction, matrix products with a chosen input precision."""
 
 import triton
 import triton.language as tl
@@ -73,9 +73,3 @@ def _inverse_row_norms(
         tile = _load_rows(x, rows, row_mask, stride, cols, cols < K)
         total += tl.sum(tile * tile, axis=1)
     return 1.0 / tl.sqrt(total + 1e-6)
-
-
-@triton.jit
-def _add(ptr, base, rows, cols, row_stride, mask, tile):
-    """Adds ``tile`` into memory atomically (value-column blocks add their parts of one gradient)."""
-    tl.atomic_add(ptr + base + rows[:, None] * row_stride + cols[None, :], tile.to(ptr.dtype.element_ty), mask=mask)
