@@ -280,8 +280,9 @@ def chunk_kda_core(
             are computed here, and the recurrence across chunks runs as the Triton scan with its
             backward (:func:`kdalib.ops.triton.triton_chunk_scan`) at this matrix-product precision;
             ``out`` is then not used.
-        triton_local_terms: on that path, differentiate the chunk-local terms with the Triton kernel
-            (:func:`kdalib.ops.triton.chunk_local_terms_backward`) at the same precision, not autograd.
+        triton_local_terms: on that path, compute the chunk-local terms with the Triton kernels at the
+            same precision (:func:`kdalib.ops.triton.chunk_local_terms_forward` for chunks of 64,
+            :func:`kdalib.ops.triton.chunk_local_terms_backward`), not with autograd.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
@@ -350,8 +351,10 @@ def triton_route(q, k, v, g, beta, initial_state, use_triton: bool | None) -> st
 
     * ``"forward"``: the chunked forward kernels (:func:`kdalib.ops.triton.triton_chunk_kda`), for
       calls that need no gradient.
-    * ``"scan"``: the chunk-local terms in PyTorch (autograd) and the recurrence across chunks as
-      the Triton scan with its Triton backward, for calls that need gradients.
+    * ``"scan"``: the recurrence across chunks as the Triton scan with its Triton backward, for
+      calls that need gradients; the chunk-local terms as Triton kernels both ways for 16-bit inputs
+      (:func:`kdalib.ops.triton.chunk_local_terms_forward` and ``_backward``), in PyTorch under
+      autograd for float32 ones.
 
     ``use_triton=None`` (automatic) takes the forward kernels for bfloat16/float16 CUDA inference
     and the scan for CUDA training in 16-bit or float32; float32 inference and everything in

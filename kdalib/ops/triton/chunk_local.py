@@ -25,7 +25,7 @@ import triton.language as tl
 
 from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.chunk_intra import _invert_chunk
-from kdalib.ops.triton.tiles import _put, _row, _tile
+from kdalib.ops.triton.tiles import _chunk_tiles, _put, _row, _tile
 
 CHUNK = 64  # the block inverse is written for four 16-row blocks
 SUB = 16
@@ -56,13 +56,7 @@ def _local_forward_kernel(
     DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_c = tl.program_id(0).to(tl.int64)  # chunk-major index over (chunk, row)
-    base_k, base_v, base_s = i_c * CHUNK * K, i_c * CHUNK * V, i_c * CHUNK * CHUNK
-    rows = tl.arange(0, CHUNK)
-    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
-    mask_k = cols_k < K
-    tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
-    tile_v = (rows < CHUNK)[:, None] & (cols_v < V)[None, :]
+    i_c, base_k, base_v, base_s, rows, cols_k, cols_v, mask_k, tile_k, tile_v = _chunk_tiles(K, V, BK, BV, CHUNK)
 
     # ---- the decayed operands and the chunk's decay
     gates = _tile(g, base_k, rows, cols_k, K, tile_k)

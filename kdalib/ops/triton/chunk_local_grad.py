@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.chunk import DOT_SPAN
-from kdalib.ops.triton.tiles import _put, _row, _tile
+from kdalib.ops.triton.tiles import _chunk_tiles, _put, _row, _tile
 
 
 @triton.jit
@@ -222,13 +222,7 @@ def _local_backward_kernel(
     DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_c = tl.program_id(0).to(tl.int64)  # chunk-major index over (chunk, row)
-    base_k, base_v, base_s = i_c * CHUNK * K, i_c * CHUNK * V, i_c * CHUNK * CHUNK
-    rows = tl.arange(0, CHUNK)
-    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
-    mask_k = cols_k < K
-    tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
-    tile_v = (rows < CHUNK)[:, None] & (cols_v < V)[None, :]
+    i_c, base_k, base_v, base_s, rows, cols_k, cols_v, mask_k, tile_k, tile_v = _chunk_tiles(K, V, BK, BV, CHUNK)
     square = base_s + rows[:, None] * CHUNK + rows[None, :]
     strict = rows[:, None] > rows[None, :]
 

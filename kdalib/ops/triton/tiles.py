@@ -18,6 +18,22 @@ def _put(ptr, base, rows, cols, row_stride, mask, tile):
 
 
 @triton.jit
+def _chunk_tiles(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr):
+    """Index setup of a program that owns one chunk of one row (program axis 0, chunk-major over
+    (chunk, row)): its index, its offsets into ``[.., C, K]``, ``[.., C, V]`` and ``[.., C, C]``
+    arrays, the chunk rows, the key and value columns, the key mask and the ``[C, BK]`` and
+    ``[C, BV]`` tile masks."""
+    i_c = tl.program_id(0).to(tl.int64)
+    base_k, base_v, base_s = i_c * CHUNK * K, i_c * CHUNK * V, i_c * CHUNK * CHUNK
+    rows = tl.arange(0, CHUNK)
+    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
+    mask_k = cols_k < K
+    tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    tile_v = (rows < CHUNK)[:, None] & (cols_v < V)[None, :]
+    return i_c, base_k, base_v, base_s, rows, cols_k, cols_v, mask_k, tile_k, tile_v
+
+
+@triton.jit
 def _load_rows(ptr, rows, row_mask, stride, cols, col_mask):
     """``[len(rows), len(cols)]`` float32 tile: row r at ``ptr + rows[r] * stride + cols`` (rows of a
     whole sequence, so their offsets are int64)."""
