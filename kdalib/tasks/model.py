@@ -50,6 +50,8 @@ DELTA_RULE_KINDS = ("deltanet", "gated_deltanet", "kda")
 PER_HEAD_DECAY_KINDS = ("gated_deltanet", "mamba2")
 """Kinds with one decay per head; ``kda`` has one per key channel, the rest none."""
 LINEAR_BETA = 1e-6
+OPERATOR_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtypes the operator may be given, by name (see :class:`RecallMixer`)."""
 CONV_SIZE = 4
 
 
@@ -79,15 +81,30 @@ class RecallMixer(nn.Module):
         kind: one of :data:`MIXER_KINDS`.
         use_triton: passed to :func:`~kdalib.ops.chunk_kda`: None picks the path by device and
             dtype, False keeps the PyTorch chunk form, True forces the Triton kernels.
+        operator_dtype: the dtype of q, k, v and beta as the operator receives them (its output
+            comes back in the model's dtype; the gate stays float32, as the operator's contract
+            has it); None passes them in the model's dtype. bfloat16 on a GPU takes the operator's
+            16-bit training kernels.
     """
 
-    def __init__(self, d_model: int, num_heads: int, head_dim: int, kind: str, use_triton: bool | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        head_dim: int,
+        kind: str,
+        use_triton: bool | None = None,
+        operator_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if kind not in MIXER_KINDS:
             raise ValueError(f"kind: expected one of {', '.join(MIXER_KINDS)}, got {kind!r}")
         if use_triton is not None and not isinstance(use_triton, bool):
             raise ValueError(f"use_triton: expected None, True or False, got {use_triton!r}")
-        self.kind, self.num_heads, self.head_dim, self.use_triton = kind, num_heads, head_dim, use_triton
+        if operator_dtype is not None and operator_dtype not in OPERATOR_DTYPES.values():
+            raise ValueError(f"operator_dtype: expected None or one of {list(OPERATOR_DTYPES)}, got {operator_dtype!r}")
+        self.kind, self.num_heads, self.head_dim = kind, num_heads, head_dim
+        self.use_triton, self.operator_dtype = use_triton, operator_dtype
         width = num_heads * head_dim
         self.qkv_proj = nn.Linear(d_model, 3 * width, bias=False)
         self.conv = nn.Conv1d(3 * width, 3 * width, CONV_SIZE, groups=3 * width, padding=CONV_SIZE - 1, bias=False)
@@ -151,8 +168,11 @@ class RecallMixer(nn.Module):
         """
         batch, tokens, _ = x.shape
         # Short sequences waste work in 64-token chunks; 32 is cheaper there and exact either way.
-        o, _ = chunk_kda(*self.operator_inputs(x), chunk_size=64 if tokens >= 256 else 32, use_triton=self.use_triton)
-        return self.o_proj(o.reshape(batch, tokens, -1))
+        q, k, v, g, beta = self.operator_inputs(x)
+        if self.operator_dtype is not None:
+            q, k, v, beta = (t.to(self.operator_dtype) for t in (q, k, v, beta))
+        o, _ = chunk_kda(q, k, v, g, beta, chunk_size=64 if tokens >= 256 else 32, use_triton=self.use_triton)
+        return self.o_proj(o.to(x.dtype).reshape(batch, tokens, -1))
 
 
 class Block(nn.Module):
@@ -190,6 +210,7 @@ class TinyRecallModel(nn.Module):
         num_heads: mixer heads.
         head_dim: mixer head dimension (K = V); defaults to ``d_model // num_heads``.
         use_triton: which KDA operator path the mixers take (see :class:`RecallMixer`).
+        operator_dtype: the dtype the mixers' operator works in (see :class:`RecallMixer`).
     """
 
     def __init__(
@@ -201,6 +222,7 @@ class TinyRecallModel(nn.Module):
         num_heads: int = 2,
         head_dim: int | None = None,
         use_triton: bool | None = None,
+        operator_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -217,7 +239,8 @@ class TinyRecallModel(nn.Module):
         # The read-out is tied to the embedding; unit-norm rows keep the initial logits O(1).
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         self.blocks = nn.ModuleList(
-            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind, use_triton)) for _ in range(num_layers)
+            Block(d_model, RecallMixer(d_model, num_heads, head_dim, kind, use_triton, operator_dtype))
+            for _ in range(num_layers)
         )
         self.final_norm = nn.RMSNorm(d_model)
 

@@ -11,8 +11,9 @@ the runs to Figure 4's two quantities.
 Choices the report does not state, made here and applied to every mechanism alike: the
 vocabularies, MQAR's layout (the report's table: pairs, separator, queries) with one pair
 per ``mqar_tokens_per_pair`` tokens, the stack's element count and push probability, the
-batch size, AdamW with warm-up and cosine decay, and accuracy measured on held-out
-sequences (fresh samples of the same distribution) rather than on the training batches.
+batch size, AdamW with warm-up and cosine decay, accuracy measured on held-out
+sequences (fresh samples of the same distribution) rather than on the training batches, and (at
+the ``full`` size) mixed precision: the operator in bfloat16, float32 weights and products in TF32.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ import statistics
 
 import torch
 
-from kdalib.tasks.model import MIXER_KINDS
+from kdalib.tasks.model import MIXER_KINDS, OPERATOR_DTYPES
 from kdalib.tasks.mqar import MQARSpec
 from kdalib.tasks.palindrome import PalindromeSpec
 from kdalib.tasks.stack import StackSpec
-from kdalib.tasks.train import TaskSpec, TrainConfig, TrainResult, seconds_per_step, train_recall_model
+from kdalib.tasks.train import (
+    MATMUL_PRECISIONS,
+    TaskSpec,
+    TrainConfig,
+    TrainResult,
+    seconds_per_step,
+    train_recall_model,
+)
 
 TASKS = ("palindrome", "mqar", "stack")
 REPORT_LENGTHS = (256, 512, 1024, 2048)
@@ -62,6 +70,8 @@ class GridProfile:
         stacks: independent stacks of the stack task (the report's 64 at full size; short
             sequences need fewer for their operations to revisit a stack).
         stack_elements: distinct elements of the stack task.
+        operator_dtype: the dtype the KDA operator works in (``TrainConfig.operator_dtype``).
+        matmul_precision: float32 matrix products (``TrainConfig.matmul_precision``).
     """
 
     tasks: tuple[str, ...]
@@ -85,6 +95,8 @@ class GridProfile:
     mqar_tokens_per_pair: int
     stacks: int
     stack_elements: int
+    operator_dtype: str | None = None
+    matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
         for name, allowed in (("tasks", TASKS), ("kinds", MIXER_KINDS)):
@@ -94,6 +106,14 @@ class GridProfile:
                 raise ValueError(f"GridProfile.{name}: expected a non-empty subset of {allowed}, got {values!r}")
         if self.curve_length not in self.lengths:
             raise ValueError(f"GridProfile.curve_length: {self.curve_length} is not one of the lengths {self.lengths}")
+        if self.operator_dtype is not None and self.operator_dtype not in OPERATOR_DTYPES:
+            raise ValueError(
+                f"GridProfile.operator_dtype: expected None or one of {list(OPERATOR_DTYPES)}, got {self.operator_dtype!r}"
+            )
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"GridProfile.matmul_precision: expected one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+            )
         if not self.learning_rates or not self.seeds:
             raise ValueError("GridProfile: learning_rates and seeds must not be empty")
         if self.budget_s is not None and not self.budget_s > 0:
@@ -124,6 +144,8 @@ class GridProfile:
             eval_batches=self.eval_batches,
             eval_every=max(1, steps // self.evaluations),
             cuda_graph=torch.device(device).type == "cuda",
+            operator_dtype=self.operator_dtype,
+            matmul_precision=self.matmul_precision,
         )
 
 
@@ -178,6 +200,8 @@ PROFILES = {
         mqar_tokens_per_pair=16,
         stacks=64,
         stack_elements=64,
+        operator_dtype="bfloat16",
+        matmul_precision="high",
     ),
 }
 
@@ -252,13 +276,22 @@ def plan_steps(profile: GridProfile, device: torch.device | str = "cpu", probe_s
     return int(min(profile.max_steps, max(profile.min_steps, steps)))
 
 
+_FLOAT32 = {"operator_dtype": None, "matmul_precision": "highest"}
 STEP_PATHS = {
-    "pytorch": {"use_triton": False, "cuda_graph": False},
-    "triton": {"use_triton": None, "cuda_graph": False},
-    "triton_graph": {"use_triton": None, "cuda_graph": True},
+    "pytorch": {"use_triton": False, "cuda_graph": False, **_FLOAT32},
+    "triton": {"use_triton": None, "cuda_graph": False, **_FLOAT32},
+    "triton_graph": {"use_triton": None, "cuda_graph": True, **_FLOAT32},
+    "triton_bf16_graph": {
+        "use_triton": None,
+        "cuda_graph": True,
+        "operator_dtype": "bfloat16",
+        "matmul_precision": "high",
+    },
 }
-"""How a training step can run: the PyTorch chunk form; the Triton training path; the Triton
-path with the forward and backward replayed as CUDA graphs (how :func:`run_grid` trains on CUDA)."""
+"""How a training step can run: in float32, the PyTorch chunk form, the Triton training path, and
+that path with the forward and backward replayed as CUDA graphs; and graphed with the operator in
+bfloat16 (its 16-bit Triton kernels) and the model's float32 products in TF32, which is how
+:func:`run_grid` trains on CUDA under the ``full`` profile."""
 
 
 def step_times(

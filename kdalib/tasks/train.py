@@ -9,14 +9,28 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from kdalib.tasks.model import MIXER_KINDS, TinyRecallModel
+from kdalib.tasks.model import MIXER_KINDS, OPERATOR_DTYPES, TinyRecallModel
 from kdalib.tasks.mqar import IGNORE_INDEX, recall_accuracy
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+@contextmanager
+def matmul_precision(precision: str):
+    """Runs the block with :func:`torch.set_float32_matmul_precision` at ``precision``, then restores it."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 class TaskSpec(Protocol):
@@ -54,6 +68,11 @@ class TrainConfig:
             (:func:`torch.cuda.make_graphed_callables`) and replay them at every step: the same
             kernels, without the host's cost of launching each one, which is most of a step for
             models this small. CUDA only; evaluation runs the model as it is.
+        operator_dtype: the dtype the mixers' KDA operator works in, by name (a key of
+            :data:`~kdalib.tasks.model.OPERATOR_DTYPES`); None: the model's float32.
+        matmul_precision: float32 matrix products during the run, as
+            :func:`torch.set_float32_matmul_precision` names them: ``"highest"`` (float32),
+            ``"high"`` (TF32 on a GPU's tensor cores) or ``"medium"``; restored afterwards.
     """
 
     steps: int = 200
@@ -68,6 +87,8 @@ class TrainConfig:
     head_dim: int | None = None
     use_triton: bool | None = None
     cuda_graph: bool = False
+    operator_dtype: str | None = None
+    matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "d_model", "num_layers", "num_heads", "eval_batches"):
@@ -82,6 +103,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.use_triton: expected None, True or False, got {self.use_triton!r}")
         if not isinstance(self.cuda_graph, bool):
             raise ValueError(f"TrainConfig.cuda_graph: expected True or False, got {self.cuda_graph!r}")
+        if self.operator_dtype is not None and self.operator_dtype not in OPERATOR_DTYPES:
+            raise ValueError(
+                f"TrainConfig.operator_dtype: expected None or one of {list(OPERATOR_DTYPES)}, got {self.operator_dtype!r}"
+            )
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.matmul_precision: expected one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+            )
 
 
 @dataclass
@@ -145,6 +174,7 @@ def _model_and_optimizer(
         config.num_heads,
         config.head_dim,
         use_triton=config.use_triton,
+        operator_dtype=None if config.operator_dtype is None else OPERATOR_DTYPES[config.operator_dtype],
     ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.cuda_graph:
@@ -183,24 +213,25 @@ def train_recall_model(
     Returns:
         The :class:`TrainResult`.
     """
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    model, optimizer = _model_and_optimizer(kind, spec, config, device)
-    train_data = torch.Generator(device=device).manual_seed(seed)
-    held_out_data = torch.Generator(device=device).manual_seed(10_000 + seed)
-    held_out = [spec.sample(config.batch_size, held_out_data, device) for _ in range(config.eval_batches)]
-    losses, curve = [], []
-    for step in range(config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, config)
-        losses.append(_training_step(model, optimizer, spec, config.batch_size, train_data, device))
-        done = step + 1
-        if config.eval_every and done % config.eval_every == 0 and done < config.steps:
-            curve.append((done, evaluate(model, held_out)))
-    accuracy = evaluate(model, held_out)
-    curve.append((config.steps, accuracy))
-    losses = torch.stack(losses).tolist()
-    return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr)
+    with matmul_precision(config.matmul_precision):
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        model, optimizer = _model_and_optimizer(kind, spec, config, device)
+        train_data = torch.Generator(device=device).manual_seed(seed)
+        held_out_data = torch.Generator(device=device).manual_seed(10_000 + seed)
+        held_out = [spec.sample(config.batch_size, held_out_data, device) for _ in range(config.eval_batches)]
+        losses, curve = [], []
+        for step in range(config.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(step, config)
+            losses.append(_training_step(model, optimizer, spec, config.batch_size, train_data, device))
+            done = step + 1
+            if config.eval_every and done % config.eval_every == 0 and done < config.steps:
+                curve.append((done, evaluate(model, held_out)))
+        accuracy = evaluate(model, held_out)
+        curve.append((config.steps, accuracy))
+        losses = torch.stack(losses).tolist()
+        return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr)
 
 
 def sweep(
@@ -277,18 +308,19 @@ def seconds_per_step(
     probe_steps: int = 5,
 ) -> float:
     """Wall time of one KDA training step (the most expensive kind) on ``spec``, after two warm-up steps,
-    as the training loop takes it (``config.use_triton``, ``config.cuda_graph``)."""
+    as the training loop takes it (operator path and dtype, CUDA graphs, matmul precision)."""
     if not isinstance(probe_steps, int) or probe_steps < 1:
         raise ValueError(f"probe_steps: expected a positive int, got {probe_steps!r}")
-    torch.manual_seed(0)
-    model, optimizer = _model_and_optimizer("kda", spec, config, device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    for _ in range(2):
-        _training_step(model, optimizer, spec, config.batch_size, generator, device)
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(probe_steps):
-        loss = _training_step(model, optimizer, spec, config.batch_size, generator, device)
-    loss.item()  # waits for the device
-    return (time.perf_counter() - start) / probe_steps
+    with matmul_precision(config.matmul_precision):
+        torch.manual_seed(0)
+        model, optimizer = _model_and_optimizer("kda", spec, config, device)
+        generator = torch.Generator(device=device).manual_seed(0)
+        for _ in range(2):
+            _training_step(model, optimizer, spec, config.batch_size, generator, device)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(probe_steps):
+            loss = _training_step(model, optimizer, spec, config.batch_size, generator, device)
+        loss.item()  # waits for the device
+        return (time.perf_counter() - start) / probe_steps

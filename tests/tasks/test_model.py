@@ -8,7 +8,7 @@ import torch
 from kdalib.ops import chunk_kda
 from kdalib.tasks.model import LINEAR_BETA, MIXER_KINDS, Block, RecallMixer, TinyRecallModel
 from kdalib.tasks.mqar import MQARSpec
-from kdalib.tasks.train import TrainConfig, steps_within_budget, sweep, train_recall_model
+from kdalib.tasks.train import TrainConfig, matmul_precision, steps_within_budget, sweep, train_recall_model
 
 
 @pytest.fixture
@@ -181,6 +181,38 @@ def test_training_options_are_checked():
         TinyRecallModel(11, "kda", use_triton="yes")
     with pytest.raises(ValueError, match="cuda_graph: CUDA graphs need a CUDA device"):
         train_recall_model("kda", MQARSpec(16, 2, 9), seed=0, config=TrainConfig(steps=1, cuda_graph=True))
+    with pytest.raises(ValueError, match="TrainConfig.operator_dtype"):
+        TrainConfig(operator_dtype="bf16")
+    with pytest.raises(ValueError, match="TrainConfig.matmul_precision"):
+        TrainConfig(matmul_precision="low")
+    with pytest.raises(ValueError, match="operator_dtype"):
+        TinyRecallModel(11, "kda", operator_dtype=torch.int32)
+
+
+def test_the_matmul_precision_holds_for_the_run_and_is_restored():
+    seen = []
+    with matmul_precision("high"):
+        seen.append(torch.get_float32_matmul_precision())
+    assert seen == ["high"] and torch.get_float32_matmul_precision() == "highest"
+    with pytest.raises(RuntimeError, match="inside"), matmul_precision("medium"):
+        raise RuntimeError("inside")
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+@pytest.mark.parametrize("kind", ["kda", "linear"])
+def test_a_bfloat16_operator_trains_like_the_float32_one(kind, one_thread):
+    """The operator's inputs cast to bfloat16 and its output cast back: the model stays float32 and
+    the losses follow the float32 run to bfloat16's precision (the linear kind's values, scaled by
+    1 / LINEAR_BETA, included)."""
+    spec = MQARSpec(32, 2, 9)
+    losses = {}
+    for dtype in (None, "bfloat16"):
+        config = TrainConfig(steps=5, batch_size=4, lr=1e-2, d_model=32, num_layers=1, operator_dtype=dtype)
+        losses[dtype] = train_recall_model(kind, spec, seed=0, config=config).losses
+    assert losses["bfloat16"] == pytest.approx(losses[None], rel=2e-2)
+    assert losses["bfloat16"] != losses[None]  # the operator did run in bfloat16
+    model = TinyRecallModel(9, kind, d_model=32, num_layers=1, operator_dtype=torch.bfloat16)
+    assert model(torch.zeros(2, 8, dtype=torch.long)).dtype == torch.float32
 
 
 def test_the_triton_training_path_trains_like_the_pytorch_form(one_thread):
@@ -199,14 +231,24 @@ def test_the_triton_training_path_trains_like_the_pytorch_form(one_thread):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("operator_dtype", [None, "bfloat16"], ids=["fp32", "bf16-operator"])
 @pytest.mark.parametrize("kind", ["kda", "linear"])
-def test_gpu_graphed_training_steps_match_eager_ones(kind):
+def test_gpu_graphed_training_steps_match_eager_ones(kind, operator_dtype):
     """Replaying the training forward and backward as CUDA graphs runs the same kernels as
     launching them one by one: the losses and the held-out accuracy of a short run agree."""
     spec = MQARSpec(256, 8, 65)
     runs = {}
     for graph in (False, True):
-        config = TrainConfig(steps=6, batch_size=8, lr=3e-3, d_model=64, num_heads=2, cuda_graph=graph)
+        config = TrainConfig(
+            steps=6,
+            batch_size=8,
+            lr=3e-3,
+            d_model=64,
+            num_heads=2,
+            cuda_graph=graph,
+            operator_dtype=operator_dtype,
+            matmul_precision="high",
+        )
         runs[graph] = train_recall_model(kind, spec, seed=0, config=config, device="cuda")
     assert runs[True].losses == pytest.approx(runs[False].losses, rel=1e-4)
     assert runs[True].accuracy == pytest.approx(runs[False].accuracy, abs=1e-3)

@@ -12,6 +12,7 @@ from kdalib.tasks.palindrome import PalindromeSpec
 from kdalib.tasks.report_grid import (
     PROFILES,
     REPORT_LEARNING_RATES,
+    STEP_PATHS,
     GridRun,
     accuracy_curves,
     cuts,
@@ -20,6 +21,7 @@ from kdalib.tasks.report_grid import (
     peak_accuracy,
     plan_steps,
     run_grid,
+    step_times,
     task_spec,
 )
 from kdalib.tasks.stack import StackSpec
@@ -82,11 +84,32 @@ def test_task_specs_follow_the_profile():
         ({"curve_length": 64}, "GridProfile.curve_length"),
         ({"budget_s": 0.0}, "GridProfile.budget_s"),
         ({"min_steps": 50}, "min_steps <= max_steps"),
+        ({"operator_dtype": "bf16"}, "GridProfile.operator_dtype"),
+        ({"matmul_precision": "tf32"}, "GridProfile.matmul_precision"),
     ],
 )
 def test_bad_profiles_are_named(changes, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(PROFILES["smoke"], **changes)
+
+
+def test_runs_take_the_profiles_precision_and_graph_only_on_cuda():
+    full = PROFILES["full"]
+    on_cpu, on_cuda = full.config(10, 1e-3, "cpu"), full.config(10, 1e-3, "cuda")
+    assert (on_cpu.operator_dtype, on_cpu.matmul_precision) == ("bfloat16", "high")
+    assert not on_cpu.cuda_graph and on_cuda.cuda_graph
+    assert STEP_PATHS["triton_bf16_graph"] == {
+        "use_triton": None,
+        "cuda_graph": True,
+        "operator_dtype": full.operator_dtype,
+        "matmul_precision": full.matmul_precision,
+    }  # the path step_times labels as the grid's is the one the full profile trains on
+
+
+def test_step_times_on_the_cpu_time_the_pytorch_form_at_every_length():
+    times = step_times(TINY, probe_steps=1)
+    assert sorted(times) == [("pytorch", length) for length in sorted(TINY.lengths)]
+    assert all(seconds > 0 for seconds in times.values())
 
 
 def test_plan_steps_fits_the_budget_within_bounds():
