@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import types
 import zipfile
@@ -356,12 +357,18 @@ def bytes_moved(problem: dict[str, torch.Tensor]) -> int:
 
 
 def run_suite(
-    suite: Suite, device: str, repeats: int, peer: Callable | None, log: Callable[[str], None] = print
+    suite: Suite,
+    device: str,
+    repeats: int,
+    peer: Callable | None,
+    log: Callable[[str], None] = print,
+    on_shape: Callable[[dict], None] | None = None,
 ) -> dict:
     """Times every (shape, method) of a suite; returns the JSON-ready result.
 
     On CUDA each row also gets its peak memory above the inputs, and the prefill rows the memory
-    floor (:func:`bytes_moved` at the copy bandwidth measured in the same run).
+    floor (:func:`bytes_moved` at the copy bandwidth measured in the same run). ``on_shape``, when
+    given, receives the result so far after each shape (a long run that is stopped keeps them).
     """
     rates: dict[str, float] = {}
     rows = []
@@ -402,10 +409,24 @@ def run_suite(
             rows.append(row)
             log(f"  {shape.label:<36} {method:<20} {seconds * 1e3:10.2f} ms")
         _annotate(rows, shape, outputs, rates[shape.dtype])
-    result = dict(matmul_flops_per_s=rates, rows=rows)
+        if on_shape is not None:
+            on_shape(_suite_result(rates, rows, bandwidth))
+    return _suite_result(rates, rows, bandwidth)
+
+
+def _suite_result(rates: dict, rows: list[dict], bandwidth: float | None) -> dict:
+    result = dict(matmul_flops_per_s=dict(rates), rows=list(rows))
     if bandwidth is not None:
         result["copy_bytes_per_s"] = bandwidth
     return result
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Writes ``result`` as JSON to ``path`` in one step (a temporary file renamed over it), so the
+    file is always either the previous complete write or the new one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def _peak_bytes(fn: Callable[[], object], device: str) -> int | None:
@@ -530,11 +551,16 @@ def cmd_bench(args) -> int:
                 return 2
             print(f"kdalib bench: peer unavailable, its rows are skipped: {error}", file=sys.stderr)
     print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}, {torch.get_num_threads()} CPU threads")
-    result = dict(provenance(device), suite=name, repeats=args.repeats, **run_suite(suite, device, args.repeats, peer))
+    out = Path(args.json or f"bench-{device}.json")
+    header = dict(provenance(device), suite=name, repeats=args.repeats)
+
+    def save_partial(partial: dict) -> None:  # rows so far, marked incomplete until the suite ends
+        write_result(out, dict(header, complete=False, **partial))
+
+    result = dict(header, complete=True, **run_suite(suite, device, args.repeats, peer, on_shape=save_partial))
     print(format_table(result))
     for line in check_targets(result):
         print(line)
-    out = Path(args.json or f"bench-{device}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     print(f"wrote {out}")
     return 0

@@ -111,6 +111,34 @@ def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
     assert "x floor" in printed and "B1-T40-H2-K16-V16-float32" in printed
 
 
+def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeypatch):
+    """The JSON is rewritten (in one step) after every shape and marked complete only at the end,
+    so a run stopped by a time limit leaves what it measured, never a half-written file."""
+    out = tmp_path / "bench.json"
+    suite = bench.SUITES["tiny"]
+    first = suite.shapes[0]
+    first_rows = sum(bench._applies(method, first) for method in suite.methods)
+    made = []
+    real_make_problem = bench.make_problem
+
+    def stop_at_the_second_shape(shape, device, seed=0):
+        made.append(shape)
+        if len(made) > 1:
+            raise KeyboardInterrupt  # what a time limit's signal does to the run
+        return real_make_problem(shape, device, seed)
+
+    monkeypatch.setattr(bench, "make_problem", stop_at_the_second_shape)
+    with pytest.raises(KeyboardInterrupt):
+        bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1))
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False and partial["suite"] == "tiny"
+    assert [row["label"] for row in partial["rows"]] == [first.label] * first_rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "tree"]  # no temporary left
+    monkeypatch.setattr(bench, "make_problem", real_make_problem)
+    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
+    assert json.loads(out.read_text())["complete"] is True
+
+
 def test_list_and_bad_arguments(capsys, tmp_path):
     assert bench.cmd_bench(_args(list=True)) == 0
     listed = capsys.readouterr().out
