@@ -363,12 +363,14 @@ def run_suite(
     peer: Callable | None,
     log: Callable[[str], None] = print,
     on_shape: Callable[[dict], None] | None = None,
+    breakdown: bool = False,
 ) -> dict:
     """Times every (shape, method) of a suite; returns the JSON-ready result.
 
     On CUDA each row also gets its peak memory above the inputs, and the prefill rows the memory
     floor (:func:`bytes_moved` at the copy bandwidth measured in the same run). ``on_shape``, when
     given, receives the result so far after each shape (a long run that is stopped keeps them).
+    ``breakdown``: also profile one call of every row (:func:`time_breakdown`).
     """
     rates: dict[str, float] = {}
     rows = []
@@ -403,6 +405,8 @@ def run_suite(
             )
             if peak is not None:
                 row["peak_extra_mb"] = peak / 2**20
+            if breakdown:
+                row["breakdown"] = time_breakdown(call, device)
             if bandwidth is not None and not (shape.decode or shape.train):
                 row["memory_floor_ms"] = bytes_moved(problem) / bandwidth * 1e3
                 row["x_memory_floor"] = row["ms"] / row["memory_floor_ms"]
@@ -427,6 +431,50 @@ def write_result(path: Path, result: dict) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(temporary, path)
+
+
+BREAKDOWN_TOP = 8
+
+
+def time_breakdown(call: Callable[[], object], device: str, top: int = BREAKDOWN_TOP) -> list[dict]:
+    """Where one call's time goes: its ``top`` most expensive GPU kernels (on CUDA) or CPU
+    operators (on the CPU), by their own time, under :mod:`torch.profiler`. It is one more call,
+    profiled: its times include the profiler's overhead, so read the shares, not the sum.
+
+    Returns:
+        ``[{"name", "ms", "calls", "share"}]``, most expensive first; ``share`` is the fraction of
+        the call's summed kernel (or operator) time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profile(activities=activities) as profiler:
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+    if cuda:  # kernels and copies run on the device alone: no host time of their own
+        own = {
+            e.key: (e.self_device_time_total, e.count) for e in profiler.key_averages() if e.self_cpu_time_total == 0
+        }
+    else:
+        own = {e.key: (e.self_cpu_time_total, e.count) for e in profiler.key_averages()}
+    total = sum(us for us, _ in own.values()) or 1.0
+    ranked = sorted(own.items(), key=lambda item: -item[1][0])[:top]
+    return [dict(name=name, ms=us / 1e3, calls=calls, share=us / total) for name, (us, calls) in ranked]
+
+
+def format_breakdowns(result: dict, width: int = 60) -> str:
+    """One block per row that has a breakdown: its most expensive kernels or operators."""
+    lines = []
+    for row in result["rows"]:
+        if not row.get("breakdown"):
+            continue
+        lines.append(f"{row['label']} {row['method']} ({row['ms']:.2f} ms):")
+        for part in row["breakdown"]:
+            name = part["name"] if len(part["name"]) <= width else part["name"][: width - 3] + "..."
+            lines.append(f"  {part['share']:6.1%} {part['ms']:9.3f} ms {part['calls']:5d}x  {name}")
+    return "\n".join(lines)
 
 
 def _peak_bytes(fn: Callable[[], object], device: str) -> int | None:
@@ -557,8 +605,15 @@ def cmd_bench(args) -> int:
     def save_partial(partial: dict) -> None:  # rows so far, marked incomplete until the suite ends
         write_result(out, dict(header, complete=False, **partial))
 
-    result = dict(header, complete=True, **run_suite(suite, device, args.repeats, peer, on_shape=save_partial))
+    breakdown = bool(getattr(args, "breakdown", False))
+    result = dict(
+        header,
+        complete=True,
+        **run_suite(suite, device, args.repeats, peer, on_shape=save_partial, breakdown=breakdown),
+    )
     print(format_table(result))
+    if breakdown:
+        print(format_breakdowns(result))
     for line in check_targets(result):
         print(line)
     write_result(out, result)

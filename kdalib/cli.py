@@ -153,6 +153,11 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="CPU intra-op threads for every method (default: torch's default)"
     )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also profile one call per row and record its most expensive kernels (CUDA) or operators (CPU)",
+    )
     p.set_defaults(handler=_run_bench)
 
 

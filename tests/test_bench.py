@@ -42,7 +42,9 @@ def peer_wheel(tmp_path: Path) -> Path:
 
 
 def _args(**overrides) -> argparse.Namespace:
-    values = dict(device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None, threads=None)
+    values = dict(
+        device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None, threads=None, breakdown=False
+    )
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -137,6 +139,24 @@ def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeyp
     monkeypatch.setattr(bench, "make_problem", real_make_problem)
     assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
     assert json.loads(out.read_text())["complete"] is True
+
+
+def test_the_breakdown_ranks_a_calls_operators_by_their_own_time():
+    a = torch.randn(384, 384)
+    parts = bench.time_breakdown(lambda: (a @ a @ a).relu_(), "cpu", top=3)
+    assert 1 <= len(parts) <= 3
+    assert parts[0]["name"] in ("aten::mm", "aten::matmul") and parts[0]["calls"] == 2
+    assert [p["ms"] for p in parts] == sorted((p["ms"] for p in parts), reverse=True)
+    assert 0 < sum(p["share"] for p in parts) <= 1 + 1e-9
+
+
+def test_breakdown_rows_are_recorded_and_printed(peer_tree, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1, breakdown=True)) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert all(row["breakdown"] and {"name", "ms", "calls", "share"} <= row["breakdown"][0].keys() for row in rows)
+    printed = capsys.readouterr().out
+    assert f"{rows[0]['label']} {rows[0]['method']} (" in printed
 
 
 def test_list_and_bad_arguments(capsys, tmp_path):
