@@ -54,8 +54,8 @@ COMPARISONS = {
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 # Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
 HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
-# Methods timed on training rows (forward and backward): kdalib's Triton path (the scan and its
-# backward under the PyTorch chunk-local terms), the PyTorch form alone, FLA, flash SDPA.
+# Methods timed on training rows (forward and backward): kdalib's Triton training path, the PyTorch
+# chunk form under autograd, FLA, flash SDPA.
 TRAIN_METHODS = ("triton", "chunk_pytorch", "fla", "sdpa_flash")
 
 
@@ -134,7 +134,7 @@ SUITES = {
         + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
         + _grid((2048, 8192, 32768), 32, 128, "float32")
         + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True))
-        + tuple(Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536))),
+        + TRAIN_SHAPES,
         (
             "triton",
             "chunk",
@@ -605,14 +605,13 @@ def cmd_bench(args) -> int:
     def save_partial(partial: dict) -> None:  # rows so far, marked incomplete until the suite ends
         write_result(out, dict(header, complete=False, **partial))
 
-    breakdown = bool(getattr(args, "breakdown", False))
     result = dict(
         header,
         complete=True,
-        **run_suite(suite, device, args.repeats, peer, on_shape=save_partial, breakdown=breakdown),
+        **run_suite(suite, device, args.repeats, peer, on_shape=save_partial, breakdown=args.breakdown),
     )
     print(format_table(result))
-    if breakdown:
+    if args.breakdown:
         print(format_breakdowns(result))
     for line in check_targets(result):
         print(line)

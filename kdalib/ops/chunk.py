@@ -365,19 +365,16 @@ def triton_route(q, k, v, g, beta, initial_state, use_triton: bool | None) -> st
     Raises:
         RuntimeError: ``use_triton=True`` and the kernels cannot run on these tensors.
     """
-    if use_triton is False:
+    if use_triton is False or (use_triton is None and not q.is_cuda):
         return None
-    training = needs_grad(q, k, v, g, beta, initial_state)
-    reason = triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state)
-    if use_triton:
-        if reason is not None:
+    reason = triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state)  # float64 included
+    if reason is not None:
+        if use_triton:
             raise RuntimeError(f"use_triton=True: {reason}")
-        return "scan" if training else "forward"
-    if reason is not None or not q.is_cuda:
         return None
-    if training:
-        return "scan" if all(t.dtype != torch.float64 for t in (q, k, v, g, beta)) else None
-    return "forward" if _half_precision(q, k, v) else None
+    if needs_grad(q, k, v, g, beta, initial_state):
+        return "scan"
+    return "forward" if use_triton or _half_precision(q, k, v) else None
 
 
 def chunk_kda(
@@ -430,9 +427,9 @@ def chunk_kda(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
         )
     # Training on the Triton path. 16-bit inputs: TF32 products (as precise as the inputs) and the
-    # Triton backward of the chunk-local terms. float32 inputs: TF32x3 products in the scan and autograd
-    # of the chunk-local terms; the Triton kernel's float32 gradients missed the 1e-4 bar on the H200
-    # with the Kimi gate (the likely cause is fixed, not yet confirmed on a GPU: kdalib/ops/triton/NOTES.md).
+    # chunk-local terms as Triton kernels. float32 inputs: TF32x3 products in the scan and autograd of
+    # the chunk-local terms, until the float32 GPU grid has run through those kernels
+    # (kdalib/ops/triton/NOTES.md, "Float32").
     half = _half_precision(q, k, v)
     scan_precision = None if route is None else ("tf32" if half else "tf32x3")
     output_dtype = v.dtype

@@ -24,15 +24,15 @@ import statistics
 
 import torch
 
-from kdalib.tasks.model import MIXER_KINDS, OPERATOR_DTYPES
+from kdalib.tasks.model import MIXER_KINDS
 from kdalib.tasks.mqar import MQARSpec
 from kdalib.tasks.palindrome import PalindromeSpec
 from kdalib.tasks.stack import StackSpec
 from kdalib.tasks.train import (
-    MATMUL_PRECISIONS,
     TaskSpec,
     TrainConfig,
     TrainResult,
+    check_precision,
     seconds_per_step,
     train_recall_model,
 )
@@ -106,14 +106,7 @@ class GridProfile:
                 raise ValueError(f"GridProfile.{name}: expected a non-empty subset of {allowed}, got {values!r}")
         if self.curve_length not in self.lengths:
             raise ValueError(f"GridProfile.curve_length: {self.curve_length} is not one of the lengths {self.lengths}")
-        if self.operator_dtype is not None and self.operator_dtype not in OPERATOR_DTYPES:
-            raise ValueError(
-                f"GridProfile.operator_dtype: expected None or one of {list(OPERATOR_DTYPES)}, got {self.operator_dtype!r}"
-            )
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"GridProfile.matmul_precision: expected one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
-            )
+        check_precision("GridProfile", self.operator_dtype, self.matmul_precision)
         if not self.learning_rates or not self.seeds:
             raise ValueError("GridProfile: learning_rates and seeds must not be empty")
         if self.budget_s is not None and not self.budget_s > 0:
@@ -251,6 +244,16 @@ def cuts(profile: GridProfile, steps: int) -> list[str]:
     return lines
 
 
+def _timed_spec(profile: GridProfile, length: int) -> TaskSpec:
+    """The problem whose steps are timed at ``length``: the profile's task with the largest vocabulary."""
+    return max((task_spec(task, length, profile) for task in profile.tasks), key=lambda spec: spec.vocab_size)
+
+
+def _timed_config(profile: GridProfile, device: torch.device | str) -> TrainConfig:
+    """The configuration whose steps are timed: the profile's runs at their largest learning rate."""
+    return profile.config(profile.max_steps, max(profile.learning_rates), device)
+
+
 def plan_steps(profile: GridProfile, device: torch.device | str = "cpu", probe_steps: int = 3) -> int:
     """Steps per run: ``profile.max_steps`` without a budget; otherwise what fits the budget.
 
@@ -262,16 +265,8 @@ def plan_steps(profile: GridProfile, device: torch.device | str = "cpu", probe_s
     if profile.budget_s is None:
         return profile.max_steps
     runs_per_length = profile.runs // len(profile.lengths)
-    config = profile.config(profile.max_steps, max(profile.learning_rates), device)
-    seconds = sum(
-        seconds_per_step(
-            max((task_spec(task, length, profile) for task in profile.tasks), key=lambda spec: spec.vocab_size),
-            config,
-            device,
-            probe_steps,
-        )
-        for length in profile.lengths
-    )
+    config = _timed_config(profile, device)
+    seconds = sum(seconds_per_step(_timed_spec(profile, n), config, device, probe_steps) for n in profile.lengths)
     steps = profile.budget_s / (runs_per_length * seconds)
     return int(min(profile.max_steps, max(profile.min_steps, steps)))
 
@@ -306,10 +301,10 @@ def step_times(
     """
     on_cuda = torch.device(device).type == "cuda"
     paths = list(STEP_PATHS) if on_cuda else ["pytorch"]
-    base = profile.config(profile.max_steps, max(profile.learning_rates), device)
+    base = _timed_config(profile, device)
     times = {}
     for length in profile.lengths:
-        spec = max((task_spec(task, length, profile) for task in profile.tasks), key=lambda spec: spec.vocab_size)
+        spec = _timed_spec(profile, length)
         for path in paths:
             config = dataclasses.replace(base, **STEP_PATHS[path])
             times[(path, length)] = seconds_per_step(spec, config, device, probe_steps)

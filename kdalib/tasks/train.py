@@ -22,6 +22,17 @@ from kdalib.tasks.mqar import IGNORE_INDEX, recall_accuracy
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
+def check_precision(owner: str, operator_dtype: str | None, matmul_precision: str) -> None:
+    """Raises ValueError, naming ``owner``'s field, unless ``operator_dtype`` is None or a key of
+    :data:`~kdalib.tasks.model.OPERATOR_DTYPES` and ``matmul_precision`` one of :data:`MATMUL_PRECISIONS`."""
+    if operator_dtype is not None and operator_dtype not in OPERATOR_DTYPES:
+        raise ValueError(
+            f"{owner}.operator_dtype: expected None or one of {list(OPERATOR_DTYPES)}, got {operator_dtype!r}"
+        )
+    if matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"{owner}.matmul_precision: expected one of {MATMUL_PRECISIONS}, got {matmul_precision!r}")
+
+
 @contextmanager
 def matmul_precision(precision: str):
     """Runs the block with :func:`torch.set_float32_matmul_precision` at ``precision``, then restores it."""
@@ -103,14 +114,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.use_triton: expected None, True or False, got {self.use_triton!r}")
         if not isinstance(self.cuda_graph, bool):
             raise ValueError(f"TrainConfig.cuda_graph: expected True or False, got {self.cuda_graph!r}")
-        if self.operator_dtype is not None and self.operator_dtype not in OPERATOR_DTYPES:
-            raise ValueError(
-                f"TrainConfig.operator_dtype: expected None or one of {list(OPERATOR_DTYPES)}, got {self.operator_dtype!r}"
-            )
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"TrainConfig.matmul_precision: expected one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
-            )
+        check_precision("TrainConfig", self.operator_dtype, self.matmul_precision)
 
 
 @dataclass
@@ -317,7 +321,7 @@ def seconds_per_step(
         generator = torch.Generator(device=device).manual_seed(0)
         for _ in range(2):
             _training_step(model, optimizer, spec, config.batch_size, generator, device)
-        if str(device).startswith("cuda"):
+        if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(probe_steps):

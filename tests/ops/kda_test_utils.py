@@ -111,21 +111,23 @@ def gpu_grid_inputs(tokens: int, key_dim: int, value_dim: int, dtype: torch.dtyp
     )
 
 
-def gpu_varlen_inputs(gate, dtype: torch.dtype, device: str):
-    """Packed sequences of 1, 2, 3, 63, 64, 65, 1000 and forty 7-token ones, unnormalised keys
+def packed_inputs(lengths: list[int], gate, dtype: torch.dtype, device: str, **shape):
+    """Sequences of ``lengths`` packed into one batch row, one initial state each, unnormalised keys
     (for the in-kernel L2 norm); returns ``(inputs, cu_seqlens)``."""
-    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
     inputs = kernel_inputs(
         dtype,
         device,
         batch=1,
         tokens=sum(lengths),
-        heads=4,
-        value_heads=8,
-        key_dim=128,
-        value_dim=128,
         num_states=len(lengths),
         gate=gate,
         normalize_keys=False,
+        **shape,
     )
     return inputs, torch.tensor([0, *lengths]).cumsum(0).to(device)
+
+
+def gpu_varlen_inputs(gate, dtype: torch.dtype, device: str):
+    """Packed sequences of 1, 2, 3, 63, 64, 65, 1000 and forty 7-token ones (:func:`packed_inputs`)."""
+    lengths = [1, 2, 3, 63, 64, 65, 1000] + [7] * 40
+    return packed_inputs(lengths, gate, dtype, device, heads=4, value_heads=8, key_dim=128, value_dim=128)

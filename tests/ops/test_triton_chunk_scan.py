@@ -23,6 +23,7 @@ from kda_test_utils import (  # noqa: E402
     gpu_varlen_inputs,
     kernel_inputs,
     make_inputs,
+    packed_inputs,
     rel_rms,
     run_with_grads,
 )
@@ -191,19 +192,9 @@ def test_training_path_matches_float64_autograd_of_the_token_loop(tokens):
 
 @pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-A200", "g-1000"])
 def test_training_path_packed_sequences_l2norm_and_extreme_gates(gate):
-    lengths = [1, 2, 3, 16, 17, 40]
-    inputs = _problem(
-        batch=1,
-        tokens=sum(lengths),
-        heads=1,
-        value_heads=2,
-        key_dim=16,
-        value_dim=16,
-        num_states=len(lengths),
-        gate=gate,
-        normalize_keys=False,
+    inputs, offsets = packed_inputs(
+        [1, 2, 3, 16, 17, 40], gate, torch.float32, DEVICE, heads=1, value_heads=2, key_dim=16, value_dim=16
     )
-    offsets = torch.tensor([0, *lengths]).cumsum(0).to(DEVICE)
     _check_grads(
         inputs,
         op=lambda **kw: kda(**kw, backend="triton", chunk_size=16),

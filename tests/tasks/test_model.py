@@ -116,6 +116,8 @@ def test_steps_within_budget_stays_within_its_bounds():
     assert steps_within_budget(specs, runs=1000, config=config, budget_s=1e-3, min_steps=7, probe_steps=1) == 7
     with pytest.raises(ValueError, match="runs"):
         steps_within_budget(specs, runs=0, config=config, budget_s=1.0)
+    with pytest.raises(ValueError, match="probe_steps: expected a positive int, got 0"):
+        steps_within_budget(specs, runs=1, config=config, budget_s=1.0, probe_steps=0)
 
 
 def test_a_seeded_smoke_run_learns_recall(one_thread):

@@ -25,7 +25,7 @@ import triton.language as tl
 
 from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.chunk_intra import _invert_chunk
-from kdalib.ops.triton.tiles import _chunk_tiles, _put, _row, _tile
+from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector
 
 CHUNK = 64  # the block inverse is written for four 16-row blocks
 SUB = 16
@@ -76,7 +76,7 @@ def _local_forward_kernel(
     for i in tl.static_range(CHUNK // SUB):
         rows_i = i * SUB + sub
         g_i = _tile(g_sum, base_k, rows_i, cols_k, K, tile_sub)
-        g_ref = tl.load(g_sum + base_k + i * SUB * K + cols_k, mask=mask_k, other=0.0)
+        g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
         row_decay = tl.exp(g_i - g_ref[None, :])
         q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
         k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
@@ -89,8 +89,7 @@ def _local_forward_kernel(
             tl.store(scores_kk + block, tl.dot(k_i * row_decay, tl.trans(k_j), input_precision=PRECISION))
         a_q = tl.zeros([SUB, SUB], dtype=q_i.dtype)
         a_k = tl.zeros([SUB, SUB], dtype=q_i.dtype)
-        g_last = tl.load(g_sum + base_k + (i * SUB + SUB - 1) * K + cols_k, mask=mask_k, other=0.0)
-        if tl.max(g_ref - g_last, axis=0) <= DOT_SPAN:
+        if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
             # the diagonal block as one product: column factors exp(G_r0 - G_c) <= exp(span)
             k_dec = k_i * tl.exp(g_ref[None, :] - g_i)
             a_q = tl.dot(q_i * row_decay, tl.trans(k_dec), input_precision=PRECISION)
@@ -100,8 +99,8 @@ def _local_forward_kernel(
         else:
             for c in range(SUB):  # the diagonal block, exactly
                 col = i * SUB + c
-                k_c = tl.load(k + base_k + col * K + cols_k, mask=mask_k, other=0.0)
-                g_c = tl.load(g_sum + base_k + col * K + cols_k, mask=mask_k, other=0.0)
+                k_c = _vector(k, base_k, col, K, cols_k, mask_k)
+                g_c = _vector(g_sum, base_k, col, K, cols_k, mask_k)
                 decay = tl.exp(tl.where((sub >= c)[:, None], g_i - g_c[None, :], float("-inf")))
                 here = sub[None, :] == c
                 a_q = tl.where(here, tl.sum(q_i * k_c[None, :] * decay, axis=1)[:, None], a_q)

@@ -37,22 +37,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.chunk import DOT_SPAN
-from kdalib.ops.triton.tiles import _chunk_tiles, _put, _row, _tile
-
-
-@triton.jit
-def _vector(ptr, base, row, stride, cols, mask):
-    """Row ``row`` of a matrix with row stride ``stride`` at ``ptr + base``, as a vector."""
-    return tl.load(ptr + base + row * stride + cols, mask=mask, other=0.0)
-
-
-@triton.jit
-def _block_span(g_sum, base, block, K, cols, mask, SUB: tl.constexpr):
-    """The largest decay across 16-row block ``block`` (any channel): ``max(G_first - G_last)`` >= 0;
-    NaN when a gate is NaN (then the exact path runs and carries it)."""
-    first = _vector(g_sum, base, block * SUB, K, cols, mask)
-    last = _vector(g_sum, base, block * SUB + SUB - 1, K, cols, mask)
-    return tl.max(first - last, axis=0)
+from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector
 
 
 @triton.jit

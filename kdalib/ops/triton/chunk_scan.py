@@ -1,7 +1,8 @@
 """The sequential part of the chunk form as a Triton scan with a Triton backward (training).
 
-The chunk form splits KDA into chunk-local terms, computed for all chunks at once and
-differentiated by autograd (:func:`kdalib.ops.chunk.chunk_local_terms`), and one recurrence
+The chunk form splits KDA into chunk-local terms, computed for all chunks at once
+(:func:`kdalib.ops.chunk.chunk_local_terms`, or its Triton kernels in
+:mod:`kdalib.ops.triton.chunk_local` and :mod:`kdalib.ops.triton.chunk_local_grad`), and one recurrence
 across chunks (notes/kda.md, sections ``kda-chunk-output`` and ``kda-chunk-backward``). Per chunk, with ``S`` the state entering it::
 
     V_new = U - W S                          the delta rule's corrections
@@ -31,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.runtime import interpreting
+from kdalib.ops.triton.runtime import MAX_KEY_DIM, interpreting
 from kdalib.ops.triton.tiles import _put, _tile
 
 
@@ -200,9 +201,10 @@ def _chunk_grads_kernel(
 def _blocks(key_dim: int, value_dim: int) -> tuple[int, int]:
     """Tile sizes: the whole key dimension (at least 16, a power of two) and a block of value columns.
 
-    Narrow value blocks keep the backward's tiles near the register file (at K = 128, 32 columns
-    spill ~300 bytes per thread, 64 columns ~1.5 KB) and give more programs to the GPU (32 heads x
-    4 blocks at batch 1); every loop runs one pipeline stage, as two overflow shared memory.
+    Narrow value blocks keep the scans' tiles in the register file (at K = 128 and 32 columns the
+    reverse scan needs 175 registers and no spills, ptxas for sm_90) and give more programs to the
+    GPU (32 heads x 4 blocks at batch 1); every loop runs one pipeline stage, as two overflow
+    shared memory.
     """
     block_k = max(16, triton.next_power_of_2(key_dim))
     block_v = min(32 if block_k <= 128 else 16, max(16, triton.next_power_of_2(value_dim)))
@@ -349,8 +351,8 @@ def _check_scan_inputs(**tensors: torch.Tensor) -> None:
             raise ValueError(f"{name}: expected device {w.device} like w, got {tensor.device}")
     if size < 16 or size & (size - 1):
         raise ValueError(f"w: the chunk length C must be a power of two >= 16, got {size}")
-    if key_dim > 256:
-        raise ValueError(f"w: the scan supports K <= 256, got K = {key_dim}")
+    if key_dim > MAX_KEY_DIM:
+        raise ValueError(f"w: the scan supports K <= {MAX_KEY_DIM}, got K = {key_dim}")
 
 
 def triton_chunk_scan(
@@ -370,7 +372,7 @@ def triton_chunk_scan(
             (default ``tf32x3``); float64 tensors and Triton's CPU interpreter always use IEEE.
 
     All tensors share one dtype (float32 or float64) and device; C is a power of two, at least 16,
-    and K at most 256.
+    and K at most ``MAX_KEY_DIM``.
 
     Returns:
         ``(o [NC, M, C, V], final_state [M, K, V])``.

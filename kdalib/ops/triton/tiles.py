@@ -18,6 +18,22 @@ def _put(ptr, base, rows, cols, row_stride, mask, tile):
 
 
 @triton.jit
+def _vector(ptr, base, row, stride, cols, mask):
+    """Row ``row`` of a matrix with row stride ``stride`` at ``ptr + base``, as a vector."""
+    return tl.load(ptr + base + row * stride + cols, mask=mask, other=0.0)
+
+
+@triton.jit
+def _block_span(g_sum, base, block, K, cols, mask, SUB: tl.constexpr):
+    """The largest decay across 16-row block ``block`` of a chunk's cumulative log decays ``g_sum``
+    (any channel): ``max(G_first - G_last)`` >= 0; NaN when a gate is NaN (then the exact path runs
+    and carries it)."""
+    first = _vector(g_sum, base, block * SUB, K, cols, mask)
+    last = _vector(g_sum, base, block * SUB + SUB - 1, K, cols, mask)
+    return tl.max(first - last, axis=0)
+
+
+@triton.jit
 def _chunk_tiles(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr):
     """Index setup of a program that owns one chunk of one row (program axis 0, chunk-major over
     (chunk, row)): its index, its offsets into ``[.., C, K]``, ``[.., C, V]`` and ``[.., C, C]``
