@@ -13,10 +13,24 @@ LAYOUT_PAGES = ("notes/claims", "notes/corrections", "notes/compare", "notes/sou
 MARKUP = re.compile(r"<[a-z/][^>]*>|\*\*|</|\|")
 
 
+REDIRECT = re.compile(r'<meta http-equiv="refresh"', re.IGNORECASE)
+
+
 def _all_pages(html_dir):
+    """Every page a reader lands on; the root's redirect stub is left out, as the page it sends
+    to is checked itself and the stub's document is replaced while a check would read it."""
     return sorted(
-        str(p.relative_to(html_dir)) for p in html_dir.rglob("*.html") if not {"_static", "_sources"} & set(p.parts)
+        str(p.relative_to(html_dir))
+        for p in html_dir.rglob("*.html")
+        if not {"_static", "_sources"} & set(p.parts) and not REDIRECT.match(p.read_text(errors="replace"))
     )
+
+
+def test_the_root_page_sends_the_reader_to_the_introduction(browser, site):
+    browser.open(site)
+    browser.wait_for_event("Page.loadEventFired")  # the page the redirect loads
+    assert browser.js("location.pathname") == "/intro.html"
+    assert browser.js("document.querySelectorAll('article').length") == 1
 
 
 def test_no_console_errors_on_any_page(wide, site, html_dir):
