@@ -30,6 +30,8 @@ Contract: ``g <= 0`` (a decay); positive entries are treated as 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kdalib.ops._layout import from_padded, plan_padding, to_padded
@@ -182,7 +184,10 @@ def _chunk_local_terms_and_factors(q, k, v, g, beta):
 class _LocalTermsTriton(torch.autograd.Function):
     """:func:`chunk_local_terms` in Triton (:func:`kdalib.ops.triton.chunk_local_terms_forward`, for
     chunks of 64; other sizes compute them as above, without autograd's saved intermediates), with
-    its backward as one Triton kernel (:func:`kdalib.ops.triton.chunk_local_terms_backward`)."""
+    its backward as one Triton kernel (:func:`kdalib.ops.triton.chunk_local_terms_backward`).
+
+    16-bit inputs are saved as they are (the kernels widen them on load), so what autograd keeps
+    for the backward is half the size of float32 copies; the terms and the gradients are float32."""
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, precision):
@@ -190,7 +195,7 @@ class _LocalTermsTriton(torch.autograd.Function):
         if k.shape[-2] == TRITON_LOCAL_CHUNK:
             terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, precision)
         else:
-            terms, inverse, scores_kk = _chunk_local_terms_and_factors(*inputs)
+            terms, inverse, scores_kk = _chunk_local_terms_and_factors(*(x.to(compute_dtype(x)) for x in inputs))
         ctx.save_for_backward(*inputs, inverse, scores_kk)
         ctx.precision = precision
         return tuple(t.contiguous() for t in terms)
@@ -252,6 +257,37 @@ def scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop:
     return _bmm(query_in, torch.stack(starts)), torch.stack(corrections), state
 
 
+@dataclass(frozen=True)
+class TritonTraining:
+    """How :func:`chunk_kda_core` runs on the Triton training path.
+
+    Attributes:
+        precision: matrix-product input precision of the Triton kernels (``tf32``, ``tf32x3``, ``ieee``).
+        local_terms: compute the chunk-local terms with the Triton kernels
+            (:func:`kdalib.ops.triton.chunk_local_terms_forward` for chunks of 64,
+            :func:`kdalib.ops.triton.chunk_local_terms_backward`), not with autograd.
+        states_dtype: the dtype the scan keeps each chunk's state and its gradient in for the
+            backward (None: the terms' dtype; :func:`kdalib.ops.triton.triton_chunk_scan`).
+        output_dtype: the dtype the scan writes the output in (None: the terms' dtype).
+    """
+
+    precision: str
+    local_terms: bool = False
+    states_dtype: torch.dtype | None = None
+    output_dtype: torch.dtype | None = None
+
+    @classmethod
+    def for_inputs(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> TritonTraining:
+        """16-bit inputs: TF32 products (as precise as the inputs), the chunk-local terms as Triton
+        kernels, which read the inputs as given (autograd saves no float32 copies), the per-chunk
+        states kept in bfloat16 for the backward and the output written in v's dtype. float32
+        inputs: TF32x3 products and autograd of the chunk-local terms, until the float32 GPU grid
+        has run through those kernels (kdalib/ops/triton/NOTES.md, "Float32")."""
+        if _half_precision(q, k, v):
+            return cls("tf32", local_terms=True, states_dtype=torch.bfloat16, output_dtype=v.dtype)
+        return cls("tf32x3")
+
+
 def chunk_kda_core(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -261,8 +297,7 @@ def chunk_kda_core(
     state: torch.Tensor,
     scale: float = 1.0,
     out: torch.Tensor | None = None,
-    scan_precision: str | None = None,
-    triton_local_terms: bool = False,
+    triton: TritonTraining | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
@@ -276,23 +311,26 @@ def chunk_kda_core(
         scale: query scale, applied once to the output (q enters it linearly).
         out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
             final layout) that each group's output is copied into, instead of concatenating.
-        scan_precision: when given (the Triton training path), the chunk-local terms of all chunks
-            are computed here, and the recurrence across chunks runs as the Triton scan with its
-            backward (:func:`kdalib.ops.triton.triton_chunk_scan`) at this matrix-product precision;
-            ``out`` is then not used.
-        triton_local_terms: on that path, compute the chunk-local terms with the Triton kernels at the
-            same precision (:func:`kdalib.ops.triton.chunk_local_terms_forward` for chunks of 64,
-            :func:`kdalib.ops.triton.chunk_local_terms_backward`), not with autograd.
+        triton: when given (the Triton training path), the chunk-local terms of all chunks are
+            computed here and the recurrence across chunks runs as the Triton scan with its
+            backward, as :class:`TritonTraining` says; ``out`` is then not used.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
-    if scan_precision is not None:
-        if triton_local_terms:
-            terms = _LocalTermsTriton.apply(q, k, v, g, beta, scan_precision)
+    if triton is not None:
+        if triton.local_terms:
+            terms = _LocalTermsTriton.apply(q, k, v, g, beta, triton.precision)
         else:
             terms = chunk_local_terms(q, k, v, g, beta)
-        return triton_chunk_scan(*terms, state, scale, precision=scan_precision)
+        return triton_chunk_scan(
+            *terms,
+            state,
+            scale,
+            precision=triton.precision,
+            states_dtype=triton.states_dtype,
+            output_dtype=triton.output_dtype,
+        )
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
     outputs = []
@@ -426,30 +464,24 @@ def chunk_kda(
         return triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
         )
-    # Training on the Triton path. 16-bit inputs: TF32 products (as precise as the inputs) and the
-    # chunk-local terms as Triton kernels. float32 inputs: TF32x3 products in the scan and autograd of
-    # the chunk-local terms, until the float32 GPU grid has run through those kernels
-    # (kdalib/ops/triton/NOTES.md, "Float32").
-    half = _half_precision(q, k, v)
-    scan_precision = None if route is None else ("tf32" if half else "tf32x3")
+    triton = None if route is None else TritonTraining.for_inputs(q, k, v)
+    keep_dtypes = triton is not None and triton.local_terms
     output_dtype = v.dtype
     # the scale is applied once, to the output (chunk_kda_core), not to every query
-    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel)
+    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, keep_dtypes=keep_dtypes)
 
     plan = plan_padding(shapes.tokens, cu_seqlens, chunk_size, q.device)
     rows = [_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g)]
     beta_rows = _to_chunk_rows(to_padded(beta, plan).unsqueeze(-1), chunk_size).squeeze(-1)
     rows_total = shapes.num_sequences * shapes.value_heads
     if initial_state is None:
-        state = q.new_zeros(rows_total, shapes.key_dim, shapes.value_dim)
+        state = q.new_zeros(rows_total, shapes.key_dim, shapes.value_dim, dtype=dtype)
     else:
         state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
 
     tracked = needs_grad(*rows, beta_rows, state)
-    if tracked or scan_precision is not None:
-        output, final = chunk_kda_core(
-            *rows, beta_rows, state, scale, scan_precision=scan_precision, triton_local_terms=half
-        )
+    if tracked or triton is not None:
+        output, final = chunk_kda_core(*rows, beta_rows, state, scale, triton=triton)
         output = _from_chunk_rows(output, shapes.num_sequences)
     else:  # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
         output = q.new_empty(shapes.num_sequences, plan.padded_length, shapes.value_heads, shapes.value_dim)

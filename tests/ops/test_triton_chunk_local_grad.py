@@ -62,6 +62,21 @@ def test_gradients_match_autograd_of_the_chunk_local_terms(size, shift):
         assert rel_rms(mine, theirs) < 1e-12, name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("size", [16, 64], ids=["C16", "C64"])
+def test_16_bit_inputs_are_widened_exactly(size, dtype):
+    """16-bit inputs go in as they are (autograd saves them at half the size of float32 copies): the
+    terms, and the gradients before their rounding to the inputs' dtype, are those of float32 copies
+    of the same values, bit for bit."""
+    narrow = [x.to(dtype) for x in _inputs(size, key_dim=32, value_dim=16)]
+    terms, grads = _grads(lambda *x: _LocalTermsTriton.apply(*x, "ieee"), narrow)
+    terms_ref, grads_ref = _grads(lambda *x: _LocalTermsTriton.apply(*x, "ieee"), [x.float() for x in narrow])
+    for mine, theirs in zip(terms, terms_ref):
+        assert mine.dtype == torch.float32 and torch.equal(mine, theirs)
+    for name, mine, theirs in zip(NAMES, grads, grads_ref):
+        assert mine.dtype == dtype and torch.equal(mine, theirs.to(dtype)), name
+
+
 def test_full_key_and_value_tiles_and_a_constant_extreme_gate():
     inputs = _inputs(64, key_dim=32, value_dim=16)
     inputs[3] = torch.full_like(inputs[3], -1000.0)

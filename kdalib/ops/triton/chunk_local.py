@@ -23,9 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from kdalib.ops._prepare import compute_dtype
 from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.chunk_intra import _invert_chunk
-from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector
+from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector, _widen
 
 CHUNK = 64  # the block inverse is written for four 16-row blocks
 SUB = 16
@@ -117,7 +118,7 @@ def _local_forward_kernel(
 
     # ---- X = (I + Diag(β) A_kk)^{-1}, then W and U
     square = base_s + rows[:, None] * CHUNK + rows[None, :]
-    b = tl.load(beta + i_c * CHUNK + rows)
+    b = _widen(tl.load(beta + i_c * CHUNK + rows))
     tl.store(inverse + square, tl.load(scores_kk + square) * b[:, None])
     tl.debug_barrier()
     _invert_chunk(inverse + base_s, SUB, CHUNK, PRECISION)
@@ -135,7 +136,8 @@ def chunk_local_terms_forward(q, k, v, g, beta, precision: str):
 
     Args:
         q, k: ``[NC, M, 64, K]``; v: ``[NC, M, 64, V]``; g: ``[NC, M, 64, K]`` (<= 0); beta:
-            ``[NC, M, 64]`` (float32 or float64, contiguous).
+            ``[NC, M, 64]`` (16-bit, float32 or float64, contiguous; the terms are float32 for
+            16-bit inputs).
         precision: matrix-product input precision (``ieee``, ``tf32x3`` or ``tf32``).
 
     Returns:
@@ -147,10 +149,11 @@ def chunk_local_terms_forward(q, k, v, g, beta, precision: str):
     if size != CHUNK:
         raise ValueError(f"q: the Triton chunk-local kernel takes chunks of {CHUNK} rows, got {size}")
     value_dim = v.shape[-1]
-    w, keys_out, query_in, g_sum = (torch.empty_like(k) for _ in range(4))
-    u = torch.empty_like(v)
-    decay_last = k.new_empty(chunks, rows, key_dim, 1)
-    scores, inverse, scores_kk = (k.new_empty(chunks, rows, size, size) for _ in range(3))
+    dtype = compute_dtype(k)
+    w, keys_out, query_in, g_sum = (torch.empty_like(k, dtype=dtype) for _ in range(4))
+    u = torch.empty_like(v, dtype=dtype)
+    decay_last = k.new_empty(chunks, rows, key_dim, 1, dtype=dtype)
+    scores, inverse, scores_kk = (k.new_empty(chunks, rows, size, size, dtype=dtype) for _ in range(3))
     _local_forward_kernel[(chunks * rows,)](
         q,
         k,

@@ -36,8 +36,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kdalib.ops._prepare import compute_dtype
 from kdalib.ops.triton.chunk import DOT_SPAN
-from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector
+from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector, _widen
 
 
 @triton.jit
@@ -212,7 +213,7 @@ def _local_backward_kernel(
     strict = rows[:, None] > rows[None, :]
 
     # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
-    b = tl.load(beta + i_c * CHUNK + rows)
+    b = _widen(tl.load(beta + i_c * CHUNK + rows))
     x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
     transform = x_inv * b[None, :]
     d_u = _tile(du, base_v, rows, cols_v, V, tile_v)
@@ -276,23 +277,24 @@ def chunk_local_terms_backward(q, k, v, g, beta, inverse, scores_kk, grads, prec
 
     Args:
         q, k: ``[NC, M, C, K]``; v: ``[NC, M, C, V]``; g: ``[NC, M, C, K]`` (<= 0); beta:
-            ``[NC, M, C]``: the chunk-local terms' inputs (float32 or float64, contiguous).
+            ``[NC, M, C]``: the chunk-local terms' inputs (16-bit, float32 or float64, contiguous).
         inverse: ``[NC, M, C, C]`` ``(I + Diag(beta) A_kk)^{-1}`` (lower triangle read).
         scores_kk: ``[NC, M, C, C]`` ``A_kk`` (strictly lower triangle read).
         grads: gradients of ``(w, u, keys_out, decay_last, query_in, scores_qk)``, shaped like them.
         precision: matrix-product input precision (``ieee``, ``tf32x3`` or ``tf32``).
 
     Returns:
-        ``(dq, dk, dv, dg, dbeta)``.
+        ``(dq, dk, dv, dg, dbeta)``, float32 for 16-bit inputs.
     """
     chunks, rows, size, key_dim = k.shape
     value_dim = v.shape[-1]
     d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores = (
         torch.zeros_like(x) if x is None else x.contiguous() for x in grads
     )
-    dq, dk, dg = torch.empty_like(q), torch.empty_like(k), torch.empty_like(g)
-    dv, dbeta = torch.empty_like(v), torch.empty_like(beta)
-    g_sum, d_kk = torch.empty_like(g), torch.empty_like(inverse)
+    dtype = compute_dtype(k)  # gradients are accumulated in place: float32 for 16-bit inputs
+    dq, dk, dg, g_sum = (torch.empty_like(x, dtype=dtype) for x in (q, k, g, g))
+    dv, dbeta = torch.empty_like(v, dtype=dtype), torch.empty_like(beta, dtype=dtype)
+    d_kk = torch.empty_like(inverse)
     _local_backward_kernel[(chunks * rows,)](
         q,
         k,

@@ -1,15 +1,27 @@
 """Tile helpers shared by the Triton chunk kernels: loads and stores of row tiles and blocks,
-row extraction, matrix products with a chosen input precision."""
+row extraction, matrix products with a chosen input precision.
+
+Loads widen 16-bit floats to float32 in registers (exactly; float32 and float64 stay as they are),
+so the chunk kernels compute in float32 whatever dtype their inputs are stored in, and stores round
+to the destination's dtype."""
 
 import triton
 import triton.language as tl
 
 
 @triton.jit
+def _widen(x):
+    """``x`` in float32 when it is a 16-bit float, else unchanged."""
+    if x.dtype.primitive_bitwidth < 32:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
 def _tile(ptr, base, rows, cols, row_stride, mask):
     """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
-    (zeros where the ``[len(rows), len(cols)]`` mask is false)."""
-    return tl.load(ptr + (base + rows[:, None] * row_stride + cols[None, :]), mask=mask, other=0.0)
+    (zeros where the ``[len(rows), len(cols)]`` mask is false), widened."""
+    return _widen(tl.load(ptr + (base + rows[:, None] * row_stride + cols[None, :]), mask=mask, other=0.0))
 
 
 @triton.jit
@@ -19,8 +31,8 @@ def _put(ptr, base, rows, cols, row_stride, mask, tile):
 
 @triton.jit
 def _vector(ptr, base, row, stride, cols, mask):
-    """Row ``row`` of a matrix with row stride ``stride`` at ``ptr + base``, as a vector."""
-    return tl.load(ptr + base + row * stride + cols, mask=mask, other=0.0)
+    """Row ``row`` of a matrix with row stride ``stride`` at ``ptr + base``, as a vector, widened."""
+    return _widen(tl.load(ptr + base + row * stride + cols, mask=mask, other=0.0))
 
 
 @triton.jit
