@@ -51,11 +51,12 @@ def prepare_inputs(
 ) -> tuple[torch.Tensor, ...]:
     """Validated inputs in the form the fast KDA forms compute with.
 
-    Casts to ``dtype`` (with ``keep_dtypes``, each input keeps its own dtype for kernels that widen
-    on load, and only the L2 norm is computed in ``dtype``, then rounded back), clamps a positive log-decay ``g`` to 0 (a decay of exactly 1; +inf
+    Casts to ``dtype``, clamps a positive log-decay ``g`` to 0 (a decay of exactly 1; +inf
     included, NaN stays NaN: notes/kda.md, section ``kda-contract``), L2-normalises q and k when asked,
     multiplies q by ``scale`` when given (the chunk form applies it once to the output
-    instead), and repeats each q/k head for the ``HV // H`` value heads that read it.
+    instead), and repeats each q/k head for the ``HV // H`` value heads that read it. With
+    ``keep_dtypes`` (for kernels that widen 16-bit inputs on load) each input keeps its own dtype,
+    and the L2 norm is computed in ``dtype`` and rounded back.
 
     Returns:
         ``(q, k, v, g, beta)`` with q and k ``[B, T, HV, K]``.
