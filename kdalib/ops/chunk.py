@@ -187,7 +187,8 @@ class _LocalTermsTriton(torch.autograd.Function):
     its backward as one Triton kernel (:func:`kdalib.ops.triton.chunk_local_terms_backward`).
 
     16-bit inputs are saved as they are (the kernels widen them on load), so what autograd keeps
-    for the backward is half the size of float32 copies; the terms and the gradients are float32."""
+    for the backward is half the size of float32 copies; the terms and the kernels' gradients are
+    float32 for them (autograd rounds the gradients to the inputs' dtype)."""
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, precision):

@@ -278,6 +278,17 @@ def test_bfloat16_training_keeps_16_bit_inputs_and_bfloat16_states_for_the_backw
     assert o.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_16_bit_training_of_packed_sequences_with_the_in_kernel_l2_norm(dtype):
+    """The 16-bit path end to end: inputs kept in their dtype (q and k normalised in float32 and
+    rounded back), bfloat16 chunk states, the output written in v's dtype; chunks of 64, so both
+    chunk-local kernels run, over sequences that start and end inside chunks."""
+    inputs, offsets = packed_inputs(
+        [1, 63, 66], "kimi", dtype, DEVICE, heads=1, value_heads=2, key_dim=32, value_dim=16
+    )
+    _check_grads(inputs, dtype, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+
+
 def test_routes():
     """Which path chunk_kda takes, by device, dtype and whether gradients are needed."""
     inputs = make_inputs(tokens=4, heads=1, key_dim=16, value_dim=16)
