@@ -1,49 +1,29 @@
 """Chunked KDA forward in Triton: prefill and inference, outputs and final state.
 
 The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"); measured
-versions and what moved them are in NOTES.md beside this file.
+versions and what moved them are in NOTES.md beside this file. Three launches:
 
-1. Intra-chunk kernels, one program per (chunk, value head), all in parallel. They build the two
-   C x C matrices a chunk needs that do not depend on the state,
+1. :mod:`~kdalib.ops.triton.prefill_local`, one program per (chunk, value head), all chunks in
+   parallel: the scores ``A``, the WY/UT inverse and with it ``W`` and ``U``, the decayed queries
+   ``Q_g`` and keys ``K_g`` and the chunk decay ``exp(G_L)``. Built from 16-row blocks, so strong
+   decay costs no more than mild decay (only diagonal blocks whose own decay exceeds ``DIAG_SPAN``
+   take an exact, slower product).
+2. :mod:`~kdalib.ops.triton.prefill_states`, one program per (sequence, value head, block of value
+   columns), the only sequential pass: it carries the state and stores it at every chunk start,
+   with the corrections ``V_new = U - W S``.
+3. :mod:`~kdalib.ops.triton.prefill_output`, chunk-parallel again: ``O = Q_g S + A V_new``.
 
-   * ``M = (I + Diag(beta) A_kk)^{-1}`` (the WY/UT transform), so that the delta rule's
-     corrections of the whole chunk are ``V_new = M Diag(beta) (V - K_in S)``,
-   * ``A = scale * A_qk``, the decay-weighted causal scores (diagonal included),
+Gates follow the operators' contract: ``g <= 0``; a positive log decay is treated as 0; log
+decays below ``-GATE_FLOOR`` (zero decay in float32) are taken as that floor. The gate can also
+be computed in the first kernel from the raw projection (``kda_gate``'s two forms).
 
-   and store the queries and keys decayed from the chunk start (``Q_in``, ``K_in``) and to the
-   chunk end (``K_out``), and the chunk's decay ``exp(G_L)``.
-
-   ``_chunk_intra_kernel``'s first launch serves chunks under mild decay: all factors are decayed towards the
-   chunk's first row, the row factor ``exp(G - G_0) <= 1`` and the column factor
-   ``exp(G_0 - G) <= exp(span)``, so the scores are two matrix products per key slice when the
-   chunk's span (its largest total decay after the first row) is at most ``DOT_SPAN``. It marks
-   the other chunks, and its second launch builds theirs from 16-row sub-blocks: an
-   off-diagonal block (rows in block i, columns in block j < i) is one product of factors decayed
-   towards the first row r0 of block i, ``(X_i * exp(G_i - G_r0)) (K_j * exp(G_r0 - G_j))^T``,
-   with both exponents <= 0 because the cumulative log decay G never increases; a diagonal block
-   is a product when its own span is small and otherwise built column by column, exactly, with
-   the exponent masked to -inf above the diagonal before the exp. So the strongest gates
-   (g = -1000 per token) underflow to exact zeros instead of overflowing, and typical gates take
-   the fast path. The inverse of the unit lower-triangular ``I + Diag(beta) A_kk`` comes from
-   forward substitution inside each 16 x 16 diagonal block and block forward substitution
-   (products of 16 x 16 blocks) for the rest.
-
-2. ``_chunk_state_kernel``, one program per (sequence, value head, block of value columns),
-   walks the sequence chunk by chunk with its slice of the state in float32 registers::
-
-       X     = Diag(beta) (V - K_in S)            what the decayed state fails to predict
-       V_new = M X                                the delta rule's corrections (WY form)
-       O     = Q_in S + A V_new                   read-out, written straight to the output
-       S     = exp(G_L) * S + K_out^T V_new
-
-   The output is produced in the same pass as the state, so the per-chunk states never travel
-   through device memory.
-
-Gates follow the operators' contract: ``g <= 0``; a positive log decay is treated as 0.
-Cumulative sums of the gates and the state are float32 for every input dtype. Float32 inputs
-multiply in IEEE float32; for 16-bit inputs the state's products are bfloat16 products of a
-state split into two bfloat16 parts against operands stored as bfloat16 pairs (~16 bits on both
-sides), and the other products use TF32.
+Precision. Cumulative sums of the gates and the carried state are float32 for every input
+dtype. Float32 inputs keep every intermediate in float32 and multiply in IEEE float32. For
+16-bit inputs, the terms whose rounding reaches the output at full weight (``U``, ``V_new``
+and ``A``) stay float32 and meet in TF32 products, while ``W``, ``K_g``, ``Q_g`` and the stored
+states are bfloat16: each of these enters the output at least ten times more weakly than its
+rounding error (measured with float64 simulations of the pipeline, NOTES.md), so the output's
+error stays close to that of rounding the exact output to bfloat16.
 """
 
 from __future__ import annotations
@@ -51,17 +31,24 @@ from __future__ import annotations
 import torch
 import triton
 
-from kdalib.ops.triton.chunk_intra import _chunk_intra_kernel
-from kdalib.ops.triton.chunk_state import _chunk_state_kernel
+from kdalib.ops.triton.prefill_local import (
+    DIAG_SPAN,
+    GATE_BOUNDED,
+    GATE_FLOOR,
+    GATE_GIVEN,
+    GATE_SOFTPLUS,
+    _chunk_local_kernel,
+)
+from kdalib.ops.triton.prefill_output import _chunk_output_kernel
+from kdalib.ops.triton.prefill_states import _chunk_states_kernel
 from kdalib.ops.triton.runtime import MAX_KEY_DIM, interpreting
 
 CHUNK = 64  # tokens per chunk (C)
 SUB = 16  # rows per sub-block of the intra-chunk matrices
-# Largest total decay (sum of -g over a 16-row block, any channel) for which a diagonal block is
-# computed by matrix products: exp(60) ~ 1e26 leaves float32 (max ~3e38) ample headroom.
+# Largest total decay (sum of -g over a 16-row block, any channel) for which the training path's
+# chunk-local kernels build a diagonal block by matrix products: exp(60) ~ 1e26 leaves float32
+# (max ~3e38) ample headroom.
 DOT_SPAN = 60.0
-# Key channels per slice in the intra-chunk kernel (keeps its tiles in registers).
-KEY_SLICE = 16
 
 
 def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int):
@@ -90,11 +77,16 @@ def triton_chunk_kda(
     use_qk_l2norm_in_kernel: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     *,
-    block_v: int | None = None,
-    intra_warps: int = 4,
-    state_warps: int | None = None,
-    state_stages: int | None = None,
+    A_log: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    lower_bound: float | None = None,
     precision: str | None = None,
+    block_v: int | None = None,
+    key_slice: int = 32,
+    local_warps: int = 4,
+    state_warps: int = 4,
+    state_stages: int = 2,
+    output_warps: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
 
@@ -102,20 +94,22 @@ def triton_chunk_kda(
         q: ``[B, T, H, K]`` queries, K <= 256.
         k: ``[B, T, H, K]`` keys.
         v: ``[B, T, HV, V]`` values, ``HV`` a multiple of ``H``.
-        g: ``[B, T, HV, K]`` log-space decay (``<= 0``; positive entries count as 0).
+        g: ``[B, T, HV, K]`` log-space decay (``<= 0``; positive entries count as 0), or, when
+            ``A_log`` is given, the raw gate projection that ``kda_gate`` would turn into it.
         beta: ``[B, T, HV]`` delta-rule step sizes.
         scale: multiplies ``q``.
         initial_state: ``[N, HV, K, V]`` state per sequence, or None for zeros.
         output_final_state: also return the ``[N, HV, K, V]`` float32 state after the last token.
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` per head inside the kernels.
         cu_seqlens: ``[N + 1]`` offsets of packed sequences when ``B == 1``, or None.
-        precision: matrix products: "ieee" (the default for float32 inputs), "tf32x3",
-            "tf32" (the default for 16-bit inputs: their products with the state are bfloat16
-            products of a split state and operands stored as bfloat16 pairs) or "bf16" (the same
-            with single bfloat16 operands: half their memory traffic, less accurate).
-        block_v, intra_warps, state_warps, state_stages: launch settings of the two kernels
-            (value columns per state-kernel program, a power of two; warps; pipeline stages);
-            the defaults suit the H200.
+        A_log, dt_bias, lower_bound: compute the gate in the kernel, ``kda_gate(g, A_log,
+            dt_bias, lower_bound)`` (``A_log`` ``[HV]``, ``dt_bias`` ``[HV * K]`` or None,
+            ``lower_bound`` None for the softplus form or a negative number).
+        precision: "ieee" (the default for float32 inputs: float32 intermediates and IEEE
+            products) or "tf32" (the default for 16-bit inputs, see the module docstring).
+        block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
+            the state and output kernels, key channels per slice of the exact diagonal blocks,
+            warps per kernel, pipeline stages of the state kernel).
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
@@ -126,8 +120,11 @@ def triton_chunk_kda(
     if K > MAX_KEY_DIM:
         raise ValueError(f"q: the Triton chunk kernel supports K <= {MAX_KEY_DIM}, got K = {K}")
     q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+    wide = torch.float32 in (q.dtype, k.dtype, v.dtype)
     if precision is None:
-        precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
+        precision = "ieee" if wide else "tf32"
+    if precision not in ("ieee", "tf32"):
+        raise ValueError(f"precision: expected 'ieee' or 'tf32', got {precision!r}")
     if cu_seqlens is None:
         N, per_sequence = B, triton.cdiv(T, CHUNK)
         num_chunks = N * per_sequence
@@ -136,82 +133,81 @@ def triton_chunk_kda(
         N, per_sequence = cu_seqlens.numel() - 1, 0
         chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK)
         num_chunks = chunk_starts.numel()
+    gate = GATE_GIVEN if A_log is None else (GATE_SOFTPLUS if lower_bound is None else GATE_BOUNDED)
     block_k = max(16, triton.next_power_of_2(K))
-    if block_v is None:
-        block_v = min(64, max(16, triton.next_power_of_2(V)))
-    # Products with the state: float32 operands for float32 inputs (or "ieee"/"tf32x3"); for
-    # 16-bit inputs the decayed queries and keys are stored as bfloat16 pairs ("tf32", the default)
-    # or single bfloat16s ("bf16") and meet a state split into two bfloat16 parts.
-    if precision not in ("ieee", "tf32x3", "tf32", "bf16"):
-        raise ValueError(f"precision: expected 'ieee', 'tf32x3', 'tf32' or 'bf16', got {precision!r}")
-    planes = 0 if q.dtype == torch.float32 or precision in ("ieee", "tf32x3") else (1 if precision == "bf16" else 2)
-    precision = "tf32" if precision == "bf16" else precision  # products that do not meet the state
-    inverse = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=torch.float32)
-    scores = torch.empty_like(inverse)
-    queries_in, keys_in, keys_out = (
-        q.new_empty(max(planes, 1), B * T, HV, K, dtype=torch.bfloat16 if planes else torch.float32) for _ in range(3)
-    )
-    plane = B * T * HV * K
-    decay_last = q.new_empty(num_chunks, HV, K, dtype=torch.float32)
-    strong = q.new_empty(num_chunks, HV, dtype=torch.int32)
-    intra_args = (
+    # storage of the intermediates that reach the output weakly (module docstring)
+    narrow = torch.float32 if wide or precision == "ieee" else torch.bfloat16
+    tokens = B * T
+    f32 = torch.float32
+    w = q.new_empty(tokens, HV, K, dtype=narrow)
+    kg = q.new_empty(tokens, HV, K, dtype=narrow)
+    qg = q.new_empty(tokens, HV, K, dtype=narrow)
+    u = q.new_empty(tokens, HV, V, dtype=f32)
+    decay = q.new_empty(num_chunks, HV, K, dtype=f32)
+    scores = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=f32)
+    inverse = torch.empty_like(scores)
+    _chunk_local_kernel[(num_chunks, HV)](
         q,
         k,
+        v,
         g,
         beta,
-        inverse,
+        A_log,
+        dt_bias,
+        0.0 if lower_bound is None else float(lower_bound),
+        w,
+        u,
+        qg,
+        kg,
+        decay,
         scores,
-        queries_in,
-        keys_in,
-        keys_out,
-        decay_last,
-        strong,
+        inverse,
         chunk_ends,
         chunk_starts,
         float(scale),
         T,
         max(per_sequence, 1),
-        plane,
-    )
-    intra_constants = dict(
         H=H,
         HV=HV,
         K=K,
+        V=V,
         BK=block_k,
-        BKS=min(block_k, KEY_SLICE),
+        BKS=min(block_k, key_slice),
+        BV=min(64, max(16, triton.next_power_of_2(V))),
         CHUNK=CHUNK,
         SUB=SUB,
-        DOT_SPAN=DOT_SPAN,
+        DIAG_SPAN=DIAG_SPAN,
+        FLOOR=GATE_FLOOR,
         IS_VARLEN=cu_seqlens is not None,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel,
+        GATE=gate,
         PRECISION=precision,
-        PLANES=planes,
+        NATIVE_BF16=not interpreting(),
+        num_warps=local_warps,
     )
-    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, STRONG_PASS=False, num_warps=intra_warps)
-    _chunk_intra_kernel[(num_chunks, HV)](*intra_args, **intra_constants, STRONG_PASS=True, num_warps=4)
-    o = torch.empty_like(v)
-    final_state = v.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else None
+    del inverse
+    if block_v is None:
+        block_v = min(32, max(16, triton.next_power_of_2(V)))
+    states = q.new_empty(num_chunks, HV, K, V, dtype=narrow)
+    v_new = q.new_empty(tokens, HV, V, dtype=f32)
+    final_state = v.new_empty(N, HV, K, V, dtype=f32) if output_final_state else None
     if initial_state is not None:
         initial_state = initial_state.contiguous()
-    _chunk_state_kernel[(triton.cdiv(V, block_v), N * HV)](
-        queries_in,
-        keys_in,
-        keys_out,
-        decay_last,
-        v,
-        beta,
-        inverse,
-        scores,
-        o,
+    _chunk_states_kernel[(triton.cdiv(V, block_v), N * HV)](
+        w,
+        u,
+        kg,
+        decay,
+        states,
+        v_new,
         initial_state,
         final_state,
         cu_seqlens,
         chunk_offsets,
         T,
-        plane,
-        HV=HV,
         K=K,
         V=V,
+        HV=HV,
         BK=block_k,
         BV=block_v,
         CHUNK=CHUNK,
@@ -219,9 +215,32 @@ def triton_chunk_kda(
         STORE_FINAL_STATE=output_final_state,
         IS_VARLEN=cu_seqlens is not None,
         PRECISION=precision,
-        PLANES=planes,
         NATIVE_BF16=not interpreting(),
-        num_warps=state_warps or 4,
-        num_stages=state_stages or 1,  # two stages exceed the shared memory at K = V = 128
+        num_warps=state_warps,
+        num_stages=state_stages,
+    )
+    del w, u, kg, decay
+    o = torch.empty_like(v)
+    output_block = min(128, max(16, triton.next_power_of_2(V)))
+    _chunk_output_kernel[(triton.cdiv(V, output_block), num_chunks, HV)](
+        qg,
+        states,
+        scores,
+        v_new,
+        o,
+        chunk_ends,
+        chunk_starts,
+        T,
+        max(per_sequence, 1),
+        K=K,
+        V=V,
+        HV=HV,
+        BK=block_k,
+        BV=output_block,
+        CHUNK=CHUNK,
+        IS_VARLEN=cu_seqlens is not None,
+        PRECISION=precision,
+        NATIVE_BF16=not interpreting(),
+        num_warps=output_warps,
     )
     return o, final_state

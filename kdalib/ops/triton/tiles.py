@@ -117,3 +117,15 @@ def _inverse_row_norms(
         tile = _load_rows(x, rows, row_mask, stride, cols, cols < K)
         total += tl.sum(tile * tile, axis=1)
     return 1.0 / tl.sqrt(total + 1e-6)
+
+
+@triton.jit
+def _stored_as(x, dtype: tl.constexpr, NATIVE_BF16: tl.constexpr):
+    """``x`` (float32) converted to ``dtype`` with round-to-nearest-even. Compiled kernels convert
+    so; Triton's CPU interpreter truncates to bfloat16, so there (``NATIVE_BF16`` false) the
+    rounding is done on the bits first and the truncation then keeps it exact."""
+    if not NATIVE_BF16 and dtype == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)

@@ -1,0 +1,333 @@
+"""Chunk-local work of the Triton chunked forward (see :mod:`kdalib.ops.triton.chunk`): one program
+per (chunk, value head), all chunks in parallel, nothing that depends on the state.
+
+For a chunk of C = 64 tokens with cumulative log decay ``G`` (from the chunk start, its own token
+included; notes/kda.md, "The chunkwise algorithm") the program writes
+
+* ``A = scale * A_qk``, the causal decay-weighted scores, diagonal included (float32),
+* ``W = M Diag(beta) (K * exp(G))`` and ``U = M Diag(beta) V`` with the WY/UT inverse
+  ``M = (I + Diag(beta) A_kk)^{-1}``, so that the chunk's corrections are ``V_new = U - W S``,
+* ``Q_g = scale * Q * exp(G)`` (queries decayed from the chunk start),
+* ``K_g = K * exp(G_L - G)`` (keys decayed to the chunk end) and ``exp(G_L)``.
+
+Scores are built in 16-row blocks. An off-diagonal block (rows in block i, columns in an
+earlier block j) is one matrix product of factors decayed towards the row just before block i:
+``(X_i * exp(G_i - c_i)) (K_j * exp(c_i - G_j))^T``, both exponents <= 0 because the cumulative
+log decay never increases; the column factors are kept in registers and decayed block by block.
+A diagonal block is one product as well while its own total decay (its *span*) is at most
+``DIAG_SPAN``: the column factor ``exp(c_i - G)`` is then at most ``exp(80)``, far inside
+float32's range. This covers the bounded gate of Kimi models (``lower_bound=-5``: 16 tokens
+decay at most 80), mild gates and most of the Kimi softplus gate; blocks with a larger span are
+built exactly, channel slice by channel slice, from ``exp(min(G_r - G_c, 0))``. So no exponent
+that could overflow is formed, and the gate's strength changes only which blocks take the exact
+path, never the whole chunk.
+
+Gates follow the operators' contract (``g <= 0``; a positive entry counts as 0) and are floored
+at ``-GATE_FLOOR`` per token: ``exp(-GATE_FLOOR)`` is zero in float32, so the floor changes no
+float32 decay factor, keeps ``g = -inf`` from producing ``inf - inf``, and bounds the magnitude
+of the cumulative sums whose differences the kernel forms. Suffix sums such as ``G_L - G`` are
+taken as reverse cumulative sums of the following tokens' gates, not as differences of prefix
+sums, so they keep full float32 precision whatever decay came before them.
+
+The gate may also be computed here from the raw projection (``kda_gate``'s two forms, see
+:mod:`kdalib.ops.gate`): ``-exp(A_log) softplus(g_raw + dt_bias)`` or
+``L sigmoid(exp(A_log) (g_raw + dt_bias))``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kdalib.ops.triton.chunk_intra import _invert_chunk
+from kdalib.ops.triton.tiles import _dot, _row, _stored_as
+
+# Largest span (total decay of one 16-row block, any channel) for which a diagonal block is one
+# matrix product: its column factor is at most exp(80) ~ 5.5e34, and bf16/fp32 keys times that
+# stay below float32's largest value even summed over 256 channels of unit-norm keys.
+DIAG_SPAN = 80.0
+# Log decays below -GATE_FLOOR per token are taken as -GATE_FLOOR: exp(-120) ~ 8e-53 is zero in
+# float32 (its smallest subnormal is ~1.4e-45), so no float32 decay factor changes.
+GATE_FLOOR = 120.0
+# How the gate reaches the kernel: given as g, or computed from the raw projection.
+GATE_GIVEN, GATE_SOFTPLUS, GATE_BOUNDED = 0, 1, 2
+
+
+@triton.jit
+def _gate(
+    g_ptr,
+    rows,
+    row_mask,
+    cols,
+    col_mask,
+    i_hv,
+    a_log,
+    dt_bias,
+    lower_bound,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    GATE: tl.constexpr,
+    FLOOR: tl.constexpr,
+):
+    """``[len(rows), len(cols)]`` log decays of value head ``i_hv`` for tokens ``rows`` (0 where
+    masked), in ``[-FLOOR, 0]`` (NaN stays NaN)."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    raw = tl.load(g_ptr + (rows.to(tl.int64)[:, None] * (HV * K) + i_hv * K + cols[None, :]), mask=mask, other=0.0)
+    raw = raw.to(tl.float32)
+    if GATE == 0:
+        g = raw
+    else:
+        x = raw
+        if dt_bias is not None:
+            x = x + tl.load(dt_bias + i_hv * K + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        rate = tl.exp(tl.load(a_log + i_hv).to(tl.float32))
+        if GATE == 1:
+            # -rate * softplus(x), softplus computed without overflow
+            g = -rate * (tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
+        else:
+            g = lower_bound * tl.sigmoid(rate * x)
+        g = tl.where(mask, g, 0.0)
+    g = tl.minimum(g, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    return tl.maximum(g, -FLOOR, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _rows_of(ptr, rows, row_mask, stride, cols, col_mask):
+    """``[len(rows), len(cols)]`` float32 tile, row r at ``ptr + rows[r] * stride + cols``."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    return tl.load(ptr + (rows.to(tl.int64)[:, None] * stride + cols[None, :]), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _put_rows(ptr, tile, rows, row_mask, stride, cols, col_mask, NATIVE_BF16: tl.constexpr):
+    mask = row_mask[:, None] & col_mask[None, :]
+    value = _stored_as(tile, ptr.dtype.element_ty, NATIVE_BF16)
+    tl.store(ptr + (rows.to(tl.int64)[:, None] * stride + cols[None, :]), value, mask=mask)
+
+
+@triton.jit
+def _inverse_norm(x, USE_QK_L2NORM: tl.constexpr):
+    """Per row: ``1 / sqrt(sum(x^2) + 1e-6)`` with the in-kernel L2 norm, else 1."""
+    if USE_QK_L2NORM:
+        return 1.0 / tl.sqrt(tl.sum(x * x, axis=1) + 1e-6)
+    return tl.full([x.shape[0]], 1.0, dtype=tl.float32)
+
+
+@triton.jit
+def _exact_diagonal(
+    q_ptr,
+    k_ptr,
+    g_ptr,
+    rows,
+    row_mask,
+    nq,
+    nk,
+    i_hv,
+    a_log,
+    dt_bias,
+    lower_bound,
+    QK_STRIDE: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    SUB: tl.constexpr,
+    GATE: tl.constexpr,
+    FLOOR: tl.constexpr,
+):
+    """Scores of one diagonal block for any decay: ``A_qk[r, c] = sum_d q_rd k_cd exp(G_rd - G_cd)``
+    for ``c <= r`` (``A_kk`` the same with key rows, ``c < r``), every exponent masked to ``<= 0``
+    before the exp, summed over key slices of ``BKS`` channels."""
+    sub = tl.arange(0, SUB)
+    lower = sub[:, None] >= sub[None, :]
+    a_qk = tl.zeros([SUB, SUB], dtype=tl.float32)
+    a_kk = tl.zeros([SUB, SUB], dtype=tl.float32)
+    for s0 in tl.static_range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        cm = cols < K
+        gam = tl.cumsum(_gate(g_ptr, rows, row_mask, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR), axis=0)
+        xq = _rows_of(q_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nq[:, None]
+        xk = _rows_of(k_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nk[:, None]
+        exponent = gam[:, None, :] - gam[None, :, :]
+        weight = tl.exp(tl.where(lower[:, :, None], tl.minimum(exponent, 0.0), float("-inf")))
+        weighted = weight * xk[None, :, :]
+        a_qk += tl.sum(xq[:, None, :] * weighted, axis=2)
+        a_kk += tl.sum(xk[:, None, :] * weighted, axis=2)
+    return a_qk, tl.where(sub[:, None] > sub[None, :], a_kk, 0.0)
+
+
+
+
+@triton.jit
+def _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN: tl.constexpr, CHUNK: tl.constexpr):
+    """First token and one-past-last token of global chunk ``i_c``."""
+    if IS_VARLEN:
+        start = tl.load(chunk_start + i_c).to(tl.int64)
+        end = tl.minimum(start + CHUNK, tl.load(sequence_end + i_c).to(tl.int64))
+    else:
+        i_n = (i_c // NT).to(tl.int64)
+        start = i_n * T + (i_c % NT).to(tl.int64) * CHUNK
+        end = tl.minimum(start + CHUNK, (i_n + 1) * T)
+    return start, end
+
+
+@triton.jit
+def _square_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK: tl.constexpr):
+    """Stores a ``[SUB, SUB]`` tile as block ``(i, j)`` of a ``[CHUNK, CHUNK]`` matrix."""
+    sub = tl.arange(0, SUB)
+    tl.store(ptr + (i * SUB + sub)[:, None] * CHUNK + (j * SUB + sub)[None, :], block)
+
+
+@triton.jit
+def _chunk_local_kernel(
+    q,
+    k,
+    v,
+    g,
+    beta,
+    a_log,
+    dt_bias,
+    lower_bound,
+    w_out,
+    u_out,
+    qg_out,
+    kg_out,
+    decay_out,
+    a_out,
+    p_out,
+    sequence_end,
+    chunk_start,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BKS: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DIAG_SPAN: tl.constexpr,
+    FLOOR: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    GATE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    NATIVE_BF16: tl.constexpr,
+):
+    """The chunk-local terms of one (chunk, value head); see the module docstring.
+
+    Three phases: the scores row block by row block (``A`` stored, ``Diag(beta) A_kk`` into the
+    ``p_out`` scratch, ``Q_g``, ``K_g``, ``exp(G_L)`` stored, ``Diag(beta) K exp(G)`` parked in
+    ``w_out``); the inverse ``M`` in place of ``p_out``; then ``W`` and ``U`` as products of ``M``
+    with whole-chunk tiles.
+    """
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    i_h = i_hv // (HV // H)
+    q_ptr, k_ptr = q + i_h * K, k + i_h * K
+    square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
+    a_ptr, p_ptr = a_out + square, p_out + square
+    sub = tl.arange(0, SUB)
+    cols = tl.arange(0, BK)
+    cm = cols < K
+    zero_block = tl.zeros([SUB, SUB], dtype=tl.float32)
+    kd0 = tl.zeros([SUB, BK], dtype=tl.float32)
+    kd1, kd2, kd3 = kd0, kd0, kd0
+    carry = tl.zeros([BK], dtype=tl.float32)  # log decay from the chunk start to the current block
+    for i in tl.static_range(4):
+        rows = start + i * SUB + sub
+        m = rows < end
+        g_i = _gate(g, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR)
+        gam = tl.cumsum(g_i, axis=0)
+        tot = _row(gam, SUB - 1, SUB)
+        # exclusive suffix sums inside the block, from the following rows' gates (no cancellation)
+        g_next = _gate(g, rows + 1, (rows + 1 < end) & (sub < SUB - 1), cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR)
+        suffix = tl.cumsum(g_next, axis=0, reverse=True)
+        xq = _rows_of(q_ptr, rows, m, H * K, cols, cm)
+        xk = _rows_of(k_ptr, rows, m, H * K, cols, cm)
+        nq = _inverse_norm(xq, USE_QK_L2NORM)
+        nk = _inverse_norm(xk, USE_QK_L2NORM)
+        xq = xq * nq[:, None]
+        xk = xk * nk[:, None]
+        b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
+        left = tl.exp(gam)
+        lq = xq * left
+        lk = xk * left
+        # diagonal block: one product under the span limit, else exact
+        span = tl.max(-tot, axis=0)
+        if span <= DIAG_SPAN:
+            right = tl.trans(xk * tl.exp(-gam))
+            dq = tl.where(sub[:, None] >= sub[None, :], _dot(lq, right, PRECISION), 0.0)
+            dk = tl.where(sub[:, None] > sub[None, :], _dot(lk, right, PRECISION), 0.0)
+        else:
+            dq, dk = _exact_diagonal(
+                q_ptr, k_ptr, g, rows, m, nq, nk, i_hv, a_log, dt_bias, lower_bound,
+                H * K, HV, K, BK, BKS, SUB, GATE, FLOOR,
+            )
+        for j in tl.static_range(4):
+            if j < i:
+                if j == 0:
+                    kd = kd0
+                elif j == 1:
+                    kd = kd1
+                else:
+                    kd = kd2
+                aq = _dot(lq, tl.trans(kd), PRECISION)
+                ak = _dot(lk, tl.trans(kd), PRECISION)
+            elif j == i:
+                aq, ak = dq, dk
+            else:
+                aq, ak = zero_block, zero_block
+            _square_block(a_ptr, aq * scale, i, j, SUB, CHUNK)
+            _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
+        decay_in = tl.exp(carry[None, :] + gam)  # from the chunk start, own token included
+        _put_rows(qg_out + i_hv * K, xq * decay_in * scale, rows, m, HV * K, cols, cm, NATIVE_BF16)
+        _put_rows(w_out + i_hv * K, xk * decay_in * b[:, None], rows, m, HV * K, cols, cm, NATIVE_BF16)
+        # column factors: earlier blocks decay through this block, this block's keys to its end
+        step = tl.exp(tot)[None, :]
+        kd0, kd1, kd2 = kd0 * step, kd1 * step, kd2 * step
+        own = xk * tl.exp(suffix)
+        if i == 0:
+            kd0 = own
+        elif i == 1:
+            kd1 = own
+        elif i == 2:
+            kd2 = own
+        else:
+            kd3 = own
+        carry += tot
+    for j in tl.static_range(4):
+        if j == 0:
+            kd = kd0
+        elif j == 1:
+            kd = kd1
+        elif j == 2:
+            kd = kd2
+        else:
+            kd = kd3
+        rows = start + j * SUB + sub
+        _put_rows(kg_out + i_hv * K, kd, rows, rows < end, HV * K, cols, cm, NATIVE_BF16)
+    tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + cols, tl.exp(carry), mask=cm)
+    tl.debug_barrier()
+    _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+    tl.debug_barrier()
+    # W = M (Diag(beta) K exp(G)) and U = M Diag(beta) V, whole-chunk products
+    idx = tl.arange(0, CHUNK)
+    rows = start + idx
+    m = rows < end
+    inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
+    b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
+    for s0 in tl.static_range(0, BK, BKS):
+        kcols = s0 + tl.arange(0, BKS)
+        kcm = kcols < K
+        parked = _rows_of(w_out + i_hv * K, rows, m, HV * K, kcols, kcm)
+        tl.debug_barrier()
+        _put_rows(w_out + i_hv * K, _dot(inverse, parked, PRECISION), rows, m, HV * K, kcols, kcm, NATIVE_BF16)
+    for s0 in tl.static_range(0, V, BV):
+        vcols = s0 + tl.arange(0, BV)
+        vcm = vcols < V
+        values = _rows_of(v + i_hv * V, rows, m, HV * V, vcols, vcm) * b[:, None]
+        _put_rows(u_out + i_hv * V, _dot(inverse, values, PRECISION), rows, m, HV * V, vcols, vcm, NATIVE_BF16)

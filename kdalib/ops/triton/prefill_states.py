@@ -1,0 +1,88 @@
+"""The sequential part of the Triton chunked forward (see :mod:`kdalib.ops.triton.chunk`): the state
+recurrence across chunks and nothing else.
+
+One program per (sequence, value head, block of value columns) walks its sequence chunk by chunk
+with its slice of the state ``S`` in float32 registers (notes/kda.md, "The chunkwise algorithm")::
+
+    store S                       the state entering the chunk, for the output kernel
+    V_new = U - W S               the delta rule's corrections (WY form), stored
+    S     = exp(G_L) * S + K_g^T V_new
+
+Everything else (scores, inverse, outputs) is chunk-parallel, so a step is two small products and
+the loads of ``W``, ``U`` and ``K_g``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kdalib.ops.triton.tiles import _dot, _stored_as
+
+
+@triton.jit
+def _chunk_states_kernel(
+    w,
+    u,
+    kg,
+    decay,
+    states,
+    v_new,
+    initial_state,
+    final_state,
+    cu_seqlens,
+    chunk_offsets,
+    T,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    HV: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr,
+    STORE_FINAL_STATE: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
+    NATIVE_BF16: tl.constexpr,
+):
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_hv = i_nh // HV, i_nh % HV
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        first = tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+        first = i_n.to(tl.int64) * tl.cdiv(T, CHUNK)
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    cols_v = i_v * BV + tl.arange(0, BV)
+    mk = cols_k < K
+    mv = cols_v < V
+    tile = mk[:, None] & mv[None, :]
+    state_offsets = cols_k[:, None] * V + cols_v[None, :]
+    if USE_INITIAL_STATE:
+        s = tl.load(initial_state + i_nh.to(tl.int64) * K * V + state_offsets, mask=tile, other=0.0).to(tl.float32)
+    else:
+        s = tl.zeros([BK, BV], dtype=tl.float32)
+    n_chunks = tl.cdiv(eos - bos, CHUNK)
+    for c in range(0, n_chunks):
+        t0 = bos + c * CHUNK
+        tokens = t0 + rows
+        m = tokens < eos
+        i_c = first + c
+        tl.store(states + (i_c * HV + i_hv) * K * V + state_offsets, _stored_as(s, states.dtype.element_ty, NATIVE_BF16), mask=tile)
+        key_rows = tokens[:, None] * (HV * K) + i_hv * K + cols_k[None, :]
+        value_rows = tokens[:, None] * (HV * V) + i_hv * V + cols_v[None, :]
+        mkr = m[:, None] & mk[None, :]
+        mvr = m[:, None] & mv[None, :]
+        w_c = tl.load(w + key_rows, mask=mkr, other=0.0).to(tl.float32)
+        u_c = tl.load(u + value_rows, mask=mvr, other=0.0).to(tl.float32)
+        corrections = u_c - _dot(w_c, s, PRECISION)
+        tl.store(v_new + value_rows, corrections.to(v_new.dtype.element_ty), mask=mvr)
+        k_c = tl.load(kg + key_rows, mask=mkr, other=0.0).to(tl.float32)
+        d = tl.load(decay + (i_c * HV + i_hv) * K + cols_k, mask=mk, other=0.0)
+        s = s * d[:, None] + _dot(tl.trans(k_c), corrections, PRECISION)
+    if STORE_FINAL_STATE:
+        tl.store(final_state + i_nh.to(tl.int64) * K * V + state_offsets, s, mask=tile)
