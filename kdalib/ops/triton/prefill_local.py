@@ -69,10 +69,11 @@ def _gate(
     GATE: tl.constexpr,
     FLOOR: tl.constexpr,
 ):
-    """``[len(rows), len(cols)]`` log decays of value head ``i_hv`` for tokens ``rows`` (0 where
-    masked), in ``[-FLOOR, 0]`` (NaN stays NaN)."""
+    """``[len(rows), len(cols)]`` log decays of value head ``i_hv`` for the chunk's rows ``rows``
+    (``g_ptr`` points at the chunk's first token of that head; 0 where masked), in ``[-FLOOR, 0]``
+    (NaN stays NaN)."""
     mask = row_mask[:, None] & col_mask[None, :]
-    raw = tl.load(g_ptr + (rows.to(tl.int64)[:, None] * (HV * K) + i_hv * K + cols[None, :]), mask=mask, other=0.0)
+    raw = tl.load(g_ptr + (rows[:, None] * (HV * K) + cols[None, :]), mask=mask, other=0.0)
     raw = raw.to(tl.float32)
     if GATE == 0:
         g = raw
@@ -93,16 +94,17 @@ def _gate(
 
 @triton.jit
 def _rows_of(ptr, rows, row_mask, stride, cols, col_mask):
-    """``[len(rows), len(cols)]`` float32 tile, row r at ``ptr + rows[r] * stride + cols``."""
+    """``[len(rows), len(cols)]`` float32 tile, row r at ``ptr + rows[r] * stride + cols`` (``ptr``
+    points at the chunk's first token, so the offsets are small 32-bit integers)."""
     mask = row_mask[:, None] & col_mask[None, :]
-    return tl.load(ptr + (rows.to(tl.int64)[:, None] * stride + cols[None, :]), mask=mask, other=0.0).to(tl.float32)
+    return tl.load(ptr + (rows[:, None] * stride + cols[None, :]), mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
 def _put_rows(ptr, tile, rows, row_mask, stride, cols, col_mask, NATIVE_BF16: tl.constexpr):
     mask = row_mask[:, None] & col_mask[None, :]
     value = _stored_as(tile, ptr.dtype.element_ty, NATIVE_BF16)
-    tl.store(ptr + (rows.to(tl.int64)[:, None] * stride + cols[None, :]), value, mask=mask)
+    tl.store(ptr + (rows[:, None] * stride + cols[None, :]), value, mask=mask)
 
 
 @triton.jit
@@ -145,7 +147,9 @@ def _exact_diagonal(
     for s0 in tl.static_range(0, BK, BKS):
         cols = s0 + tl.arange(0, BKS)
         cm = cols < K
-        gam = tl.cumsum(_gate(g_ptr, rows, row_mask, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR), axis=0)
+        gam = tl.cumsum(
+            _gate(g_ptr, rows, row_mask, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR), axis=0
+        )
         xq = _rows_of(q_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nq[:, None]
         xk = _rows_of(k_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nk[:, None]
         exponent = gam[:, None, :] - gam[None, :, :]
@@ -154,8 +158,6 @@ def _exact_diagonal(
         a_qk += tl.sum(xq[:, None, :] * weighted, axis=2)
         a_kk += tl.sum(xk[:, None, :] * weighted, axis=2)
     return a_qk, tl.where(sub[:, None] > sub[None, :], a_kk, 0.0)
-
-
 
 
 @triton.jit
@@ -227,7 +229,13 @@ def _chunk_local_kernel(
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     i_h = i_hv // (HV // H)
-    q_ptr, k_ptr = q + i_h * K, k + i_h * K
+    n = (end - start).to(tl.int32)  # tokens in this chunk
+    # every pointer below points at the chunk's first token of its head; offsets are 32-bit
+    q_ptr, k_ptr = q + start * (H * K) + i_h * K, k + start * (H * K) + i_h * K
+    g_ptr = g + start * (HV * K) + i_hv * K
+    beta_ptr = beta + start * HV + i_hv
+    key_out = start * (HV * K) + i_hv * K
+    w_ptr, qg_ptr, kg_ptr = w_out + key_out, qg_out + key_out, kg_out + key_out
     square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
     a_ptr, p_ptr = a_out + square, p_out + square
     sub = tl.arange(0, SUB)
@@ -238,13 +246,27 @@ def _chunk_local_kernel(
     kd1, kd2, kd3 = kd0, kd0, kd0
     carry = tl.zeros([BK], dtype=tl.float32)  # log decay from the chunk start to the current block
     for i in tl.static_range(4):
-        rows = start + i * SUB + sub
-        m = rows < end
-        g_i = _gate(g, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR)
+        rows = i * SUB + sub
+        m = rows < n
+        g_i = _gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR)
         gam = tl.cumsum(g_i, axis=0)
         tot = _row(gam, SUB - 1, SUB)
         # exclusive suffix sums inside the block, from the following rows' gates (no cancellation)
-        g_next = _gate(g, rows + 1, (rows + 1 < end) & (sub < SUB - 1), cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR)
+        g_next = _gate(
+            g_ptr,
+            rows + 1,
+            (rows + 1 < n) & (sub < SUB - 1),
+            cols,
+            cm,
+            i_hv,
+            a_log,
+            dt_bias,
+            lower_bound,
+            HV,
+            K,
+            GATE,
+            FLOOR,
+        )
         suffix = tl.cumsum(g_next, axis=0, reverse=True)
         xq = _rows_of(q_ptr, rows, m, H * K, cols, cm)
         xk = _rows_of(k_ptr, rows, m, H * K, cols, cm)
@@ -252,7 +274,7 @@ def _chunk_local_kernel(
         nk = _inverse_norm(xk, USE_QK_L2NORM)
         xq = xq * nq[:, None]
         xk = xk * nk[:, None]
-        b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
+        b = tl.load(beta_ptr + rows * HV, mask=m, other=0.0).to(tl.float32)
         left = tl.exp(gam)
         lq = xq * left
         lk = xk * left
@@ -264,8 +286,25 @@ def _chunk_local_kernel(
             dk = tl.where(sub[:, None] > sub[None, :], _dot(lk, right, PRECISION), 0.0)
         else:
             dq, dk = _exact_diagonal(
-                q_ptr, k_ptr, g, rows, m, nq, nk, i_hv, a_log, dt_bias, lower_bound,
-                H * K, HV, K, BK, BKS, SUB, GATE, FLOOR,
+                q_ptr,
+                k_ptr,
+                g_ptr,
+                rows,
+                m,
+                nq,
+                nk,
+                i_hv,
+                a_log,
+                dt_bias,
+                lower_bound,
+                H * K,
+                HV,
+                K,
+                BK,
+                BKS,
+                SUB,
+                GATE,
+                FLOOR,
             )
         for j in tl.static_range(4):
             if j < i:
@@ -284,8 +323,8 @@ def _chunk_local_kernel(
             _square_block(a_ptr, aq * scale, i, j, SUB, CHUNK)
             _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
         decay_in = tl.exp(carry[None, :] + gam)  # from the chunk start, own token included
-        _put_rows(qg_out + i_hv * K, xq * decay_in * scale, rows, m, HV * K, cols, cm, NATIVE_BF16)
-        _put_rows(w_out + i_hv * K, xk * decay_in * b[:, None], rows, m, HV * K, cols, cm, NATIVE_BF16)
+        _put_rows(qg_ptr, xq * decay_in * scale, rows, m, HV * K, cols, cm, NATIVE_BF16)
+        _put_rows(w_ptr, xk * decay_in * b[:, None], rows, m, HV * K, cols, cm, NATIVE_BF16)
         # column factors: earlier blocks decay through this block, this block's keys to its end
         step = tl.exp(tot)[None, :]
         kd0, kd1, kd2 = kd0 * step, kd1 * step, kd2 * step
@@ -308,26 +347,34 @@ def _chunk_local_kernel(
             kd = kd2
         else:
             kd = kd3
-        rows = start + j * SUB + sub
-        _put_rows(kg_out + i_hv * K, kd, rows, rows < end, HV * K, cols, cm, NATIVE_BF16)
+        rows = j * SUB + sub
+        _put_rows(kg_ptr, kd, rows, rows < n, HV * K, cols, cm, NATIVE_BF16)
     tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + cols, tl.exp(carry), mask=cm)
     tl.debug_barrier()
     _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
     tl.debug_barrier()
     # W = M (Diag(beta) K exp(G)) and U = M Diag(beta) V, whole-chunk products
     idx = tl.arange(0, CHUNK)
-    rows = start + idx
-    m = rows < end
+    m = idx < n
     inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
-    b = tl.load(beta + rows.to(tl.int64) * HV + i_hv, mask=m, other=0.0).to(tl.float32)
+    b = tl.load(beta_ptr + idx * HV, mask=m, other=0.0).to(tl.float32)
     for s0 in tl.static_range(0, BK, BKS):
         kcols = s0 + tl.arange(0, BKS)
         kcm = kcols < K
-        parked = _rows_of(w_out + i_hv * K, rows, m, HV * K, kcols, kcm)
+        parked = _rows_of(w_ptr, idx, m, HV * K, kcols, kcm)
         tl.debug_barrier()
-        _put_rows(w_out + i_hv * K, _dot(inverse, parked, PRECISION), rows, m, HV * K, kcols, kcm, NATIVE_BF16)
+        _put_rows(w_ptr, _dot(inverse, parked, PRECISION), idx, m, HV * K, kcols, kcm, NATIVE_BF16)
     for s0 in tl.static_range(0, V, BV):
         vcols = s0 + tl.arange(0, BV)
         vcm = vcols < V
-        values = _rows_of(v + i_hv * V, rows, m, HV * V, vcols, vcm) * b[:, None]
-        _put_rows(u_out + i_hv * V, _dot(inverse, values, PRECISION), rows, m, HV * V, vcols, vcm, NATIVE_BF16)
+        values = _rows_of(v + start * (HV * V) + i_hv * V, idx, m, HV * V, vcols, vcm) * b[:, None]
+        _put_rows(
+            u_out + start * (HV * V) + i_hv * V,
+            _dot(inverse, values, PRECISION),
+            idx,
+            m,
+            HV * V,
+            vcols,
+            vcm,
+            NATIVE_BF16,
+        )

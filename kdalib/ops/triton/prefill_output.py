@@ -43,20 +43,26 @@ def _chunk_output_kernel(
         start = i_n * T + (i_c % NT).to(tl.int64) * CHUNK
         end = tl.minimum(start + CHUNK, (i_n + 1) * T)
     idx = tl.arange(0, CHUNK)
-    tokens = start + idx
-    m = tokens < end
+    m = idx < (end - start).to(tl.int32)
     cols_k = tl.arange(0, BK)
     cols_v = i_v * BV + tl.arange(0, BV)
     mk = cols_k < K
     mv = cols_v < V
     block = (i_c * HV + i_hv).to(tl.int64)
-    q_c = tl.load(qg + tokens[:, None] * (HV * K) + i_hv * K + cols_k[None, :], mask=m[:, None] & mk[None, :], other=0.0)
-    s = tl.load(states + block * K * V + cols_k[:, None] * V + cols_v[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
+    q_c = tl.load(
+        qg + (start * (HV * K) + i_hv * K) + (idx[:, None] * (HV * K) + cols_k[None, :]),
+        mask=m[:, None] & mk[None, :],
+        other=0.0,
+    )
+    s = tl.load(
+        states + block * K * V + cols_k[:, None] * V + cols_v[None, :], mask=mk[:, None] & mv[None, :], other=0.0
+    )
     a = tl.load(scores + block * CHUNK * CHUNK + idx[:, None] * CHUNK + idx[None, :])
-    value_rows = tokens[:, None] * (HV * V) + i_hv * V + cols_v[None, :]
+    value_at = start * (HV * V) + i_hv * V  # the chunk's first token; offsets from it are 32-bit
+    value_rows = idx[:, None] * (HV * V) + cols_v[None, :]
     mvr = m[:, None] & mv[None, :]
-    corrections = tl.load(v_new + value_rows, mask=mvr, other=0.0)
+    corrections = tl.load(v_new + value_at + value_rows, mask=mvr, other=0.0)
     if not NATIVE_BF16:  # Triton's interpreter mis-multiplies bfloat16 operands: widen them exactly
         q_c, s = q_c.to(tl.float32), s.to(tl.float32)
     out = _dot(q_c, s, PRECISION) + _dot(a, corrections, PRECISION)
-    tl.store(o + value_rows, _stored_as(out, o.dtype.element_ty, NATIVE_BF16), mask=mvr)
+    tl.store(o + value_at + value_rows, _stored_as(out, o.dtype.element_ty, NATIVE_BF16), mask=mvr)

@@ -9,7 +9,8 @@ with its slice of the state ``S`` in float32 registers (notes/kda.md, "The chunk
     S     = exp(G_L) * S + K_g^T V_new
 
 Everything else (scores, inverse, outputs) is chunk-parallel, so a step is two small products and
-the loads of ``W``, ``U`` and ``K_g``.
+the loads of ``W``, ``U`` and ``K_g``. With 16-bit inputs ``W`` and ``K_g`` are bfloat16 and the
+float32 ``S`` and ``V_new`` meet them as a bfloat16 head and tail, two bfloat16 products each.
 """
 
 from __future__ import annotations
@@ -18,6 +19,21 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.tiles import _dot, _stored_as
+
+
+@triton.jit
+def _split_dot(a, b, PRECISION: tl.constexpr, NATIVE_BF16: tl.constexpr):
+    """``a @ b`` for a float32 ``b``. A bfloat16 ``a`` meets ``b`` split into a bfloat16 head and
+    tail (two bfloat16 products, ~16 bits of ``b``), so ``a`` stays narrow in registers; a float32
+    ``a`` meets ``b`` in ``PRECISION``."""
+    if a.dtype == tl.bfloat16:
+        head = b.to(tl.bfloat16)
+        tail = (b - head.to(tl.float32)).to(tl.bfloat16)
+        if NATIVE_BF16:
+            return tl.dot(a, head) + tl.dot(a, tail)
+        wide = a.to(tl.float32)  # the interpreter mis-multiplies bfloat16 operands
+        return _dot(wide, head.to(tl.float32), "ieee") + _dot(wide, tail.to(tl.float32), "ieee")
+    return _dot(a.to(tl.float32), b, PRECISION)
 
 
 @triton.jit
@@ -62,6 +78,8 @@ def _chunk_states_kernel(
     mv = cols_v < V
     tile = mk[:, None] & mv[None, :]
     state_offsets = cols_k[:, None] * V + cols_v[None, :]
+    key_rows = rows[:, None] * (HV * K) + cols_k[None, :]
+    value_rows = rows[:, None] * (HV * V) + cols_v[None, :]
     if USE_INITIAL_STATE:
         s = tl.load(initial_state + i_nh.to(tl.int64) * K * V + state_offsets, mask=tile, other=0.0).to(tl.float32)
     else:
@@ -69,20 +87,20 @@ def _chunk_states_kernel(
     n_chunks = tl.cdiv(eos - bos, CHUNK)
     for c in range(0, n_chunks):
         t0 = bos + c * CHUNK
-        tokens = t0 + rows
-        m = tokens < eos
+        m = rows < (eos - t0).to(tl.int32)
         i_c = first + c
-        tl.store(states + (i_c * HV + i_hv) * K * V + state_offsets, _stored_as(s, states.dtype.element_ty, NATIVE_BF16), mask=tile)
-        key_rows = tokens[:, None] * (HV * K) + i_hv * K + cols_k[None, :]
-        value_rows = tokens[:, None] * (HV * V) + i_hv * V + cols_v[None, :]
+        state_at = states + (i_c * HV + i_hv) * K * V
+        tl.store(state_at + state_offsets, _stored_as(s, states.dtype.element_ty, NATIVE_BF16), mask=tile)
+        key_at = t0 * (HV * K) + i_hv * K  # the chunk's first token; offsets from it are 32-bit
+        value_at = t0 * (HV * V) + i_hv * V
         mkr = m[:, None] & mk[None, :]
         mvr = m[:, None] & mv[None, :]
-        w_c = tl.load(w + key_rows, mask=mkr, other=0.0).to(tl.float32)
-        u_c = tl.load(u + value_rows, mask=mvr, other=0.0).to(tl.float32)
-        corrections = u_c - _dot(w_c, s, PRECISION)
-        tl.store(v_new + value_rows, corrections.to(v_new.dtype.element_ty), mask=mvr)
-        k_c = tl.load(kg + key_rows, mask=mkr, other=0.0).to(tl.float32)
+        w_c = tl.load(w + key_at + key_rows, mask=mkr, other=0.0)
+        u_c = tl.load(u + value_at + value_rows, mask=mvr, other=0.0).to(tl.float32)
+        corrections = u_c - _split_dot(w_c, s, PRECISION, NATIVE_BF16)
+        tl.store(v_new + value_at + value_rows, corrections.to(v_new.dtype.element_ty), mask=mvr)
+        k_c = tl.load(kg + key_at + key_rows, mask=mkr, other=0.0)
         d = tl.load(decay + (i_c * HV + i_hv) * K + cols_k, mask=mk, other=0.0)
-        s = s * d[:, None] + _dot(tl.trans(k_c), corrections, PRECISION)
+        s = s * d[:, None] + _split_dot(tl.trans(k_c), corrections, PRECISION, NATIVE_BF16)
     if STORE_FINAL_STATE:
         tl.store(final_state + i_nh.to(tl.int64) * K * V + state_offsets, s, mask=tile)
