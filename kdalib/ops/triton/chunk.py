@@ -187,7 +187,7 @@ def triton_chunk_kda(
     )
     del inverse
     if block_v is None:
-        block_v = min(16, triton.next_power_of_2(V))
+        block_v = 16
     states = q.new_empty(num_chunks, HV, K, V, dtype=narrow)
     v_new = q.new_empty(tokens, HV, V, dtype=f32)
     final_state = v.new_empty(N, HV, K, V, dtype=f32) if output_final_state else None
