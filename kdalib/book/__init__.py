@@ -3,9 +3,9 @@
 Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist``
 (:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
 directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
-(:mod:`kdalib.book.status`), the ``spec-table`` and ``claims-downloads`` directives and the
-``{verdict}`` role (:mod:`kdalib.book.spec_table`, which also writes claims.json and
-claims.csv into the HTML output), and the ``claims-timeline``, ``claims-progression`` and
+(:mod:`kdalib.book.status`), the ``spec-table`` directive (:mod:`kdalib.book.spec_table`), the
+``{verdict}`` role (:mod:`kdalib.book.verdict`), the ``claims-downloads`` directive and the
+claims.json and claims.csv it links (:mod:`kdalib.book.downloads`), and the ``claims-timeline``, ``claims-progression`` and
 ``claims-heatmap`` pictures drawn from the claims (:mod:`kdalib.book.pictures`), all on
 one base (:mod:`kdalib.book.directive`); the ``kdalib`` domain (:mod:`kdalib.book.domain`)
 holds the build's state; a stylesheet and a script serve badges, figure popovers and the
@@ -20,7 +20,19 @@ from __future__ import annotations
 from sphinx.application import Sphinx
 
 from kdalib import __version__
-from kdalib.book import assets, checklist, dashboard, domain, nodes, pictures, role, spec_table, status
+from kdalib.book import (
+    assets,
+    checklist,
+    dashboard,
+    domain,
+    downloads,
+    nodes,
+    pictures,
+    role,
+    spec_table,
+    status,
+    verdict,
+)
 
 
 def _add_static_path(app: Sphinx) -> None:
@@ -37,6 +49,8 @@ def setup(app: Sphinx) -> dict[str, object]:
     assets.setup(app)
     role.setup(app)
     spec_table.setup(app)
+    verdict.setup(app)
+    downloads.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)

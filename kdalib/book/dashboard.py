@@ -23,7 +23,7 @@ from kdalib.book.data import BookData
 from kdalib.book.directive import BookDirective
 from kdalib.book.nodes import collapsible
 from kdalib.book.render import badge, claim_anchor, join, link, literal, readable_quote, short, source_anchor
-from kdalib.book.spec_table import verdict_badge
+from kdalib.book.verdict import verdict_badge
 from kdalib.sources.model import Claim
 from kdalib.sources.schema import CLAIM_STATUSES, SEED_VERDICTS
 
