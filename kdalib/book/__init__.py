@@ -10,9 +10,11 @@ claims.json and claims.csv it links (:mod:`kdalib.book.downloads`), and the ``cl
 one base (:mod:`kdalib.book.directive`); the ``kdalib`` domain (:mod:`kdalib.book.domain`)
 holds the build's state; a stylesheet and a script serve badges, figure popovers and the
 claims page's filter.
-Configuration (all optional): ``kdalib_sources_file`` (default ``sources.yaml``, relative
-to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_page``
-(``notes/sources``). Never imports torch except inside ``kdalib-environment``.
+The ``claims-changes`` directive renders the "What changed" page from the git history of
+sources.yaml (:mod:`kdalib.book.changes`); ``tracker-status`` shows the last live check of the
+sources on the Build-status page. Configuration (all optional): ``kdalib_sources_file`` (default
+``sources.yaml``, relative to the book root), ``kdalib_claims_page`` (``notes/claims``),
+``kdalib_sources_page`` (``notes/sources``), ``kdalib_tracker_record`` (``tracker/online.json``). Never imports torch except inside ``kdalib-environment``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sphinx.application import Sphinx
 from kdalib import __version__
 from kdalib.book import (
     assets,
+    changes,
     checklist,
     dashboard,
     domain,
@@ -44,6 +47,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("kdalib_sources_file", "sources.yaml", "env")
     app.add_config_value("kdalib_claims_page", "notes/claims", "env")
     app.add_config_value("kdalib_sources_page", "notes/sources", "env")
+    app.add_config_value("kdalib_tracker_record", "tracker/online.json", "env")
     domain.setup(app)
     nodes.setup(app)
     assets.setup(app)
@@ -55,6 +59,8 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)
     app.add_directive("kdalib-environment", status.KdalibEnvironment)
+    app.add_directive("tracker-status", status.TrackerStatus)
+    app.add_directive("claims-changes", changes.ClaimsChanges)
     app.add_directive("claims-timeline", pictures.ClaimsTimeline)
     app.add_directive("claims-progression", pictures.ClaimsProgression)
     app.add_directive("claims-heatmap", pictures.ClaimsHeatmap)

@@ -48,7 +48,7 @@ def _write_downloads(app: Sphinx, exception: Exception | None) -> None:
     data = domain_of(app.env).book
     if data.report is None:
         return
-    for path in write_claims(data.report.document, Path(app.outdir)):
+    for path in write_claims(data.report.document, Path(app.outdir), data.history):
         logger.info(f"kdalib: wrote {path}")
 
 
