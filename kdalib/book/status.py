@@ -80,11 +80,13 @@ class TrackerStatus(BookDirective):
         path = Path(self.env.srcdir) / self.config.kdalib_tracker_record
         shown = self.config.kdalib_tracker_record
         if not path.is_file():
-            text = (
-                f"No live check of the sources is recorded in this copy ({shown} is absent): the weekly source "
-                "check runs `kdalib verify --online` on GitHub, and its JSON report, committed there, is shown here."
-            )
-            return [nodes.paragraph(text, text)]
+            para = nodes.paragraph("", f"No live check of the sources is recorded in this copy ({shown} is absent): ")
+            para += [
+                nodes.Text("the weekly source check runs "),
+                literal("kdalib verify --online"),
+                nodes.Text(" on GitHub, and its JSON report, committed as that file, is shown here."),
+            ]
+            return [para]
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             tracks = record["online"]
