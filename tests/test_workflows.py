@@ -146,6 +146,7 @@ def test_actions_and_paths_a_workflow_names_exist(path):
             for command, output in MAKE_OUTPUTS.items():
                 if command in step.get("run", ""):
                     made.add(output)
+            made.update(re.findall(r"--json\s+(\S+)", step.get("run", "")))  # kdalib verify's JSON report
             if "uses" in step:
                 assert ACTION.match(step["uses"]), f"{path.name}: action {step['uses']!r} is not owner/name@vN"
             artefact = (step.get("with") or {}).get("path")

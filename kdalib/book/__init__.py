@@ -3,16 +3,18 @@
 Registers the ``{claim}`` role (:mod:`kdalib.book.role`), the ``source-checklist``
 (:mod:`kdalib.book.checklist`) and ``claims-dashboard`` (:mod:`kdalib.book.dashboard`)
 directives, ``verify-summary`` and ``kdalib-environment`` for the Build-status page
-(:mod:`kdalib.book.status`), the ``spec-table`` and ``claims-downloads`` directives and the
-``{verdict}`` role (:mod:`kdalib.book.spec_table`, which also writes claims.json and
-claims.csv into the HTML output), and the ``claims-timeline``, ``claims-progression`` and
+(:mod:`kdalib.book.status`), the ``spec-table`` directive (:mod:`kdalib.book.spec_table`), the
+``{verdict}`` role (:mod:`kdalib.book.verdict`), the ``claims-downloads`` directive and the
+claims.json and claims.csv it links (:mod:`kdalib.book.downloads`), and the ``claims-timeline``, ``claims-progression`` and
 ``claims-heatmap`` pictures drawn from the claims (:mod:`kdalib.book.pictures`), all on
 one base (:mod:`kdalib.book.directive`); the ``kdalib`` domain (:mod:`kdalib.book.domain`)
 holds the build's state; a stylesheet and a script serve badges, figure popovers and the
 claims page's filter.
-Configuration (all optional): ``kdalib_sources_file`` (default ``sources.yaml``, relative
-to the book root), ``kdalib_claims_page`` (``notes/claims``), ``kdalib_sources_page``
-(``notes/sources``). Never imports torch except inside ``kdalib-environment``.
+The ``claims-changes`` directive renders the "What changed" page from the git history of
+sources.yaml (:mod:`kdalib.book.changes`); ``tracker-status`` shows the last live check of the
+sources on the Build-status page. Configuration (all optional): ``kdalib_sources_file`` (default
+``sources.yaml``, relative to the book root), ``kdalib_claims_page`` (``notes/claims``),
+``kdalib_sources_page`` (``notes/sources``), ``kdalib_tracker_record`` (``tracker/online.json``). Never imports torch except inside ``kdalib-environment``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,20 @@ from __future__ import annotations
 from sphinx.application import Sphinx
 
 from kdalib import __version__
-from kdalib.book import assets, checklist, dashboard, domain, nodes, pictures, role, spec_table, status
+from kdalib.book import (
+    assets,
+    changes,
+    checklist,
+    dashboard,
+    domain,
+    downloads,
+    nodes,
+    pictures,
+    role,
+    spec_table,
+    status,
+    verdict,
+)
 
 
 def _add_static_path(app: Sphinx) -> None:
@@ -32,15 +47,20 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("kdalib_sources_file", "sources.yaml", "env")
     app.add_config_value("kdalib_claims_page", "notes/claims", "env")
     app.add_config_value("kdalib_sources_page", "notes/sources", "env")
+    app.add_config_value("kdalib_tracker_record", "tracker/online.json", "env")
     domain.setup(app)
     nodes.setup(app)
     assets.setup(app)
     role.setup(app)
     spec_table.setup(app)
+    verdict.setup(app)
+    downloads.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)
     app.add_directive("kdalib-environment", status.KdalibEnvironment)
+    app.add_directive("tracker-status", status.TrackerStatus)
+    app.add_directive("claims-changes", changes.ClaimsChanges)
     app.add_directive("claims-timeline", pictures.ClaimsTimeline)
     app.add_directive("claims-progression", pictures.ClaimsProgression)
     app.add_directive("claims-heatmap", pictures.ClaimsHeatmap)

@@ -22,8 +22,19 @@ from docutils import nodes
 from kdalib.book.data import BookData
 from kdalib.book.directive import BookDirective
 from kdalib.book.nodes import collapsible
-from kdalib.book.render import badge, claim_anchor, join, link, literal, readable_quote, short, source_anchor
-from kdalib.book.spec_table import verdict_badge
+from kdalib.book.render import (
+    badge,
+    cite_text,
+    claim_anchor,
+    history_text,
+    join,
+    link,
+    literal,
+    readable_quote,
+    short,
+    source_anchor,
+)
+from kdalib.book.verdict import verdict_badge
 from kdalib.sources.model import Claim
 from kdalib.sources.schema import CLAIM_STATUSES, SEED_VERDICTS
 
@@ -142,7 +153,20 @@ class ClaimsDashboard(BookDirective):
             card += nodes.paragraph("", claim.setting_text, classes=["kdalib-setting"])
         card += nodes.paragraph("", "", nodes.Text("Source: "), self._source_ref(claim), classes=["kdalib-source"])
         card += self._quote(claim)
+        history = history_text(claim, self.data.history.of(claim.id))
+        if history:
+            card += nodes.paragraph("", f"History: {history}", classes=["kdalib-history"])
+        cite = cite_text(claim, self.data.source(claim.source), self._claim_url(claim))
+        card += nodes.paragraph(
+            "", "", nodes.Text("Cite this figure: "), _verbatim(literal(cite)), classes=["kdalib-cite"]
+        )
         return card
+
+    def _claim_url(self, claim: Claim) -> str:
+        """The claim's address in the published book (``html_baseurl``), else relative to the site."""
+        page = self.env.app.builder.get_target_uri(self.env.docname)
+        base = (self.config.html_baseurl or "").rstrip("/")
+        return f"{base + '/' if base else ''}{page}#{claim_anchor(claim.id)}"
 
     def _claim_cell(self, claim: Claim, with_quote: bool = True) -> nodes.container:
         head = nodes.paragraph(

@@ -10,12 +10,13 @@ lists what was not checked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
+from kdalib.sources.history import History, load_history
 from kdalib.sources.loader import LoadError
 from kdalib.sources.model import Claim, Source, file_location
 from kdalib.sources.snapshots import ENV_VAR, default_snapshot_dir
@@ -33,6 +34,8 @@ class BookData:
 
     report: Report | None
     problem: str = ""
+    #: What changed in sources.yaml over its git history (empty, with its reason, where none is readable).
+    history: History = field(default_factory=lambda: History(problem="the history was not read"))
 
     def claim(self, claim_id: str) -> Claim | None:
         return self.report.document.resolve_claim(claim_id) if self.report else None
@@ -67,7 +70,7 @@ def load_book_data(app: Sphinx) -> BookData:
         logger.warning(
             f"kdalib: {err.message}", location=file_location(err.path, err.line), type="kdalib", subtype="sources"
         )
-        return BookData(None, str(err))
+        return BookData(None, str(err), load_history(sources_path))
     for finding in report.errors:
         if finding.code in ROLE_REPORTED:
             continue
@@ -83,7 +86,10 @@ def load_book_data(app: Sphinx) -> BookData:
             f"kdalib: {len(report.missing_snapshots)} snapshot(s) not found in {report.snapshot_dir} "
             f"(set {ENV_VAR}); their quotes were not checked"
         )
-    return BookData(report)
+    history = load_history(sources_path)
+    if not history.available:
+        logger.info(f"kdalib: no history of {sources_path.name}: {history.problem}")
+    return BookData(report, history=history)
 
 
 def _location(file: str, line: int, srcdir: Path) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from docutils import nodes
 
+from kdalib.sources.history import ClaimHistory
 from kdalib.sources.model import Claim, Source
 from kdalib.sources.quotes import normalize
 
@@ -54,7 +55,29 @@ def readable_quote(quote: str) -> str:
     return re.sub(r"(?:\s*·\s*)+", " · ", text).strip(" ·")
 
 
-def popover_data(claim: Claim, source: Source | None, snapshot_line: int | None = None) -> dict[str, str]:
+def history_text(claim: Claim, past: ClaimHistory | None) -> str:
+    """ "first recorded D · last checked D · earlier: V (status, from D)", from the claim and its history."""
+    parts = []
+    if past is not None:
+        parts.append(f"first recorded {past.first_recorded or 'in this uncommitted change'}")
+    if claim.checked:
+        parts.append(f"last checked {claim.checked.isoformat()}")
+    if past is not None and past.earlier:
+        earlier = "; ".join(f"{e.display} ({e.status}, from {e.since or 'uncommitted'})" for e in past.earlier)
+        parts.append(f"earlier: {earlier}")
+    return " · ".join(parts)
+
+
+def cite_text(claim: Claim, source: Source | None, url: str) -> str:
+    """The "cite this figure" line of a claim: the book, the claim id, its value and status, its URL."""
+    checked = f", checked {claim.checked.isoformat()}" if claim.checked else ""
+    origin = f"; source: {source.title}" if source else ""
+    return f"The Kimi field guide, claim {claim.id}: {claim.display} ({claim.status}{checked}{origin}). {url}"
+
+
+def popover_data(
+    claim: Claim, source: Source | None, snapshot_line: int | None = None, past: ClaimHistory | None = None
+) -> dict[str, str]:
     """What a figure's popover shows, as plain text fields (kdalib.js renders them as text)."""
     data = {
         "what": f"{claim.subject}: {claim.topic}",
@@ -71,6 +94,9 @@ def popover_data(claim: Claim, source: Source | None, snapshot_line: int | None 
             data["where"] = f"snapshot line {snapshot_line}"
     elif claim.text_notes:
         data["note"] = short(claim.text_notes, 400)
+    history = history_text(claim, past)
+    if history:
+        data["history"] = short(history, 400)
     return data
 
 

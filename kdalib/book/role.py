@@ -4,7 +4,8 @@ The role renders ``display`` exactly as sources.yaml gives it, with the status a
 class. It records the page in the ``kdalib`` domain and leaves a ``kdalib:claim``
 cross-reference, which the domain resolves to the claims page relative to the page the
 figure is on. Each HTML page that shows figures carries their popover data (source,
-status, setting, the quote as readable text) as one JSON script element, which
+status, setting, the quote as readable text, the claim's history: first recorded, last
+checked, earlier values) as one JSON script element, which
 ``static/kdalib.js`` reads on hover, keyboard focus or tap. An unknown id is a Sphinx
 warning at the page's file:line, which the strict (``-W``) build turns into a failure.
 """
@@ -67,7 +68,9 @@ def popover_script(app: Sphinx, doctree: nodes.document) -> str:
         claim = book.claim(ref[CLAIM_ATTRIBUTE])
         if claim is not None and claim.id not in shown:
             match = book.report.matches.get(claim.id) if book.report else None
-            shown[claim.id] = popover_data(claim, book.source(claim.source), match.line if match else None)
+            shown[claim.id] = popover_data(
+                claim, book.source(claim.source), match.line if match else None, book.history.of(claim.id)
+            )
     if not shown:
         return ""
     payload = json.dumps(shown, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")

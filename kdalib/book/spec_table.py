@@ -1,4 +1,4 @@
-"""Tables drawn from sources.yaml: ``spec-table``, the ``{verdict}`` role and ``claims-downloads``.
+"""The ``spec-table`` directive: a table of properties × models drawn from sources.yaml.
 
 ``spec-table`` renders properties × models. Its ``:columns:`` option names the models, and
 each content line is a row: the property's label, then one cell per model, separated by
@@ -15,15 +15,9 @@ fails and the table cannot drift from the checklist::
     total parameters | k2.arch.params_total | k2_5.arch.params_total
     vision encoder | - | "MoonViT," k2_5.arch.vision_encoder_params
     ```
-
-``{verdict}`seed.id``` prints the verdict of a claim of the starting note as a badge.
-``claims-downloads`` links the ``claims.json`` and ``claims.csv`` files that the HTML build
-writes into its output folder (:mod:`kdalib.sources.export`).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from docutils import nodes
 from sphinx.application import Sphinx
@@ -31,10 +25,8 @@ from sphinx.util import logging
 
 from kdalib.book.data import BookData
 from kdalib.book.directive import BookDirective
-from kdalib.book.domain import domain_of
-from kdalib.book.render import badge, link, table
+from kdalib.book.render import table
 from kdalib.book.role import figure_xref
-from kdalib.sources.export import write_claims
 from kdalib.sources.model import Claim
 from kdalib.sources.spec_rows import cell_tokens, claim_ids, split_row
 
@@ -43,7 +35,6 @@ logger = logging.getLogger(__name__)
 NOT_REPORTED = "not reported"
 #: Statuses a table cell marks next to the value, because the figure is not (or no longer) settled.
 MARKED_STATUSES = ("unverified", "contradicted", "superseded", "refuted")
-DOWNLOADS = ("claims.json", "claims.csv")
 #: Quoted text starting with one of these follows the previous token without a space.
 CLOSERS = (",", ";", ".", ")", ":")
 
@@ -119,58 +110,5 @@ class SpecTable(BookDirective):
         return out
 
 
-def verdict_badge(claim: Claim) -> nodes.inline:
-    return badge(claim.verdict or "", f"verdict-{claim.verdict}")
-
-
-def verdict_role(name, rawtext, text, lineno, inliner, options=None, content=None):
-    """``{verdict}`seed.id```: the verdict badge of a starting-note claim."""
-    env = inliner.document.settings.env
-    domain = domain_of(env)
-    domain.note_page(env.docname, "claim")
-    claim = domain.book.claim(text.strip())
-    if claim is None or claim.verdict is None:
-        what = "no claim" if claim is None else "no verdict on claim"
-        logger.warning(
-            f"{{verdict}}`{text.strip()}`: {what} {text.strip()!r} in {env.config.kdalib_sources_file}",
-            location=(env.docname, lineno),
-            type="kdalib",
-            subtype="verdict",
-        )
-        return [nodes.inline(rawtext, text, classes=["kdalib-claim-unknown"])], []
-    return [verdict_badge(claim)], []
-
-
-class ClaimsDownloads(BookDirective):
-    """A paragraph linking the claims.json and claims.csv written beside the HTML."""
-
-    needs_checklist = False
-    page_kind = None  # the same two links whatever the checklist holds
-
-    def render(self, data: BookData) -> list[nodes.Node]:
-        depth = self.env.docname.count("/")
-        prefix = "../" * depth
-        para = nodes.paragraph("", "Download the checklist: ", classes=["kdalib-downloads"])
-        for index, name in enumerate(DOWNLOADS):
-            if index:
-                para += nodes.Text(" or ")
-            para += link(name, prefix + name)
-        para += nodes.Text(" (one row per claim).")
-        return [para]
-
-
-def _write_downloads(app: Sphinx, exception: Exception | None) -> None:
-    if exception is not None or app.builder.format != "html":
-        return
-    data = domain_of(app.env).book
-    if data.report is None:
-        return
-    for path in write_claims(data.report.document, Path(app.outdir)):
-        logger.info(f"kdalib: wrote {path}")
-
-
 def setup(app: Sphinx) -> None:
     app.add_directive("spec-table", SpecTable)
-    app.add_directive("claims-downloads", ClaimsDownloads)
-    app.add_role("verdict", verdict_role)
-    app.connect("build-finished", _write_downloads)

@@ -7,8 +7,11 @@ The book publishes both files beside its HTML; :func:`load_claims` reads either 
     frame = load_claims("sources.yaml").to_frame()
     frame[frame.status == "unverified"][["id", "subject", "property"]]
 
-pandas is imported only by ``to_frame``, so this module (like all of kdalib.sources) stays
-free of heavy imports.
+Each row also carries the claim's history from the git history of sources.yaml
+(:mod:`kdalib.sources.history`): the date it was first recorded, the date it was last checked, and
+its earlier values, and the files say which :data:`SCHEMA_VERSION` of these columns they hold (the
+JSON at its top level, the CSV in a column). pandas is imported only by ``to_frame``, so this module
+(like all of kdalib.sources) stays free of heavy imports.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdalib.sources.history import History, load_history
 from kdalib.sources.loader import LoadError, load_document
 from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 
+#: The version of the columns below; it changes whenever a column is added, removed or redefined.
+#: 2: adds first_recorded, last_checked, earlier_values and schema_version.
+SCHEMA_VERSION = 2
 #: The columns of claims.json and claims.csv, in order.
 COLUMNS = (
     "id",
@@ -38,14 +45,23 @@ COLUMNS = (
     "version_url",
     "quote",
     "snapshot_sha256",
+    "first_recorded",
+    "last_checked",
+    "earlier_values",
+    "schema_version",
 )
 
 
-def claim_rows(doc: Document) -> list[dict[str, Any]]:
-    """One mapping per claim with the :data:`COLUMNS` (benchmark claims give their topic as property)."""
+def claim_rows(doc: Document, history: History | None = None) -> list[dict[str, Any]]:
+    """One mapping per claim with the :data:`COLUMNS` (benchmark claims give their topic as property).
+
+    Without a ``history`` (or for a claim it does not know) ``first_recorded`` and
+    ``earlier_values`` are empty; ``earlier_values`` lists "display (status, from date)", oldest first.
+    """
     rows = []
     for claim in doc.claims.values():
         source = doc.sources.get(claim.source)
+        past = history.of(claim.id) if history is not None else None
         rows.append(
             {
                 "id": claim.id,
@@ -60,13 +76,21 @@ def claim_rows(doc: Document) -> list[dict[str, Any]]:
                 "version_url": (source.version_url or source.url or "") if source else "",
                 "quote": claim.quote or "",
                 "snapshot_sha256": source.snapshot.sha256 if source and source.snapshot else "",
+                "first_recorded": (past.first_recorded or "") if past else "",
+                "last_checked": claim.checked.isoformat() if claim.checked else "",
+                "earlier_values": "; ".join(
+                    f"{e.display} ({e.status}, from {e.since or 'not committed'})"
+                    for e in (past.earlier if past else [])
+                ),
+                "schema_version": SCHEMA_VERSION,
             }
         )
     return rows
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps({"columns": list(COLUMNS), "claims": rows}, ensure_ascii=False, indent=1) + "\n"
+    payload = {"schema_version": SCHEMA_VERSION, "columns": list(COLUMNS), "claims": rows}
+    return json.dumps(payload, ensure_ascii=False, indent=1) + "\n"
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -77,9 +101,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def write_claims(doc: Document, folder: Path) -> tuple[Path, Path]:
+def write_claims(doc: Document, folder: Path, history: History | None = None) -> tuple[Path, Path]:
     """Write ``claims.json`` and ``claims.csv`` into ``folder`` (each atomically); return their paths."""
-    rows = claim_rows(doc)
+    rows = claim_rows(doc, history)
     paths = (folder / "claims.json", folder / "claims.csv")
     atomic_write_bytes(paths[0], to_json(rows).encode("utf-8"))
     atomic_write_bytes(paths[1], to_csv(rows).encode("utf-8"))
@@ -112,7 +136,7 @@ def load_claims(path: str | Path) -> ClaimTable:
     """
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):
-        return ClaimTable(claim_rows(load_document(path)))
+        return ClaimTable(claim_rows(load_document(path), load_history(path)))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

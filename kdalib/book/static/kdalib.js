@@ -1,7 +1,8 @@
 /* kdalib.book: figure popovers, and the claims page's groups and filter.
  *
  * A figure is <a class="kdalib-claim" data-kdalib-claim="ID" href="…claims.html#claim-ID">.
- * Its popover (what is measured, value and status, setting, source, the quote as text)
+ * Its popover (what is measured, value and status, setting, source, the quote as text,
+ * the claim's history)
  * comes from the page's <script type="application/json" id="kdalib-claims"> and is built
  * with textContent only, so no markup from a source can render. It opens on hover, on
  * keyboard focus, and on a first tap (a second tap follows the link); Escape closes it.
@@ -67,6 +68,7 @@
     } else if (data.note) {
       line(pop, "kdalib-pop-note", data.note);
     }
+    if (data.history) line(pop, "kdalib-pop-history", data.history);
     var more = document.createElement("a");
     more.className = "kdalib-pop-link";
     more.href = anchor.href;
