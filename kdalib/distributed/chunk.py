@@ -50,13 +50,17 @@ from kdalib.distributed.carry import CarryPlan, CarryStates
 from kdalib.distributed.layout import ShardLayout, gather_layout
 from kdalib.ops import chunk_kda, validate_kda_inputs
 
-_DTYPES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
+DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
+DTYPE_LEGEND = ", ".join(f"{code} {str(dtype).removeprefix('torch.')}" for dtype, code in DTYPE_CODES.items())
 #: What must agree between ranks (besides B and the offsets), as named in the error.
 SIGNATURE = (
-    "H and K of q, k",
-    "HV and V of v",
-    "dtypes of q, k, v, g, beta",
-    "initial_state (given, its N and dtype)",
+    "H of q and k",
+    "K of q and k",
+    "HV of v",
+    "V of v",
+    *(f"dtype of {name} ({DTYPE_LEGEND})" for name in ("q", "k", "v", "g", "beta")),
+    "N of initial_state (-1: None)",
+    f"dtype of initial_state ({DTYPE_LEGEND}, -1: None)",
     "output_final_state",
     "use_qk_l2norm_in_kernel",
     "chunk_size",
@@ -70,13 +74,12 @@ def _state_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
 
 def _signature(q, k, v, g, beta, initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size):
     """The integers of :data:`SIGNATURE` for inputs that passed :func:`_check_local`."""
-    dtypes = sum(_DTYPES.get(t.dtype, 9) * 10**i for i, t in enumerate((q, k, v, g, beta)))
-    state = -1 if initial_state is None else initial_state.shape[0] * 10 + _DTYPES.get(initial_state.dtype, 9)
     values = (
-        q.shape[2] << 20 | q.shape[3],
-        v.shape[2] << 20 | v.shape[3],
-        dtypes,
-        state,
+        *q.shape[2:],
+        *v.shape[2:],
+        *(DTYPE_CODES.get(t.dtype, 9) for t in (q, k, v, g, beta)),
+        -1 if initial_state is None else initial_state.shape[0],
+        -1 if initial_state is None else DTYPE_CODES.get(initial_state.dtype, 9),
         int(bool(output_final_state)),
         int(bool(use_qk_l2norm_in_kernel)),
         chunk_size,

@@ -21,12 +21,10 @@ from torch import nn
 
 from kdalib import ops
 from kdalib.distributed import comm
-from kdalib.distributed.chunk import run_context_parallel
+from kdalib.distributed.chunk import DTYPE_CODES, DTYPE_LEGEND, run_context_parallel
 from kdalib.distributed.halo import exchange_halo
 from kdalib.distributed.layout import gather_layout
 from kdalib.nn import KimiDeltaAttention
-
-_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
 
 
 class ContextParallelKDA(nn.Module):
@@ -72,7 +70,7 @@ class ContextParallelKDA(nn.Module):
             "the layer's num_heads": layer.num_heads,
             "the layer's head_dim": layer.head_dim,
             "the layer's conv_size": layer.conv_size,
-            "dtype of hidden_states": _DTYPE_CODES.get(hidden_states.dtype, -1),
+            f"dtype of hidden_states ({DTYPE_LEGEND})": DTYPE_CODES.get(hidden_states.dtype, 9),
         }
         batch, tokens = (hidden_states.shape[0], hidden_states.shape[1]) if problem is None else (0, 0)
         layout = gather_layout(

@@ -193,10 +193,55 @@ def layer_case(rank, world, *, shards, offsets=None, batch=1, dtype=torch.float6
     return results
 
 
+def errors_case(rank, world):
+    """Bad or disagreeing inputs: every rank raises (none is left waiting), then the group still works.
+
+    Returns ``{scenario: message}`` (the ValueError's text on this rank, or "no error").
+    """
+    shards = SHARDS[world]
+    bounds = offsets_of(shards)
+    part = slice(bounds[rank], bounds[rank + 1])
+    inputs = _problem(1, bounds[-1], 1, 2, 2, 8, 8, seed=3)
+    local = {n: inputs[n][:, part] for n in ("q", "k", "v", "g", "beta")}
+    last = world - 1
+
+    def attempt(function, *args, **kwargs):
+        try:
+            function(*args, **kwargs)
+        except ValueError as error:
+            return str(error)
+        return "no error"
+
+    messages = {
+        "chunk_size differs": attempt(context_parallel_chunk_kda, **local, chunk_size=32 if rank == 1 else 16),
+        "v of the wrong size on the last rank": attempt(
+            context_parallel_chunk_kda, **{**local, "v": local["v"][..., :5] if rank == last else local["v"]}
+        ),
+        "cu_seqlens differ": attempt(
+            context_parallel_chunk_kda, **local, cu_seqlens=torch.tensor([0, 4 + (rank == 0), bounds[-1]])
+        ),
+        "cu_seqlens short of the stream": attempt(
+            context_parallel_chunk_kda, **local, cu_seqlens=torch.tensor([0, 4, bounds[-1] - 1])
+        ),
+        "initial_state of the wrong N": attempt(
+            context_parallel_chunk_kda, **local, initial_state=torch.zeros(2, 2, 8, 8, dtype=torch.float64)
+        ),
+        "hidden size wrong on rank 0": attempt(
+            ContextParallelKDA(KimiDeltaAttention(hidden_size=12, num_heads=2, head_dim=8, dtype=torch.float64)),
+            torch.zeros(1, shards[rank], 12 + (rank == 0), dtype=torch.float64),
+        ),
+    }
+    o, _ = context_parallel_chunk_kda(**local)  # the group is still usable
+    reference, _ = chunk_kda(**{n: inputs[n] for n in local})
+    messages["then a good call"] = "no error" if torch.allclose(o, reference[:, part], atol=1e-12) else "mismatch"
+    return messages
+
+
 def _cases() -> dict:
     cases = {}
     for world in (1, 2, 3, 4):
         shards = SHARDS[world]
+        cases[f"errors/{world}"] = errors_case
         cases[f"spanning64/{world}"] = lambda r, w, s=shards: op_case(r, w, shards=s, offsets=spanning_offsets(s))
         cases[f"boundary64/{world}"] = lambda r, w, s=shards: op_case(r, w, shards=s, offsets=boundary_offsets(s))
         cases[f"batched64/{world}"] = lambda r, w, s=shards: op_case(r, w, shards=s, batch=2, value_dim=8, l2norm=False)
