@@ -106,7 +106,9 @@ def compare(
         loss = loss + (final.float() * grad_final).sum()
     loss.backward()
 
-    share = torch.zeros_like(local["initial_state"]) if local["initial_state"].grad is None else local["initial_state"].grad
+    share = (
+        torch.zeros_like(local["initial_state"]) if local["initial_state"].grad is None else local["initial_state"].grad
+    )
     initial_grad = share.detach().clone()
     dist.all_reduce(initial_grad, group=group)
     errors = {
@@ -135,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     device = setup_from_env(args.backend)
     dtype = DTYPES[args.dtype]
     try:
-        errors = compare(args.tokens, args.sequences, args.heads, args.head_dim, dtype, device, args.chunk_size, args.seed)
+        errors = compare(
+            args.tokens, args.sequences, args.heads, args.head_dim, dtype, device, args.chunk_size, args.seed
+        )
     finally:
         world = dist.get_world_size()
         rank = dist.get_rank()

@@ -127,6 +127,7 @@ def context_parallel_chunk_kda(
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
     group=None,
+    use_triton: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`kdalib.ops.chunk_kda` over a stream split across the ranks of ``group`` (a collective).
 
@@ -149,6 +150,8 @@ def context_parallel_chunk_kda(
             inside one. None: B sequences, each split at the same places.
         group: the torch.distributed process group (None: the default group). With NCCL each
             process holds its tensors on its own GPU; with gloo on the CPU.
+        use_triton: passed to :func:`kdalib.ops.chunk_kda` for the local runs (None: its
+            automatic choice, the Triton kernels for CUDA training).
 
     Returns:
         ``(o, final_state)``: o ``[B, T_r, HV, V]``, this rank's outputs, in v's dtype;
@@ -185,6 +188,7 @@ def context_parallel_chunk_kda(
         output_final_state=output_final_state,
         use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
         chunk_size=chunk_size,
+        use_triton=use_triton,
     )
 
 
@@ -201,6 +205,7 @@ def run_context_parallel(
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
     chunk_size: int = 64,
+    use_triton: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The local runs and the pass, for inputs already checked against a gathered ``layout``
     (:func:`context_parallel_chunk_kda` checks them; the layer wrapper builds them itself)."""
@@ -209,7 +214,9 @@ def run_context_parallel(
     state_dtype = _state_dtype(q, k, v, g, beta, initial_state)
     rows = 1 if layout.packed else batch
     head = layout.head_tokens
-    options = dict(scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, chunk_size=chunk_size)
+    options = dict(
+        scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, chunk_size=chunk_size, use_triton=use_triton
+    )
 
     outputs = []
     query_map = transition = contribution = tail_state = finals = None

@@ -93,7 +93,9 @@ def context_parallel_svg() -> str:
             f'<line x1="{_x(position):.1f}" y1="{ranks_y - 4}" x2="{_x(position):.1f}" y2="{sequences_y + 30}" '
             'stroke="#57606a" stroke-dasharray="2 3"/>'
         )
-    parts.append(_text(_x(0) - 8, backward_y + 66, "backward: dL/dS_in sent the other way", 12, "start", colour=BACKWARD))
+    parts.append(
+        _text(_x(0) - 8, backward_y + 66, "backward: dL/dS_in sent the other way", 12, "start", colour=BACKWARD)
+    )
     notes = (
         "1. every rank runs its pieces at once; 2. states pass from rank to rank (only matrix products per hop);",
         "3. each head adds S_inᵀ p to its outputs and, if its sequence ends there, takes P S_in + H as the final state.",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from ranks import run_ranks
 
-FAST_CASES = ("spanning64", "boundary64", "batched64", "spanning32", "layer64", "errors")
+FAST_CASES = ("spanning64", "boundary64", "batched64", "spanning32", "triton32", "layer64", "errors")
 WORLD_SIZES = (2, 3, 4)
 
 

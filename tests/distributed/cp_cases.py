@@ -120,8 +120,10 @@ def op_case(
     chunk_size=16,
     l2norm=True,
     seed=0,
+    use_triton=None,
 ):
-    """context_parallel_chunk_kda against chunk_kda: outputs, final states and every gradient."""
+    """context_parallel_chunk_kda against chunk_kda: outputs, final states and every gradient
+    (``use_triton``: the context-parallel call's local runs only; the references run PyTorch)."""
     bounds = offsets_of(shards)
     cu = None if offsets is None else torch.tensor(offsets)
     sequences = batch if offsets is None else len(offsets) - 1
@@ -134,7 +136,7 @@ def op_case(
     local = {n: _leaf(inputs[n][:, part], dtype) for n in ("q", "k", "v", "g", "beta")}
     initial = _leaf(inputs["initial_state"], dtype)
     o, final = context_parallel_chunk_kda(
-        **local, initial_state=initial, output_final_state=True, cu_seqlens=cu, **options
+        **local, initial_state=initial, output_final_state=True, cu_seqlens=cu, use_triton=use_triton, **options
     )
     loss = (o.double() * inputs["grad_o"][:, part]).sum()
     if rank == 0:
@@ -247,6 +249,9 @@ def _cases() -> dict:
         cases[f"batched64/{world}"] = lambda r, w, s=shards: op_case(r, w, shards=s, batch=2, value_dim=8, l2norm=False)
         cases[f"spanning32/{world}"] = lambda r, w, s=shards: op_case(
             r, w, shards=s, offsets=spanning_offsets(s), dtype=torch.float32
+        )
+        cases[f"triton32/{world}"] = lambda r, w, s=shards: op_case(
+            r, w, shards=s, offsets=spanning_offsets(s), dtype=torch.float32, chunk_size=64, use_triton=True
         )
         cases[f"layer64/{world}"] = lambda r, w, s=shards: layer_case(r, w, shards=s, offsets=spanning_offsets(s))
         # the larger grid (marked slow)

@@ -43,7 +43,16 @@ def test_shards_and_sequences():
 def test_torchrun_on_the_cpu():
     report = torchrun(2, "--tokens=150", "--heads=2", "--head-dim=16", "--chunk-size=16", "--dtype=float64")
     assert report["passed"] and report["ranks"] == 2 and report["device"] == "cpu"
-    assert set(report["max_rel_rms"]) == {"o", "final_state", "initial_state.grad", "q.grad", "k.grad", "v.grad", "g.grad", "beta.grad"}
+    assert set(report["max_rel_rms"]) == {
+        "o",
+        "final_state",
+        "initial_state.grad",
+        "q.grad",
+        "k.grad",
+        "v.grad",
+        "g.grad",
+        "beta.grad",
+    }
     assert max(report["max_rel_rms"].values()) < 1e-10
 
 

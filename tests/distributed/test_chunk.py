@@ -48,6 +48,13 @@ def test_float32_within_single_process_tolerance(fast_results, world_size):
 
 
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_triton_local_runs(fast_results, world_size):
+    """The local runs on the Triton training path (as on CUDA; here in Triton's CPU interpreter),
+    including the head's widened [v | 0] run."""
+    assert_float32(fast_results(world_size), f"triton32/{world_size}", OP_QUANTITIES)
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
 def test_every_rank_raises_the_same_error(fast_results, world_size):
     results = [per_rank[f"errors/{world_size}"] for per_rank in fast_results(world_size)]
     last = world_size - 1
@@ -59,10 +66,14 @@ def test_every_rank_raises_the_same_error(fast_results, world_size):
         )
         assert messages["cu_seqlens differ"] == "cu_seqlens: expected the same offsets (or None) on every rank"
         assert messages["cu_seqlens short of the stream"].startswith("cu_seqlens: expected to end at T = ")
-        assert messages["initial_state of the wrong N"].startswith("initial_state: expected shape [N, HV, K, V] with N = 1")
+        assert messages["initial_state of the wrong N"].startswith(
+            "initial_state: expected shape [N, HV, K, V] with N = 1"
+        )
         hidden = messages["hidden size wrong on rank 0"]
         if rank == 0:
-            assert hidden.startswith("hidden_states: expected shape [B, T_r, 12]") and hidden.endswith(f"(rank 0 of {world_size})")
+            assert hidden.startswith("hidden_states: expected shape [B, T_r, 12]") and hidden.endswith(
+                f"(rank 0 of {world_size})"
+            )
         else:
             assert hidden == "the inputs on rank(s) [0] are invalid; those ranks raised the reason"
         assert messages["then a good call"] == "no error"

@@ -21,8 +21,6 @@ def test_committed_svg_is_up_to_date():
 def test_one_arrow_each_way_per_boundary_inside_a_sequence():
     root = ET.fromstring(context_parallel_svg())
     paths = [p for p in root.iter("{http://www.w3.org/2000/svg}path") if p.get("marker-end")]
-    crossing = [
-        b for b in range(1, len(OFFSETS) - 1) if ShardLayout(0, OFFSETS, 1, SEQUENCES).crosses(b)
-    ]
+    crossing = [b for b in range(1, len(OFFSETS) - 1) if ShardLayout(0, OFFSETS, 1, SEQUENCES).crosses(b)]
     assert len(crossing) == 2  # sequence 1 crosses two boundaries; sequence 3 starts on the third
     assert sorted(p.get("marker-end") for p in paths) == ["url(#backward)"] * 2 + ["url(#forward)"] * 2

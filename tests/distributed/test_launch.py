@@ -26,7 +26,9 @@ def test_missing_or_malformed_variable(torchrun_env, value):
         torchrun_env.delenv("LOCAL_RANK")
     else:
         torchrun_env.setenv("LOCAL_RANK", value)
-    with pytest.raises(ValueError, match=f"environment variable LOCAL_RANK: expected a non-negative integer .*{value!r}"):
+    with pytest.raises(
+        ValueError, match=f"environment variable LOCAL_RANK: expected a non-negative integer .*{value!r}"
+    ):
         setup_from_env("gloo")
 
 
