@@ -1,21 +1,18 @@
 """The rank processes of tests/distributed, started once per world size and shared by the tests.
 
 Starting Python with torch costs a second or two per process, so each world size runs all its
-fast cases in one set of processes (:data:`FAST_CASES`); the slow grid starts its own.
+fast cases in one set of processes (``distributed_ranks.FAST_CASES``); the slow grid starts its own.
 """
 
 from __future__ import annotations
 
 import pytest
-from ranks import run_ranks
-
-FAST_CASES = ("spanning64", "boundary64", "batched64", "spanning32", "triton32", "layer64", "errors")
-WORLD_SIZES = (2, 3, 4)
+from distributed_ranks import FAST_CASES, run_ranks
 
 
 @pytest.fixture(scope="session")
 def fast_results(tmp_path_factory):
-    """``results(world_size)``: every rank's ``{case: result}`` for :data:`FAST_CASES` on that many ranks."""
+    """``results(world_size)``: every rank's ``{case: result}`` for ``FAST_CASES`` on that many ranks."""
     cache = {}
 
     def results(world_size: int) -> list[dict]:

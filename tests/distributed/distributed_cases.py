@@ -26,6 +26,9 @@ from kdalib.distributed import ContextParallelKDA, context_parallel_chunk_kda
 from kdalib.nn import KimiDeltaAttention
 from kdalib.ops import chunk_kda
 
+#: The single-process float32 tolerance of tests/ops (relative RMS against float64): outputs, gradients.
+FLOAT32 = {"o": 1e-5, "final_state": 1e-5}
+FLOAT32_GRAD = 5e-5
 #: Shard lengths per world size: unequal, one shard shorter than a chunk, and for 3 and 4 ranks
 #: shards shorter than the convolutions' W - 1 = 3 tokens (the halo then spans several ranks).
 SHARDS = {1: [41], 2: [23, 17], 3: [19, 2, 22], 4: [17, 2, 1, 20]}

@@ -2,7 +2,7 @@
 
 :func:`run_ranks` starts ``world_size`` Python processes running this file. They rendezvous
 through a file (no TCP port is chosen, so parallel test runs cannot collide), run each named
-case of :mod:`cp_cases` and save what it returns; the parent waits with a deadline and kills
+case of :mod:`distributed_cases` and save what it returns; the parent waits with a deadline and kills
 every process when it passes, so a hang fails the test instead of blocking it.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,8 +25,26 @@ ROOT = HERE.parents[1]
 COLLECTIVE_TIMEOUT_S = 60
 
 
+#: The world sizes the tests run, and the cases every one of them runs in one set of processes.
+WORLD_SIZES = (2, 3, 4)
+FAST_CASES = ("spanning64", "boundary64", "batched64", "spanning32", "triton32", "layer64", "errors")
+
+
 class RanksFailed(AssertionError):
     pass
+
+
+def process_env() -> dict[str, str]:
+    """The environment of a rank process: kdalib and this folder importable, one thread each (the
+    ranks share the machine's cores), and gloo on the loopback interface when it has one."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), env.get("PYTHONPATH", "")])
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    names = {name for _, name in socket.if_nameindex()}
+    loopback = next((name for name in ("lo", "lo0") if name in names), None)
+    if loopback is not None:
+        env.setdefault("GLOO_SOCKET_IFNAME", loopback)
+    return env
 
 
 def run_ranks(world_size: int, cases: list[str], folder: Path, timeout_s: float = 300.0) -> list[dict]:
@@ -35,9 +54,7 @@ def run_ranks(world_size: int, cases: list[str], folder: Path, timeout_s: float 
         RanksFailed: a process failed or the deadline passed; the message has every rank's output.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), env.get("PYTHONPATH", "")])
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GLOO_SOCKET_IFNAME=env.get("GLOO_SOCKET_IFNAME", "lo"))
+    env = process_env()
     logs = [folder / f"rank{rank}.log" for rank in range(world_size)]
     processes = []
     for rank in range(world_size):
@@ -68,7 +85,7 @@ def run_ranks(world_size: int, cases: list[str], folder: Path, timeout_s: float 
 
 
 def _worker(rank: int, world_size: int, folder: Path, cases: list[str]) -> None:
-    import cp_cases
+    import distributed_cases
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -77,7 +94,7 @@ def _worker(rank: int, world_size: int, folder: Path, cases: list[str]) -> None:
         "gloo", store=store, rank=rank, world_size=world_size, timeout=dt.timedelta(seconds=COLLECTIVE_TIMEOUT_S)
     )
     try:
-        results = {name: cp_cases.CASES[name](rank, world_size) for name in cases}
+        results = {name: distributed_cases.CASES[name](rank, world_size) for name in cases}
         torch.save(results, folder / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -2,7 +2,7 @@
 
 Per case and rank: outputs, final states and the gradients of q, k, v, g, beta and the initial
 state (its ranks' shares summed). float64 to 1e-10; float32 within the single-process float32
-tolerance of tests/ops (relative RMS against float64). See cp_cases for the streams: a packed
+tolerance of tests/ops (relative RMS against float64). See distributed_cases for the streams: a packed
 sequence that starts mid-rank 0 and ends mid-rank R - 1, a sequence boundary on a rank boundary,
 B = 2 unpacked rows, shards of 1 and 2 tokens.
 """
@@ -10,13 +10,10 @@ B = 2 unpacked rows, shards of 1 and 2 tokens.
 from __future__ import annotations
 
 import pytest
-from conftest import WORLD_SIZES
-from ranks import run_ranks
+from distributed_cases import FLOAT32, FLOAT32_GRAD
+from distributed_ranks import WORLD_SIZES, run_ranks
 
 OP_QUANTITIES = ("o", "final_state", "initial_state.grad", "q.grad", "k.grad", "v.grad", "g.grad", "beta.grad")
-#: The single-process float32 tolerance of tests/ops (relative RMS against float64): outputs and gradients.
-FLOAT32 = {"o": 1e-5, "final_state": 1e-5}
-FLOAT32_GRAD = 5e-5
 
 
 def assert_float64(results: list[dict], case: str, quantities) -> None:

@@ -1,7 +1,7 @@
 """Which device a group's tensors travel on: NCCL keeps them on each process's GPU, gloo on the CPU.
 
 The NCCL decisions are checked without a GPU by naming the backend; the NCCL run itself is in
-test_check.py (skipped without CUDA).
+test_distributed_check.py (skipped without CUDA).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from distributed_ranks import process_env
 
 from kdalib.distributed.check import sequence_offsets, shard_offsets
 
@@ -20,14 +22,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def torchrun(ranks: int, *arguments: str, timeout_s: float = 240.0) -> dict:
     """Runs the check under torchrun (``--standalone`` picks a free port itself) and returns rank 0's report."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    env.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=env.get("GLOO_SOCKET_IFNAME", "lo"))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
     command += ["-m", "kdalib.distributed.check", *arguments]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 1, done.stdout
+    # its own process group, so that a hang kills torchrun and its workers together
+    launcher = subprocess.Popen(
+        command, env=process_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        stdout, stderr = launcher.communicate()
+        pytest.fail(f"torchrun timed out after {timeout_s:.0f} s\n{stdout}\n{stderr}")
+    assert launcher.returncode == 0, f"exit {launcher.returncode}\n{stdout}\n{stderr}"
+    reports = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1, stdout
     return reports[0]
 
 
