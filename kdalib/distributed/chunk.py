@@ -43,11 +43,13 @@ pairwise, ``log2 R`` steps of ``K² + KV`` elements) would shorten the critical 
 
 from __future__ import annotations
 
+import struct
+
 import torch
 
 from kdalib.distributed import comm
 from kdalib.distributed.carry import CarryPlan, CarryStates
-from kdalib.distributed.layout import ShardLayout, gather_layout
+from kdalib.distributed.layout import ShardLayout, gather_layout, require_group
 from kdalib.ops import chunk_kda, validate_kda_inputs
 
 DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
@@ -64,6 +66,7 @@ SIGNATURE = (
     "output_final_state",
     "use_qk_l2norm_in_kernel",
     "chunk_size",
+    "scale (its float64 bits, -1: None)",
 )
 
 
@@ -72,7 +75,7 @@ def _state_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _signature(q, k, v, g, beta, initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size):
+def _signature(q, k, v, g, beta, initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size, scale):
     """The integers of :data:`SIGNATURE` for inputs that passed :func:`_check_local`."""
     values = (
         *q.shape[2:],
@@ -83,6 +86,7 @@ def _signature(q, k, v, g, beta, initial_state, output_final_state, use_qk_l2nor
         int(bool(output_final_state)),
         int(bool(use_qk_l2norm_in_kernel)),
         chunk_size,
+        -1 if scale is None else struct.unpack("<q", struct.pack("<d", float(scale)))[0],
     )
     return dict(zip(SIGNATURE, values))
 
@@ -165,8 +169,9 @@ def context_parallel_chunk_kda(
     Every rank must back-propagate through its outputs (each rank's loss on its own tokens
     does): the backward is a collective too.
     """
+    require_group(group)
     problem = _check_local(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size, group)
-    options = (initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size)
+    options = (initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size, scale)
     signature = _signature(q, k, v, g, beta, *options) if problem is None else dict.fromkeys(SIGNATURE, -1)
     tokens, batch = (q.shape[1], q.shape[0]) if problem is None else (0, 0)
     layout = gather_layout(tokens, batch, cu_seqlens, group, q.device, signature=signature, problem=problem)

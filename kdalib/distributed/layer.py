@@ -23,7 +23,7 @@ from kdalib import ops
 from kdalib.distributed import comm
 from kdalib.distributed.chunk import DTYPE_CODES, DTYPE_LEGEND, run_context_parallel
 from kdalib.distributed.halo import exchange_halo
-from kdalib.distributed.layout import gather_layout
+from kdalib.distributed.layout import gather_layout, require_group
 from kdalib.nn import KimiDeltaAttention
 
 
@@ -60,7 +60,7 @@ class ContextParallelKDA(nn.Module):
                 (raised on every rank).
         """
         layer = self.layer
-        problem = None
+        require_group(self.group)
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != layer.hidden_size or hidden_states.numel() == 0:
             problem = f"hidden_states: expected shape [B, T_r, {layer.hidden_size}] with B, T_r > 0, got {list(hidden_states.shape)}"
         else:

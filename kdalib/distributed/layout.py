@@ -208,7 +208,8 @@ class ShardLayout:
         return tuple(b - self.start for b in [self.start, *inside, self.end])
 
 
-def _group_rank_and_size(group) -> tuple[int, int]:
+def require_group(group) -> tuple[int, int]:
+    """``(rank, world size)`` in ``group``; a RuntimeError naming the fix when no process group is initialised."""
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "context parallelism needs an initialised torch.distributed process group "
@@ -252,7 +253,7 @@ def gather_layout(
             rank without tokens, or offsets that do not cover the stream.
         RuntimeError: without an initialised process group.
     """
-    rank, world = _group_rank_and_size(group)
+    rank, world = require_group(group)
     names = list(signature or {})
     digest = _offsets_digest(None if problem is not None else cu_seqlens)
     local = [tokens, batch, int(problem is not None), *digest, *(signature or {}).values()]

@@ -10,8 +10,11 @@ B = 2 unpacked rows, shards of 1 and 2 tokens.
 from __future__ import annotations
 
 import pytest
+import torch
 from distributed_cases import FLOAT32, FLOAT32_GRAD
 from distributed_ranks import WORLD_SIZES, run_ranks
+
+from kdalib.distributed import context_parallel_chunk_kda
 
 OP_QUANTITIES = ("o", "final_state", "initial_state.grad", "q.grad", "k.grad", "v.grad", "g.grad", "beta.grad")
 
@@ -88,3 +91,10 @@ def test_larger_grid(tmp_path, world_size):
             assert_float64(results, case, OP_QUANTITIES)
         else:
             assert_float32(results, case, OP_QUANTITIES)
+
+
+def test_needs_a_process_group():
+
+    x = torch.zeros(1, 4, 1, 8)
+    with pytest.raises(RuntimeError, match="needs an initialised torch.distributed process group"):
+        context_parallel_chunk_kda(x, x, x, x, torch.zeros(1, 4, 1))

@@ -9,8 +9,12 @@ gradients meet the float32 bound.
 from __future__ import annotations
 
 import pytest
+import torch
 from distributed_cases import FLOAT32, FLOAT32_GRAD
 from distributed_ranks import WORLD_SIZES, run_ranks
+
+from kdalib.distributed import ContextParallelKDA
+from kdalib.nn import KimiDeltaAttention
 
 FLOAT32_PARAMETERS = ("A_log.grad", "dt_bias.grad")
 
@@ -41,3 +45,12 @@ def test_layer_float32_and_unpacked_rows(tmp_path, world_size):
     results = run_ranks(world_size, cases, tmp_path)
     assert_layer(results, cases[0], float64=False)
     assert_layer(results, cases[1], float64=True)
+
+
+def test_wraps_only_a_kda_layer_and_needs_a_process_group():
+
+    with pytest.raises(TypeError, match="layer: expected a kdalib.nn.KimiDeltaAttention, got Linear"):
+        ContextParallelKDA(torch.nn.Linear(2, 2))
+    wrapped = ContextParallelKDA(KimiDeltaAttention(hidden_size=8, num_heads=1, head_dim=8))
+    with pytest.raises(RuntimeError, match="needs an initialised torch.distributed process group"):
+        wrapped(torch.zeros(1, 4, 8))
