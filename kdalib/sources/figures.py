@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdalib.sources.model import ERROR, Finding
-from kdalib.sources.pages import markdown_blocks, mask_inline, page_files, prose_lines
+from kdalib.sources.pages import UnreadablePage, markdown_blocks, mask_inline, page_files, prose_lines
 
 FIGURE = re.compile(
     r"(?<![\w.,/\-+#])"
@@ -62,7 +62,7 @@ def find_figures(text: str) -> list[HandTypedFigure]:
     for number, line in prose_lines(text):
         masked = mask_inline(line)
         for match in FIGURE.finditer(masked):
-            if _NUMBERING_WORD.search(masked[: match.start()]):
+            if _NUMBERING_WORD.search(masked, max(0, match.start() - 40), match.start()):
                 continue
             found.append(HandTypedFigure(number, match.start() + 1, match.group(0)))
     return found
@@ -78,11 +78,11 @@ def lint_notes(root: Path) -> list[Finding]:
     for path in page_files(root):
         shown = str(path.relative_to(root))
         try:
-            path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
+            blocks = markdown_blocks(root, path)
+        except UnreadablePage as err:
             findings.append(Finding(ERROR, "unreadable-page", shown, 0, "", str(err)))
             continue
-        for first_line, where, text in markdown_blocks(path):
+        for first_line, where, text in blocks:
             for figure in find_figures(text):
                 line = first_line + figure.line - 1 if first_line else 0
                 place = f"{where}, line {figure.line}, column {figure.column}" if where else f"column {figure.column}"

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from kdalib.sources import snapshots as snap
+from kdalib.sources.files import UnsafeFile, read_inside
 from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding, Snapshot, short_repr
-from kdalib.sources.pages import claim_roles, markdown_blocks, page_files
+from kdalib.sources.pages import UnreadablePage, claim_roles, markdown_blocks, page_files
 from kdalib.sources.quotes import QuoteMatch, compact, display_in_quote, normalize
 
 #: Statuses whose quote, when given, must occur in the snapshot (an unverified claim's quote
@@ -26,6 +27,8 @@ QUOTE_CHECKED_STATUSES = ("verified", "contradicted", "superseded", "refuted", "
 #: Statuses that no longer state the current value, so they may disagree with others freely.
 RETIRED_STATUSES = ("superseded", "refuted")
 EVIDENCE_STATUSES = ("verified", "reproduced")
+#: A notebook's recorded result is a small JSON file.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
 
 # A {claim} role, or an inline code span (which may show a role as an example and is skipped):
 # the leftmost match wins, so ``{claim}`x` `` is code and {claim}`x` is a role.
@@ -354,14 +357,15 @@ def check_reproduced(doc: Document, root: Path) -> list[Finding]:
 def _reproduction_problem(claim: Claim, root: Path) -> tuple[str, str] | None:
     spec = claim.reproduced_by
     assert spec is not None
-    path = root / spec.result
     rerun = f"run `kdalib repro notebooks/{Path(spec.result).stem}.ipynb` and commit the result"
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"the recorded result {spec.result} does not exist", rerun
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return f"the recorded result {spec.result} is not readable JSON ({err})", rerun
+        recorded = json.loads(read_inside(root, spec.result, MAX_RESULT_BYTES).decode("utf-8"))
+    except UnsafeFile as err:
+        if err.missing:
+            return f"the recorded result {spec.result} does not exist", rerun
+        return f"the recorded result {err}", rerun
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return f"the recorded result {spec.result} is not readable JSON ({short_text(str(err), 120)})", rerun
     values = recorded.get("values") if isinstance(recorded, dict) else None
     if not isinstance(values, dict):
         return f"{spec.result} has no top-level 'values' object", rerun
@@ -394,7 +398,11 @@ def check_claim_references(doc: Document, root: Path) -> list[Finding]:
     findings: list[Finding] = []
     for path in page_files(root):
         shown = _relative(path, root)
-        for first_line, where, text in markdown_blocks(path):
+        try:
+            blocks = markdown_blocks(root, path)
+        except UnreadablePage:
+            continue  # the page lint reports it (unreadable-page)
+        for first_line, where, text in blocks:
             used = [(n, c, "unknown-claim-role", f"{{claim}}`{c}`") for n, c in claim_roles(text)]
             used += [
                 (n, c, "unknown-claim-spec-table", f"spec-table id {c!r}")

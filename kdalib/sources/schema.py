@@ -33,6 +33,7 @@ from kdalib.sources.fields import (
     parse_value,
     parse_version,
 )
+from kdalib.sources.files import path_problem
 from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source, short_repr
 from kdalib.sources.numbers import value_problem
 from kdalib.sources.urls import hide_credentials
@@ -197,11 +198,12 @@ def _list(items: list[str], shown: int = 8) -> str:
 def _snapshot_fields(sub: _Entry) -> tuple[str, str] | None:
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
     sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
-    if file and (Path(file).is_absolute() or ".." in Path(file).parts):
+    problem = path_problem(file) if file else None
+    if problem is not None:
         sub.fail(
             "file",
             "bad-file",
-            f"snapshot file {_show(file)} leaves the snapshot store",
+            f"snapshot file {_show(file)} leaves the snapshot store: it {problem}",
             "give a path relative to $KDALIB_SNAPSHOTS without '..'",
         )
         return None
@@ -335,6 +337,15 @@ def _parse_reproduced_by(entry: _Entry) -> ReproducedBy | None:
     result = sub.get("result", parse_text, "notebooks/results/<device>/<notebook>.json", required=True)
     key = sub.get("key", parse_text, "a name under the result's 'values'", required=True)
     tolerance = sub.get("tolerance", parse_number, "an absolute tolerance >= 0", required=True)
+    problem = path_problem(result) if result else None
+    if problem is not None:
+        sub.fail(
+            "result",
+            "bad-result",
+            f"result {_show(result)} leaves the book's folder: it {problem}",
+            "give the path relative to the book root, e.g. notebooks/results/cpu/02_kernel_speed.json",
+        )
+        return None
     if result is None or key is None or tolerance is None:
         return None
     return ReproducedBy(result, key, tolerance)
