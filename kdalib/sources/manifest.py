@@ -316,7 +316,8 @@ def _check_named_snapshots(
                     entry.line,
                     entry.file,
                     f"no source in {doc.path} names {entry.file} as its snapshot or a version",
-                    f"list it under {entry.source}'s snapshot or versions, or remove it",
+                    f"list it under {entry.source}'s snapshot or versions, or remove it (an interrupted "
+                    f"`kdalib sources fetch {entry.source}` is finished by running it again)",
                 )
             )
     return findings
