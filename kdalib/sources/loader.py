@@ -34,6 +34,7 @@ from ruamel.yaml.events import AliasEvent
 
 from kdalib.sources.files import UnsafeFile, read_capped
 from kdalib.sources.model import Document, file_location
+from kdalib.sources.rules import check_references
 from kdalib.sources.schema import build_document
 
 
@@ -147,18 +148,25 @@ def load_document(path: str | Path) -> Document:
     """Read and schema-check a checklist file.
 
     Returns:
-        The :class:`Document`; schema problems are in ``document.findings``.
+        The :class:`Document`; schema problems and broken references between entries
+        (:func:`kdalib.sources.rules.check_references`) are in ``document.findings``.
 
     Raises:
         LoadError: when the file cannot be used at all.
     """
     path = Path(path)
-    return build_document(parse_yaml_text(_read_text(path), path), path)
+    return _with_references(build_document(parse_yaml_text(_read_text(path), path), path))
 
 
 def load_text(text: str, path: str | Path = "sources.yaml") -> Document:
     """Like :func:`load_document`, for text already in memory (tests, the fuzzer)."""
-    return build_document(parse_yaml_text(text, path), Path(path))
+    return _with_references(build_document(parse_yaml_text(text, path), Path(path)))
+
+
+def _with_references(doc: Document) -> Document:
+    """The document with the findings of the references between its entries added."""
+    doc.findings += check_references(doc)
+    return doc
 
 
 def load_round_trip(path: str | Path) -> tuple[YAML, CommentedMap]:
