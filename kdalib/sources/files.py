@@ -69,6 +69,8 @@ def read_inside(root: str | os.PathLike[str], name: str, max_bytes: int) -> byte
     if problem is not None:
         raise UnsafeFile(name, problem)
     parts = [part for part in PurePosixPath(name).parts if part != "."]
+    if not parts:
+        raise UnsafeFile(name, "names the folder itself, not a file")
     try:
         folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:

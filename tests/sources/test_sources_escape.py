@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sources_fixtures import claim
 
+from kdalib.sources import escape
 from kdalib.sources.export import claim_rows, load_claims, to_csv, write_claims
 from kdalib.sources.loader import load_document
 from kdalib.sources.review import MAX_ROWS, Scope, render_markdown
@@ -31,8 +32,6 @@ HOSTILE = [
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_json_for_html_never_lets_the_html_tokenizer_see_markup(text):
-    from kdalib.sources import escape
-
     payload = escape.json_for_html({"subject": text})
     assert not set(payload) & set("<>&\u2028\u2029")
     assert json.loads(payload) == {"subject": text}
@@ -41,8 +40,6 @@ def test_json_for_html_never_lets_the_html_tokenizer_see_markup(text):
 @settings(max_examples=200, deadline=None)
 @given(st.recursive(st.text(), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner)))
 def test_json_for_html_round_trips_any_data(data):
-    from kdalib.sources import escape
-
     payload = escape.json_for_html(data)
     assert not set(payload) & set("<>&") and json.loads(payload) == data
 
@@ -51,8 +48,6 @@ def test_json_for_html_round_trips_any_data(data):
 
 
 def test_html_text_escapes_markup_and_quotes():
-    from kdalib.sources import escape
-
     assert escape.html_text('<a href="x">&\'') == "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;"
 
 
@@ -61,8 +56,6 @@ def test_html_text_escapes_markup_and_quotes():
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_markdown_cell_shows_text_as_text(text):
-    from kdalib.sources import escape
-
     cell = escape.markdown_cell(text)
     assert "<" not in cell and "|" not in cell.replace("\\|", "") and "\n" not in cell
     assert not re.search(r"(?<!\\)\[", cell) and not re.search(r"(?<!\\)`", cell)
@@ -107,16 +100,12 @@ def test_the_report_says_how_many_rows_it_left_out(ws):
 
 @pytest.mark.parametrize("text", ['=HYPERLINK("https://x","y")', "+1+2", "-1+2", "-", "@SUM(A1)", "\tx", "\rx", "'=x"])
 def test_csv_cells_never_start_a_formula(text):
-    from kdalib.sources import escape
-
     cell = escape.csv_cell(text)
     assert cell.startswith("'") and escape.csv_value(cell) == text
 
 
 @pytest.mark.parametrize("value", [-1.5, 2, "plain", "", "1'"])
 def test_csv_numbers_and_plain_text_are_written_as_they_are(value):
-    from kdalib.sources import escape
-
     assert escape.csv_cell(value) == ("" if value == "" else str(value))
 
 

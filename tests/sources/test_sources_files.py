@@ -9,6 +9,7 @@ import os
 import pytest
 from sources_fixtures import CARD, REPORT, base_sources, claim, codes, manifest_entry, manifest_text, sha
 
+from kdalib.sources import files
 from kdalib.sources.loader import load_text
 from kdalib.sources.manifest import load_manifest
 
@@ -21,8 +22,6 @@ def manifest_problems(report):
 
 
 def test_read_inside_returns_a_regular_file_of_the_store(tmp_path):
-    from kdalib.sources import files
-
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "b.txt").write_bytes(b"text")
     assert files.read_inside(tmp_path, "a/b.txt", max_bytes=10) == b"text"
@@ -40,15 +39,11 @@ def test_read_inside_returns_a_regular_file_of_the_store(tmp_path):
     ],
 )
 def test_read_inside_refuses_names_that_leave_the_store(tmp_path, name, words):
-    from kdalib.sources import files
-
     with pytest.raises(files.UnsafeFile, match=words):
         files.read_inside(tmp_path, name, max_bytes=10)
 
 
 def test_read_inside_refuses_links_devices_folders_and_big_files(tmp_path):
-    from kdalib.sources import files
-
     outside = tmp_path / "outside.txt"
     outside.write_text("secret")
     store = tmp_path / "store"

@@ -12,7 +12,7 @@ import pytest
 from sources_fixtures import base_sources
 
 from kdalib.cli import main
-from kdalib.sources import commands, versions
+from kdalib.sources import commands, locking, versions
 from kdalib.sources.loader import load_document
 from kdalib.sources.manifest import load_manifest
 
@@ -46,8 +46,6 @@ def recorded(ws) -> tuple[set[str], set[str]]:
 
 def test_an_add_that_starts_while_another_edits_waits_its_turn(ws, tmp_path, monkeypatch, capsys):
     """Deterministic interleaving: the second add runs while the first one holds the files it read."""
-    from kdalib.sources import locking
-
     ws.write()
     for name in ("one", "two"):
         (tmp_path / f"{name}.md").write_text(f"# {name}\n")
@@ -86,8 +84,6 @@ def test_concurrent_adds_all_land(ws, tmp_path):
 
 
 def test_the_lock_is_a_hidden_file_beside_what_it_guards(ws):
-    from kdalib.sources import locking
-
     ws.write()
     with locking.locked(ws.sources_path, ws.snapshots / "MANIFEST.yaml"):
         with pytest.raises(locking.Busy, match="another kdalib command"):

@@ -14,6 +14,7 @@ import time
 import pytest
 from sources_fixtures import LocalServer, base_sources, codes
 
+from kdalib.sources.addresses import address_problem
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient, check_url_allowed
 from kdalib.sources.links import check_link
 from kdalib.sources.urls import UrlError, redact, split_url
@@ -250,15 +251,11 @@ def test_fetch_and_check_links_refuse_the_backslash_url_end_to_end(ws, capsys, s
     ],
 )
 def test_addresses_are_judged_by_what_they_reach(address, words):
-    from kdalib.sources.addresses import address_problem
-
     problem = address_problem(address, allow_loopback=False)
     assert problem is not None and words in problem
 
 
 def test_a_wrapped_loopback_address_is_refused_even_when_loopback_is_allowed():
-    from kdalib.sources.addresses import address_problem
-
     assert address_problem("2002:7f00:1::", allow_loopback=True) is not None
     assert address_problem(PUBLIC, allow_loopback=False) is None
 
