@@ -24,7 +24,6 @@ build fails on it), naming what is wrong.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import re
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from docutils.parsers.rst import directives
 from kdalib.book.data import BookData
 from kdalib.book.directive import BookDirective
 from kdalib.book.render import claim_anchor
+from kdalib.sources.escape import html_text
 from kdalib.sources.model import Claim
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -62,8 +62,7 @@ def claim_date(claim: Claim) -> tuple[dt.date, str]:
     raise PictureError(f"claim {claim.id}: value {value!r} is not a date, a month or an arXiv identifier")
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+_e = html_text
 
 
 @dataclass

@@ -12,8 +12,6 @@ warning at the page's file:line, which the strict (``-W``) build turns into a fa
 
 from __future__ import annotations
 
-import json
-
 from docutils import nodes
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
@@ -22,6 +20,7 @@ from sphinx.util import logging
 from kdalib.book.domain import domain_of
 from kdalib.book.nodes import CLAIM_ATTRIBUTE, claim_reference
 from kdalib.book.render import popover_data
+from kdalib.sources.escape import json_for_html
 from kdalib.sources.model import Claim
 
 logger = logging.getLogger(__name__)
@@ -73,8 +72,7 @@ def popover_script(app: Sphinx, doctree: nodes.document) -> str:
             )
     if not shown:
         return ""
-    payload = json.dumps(shown, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
-    return f'<script type="application/json" id="{POPOVER_DATA_ID}">{payload}</script>\n'
+    return f'<script type="application/json" id="{POPOVER_DATA_ID}">{json_for_html(shown)}</script>\n'
 
 
 def _on_html_page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:

@@ -105,7 +105,8 @@ class KimiDeltaAttention(nn.Module):
         device, dtype: for the parameters.
 
     Raises:
-        ValueError: on a non-positive size, `lower_bound >= 0`, `norm_eps <= 0` or an unknown mode.
+        ValueError: on a non-positive size, `lower_bound >= 0`, a `norm_eps` that is not finite and
+            positive, or an unknown mode.
     """
 
     def __init__(
@@ -133,8 +134,8 @@ class KimiDeltaAttention(nn.Module):
             check_lower_bound(lower_bound)
         except ValueError as error:
             raise ValueError(f"KimiDeltaAttention: {error}") from None
-        if not isinstance(norm_eps, (int, float)) or not norm_eps > 0:
-            raise ValueError(f"KimiDeltaAttention: norm_eps must be a positive number, got {norm_eps!r}")
+        if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float)) or not 0 < norm_eps < math.inf:
+            raise ValueError(f"KimiDeltaAttention: norm_eps must be a positive number and finite, got {norm_eps!r}")
         if mode not in BACKENDS:
             raise ValueError(f"KimiDeltaAttention: mode must be one of {BACKENDS}, got {mode!r}")
         self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, head_dim
@@ -239,6 +240,7 @@ class KimiDeltaAttention(nn.Module):
         batch, tokens, _ = hidden_states.shape
         if batch == 0 or tokens == 0:
             raise ValueError(f"hidden_states: expected at least one row and one token, got {list(hidden_states.shape)}")
+        self._check_dtype(hidden_states)
         if cu_seqlens is not None:  # before the convolutions index with it
             validate_cu_seqlens(cu_seqlens, batch, tokens, hidden_states.device)
         plan = None
@@ -258,6 +260,18 @@ class KimiDeltaAttention(nn.Module):
         if cache is not None and new_state is not None:  # None: all padding on a fresh cache
             cache.update(self.layer_idx, new_state, tokens)
         return y
+
+    def _check_dtype(self, hidden_states: torch.Tensor) -> None:
+        """hidden_states must be floating point, in the weights' dtype unless autocast casts it."""
+        if not hidden_states.is_floating_point():
+            raise ValueError(f"hidden_states: expected a floating-point tensor, got {hidden_states.dtype}")
+        weight = self.q_proj.weight.dtype
+        autocast = torch.is_autocast_enabled(hidden_states.device.type)
+        if hidden_states.dtype != weight and not autocast:
+            raise ValueError(
+                f"hidden_states: dtype {hidden_states.dtype} differs from the layer's weights ({weight}); "
+                f"cast the input (hidden_states.to({weight})) or the layer (layer.to({hidden_states.dtype}))"
+            )
 
     def _read_state(self, cache, num_sequences) -> KDALayerState | None:
         if cache is None:

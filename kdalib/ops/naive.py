@@ -21,6 +21,8 @@ shows up as a disagreement with these references.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kdalib.ops._validate import KDAShapes, validate_kda_inputs
@@ -153,6 +155,10 @@ def _chunk_steps(q, k, v, g, beta, state, chunk_size):
     leading (batch) dimension of every product, rows of a chunk are tokens r = 1..C.
     """
     q, k, v, g, beta = (x.transpose(0, 1) for x in (q, k, v, g, beta))  # heads first: [HV, T, *]
+    # 0. a log decay below the floor decays to exactly 0 in this dtype, as does the floor itself;
+    #    clamping to it keeps every Γ finite (g = -inf would make Γ_r - Γ_i = -inf + inf = NaN, and
+    #    g = -1e30 would swallow the other gates of the chunk in Γ's rounding).
+    g = g.clamp(min=_underflow_floor(g.dtype))
     outputs = []
     for start in range(0, q.shape[1], chunk_size):
         rows = slice(start, start + chunk_size)
@@ -181,6 +187,13 @@ def _chunk_steps(q, k, v, g, beta, state, chunk_size):
         last = gamma[:, -1:]
         state = last.exp().transpose(1, 2) * state + ((last - gamma).exp() * K).transpose(1, 2) @ V_new
     return torch.cat(outputs, dim=1).transpose(0, 1), state
+
+
+def _underflow_floor(dtype: torch.dtype) -> float:
+    """A log decay whose exp, and the exp of anything below it, is exactly 0 in ``dtype``:
+    two below the log of the smallest subnormal number (finfo.tiny * finfo.eps)."""
+    info = torch.finfo(dtype)
+    return math.log(info.tiny * info.eps) - 2.0
 
 
 def naive_chunk_kda(

@@ -17,16 +17,24 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
 
 from kdalib.sources import links, manifest, review, tracker, versions
 from kdalib.sources.extract import raw_url
 from kdalib.sources.fields import parse_url
+from kdalib.sources.files import UnsafeFile, read_capped
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
+from kdalib.sources.locking import Busy, locked
 from kdalib.sources.model import Document
 from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS
-from kdalib.sources.snapshots import MISSING, PRESENT, SnapshotStore, atomic_write_bytes, sha256_bytes
+from kdalib.sources.snapshots import (
+    MAX_SNAPSHOT_BYTES,
+    MISSING,
+    PRESENT,
+    SnapshotStore,
+    atomic_write_bytes,
+    sha256_bytes,
+)
 from kdalib.sources.urls import redact
 from kdalib.sources.verify import run_verify
 
@@ -161,7 +169,7 @@ def _fetch_first(client: SafeClient, store: SnapshotStore, sources_path: str, so
         return "restored", f"{source.snapshot.file} (sha256 matches)", True
     file = source.id + _suffix(live.text, live.final_url)
     try:
-        versions.archive(
+        archived = versions.archive(
             store,
             sources_path,
             source,
@@ -173,9 +181,16 @@ def _fetch_first(client: SafeClient, store: SnapshotStore, sources_path: str, so
             day=_today(),
             as_version=False,
         )
-    except (FileExistsError, LoadError) as err:
+    except (FileExistsError, LoadError, Busy) as err:
         return "not-stored", str(err), False
-    return "new", f"stored {file}; recorded its snapshot in {sources_path} and {manifest.MANIFEST_NAME}", True
+    detail = f"stored {file}; recorded its snapshot in {sources_path} and {manifest.MANIFEST_NAME}"
+    return "new", detail + _recovery_note(archived), True
+
+
+def _recovery_note(archived: versions.Archived) -> str:
+    if not archived.recovered:
+        return ""
+    return " (recovered: it replaces the text an interrupted fetch left unrecorded in the store)"
 
 
 def _origin(live: tracker.LiveText) -> str:
@@ -199,7 +214,7 @@ def _fetch_new_version(
     day = _today()
     file = versions.dated_name(source.snapshot.file, day)
     try:
-        versions.archive(
+        archived = versions.archive(
             store,
             sources_path,
             source,
@@ -211,14 +226,14 @@ def _fetch_new_version(
             day=day,
             as_version=True,
         )
-    except (FileExistsError, LoadError) as err:
+    except (FileExistsError, LoadError, Busy) as err:
         return "not-stored", str(err), False
     gone = track.quotes_gone
     held = ", ".join(c for c in track.quotes if c not in gone) or "none"
     detail = (
         f"stored {file} (version {day.isoformat()}; {track.detail}). Quotes found in it: {held}. "
         f"Not found: {', '.join(gone) or 'none'}. Move a claim with 'version: {day.isoformat()}', "
-        "or mark it superseded by a new claim that quotes the new text"
+        "or mark it superseded by a new claim that quotes the new text" + _recovery_note(archived)
     )
     return "new-version", detail, True
 
@@ -276,7 +291,7 @@ def cmd_check_links(args: argparse.Namespace) -> int:
     if args.write:
         try:
             changed = links.write_link_results(args.sources, results, _today())
-        except LoadError as err:
+        except (LoadError, Busy) as err:
             return _fail(str(err))
         print(f"updated link.checked/status of {changed} source(s) in {args.sources}")
     return FINDINGS if any(r.status != "ok" for r in results) else OK
@@ -335,6 +350,54 @@ def _new_entry(args, source_id: str, file: str, sha: str, text: str) -> Commente
     return entry
 
 
+def _add_locked(args: argparse.Namespace, store: SnapshotStore, source_id: str, data_bytes: bytes, text: str):
+    """The read-modify-write of ``sources add`` (the caller holds the locks); a problem, or None when written."""
+    try:
+        doc = _load_clean(args.sources)
+        yaml, data = load_round_trip(args.sources)
+    except LoadError as err:
+        return str(err)
+    if source_id in doc.sources:
+        return f"{args.sources}:{doc.sources[source_id].line}: id {source_id!r} exists already (use --id)"
+    file = source_id + (Path(args.snapshot).suffix or ".txt")
+    sha = sha256_bytes(data_bytes)
+    if not isinstance(data.get("sources"), list):
+        return f"{args.sources}: 'sources:' is not a list"
+    data["sources"].append(_new_entry(args, source_id, file, sha, text))
+    buffer = io.StringIO()
+    yaml.dump(data, buffer)
+    checked = load_text(buffer.getvalue(), args.sources)
+    if checked.findings:
+        return "the new entry would not validate, nothing written:\n" + "\n".join(f.format() for f in checked.findings)
+    existing = store.path_of(file)
+    try:
+        try:
+            if store.read(file) != data_bytes:
+                return f"{existing} exists with other content; choose another --id"
+        except UnsafeFile as err:
+            if not err.missing:
+                return f"{existing} cannot be used: {err}"
+        try:
+            new_manifest = manifest.with_entry(
+                store,
+                file,
+                source_id,
+                args.version,
+                args.retrieved_from or args.url,
+                args.origin,
+                data_bytes,
+                today=_today(),
+            )
+        except ValueError as err:
+            return f"{store.root / manifest.MANIFEST_NAME}: {err}"
+        atomic_write_bytes(existing, data_bytes)
+        atomic_write_bytes(store.root / manifest.MANIFEST_NAME, new_manifest)
+        atomic_write_bytes(args.sources, buffer.getvalue().encode("utf-8"))
+    except OSError as err:
+        return f"cannot write {err.filename or existing}: {err.strerror or err}"
+    return None
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     """``kdalib sources add URL --snapshot FILE --origin ORIGIN``: store the text, append a validated
     entry to sources.yaml and the text's entry to the store's manifest."""
@@ -350,51 +413,20 @@ def cmd_add(args: argparse.Namespace) -> int:
     if len(source_id) > MAX_ID_LENGTH:
         return _fail(f"id {source_id[:40]!r}... is {len(source_id)} characters long; use at most {MAX_ID_LENGTH}")
     try:
-        data_bytes = Path(args.snapshot).read_bytes()
+        data_bytes = read_capped(args.snapshot, MAX_SNAPSHOT_BYTES)
         text = data_bytes.decode("utf-8")
-        doc = _load_clean(args.sources)
-        yaml, data = load_round_trip(args.sources)
-    except (OSError, UnicodeDecodeError) as err:
+    except (UnsafeFile, UnicodeDecodeError) as err:
         return _fail(f"--snapshot {args.snapshot}: cannot read UTF-8 text ({err})")
-    except LoadError as err:
-        return _fail(str(err))
-    if source_id in doc.sources:
-        return _fail(f"{args.sources}:{doc.sources[source_id].line}: id {source_id!r} exists already (use --id)")
     store = SnapshotStore(args.snapshots)
+    try:
+        with locked(args.sources, store.root / manifest.MANIFEST_NAME):
+            problem = _add_locked(args, store, source_id, data_bytes, text)
+    except Busy as err:
+        return _fail(str(err))
+    if problem is not None:
+        return _fail(problem)
     file = source_id + (Path(args.snapshot).suffix or ".txt")
     sha = sha256_bytes(data_bytes)
-    if not isinstance(data.get("sources"), list):
-        return _fail(f"{args.sources}: 'sources:' is not a list")
-    data["sources"].append(_new_entry(args, source_id, file, sha, text))
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    checked = load_text(buffer.getvalue(), args.sources)
-    if checked.findings:
-        return _fail(
-            "the new entry would not validate, nothing written:\n" + "\n".join(f.format() for f in checked.findings)
-        )
-    existing = store.path_of(file)
-    try:
-        if existing.exists() and existing.read_bytes() != data_bytes:
-            return _fail(f"{existing} exists with other content; choose another --id")
-        try:
-            new_manifest = manifest.with_entry(
-                store,
-                file,
-                source_id,
-                args.version,
-                args.retrieved_from or args.url,
-                args.origin,
-                data_bytes,
-                today=_today(),
-            )
-        except (ValueError, YAMLError) as err:
-            return _fail(f"{store.root / manifest.MANIFEST_NAME}: {err}")
-        atomic_write_bytes(existing, data_bytes)
-        atomic_write_bytes(store.root / manifest.MANIFEST_NAME, new_manifest)
-        atomic_write_bytes(args.sources, buffer.getvalue().encode("utf-8"))
-    except OSError as err:
-        return _fail(f"cannot write {err.filename or existing}: {err.strerror or err}")
     print(
         f"added source {source_id!r} (snapshot {file}, sha256 {sha}) to {args.sources} "
         f"and {store.root / manifest.MANIFEST_NAME}"

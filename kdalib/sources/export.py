@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdalib.sources.escape import csv_cell, csv_value
+from kdalib.sources.files import UnsafeFile, read_capped
 from kdalib.sources.history import History, load_history
-from kdalib.sources.loader import LoadError, load_document
+from kdalib.sources.loader import MAX_FILE_BYTES, LoadError, load_document
 from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 
@@ -94,10 +96,11 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV, each cell through :func:`~kdalib.sources.escape.csv_cell` (no cell starts a formula)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
     return out.getvalue()
 
 
@@ -138,8 +141,8 @@ def load_claims(path: str | Path) -> ClaimTable:
     if path.suffix in (".yaml", ".yml"):
         return ClaimTable(claim_rows(load_document(path), load_history(path)))
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_capped(path, MAX_FILE_BYTES).decode("utf-8")
+    except (UnsafeFile, UnicodeDecodeError) as err:
         raise LoadError(path, 0, f"cannot read the claims file: {err}") from None
     if path.suffix == ".json":
         rows = _json_rows(path, text)
@@ -147,7 +150,7 @@ def load_claims(path: str | Path) -> ClaimTable:
         reader = csv.DictReader(io.StringIO(text))
         if tuple(reader.fieldnames or ()) != COLUMNS:
             raise LoadError(path, 1, f"the header is {reader.fieldnames}; expected {list(COLUMNS)}")
-        rows = [dict(row) for row in reader]
+        rows = [{key: csv_value(value) for key, value in row.items()} for row in reader]
     else:
         raise LoadError(path, 0, "expected a .json, .csv or .yaml file of claims")
     return ClaimTable(rows)

@@ -8,7 +8,9 @@ so the schema module reads as the list of keys and rules.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +26,26 @@ def parse_text(value: Any) -> str:
     return str(value)
 
 
+#: Character categories a reader cannot see: format (zero-width space, soft hyphen, joiners,
+#: bidirectional marks), controls, line and paragraph separators, surrogates, private use, unassigned.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
 def parse_display(value: Any) -> str:
-    """``display`` is text; a bare integer is accepted, a bare float is ambiguous (1.50 → 1.5)."""
+    """``display`` is text; a bare integer is accepted, a bare float is ambiguous (1.50 → 1.5).
+
+    What the book prints is what the checks read, so a display may not hold a character the
+    reader cannot see (``65.\u200b8`` shows as 65.8 but would be checked as two numbers).
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
         raise ValueError("write the number in quotes so its digits are kept, e.g. display: '1.50'")
-    return parse_text(value)
+    text = parse_text(value)
+    hidden = next((ch for ch in text if unicodedata.category(ch) in INVISIBLE_CATEGORIES), None)
+    if hidden is not None:
+        raise ValueError(f"it holds the invisible character U+{ord(hidden):04X}; write what the reader sees")
+    return text
 
 
 def parse_date(value: Any) -> dt.date:
@@ -79,20 +94,35 @@ def parse_enum(choices: tuple[str, ...]) -> Callable[[Any], str]:
     return parse
 
 
+def _finite(value: int | float) -> float:
+    """``value`` as a finite float; a number no float holds (1e400, .inf, .nan) is refused."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("too large for a number the checks can compare") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
 def parse_value(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("")
     if isinstance(value, int):
+        _finite(value)
         return int(value)
     if isinstance(value, float):
-        return float(value)
+        return _finite(value)
     return parse_text(value)
 
 
 def parse_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("")
-    return float(value)
+    number = _finite(value)
+    if number < 0:
+        raise ValueError("")
+    return number
 
 
 def parse_id_list(value: Any) -> list[str]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdalib.sources.model import ERROR, Finding
-from kdalib.sources.pages import markdown_blocks, mask_inline, page_files, prose_lines
+from kdalib.sources.pages import UnreadablePage, markdown_blocks, mask_inline, page_files, prose_lines
 
 _NUMBER = r"(?<![\w.,/\-+#:])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _SMALL_WORDS = "two|three|four|five|six"
@@ -107,7 +107,7 @@ def find_figures(text: str) -> list[HandTypedFigure]:
         spans: list[tuple[int, int, str]] = []
         for rule, pattern in RULES.items():
             for match in pattern.finditer(masked):
-                if _NUMBERING_WORD.search(masked[: match.start("number")]):
+                if _NUMBERING_WORD.search(masked, max(0, match.start("number") - 40), match.start("number")):
                     continue
                 spans.append((match.start(), match.end(), rule))
         if number not in headers:
@@ -146,11 +146,11 @@ def lint_notes(root: Path) -> list[Finding]:
     for path in page_files(root):
         shown = str(path.relative_to(root))
         try:
-            path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
+            blocks = markdown_blocks(root, path)
+        except UnreadablePage as err:
             findings.append(Finding(ERROR, "unreadable-page", shown, 0, "", str(err)))
             continue
-        for first_line, where, text in markdown_blocks(path):
+        for first_line, where, text in blocks:
             for figure in find_figures(text):
                 line = first_line + figure.line - 1 if first_line else 0
                 place = f"{where}, line {figure.line}, column {figure.column}" if where else f"column {figure.column}"

@@ -6,9 +6,9 @@ reach internal services or to stall CI. :class:`SafeClient` therefore
 * parses each URL once (:func:`kdalib.sources.urls.split_url`, which refuses ambiguous
   authorities: credentials, backslashes, percent-encoded or malformed hosts, zone ids);
 * resolves the host itself (through an injectable resolver), refuses it when **any** of
-  its addresses is private, loopback, link-local, reserved, multicast or otherwise
-  non-global (IPv4 and IPv6, IPv4-mapped included), then connects to exactly one of the
-  addresses it checked: the connection is pinned to that IP, with the URL's host in the
+  its addresses is not public (:func:`kdalib.sources.addresses.address_problem`: not global,
+  or wrapping an address that is not, as 6to4, NAT64, Teredo and IPv4-mapped forms do), then
+  connects to exactly one of the addresses it checked: the connection is pinned to that IP, with the URL's host in the
   ``Host`` header and, for https, as the TLS server name and the name the certificate must
   match. A DNS answer that changes between the check and the connection (rebinding) is
   never used;
@@ -22,13 +22,18 @@ reach internal services or to stall CI. :class:`SafeClient` therefore
 Proxy settings from the environment are not used: the connection goes to the checked address.
 ``allow_loopback`` lets 127.0.0.1 and ::1 through and exists for tests (the hidden
 ``--allow-loopback`` flag); every other non-global address stays refused.
+
+One part per job: :func:`check_url_allowed` (where may we connect), :class:`_Deadline` (the
+fetch's clock and its waits), :class:`_HostSpacing` (the rate limit per host),
+:func:`_send_with_retries` (retries, backoff, Retry-After), :func:`_connect` (the pinned
+connection), :func:`_read_capped` (the body under its size cap), and :meth:`SafeClient.get`,
+which follows redirects hop by hop through them.
 """
 
 from __future__ import annotations
 
 import email.utils
 import ipaddress
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,11 +46,11 @@ from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from kdalib import __version__
+from kdalib.sources.addresses import Resolver, address_problem, resolve_host
 from kdalib.sources.urls import UrlError, UrlParts, redact, split_url
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 RETRY_CODES = (429, 500, 502, 503, 504)
-LOOPBACK_ALLOWED = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 
 class FetchError(Exception):
@@ -95,39 +100,6 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
-
-
-Resolver = Callable[[str, int], list[str]]
-
-
-def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the system resolver)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
-
-
-def address_problem(address: str, allow_loopback: bool) -> str | None:
-    """Why ``address`` must not be contacted, or None when it is a public address."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return f"{redact(str(address))!r}, which is not a plain IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if allow_loopback and ip in LOOPBACK_ALLOWED:
-        return None
-    # Most specific first: 0.0.0.0 and 240/4 are also "private" to the ipaddress module.
-    for label, flag in (
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("unspecified", ip.is_unspecified),
-        ("multicast", ip.is_multicast),
-        ("reserved", ip.is_reserved),
-        ("private", ip.is_private),
-    ):
-        if flag:
-            return f"{label} address {ip}"
-    return None if ip.is_global else f"non-global address {ip}"
 
 
 @dataclass(frozen=True)
@@ -182,10 +154,11 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 
 class _Deadline:
-    """The end of one fetch on the client's clock."""
+    """The end of one fetch on the client's clock, and the waits that may not pass it."""
 
-    def __init__(self, clock: Callable[[], float], seconds: float):
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None], seconds: float):
         self.clock = clock
+        self.sleep = sleep
         self.seconds = seconds
         self.end = clock() + seconds
 
@@ -196,8 +169,142 @@ class _Deadline:
             raise self.error(url)
         return left
 
+    def wait(self, seconds: float, url: str) -> None:
+        """Sleep ``seconds``, or fail at once when that would end past the deadline."""
+        if seconds >= self.remaining(url):
+            raise self.error(url)
+        self.sleep(seconds)
+
     def error(self, url: str) -> FetchError:
         return FetchError(url, "timeout", f"the fetch did not finish within its {self.seconds:g}-second deadline")
+
+
+class _HostSpacing:
+    """The minimum interval between two requests to one host, kept across fetches."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def before_request(self, target: Target, interval: float, deadline: _Deadline) -> None:
+        host = f"{target.parts.host}:{target.parts.port}"
+        last = self._last.get(host)
+        delay = 0.0 if last is None else last + interval - deadline.clock()
+        if delay > 0:
+            deadline.wait(delay, target.parts.url)
+        self._last[host] = deadline.clock()
+
+
+def _send_with_retries(target: Target, policy: FetchPolicy, deadline: _Deadline, spacing: _HostSpacing):
+    """The GET with retries: timeouts, connection errors and 5xx/429 answers are tried again
+    after an exponential backoff or the server's Retry-After (capped); the last answer is returned."""
+    url = target.parts.url
+    for attempt in range(policy.retries + 1):
+        last_try = attempt == policy.retries
+        spacing.before_request(target, policy.min_interval, deadline)
+        try:
+            pool, response = _connect(target, policy, deadline)
+        except NewConnectionError as err:
+            if last_try:
+                raise FetchError(url, "connection", f"cannot connect: {_reason(err)}") from None
+        except Urllib3Timeout:
+            deadline.remaining(url)
+            if last_try:
+                raise FetchError(url, "timeout", f"no answer within the timeout after {attempt + 1} tries") from None
+        except (Urllib3Error, OSError) as err:
+            if last_try:
+                raise FetchError(url, "connection", f"{type(err).__name__}: {_reason(err)}") from None
+        else:
+            if response.status not in RETRY_CODES or last_try:
+                return pool, response
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            response.close()
+            pool.close()
+            if wait is not None:
+                deadline.wait(min(wait, policy.max_retry_after), url)
+                continue
+        deadline.wait(policy.backoff * (2**attempt), url)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _connect(target: Target, policy: FetchPolicy, deadline: _Deadline):
+    """Send the GET to the first checked address that accepts a connection: the connection is
+    pinned to that address, with the URL's host as the Host header and the TLS name."""
+    parts = target.parts
+    headers = {
+        "Host": parts.host_header,
+        "User-Agent": policy.user_agent,
+        "Accept": "*/*",
+        "Accept-Encoding": "gzip, deflate",
+        "Connection": "close",
+    }
+    for index, address in enumerate(target.addresses):
+        remaining = deadline.remaining(parts.url)
+        timeout = urllib3.Timeout(
+            connect=min(policy.connect_timeout, remaining), read=min(policy.read_timeout, remaining)
+        )
+        if parts.scheme == "https":
+            pool = urllib3.HTTPSConnectionPool(
+                address,
+                parts.port,
+                timeout=timeout,
+                maxsize=1,
+                retries=False,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=policy.ca_certs,
+                server_hostname=parts.host,
+                assert_hostname=parts.host,
+            )
+        else:
+            pool = urllib3.HTTPConnectionPool(address, parts.port, timeout=timeout, maxsize=1, retries=False)
+        try:
+            response = pool.urlopen(
+                "GET",
+                parts.target,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=True,
+                assert_same_host=False,
+            )
+        except NewConnectionError:
+            pool.close()
+            if index == len(target.addresses) - 1:
+                raise
+            continue
+        except BaseException:
+            pool.close()
+            raise
+        return pool, response
+    raise AssertionError("unreachable: a target has at least one address")
+
+
+def _read_capped(url: str, response: urllib3.HTTPResponse, policy: FetchPolicy, deadline: _Deadline) -> bytes:
+    """The body, read in chunks (each read bounded by the read timeout and the deadline) and
+    refused once it passes ``policy.max_bytes`` after content decoding."""
+    cap = policy.max_bytes
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise FetchError(url, "too-large", f"the body is {declared} bytes, over the {cap}-byte cap")
+    sock = getattr(response.connection, "sock", None)
+    chunks, size = [], 0
+    while True:
+        remaining = deadline.remaining(url)
+        if sock is not None:  # each read waits at most the read timeout, and never past the deadline
+            sock.settimeout(min(policy.read_timeout, remaining))
+        try:
+            chunk = response.read1(65536)
+        except (TimeoutError, ReadTimeoutError):
+            deadline.remaining(url)
+            raise FetchError(url, "timeout", "reading the body failed: no data within the read timeout") from None
+        except (Urllib3Error, OSError) as err:
+            raise FetchError(url, "connection", f"reading the body failed: {_reason(err)}") from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > cap:
+            raise FetchError(url, "too-large", f"the body exceeds the {cap}-byte cap")
+        chunks.append(chunk)
 
 
 class SafeClient:
@@ -220,7 +327,7 @@ class SafeClient:
         self.sleep = sleep
         self.clock = clock
         self.resolver = resolver
-        self._last_request: dict[str, float] = {}
+        self._spacing = _HostSpacing()
 
     def get(self, url: str, read_body: bool = True) -> FetchResult:
         """Fetch ``url``, following redirects hop by hop; 4xx/5xx come back as a result, not an error.
@@ -230,146 +337,27 @@ class SafeClient:
                 or connection failure after the retries, a body over the size cap, or too many
                 redirects.
         """
-        deadline = _Deadline(self.clock, self.policy.deadline)
+        policy = self.policy
+        deadline = _Deadline(self.clock, self.sleep, policy.deadline)
         current = url
         redirects: list[tuple[int, str]] = []
-        for _hop in range(self.policy.max_redirects + 1):
-            target = check_url_allowed(current, self.policy.allow_loopback, self.resolver)
-            pool, response = self._request_with_retries(target, deadline)
+        for _hop in range(policy.max_redirects + 1):
+            target = check_url_allowed(current, policy.allow_loopback, self.resolver)
+            pool, response = _send_with_retries(target, policy, deadline, self._spacing)
             try:
                 location = response.headers.get("Location")
                 if response.status in REDIRECT_CODES and location:
                     redirects.append((response.status, urljoin(current, location)))
                     current = redirects[-1][1]
                     continue
-                body = self._read_capped(current, response, deadline) if read_body else b""
+                body = _read_capped(current, response, policy, deadline) if read_body else b""
                 return FetchResult(
                     url, current, response.status, response.headers.get("Content-Type", ""), body, redirects
                 )
             finally:
                 response.close()
                 pool.close()
-        raise FetchError(url, "too-many-redirects", f"more than {self.policy.max_redirects} redirects")
-
-    def _wait(self, seconds: float, url: str, deadline: _Deadline) -> None:
-        if seconds >= deadline.remaining(url):
-            raise deadline.error(url)
-        self.sleep(seconds)
-
-    def _wait_for_host(self, target: Target, deadline: _Deadline) -> None:
-        host = f"{target.parts.host}:{target.parts.port}"
-        last = self._last_request.get(host)
-        delay = 0.0 if last is None else last + self.policy.min_interval - self.clock()
-        if delay > 0:
-            self._wait(delay, target.parts.url, deadline)
-        self._last_request[host] = self.clock()
-
-    def _request_with_retries(self, target: Target, deadline: _Deadline):
-        policy, url = self.policy, target.parts.url
-        for attempt in range(policy.retries + 1):
-            last_try = attempt == policy.retries
-            self._wait_for_host(target, deadline)
-            try:
-                pool, response = self._open(target, deadline)
-            except NewConnectionError as err:
-                if last_try:
-                    raise FetchError(url, "connection", f"cannot connect: {_reason(err)}") from None
-            except Urllib3Timeout:
-                deadline.remaining(url)
-                if last_try:
-                    raise FetchError(
-                        url, "timeout", f"no answer within the timeout after {attempt + 1} tries"
-                    ) from None
-            except (Urllib3Error, OSError) as err:
-                if last_try:
-                    raise FetchError(url, "connection", f"{type(err).__name__}: {_reason(err)}") from None
-            else:
-                if response.status not in RETRY_CODES or last_try:
-                    return pool, response
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
-                response.close()
-                pool.close()
-                if wait is not None:
-                    self._wait(min(wait, policy.max_retry_after), url, deadline)
-                    continue
-            self._wait(policy.backoff * (2**attempt), url, deadline)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _open(self, target: Target, deadline: _Deadline):
-        """Send the GET to the first checked address that accepts a connection."""
-        parts, policy = target.parts, self.policy
-        headers = {
-            "Host": parts.host_header,
-            "User-Agent": policy.user_agent,
-            "Accept": "*/*",
-            "Accept-Encoding": "gzip, deflate",
-            "Connection": "close",
-        }
-        for index, address in enumerate(target.addresses):
-            remaining = deadline.remaining(parts.url)
-            timeout = urllib3.Timeout(
-                connect=min(policy.connect_timeout, remaining), read=min(policy.read_timeout, remaining)
-            )
-            if parts.scheme == "https":
-                pool = urllib3.HTTPSConnectionPool(
-                    address,
-                    parts.port,
-                    timeout=timeout,
-                    maxsize=1,
-                    retries=False,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=policy.ca_certs,
-                    server_hostname=parts.host,
-                    assert_hostname=parts.host,
-                )
-            else:
-                pool = urllib3.HTTPConnectionPool(address, parts.port, timeout=timeout, maxsize=1, retries=False)
-            try:
-                response = pool.urlopen(
-                    "GET",
-                    parts.target,
-                    headers=headers,
-                    redirect=False,
-                    retries=False,
-                    preload_content=False,
-                    decode_content=True,
-                    assert_same_host=False,
-                )
-            except NewConnectionError:
-                pool.close()
-                if index == len(target.addresses) - 1:
-                    raise
-                continue
-            except BaseException:
-                pool.close()
-                raise
-            return pool, response
-        raise AssertionError("unreachable: a target has at least one address")
-
-    def _read_capped(self, url: str, response: urllib3.HTTPResponse, deadline: _Deadline) -> bytes:
-        cap = self.policy.max_bytes
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise FetchError(url, "too-large", f"the body is {declared} bytes, over the {cap}-byte cap")
-        sock = getattr(response.connection, "sock", None)
-        chunks, size = [], 0
-        while True:
-            remaining = deadline.remaining(url)
-            if sock is not None:  # each read waits at most the read timeout, and never past the deadline
-                sock.settimeout(min(self.policy.read_timeout, remaining))
-            try:
-                chunk = response.read1(65536)
-            except (TimeoutError, ReadTimeoutError):
-                deadline.remaining(url)
-                raise FetchError(url, "timeout", "reading the body failed: no data within the read timeout") from None
-            except (Urllib3Error, OSError) as err:
-                raise FetchError(url, "connection", f"reading the body failed: {_reason(err)}") from None
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > cap:
-                raise FetchError(url, "too-large", f"the body exceeds the {cap}-byte cap")
-            chunks.append(chunk)
+        raise FetchError(url, "too-many-redirects", f"more than {policy.max_redirects} redirects")
 
 
 def _reason(err: BaseException) -> str:

@@ -17,6 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from kdalib.sources.http import FetchError, SafeClient
 from kdalib.sources.loader import LoadError, load_round_trip
+from kdalib.sources.locking import locked
 from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 
@@ -64,7 +65,13 @@ def write_link_results(path: str | Path, results: list[LinkResult], today: dt.da
 
     Raises:
         LoadError: when the file cannot be re-read or a result's source is gone.
+        Busy: another kdalib command is editing the file.
     """
+    with locked(path):
+        return _write_link_results(path, results, today)
+
+
+def _write_link_results(path: str | Path, results: list[LinkResult], today: dt.date) -> int:
     yaml, data = load_round_trip(path)
     by_id = {entry.get("id"): entry for entry in data.get("sources") or [] if isinstance(entry, CommentedMap)}
     changed = 0

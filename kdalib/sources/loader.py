@@ -10,7 +10,8 @@ Two readers exist on purpose:
 
 Both refuse what a checklist never needs and what makes a small file expensive: YAML
 anchors and aliases (``&name``/``*name``, the "billion laughs" expansion), files over
-:data:`MAX_FILE_BYTES` and nesting deeper than :data:`MAX_DEPTH`.
+:data:`MAX_FILE_BYTES` and nesting deeper than :data:`MAX_DEPTH`. Every YAML file kdalib
+reads (the snapshot manifest too) goes through :func:`guard` and :func:`load_yaml`.
 
 Input that cannot be read at all (missing file, YAML syntax error, duplicate mapping
 keys, an anchor or alias, a file too large or too deep, a top level that is not a
@@ -31,7 +32,9 @@ from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 
+from kdalib.sources.files import UnsafeFile, read_capped
 from kdalib.sources.model import Document, file_location
+from kdalib.sources.rules import check_references
 from kdalib.sources.schema import build_document
 
 
@@ -62,7 +65,7 @@ class _NoAnchorComposer(Composer):
             raise ComposerError(
                 None,
                 None,
-                f"YAML {_clip(what)} is not allowed in a checklist; write the value out in full",
+                f"YAML {_clip(what)} is not allowed (kdalib's YAML files use none); write the value out in full",
                 event.start_mark,
             )
         return super().compose_node(parent, index)
@@ -92,21 +95,22 @@ _LenientDatesConstructor.add_constructor(
 )
 
 
-def _guarded(yaml: YAML) -> YAML:
+def guard(yaml: YAML) -> YAML:
+    """``yaml`` made to refuse anchors, aliases and nesting deeper than :data:`MAX_DEPTH`."""
     yaml.Composer = _NoAnchorComposer
     yaml.max_depth = MAX_DEPTH
     return yaml
 
 
 def _checking_yaml() -> YAML:
-    yaml = _guarded(YAML(typ="rt"))
+    yaml = guard(YAML(typ="rt"))
     yaml.Constructor = _DatesAsTextConstructor
     return yaml
 
 
 def round_trip_yaml() -> YAML:
     """A ruamel YAML configured to write sources.yaml back the way it was laid out."""
-    yaml = _guarded(YAML(typ="rt"))
+    yaml = guard(YAML(typ="rt"))
     yaml.Constructor = _LenientDatesConstructor
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap long quotes or URLs
@@ -116,17 +120,13 @@ def round_trip_yaml() -> YAML:
 
 def _read_text(path: Path) -> str:
     try:
-        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
-            raise LoadError(path, 0, f"the file is {path.stat().st_size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LoadError(path, 0, "file not found (pass --sources FILE or run from the book root)") from None
+        return read_capped(path, MAX_FILE_BYTES).decode("utf-8")
+    except UnsafeFile as err:
+        if err.missing:
+            raise LoadError(path, 0, "file not found (pass --sources FILE or run from the book root)") from None
+        raise LoadError(path, 0, err.problem) from None
     except UnicodeDecodeError as err:
         raise LoadError(path, 0, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except IsADirectoryError:
-        raise LoadError(path, 0, "is a folder, not a file") from None
-    except OSError as err:
-        raise LoadError(path, 0, f"cannot read the file: {err.strerror or err}") from None
 
 
 def parse_yaml_text(text: str, path: str | Path = "sources.yaml") -> CommentedMap:
@@ -136,7 +136,7 @@ def parse_yaml_text(text: str, path: str | Path = "sources.yaml") -> CommentedMa
         LoadError: on a syntax error, duplicate keys, an anchor or alias, a text over the size
             or depth limit, an empty file or a non-mapping top level.
     """
-    data = _load(_checking_yaml(), text, path)
+    data = load_yaml(_checking_yaml(), text, path)
     if data is None:
         raise LoadError(path, 1, "the file is empty; expected a mapping with 'sources:' and 'claims:'")
     if not isinstance(data, CommentedMap):
@@ -148,32 +148,40 @@ def load_document(path: str | Path) -> Document:
     """Read and schema-check a checklist file.
 
     Returns:
-        The :class:`Document`; schema problems are in ``document.findings``.
+        The :class:`Document`; schema problems and broken references between entries
+        (:func:`kdalib.sources.rules.check_references`) are in ``document.findings``.
 
     Raises:
         LoadError: when the file cannot be used at all.
     """
     path = Path(path)
-    return build_document(parse_yaml_text(_read_text(path), path), path)
+    return _with_references(build_document(parse_yaml_text(_read_text(path), path), path))
 
 
 def load_text(text: str, path: str | Path = "sources.yaml") -> Document:
     """Like :func:`load_document`, for text already in memory (tests, the fuzzer)."""
-    return build_document(parse_yaml_text(text, path), Path(path))
+    return _with_references(build_document(parse_yaml_text(text, path), Path(path)))
+
+
+def _with_references(doc: Document) -> Document:
+    """The document with the findings of the references between its entries added."""
+    doc.findings += check_references(doc)
+    return doc
 
 
 def load_round_trip(path: str | Path) -> tuple[YAML, CommentedMap]:
     """Read a checklist for editing in place; pair with :func:`round_trip_yaml` ``.dump``."""
     path = Path(path)
     yaml = round_trip_yaml()
-    data = _load(yaml, _read_text(path), path)
+    data = load_yaml(yaml, _read_text(path), path)
     if not isinstance(data, CommentedMap):
         raise LoadError(path, 1, "the top level is not a mapping")
     return yaml, data
 
 
-def _load(yaml: YAML, text: str, path: str | Path) -> Any:
-    """``yaml.load`` with every failure turned into a :class:`LoadError` of bounded length."""
+def load_yaml(yaml: YAML, text: str, path: str | Path) -> Any:
+    """``yaml.load`` (of a :func:`guard` ed YAML) with every failure turned into a
+    :class:`LoadError` of bounded length."""
     if len(text) > MAX_FILE_BYTES:
         raise LoadError(path, 0, f"the text is {len(text)} characters long, over the {MAX_FILE_BYTES} limit")
     try:

@@ -17,10 +17,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
 
 from kdalib.sources.fields import parse_date, parse_enum, parse_pattern, parse_sha, parse_text
-from kdalib.sources.model import ERROR, WARNING, Document, Finding
+from kdalib.sources.files import UnsafeFile, entries_below, path_problem, read_inside
+from kdalib.sources.loader import MAX_FILE_BYTES, LoadError, guard, load_yaml
+from kdalib.sources.model import ERROR, WARNING, Document, Finding, short_repr
 from kdalib.sources.schema import SOURCE_ID, _Entry, _Reporter, item_line
 from kdalib.sources.snapshots import SnapshotStore, sha256_bytes
 
@@ -72,8 +73,12 @@ def _parse_size(value: Any) -> int:
     return int(value)
 
 
+#: The manifest is a few kilobytes; the checklist's cap applies.
+MAX_MANIFEST_BYTES = MAX_FILE_BYTES
+
+
 def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = guard(YAML(typ="rt"))
     yaml.width = 110
     yaml.indent(mapping=2, sequence=2, offset=0)
     return yaml
@@ -81,11 +86,21 @@ def _yaml() -> YAML:
 
 def _parse_entry(raw: Any, report: _Reporter, line: int) -> ManifestEntry | None:
     if not hasattr(raw, "items"):
-        report.error(line, "", "manifest-bad-entry", f"an entry is {raw!r:.60}; expected a mapping with 'file:'")
+        report.error(line, "", "manifest-bad-entry", f"an entry is {short_repr(raw)}; expected a mapping with 'file:'")
         return None
     entry = _Entry(raw, report, "", line, "manifest entry")
     file = entry.get("file", parse_text, "the file's name in the snapshot store", required=True)
     if file is None:
+        return None
+    problem = path_problem(file)
+    if problem is not None:
+        report.error(
+            entry.line_of("file"),
+            short_repr(file),
+            "manifest-bad-file",
+            f"file {short_repr(file)} leaves the snapshot store: it {problem}",
+            "name a file inside the store, relative to it, without '..'",
+        )
         return None
     entry.item = file
     entry.check_keys(ENTRY_KEYS)
@@ -114,18 +129,13 @@ def load_manifest(path: Path) -> tuple[dict[str, ManifestEntry], list[Finding]]:
     """Entries by file name, and the problems of the manifest itself (never raises for bad content)."""
     report = _Reporter(path)
     try:
-        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_inside(path.parent, path.name, MAX_MANIFEST_BYTES).decode("utf-8")
+        data = load_yaml(_yaml(), text, path)
+    except (UnsafeFile, UnicodeDecodeError) as err:
         report.error(0, "", "manifest-unreadable", f"cannot read {path}: {err}")
         return {}, report.findings
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        report.error(
-            mark.line + 1 if mark else 0,
-            "",
-            "manifest-unreadable",
-            f"YAML error: {getattr(err, 'problem', None) or err}",
-        )
+    except LoadError as err:
+        report.error(err.line, "", "manifest-unreadable", err.message)
         return {}, report.findings
     if not isinstance(data, CommentedSeq):
         report.error(
@@ -155,19 +165,13 @@ def load_manifest(path: Path) -> tuple[dict[str, ManifestEntry], list[Finding]]:
 
 
 def store_files(root: Path) -> list[str]:
-    """The archived texts in the store: every file except the manifest, the README and hidden files."""
-    if not root.is_dir():
-        return []
-    found = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if (
-            path.is_file()
-            and not any(part.startswith(".") for part in relative.parts)
-            and relative.as_posix() not in STORE_DOCUMENTS
-        ):
-            found.append(relative.as_posix())
-    return found
+    """The archived texts in the store: every entry that is not a folder (links and devices
+    included, so that they are reported), except the manifest, the README and hidden files."""
+    return [
+        name
+        for name in entries_below(root)
+        if not any(part.startswith(".") for part in name.split("/")) and name not in STORE_DOCUMENTS
+    ]
 
 
 def check_manifest(doc: Document, store: SnapshotStore, strict: bool) -> list[Finding]:
@@ -179,7 +183,7 @@ def check_manifest(doc: Document, store: SnapshotStore, strict: bool) -> list[Fi
     entry names another source (or none).
     """
     path = store.root / MANIFEST_NAME
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return [
             Finding(
                 ERROR if strict else WARNING,
@@ -210,9 +214,21 @@ def check_manifest(doc: Document, store: SnapshotStore, strict: bool) -> list[Fi
                 )
             )
         try:
-            data = store.path_of(entry.file).read_bytes()
-        except OSError:
-            if entry.file not in named:  # a named one is already a snapshot-missing finding
+            data = store.read(entry.file)
+        except UnsafeFile as err:
+            if not err.missing:
+                findings.append(
+                    Finding(
+                        ERROR,
+                        "manifest-file-unreadable",
+                        file,
+                        entry.line,
+                        entry.file,
+                        f"lists {err}",
+                        "keep archived texts as regular files inside the store",
+                    )
+                )
+            elif entry.file not in named:  # a named one is already a snapshot-missing finding
                 findings.append(
                     Finding(
                         ERROR if strict else WARNING,
@@ -300,7 +316,8 @@ def _check_named_snapshots(
                     entry.line,
                     entry.file,
                     f"no source in {doc.path} names {entry.file} as its snapshot or a version",
-                    f"list it under {entry.source}'s snapshot or versions, or remove it",
+                    f"list it under {entry.source}'s snapshot or versions, or remove it (an interrupted "
+                    f"`kdalib sources fetch {entry.source}` is finished by running it again)",
                 )
             )
     return findings
@@ -322,11 +339,17 @@ def with_entry(
         raise ValueError(f"origin {origin!r} is not one of {', '.join(ORIGINS)}")
     path = store.root / MANIFEST_NAME
     yaml = _yaml()
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        text = read_inside(store.root, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8") if path.exists() else ""
+    except (UnsafeFile, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
     if _only_comments(text):
         header, entries = text or NEW_MANIFEST_HEADER, CommentedSeq()
     else:
-        header, entries = "", yaml.load(text)
+        try:
+            header, entries = "", load_yaml(yaml, text, path)
+        except LoadError as err:
+            raise ValueError(str(err)) from None
         if not isinstance(entries, CommentedSeq):
             raise ValueError(f"{path}: the manifest is not a list of entries")
     entry = CommentedMap()

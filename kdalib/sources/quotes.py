@@ -16,10 +16,15 @@ the book's sources page):
    space: ``2 56`` never becomes ``256``. PDF extraction adds and drops spaces
    (``Diag(αt )``) and breaks lines in tables, so this fallback is what lets a quote copied
    from the PDF viewer verify against ``pdftotext`` output. Letters, digits and punctuation
-   must still agree one for one: nothing else is ignored.
+   must still agree one for one: nothing else is ignored;
+4. either way, an occurrence counts only when it cuts no number of the snapshot and writes the
+   same numbers as the quote (numbers as :mod:`kdalib.sources.numerals` reads them): ``5.8``
+   is not found in ``65.8``, ``28K`` not in ``128K``, and ``1.0`` not in ``1. 0`` or ``1.\n0``.
+   The next occurrence is tried instead.
 
-No step joins two digits or creates one. Matching is case-sensitive: ``1T`` and ``1t`` are
-different claims.
+No step joins two numbers or creates a digit. Matching is case-sensitive: ``1T`` and ``1t`` are
+different claims. The display is looked for in the quote by the same rule
+(:func:`display_in_quote`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
+
+from kdalib.sources.numerals import NumeralIndex, numerals
 
 EXACT = "exact"
 WHITESPACE_INSENSITIVE = "whitespace-insensitive"
@@ -131,20 +138,29 @@ class NormalizedText:
         local = self._map(index).compact_index[compact_position - self._compact_starts[index]]
         return self._text_starts[index] + local
 
+    @functools.cached_property
+    def _numerals(self) -> NumeralIndex:
+        return NumeralIndex(self.text)
+
     def find(self, quote: str) -> QuoteMatch | None:
         """Locate ``quote`` (exact first, then whitespace-insensitive); None when absent."""
         wanted = normalize(quote)
         if not wanted:
             return None
+        written = numerals(wanted)
         position = self.text.find(wanted)
-        if position >= 0:
-            return self._match(EXACT, position, position + len(wanted) - 1)
+        while position >= 0:
+            if self._numerals.whole(self.text, position, position + len(wanted), written):
+                return self._match(EXACT, position, position + len(wanted) - 1)
+            position = self.text.find(wanted, position + 1)
         squeezed = squeeze_spaces(wanted)
         position = self.compact.find(squeezed)
-        if position >= 0:
+        while position >= 0:
             first = self._text_position(position)
             last = self._text_position(position + len(squeezed) - 1)
-            return self._match(WHITESPACE_INSENSITIVE, first, last)
+            if self._numerals.whole(self.text, first, last + 1, written):
+                return self._match(WHITESPACE_INSENSITIVE, first, last)
+            position = self.compact.find(squeezed, position + 1)
         return None
 
     def _match(self, kind: str, first: int, last: int) -> QuoteMatch:
@@ -247,24 +263,13 @@ def find_quote(snapshot_text: str | NormalizedText, quote: str) -> QuoteMatch | 
     return text.find(quote)
 
 
-def _occurs_whole(needle: str, haystack: str) -> bool:
-    """``needle`` occurs in ``haystack`` without cutting a number (``4T`` is not in ``1.04T``)."""
-    pattern = r"(?<!\d)(?<!\d[.,])" + re.escape(needle) + r"(?!\d)(?![.,]\d)"
-    return re.search(pattern, haystack) is not None
-
-
 def display_in_quote(display: str, quote: str) -> str | None:
     """How the printed value occurs inside the quote: ``"exact"``, ``"whitespace-insensitive"`` or None.
 
     The value a reader sees must be visible in the cited words, so ``display: 1T`` needs a
-    quote such as ``Total Parameters | 1T``. The same normalisation as for quotes applies,
-    and the value may not be a piece of a longer number: ``4T`` does not occur in ``1.04T``.
+    quote such as ``Total Parameters | 1T``. The rule is the quote-in-snapshot rule of the
+    module docstring, so the value may not be a piece of a longer number: ``4T`` does not
+    occur in ``1.04T``, nor ``1`` in ``1e-3``.
     """
-    wanted = normalize(display)
-    if not wanted:
-        return None
-    if _occurs_whole(wanted, normalize(quote)):
-        return EXACT
-    if _occurs_whole(compact(display), compact(quote)):
-        return WHITESPACE_INSENSITIVE
-    return None
+    match = NormalizedText(quote).find(display)
+    return match.kind if match is not None else None

@@ -3,7 +3,9 @@
 With ``--changed-since REF`` the report covers the claims that the change adds or edits
 (compared with the sources.yaml of the git ref ``REF``, and including the claims of a
 source whose entry changed); otherwise every claim that has a finding. Each row gives the
-claim's status, what verify found and the fix; findings not tied to a claim follow.
+claim's status, what verify found and the fix; findings not tied to a claim follow. Claims with
+errors come first; past :data:`MAX_ROWS` rows the report still names every failing claim. All
+text from sources.yaml or a finding goes through :func:`kdalib.sources.escape.markdown_cell`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdalib.sources.escape import markdown_cell
 from kdalib.sources.loader import LoadError, load_text
 from kdalib.sources.model import Claim, Document, Finding, Source, file_location
 from kdalib.sources.verify import Report
@@ -94,12 +97,10 @@ def changes_since(doc: Document, base: Document | None, ref: str) -> Scope:
     return scope
 
 
-def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def _finding_cell(finding: Finding) -> str:
-    return _cell(f"{finding.severity} [{finding.code}] {file_location(finding.file, finding.line)}: {finding.message}")
+    """``severity [code] file:line: message``; the code is the rule's own name, the rest is escaped."""
+    where = markdown_cell(file_location(finding.file, finding.line))
+    return f"{finding.severity} [{finding.code}] {where}: {markdown_cell(finding.message)}"
 
 
 def _claim_rows(report: Report, claim_ids: list[str], scope: Scope | None) -> list[str]:
@@ -110,15 +111,20 @@ def _claim_rows(report: Report, claim_ids: list[str], scope: Scope | None) -> li
         problems = [f for f in report.findings if f.item == claim_id]
         if problems:
             finding = "<br>".join(_finding_cell(f) for f in problems)
-            fix = "<br>".join(_cell(f.fix) for f in problems if f.fix)
+            fix = "<br>".join(markdown_cell(f.fix) for f in problems if f.fix)
         else:
             match = report.matches.get(claim_id)
             finding = f"quote found ({match.kind}, snapshot line {match.line})" if match else "no finding"
             fix = ""
-        change = f" | {_cell(scope.changes[claim_id])}" if scope else ""
-        rows.append(f"| `{claim_id}` ({_cell(where)}){change} | {claim.status} | {finding} | {fix} |")
-    if len(claim_ids) > MAX_ROWS:
-        rows.append(f"\n{len(claim_ids) - MAX_ROWS} more claim(s) not shown; run `kdalib verify` for all.")
+        change = f" | {markdown_cell(scope.changes[claim_id])}" if scope else ""
+        rows.append(f"| `{claim_id}` ({markdown_cell(where)}){change} | {claim.status} | {finding} | {fix} |")
+    hidden = claim_ids[MAX_ROWS:]
+    if hidden:
+        failing = {f.item for f in report.errors}
+        rows.append(f"\n{len(hidden)} more claim(s) not shown; run `kdalib verify` for all.")
+        named = [claim_id for claim_id in hidden if claim_id in failing]
+        if named:
+            rows.append(f"Failing among them ({len(named)}): " + ", ".join(f"`{c}`" for c in named))
     return rows
 
 
@@ -135,13 +141,16 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
     ]
     if scope is not None:
         claim_ids = list(scope.changes)
-        lines.append(f"### Claims added or changed since `{scope.ref}`: {len(claim_ids)}")
+        lines.append(f"### Claims added or changed since {markdown_cell(scope.ref)}: {len(claim_ids)}")
         header = "| claim | change | status | finding | fix |\n|---|---|---|---|---|"
     else:
-        claim_ids = [cid for cid in doc.claims if any(f.item == cid for f in report.findings)]
+        with_findings = {f.item for f in report.findings}
+        claim_ids = [cid for cid in doc.claims if cid in with_findings]
         lines.append(f"### Claims with findings: {len(claim_ids)}")
         header = "| claim | status | finding | fix |\n|---|---|---|---|"
     lines.append("")
+    failing = {f.item for f in report.errors}
+    claim_ids.sort(key=lambda claim_id: claim_id not in failing)  # stable: failures first, in file order
     if claim_ids:
         lines += [header, *_claim_rows(report, claim_ids, scope)]
     else:
@@ -152,7 +161,9 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
     others = [f for f in report.errors if f.item not in shown]
     if others:
         lines += ["", f"### Other errors: {len(others)}", ""]
-        lines += [f"- {_finding_cell(f)}" + (f" Fix: {_cell(f.fix)}" if f.fix else "") for f in others[:MAX_ROWS]]
+        lines += [
+            f"- {_finding_cell(f)}" + (f" Fix: {markdown_cell(f.fix)}" if f.fix else "") for f in others[:MAX_ROWS]
+        ]
     if report.tracks:
         lines += [
             "",
@@ -164,5 +175,5 @@ def render_markdown(report: Report, scope: Scope | None = None, strict: bool = F
         for track in report.tracks:
             held = f"{len(track.quotes) - len(track.quotes_gone)}/{len(track.quotes)}" if track.live else "-"
             gone = ", ".join(f"`{c}`" for c in track.quotes_gone) or "-"
-            lines.append(f"| `{track.source_id}` | {track.state} | {held} | {gone} | {_cell(track.detail)} |")
+            lines.append(f"| `{track.source_id}` | {track.state} | {held} | {gone} | {markdown_cell(track.detail)} |")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""The checks that need more than one entry: quotes against snapshots, conflicts,
+"""The checks that need more than one entry: the references between entries (a claim's
+source, version, subject, relations and verdict), quotes against snapshots, conflicts,
 superseded and refuted claims, reproduced claims against recorded results, and the
 {claim} references used in the pages.
 
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kdalib.sources import snapshots as snap
+from kdalib.sources.files import UnsafeFile, read_inside
 from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding, Snapshot, short_repr
-from kdalib.sources.pages import claim_roles, markdown_blocks, page_files
+from kdalib.sources.pages import UnreadablePage, claim_roles, markdown_blocks, page_files
 from kdalib.sources.quotes import QuoteMatch, compact, display_in_quote, normalize
+from kdalib.sources.schema import SEED_VERDICTS
 
 #: Statuses whose quote, when given, must occur in the snapshot (an unverified claim's quote
 #: is a lead to follow up, not yet a checked citation).
@@ -26,6 +29,8 @@ QUOTE_CHECKED_STATUSES = ("verified", "contradicted", "superseded", "refuted", "
 #: Statuses that no longer state the current value, so they may disagree with others freely.
 RETIRED_STATUSES = ("superseded", "refuted")
 EVIDENCE_STATUSES = ("verified", "reproduced")
+#: A notebook's recorded result is a small JSON file.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
 
 # A {claim} role, or an inline code span (which may show a role as an example and is skipped):
 # the leftmost match wins, so ``{claim}`x` `` is code and {claim}`x` is a role.
@@ -156,6 +161,95 @@ def short_text(text: str, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# ---- references between entries ------------------------------------------------------
+
+
+def check_references(doc: Document) -> list[Finding]:
+    """Every source, version and claim a claim names exists; subjects are known; verdicts fit.
+
+    The loader appends these findings to the document's own (:func:`kdalib.sources.loader.load_document`),
+    so every command that refuses a checklist with schema errors refuses these too.
+    """
+    file = str(doc.path)
+    findings: list[Finding] = []
+
+    def error(claim: Claim, key: str, code: str, message: str, fix: str = "") -> None:
+        findings.append(Finding(ERROR, code, file, claim.line_of(key) if key else claim.line, claim.id, message, fix))
+
+    for claim in doc.claims.values():
+        source = doc.sources.get(claim.source)
+        if claim.source and source is None:
+            error(
+                claim,
+                "source",
+                "unknown-source",
+                f"source {short_repr(claim.source)} is not in 'sources:'",
+                "add the source first, or fix the id (see `kdalib sources add`)",
+            )
+        if claim.version and source is not None and source.snapshot_for(claim.version) is None:
+            known = ", ".join(v.label for v in source.all_snapshots()) or "none"
+            error(
+                claim,
+                "version",
+                "unknown-version",
+                f"source {source.id!r} has no archived version {claim.version!r} (it has: {known})",
+                f"use one of its versions, or run `kdalib sources fetch --new-version {source.id}`",
+            )
+        if source is not None:
+            _check_verdict(claim, source.kind, source.id, error)
+        if doc.subjects and claim.subject and claim.subject not in doc.subjects:
+            listed = ", ".join(short_repr(s).strip("'") for s in doc.subjects[:8])
+            more = f" and {len(doc.subjects) - 8} more" if len(doc.subjects) > 8 else ""
+            error(
+                claim,
+                "subject",
+                "unknown-subject",
+                f"subject {short_repr(claim.subject)} is not in the top-level 'subjects:' list",
+                f"use one of: {listed}{more}",
+            )
+        named = [
+            (key, target) for key in ("conflicts_with", "supersedes", "evidence") for target in getattr(claim, key)
+        ]
+        if claim.superseded_by:
+            named.append(("superseded_by", claim.superseded_by))
+        for key, target in named:
+            resolved = doc.resolve_claim(target)
+            if resolved is None:
+                error(claim, key, "unknown-claim", f"{key} names {short_repr(target)}, which is not a claim id")
+            elif resolved is claim:
+                error(claim, key, "self-reference", f"{key} names the claim itself")
+    return findings
+
+
+def _check_verdict(claim: Claim, kind: str, source_id: str, error) -> None:
+    """A seed claim carries a verdict, no other claim does, and 'wrong' goes with status refuted."""
+    if kind == "seed" and claim.verdict is None and "verdict" not in claim.lines:
+        error(
+            claim,
+            "",
+            "seed-needs-verdict",
+            f"a claim of the seed source {source_id!r} needs a 'verdict'",
+            f"add 'verdict:' with one of {', '.join(SEED_VERDICTS)}",
+        )
+    elif kind != "seed" and claim.verdict is not None:
+        error(
+            claim,
+            "verdict",
+            "verdict-not-seed",
+            f"'verdict' is only for claims of a seed source; {source_id!r} is a {kind}",
+            "remove 'verdict'; the claim's status says whether its quote was found",
+        )
+    elif claim.verdict is not None and (claim.verdict == "wrong") != (claim.status == "refuted"):
+        error(
+            claim,
+            "verdict",
+            "verdict-status-mismatch",
+            f"verdict {claim.verdict!r} with status {claim.status!r}: a 'wrong' verdict and status "
+            "'refuted' go together",
+            "make both say the statement is wrong, or neither",
+        )
+
+
 # ---- conflicts and relations -----------------------------------------------------------
 
 
@@ -174,11 +268,6 @@ def value_key(claim: Claim) -> tuple[Any, ...]:
     if isinstance(claim.value, (int, float)) and not isinstance(claim.value, bool):
         return (unit, "number", float(claim.value))
     return (unit, "text", compact(str(claim.value)).casefold())
-
-
-def same_value(a: Claim, b: Claim) -> bool:
-    """Values agree when the numbers are equal (or the texts equal up to case) in the same unit."""
-    return value_key(a) == value_key(b)
 
 
 def _supersession(doc: Document) -> set[frozenset[str]]:
@@ -354,14 +443,15 @@ def check_reproduced(doc: Document, root: Path) -> list[Finding]:
 def _reproduction_problem(claim: Claim, root: Path) -> tuple[str, str] | None:
     spec = claim.reproduced_by
     assert spec is not None
-    path = root / spec.result
     rerun = f"run `kdalib repro notebooks/{Path(spec.result).stem}.ipynb` and commit the result"
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"the recorded result {spec.result} does not exist", rerun
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return f"the recorded result {spec.result} is not readable JSON ({err})", rerun
+        recorded = json.loads(read_inside(root, spec.result, MAX_RESULT_BYTES).decode("utf-8"))
+    except UnsafeFile as err:
+        if err.missing:
+            return f"the recorded result {spec.result} does not exist", rerun
+        return f"the recorded result {err}", rerun
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return f"the recorded result {spec.result} is not readable JSON ({short_text(str(err), 120)})", rerun
     values = recorded.get("values") if isinstance(recorded, dict) else None
     if not isinstance(values, dict):
         return f"{spec.result} has no top-level 'values' object", rerun
@@ -394,7 +484,11 @@ def check_claim_references(doc: Document, root: Path) -> list[Finding]:
     findings: list[Finding] = []
     for path in page_files(root):
         shown = _relative(path, root)
-        for first_line, where, text in markdown_blocks(path):
+        try:
+            blocks = markdown_blocks(root, path)
+        except UnreadablePage:
+            continue  # the page lint reports it (unreadable-page)
+        for first_line, where, text in blocks:
             used = [(n, c, "unknown-claim-role", f"{{claim}}`{c}`") for n, c in claim_roles(text)]
             used += [
                 (n, c, "unknown-claim-spec-table", f"spec-table id {c!r}")

@@ -1,8 +1,9 @@
-"""The sources.yaml schema: allowed keys, types, enums, and cross references.
+"""The sources.yaml schema: allowed keys, types and enums of each entry, unique ids and aliases.
 
 Every problem becomes a :class:`~kdalib.sources.model.Finding` that names the file,
 the line, the source or claim id and what was expected, so a contributor can fix it
-without reading this module. Entries with a usable id are kept (with ``None`` for a
+without reading this module. What one entry says about another (a claim's source, version,
+subject, relations, verdict) is checked in :mod:`kdalib.sources.rules`. Entries with a usable id are kept (with ``None`` for a
 field that failed) so that later checks still run and one typo is reported once.
 
 The contract itself is documented in notes/sources.md.
@@ -33,6 +34,7 @@ from kdalib.sources.fields import (
     parse_value,
     parse_version,
 )
+from kdalib.sources.files import path_problem
 from kdalib.sources.model import ERROR, Claim, Document, Finding, ReproducedBy, Snapshot, Source, short_repr
 from kdalib.sources.numbers import value_problem
 from kdalib.sources.urls import hide_credentials
@@ -197,11 +199,12 @@ def _list(items: list[str], shown: int = 8) -> str:
 def _snapshot_fields(sub: _Entry) -> tuple[str, str] | None:
     file = sub.get("file", parse_text, "a file name inside the snapshot store", required=True)
     sha = sub.get("sha256", parse_sha, "64 lower-case hex digits (sha256sum of the file)", required=True)
-    if file and (Path(file).is_absolute() or ".." in Path(file).parts):
+    problem = path_problem(file) if file else None
+    if problem is not None:
         sub.fail(
             "file",
             "bad-file",
-            f"snapshot file {_show(file)} leaves the snapshot store",
+            f"snapshot file {_show(file)} leaves the snapshot store: it {problem}",
             "give a path relative to $KDALIB_SNAPSHOTS without '..'",
         )
         return None
@@ -335,6 +338,15 @@ def _parse_reproduced_by(entry: _Entry) -> ReproducedBy | None:
     result = sub.get("result", parse_text, "notebooks/results/<device>/<notebook>.json", required=True)
     key = sub.get("key", parse_text, "a name under the result's 'values'", required=True)
     tolerance = sub.get("tolerance", parse_number, "an absolute tolerance >= 0", required=True)
+    problem = path_problem(result) if result else None
+    if problem is not None:
+        sub.fail(
+            "result",
+            "bad-result",
+            f"result {_show(result)} leaves the book's folder: it {problem}",
+            "give the path relative to the book root, e.g. notebooks/results/cpu/02_kernel_speed.json",
+        )
+        return None
     if result is None or key is None or tolerance is None:
         return None
     return ReproducedBy(result, key, tolerance)
@@ -481,9 +493,24 @@ def build_document(data: Any, path: Path) -> Document:
         claim = _parse_claim(raw, report, line)
         if claim is not None:
             _add_unique(doc.claims, claim, report, "duplicate-claim-id")
-    _check_references(doc, report)
+    _index_aliases(doc, report)
     doc.findings = report.findings
     return doc
+
+
+def _index_aliases(doc: Document, report: _Reporter) -> None:
+    """Fill ``doc.aliases``; an alias that is already a claim id or another claim's alias is an error."""
+    for claim in doc.claims.values():
+        for alias in claim.aliases:
+            if alias in doc.claims or alias in doc.aliases:
+                report.error(
+                    claim.line_of("aliases"),
+                    claim.id,
+                    "duplicate-alias",
+                    f"alias {_show(alias)} is already a claim id or another claim's alias",
+                )
+            else:
+                doc.aliases[alias] = claim.id
 
 
 def _add_unique(table: dict[str, Any], entry: Source | Claim, report: _Reporter, code: str) -> None:
@@ -498,93 +525,3 @@ def _add_unique(table: dict[str, Any], entry: Source | Claim, report: _Reporter,
         )
         return
     table[entry.id] = entry
-
-
-def _check_references(doc: Document, report: _Reporter) -> None:
-    """Every id a claim names exists; aliases are unique; subjects are known."""
-    for claim in doc.claims.values():
-        for alias in claim.aliases:
-            if alias in doc.claims or alias in doc.aliases:
-                report.error(
-                    claim.line_of("aliases"),
-                    claim.id,
-                    "duplicate-alias",
-                    f"alias {_show(alias)} is already a claim id or another claim's alias",
-                )
-            else:
-                doc.aliases[alias] = claim.id
-    for claim in doc.claims.values():
-        if claim.source and claim.source not in doc.sources:
-            report.error(
-                claim.line_of("source"),
-                claim.id,
-                "unknown-source",
-                f"source {_show(claim.source)} is not in 'sources:'",
-                "add the source first, or fix the id (see `kdalib sources add`)",
-            )
-        source = doc.sources.get(claim.source)
-        if claim.version and source is not None and source.snapshot_for(claim.version) is None:
-            known = ", ".join(v.label for v in source.all_snapshots()) or "none"
-            report.error(
-                claim.line_of("version"),
-                claim.id,
-                "unknown-version",
-                f"source {source.id!r} has no archived version {claim.version!r} (it has: {known})",
-                f"use one of its versions, or run `kdalib sources fetch --new-version {source.id}`",
-            )
-        _check_verdict(doc, claim, report)
-        if doc.subjects and claim.subject and claim.subject not in doc.subjects:
-            report.error(
-                claim.line_of("subject"),
-                claim.id,
-                "unknown-subject",
-                f"subject {_show(claim.subject)} is not in the top-level 'subjects:' list",
-                f"use one of: {_list(doc.subjects)}",
-            )
-        named = [
-            (key, target) for key in ("conflicts_with", "supersedes", "evidence") for target in getattr(claim, key)
-        ]
-        if claim.superseded_by:
-            named.append(("superseded_by", claim.superseded_by))
-        for key, target in named:
-            if doc.resolve_claim(target) is None:
-                report.error(
-                    claim.line_of(key),
-                    claim.id,
-                    "unknown-claim",
-                    f"{key} names {_show(target)}, which is not a claim id",
-                )
-            elif doc.resolve_claim(target) is claim:
-                report.error(claim.line_of(key), claim.id, "self-reference", f"{key} names the claim itself")
-
-
-def _check_verdict(doc: Document, claim: Claim, report: _Reporter) -> None:
-    """A seed claim carries a verdict, no other claim does, and 'wrong' goes with status refuted."""
-    source = doc.sources.get(claim.source)
-    if source is None:
-        return
-    if source.kind == "seed" and claim.verdict is None and "verdict" not in claim.lines:
-        report.error(
-            claim.line,
-            claim.id,
-            "seed-needs-verdict",
-            f"a claim of the seed source {source.id!r} needs a 'verdict'",
-            f"add 'verdict:' with one of {', '.join(SEED_VERDICTS)}",
-        )
-    elif source.kind != "seed" and claim.verdict is not None:
-        report.error(
-            claim.line_of("verdict"),
-            claim.id,
-            "verdict-not-seed",
-            f"'verdict' is only for claims of a seed source; {source.id!r} is a {source.kind}",
-            "remove 'verdict'; the claim's status says whether its quote was found",
-        )
-    elif claim.verdict is not None and (claim.verdict == "wrong") != (claim.status == "refuted"):
-        report.error(
-            claim.line_of("verdict"),
-            claim.id,
-            "verdict-status-mismatch",
-            f"verdict {claim.verdict!r} with status {claim.status!r}: a 'wrong' verdict and status "
-            "'refuted' go together",
-            "make both say the statement is wrong, or neither",
-        )

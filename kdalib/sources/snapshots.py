@@ -3,7 +3,8 @@
 The store is the repository's ``snapshots/`` folder (the evidence travels with the book), or
 ``$KDALIB_SNAPSHOTS`` when set.
 Texts are read as UTF-8 and cached per file, together with their normalised form, so a
-snapshot quoted by fifty claims is read, hashed and normalised once.
+snapshot quoted by fifty claims is read, hashed and normalised once. A file is read only as a
+regular file inside the store, under :data:`MAX_SNAPSHOT_BYTES` (:func:`kdalib.sources.files.read_inside`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdalib.sources.files import UnsafeFile, read_inside
 from kdalib.sources.model import Snapshot
 from kdalib.sources.quotes import NormalizedText
 
 ENV_VAR = "KDALIB_SNAPSHOTS"
+#: A fetched body is capped at 25 MB, and its extracted text is smaller; an archived text is below this.
+MAX_SNAPSHOT_BYTES = 32 * 1024 * 1024
 DEFAULT_DIR = "snapshots"
 
 PRESENT = "present"
@@ -64,6 +68,10 @@ class SnapshotStore:
     def path_of(self, file: str) -> Path:
         return self.root / file
 
+    def read(self, file: str) -> bytes:
+        """The bytes of ``file``, read inside the store (raises :class:`~kdalib.sources.files.UnsafeFile`)."""
+        return read_inside(self.root, file, MAX_SNAPSHOT_BYTES)
+
     def open(self, snapshot: Snapshot) -> SnapshotState:
         """Read, hash and normalise ``snapshot.file`` (cached); never raises for a bad file."""
         key = (snapshot.file, snapshot.sha256)
@@ -74,11 +82,9 @@ class SnapshotStore:
     def _open(self, snapshot: Snapshot) -> SnapshotState:
         path = self.path_of(snapshot.file)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return SnapshotState(MISSING, path)
-        except OSError as err:
-            return SnapshotState(UNREADABLE, path, detail=err.strerror or str(err))
+            data = self.read(snapshot.file)
+        except UnsafeFile as err:
+            return SnapshotState(MISSING if err.missing else UNREADABLE, path, detail=err.problem)
         actual = sha256_bytes(data)
         if actual != snapshot.sha256:
             return SnapshotState(SHA_MISMATCH, path, actual)

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from kdalib.sources.extract import body_to_text, raw_url
+from kdalib.sources.extract import ExtractionError, ExtractLimits, extract_text, raw_url
 from kdalib.sources.http import FetchError, SafeClient
 from kdalib.sources.model import ERROR, WARNING, Claim, Document, Finding, Source
 from kdalib.sources.quotes import NormalizedText, compact, normalize
@@ -33,7 +33,8 @@ IDENTICAL = "identical"  # the live text is byte for byte the archived one
 SAME_TEXT = "same-text"  # equal after normalisation, or the same lines laid out differently
 GREW = "grew"  # every archived line is still there, and there are new ones
 CHANGED = "changed"  # archived lines were removed or edited
-UNREACHABLE = "unreachable"  # fetch failed (HTTP error, timeout, unreadable body)
+UNREACHABLE = "unreachable"  # fetch failed (HTTP error, timeout, connection)
+UNREADABLE = "unreadable"  # fetched, but its text could not be extracted (bounded worker failed)
 REFUSED = "refused"  # the URL points at an address the client must not contact
 NOT_TRACKED = "not-tracked"  # no URL or no archived text to compare with
 #: A line shorter than this (compacted) is too common ("|", "1", "Table") to say anything.
@@ -83,18 +84,19 @@ class LiveText:
         return sha256_bytes(self.text.encode("utf-8"))
 
 
-def fetch_live(client: SafeClient, url: str) -> LiveText:
-    """GET ``url`` and extract its text.
+def fetch_live(client: SafeClient, url: str, limits: ExtractLimits | None = None) -> LiveText:
+    """GET ``url`` and extract its text in the bounded worker (:func:`kdalib.sources.extract.extract_text`).
 
     Raises:
         FetchError: refused, timeout, connection failure, or an HTTP status other than 2xx
             (kind ``http-status``).
-        ValueError: the body is not readable as text (a broken PDF).
+        ExtractionError: the body's text could not be extracted (a broken or hostile document,
+            the time or memory limit).
     """
     result = client.get(url)
     if not result.ok:
         raise FetchError(url, "http-status", f"HTTP {result.status} from {result.final_url}", result.status)
-    text = body_to_text(result.body, result.content_type)
+    text = extract_text(result.body, result.content_type, limits)
     return LiveText(url, result.final_url, text, text.encode("utf-8") == result.body)
 
 
@@ -197,17 +199,19 @@ def tracked_claims(doc: Document, source: Source) -> list[Claim]:
     return [c for c in doc.claims.values() if c.source == source.id and c.quote and c.status in QUOTE_CHECKED_STATUSES]
 
 
-def track_source(doc: Document, source: Source, client: SafeClient, store: SnapshotStore) -> SourceTrack:
+def track_source(
+    doc: Document, source: Source, client: SafeClient, store: SnapshotStore, limits: ExtractLimits | None = None
+) -> SourceTrack:
     """Fetch ``source``'s live text, compare it with its newest archived text, check its quotes."""
     url = live_url(source)
     if url is None:
         return SourceTrack(source.id, None, NOT_TRACKED, "no url to fetch")
     try:
-        live = fetch_live(client, url)
+        live = fetch_live(client, url, limits)
     except FetchError as err:
         return SourceTrack(source.id, url, REFUSED if err.kind == "refused" else UNREACHABLE, str(err))
-    except ValueError as err:
-        return SourceTrack(source.id, url, UNREACHABLE, f"{url}: {err}")
+    except ExtractionError as err:
+        return SourceTrack(source.id, url, UNREADABLE, str(err))
     text = NormalizedText(live.text)
     track = SourceTrack(
         source.id,
@@ -229,9 +233,11 @@ def track_source(doc: Document, source: Source, client: SafeClient, store: Snaps
     return track
 
 
-def track_all(doc: Document, client: SafeClient, store: SnapshotStore) -> list[SourceTrack]:
+def track_all(
+    doc: Document, client: SafeClient, store: SnapshotStore, limits: ExtractLimits | None = None
+) -> list[SourceTrack]:
     """:func:`track_source` for every source with a URL, in file order."""
-    return [track_source(doc, source, client, store) for source in doc.sources.values()]
+    return [track_source(doc, source, client, store, limits) for source in doc.sources.values()]
 
 
 def track_findings(doc: Document, tracks: list[SourceTrack]) -> list[Finding]:
@@ -262,6 +268,18 @@ def track_findings(doc: Document, tracks: list[SourceTrack]) -> list[Finding]:
                     source.id,
                     f"could not fetch {track.url} to track it: {track.detail}",
                     "check the URL; set live_url: if the document moved",
+                )
+            )
+        elif track.state == UNREADABLE:
+            findings.append(
+                Finding(
+                    WARNING,
+                    "extraction-failed",
+                    file,
+                    source.line,
+                    source.id,
+                    f"fetched {track.url} to track it, but {track.detail}",
+                    "check what the URL serves; set live_url: to a text, Markdown, HTML or PDF version",
                 )
             )
         elif track.state in (CHANGED, GREW):

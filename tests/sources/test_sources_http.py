@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 from sources_fixtures import CARD, tiny_pdf
 
+from kdalib.sources.addresses import address_problem
 from kdalib.sources.extract import body_to_text, html_to_text, pdf_to_text, raw_url
-from kdalib.sources.http import (
-    FetchError,
-    FetchPolicy,
-    SafeClient,
-    address_problem,
-    check_url_allowed,
-    retry_after_seconds,
-)
+from kdalib.sources.http import FetchError, FetchPolicy, SafeClient, check_url_allowed, retry_after_seconds
 
 
 def client(**policy) -> SafeClient:

@@ -110,3 +110,43 @@ def test_the_repository_manifest_lists_every_archived_text_once():
     assert mf.check_manifest(doc, store, strict=True) == []
     for entry in entries.values():
         assert entry.file in [s.file for s in doc.sources[entry.source].all_snapshots()]
+
+
+# ---- the manifest is read by the checklist's safe YAML loader ---------------------------------
+
+
+def _alias_bomb(levels: int = 6, width: int = 10) -> str:
+    lines = ['- file: card.md\n  source: card\n  notes: &a0 ["lol"]\n']
+    for level in range(1, levels):
+        lines.append(f"  l{level}: &a{level} [{', '.join(f'*a{level - 1}' for _ in range(width))}]\n")
+    lines.append(f"- *a{levels - 1}\n")
+    return "".join(lines)
+
+
+def test_a_yaml_alias_bomb_in_the_manifest_is_refused_at_once(ws):
+    import tracemalloc
+
+    path = ws.snapshots / "MANIFEST.yaml"
+    path.write_text(_alias_bomb())
+    tracemalloc.start()
+    try:
+        entries, findings = mf.load_manifest(path)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+    assert entries == {} and codes(findings) == ["manifest-unreadable"]
+    assert "anchor" in findings[0].message and len(findings[0].message) < 300
+
+
+def test_a_bad_entry_is_described_in_bounded_length(ws):
+    path = ws.snapshots / "MANIFEST.yaml"
+    path.write_text("- [" + ", ".join(["x" * 50] * 2000) + "]\n")
+    _, findings = mf.load_manifest(path)
+    assert codes(findings) == ["manifest-bad-entry"] and len(findings[0].message) < 200
+
+
+def test_with_entry_refuses_an_alias_in_the_manifest_it_rewrites(ws):
+    (ws.snapshots / "MANIFEST.yaml").write_text(_alias_bomb(3, 3))
+    with pytest.raises(ValueError, match="anchor"):
+        mf.with_entry(SnapshotStore(ws.snapshots), "new.md", "card", "v1", "x", "publisher", b"# New\n")

@@ -240,3 +240,37 @@ def test_seed_verdicts_load(ws):
     doc = load_document(ws.sources_path)
     assert doc.findings == []
     assert doc.claims["seed.ok"].verdict == "misleading" and doc.claims["m.params.total"].verdict is None
+
+
+# ---- numbers that do not fit a float -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [("value: 1" + "0" * 400, "value"), ("value: .inf", "value"), ("value: -.inf", "value")],
+)
+def test_values_too_large_for_a_float_are_findings(field, words):
+    text = f"""\
+sources: []
+claims:
+  - id: m.x
+    subject: M
+    property: p
+    {field}
+    display: "1"
+    source: s
+    status: unverified
+"""
+    doc = load_text(text)
+    assert "bad-value" in [f.code for f in doc.findings]
+    assert all(len(f.format()) < 400 for f in doc.findings)
+
+
+def test_an_infinite_tolerance_is_a_finding():
+    text = """\
+sources: []
+claims:
+  - {id: m.x, subject: M, property: p, value: 2, display: "2", source: s, status: unverified,
+     reproduced_by: {result: r.json, key: k, tolerance: .inf}}
+"""
+    assert "bad-tolerance" in [f.code for f in load_text(text).findings]

@@ -14,6 +14,7 @@ import time
 import pytest
 from sources_fixtures import LocalServer, base_sources, codes
 
+from kdalib.sources.addresses import address_problem
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient, check_url_allowed
 from kdalib.sources.links import check_link
 from kdalib.sources.urls import UrlError, redact, split_url
@@ -229,3 +230,39 @@ def test_fetch_and_check_links_refuse_the_backslash_url_end_to_end(ws, capsys, s
     code, _, err = run(capsys, *links_args(ws, "--write"))
     assert code == 2 and "backslash" in err
     assert server.hits == {} and (ws.snapshots / "card.md").read_bytes() == before
+
+
+# ---- addresses that wrap or route to internal ones ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("2002:7f00:1::", "wraps 127.0.0.1"),  # 6to4 of the loopback address
+        ("2002:a9fe:a9fe::", "wraps 169.254.169.254"),  # 6to4 of the metadata address
+        ("2002:0a00:0001::1", "wraps 10.0.0.1"),
+        ("fec0::1", "site-local"),
+        ("64:ff9b::7f00:1", "wraps 127.0.0.1"),  # NAT64 of 127.0.0.1
+        ("::7f00:1", "wraps 127.0.0.1"),  # IPv4-compatible form of 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "wraps 192.0.2.45"),  # Teredo, client in TEST-NET-1
+        ("100.64.0.1", "not a global address"),  # shared address space (carrier-grade NAT)
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("ff0e::1", "multicast"),
+    ],
+)
+def test_addresses_are_judged_by_what_they_reach(address, words):
+    problem = address_problem(address, allow_loopback=False)
+    assert problem is not None and words in problem
+
+
+def test_a_wrapped_loopback_address_is_refused_even_when_loopback_is_allowed():
+    assert address_problem("2002:7f00:1::", allow_loopback=True) is not None
+    assert address_problem(PUBLIC, allow_loopback=False) is None
+
+
+@pytest.mark.parametrize("address", ["2002:7f00:1::", "fec0::1"])
+def test_no_connection_is_attempted_to_a_wrapped_or_site_local_address(address):
+    fetcher = client(resolver=lambda host, port: [address], allow_loopback=False)
+    with pytest.raises(FetchError) as caught:
+        fetcher.get("http://public.example/")
+    assert caught.value.kind == "refused"
