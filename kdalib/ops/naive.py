@@ -46,7 +46,7 @@ def _sequences(shapes: KDAShapes, cu_seqlens: torch.Tensor | None) -> list[tuple
     """``(batch_row, token_span)`` of each of the N sequences, in state order."""
     if cu_seqlens is None:
         return [(b, slice(0, shapes.tokens)) for b in range(shapes.batch)]
-    offsets = cu_seqlens.tolist()
+    offsets = shapes.sequences.offsets
     return [(0, slice(start, end)) for start, end in zip(offsets, offsets[1:])]
 
 

@@ -48,25 +48,23 @@ sides), and the other products use TF32.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 
 from kdalib.ops.triton.chunk_intra import _chunk_intra_kernel
 from kdalib.ops.triton.chunk_state import _chunk_state_kernel
-from kdalib.ops.triton.runtime import MAX_KEY_DIM, interpreting
+from kdalib.ops.triton.runtime import CHUNK, DOT_SPAN, MAX_KEY_DIM, SUB, interpreting
 
-CHUNK = 64  # tokens per chunk (C)
-SUB = 16  # rows per sub-block of the intra-chunk matrices
-# Largest total decay (sum of -g over a 16-row block, any channel) for which a diagonal block is
-# computed by matrix products: exp(60) ~ 1e26 leaves float32 (max ~3e38) ample headroom.
-DOT_SPAN = 60.0
 # Key channels per slice in the intra-chunk kernel (keeps its tiles in registers).
 KEY_SLICE = 16
 
 
-def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int):
-    """Per packed sequence: its first global chunk; per chunk: its first token and its sequence's end."""
-    offsets = cu_seqlens.tolist()
+def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int, offsets: Sequence[int] | None = None):
+    """Per packed sequence: its first global chunk; per chunk: its first token and its sequence's end
+    (``offsets``: the host copy of ``cu_seqlens`` when the caller has it)."""
+    offsets = cu_seqlens.tolist() if offsets is None else offsets
     starts, ends, firsts = [], [], [0]
     for bos, eos in zip(offsets, offsets[1:]):
         chunk_starts = list(range(bos, eos, chunk))
@@ -95,6 +93,7 @@ def triton_chunk_kda(
     state_warps: int | None = None,
     state_stages: int | None = None,
     precision: str | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
 
@@ -116,6 +115,7 @@ def triton_chunk_kda(
         block_v, intra_warps, state_warps, state_stages: launch settings of the two kernels
             (value columns per state-kernel program, a power of two; warps; pipeline stages);
             the defaults suit the H200.
+        offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
@@ -134,7 +134,7 @@ def triton_chunk_kda(
         chunk_offsets = chunk_starts = chunk_ends = None
     else:
         N, per_sequence = cu_seqlens.numel() - 1, 0
-        chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK)
+        chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK, offsets)
         num_chunks = chunk_starts.numel()
     block_k = max(16, triton.next_power_of_2(K))
     if block_v is None:
