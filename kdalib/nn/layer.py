@@ -271,7 +271,14 @@ class KimiDeltaAttention(nn.Module):
             )
         return state
 
-    def _mix(self, x, state: KDALayerState | None, keep_state: bool, sequences=None, padded=None):
+    def _mix(
+        self,
+        x: torch.Tensor,
+        state: KDALayerState | None,
+        keep_state: bool,
+        sequences: ops.PackedSequences | None = None,
+        padded: PackedBatch | None = None,
+    ):
         """The layer on `x`: `[B, T, d]`; packed `[1, total, d]` with `sequences` (validated
         `ops.PackedSequences`); or, with `padded`, the valid tokens of that padded batch packed,
         whose recurrence and output run on the padded batch with zeroed pads."""

@@ -14,8 +14,6 @@ runs is decided by :func:`kdalib.ops.router.triton_path`; the constants the kern
 
 from __future__ import annotations
 
-import torch
-
 from kdalib.ops.triton.runtime import KERNEL_DTYPES, MAX_KEY_DIM, interpreting
 
 try:
