@@ -229,8 +229,3 @@ def auto_operator(shapes: KDAShapes) -> Operator:
     new token (decoding), ``chunk`` for everything else (prefill, training)."""
     decode = shapes.tokens == 1 if shapes.sequences is None else shapes.num_sequences == shapes.tokens
     return OPERATORS["fused_recurrent" if decode else "chunk"]
-
-
-def load_fla_chunk_kda() -> Callable:
-    """flash-linear-attention's Triton ``chunk_kda``, or ``RuntimeError`` saying what to install."""
-    return OPERATORS["fla"].function
