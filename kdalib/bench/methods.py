@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from kdalib.bench.suites import COMPARISONS, VARIANTS
-from kdalib.ops import OPERATORS, chunk_kda, kda, validate_kda_inputs
+from kdalib.ops import OPERATORS, chunk_kda, kda, validate_call
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 
 PEER_FILE = Path("fla", "ops", "kda", "naive.py")
@@ -93,11 +93,11 @@ def _sdpa(q, k, v, flash: bool = False, **_):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True), None
 
 
-def _fused_recurrent_pytorch(q, k, v, g, beta, **kwargs):
+def _fused_recurrent_pytorch(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
     """The recurrent form's PyTorch token loop on every device (never the Triton kernel)."""
-    shapes = validate_kda_inputs(q, k, v, g, beta, kwargs.get("scale"), kwargs.get("initial_state"))
-    kwargs["scale"] = shapes.key_dim**-0.5 if kwargs.get("scale") is None else kwargs["scale"]
-    return fused_recurrent_pytorch(q, k, v, g, beta, shapes, **kwargs)
+    return fused_recurrent_pytorch(
+        validate_call(q, k, v, g, beta, scale, initial_state, output_final_state, False, None)
+    )
 
 
 def resolve_method(name: str, peer: Callable | None) -> Callable:

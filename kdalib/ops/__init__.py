@@ -7,7 +7,8 @@
 * :func:`kda`: runs one of them by name (``backend=``); the names are :data:`OPERATORS`.
 * :func:`kda_gate`: the forget gate, softplus or lower-bound form.
 * :func:`validate_kda_inputs`, :func:`validate_cu_seqlens`: the shared argument checks
-  (validated offsets, :class:`PackedSequences`, are passed on instead of being read again).
+  (validated offsets, :class:`PackedSequences`, are passed on instead of being read again);
+  :func:`validate_call` bundles a validated call (:class:`KDACall`) for the forms below the entry points.
 * :func:`compute_dtype`: the dtype KDA arithmetic runs in (float32, or float64).
 
 Shapes follow flash-linear-attention: q, k ``[B, T, H, K]``; v ``[B, T, HV, V]``;
@@ -15,7 +16,14 @@ g ``[B, T, HV, K]``; beta ``[B, T, HV]``; state ``[N, HV, K, V]``.
 """
 
 from kdalib.ops._prepare import compute_dtype
-from kdalib.ops._validate import KDAShapes, PackedSequences, validate_cu_seqlens, validate_kda_inputs
+from kdalib.ops._validate import (
+    KDACall,
+    KDAShapes,
+    PackedSequences,
+    validate_call,
+    validate_cu_seqlens,
+    validate_kda_inputs,
+)
 from kdalib.ops.dispatch import kda
 from kdalib.ops.gate import kda_gate
 from kdalib.ops.naive import naive_chunk_kda, naive_recurrent_kda
@@ -24,6 +32,7 @@ from kdalib.ops.router import chunk_kda, fused_recurrent_kda
 
 __all__ = [
     "BACKENDS",
+    "KDACall",
     "KDAShapes",
     "OPERATORS",
     "Operator",
@@ -35,6 +44,7 @@ __all__ = [
     "kda_gate",
     "naive_chunk_kda",
     "naive_recurrent_kda",
+    "validate_call",
     "validate_cu_seqlens",
     "validate_kda_inputs",
 ]

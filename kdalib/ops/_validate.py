@@ -226,3 +226,41 @@ def validate_kda_inputs(
             f"chunk_size: expected one of {VALID_CHUNK_SIZES}, got {chunk_size!r}",
         )
     return KDAShapes(batch, tokens, heads, value_heads, key_dim, value_dim, num_sequences, sequences)
+
+
+@dataclass(frozen=True)
+class KDACall:
+    """One validated operator call, as the implementations below the entry points take it.
+
+    Attributes:
+        q, k, v, g, beta, initial_state: the inputs as given (shapes in :func:`validate_kda_inputs`).
+        shapes: their sizes and the validated packed offsets.
+        scale: the query scale (``K ** -0.5`` when none was given).
+        output_final_state: return the state after the last token.
+        use_qk_l2norm: L2-normalise q and k per head before use.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    g: torch.Tensor
+    beta: torch.Tensor
+    initial_state: torch.Tensor | None
+    shapes: KDAShapes
+    scale: float
+    output_final_state: bool
+    use_qk_l2norm: bool
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor | None, ...]:
+        """``(q, k, v, g, beta, initial_state)``."""
+        return self.q, self.k, self.v, self.g, self.beta, self.initial_state
+
+
+def validate_call(
+    q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size=None
+) -> KDACall:
+    """:func:`validate_kda_inputs`, and the call's arguments bundled as a :class:`KDACall`."""
+    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
+    scale = shapes.key_dim**-0.5 if scale is None else scale
+    return KDACall(q, k, v, g, beta, initial_state, shapes, scale, output_final_state, use_qk_l2norm_in_kernel)

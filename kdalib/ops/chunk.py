@@ -38,7 +38,7 @@ import torch
 
 from kdalib.ops._layout import PaddedLayout, from_padded, plan_padding, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
-from kdalib.ops._validate import KDAShapes
+from kdalib.ops._validate import KDACall
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -303,87 +303,57 @@ class ChunkRows:
     plan: PaddedLayout
 
 
-def chunk_rows(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    shapes: KDAShapes,
-    initial_state: torch.Tensor | None,
-    chunk_size: int,
-    use_qk_l2norm: bool,
-    keep_dtypes: bool = False,
-) -> ChunkRows:
-    """Validated user-layout inputs in the chunk layout (``keep_dtypes``: as
+def chunk_rows(call: KDACall, chunk_size: int, keep_dtypes: bool = False) -> ChunkRows:
+    """A validated call's inputs in the chunk layout (``keep_dtypes``: as
     :func:`kdalib.ops._prepare.prepare_inputs`, for kernels that widen 16-bit inputs on load)."""
-    dtype = compute_dtype(q, k, v, g, beta, initial_state)
+    shapes = call.shapes
+    dtype = compute_dtype(*call.tensors)
     # the scale is applied once, to the output (chunk_kda_core), not to every query
-    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm, keep_dtypes=keep_dtypes)
+    q, k, v, g, beta = prepare_inputs(
+        call.q, call.k, call.v, call.g, call.beta, shapes, dtype, call.use_qk_l2norm, keep_dtypes=keep_dtypes
+    )
     plan = plan_padding(shapes, chunk_size, q.device)
     q, k, v, g = (_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g))
     beta = _to_chunk_rows(to_padded(beta, plan).unsqueeze(-1), chunk_size).squeeze(-1)
     rows_total = shapes.num_sequences * shapes.value_heads
-    if initial_state is None:
+    if call.initial_state is None:
         state = q.new_zeros(rows_total, shapes.key_dim, shapes.value_dim, dtype=dtype)
     else:
-        state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
+        state = call.initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
     return ChunkRows(q, k, v, g, beta, state, plan)
 
 
-def _user_layout(padded, final, rows: ChunkRows, shapes: KDAShapes, output_final_state: bool, dtype: torch.dtype):
-    """``(o [N, T_pad, HV, V], final [M, K, V])`` -> ``(o [B, T, HV, V] in dtype, final_state | None)``."""
-    output = from_padded(padded, rows.plan).to(dtype)
-    if not output_final_state:
+def _user_layout(padded: torch.Tensor, final: torch.Tensor, rows: ChunkRows, call: KDACall):
+    """``(o [N, T_pad, HV, V], final [M, K, V])`` -> ``(o [B, T, HV, V] in v's dtype, final_state | None)``."""
+    output = from_padded(padded, rows.plan).to(call.v.dtype)
+    if not call.output_final_state:
         return output, None
+    shapes = call.shapes
     return output, final.reshape(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
 
 
-def from_chunk_rows(
-    output: torch.Tensor,
-    final: torch.Tensor,
-    rows: ChunkRows,
-    shapes: KDAShapes,
-    output_final_state: bool,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The result of a call laid out as :class:`ChunkRows` back in the user layout.
-
-    Args:
-        output: ``[NC, M, C, V]`` outputs; final: ``[M, K, V]`` state after the last chunk.
-        output_final_state: return the final state (``[N, HV, K, V]``), else None.
-        dtype: the output's dtype (v's).
-    """
+def from_chunk_rows(output: torch.Tensor, final: torch.Tensor, rows: ChunkRows, call: KDACall):
+    """The result of ``call`` computed as :class:`ChunkRows` (``output [NC, M, C, V]``, ``final
+    [M, K, V]``) in the user layout: ``(o [B, T, HV, V], final_state [N, HV, K, V] | None)``."""
     nc, m, c, d = output.shape
-    n = shapes.num_sequences
+    n = call.shapes.num_sequences
     padded = output.view(nc, n, m // n, c, d).permute(1, 0, 3, 2, 4).reshape(n, nc * c, m // n, d)
-    return _user_layout(padded, final, rows, shapes, output_final_state, dtype)
+    return _user_layout(padded, final, rows, call)
 
 
-def chunk_kda_pytorch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    shapes: KDAShapes,
-    scale: float,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    chunk_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`kdalib.ops.chunk_kda` in PyTorch, on inputs validated into ``shapes``."""
-    rows = chunk_rows(q, k, v, g, beta, shapes, initial_state, chunk_size, use_qk_l2norm_in_kernel)
+def chunk_kda_pytorch(call: KDACall, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`kdalib.ops.chunk_kda` in PyTorch, on a validated call."""
+    rows = chunk_rows(call, chunk_size)
     inputs = (rows.q, rows.k, rows.v, rows.g, rows.beta, rows.state)
     if needs_grad(*inputs):
-        output, final = chunk_kda_core(*inputs, scale)
-        return from_chunk_rows(output, final, rows, shapes, output_final_state, v.dtype)
+        output, final = chunk_kda_core(*inputs, call.scale)
+        return from_chunk_rows(output, final, rows, call)
     # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
+    shapes = call.shapes
     padded = rows.q.new_empty(shapes.num_sequences, rows.plan.padded_length, shapes.value_heads, shapes.value_dim)
     by_chunk = padded.view(shapes.num_sequences, -1, chunk_size, shapes.value_heads, shapes.value_dim)
-    _, final = chunk_kda_core(*inputs, scale, out=by_chunk.permute(1, 0, 3, 2, 4))
-    return _user_layout(padded, final, rows, shapes, output_final_state, v.dtype)
+    _, final = chunk_kda_core(*inputs, call.scale, out=by_chunk.permute(1, 0, 3, 2, 4))
+    return _user_layout(padded, final, rows, call)
 
 
 def chunk_kda_flops(

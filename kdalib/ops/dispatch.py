@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from kdalib.ops._prepare import needs_grad
-from kdalib.ops._validate import PackedSequences, validate_kda_inputs
+from kdalib.ops._validate import PackedSequences, validate_call
 from kdalib.ops.registry import AUTO, auto_operator, get_operator
 
 
@@ -56,9 +56,11 @@ def kda(
             operator = get_operator(backend)
         except ValueError as error:
             raise ValueError(f"backend: {error}") from None
-    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
+    call = validate_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size
+    )
     if operator is None:
-        operator = auto_operator(shapes)
+        operator = auto_operator(call.shapes)
     reason = operator.unavailable_reason(q, k, v, g, beta, initial_state)
     if reason is None and not operator.autograd and needs_grad(q, k, v, g, beta, initial_state):
         reason = (
@@ -67,7 +69,4 @@ def kda(
         )
     if reason is not None:
         raise RuntimeError(f"backend={operator.name!r} ({operator.description}): {reason}")
-    scale = shapes.key_dim**-0.5 if scale is None else scale
-    return operator.run(
-        q, k, v, g, beta, shapes, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size
-    )
+    return operator.run(call, chunk_size)

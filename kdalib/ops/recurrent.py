@@ -16,7 +16,7 @@ import torch
 
 from kdalib.ops._layout import from_padded, plan_padding, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
-from kdalib.ops._validate import KDAShapes
+from kdalib.ops._validate import KDACall
 
 
 def decode_step(
@@ -74,23 +74,13 @@ def _token_major(x: torch.Tensor) -> torch.Tensor:
     return x.permute(1, 0, 2, 3).reshape(t, n * h, d)
 
 
-def fused_recurrent_pytorch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    shapes: KDAShapes,
-    scale: float,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`kdalib.ops.fused_recurrent_kda` in PyTorch, on inputs validated into ``shapes``."""
-    dtype = compute_dtype(q, k, v, g, beta, initial_state)
-    output_dtype = v.dtype
-    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, scale)
-
+def fused_recurrent_pytorch(call: KDACall) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`kdalib.ops.fused_recurrent_kda` in PyTorch, on a validated call."""
+    shapes, initial_state = call.shapes, call.initial_state
+    dtype = compute_dtype(*call.tensors)
+    q, k, v, g, beta = prepare_inputs(
+        call.q, call.k, call.v, call.g, call.beta, shapes, dtype, call.use_qk_l2norm, call.scale
+    )
     plan = plan_padding(shapes, 1, q.device)
     qs, ks, vs, gs = (_token_major(to_padded(x, plan)) for x in (q, k, v, g))
     betas = _token_major(to_padded(beta, plan).unsqueeze(-1)).squeeze(-1)
@@ -112,6 +102,6 @@ def fused_recurrent_pytorch(
     output = torch.stack(outputs).view(plan.padded_length, shapes.num_sequences, shapes.value_heads, -1)
     output = from_padded(output.transpose(0, 1), plan)
     final_state = None
-    if output_final_state:
+    if call.output_final_state:
         final_state = state.view(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
-    return output.to(output_dtype), final_state
+    return output.to(call.v.dtype), final_state

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdalib.ops._validate import KDAShapes
+from kdalib.ops._validate import KDACall, KDAShapes
 from kdalib.ops.naive import naive_chunk_kda, naive_recurrent_kda
 from kdalib.ops.router import chunk_kda, fused_recurrent_kda, run_chunk, run_recurrent, triton_unavailable
 
@@ -46,9 +46,8 @@ class Operator:
             serve these tensors (None when it can); it replaces the ``devices`` test for operators
             with more conditions (dtype, sizes, Triton's CPU interpreter).
         options: keyword arguments the implementation is always called with, as ``(name, value)`` pairs.
-        validated: the same operator on inputs already validated into :class:`KDAShapes`
-            (``(q, k, v, g, beta, shapes, scale, initial_state, output_final_state,
-            use_qk_l2norm_in_kernel[, chunk_size], **options)``); None: ``target`` is called.
+        validated: the same operator on a validated call (``(call: KDACall[, chunk_size],
+            **options)``); None: ``target`` is called.
     """
 
     name: str
@@ -84,49 +83,19 @@ class Operator:
             return f"runs on {' or '.join(self.devices)} tensors, got device {q.device}"
         return None
 
-    def run(
-        self,
-        q,
-        k,
-        v,
-        g,
-        beta,
-        shapes: KDAShapes,
-        scale: float,
-        initial_state,
-        output_final_state: bool,
-        use_qk_l2norm_in_kernel: bool,
-        chunk_size: int,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Runs the operator on inputs validated into ``shapes`` (``chunk_size`` is passed to chunked ones)."""
+    def run(self, call: KDACall, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Runs the operator on a validated call (``chunk_size`` is passed to chunked ones)."""
         sizes = {"chunk_size": chunk_size} if self.chunked else {}
         if self.validated is not None:
-            return self.validated(
-                q,
-                k,
-                v,
-                g,
-                beta,
-                shapes,
-                scale,
-                initial_state,
-                output_final_state,
-                use_qk_l2norm_in_kernel,
-                **sizes,
-                **dict(self.options),
-            )
+            return self.validated(call, **sizes, **dict(self.options))
         own = not isinstance(self.target, str)  # kdalib's references take the validated offsets as they are
         return self.function(
-            q,
-            k,
-            v,
-            g,
-            beta,
-            scale=scale,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-            cu_seqlens=shapes.sequences if own else shapes.cu_seqlens,
+            *call.tensors[:5],
+            scale=call.scale,
+            initial_state=call.initial_state,
+            output_final_state=call.output_final_state,
+            use_qk_l2norm_in_kernel=call.use_qk_l2norm,
+            cu_seqlens=call.shapes.sequences if own else call.shapes.cu_seqlens,
             **sizes,
         )
 

@@ -14,8 +14,8 @@ picks between them for :func:`chunk_kda`, :func:`fused_recurrent_kda` and
 3. Automatic routing takes the path only for the input dtypes in its ``automatic`` list, and
    never when a float64 state is given (float64 stays exact in PyTorch).
 
-Both entry points validate their inputs once, here, and pass the validated
-:class:`~kdalib.ops._validate.KDAShapes` down; :func:`kdalib.ops.kda` validates and calls
+Both entry points validate their inputs once, here, and pass the validated call
+(:class:`~kdalib.ops._validate.KDACall`) down; :func:`kdalib.ops.kda` validates and calls
 :func:`run_chunk` / :func:`run_recurrent` directly.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from kdalib.ops._prepare import needs_grad
-from kdalib.ops._validate import KDAShapes, PackedSequences, validate_kda_inputs
+from kdalib.ops._validate import KDACall, PackedSequences, validate_call
 from kdalib.ops.chunk import chunk_kda_pytorch
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 from kdalib.ops.triton import (
@@ -103,65 +103,36 @@ def triton_path(form: str, q, k, v, g, beta, initial_state=None, use_triton: boo
     return path if all(t.dtype in path.automatic for t in (q, k, v)) and not float64_state else None
 
 
-def run_chunk(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    shapes: KDAShapes,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    chunk_size: int = 64,
-    use_triton: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`chunk_kda` on inputs validated into ``shapes``."""
-    scale = shapes.key_dim**-0.5 if scale is None else scale
-    path = triton_path("chunk", q, k, v, g, beta, initial_state, use_triton)
+def run_chunk(call: KDACall, chunk_size: int = 64, use_triton: bool | None = None):
+    """:func:`chunk_kda` on a validated call."""
+    path = triton_path("chunk", *call.tensors, use_triton)
     if path is None:
-        run = chunk_kda_pytorch
-    elif path.gradients:
-        run = triton_chunk_training
-    else:
-        offsets = None if shapes.sequences is None else shapes.sequences.offsets
-        return triton_chunk_kda(
-            q,
-            k,
-            v,
-            g,
-            beta,
-            scale,
-            initial_state,
-            output_final_state,
-            use_qk_l2norm_in_kernel,
-            shapes.cu_seqlens,
-            offsets=offsets,
-        )
-    return run(q, k, v, g, beta, shapes, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size)
+        return chunk_kda_pytorch(call, chunk_size)
+    if path.gradients:
+        return triton_chunk_training(call, chunk_size)
+    sequences = call.shapes.sequences
+    return triton_chunk_kda(
+        *call.tensors[:5],
+        call.scale,
+        call.initial_state,
+        call.output_final_state,
+        call.use_qk_l2norm,
+        call.shapes.cu_seqlens,
+        offsets=None if sequences is None else sequences.offsets,
+    )
 
 
-def run_recurrent(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    shapes: KDAShapes,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`fused_recurrent_kda` on inputs validated into ``shapes``."""
-    scale = shapes.key_dim**-0.5 if scale is None else scale
-    if triton_path("recurrent", q, k, v, g, beta, initial_state) is not None:
-        return triton_fused_recurrent_kda(
-            q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, shapes.cu_seqlens
-        )
-    return fused_recurrent_pytorch(
-        q, k, v, g, beta, shapes, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
+def run_recurrent(call: KDACall):
+    """:func:`fused_recurrent_kda` on a validated call."""
+    if triton_path("recurrent", *call.tensors) is None:
+        return fused_recurrent_pytorch(call)
+    return triton_fused_recurrent_kda(
+        *call.tensors[:5],
+        call.scale,
+        call.initial_state,
+        call.output_final_state,
+        call.use_qk_l2norm,
+        call.shapes.cu_seqlens,
     )
 
 
@@ -207,21 +178,10 @@ def chunk_kda(
         ValueError: on inconsistent shapes, dtypes, offsets or chunk size.
         RuntimeError: ``use_triton=True`` where the Triton kernels cannot run.
     """
-    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
-    return run_chunk(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        shapes,
-        scale,
-        initial_state,
-        output_final_state,
-        use_qk_l2norm_in_kernel,
-        chunk_size,
-        use_triton,
+    call = validate_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size
     )
+    return run_chunk(call, chunk_size, use_triton)
 
 
 def fused_recurrent_kda(
@@ -253,5 +213,7 @@ def fused_recurrent_kda(
     Raises:
         ValueError: on inconsistent shapes, dtypes or offsets.
     """
-    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
-    return run_recurrent(q, k, v, g, beta, shapes, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel)
+    call = validate_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+    )
+    return run_recurrent(call)

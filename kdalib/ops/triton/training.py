@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdalib.ops._validate import KDAShapes
+from kdalib.ops._validate import KDACall
 from kdalib.ops.chunk import chunk_local_terms, chunk_local_terms_and_factors, chunk_rows, from_chunk_rows
 from kdalib.ops.triton.chunk_local import chunk_local_terms_forward
 from kdalib.ops.triton.chunk_local_grad import chunk_local_terms_backward
@@ -78,25 +78,11 @@ class TritonTraining:
         return cls("tf32x3")
 
 
-def triton_chunk_training(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    shapes: KDAShapes,
-    scale: float,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    chunk_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`kdalib.ops.chunk_kda` with gradients through the Triton scan, on inputs validated
-    into ``shapes``; runs as :meth:`TritonTraining.for_inputs` says."""
-    options = TritonTraining.for_inputs(q, k, v)
-    rows = chunk_rows(
-        q, k, v, g, beta, shapes, initial_state, chunk_size, use_qk_l2norm_in_kernel, keep_dtypes=options.local_terms
-    )
+def triton_chunk_training(call: KDACall, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`kdalib.ops.chunk_kda` with gradients through the Triton scan, on a validated call;
+    runs as :meth:`TritonTraining.for_inputs` says."""
+    options = TritonTraining.for_inputs(call.q, call.k, call.v)
+    rows = chunk_rows(call, chunk_size, keep_dtypes=options.local_terms)
     if options.local_terms:
         terms = _LocalTermsTriton.apply(rows.q, rows.k, rows.v, rows.g, rows.beta, options.precision)
     else:
@@ -104,9 +90,9 @@ def triton_chunk_training(
     output, final = triton_chunk_scan(
         *terms,
         rows.state,
-        scale,
+        call.scale,
         precision=options.precision,
         states_dtype=options.states_dtype,
         output_dtype=options.output_dtype,
     )
-    return from_chunk_rows(output, final, rows, shapes, output_final_state, v.dtype)
+    return from_chunk_rows(output, final, rows, call)
