@@ -46,7 +46,7 @@ def _run_quote(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from kdalib.bench import cmd_bench
+    from kdalib.bench.command import cmd_bench
 
     return cmd_bench(args)
 

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from kdalib import bench
+from kdalib.bench import measure
+from kdalib.bench.command import cmd_bench
 from kdalib.ops import naive_recurrent_kda
 from kdalib.ops.chunk import chunk_kda_flops
 
@@ -70,21 +72,39 @@ def test_every_suite_method_is_an_operator_a_variant_or_a_comparison():
     for name, suite in bench.SUITES.items():
         for method in suite.methods:
             assert method in bench.known_methods(), (name, method)
-        every_shape_runs_something = all(any(bench._applies(m, shape) for m in suite.methods) for shape in suite.shapes)
+        every_shape_runs_something = all(any(bench.applies(m, shape) for m in suite.methods) for shape in suite.shapes)
         assert every_shape_runs_something, name
     with pytest.raises(ValueError, match="unknown name 'nope'"):
         bench.resolve_method("nope", None)
 
 
+@pytest.mark.parametrize("method", ["naive", "chunk", "chunk_pytorch", "fused_recurrent", "fused_recurrent_pytorch"])
+def test_the_cpu_methods_compute_kda(method):
+    """What notebook 02 times: every KDA method agrees with the oracle on a bench problem."""
+    problem = bench.make_problem(bench.Shape(1, 37, 2, 16, 8, decode=True), "cpu")
+    o, state = bench.resolve_method(method, None)(**problem, output_final_state=True)
+    o_ref, state_ref = naive_recurrent_kda(**problem, output_final_state=True)
+    torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(state, state_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_softmax_attention_is_causal_over_the_same_q_k_v():
+    problem = bench.make_problem(bench.Shape(1, 12, 2, 8, 8), "cpu")
+    o, state = bench.resolve_method("sdpa", None)(**problem)
+    assert state is None and o.shape == (1, 2, 12, 8)  # [B, H, T, V]
+    torch.testing.assert_close(o[0, :, 0], problem["v"][0, 0])  # the first token attends to itself only
+    assert bench.bytes_moved(problem) == sum(x.numel() * 4 for x in problem.values()) + problem["v"].numel() * 4
+
+
 def test_missing_peer_is_a_clear_error(tmp_path):
     with pytest.raises(bench.MethodUnavailable, match="naive.py"):
         bench.read_peer_source(str(tmp_path))
-    assert bench.cmd_bench(_args(fla_path=str(tmp_path), json=str(tmp_path / "x.json"))) == 2
+    assert cmd_bench(_args(fla_path=str(tmp_path), json=str(tmp_path / "x.json"))) == 2
 
 
 def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
+    assert cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
     result = json.loads(out.read_text())
     assert result["threads"] == 1
     for key in ("device", "torch", "date", "commit", "suite", "matmul_flops_per_s", "rows"):
@@ -92,7 +112,7 @@ def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
     assert result["device"] == "cpu" and result["suite"] == "tiny"
     suite = bench.SUITES["tiny"]
     assert {(r["label"], r["method"]) for r in result["rows"]} == {
-        (shape.label, method) for shape in suite.shapes for method in suite.methods if bench._applies(method, shape)
+        (shape.label, method) for shape in suite.shapes for method in suite.methods if bench.applies(method, shape)
     }
     train = [r for r in result["rows"] if r["shape"]["train"]]
     assert [r["method"] for r in train] == ["chunk_pytorch"] and train[0]["label"].startswith("train-")
@@ -119,7 +139,7 @@ def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeyp
     out = tmp_path / "bench.json"
     suite = bench.SUITES["tiny"]
     first = suite.shapes[0]
-    first_rows = sum(bench._applies(method, first) for method in suite.methods)
+    first_rows = sum(bench.applies(method, first) for method in suite.methods)
     made = []
     real_make_problem = bench.make_problem
 
@@ -129,15 +149,15 @@ def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeyp
             raise KeyboardInterrupt  # what a time limit's signal does to the run
         return real_make_problem(shape, device, seed)
 
-    monkeypatch.setattr(bench, "make_problem", stop_at_the_second_shape)
+    monkeypatch.setattr(measure, "make_problem", stop_at_the_second_shape)
     with pytest.raises(KeyboardInterrupt):
-        bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1))
+        cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1))
     partial = json.loads(out.read_text())
     assert partial["complete"] is False and partial["suite"] == "tiny"
     assert [row["label"] for row in partial["rows"]] == [first.label] * first_rows
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "tree"]  # no temporary left
-    monkeypatch.setattr(bench, "make_problem", real_make_problem)
-    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
+    monkeypatch.setattr(measure, "make_problem", real_make_problem)
+    assert cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
     assert json.loads(out.read_text())["complete"] is True
 
 
@@ -152,7 +172,7 @@ def test_the_breakdown_ranks_a_calls_operators_by_their_own_time():
 
 def test_breakdown_rows_are_recorded_and_printed(peer_tree, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1, breakdown=True)) == 0
+    assert cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1, breakdown=True)) == 0
     rows = json.loads(out.read_text())["rows"]
     assert all(row["breakdown"] and {"name", "ms", "calls", "share"} <= row["breakdown"][0].keys() for row in rows)
     printed = capsys.readouterr().out
@@ -160,16 +180,16 @@ def test_breakdown_rows_are_recorded_and_printed(peer_tree, tmp_path, capsys):
 
 
 def test_list_and_bad_arguments(capsys, tmp_path):
-    assert bench.cmd_bench(_args(list=True)) == 0
+    assert cmd_bench(_args(list=True)) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("cpu", "cpu-quick", "gpu", "tiny"))
     assert all(f"\n{method} " in listed for method in bench.known_methods())
-    assert bench.cmd_bench(_args(suite="nope")) == 2
-    assert bench.cmd_bench(_args(repeats=0)) == 2
-    assert bench.cmd_bench(_args(threads=0)) == 2
+    assert cmd_bench(_args(suite="nope")) == 2
+    assert cmd_bench(_args(repeats=0)) == 2
+    assert cmd_bench(_args(threads=0)) == 2
     if not torch.cuda.is_available():
-        assert bench.cmd_bench(_args(suite="gpu")) == 2
-        assert bench.cmd_bench(_args(device="cuda")) == 2
+        assert cmd_bench(_args(suite="gpu")) == 2
+        assert cmd_bench(_args(device="cuda")) == 2
 
 
 def test_flop_count_scales_with_chunks_and_heads():

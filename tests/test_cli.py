@@ -20,7 +20,7 @@ COMMANDS = {
     "sources check-links": ("kdalib.sources.commands", "cmd_check_links"),
     "sources add https://example.org --snapshot x.txt --origin publisher": ("kdalib.sources.commands", "cmd_add"),
     "sources quote some-id text": ("kdalib.sources.commands", "cmd_quote"),
-    "bench": ("kdalib.bench", "cmd_bench"),
+    "bench": ("kdalib.bench.command", "cmd_bench"),
     "repro": ("kdalib.repro.runner", "cmd_repro"),
     "info": ("kdalib.environment", "cmd_info"),
 }

@@ -29,8 +29,7 @@ from kdalib.nn.cache import KDACache, KDALayerState
 from kdalib.nn.checkpoint import to_native_state_dict
 from kdalib.nn.conv import short_convolution
 from kdalib.nn.packing import PackedBatch, check_attention_mask, pack, pack_mask, unpack
-from kdalib.ops._prepare import compute_dtype
-from kdalib.ops._validate import validate_cu_seqlens
+from kdalib.ops import compute_dtype
 from kdalib.ops.gate import check_lower_bound
 from kdalib.ops.registry import BACKENDS
 
@@ -220,8 +219,8 @@ class KimiDeltaAttention(nn.Module):
         Args:
             hidden_states: `[B, T, d]`.
             attention_mask: `[B, T]`, 1/True for tokens, 0/False for padding (left, right or
-                anywhere). Pads are removed before the layer's convolutions and recurrence, so
-                they never touch the state; their outputs are zeros.
+                anywhere). The convolutions skip the pads and the recurrence sees them as zero
+                tokens (`kdalib.nn.packing`), so they never touch the state; their outputs are zeros.
             cache: states of earlier calls (prefill, then one or more tokens per call); updated
                 in place. Its rows are the B batch rows (or the N packed sequences).
             cu_seqlens: `[N + 1]` offsets when `hidden_states` already holds N packed
@@ -241,8 +240,9 @@ class KimiDeltaAttention(nn.Module):
         if batch == 0 or tokens == 0:
             raise ValueError(f"hidden_states: expected at least one row and one token, got {list(hidden_states.shape)}")
         self._check_dtype(hidden_states)
-        if cu_seqlens is not None:  # before the convolutions index with it
-            validate_cu_seqlens(cu_seqlens, batch, tokens, hidden_states.device)
+        sequences = None
+        if cu_seqlens is not None:  # once, before the convolutions index with it; the operators reuse it
+            sequences = ops.validate_cu_seqlens(cu_seqlens, batch, tokens, hidden_states.device)
         plan = None
         if attention_mask is not None:
             if cu_seqlens is not None:
@@ -250,13 +250,15 @@ class KimiDeltaAttention(nn.Module):
             mask = check_attention_mask(attention_mask, batch, tokens)
             if not bool(mask.all()):
                 plan = pack_mask(mask)
-        num_sequences = batch if cu_seqlens is None else cu_seqlens.numel() - 1
+        num_sequences = batch if sequences is None else sequences.num_sequences
         state = self._read_state(cache, num_sequences)
 
         if plan is None:
-            y, new_state = self._mix(hidden_states, cu_seqlens, state, cache is not None)
-        else:
-            y, new_state = self._mix_packed(hidden_states, plan, state, cache is not None)
+            y, new_state = self._mix(hidden_states, state, cache is not None, sequences=sequences)
+        elif plan.token_index.numel() == 0:  # nothing but padding: no output, no state change
+            y, new_state = hidden_states.new_zeros(batch, tokens, self.hidden_size), state
+        else:  # one packing, for the convolutions (kdalib.nn.packing)
+            y, new_state = self._mix(pack(hidden_states, plan), state, cache is not None, padded=plan)
         if cache is not None and new_state is not None:  # None: all padding on a fresh cache
             cache.update(self.layer_idx, new_state, tokens)
         return y
@@ -283,35 +285,24 @@ class KimiDeltaAttention(nn.Module):
             )
         return state
 
-    def _mix_packed(self, x, plan: PackedBatch, state, keep_state):
-        """Runs the rows of a padded batch that hold tokens as packed sequences; rows without
-        a token keep their state (zeros for a fresh cache)."""
-        if plan.active_rows.numel() == 0:  # nothing but padding: no output, no state change
-            return x.new_zeros(x.shape[:-1] + (self.hidden_size,)), state
-        rows_state = state.select(plan.active_rows) if state is not None else None
-        y, new_rows_state = self._mix(pack(x, plan), plan.cu_seqlens, rows_state, keep_state)
-        new_state = None
-        if keep_state:
-            if state is None:
-                full = [rows.new_zeros((plan.batch, *rows.shape[1:])) for rows in new_rows_state.tensors()]
-            else:
-                full = state.tensors()
-            new_state = KDALayerState(
-                *(
-                    whole.index_copy(0, plan.active_rows, rows.to(whole.dtype))
-                    for whole, rows in zip(full, new_rows_state.tensors())
-                )
-            )
-        return unpack(y, plan), new_state
-
-    def _mix(self, x, cu_seqlens, state: KDALayerState | None, keep_state: bool):
-        """The layer on `[B, T, d]` (or packed `[1, total, d]`) without padding."""
+    def _mix(
+        self,
+        x: torch.Tensor,
+        state: KDALayerState | None,
+        keep_state: bool,
+        sequences: ops.PackedSequences | None = None,
+        padded: PackedBatch | None = None,
+    ):
+        """The layer on `x`: `[B, T, d]`; packed `[1, total, d]` with `sequences` (validated
+        `ops.PackedSequences`); or, with `padded`, the valid tokens of that padded batch packed,
+        whose recurrence and output run on the padded batch with zeroed pads."""
         batch, tokens, _ = x.shape
         heads, dim = self.num_heads, self.head_dim
+        offsets = padded.cu_seqlens if padded is not None else (None if sequences is None else sequences.cu_seqlens)
         conv_q, conv_k, conv_v = (None, None, None) if state is None else (state.q_conv, state.k_conv, state.v_conv)
-        q, new_q = self.q_conv1d(self.q_proj(x), cu_seqlens, conv_q, keep_state)
-        k, new_k = self.k_conv1d(self.k_proj(x), cu_seqlens, conv_k, keep_state)
-        v, new_v = self.v_conv1d(self.v_proj(x), cu_seqlens, conv_v, keep_state)
+        q, new_q = self.q_conv1d(self.q_proj(x), offsets, conv_q, keep_state)
+        k, new_k = self.k_conv1d(self.k_proj(x), offsets, conv_k, keep_state)
+        v, new_v = self.v_conv1d(self.v_proj(x), offsets, conv_v, keep_state)
         q, k, v = (t.reshape(batch, tokens, heads, dim) for t in (q, k, v))
 
         g = ops.kda_gate(
@@ -322,6 +313,10 @@ class KimiDeltaAttention(nn.Module):
         )
         beta_logits = self.b_proj(x)
         beta = torch.sigmoid(beta_logits.to(compute_dtype(beta_logits)))
+        gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, heads, dim)
+        if padded is not None:  # back to the padded batch, zeros at the pads: exact no-op tokens
+            q, k, v, g, beta, gate = (unpack(t, padded) for t in (q, k, v, g, beta, gate))
+            batch, tokens = padded.batch, padded.tokens
         # Autocast would run the operators' float32 matmuls in bfloat16 and return a bfloat16 state
         # (notes/kda.md, section ``kda-chunk-output``: the state and the decay stay float32); the
         # operators cast their inputs themselves.
@@ -335,11 +330,10 @@ class KimiDeltaAttention(nn.Module):
                 initial_state=None if state is None else state.recurrent,
                 output_final_state=keep_state,
                 use_qk_l2norm_in_kernel=True,
-                cu_seqlens=cu_seqlens,
+                cu_seqlens=sequences,
                 backend=self.mode,
             )
 
-        gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, heads, dim)
         normed = self.o_norm(o, gate).to(v.dtype)  # back to the activation dtype for W_o
         y = self.o_proj(normed.reshape(batch, tokens, heads * dim))
         new_state = KDALayerState(new_q, new_k, new_v, recurrent) if keep_state else None

@@ -1,10 +1,12 @@
 """From a padded batch with an attention mask to packed sequences (`cu_seqlens`) and back.
 
-KDA is a recurrence: a pad token that enters it decays and overwrites the state of the
-real tokens after it. Instead of zeroing pads and hoping their contribution vanishes,
-the layer removes them: the valid tokens of every row are packed back to back into one
-`[1, total, ...]` sequence with offsets `cu_seqlens`, the operators never see a pad,
-and the outputs are scattered back to their padded positions (zeros at pads).
+A pad must never reach the layer's state. The short convolutions would mix a pad into the
+windows of the real tokens after it, so they run over the valid tokens of every row packed
+back to back into one `[1, total, ...]` sequence with offsets `cu_seqlens` (one per row, a row
+without tokens included). Their results are scattered back to the padded positions with zeros
+at the pads, and the KDA operators run on that padded batch: a token with q = k = v = g = beta = 0
+decays nothing, writes nothing and reads nothing (notes/kda.md, section ``kda-recurrence``), so a
+zeroed pad is an exact no-op wherever it stands, and its output is zero.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ class PackedBatch:
 
     Attributes:
         token_index: `[total]` flat indices (row * T + column) of the valid tokens, in order.
-        cu_seqlens: `[M + 1]` int64 offsets of the M rows that hold at least one token.
-        active_rows: `[M]` row numbers (into B) of those rows.
+        cu_seqlens: `[B + 1]` int64 offsets of every row's valid tokens (equal neighbours for a
+            row without tokens).
         batch: B.
         tokens: T.
     """
 
     token_index: torch.Tensor
     cu_seqlens: torch.Tensor
-    active_rows: torch.Tensor
     batch: int
     tokens: int
 
@@ -55,12 +56,10 @@ def check_attention_mask(attention_mask: torch.Tensor, batch: int, tokens: int) 
 def pack_mask(mask: torch.Tensor) -> PackedBatch:
     """Packing plan for a bool `[B, T]` mask (see `check_attention_mask`)."""
     batch, tokens = mask.shape
-    lengths = mask.sum(dim=1)
-    active_rows = torch.nonzero(lengths > 0).flatten()
-    cu_seqlens = torch.zeros(active_rows.numel() + 1, dtype=torch.long, device=mask.device)
-    cu_seqlens[1:] = lengths[active_rows].cumsum(0)
+    cu_seqlens = torch.zeros(batch + 1, dtype=torch.long, device=mask.device)
+    cu_seqlens[1:] = mask.sum(dim=1).cumsum(0)
     token_index = torch.nonzero(mask.flatten()).flatten()
-    return PackedBatch(token_index, cu_seqlens, active_rows, batch, tokens)
+    return PackedBatch(token_index, cu_seqlens, batch, tokens)
 
 
 def pack(x: torch.Tensor, plan: PackedBatch) -> torch.Tensor:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kdalib.ops._validate import KDAShapes
+
 
 @dataclass(frozen=True)
 class PaddedLayout:
@@ -33,17 +35,17 @@ class PaddedLayout:
     tokens: int
 
 
-def plan_padding(tokens: int, cu_seqlens: torch.Tensor | None, block: int, device: torch.device) -> PaddedLayout:
-    """Plans the padded layout for T tokens (or packed offsets) and a block size."""
-    if cu_seqlens is None:
-        return PaddedLayout(-(-tokens // block) * block, None, None, tokens)
-    offsets = cu_seqlens.to(device=device, dtype=torch.long)
+def plan_padding(shapes: KDAShapes, block: int, device: torch.device) -> PaddedLayout:
+    """Plans the padded layout of a validated call's sequences for a block size."""
+    if shapes.sequences is None:
+        return PaddedLayout(-(-shapes.tokens // block) * block, None, None, shapes.tokens)
+    offsets = shapes.sequences.cu_seqlens.to(device=device, dtype=torch.long)
     starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
-    padded = -(-int(lengths.max()) // block) * block
+    padded = -(-shapes.sequences.max_length // block) * block  # from the host copy: no device sync
     position = torch.arange(padded, device=device)
     valid = position.unsqueeze(0) < lengths.unsqueeze(1)
     gather_index = torch.where(valid, starts.unsqueeze(1) + position, torch.zeros_like(position))
-    return PaddedLayout(padded, gather_index, valid, tokens)
+    return PaddedLayout(padded, gather_index, valid, shapes.tokens)
 
 
 def to_padded(x: torch.Tensor, plan: PaddedLayout) -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 One function, :func:`validate_kda_inputs`, checks the whole argument set of
 ``naive_recurrent_kda``, ``chunk_kda``, ``fused_recurrent_kda`` and ``kda`` and
-returns the problem sizes. Every failure is a ``ValueError`` that names the
+returns the problem sizes. Packed-sequence offsets are checked by :func:`validate_cu_seqlens`,
+which reads them to the host once and returns them as :class:`PackedSequences`: a caller that
+validated its offsets (the layer) passes that object on as ``cu_seqlens`` and nothing reads
+them again. Every failure is a ``ValueError`` that names the
 argument and the shape or dtype that was expected, because silently broadcasting
 a wrong shape in a recurrence produces plausible-looking garbage.
 """
@@ -17,6 +20,29 @@ VALID_CHUNK_SIZES = (16, 32, 64)
 
 
 @dataclass(frozen=True)
+class PackedSequences:
+    """Validated offsets of N sequences packed into one row.
+
+    Attributes:
+        cu_seqlens: ``[N + 1]`` the offsets as given (on the inputs' device).
+        offsets: the same values on the host (read once, by :func:`validate_cu_seqlens`).
+    """
+
+    cu_seqlens: torch.Tensor
+    offsets: tuple[int, ...]
+
+    @property
+    def num_sequences(self) -> int:
+        """N."""
+        return len(self.offsets) - 1
+
+    @property
+    def max_length(self) -> int:
+        """Tokens of the longest sequence."""
+        return max(b - a for a, b in zip(self.offsets, self.offsets[1:]))
+
+
+@dataclass(frozen=True)
 class KDAShapes:
     """Sizes of one validated KDA call.
 
@@ -28,6 +54,7 @@ class KDAShapes:
         key_dim: K, query/key head dimension.
         value_dim: V, value head dimension.
         num_sequences: N, sequences (B, or ``len(cu_seqlens) - 1`` when packed).
+        sequences: the validated packed offsets, or None for B sequences of T tokens.
     """
 
     batch: int
@@ -37,6 +64,12 @@ class KDAShapes:
     key_dim: int
     value_dim: int
     num_sequences: int
+    sequences: PackedSequences | None = None
+
+    @property
+    def cu_seqlens(self) -> torch.Tensor | None:
+        """The ``[N + 1]`` offsets tensor, or None when unpacked."""
+        return None if self.sequences is None else self.sequences.cu_seqlens
 
     @property
     def group_size(self) -> int:
@@ -64,21 +97,36 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], lab
     )
 
 
-def validate_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, tokens: int, device: torch.device | None = None) -> int:
-    """Checks packed-sequence offsets and returns the number of sequences N.
+def validate_cu_seqlens(
+    cu_seqlens: torch.Tensor | PackedSequences, batch: int, tokens: int, device: torch.device | None = None
+) -> PackedSequences:
+    """Checks packed-sequence offsets and returns them validated.
 
     Args:
-        cu_seqlens: ``[N + 1]`` integer offsets, starting at 0, strictly increasing, ending at T.
+        cu_seqlens: ``[N + 1]`` integer offsets, starting at 0, strictly increasing, ending at T;
+            or offsets validated before (:class:`PackedSequences`), which are only checked
+            against ``batch``, ``tokens`` and ``device``, without reading them again.
         batch: B of the inputs; packed input must have B == 1.
         tokens: T of the inputs.
         device: the inputs' device, which the offsets must be on (None: not checked).
 
     Returns:
-        N, the number of packed sequences.
+        The :class:`PackedSequences`.
 
     Raises:
         ValueError: naming ``cu_seqlens`` and what was expected.
     """
+    if isinstance(cu_seqlens, PackedSequences):
+        _expect(batch == 1, f"cu_seqlens: packed sequences need batch size B = 1, got B = {batch}")
+        _expect(
+            cu_seqlens.offsets[-1] == tokens,
+            f"cu_seqlens: expected to end at T = {tokens}, got {cu_seqlens.offsets[-1]}",
+        )
+        _expect(
+            device is None or cu_seqlens.cu_seqlens.device == torch.device(device),
+            f"cu_seqlens: expected device {device} (the inputs' device), got {cu_seqlens.cu_seqlens.device}",
+        )
+        return cu_seqlens
     _expect(isinstance(cu_seqlens, torch.Tensor), "cu_seqlens: expected a 1-D integer torch.Tensor [N + 1]")
     _expect(
         not cu_seqlens.is_floating_point() and not cu_seqlens.is_complex() and cu_seqlens.dtype != torch.bool,
@@ -100,7 +148,7 @@ def validate_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, tokens: int, devic
         all(b > a for a, b in zip(offsets, offsets[1:])),
         f"cu_seqlens: expected strictly increasing offsets, got {offsets}",
     )
-    return len(offsets) - 1
+    return PackedSequences(cu_seqlens, tuple(offsets))
 
 
 def validate_kda_inputs(
@@ -111,7 +159,7 @@ def validate_kda_inputs(
     beta: torch.Tensor,
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
-    cu_seqlens: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | PackedSequences | None = None,
     chunk_size: int | None = None,
 ) -> KDAShapes:
     """Checks the arguments of a KDA operator and returns its sizes.
@@ -124,7 +172,8 @@ def validate_kda_inputs(
         beta: ``[B, T, HV]`` delta-rule step sizes.
         scale: query scale; must be a finite number when given.
         initial_state: ``[N, HV, K, V]`` floating state, N = B or the number of packed sequences.
-        cu_seqlens: ``[N + 1]`` integer offsets of packed sequences (B must be 1).
+        cu_seqlens: ``[N + 1]`` integer offsets of packed sequences (B must be 1), or the
+            :class:`PackedSequences` of :func:`validate_cu_seqlens`.
         chunk_size: chunk length for the chunked form; one of 16, 32, 64.
 
     Returns:
@@ -155,9 +204,8 @@ def validate_kda_inputs(
     devices = {t.device for t in (q, k, v, g, beta)}
     _expect(len(devices) == 1, f"q, k, v, g, beta: expected one device, got {sorted(map(str, devices))}")
 
-    num_sequences = batch
-    if cu_seqlens is not None:
-        num_sequences = validate_cu_seqlens(cu_seqlens, batch, tokens, q.device)
+    sequences = None if cu_seqlens is None else validate_cu_seqlens(cu_seqlens, batch, tokens, q.device)
+    num_sequences = batch if sequences is None else sequences.num_sequences
     if initial_state is not None:
         _check_floating("initial_state", initial_state)
         _check_shape("initial_state", initial_state, (num_sequences, value_heads, key_dim, value_dim), "[N, HV, K, V]")
@@ -177,4 +225,42 @@ def validate_kda_inputs(
             type(chunk_size) is int and chunk_size in VALID_CHUNK_SIZES,
             f"chunk_size: expected one of {VALID_CHUNK_SIZES}, got {chunk_size!r}",
         )
-    return KDAShapes(batch, tokens, heads, value_heads, key_dim, value_dim, num_sequences)
+    return KDAShapes(batch, tokens, heads, value_heads, key_dim, value_dim, num_sequences, sequences)
+
+
+@dataclass(frozen=True)
+class KDACall:
+    """One validated operator call, as the implementations below the entry points take it.
+
+    Attributes:
+        q, k, v, g, beta, initial_state: the inputs as given (shapes in :func:`validate_kda_inputs`).
+        shapes: their sizes and the validated packed offsets.
+        scale: the query scale (``K ** -0.5`` when none was given).
+        output_final_state: return the state after the last token.
+        use_qk_l2norm: L2-normalise q and k per head before use.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    g: torch.Tensor
+    beta: torch.Tensor
+    initial_state: torch.Tensor | None
+    shapes: KDAShapes
+    scale: float
+    output_final_state: bool
+    use_qk_l2norm: bool
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor | None, ...]:
+        """``(q, k, v, g, beta, initial_state)``."""
+        return self.q, self.k, self.v, self.g, self.beta, self.initial_state
+
+
+def validate_call(
+    q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size=None
+) -> KDACall:
+    """:func:`validate_kda_inputs`, and the call's arguments bundled as a :class:`KDACall`."""
+    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
+    scale = shapes.key_dim**-0.5 if scale is None else scale
+    return KDACall(q, k, v, g, beta, initial_state, shapes, scale, output_final_state, use_qk_l2norm_in_kernel)

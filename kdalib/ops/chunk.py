@@ -1,4 +1,6 @@
-"""Chunkwise-parallel KDA in pure PyTorch (CPU and CUDA, autograd).
+"""Chunkwise-parallel KDA in pure PyTorch (CPU and CUDA, autograd): the chunk form of
+:func:`kdalib.ops.chunk_kda` (:mod:`kdalib.ops.router` decides when it runs; the Triton kernels
+of :mod:`kdalib.ops.triton` build on its layout and chunk-local terms).
 
 Each sequence is cut into chunks of C tokens (notes/kda.md, section ``kda-chunkwise``). Everything that does not
 depend on the state entering a chunk is computed for all chunks at once; the
@@ -34,18 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kdalib.ops._layout import from_padded, plan_padding, to_padded
+from kdalib.ops._layout import PaddedLayout, from_padded, plan_padding, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
-from kdalib.ops._validate import validate_kda_inputs
-from kdalib.ops.triton import (
-    MAX_KEY_DIM,
-    TRITON_LOCAL_CHUNK,
-    chunk_local_terms_backward,
-    chunk_local_terms_forward,
-    triton_chunk_kda,
-    triton_chunk_scan,
-    triton_unavailable_reason,
-)
+from kdalib.ops._validate import KDACall
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -163,10 +156,10 @@ def chunk_local_terms(q, k, v, g, beta):
         ``(w [NC, M, C, K], u [NC, M, C, V], keys_out [NC, M, C, K], decay_last [NC, M, K, 1],
         query_in [NC, M, C, K], scores_qk [NC, M, C, C])``.
     """
-    return _chunk_local_terms_and_factors(q, k, v, g, beta)[0]
+    return chunk_local_terms_and_factors(q, k, v, g, beta)[0]
 
 
-def _chunk_local_terms_and_factors(q, k, v, g, beta):
+def chunk_local_terms_and_factors(q, k, v, g, beta):
     """:func:`chunk_local_terms`, and the two C x C factors its backward needs: the inverse
     ``(I + Diag(beta) A_kk)^{-1}`` and ``A_kk``."""
     scores_qk, scores_kk, decay_in, decay_out = intra_chunk_scores(q, k, g)
@@ -179,31 +172,6 @@ def _chunk_local_terms_and_factors(q, k, v, g, beta):
     keys_out = k * decay_out  # row i -> chunk end
     decay_last = decay_in[..., -1:, :].transpose(-1, -2)  # the whole chunk
     return (w, u, keys_out, decay_last, q * decay_in, scores_qk), inverse, scores_kk
-
-
-class _LocalTermsTriton(torch.autograd.Function):
-    """:func:`chunk_local_terms` in Triton (:func:`kdalib.ops.triton.chunk_local_terms_forward`, for
-    chunks of 64; other sizes compute them as above, without autograd's saved intermediates), with
-    its backward as one Triton kernel (:func:`kdalib.ops.triton.chunk_local_terms_backward`).
-
-    16-bit inputs are saved as they are (the kernels widen them on load), so what autograd keeps
-    for the backward is half the size of float32 copies; the terms and the kernels' gradients are
-    float32 for them (autograd rounds the gradients to the inputs' dtype)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, g, beta, precision):
-        inputs = [x.contiguous() for x in (q, k, v, g, beta)]
-        if k.shape[-2] == TRITON_LOCAL_CHUNK:
-            terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, precision)
-        else:
-            terms, inverse, scores_kk = _chunk_local_terms_and_factors(*(x.to(compute_dtype(x)) for x in inputs))
-        ctx.save_for_backward(*inputs, inverse, scores_kk)
-        ctx.precision = precision
-        return tuple(t.contiguous() for t in terms)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (*chunk_local_terms_backward(*ctx.saved_tensors, grads, ctx.precision), None)
 
 
 def scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop: bool | None = None):
@@ -258,37 +226,6 @@ def scan_chunk_states(w, u, keys_out, decay_last, query_in, state, read_in_loop:
     return _bmm(query_in, torch.stack(starts)), torch.stack(corrections), state
 
 
-@dataclass(frozen=True)
-class TritonTraining:
-    """How :func:`chunk_kda_core` runs on the Triton training path.
-
-    Attributes:
-        precision: matrix-product input precision of the Triton kernels (``tf32``, ``tf32x3``, ``ieee``).
-        local_terms: compute the chunk-local terms with the Triton kernels
-            (:func:`kdalib.ops.triton.chunk_local_terms_forward` for chunks of 64,
-            :func:`kdalib.ops.triton.chunk_local_terms_backward`), not with autograd.
-        states_dtype: the dtype the scan keeps each chunk's state and its gradient in for the
-            backward (None: the terms' dtype; :func:`kdalib.ops.triton.triton_chunk_scan`).
-        output_dtype: the dtype the scan writes the output in (None: the terms' dtype).
-    """
-
-    precision: str
-    local_terms: bool = False
-    states_dtype: torch.dtype | None = None
-    output_dtype: torch.dtype | None = None
-
-    @classmethod
-    def for_inputs(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> TritonTraining:
-        """16-bit inputs: TF32 products (as precise as the inputs), the chunk-local terms as Triton
-        kernels, which read the inputs as given (autograd saves no float32 copies), the per-chunk
-        states kept in bfloat16 for the backward and the output written in v's dtype. float32
-        inputs: TF32x3 products and autograd of the chunk-local terms, until the float32 GPU grid
-        has run through those kernels (kdalib/ops/triton/NOTES.md, "Float32")."""
-        if _half_precision(q, k, v):
-            return cls("tf32", local_terms=True, states_dtype=torch.bfloat16, output_dtype=v.dtype)
-        return cls("tf32x3")
-
-
 def chunk_kda_core(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -298,7 +235,6 @@ def chunk_kda_core(
     state: torch.Tensor,
     scale: float = 1.0,
     out: torch.Tensor | None = None,
-    triton: TritonTraining | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KDA over whole chunks, one row per (sequence, value head).
 
@@ -312,26 +248,10 @@ def chunk_kda_core(
         scale: query scale, applied once to the output (q enters it linearly).
         out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
             final layout) that each group's output is copied into, instead of concatenating.
-        triton: when given (the Triton training path), the chunk-local terms of all chunks are
-            computed here and the recurrence across chunks runs as the Triton scan with its
-            backward, as :class:`TritonTraining` says; ``out`` is then not used.
 
     Returns:
         ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
     """
-    if triton is not None:
-        if triton.local_terms:
-            terms = _LocalTermsTriton.apply(q, k, v, g, beta, triton.precision)
-        else:
-            terms = chunk_local_terms(q, k, v, g, beta)
-        return triton_chunk_scan(
-            *terms,
-            state,
-            scale,
-            precision=triton.precision,
-            states_dtype=triton.states_dtype,
-            output_dtype=triton.output_dtype,
-        )
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
     outputs = []
@@ -361,138 +281,79 @@ def _to_chunk_rows(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     )
 
 
-def _from_chunk_rows(x: torch.Tensor, sequences: int) -> torch.Tensor:
-    """``[NC, N * HV, C, D]`` -> ``[N, T_pad, HV, D]``."""
-    nc, m, c, d = x.shape
-    return (
-        x.view(nc, sequences, m // sequences, c, d).permute(1, 0, 3, 2, 4).reshape(sequences, nc * c, m // sequences, d)
-    )
+@dataclass(frozen=True)
+class ChunkRows:
+    """A validated call in the chunk form's working layout: one row per (sequence, value head),
+    every sequence padded to whole chunks with no-op tokens, chunk-major.
 
-
-def triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state=None) -> str | None:
-    """Why the Triton chunk kernels cannot serve these tensors, or None when they can.
-
-    They need triton, CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``), half or
-    single precision, and K <= ``MAX_KEY_DIM``.
+    Attributes:
+        q, k, g: ``[NC, M, C, K]`` prepared queries (unscaled), keys and log decays.
+        v: ``[NC, M, C, V]`` values.
+        beta: ``[NC, M, C]`` step sizes.
+        state: ``[M, K, V]`` the state before the first chunk, in the compute dtype.
+        plan: where the sequences sit in the padded layout.
     """
-    reason = triton_unavailable_reason(q, k, v, g, beta, initial_state)
-    if reason is None and q.shape[-1] > MAX_KEY_DIM:
-        reason = f"the Triton chunk kernel supports K <= {MAX_KEY_DIM}, got K = {q.shape[-1]}"
-    return reason
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    g: torch.Tensor
+    beta: torch.Tensor
+    state: torch.Tensor
+    plan: PaddedLayout
 
 
-def _half_precision(*tensors: torch.Tensor) -> bool:
-    return all(t.dtype in (torch.bfloat16, torch.float16) for t in tensors)
-
-
-def triton_route(q, k, v, g, beta, initial_state, use_triton: bool | None) -> str | None:
-    """Which Triton path :func:`chunk_kda` takes: ``"forward"``, ``"scan"`` or None (the PyTorch form).
-
-    * ``"forward"``: the chunked forward kernels (:func:`kdalib.ops.triton.triton_chunk_kda`), for
-      calls that need no gradient.
-    * ``"scan"``: the recurrence across chunks as the Triton scan with its Triton backward, for
-      calls that need gradients; the chunk-local terms as Triton kernels both ways for 16-bit inputs
-      (:func:`kdalib.ops.triton.chunk_local_terms_forward` and ``_backward``), in PyTorch under
-      autograd for float32 ones.
-
-    ``use_triton=None`` (automatic) takes the forward kernels for bfloat16/float16 CUDA inference
-    and the scan for CUDA training in 16-bit or float32; float32 inference and everything in
-    float64 or on the CPU keep the PyTorch form (the forward kernels' float32 state error with the
-    strongest gates is above the 1e-5 float32 bar, see kdalib/ops/triton/NOTES.md). ``True``
-    forces the Triton path and raises where it cannot run; ``False`` never takes it.
-
-    Raises:
-        RuntimeError: ``use_triton=True`` and the kernels cannot run on these tensors.
-    """
-    if use_triton is False or (use_triton is None and not q.is_cuda):
-        return None
-    reason = triton_chunk_unavailable_reason(q, k, v, g, beta, initial_state)  # float64 included
-    if reason is not None:
-        if use_triton:
-            raise RuntimeError(f"use_triton=True: {reason}")
-        return None
-    if needs_grad(q, k, v, g, beta, initial_state):
-        return "scan"
-    return "forward" if use_triton or _half_precision(q, k, v) else None
-
-
-def chunk_kda(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    chunk_size: int = 64,
-    use_triton: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Kimi Delta Attention in chunkwise-parallel form (differentiable).
-
-    Args:
-        q: ``[B, T, H, K]`` queries.
-        k: ``[B, T, H, K]`` keys.
-        v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
-        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, section ``kda-contract``).
-        beta: ``[B, T, HV]`` delta-rule step sizes.
-        scale: query scale, default ``K ** -0.5``.
-        initial_state: ``[N, HV, K, V]`` state before the first token (zeros if None).
-        output_final_state: also return the ``[N, HV, K, V]`` state after the last token.
-        use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
-        cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch.
-        chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
-        use_triton: None (default) picks as :func:`triton_route` says: the Triton forward kernels
-            for bfloat16/float16 CUDA inference (chunks of 64 whatever ``chunk_size`` says), the
-            Triton scan with its backward for CUDA training, the PyTorch form otherwise. True
-            forces the Triton path (a clear error where it cannot run), False the PyTorch form.
-
-    Returns:
-        ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
-        float64 inputs, float32 otherwise (including bfloat16/float16), or None.
-
-    Raises:
-        ValueError: on inconsistent shapes, dtypes, offsets or chunk size.
-        RuntimeError: ``use_triton=True`` where the Triton kernels cannot run.
-    """
-    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
-    dtype = compute_dtype(q, k, v, g, beta, initial_state)
-    scale = shapes.key_dim**-0.5 if scale is None else scale
-    route = triton_route(q, k, v, g, beta, initial_state, use_triton)
-    if route == "forward":
-        return triton_chunk_kda(
-            q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
-        )
-    triton = None if route is None else TritonTraining.for_inputs(q, k, v)
-    keep_dtypes = triton is not None and triton.local_terms
-    output_dtype = v.dtype
+def chunk_rows(call: KDACall, chunk_size: int, keep_dtypes: bool = False) -> ChunkRows:
+    """A validated call's inputs in the chunk layout (``keep_dtypes``: as
+    :func:`kdalib.ops._prepare.prepare_inputs`, for kernels that widen 16-bit inputs on load)."""
+    shapes = call.shapes
+    dtype = compute_dtype(*call.tensors)
     # the scale is applied once, to the output (chunk_kda_core), not to every query
-    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, keep_dtypes=keep_dtypes)
-
-    plan = plan_padding(shapes.tokens, cu_seqlens, chunk_size, q.device)
-    rows = [_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g)]
-    beta_rows = _to_chunk_rows(to_padded(beta, plan).unsqueeze(-1), chunk_size).squeeze(-1)
+    q, k, v, g, beta = prepare_inputs(
+        call.q, call.k, call.v, call.g, call.beta, shapes, dtype, call.use_qk_l2norm, keep_dtypes=keep_dtypes
+    )
+    plan = plan_padding(shapes, chunk_size, q.device)
+    q, k, v, g = (_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g))
+    beta = _to_chunk_rows(to_padded(beta, plan).unsqueeze(-1), chunk_size).squeeze(-1)
     rows_total = shapes.num_sequences * shapes.value_heads
-    if initial_state is None:
+    if call.initial_state is None:
         state = q.new_zeros(rows_total, shapes.key_dim, shapes.value_dim, dtype=dtype)
     else:
-        state = initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
+        state = call.initial_state.to(dtype).reshape(rows_total, shapes.key_dim, shapes.value_dim)
+    return ChunkRows(q, k, v, g, beta, state, plan)
 
-    tracked = needs_grad(*rows, beta_rows, state)
-    if tracked or triton is not None:
-        output, final = chunk_kda_core(*rows, beta_rows, state, scale, triton=triton)
-        output = _from_chunk_rows(output, shapes.num_sequences)
-    else:  # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
-        output = q.new_empty(shapes.num_sequences, plan.padded_length, shapes.value_heads, shapes.value_dim)
-        by_chunk = output.view(shapes.num_sequences, -1, chunk_size, shapes.value_heads, shapes.value_dim)
-        _, final = chunk_kda_core(*rows, beta_rows, state, scale, out=by_chunk.permute(1, 0, 3, 2, 4))
-    output = from_padded(output, plan)
-    final_state = None
-    if output_final_state:
-        final_state = final.reshape(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
-    return output.to(output_dtype), final_state
+
+def _user_layout(padded: torch.Tensor, final: torch.Tensor, rows: ChunkRows, call: KDACall):
+    """``(o [N, T_pad, HV, V], final [M, K, V])`` -> ``(o [B, T, HV, V] in v's dtype, final_state | None)``."""
+    output = from_padded(padded, rows.plan).to(call.v.dtype)
+    if not call.output_final_state:
+        return output, None
+    shapes = call.shapes
+    return output, final.reshape(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
+
+
+def from_chunk_rows(output: torch.Tensor, final: torch.Tensor, rows: ChunkRows, call: KDACall):
+    """The result of ``call`` computed as :class:`ChunkRows` (``output [NC, M, C, V]``, ``final
+    [M, K, V]``) in the user layout: ``(o [B, T, HV, V], final_state [N, HV, K, V] | None)``."""
+    nc, m, c, d = output.shape
+    n = call.shapes.num_sequences
+    padded = output.view(nc, n, m // n, c, d).permute(1, 0, 3, 2, 4).reshape(n, nc * c, m // n, d)
+    return _user_layout(padded, final, rows, call)
+
+
+def chunk_kda_pytorch(call: KDACall, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`kdalib.ops.chunk_kda` in PyTorch, on a validated call."""
+    rows = chunk_rows(call, chunk_size)
+    inputs = (rows.q, rows.k, rows.v, rows.g, rows.beta, rows.state)
+    if needs_grad(*inputs):
+        output, final = chunk_kda_core(*inputs, call.scale)
+        return from_chunk_rows(output, final, rows, call)
+    # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
+    shapes = call.shapes
+    padded = rows.q.new_empty(shapes.num_sequences, rows.plan.padded_length, shapes.value_heads, shapes.value_dim)
+    by_chunk = padded.view(shapes.num_sequences, -1, chunk_size, shapes.value_heads, shapes.value_dim)
+    _, final = chunk_kda_core(*inputs, call.scale, out=by_chunk.permute(1, 0, 3, 2, 4))
+    return _user_layout(padded, final, rows, call)
 
 
 def chunk_kda_flops(

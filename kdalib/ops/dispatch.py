@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from kdalib.ops._prepare import needs_grad
-from kdalib.ops._validate import validate_kda_inputs
+from kdalib.ops._validate import PackedSequences, validate_call
 from kdalib.ops.registry import AUTO, auto_operator, get_operator
 
 
@@ -26,7 +26,7 @@ def kda(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | PackedSequences | None = None,
     backend: str = AUTO,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -35,7 +35,8 @@ def kda(
     Args:
         q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
             cu_seqlens: as in :func:`kdalib.ops.chunk_kda` (shapes ``[B, T, H, K]``,
-            ``[B, T, HV, V]``, ``[B, T, HV, K]``, ``[B, T, HV]``, state ``[N, HV, K, V]``).
+            ``[B, T, HV, V]``, ``[B, T, HV, K]``, ``[B, T, HV]``, state ``[N, HV, K, V]``;
+            ``cu_seqlens`` a tensor or :class:`~kdalib.ops.PackedSequences`).
         backend: ``"auto"`` or an operator name of :data:`kdalib.ops.registry.OPERATORS`
             (``naive``, ``naive_chunk``, ``chunk``, ``fused_recurrent``, ``triton``, ``fla``, ...).
         chunk_size: chunk length for the chunked operators (16, 32 or 64).
@@ -55,9 +56,11 @@ def kda(
             operator = get_operator(backend)
         except ValueError as error:
             raise ValueError(f"backend: {error}") from None
-    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
+    call = validate_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size
+    )
     if operator is None:
-        operator = auto_operator(shapes.tokens, cu_seqlens)
+        operator = auto_operator(call.shapes)
     reason = operator.unavailable_reason(q, k, v, g, beta, initial_state)
     if reason is None and not operator.autograd and needs_grad(q, k, v, g, beta, initial_state):
         reason = (
@@ -66,18 +69,4 @@ def kda(
         )
     if reason is not None:
         raise RuntimeError(f"backend={operator.name!r} ({operator.description}): {reason}")
-    options = {"chunk_size": chunk_size} if operator.chunked else {}
-    scale = shapes.key_dim**-0.5 if scale is None else scale
-    return operator.function(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        cu_seqlens=cu_seqlens,
-        **options,
-    )
+    return operator.run(call, chunk_size)

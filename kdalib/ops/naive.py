@@ -48,7 +48,7 @@ def _sequences(shapes: KDAShapes, cu_seqlens: torch.Tensor | None) -> list[tuple
     """``(batch_row, token_span)`` of each of the N sequences, in state order."""
     if cu_seqlens is None:
         return [(b, slice(0, shapes.tokens)) for b in range(shapes.batch)]
-    offsets = cu_seqlens.tolist()
+    offsets = shapes.sequences.offsets
     return [(0, slice(start, end)) for start, end in zip(offsets, offsets[1:])]
 
 
@@ -121,17 +121,10 @@ def naive_recurrent_kda(
     """Kimi Delta Attention, one token at a time.
 
     Args:
-        q: ``[B, T, H, K]`` queries.
-        k: ``[B, T, H, K]`` keys.
-        v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
-        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, section ``kda-contract``).
-        beta: ``[B, T, HV]`` delta-rule step sizes.
-        scale: query scale, default ``K ** -0.5``.
-        initial_state: ``[N, HV, K, V]`` state before the first token (zeros if None).
-        output_final_state: also return the ``[N, HV, K, V]`` state after the last token.
-        use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
-        cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch; each
-            sequence starts from its own initial state.
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
+            cu_seqlens: as in :func:`kdalib.ops.chunk_kda` (shapes ``[B, T, H, K]``,
+            ``[B, T, HV, V]``, ``[B, T, HV, K]``, ``[B, T, HV]``, state ``[N, HV, K, V]``); each
+            packed sequence starts from its own initial state.
 
     Returns:
         ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64

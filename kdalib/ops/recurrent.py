@@ -1,12 +1,13 @@
-"""KDA one token at a time from a cached state: decode and short prompts.
+"""KDA one token at a time from a cached state, in PyTorch: the recurrent form of
+:func:`kdalib.ops.fused_recurrent_kda` for decode and short prompts.
 
 Same recurrence as :mod:`kdalib.ops.naive` (notes/kda.md, section ``kda-recurrence``), but every sequence of a
 packed batch advances together (shorter ones are padded with no-op tokens), and
 each step is three batched matmul-shaped products instead of broadcast-and-sum.
 Cost per token is O(HV K V), independent of how long the context already is.
 
-On CUDA, when no gradient is needed, the same recurrence runs as one Triton kernel
-(:mod:`kdalib.ops.triton.fused_recurrent`) that keeps each head's state on chip.
+On CUDA, when no gradient is needed, the same recurrence runs as one Triton kernel instead
+(:mod:`kdalib.ops.triton.fused_recurrent`, chosen by :mod:`kdalib.ops.router`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import torch
 
 from kdalib.ops._layout import from_padded, plan_padding, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
-from kdalib.ops._validate import validate_kda_inputs
-from kdalib.ops.triton import HAS_TRITON, triton_fused_recurrent_kda
+from kdalib.ops._validate import KDACall
 
 
 def decode_step(
@@ -68,61 +68,20 @@ def decode_step_(
     return torch.bmm(q_t.unsqueeze(1), state).squeeze(1)
 
 
-def _triton_applies(dtype: torch.dtype, *tensors: torch.Tensor | None) -> bool:
-    """The Triton kernel serves CUDA inference in half/single precision; float64 stays exact in PyTorch."""
-    return HAS_TRITON and tensors[0].is_cuda and dtype != torch.float64 and not needs_grad(*tensors)
-
-
 def _token_major(x: torch.Tensor) -> torch.Tensor:
     """``[N, T, HV, D]`` -> ``[T, N * HV, D]`` so that each step reads one contiguous slice."""
     n, t, h, d = x.shape
     return x.permute(1, 0, 2, 3).reshape(t, n * h, d)
 
 
-def fused_recurrent_kda(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    beta: torch.Tensor,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Kimi Delta Attention token by token, all sequences at once (differentiable).
-
-    Args:
-        q: ``[B, T, H, K]`` queries.
-        k: ``[B, T, H, K]`` keys.
-        v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
-        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, section ``kda-contract``).
-        beta: ``[B, T, HV]`` delta-rule step sizes.
-        scale: query scale, default ``K ** -0.5``.
-        initial_state: ``[N, HV, K, V]`` cached state (zeros if None).
-        output_final_state: also return the ``[N, HV, K, V]`` state after the last token.
-        use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
-        cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch.
-
-    Returns:
-        ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
-        float64 inputs, float32 otherwise, or None.
-
-    Raises:
-        ValueError: on inconsistent shapes, dtypes or offsets.
-    """
-    shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens)
-    dtype = compute_dtype(q, k, v, g, beta, initial_state)
-    scale = shapes.key_dim**-0.5 if scale is None else scale
-    output_dtype = v.dtype
-    if _triton_applies(dtype, q, k, v, g, beta, initial_state):
-        return triton_fused_recurrent_kda(
-            q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
-        )
-    q, k, v, g, beta = prepare_inputs(q, k, v, g, beta, shapes, dtype, use_qk_l2norm_in_kernel, scale)
-
-    plan = plan_padding(shapes.tokens, cu_seqlens, 1, q.device)
+def fused_recurrent_pytorch(call: KDACall) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`kdalib.ops.fused_recurrent_kda` in PyTorch, on a validated call."""
+    shapes, initial_state = call.shapes, call.initial_state
+    dtype = compute_dtype(*call.tensors)
+    q, k, v, g, beta = prepare_inputs(
+        call.q, call.k, call.v, call.g, call.beta, shapes, dtype, call.use_qk_l2norm, call.scale
+    )
+    plan = plan_padding(shapes, 1, q.device)
     qs, ks, vs, gs = (_token_major(to_padded(x, plan)) for x in (q, k, v, g))
     betas = _token_major(to_padded(beta, plan).unsqueeze(-1)).squeeze(-1)
     rows = shapes.num_sequences * shapes.value_heads
@@ -143,6 +102,6 @@ def fused_recurrent_kda(
     output = torch.stack(outputs).view(plan.padded_length, shapes.num_sequences, shapes.value_heads, -1)
     output = from_padded(output.transpose(0, 1), plan)
     final_state = None
-    if output_final_state:
+    if call.output_final_state:
         final_state = state.view(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
-    return output.to(output_dtype), final_state
+    return output.to(call.v.dtype), final_state

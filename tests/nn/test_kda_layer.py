@@ -121,6 +121,37 @@ def test_packed_cu_seqlens_equals_padded_mask(make_layer):
             torch.testing.assert_close(packed[0, start : start + len(sequence)], alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", [name for name, op in OPERATORS.items() if op.supports("cpu")])
+def test_packed_offsets_are_read_to_the_host_once(make_layer, monkeypatch, mode):
+    """The layer validates cu_seqlens and every operator below it reuses the validated offsets."""
+    layer = make_layer(mode=mode)
+    cu_seqlens = torch.tensor([0, 4, 6, 11])
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: reads.append(t is cu_seqlens) or tolist(t))
+    with torch.no_grad():
+        layer(torch.randn(1, 11, HIDDEN), cu_seqlens=cu_seqlens, cache=KDACache())
+    assert reads.count(True) == 1
+
+
+def test_a_masked_batch_is_packed_once_and_its_recurrence_runs_padded(make_layer, monkeypatch):
+    """One packing (for the convolutions); the operator gets the padded batch with zeroed pads."""
+    import kdalib.nn.layer as layer_module
+    from kdalib import ops
+
+    layer = make_layer()
+    packings, calls = [], []
+    pack, kda = layer_module.pack, ops.kda
+    monkeypatch.setattr(layer_module, "pack", lambda *a: packings.append(1) or pack(*a))
+    monkeypatch.setattr(ops, "kda", lambda *a, **kw: calls.append((a[0], kw["cu_seqlens"])) or kda(*a, **kw))
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0], [1, 0, 1, 1]])
+    with torch.no_grad():
+        layer(torch.randn(3, 4, HIDDEN), attention_mask=mask)
+    ((q, cu_seqlens),) = calls
+    assert len(packings) == 1 and cu_seqlens is None and q.shape[:2] == (3, 4)
+    assert q[~mask.bool()].abs().max().item() == 0
+
+
 def test_packed_prefill_then_batched_decode(make_layer):
     """A cache filled from N packed sequences continues as a batch of N rows."""
     layer = make_layer(mode="auto")

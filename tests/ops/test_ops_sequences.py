@@ -88,13 +88,14 @@ def test_decode_steps_after_chunk_prefill(dtype):
 
 
 def _recording_registry(monkeypatch, calls):
-    """Makes every registered operator's function record its name (and chunk_size) instead of running."""
+    """Makes every registered operator record its name (and chunk_size) instead of running."""
     import kdalib.ops.registry as registry
 
-    def recorder(name):
-        return lambda *args, **kwargs: calls.append((name, kwargs.get("chunk_size"))) or (None, None)
+    def record(op, *args):
+        calls.append((op.name, args[-1] if op.chunked else None))
+        return None, None
 
-    monkeypatch.setattr(registry.Operator, "function", property(lambda op: recorder(op.name)))
+    monkeypatch.setattr(registry.Operator, "run", record)
 
 
 def test_dispatcher_picks_recurrent_for_decode_and_chunk_for_prefill(monkeypatch):

@@ -128,10 +128,10 @@ def test_bfloat16_inputs_keep_a_float32_state():
 
 def test_kda_backend_triton_and_its_errors(monkeypatch):
     """Inference through ``backend="triton"`` runs the forward kernels (training: test_triton_chunk_scan.py)."""
-    import kdalib.ops.chunk as chunk_module
+    import kdalib.ops.router as router
 
     calls = []
-    monkeypatch.setattr(chunk_module, "triton_chunk_kda", lambda *a: calls.append(1) or triton_chunk_kda(*a))
+    monkeypatch.setattr(router, "triton_chunk_kda", lambda *a, **kw: calls.append(1) or triton_chunk_kda(*a, **kw))
     inputs = _problem(batch=1, tokens=20, heads=1, key_dim=16, value_dim=16)
     o, _ = kda(**inputs, backend="triton")
     o_ref, _ = naive_recurrent_kda(**inputs)
@@ -142,12 +142,12 @@ def test_kda_backend_triton_and_its_errors(monkeypatch):
 
 def test_chunk_kda_keeps_the_pytorch_form_for_cpu_tensors(monkeypatch):
     """Only CUDA tensors reach the kernels through chunk_kda: CPU calls never do, even interpreted."""
-    import kdalib.ops.chunk as chunk_module
+    import kdalib.ops.router as router
 
     def refuse(*args, **kwargs):
         raise AssertionError("the Triton kernels must not serve CPU tensors through chunk_kda")
 
-    monkeypatch.setattr(chunk_module, "triton_chunk_kda", refuse)
+    monkeypatch.setattr(router, "triton_chunk_kda", refuse)
     inputs = {name: x.float() for name, x in make_inputs(tokens=20, heads=1, key_dim=16, value_dim=16).items()}
     with torch.no_grad():
         o, _ = chunk_kda(**inputs)

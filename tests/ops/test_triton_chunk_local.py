@@ -13,7 +13,7 @@ triton = pytest.importorskip("triton")
 
 from kda_test_utils import rel_rms  # noqa: E402
 
-from kdalib.ops.chunk import _chunk_local_terms_and_factors  # noqa: E402
+from kdalib.ops.chunk import chunk_local_terms_and_factors  # noqa: E402
 from kdalib.ops.triton import chunk_local_terms_forward  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -46,7 +46,7 @@ def test_terms_and_factors_match_the_pytorch_form(key_dim, value_dim, gate):
     """Mild and strong decay (where products of factors underflow to exact zeros)."""
     inputs = _inputs(key_dim, value_dim, gate)
     terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, "ieee")
-    terms_ref, inverse_ref, scores_kk_ref = _chunk_local_terms_and_factors(*inputs)
+    terms_ref, inverse_ref, scores_kk_ref = chunk_local_terms_and_factors(*inputs)
     for name, mine, theirs in zip(NAMES, (*terms, inverse, scores_kk), (*terms_ref, inverse_ref.tril(), scores_kk_ref)):
         assert torch.isfinite(mine).all(), name
         assert rel_rms(mine, theirs) < 1e-12, name
@@ -63,6 +63,6 @@ def test_blocks_of_one_chunk_may_take_either_path():
     strength = torch.cat([torch.full((32,), 0.1), torch.full((32,), 400.0)]).to(inputs[3])
     inputs[3] = inputs[3] * strength[:, None]
     terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, "ieee")
-    terms_ref, inverse_ref, scores_kk_ref = _chunk_local_terms_and_factors(*inputs)
+    terms_ref, inverse_ref, scores_kk_ref = chunk_local_terms_and_factors(*inputs)
     for name, mine, theirs in zip(NAMES, (*terms, inverse, scores_kk), (*terms_ref, inverse_ref.tril(), scores_kk_ref)):
         assert rel_rms(mine, theirs) < 1e-12, name

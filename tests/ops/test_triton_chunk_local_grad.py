@@ -14,7 +14,8 @@ triton = pytest.importorskip("triton")
 
 from kda_test_utils import rel_rms  # noqa: E402
 
-from kdalib.ops.chunk import _LocalTermsTriton, chunk_local_terms  # noqa: E402
+from kdalib.ops.chunk import chunk_local_terms  # noqa: E402
+from kdalib.ops.triton.training import _LocalTermsTriton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -29,7 +29,8 @@ from kda_test_utils import (  # noqa: E402
 )
 
 from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
-from kdalib.ops.chunk import _bmm, chunk_local_terms, scan_chunk_states, triton_route  # noqa: E402
+from kdalib.ops.chunk import _bmm, chunk_local_terms, scan_chunk_states  # noqa: E402
+from kdalib.ops.router import triton_path  # noqa: E402
 from kdalib.ops.triton import triton_chunk_scan  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -242,11 +243,11 @@ def test_training_path_packed_sequences_l2norm_and_extreme_gates(gate):
 
 def test_training_path_in_bfloat16_differentiates_the_chunk_local_terms_in_triton(monkeypatch):
     """16-bit inputs take the Triton backward of the chunk-local terms too (float32 ones take autograd)."""
-    import kdalib.ops.chunk as chunk_module
+    import kdalib.ops.triton.training as training
 
     calls = []
-    kernel = chunk_module.chunk_local_terms_backward
-    monkeypatch.setattr(chunk_module, "chunk_local_terms_backward", lambda *a: calls.append(1) or kernel(*a))
+    kernel = training.chunk_local_terms_backward
+    monkeypatch.setattr(training, "chunk_local_terms_backward", lambda *a: calls.append(1) or kernel(*a))
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
     _check_grads(inputs, torch.bfloat16, scale=32**-0.5)
     assert calls
@@ -290,19 +291,25 @@ def test_16_bit_training_of_packed_sequences_with_the_in_kernel_l2_norm(dtype):
 
 
 def test_routes():
-    """Which path chunk_kda takes, by device, dtype and whether gradients are needed."""
+    """Which path chunk_kda and fused_recurrent_kda take, by device, dtype and whether gradients are needed."""
     inputs = make_inputs(tokens=4, heads=1, key_dim=16, value_dim=16)
     cpu32 = {name: x.float() for name, x in inputs.items()}
     route = dict(initial_state=None, use_triton=None)
     for name in ("q", "k", "v", "g", "beta"):
         route[name] = cpu32[name]
-    assert triton_route(**route) is None  # CPU tensors: the PyTorch form, even interpreted
-    assert triton_route(**dict(route, use_triton=True)) == "forward"
+    assert triton_path("chunk", **route) is None  # CPU tensors: the PyTorch form, even interpreted
+    assert triton_path("chunk", **dict(route, use_triton=True)).name == "forward"
+    assert triton_path("recurrent", **dict(route, use_triton=True)).name == "recurrent"
     trained = dict(route, v=cpu32["v"].clone().requires_grad_(True))
-    assert triton_route(**dict(trained, use_triton=True)) == "scan"
-    assert triton_route(**dict(trained, use_triton=False)) is None
+    assert triton_path("chunk", **dict(trained, use_triton=True)).name == "training"
+    assert triton_path("chunk", **dict(trained, use_triton=False)) is None
+    with pytest.raises(RuntimeError, match="use_triton=True: no Triton kernel computes the recurrent form's gradients"):
+        triton_path("recurrent", **dict(trained, use_triton=True))
     with pytest.raises(RuntimeError, match="use_triton=True: .*float64"):
-        triton_route(**dict(route, q=inputs["q"], use_triton=True))
+        triton_path("chunk", **dict(route, q=inputs["q"], use_triton=True))
+    with pytest.raises(RuntimeError, match="use_triton=True: .*K <= 256"):
+        wide = {name: cpu32[name].new_zeros(*cpu32[name].shape[:-1], 320) for name in ("q", "k", "g")}
+        triton_path("chunk", **dict(route, **wide, use_triton=True))
 
 
 def test_kda_backend_triton_trains_and_says_what_it_cannot_run():
@@ -336,12 +343,10 @@ def test_gpu_training_varlen_gates_and_l2norm(gate, dtype):
 @pytest.mark.gpu
 @needs_cuda
 def test_gpu_chunk_kda_trains_through_the_scan(monkeypatch):
-    import kdalib.ops.chunk as chunk_module
+    import kdalib.ops.triton.training as training
 
     calls = []
-    monkeypatch.setattr(
-        chunk_module, "triton_chunk_scan", lambda *a, **kw: calls.append(1) or triton_chunk_scan(*a, **kw)
-    )
+    monkeypatch.setattr(training, "triton_chunk_scan", lambda *a, **kw: calls.append(1) or triton_chunk_scan(*a, **kw))
     inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
     _check_grads(inputs, torch.bfloat16, op=chunk_kda)
     assert calls

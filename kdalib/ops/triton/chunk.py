@@ -28,32 +28,31 @@ error stays close to that of rounding the exact output to bfloat16.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 
-from kdalib.ops.triton.prefill_local import (
+from kdalib.ops.triton.prefill_local import _chunk_local_kernel
+from kdalib.ops.triton.prefill_output import _chunk_output_kernel
+from kdalib.ops.triton.prefill_states import _chunk_states_kernel
+from kdalib.ops.triton.runtime import (
+    CHUNK,
     DIAG_SPAN,
     GATE_BOUNDED,
     GATE_FLOOR,
     GATE_GIVEN,
     GATE_SOFTPLUS,
-    _chunk_local_kernel,
+    MAX_KEY_DIM,
+    SUB,
+    interpreting,
 )
-from kdalib.ops.triton.prefill_output import _chunk_output_kernel
-from kdalib.ops.triton.prefill_states import _chunk_states_kernel
-from kdalib.ops.triton.runtime import MAX_KEY_DIM, interpreting
-
-CHUNK = 64  # tokens per chunk (C)
-SUB = 16  # rows per sub-block of the intra-chunk matrices
-# Largest total decay (sum of -g over a 16-row block, any channel) for which the training path's
-# chunk-local kernels build a diagonal block by matrix products: exp(60) ~ 1e26 leaves float32
-# (max ~3e38) ample headroom.
-DOT_SPAN = 60.0
 
 
-def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int):
-    """Per packed sequence: its first global chunk; per chunk: its first token and its sequence's end."""
-    offsets = cu_seqlens.tolist()
+def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int, offsets: Sequence[int] | None = None):
+    """Per packed sequence: its first global chunk; per chunk: its first token and its sequence's end
+    (``offsets``: the host copy of ``cu_seqlens`` when the caller has it)."""
+    offsets = cu_seqlens.tolist() if offsets is None else offsets
     starts, ends, firsts = [], [], [0]
     for bos, eos in zip(offsets, offsets[1:]):
         chunk_starts = list(range(bos, eos, chunk))
@@ -87,6 +86,7 @@ def triton_chunk_kda(
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
+    offsets: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
 
@@ -110,6 +110,7 @@ def triton_chunk_kda(
         block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
             the state and output kernels, key channels per slice of the exact diagonal blocks,
             warps per kernel, pipeline stages of the state kernel).
+        offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
@@ -131,7 +132,7 @@ def triton_chunk_kda(
         chunk_offsets = chunk_starts = chunk_ends = None
     else:
         N, per_sequence = cu_seqlens.numel() - 1, 0
-        chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK)
+        chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK, offsets)
         num_chunks = chunk_starts.numel()
     gate = GATE_GIVEN if A_log is None else (GATE_SOFTPLUS if lower_bound is None else GATE_BOUNDED)
     block_k = max(16, triton.next_power_of_2(K))

@@ -23,13 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops._prepare import compute_dtype
-from kdalib.ops.triton.chunk import DOT_SPAN
 from kdalib.ops.triton.chunk_intra import _invert_chunk
+from kdalib.ops.triton.runtime import CHUNK, DOT_SPAN, SUB, compute_dtype
 from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector, _widen
-
-CHUNK = 64  # the block inverse is written for four 16-row blocks
-SUB = 16
 
 
 @triton.jit

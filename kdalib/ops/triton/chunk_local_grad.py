@@ -36,8 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops._prepare import compute_dtype
-from kdalib.ops.triton.chunk import DOT_SPAN
+from kdalib.ops.triton.runtime import DOT_SPAN, SUB, compute_dtype
 from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector, _widen
 
 
@@ -321,7 +320,7 @@ def chunk_local_terms_backward(q, k, v, g, beta, inverse, scores_kk, grads, prec
         BK=max(16, triton.next_power_of_2(key_dim)),
         BV=max(16, triton.next_power_of_2(value_dim)),
         CHUNK=size,
-        SUB=min(16, size),
+        SUB=min(SUB, size),
         DOT_SPAN=DOT_SPAN,
         PRECISION=precision,
         num_warps=8,

@@ -15,7 +15,7 @@ earlier block j) is one matrix product of factors decayed towards the row just b
 ``(X_i * exp(G_i - c_i)) (K_j * exp(c_i - G_j))^T``, both exponents <= 0 because the cumulative
 log decay never increases; the column factors are kept in registers and decayed block by block.
 A diagonal block is one product as well while its own total decay (its *span*) is at most
-``DIAG_SPAN``: the column factor ``exp(c_i - G)`` is then at most ``exp(80)``, far inside
+``DIAG_SPAN`` (:mod:`kdalib.ops.triton.runtime`): the column factor ``exp(c_i - G)`` is then at most ``exp(80)``, far inside
 float32's range. This covers the bounded gate of Kimi models (``lower_bound=-5``: 16 tokens
 decay at most 80), mild gates and most of the Kimi softplus gate; blocks with a larger span are
 built exactly, channel slice by channel slice, from ``exp(min(G_r - G_c, 0))``. So no exponent
@@ -42,15 +42,6 @@ import triton.language as tl
 from kdalib.ops.triton.chunk_intra import _invert_chunk
 from kdalib.ops.triton.tiles import _dot, _row, _stored_as
 
-# Largest span (total decay of one 16-row block, any channel) for which a diagonal block is one
-# matrix product: its column factor is at most exp(80) ~ 5.5e34, and bf16/fp32 keys times that
-# stay below float32's largest value even summed over 256 channels of unit-norm keys.
-DIAG_SPAN = 80.0
-# Log decays below -GATE_FLOOR per token are taken as -GATE_FLOOR: exp(-120) ~ 8e-53 is zero in
-# float32 (its smallest subnormal is ~1.4e-45), so no float32 decay factor changes.
-GATE_FLOOR = 120.0
-# How the gate reaches the kernel: given as g, or computed from the raw projection.
-GATE_GIVEN, GATE_SOFTPLUS, GATE_BOUNDED = 0, 1, 2
 
 
 @triton.jit

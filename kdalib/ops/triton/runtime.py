@@ -1,5 +1,6 @@
-"""What the Triton kernels' modules share about where they run: Triton's CPU interpreter, the
-input dtypes the kernels take and their key-dimension limit."""
+"""What the Triton kernels' modules share: where they run (Triton's CPU interpreter), the input
+dtypes they take, their key-dimension limit, the chunk geometry every chunk kernel is written for,
+and the one numeric rule they take from the PyTorch forms (:func:`compute_dtype`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,44 @@ import os
 
 import torch
 
+from kdalib.ops._prepare import compute_dtype
+
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # The kernels' limit on the key dimension (their [chunk, K] tiles live in registers).
 MAX_KEY_DIM = 256
+
+CHUNK = 64  # tokens per chunk (C) of the chunk kernels; the block inverse is written for four sub-blocks
+SUB = 16  # rows per sub-block of the intra-chunk matrices
+# Largest total decay (sum of -g over a 16-row block, any channel) for which a block of scores is
+# computed by matrix products: exp(60) ~ 1e26 leaves float32 (max ~3e38) ample headroom.
+DOT_SPAN = 60.0
+# The forward's diagonal blocks (prefill_local): the largest span for which one is a matrix
+# product, with column factors up to exp(80) ~ 5.5e34, still far below float32's largest value
+# when summed over 256 channels of unit-norm keys. It covers the bounded gate at lower_bound=-5
+# (16 tokens decay less than 80).
+DIAG_SPAN = 80.0
+# Log decays below -GATE_FLOOR per token are taken as -GATE_FLOOR: exp(-120) ~ 8e-53 is zero in
+# float32 (whose smallest subnormal is ~1.4e-45), so no float32 decay factor changes.
+GATE_FLOOR = 120.0
+# How the gate reaches the forward kernels: given as g, or computed from the raw projection in
+# kda_gate's softplus or lower-bound form.
+GATE_GIVEN, GATE_SOFTPLUS, GATE_BOUNDED = 0, 1, 2
+
+__all__ = [
+    "CHUNK",
+    "DIAG_SPAN",
+    "DOT_SPAN",
+    "GATE_BOUNDED",
+    "GATE_FLOOR",
+    "GATE_GIVEN",
+    "GATE_SOFTPLUS",
+    "KERNEL_DTYPES",
+    "MAX_KEY_DIM",
+    "SUB",
+    "compute_dtype",
+    "interpreting",
+]
 
 
 def interpreting() -> bool:

@@ -1,0 +1,145 @@
+"""The benchmark's methods: the callable behind each name, and flash-linear-attention's CPU
+reference (the ``peer``) loaded from its file by path."""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kdalib.bench.suites import COMPARISONS, VARIANTS
+from kdalib.ops import OPERATORS, chunk_kda, kda, validate_call
+from kdalib.ops.recurrent import fused_recurrent_pytorch
+
+PEER_FILE = Path("fla", "ops", "kda", "naive.py")
+
+
+class MethodUnavailable(RuntimeError):
+    """flash-linear-attention's reference file, or an optional operator, could not be loaded."""
+
+
+def known_methods() -> tuple[str, ...]:
+    """Every method name a suite may list."""
+    return tuple(method_descriptions())
+
+
+def method_descriptions() -> dict[str, str]:
+    """Method name -> one line: the registry's operators, their variants, then the comparisons."""
+    lines = {name: f"[{', '.join(op.devices)}] {op.description}" for name, op in OPERATORS.items()}
+    lines.update({name: f"{operator} with {options}" for name, (operator, options) in VARIANTS.items()})
+    return lines | COMPARISONS
+
+
+def _module_from_source(source: str, origin: str, name: str = "fla_ops_kda_naive") -> types.ModuleType:
+    """Executes a Python file's text as a module (nothing is written to disk)."""
+    module = types.ModuleType(name)
+    module.__file__ = origin
+    try:
+        exec(compile(source, origin, "exec"), module.__dict__)
+    except ImportError as error:  # the file imports einops at the top
+        raise MethodUnavailable(f"{origin}: {error} (pip install einops)") from error
+    return module
+
+
+def read_peer_source(fla_path: str | None) -> tuple[str, str]:
+    """The text of ``fla/ops/kda/naive.py`` and where it came from.
+
+    Args:
+        fla_path: an unpacked tree (containing ``fla/`` or being it), a ``.whl`` file (read
+            in place), or None to look for an installed ``fla`` without importing it.
+
+    Raises:
+        MethodUnavailable: saying where it looked.
+    """
+    if fla_path is None:
+        spec = importlib.util.find_spec("fla")
+        if spec is None or not spec.submodule_search_locations:
+            raise MethodUnavailable("no installed 'fla' package; pass --fla-path (a fla-core wheel or source tree)")
+        candidates = [Path(p).parent / PEER_FILE for p in spec.submodule_search_locations]
+    else:
+        root = Path(fla_path)
+        if root.is_file() and root.suffix == ".whl":
+            member = PEER_FILE.as_posix()
+            with zipfile.ZipFile(root) as wheel:
+                if member not in wheel.namelist():
+                    raise MethodUnavailable(f"--fla-path {root}: the wheel has no {member}")
+                return wheel.read(member).decode("utf-8"), f"{root}!{member}"
+        candidates = [root / PEER_FILE, root / Path(*PEER_FILE.parts[1:])]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8"), str(candidate)
+    raise MethodUnavailable(f"no {PEER_FILE.as_posix()} under {', '.join(str(c.parent) for c in candidates)}")
+
+
+def load_peer(fla_path: str | None) -> Callable:
+    """flash-linear-attention's pure-PyTorch ``naive_recurrent_kda``, loaded by path."""
+    return _module_from_source(*read_peer_source(fla_path)).naive_recurrent_kda
+
+
+def _sdpa(q, k, v, flash: bool = False, **_):
+    """Causal softmax attention on the same q, k, v (no gate, no beta: they mean nothing to it);
+    ``flash``: only the flash kernel may run."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (x.transpose(1, 2) for x in (q, k, v))
+    if not flash:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True), None
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True), None
+
+
+def _fused_recurrent_pytorch(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+    """The recurrent form's PyTorch token loop on every device (never the Triton kernel)."""
+    return fused_recurrent_pytorch(
+        validate_call(q, k, v, g, beta, scale, initial_state, output_final_state, False, None)
+    )
+
+
+def resolve_method(name: str, peer: Callable | None) -> Callable:
+    """The callable behind a method name.
+
+    Raises:
+        MethodUnavailable: the peer is not loaded, or an optional operator cannot be imported.
+        ValueError: for an unknown name.
+    """
+    if name == "peer":
+        if peer is None:
+            raise MethodUnavailable("peer not loaded")
+        return lambda q, k, v, g, beta, **kw: peer(q, k, v, g, beta, **kw)
+    if name in ("sdpa", "sdpa_flash"):
+        return lambda q, k, v, g, beta, **kw: _sdpa(q, k, v, flash=name == "sdpa_flash")
+    if name == "fused_recurrent_pytorch":
+        return _fused_recurrent_pytorch
+    if name == "chunk_pytorch":
+        return lambda *args, **kwargs: chunk_kda(*args, use_triton=False, **kwargs)
+    if name == "fla_bounded":
+        try:
+            fla_chunk = OPERATORS["fla"].function
+        except RuntimeError as error:
+            raise MethodUnavailable(str(error)) from error
+        return lambda q, k, v, g, beta, **kw: fla_chunk(
+            q,
+            k,
+            v,
+            g,
+            beta,
+            use_gate_in_kernel=True,
+            safe_gate=True,
+            lower_bound=-5.0,
+            A_log=torch.zeros(v.shape[2], device=v.device),
+            dt_bias=torch.zeros(v.shape[2] * q.shape[3], device=v.device),
+            **kw,
+        )
+    operator, options = VARIANTS.get(name, (name, {}))
+    if operator not in OPERATORS:
+        raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
+    try:
+        _ = OPERATORS[operator].function  # imported now: a missing optional dependency skips the row
+    except RuntimeError as error:
+        raise MethodUnavailable(str(error)) from error
+    return lambda *args, **kwargs: kda(*args, backend=operator, **options, **kwargs)

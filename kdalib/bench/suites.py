@@ -1,0 +1,154 @@
+"""The benchmark's suites: the problem shapes, the methods each suite times, the speed-up targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Speed-up of the chunked form over the peer that the CPU suite is held to: (row label, minimum).
+TARGETS = {
+    "B1-T8192-H4-K64-V64-float32": 10.0,
+    "B1-T2048-H32-K128-V128-float32": 3.0,
+}
+
+
+# Methods that run a registry operator with fixed options: name -> (operator, options).
+VARIANTS = {"chunk-c32": ("chunk", {"chunk_size": 32})}
+
+
+# Chunk size of each chunked method, for the FLOP count of the matmul floor.
+CHUNK_SIZES = {"chunk": 64, "chunk-c32": 32}
+
+
+# Methods that are not KDA operators: name -> what it is.
+COMPARISONS = {
+    "peer": "flash-linear-attention's pure-PyTorch naive_recurrent_kda, loaded by path (--fla-path)",
+    "sdpa_flash": "PyTorch's flash SDPA causal attention at the same shapes (CUDA)",
+    "sdpa": "PyTorch's SDPA causal attention at the same shapes, any backend (CPU and CUDA)",
+    "fused_recurrent_pytorch": "the recurrent operator's PyTorch token loop only, never the Triton kernel",
+    "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
+    "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
+    "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
+}
+
+
+# Methods timed on decode rows (one new token per sequence from a cached state).
+DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
+
+
+# Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
+HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
+
+
+# Methods timed on training rows (forward and backward): kdalib's Triton training path, the PyTorch
+# chunk form under autograd, FLA, flash SDPA.
+TRAIN_METHODS = ("triton", "chunk_pytorch", "fla", "sdpa_flash")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens;
+    train: the forward and the backward to every input)."""
+
+    batch: int
+    tokens: int
+    heads: int
+    key_dim: int
+    value_dim: int
+    dtype: str = "float32"
+    decode: bool = False
+    train: bool = False
+
+    @property
+    def label(self) -> str:
+        kind = "decode-" if self.decode else "train-" if self.train else ""
+        return f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    description: str
+    device: str
+    shapes: tuple[Shape, ...]
+    methods: tuple[str, ...]
+
+
+def _grid(tokens, heads, dim, dtype="float32"):
+    return tuple(Shape(1, t, heads, dim, dim, dtype) for t in tokens)
+
+
+CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk", "chunk-c32")
+
+
+# The training rows of the GPU suites: forward and backward, bf16, H32 K=V=128.
+TRAIN_SHAPES = tuple(Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536)))
+
+
+SUITES = {
+    "cpu": Suite(
+        "CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
+        "naive, fused_recurrent, chunk and flash-linear-attention's naive_recurrent_kda",
+        "cpu",
+        _grid((512, 2048, 8192), 4, 64) + _grid((512, 2048), 32, 128),
+        CPU_METHODS,
+    ),
+    "cpu-quick": Suite(
+        "CPU, a minute: T in {512, 2048} at H4 K=V=64 and T=512 at H32 K=V=128",
+        "cpu",
+        _grid((512, 2048), 4, 64) + _grid((512,), 32, 128),
+        CPU_METHODS,
+    ),
+    "cpu-targets": Suite(
+        "CPU: only the two target rows (T=8192 H4 K=V=64; T=2048 H32 K=V=128), chunk vs peer",
+        "cpu",
+        _grid((8192,), 4, 64) + _grid((2048,), 32, 128),
+        ("peer", "chunk", "chunk-c32"),
+    ),
+    "tiny": Suite(
+        "smoke test: tiny shapes, every CPU method, one training row (used by the tests)",
+        "cpu",
+        _grid((40, 100), 2, 16) + (Shape(1, 40, 2, 16, 16, train=True),),
+        (*CPU_METHODS, "chunk_pytorch"),
+    ),
+    "gpu": Suite(
+        "CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
+        "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
+        "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}; "
+        "forward+backward (train rows) at B8 T4096, B2 T16384, B1 T65536 in bf16",
+        "cuda",
+        (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
+        + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
+        + _grid((2048, 8192, 32768), 32, 128, "float32")
+        + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True))
+        + TRAIN_SHAPES,
+        (
+            "triton",
+            "chunk",
+            "chunk_pytorch",
+            "fla",
+            "fla_bounded",
+            "sdpa_flash",
+            "fused_recurrent",
+            "fla_fused_recurrent",
+        ),
+    ),
+    "gpu-train": Suite(
+        "CUDA, H32 K=V=128, bf16: only the gpu suite's forward+backward rows (B8 T4096, B2 T16384, B1 T65536): "
+        "kdalib's Triton training path, the PyTorch chunk form, flash-linear-attention and flash SDPA",
+        "cuda",
+        TRAIN_SHAPES,
+        TRAIN_METHODS,
+    ),
+}
+
+
+def applies(method: str, shape: Shape) -> bool:
+    """Decode rows time the decoding operators, train rows the training methods; prefill rows time
+    the rest, with the token-by-token form in float32 only and the Triton/flash comparisons in half
+    precision only."""
+    if shape.train:
+        return method in TRAIN_METHODS
+    if shape.decode:
+        return method in DECODE_METHODS
+    if method in DECODE_METHODS:
+        return method == "fused_recurrent" and shape.dtype == "float32"
+    return not (method in HALF_PRECISION_METHODS and shape.dtype == "float32")

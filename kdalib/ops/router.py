@@ -1,0 +1,219 @@
+"""Which implementation runs a KDA call: the routing rule of kdalib.ops, in one place.
+
+The chunk form and the recurrent form each have a PyTorch implementation, which runs on every
+device and dtype with autograd (:mod:`kdalib.ops.chunk`, :mod:`kdalib.ops.recurrent`), and Triton
+kernels for CUDA (:mod:`kdalib.ops.triton`), listed in :data:`TRITON_PATHS`. :func:`triton_path`
+picks between them for :func:`chunk_kda`, :func:`fused_recurrent_kda` and
+``kda(backend="triton")``, with one rule:
+
+1. ``use_triton=False``, or automatic (``None``) on tensors that are not on CUDA: PyTorch.
+2. The Triton path for the form and for whether the call needs gradients; where there is none
+   (the recurrent form's gradients) or it cannot serve the tensors
+   (:func:`kdalib.ops.triton.triton_unavailable_reason`: no triton, device, dtype, K): PyTorch,
+   or a ``RuntimeError`` saying why when ``use_triton=True``.
+3. Automatic routing takes the path only for the input dtypes in its ``automatic`` list, and
+   never when a float64 state is given (float64 stays exact in PyTorch).
+
+Both entry points validate their inputs once, here, and pass the validated call
+(:class:`~kdalib.ops._validate.KDACall`) down; :func:`kdalib.ops.kda` validates and calls
+:func:`run_chunk` / :func:`run_recurrent` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdalib.ops._prepare import needs_grad
+from kdalib.ops._validate import KDACall, PackedSequences, validate_call
+from kdalib.ops.chunk import chunk_kda_pytorch
+from kdalib.ops.recurrent import fused_recurrent_pytorch
+from kdalib.ops.triton import (
+    MAX_KEY_DIM,
+    triton_chunk_kda,
+    triton_chunk_training,
+    triton_fused_recurrent_kda,
+    triton_unavailable_reason,
+)
+from kdalib.ops.triton.runtime import KERNEL_DTYPES
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class TritonPath:
+    """One Triton implementation of a form.
+
+    Attributes:
+        name: ``"forward"`` (:func:`~kdalib.ops.triton.triton_chunk_kda`), ``"training"``
+            (:func:`~kdalib.ops.triton.triton_chunk_training`) or ``"recurrent"``
+            (:func:`~kdalib.ops.triton.triton_fused_recurrent_kda`).
+        form: ``"chunk"`` or ``"recurrent"``.
+        gradients: True for the path of calls that need gradients.
+        automatic: q, k, v dtypes for which automatic routing takes it on CUDA.
+        max_key_dim: the kernels' limit on K (None: none).
+    """
+
+    name: str
+    form: str
+    gradients: bool
+    automatic: tuple[torch.dtype, ...]
+    max_key_dim: int | None = None
+
+
+# The chunked forward's float32 state error with the strongest gates is above the 1e-5 float32
+# bar (kdalib/ops/triton/NOTES.md), so float32 inference keeps the PyTorch chunk form.
+TRITON_PATHS = (
+    TritonPath("forward", "chunk", gradients=False, automatic=HALF_DTYPES, max_key_dim=MAX_KEY_DIM),
+    TritonPath("training", "chunk", gradients=True, automatic=KERNEL_DTYPES, max_key_dim=MAX_KEY_DIM),
+    TritonPath("recurrent", "recurrent", gradients=False, automatic=KERNEL_DTYPES),
+)
+
+
+def _triton_path_or_reason(form, q, k, v, g, beta, initial_state) -> tuple[TritonPath | None, str | None]:
+    gradients = needs_grad(q, k, v, g, beta, initial_state)
+    path = next((p for p in TRITON_PATHS if p.form == form and p.gradients == gradients), None)
+    if path is None:
+        return None, f"no Triton kernel computes the {form} form's gradients"
+    return path, triton_unavailable_reason(q, k, v, g, beta, initial_state, path.max_key_dim)
+
+
+def triton_unavailable(form: str, q, k, v, g, beta, initial_state=None) -> str | None:
+    """Why no Triton path of ``form`` (``"chunk"`` or ``"recurrent"``) can serve this call, or None."""
+    return _triton_path_or_reason(form, q, k, v, g, beta, initial_state)[1]
+
+
+def triton_path(form: str, q, k, v, g, beta, initial_state=None, use_triton: bool | None = None) -> TritonPath | None:
+    """The Triton path that runs this call of ``form``, or None for the PyTorch form (the rule above).
+
+    Raises:
+        RuntimeError: ``use_triton=True`` and no Triton path can serve the call.
+    """
+    if use_triton is False or (use_triton is None and not q.is_cuda):
+        return None
+    path, reason = _triton_path_or_reason(form, q, k, v, g, beta, initial_state)
+    if reason is not None:
+        if use_triton:
+            raise RuntimeError(f"use_triton=True: {reason}")
+        return None
+    if use_triton:
+        return path
+    float64_state = initial_state is not None and initial_state.dtype == torch.float64
+    return path if all(t.dtype in path.automatic for t in (q, k, v)) and not float64_state else None
+
+
+def run_chunk(call: KDACall, chunk_size: int = 64, use_triton: bool | None = None):
+    """:func:`chunk_kda` on a validated call."""
+    path = triton_path("chunk", *call.tensors, use_triton)
+    if path is None:
+        return chunk_kda_pytorch(call, chunk_size)
+    if path.gradients:
+        return triton_chunk_training(call, chunk_size)
+    sequences = call.shapes.sequences
+    return triton_chunk_kda(
+        *call.tensors[:5],
+        call.scale,
+        call.initial_state,
+        call.output_final_state,
+        call.use_qk_l2norm,
+        call.shapes.cu_seqlens,
+        offsets=None if sequences is None else sequences.offsets,
+    )
+
+
+def run_recurrent(call: KDACall):
+    """:func:`fused_recurrent_kda` on a validated call."""
+    if triton_path("recurrent", *call.tensors) is None:
+        return fused_recurrent_pytorch(call)
+    return triton_fused_recurrent_kda(
+        *call.tensors[:5],
+        call.scale,
+        call.initial_state,
+        call.output_final_state,
+        call.use_qk_l2norm,
+        call.shapes.cu_seqlens,
+    )
+
+
+def chunk_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: torch.Tensor | PackedSequences | None = None,
+    chunk_size: int = 64,
+    use_triton: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Kimi Delta Attention in chunkwise-parallel form (differentiable).
+
+    Args:
+        q: ``[B, T, H, K]`` queries.
+        k: ``[B, T, H, K]`` keys.
+        v: ``[B, T, HV, V]`` values; value head ``hv`` reads q/k head ``hv // (HV // H)``.
+        g: ``[B, T, HV, K]`` log-space decay per key channel; a positive value acts as 0 (notes/kda.md, section ``kda-contract``).
+        beta: ``[B, T, HV]`` delta-rule step sizes.
+        scale: query scale, default ``K ** -0.5``.
+        initial_state: ``[N, HV, K, V]`` state before the first token (zeros if None).
+        output_final_state: also return the ``[N, HV, K, V]`` state after the last token.
+        use_qk_l2norm_in_kernel: L2-normalise q and k per head before use.
+        cu_seqlens: ``[N + 1]`` offsets of packed sequences in a B = 1 batch (or the
+            :class:`~kdalib.ops.PackedSequences` that :func:`~kdalib.ops.validate_cu_seqlens` returned).
+        chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
+        use_triton: None (default) picks as :func:`triton_path` says: the Triton forward kernels
+            for bfloat16/float16 CUDA inference (chunks of 64 whatever ``chunk_size`` says), the
+            Triton scan with its backward for CUDA training, the PyTorch form otherwise. True
+            forces the Triton path (a clear error where it cannot run), False the PyTorch form.
+
+    Returns:
+        ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
+        float64 inputs, float32 otherwise (including bfloat16/float16), or None.
+
+    Raises:
+        ValueError: on inconsistent shapes, dtypes, offsets or chunk size.
+        RuntimeError: ``use_triton=True`` where the Triton kernels cannot run.
+    """
+    call = validate_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size
+    )
+    return run_chunk(call, chunk_size, use_triton)
+
+
+def fused_recurrent_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: torch.Tensor | PackedSequences | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Kimi Delta Attention token by token, all sequences at once (differentiable).
+
+    On CUDA, without gradients and in float16, bfloat16 or float32, the Triton decoding kernel
+    runs (:func:`triton_path`); otherwise the PyTorch token loop.
+
+    Args:
+        q, k, v, g, beta, scale, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens: as in
+            :func:`chunk_kda`.
+        initial_state: ``[N, HV, K, V]`` cached state (zeros if None).
+
+    Returns:
+        ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
+        float64 inputs, float32 otherwise, or None.
+
+    Raises:
+        ValueError: on inconsistent shapes, dtypes or offsets.
+    """
+    call = validate_call(
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+    )
+    return run_recurrent(call)
