@@ -43,7 +43,6 @@ from kdalib.ops.triton.chunk_intra import _invert_chunk
 from kdalib.ops.triton.tiles import _dot, _row, _stored_as
 
 
-
 @triton.jit
 def _gate(
     g_ptr,
