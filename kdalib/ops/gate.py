@@ -36,6 +36,30 @@ def check_lower_bound(lower_bound) -> None:
         )
 
 
+def check_gate_parameters(g_raw: torch.Tensor, A_log, dt_bias, lower_bound) -> None:
+    """The checks of :func:`kda_gate`'s parameters against a raw projection ``[..., HV, K]``.
+
+    Raises:
+        ValueError: naming the argument, as :func:`kda_gate` does.
+    """
+    if not isinstance(g_raw, torch.Tensor) or not g_raw.is_floating_point() or g_raw.dim() < 2:
+        got = f"{g_raw.dtype} {list(g_raw.shape)}" if isinstance(g_raw, torch.Tensor) else type(g_raw).__name__
+        raise ValueError(f"g_raw: expected a floating tensor of shape [..., HV, K], got {got}")
+    heads, key_dim = g_raw.shape[-2:]
+    if not isinstance(A_log, torch.Tensor) or tuple(A_log.shape) != (heads,):
+        shape = list(A_log.shape) if isinstance(A_log, torch.Tensor) else type(A_log).__name__
+        raise ValueError(f"A_log: expected shape [HV] = [{heads}], got {shape}")
+    for name, tensor in (("A_log", A_log), ("dt_bias", dt_bias)):
+        if tensor is not None and tensor.device != g_raw.device:
+            raise ValueError(f"{name}: expected a tensor on {g_raw.device} like the gate input, got {tensor.device}")
+    check_lower_bound(lower_bound)
+    if dt_bias is not None and (
+        not isinstance(dt_bias, torch.Tensor) or tuple(dt_bias.shape) not in ((heads * key_dim,), (heads, key_dim))
+    ):
+        shape = list(dt_bias.shape) if isinstance(dt_bias, torch.Tensor) else type(dt_bias).__name__
+        raise ValueError(f"dt_bias: expected shape [HV * K] = [{heads * key_dim}] or [HV, K], got {shape}")
+
+
 def kda_gate(
     g_raw: torch.Tensor,
     A_log: torch.Tensor,
@@ -57,20 +81,11 @@ def kda_gate(
     Raises:
         ValueError: if a shape does not match or ``lower_bound`` is not None or a finite negative number.
     """
-    if not isinstance(g_raw, torch.Tensor) or not g_raw.is_floating_point() or g_raw.dim() < 2:
-        got = f"{g_raw.dtype} {list(g_raw.shape)}" if isinstance(g_raw, torch.Tensor) else type(g_raw).__name__
-        raise ValueError(f"g_raw: expected a floating tensor of shape [..., HV, K], got {got}")
+    check_gate_parameters(g_raw, A_log, dt_bias, lower_bound)
     heads, key_dim = g_raw.shape[-2:]
-    if not isinstance(A_log, torch.Tensor) or tuple(A_log.shape) != (heads,):
-        shape = list(A_log.shape) if isinstance(A_log, torch.Tensor) else type(A_log).__name__
-        raise ValueError(f"A_log: expected shape [HV] = [{heads}], got {shape}")
-    check_lower_bound(lower_bound)
     dtype = compute_dtype(g_raw)
     x = g_raw.to(dtype)
     if dt_bias is not None:
-        if not isinstance(dt_bias, torch.Tensor) or tuple(dt_bias.shape) not in ((heads * key_dim,), (heads, key_dim)):
-            shape = list(dt_bias.shape) if isinstance(dt_bias, torch.Tensor) else type(dt_bias).__name__
-            raise ValueError(f"dt_bias: expected shape [HV * K] = [{heads * key_dim}] or [HV, K], got {shape}")
         x = x + dt_bias.to(dtype).reshape(heads, key_dim)
     rate = A_log.to(dtype).exp().unsqueeze(-1)
     if lower_bound is None:

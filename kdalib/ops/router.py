@@ -21,13 +21,14 @@ Both entry points validate their inputs once, here, and pass the validated call
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from kdalib.ops._prepare import needs_grad
 from kdalib.ops._validate import KDACall, PackedSequences, validate_call
 from kdalib.ops.chunk import chunk_kda_pytorch
+from kdalib.ops.gate import check_gate_parameters, kda_gate
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 from kdalib.ops.triton import (
     MAX_KEY_DIM,
@@ -103,8 +104,9 @@ def triton_path(form: str, q, k, v, g, beta, initial_state=None, use_triton: boo
     return path if all(t.dtype in path.automatic for t in (q, k, v)) and not float64_state else None
 
 
-def run_chunk(call: KDACall, chunk_size: int = 64, use_triton: bool | None = None):
-    """:func:`chunk_kda` on a validated call."""
+def run_chunk(call: KDACall, chunk_size: int = 64, use_triton: bool | None = None, gate: tuple | None = None):
+    """:func:`chunk_kda` on a validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when the
+    Triton forward computes the gate from the raw projection ``call.g`` (callers check it applies)."""
     path = triton_path("chunk", *call.tensors, use_triton)
     if path is None:
         return chunk_kda_pytorch(call, chunk_size)
@@ -119,6 +121,7 @@ def run_chunk(call: KDACall, chunk_size: int = 64, use_triton: bool | None = Non
         call.use_qk_l2norm,
         call.shapes.cu_seqlens,
         offsets=None if sequences is None else sequences.offsets,
+        **({} if gate is None else dict(zip(("A_log", "dt_bias", "lower_bound"), gate))),
     )
 
 
@@ -149,6 +152,10 @@ def chunk_kda(
     cu_seqlens: torch.Tensor | PackedSequences | None = None,
     chunk_size: int = 64,
     use_triton: bool | None = None,
+    *,
+    A_log: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    lower_bound: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Kimi Delta Attention in chunkwise-parallel form (differentiable).
 
@@ -169,19 +176,33 @@ def chunk_kda(
             for bfloat16/float16 CUDA inference (chunks of 64 whatever ``chunk_size`` says), the
             Triton scan with its backward for CUDA training, the PyTorch form otherwise. True
             forces the Triton path (a clear error where it cannot run), False the PyTorch form.
+        A_log, dt_bias, lower_bound: when ``A_log`` is given, ``g`` is the raw gate projection and
+            the log decay is :func:`~kdalib.ops.kda_gate` ``(g, A_log, dt_bias, lower_bound)``
+            (notes/kda.md, section ``kda-gate``): computed inside the Triton forward kernel, else
+            in PyTorch before the chunk form (gradients reach ``g``, ``A_log`` and ``dt_bias``).
 
     Returns:
         ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
         float64 inputs, float32 otherwise (including bfloat16/float16), or None.
 
     Raises:
-        ValueError: on inconsistent shapes, dtypes, offsets or chunk size.
+        ValueError: on inconsistent shapes, dtypes, offsets or chunk size, or gate parameters
+            (``dt_bias`` or ``lower_bound`` without ``A_log``; shapes as :func:`kda_gate` checks).
         RuntimeError: ``use_triton=True`` where the Triton kernels cannot run.
     """
     call = validate_call(
         q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size
     )
-    return run_chunk(call, chunk_size, use_triton)
+    if A_log is None:
+        if dt_bias is not None or lower_bound is not None:
+            raise ValueError("A_log: the gate's dt_bias and lower_bound need A_log (g is then the raw projection)")
+        return run_chunk(call, chunk_size, use_triton)
+    check_gate_parameters(g, A_log, dt_bias, lower_bound)
+    path = triton_path("chunk", *call.tensors, use_triton)
+    if path is not None and not path.gradients and not needs_grad(A_log, dt_bias):
+        return run_chunk(call, chunk_size, use_triton, gate=(A_log, dt_bias, lower_bound))
+    gated = replace(call, g=kda_gate(g, A_log, dt_bias, lower_bound))
+    return run_chunk(gated, chunk_size, use_triton)
 
 
 def fused_recurrent_kda(

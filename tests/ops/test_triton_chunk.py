@@ -183,3 +183,47 @@ def test_gpu_chunk_kda_and_kda_use_the_kernel_for_inference():
         expected, _ = triton_chunk_kda(**inputs, scale=0.125)
         for result, _ in (chunk_kda(**inputs), kda(**inputs)):
             assert torch.equal(result, expected)
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus-gate", "bounded-gate"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_gate_computed_in_the_kernel_matches_kda_gate(lower_bound, dtype):
+    """The forward kernel computes ``kda_gate(g_raw, A_log, dt_bias, lower_bound)`` itself; the
+    result equals the kernel run on the gate computed by kda_gate (float64 reference too)."""
+    from kdalib.ops import kda_gate
+
+    inputs = _problem(dtype, batch=1, tokens=90, heads=2, value_heads=4, key_dim=16, value_dim=16)
+    generator = torch.Generator().manual_seed(7)
+    g_raw = torch.randn(inputs["g"].shape, generator=generator).to(DEVICE, dtype)
+    A_log = torch.linspace(-1.0, 3.0, 4).to(DEVICE)  # exp(A_log) from 0.37 to 20: mild to strong
+    dt_bias = (0.5 * torch.randn(4 * 16, generator=generator)).to(DEVICE)
+    gate = dict(A_log=A_log, dt_bias=dt_bias, lower_bound=lower_bound)
+    o, state = triton_chunk_kda(**dict(inputs, g=g_raw), scale=0.25, output_final_state=True, **gate)
+    decay = kda_gate(g_raw, A_log, dt_bias, lower_bound)
+    o_given, state_given = triton_chunk_kda(**dict(inputs, g=decay), scale=0.25, output_final_state=True)
+    exact = {name: x.double() for name, x in dict(inputs, g=decay).items()}
+    o_ref, state_ref = naive_recurrent_kda(**exact, scale=0.25, output_final_state=True)
+    assert rel_rms(o, o_given) < 1e-5 and rel_rms(state, state_given) < 1e-5
+    assert rel_rms(o, o_ref) < TOLERANCE[dtype] and rel_rms(state, state_ref) < TOLERANCE[dtype]
+
+
+def test_chunk_kda_takes_the_raw_gate_and_checks_its_parameters():
+    """On the CPU the PyTorch form runs on ``kda_gate``'s output, with gradients to the gate's
+    parameters; the parameters are checked by name."""
+    from kdalib.ops import kda_gate
+
+    inputs = _problem(batch=1, tokens=30, heads=2, key_dim=16, value_dim=16)
+    g_raw = torch.randn(inputs["g"].shape, dtype=torch.float64)
+    A_log = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    exact = {name: x.double() for name, x in inputs.items()}
+    o, _ = chunk_kda(**dict(exact, g=g_raw), scale=0.25, A_log=A_log, lower_bound=-5.0)
+    o_ref, _ = chunk_kda(**dict(exact, g=kda_gate(g_raw, A_log, None, -5.0)), scale=0.25)
+    assert torch.allclose(o, o_ref, rtol=0, atol=1e-12)
+    o.sum().backward()
+    assert A_log.grad is not None and torch.isfinite(A_log.grad).all()
+    with pytest.raises(ValueError, match="A_log: the gate's dt_bias and lower_bound need A_log"):
+        chunk_kda(**inputs, lower_bound=-5.0)
+    with pytest.raises(ValueError, match=r"A_log: expected shape \[HV\] = \[2\]"):
+        chunk_kda(**inputs, A_log=torch.zeros(3))
+    with pytest.raises(ValueError, match="lower_bound must be negative"):
+        chunk_kda(**inputs, A_log=torch.zeros(2), lower_bound=1.0)
