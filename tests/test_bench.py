@@ -206,3 +206,33 @@ def test_target_check_reports_met_and_not_met():
     ]
     lines = bench.check_targets(dict(rows=rows))
     assert "chunk-c32 12.0x" in lines[0] and lines[0].endswith(": met") and lines[1].endswith("NOT met")
+
+
+@pytest.mark.parametrize("gate", ["mild", "kimi", "bounded"])
+def test_gated_and_packed_problems_agree_between_methods(gate):
+    """Each gate's problem gives the chunked and the token-loop operators the same KDA (the bounded
+    one computing the gate from its raw projection), on packed sequences too; a training row's
+    gradients reach the gate's parameters."""
+    from kdalib.bench.measure import make_problem
+    from kdalib.bench.methods import resolve_method
+    from kdalib.bench.suites import Shape
+
+    shape = Shape(1, 100, 2, 16, 16, gate=gate, packed=(30, 70))
+    problem = make_problem(shape, "cpu")
+    assert ("A_log" in problem) == (gate == "bounded") and problem["cu_seqlens"].tolist() == [0, 30, 100]
+    chunked = resolve_method("chunk", None)(**problem)[0]
+    loop = resolve_method("naive", None)(**problem)[0]
+    assert torch.allclose(chunked, loop, atol=1e-5)
+    assert shape.label.endswith("packed2" if gate == "mild" else f"packed2-{gate}")
+    train = make_problem(Shape(1, 40, 2, 16, 16, gate=gate, train=True), "cpu")
+    resolve_method("chunk", None)(**train)[0].sum().backward()
+    assert all(x.grad is not None for x in train.values())
+
+
+def test_a_shape_refuses_an_unknown_gate_and_inconsistent_packing():
+    from kdalib.bench.suites import Shape
+
+    with pytest.raises(ValueError, match="gate: expected one of mild, kimi, bounded"):
+        Shape(1, 10, 2, 16, 16, gate="strong")
+    with pytest.raises(ValueError, match="packed: lengths must sum to tokens=10"):
+        Shape(1, 10, 2, 16, 16, packed=(3, 4))

@@ -11,13 +11,16 @@ import torch.nn.functional as F
 
 from kdalib.bench.methods import MethodUnavailable, resolve_method
 from kdalib.bench.suites import CHUNK_SIZES, Shape, Suite, applies
+from kdalib.ops import kda_gate
 from kdalib.ops.chunk import chunk_kda_flops
 from kdalib.timing import measure_seconds
 
 
 def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs like a trained layer's: unit-norm q and k, moderate gates, a cached state for
-    decode; on train rows every input is a leaf that requires a gradient."""
+    """Random inputs like a trained layer's: unit-norm q and k, the shape's gate
+    (:data:`~kdalib.bench.suites.GATES`; the bounded one as the raw projection with ``A_log`` and
+    ``dt_bias``), a cached state for decode, ``cu_seqlens`` for packed rows; on train rows every
+    floating input is a leaf that requires a gradient."""
     generator = torch.Generator().manual_seed(seed)
     b, t, h, k, v = shape.batch, shape.tokens, shape.heads, shape.key_dim, shape.value_dim
     dtype = getattr(torch, shape.dtype)
@@ -32,17 +35,27 @@ def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Te
         g=F.logsigmoid(randn(b, t, h, k) + 3.0),
         beta=torch.rand(b, t, h, generator=generator),
     )
+    gate_parameters = {}
+    if shape.gate == "kimi":
+        rate = torch.empty(h).uniform_(1.0, 16.0, generator=generator)
+        tensors["g"] = kda_gate(randn(b, t, h, k), rate.log())
+    elif shape.gate == "bounded":  # the raw projection; every method computes the gate itself
+        tensors["g"] = randn(b, t, h, k)
+        gate_parameters = dict(A_log=torch.rand(h, generator=generator), dt_bias=torch.zeros(h * k))
     problem = {name: x.to(device=device, dtype=dtype) for name, x in tensors.items()}
+    problem.update({name: x.to(device) for name, x in gate_parameters.items()})  # float32, as layers keep them
     if shape.decode:
         problem["initial_state"] = (0.1 * randn(b, h, k, v)).to(device)
     if shape.train:
         problem = {name: x.requires_grad_(True) for name, x in problem.items()}
+    if shape.packed:
+        problem["cu_seqlens"] = torch.tensor((0, *shape.packed), device=device).cumsum(0)
     return problem
 
 
 def _training_step(fn: Callable, problem: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
     """A call that runs ``fn`` forward and back to every input (a cotangent of ones); returns the output."""
-    leaves = list(problem.values())
+    leaves = [x for x in problem.values() if x.requires_grad]
 
     def step():
         out = fn(**problem)[0]

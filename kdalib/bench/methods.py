@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdalib.bench.suites import COMPARISONS, VARIANTS
-from kdalib.ops import OPERATORS, chunk_kda, kda, validate_call
+from kdalib.bench.suites import BOUNDED_LOWER_BOUND, COMPARISONS, VARIANTS
+from kdalib.ops import OPERATORS, chunk_kda, kda, kda_gate, validate_call
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 
 PEER_FILE = Path("fla", "ops", "kda", "naive.py")
@@ -117,24 +117,12 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         return _fused_recurrent_pytorch
     if name == "chunk_pytorch":
         return lambda *args, **kwargs: chunk_kda(*args, use_triton=False, **kwargs)
-    if name == "fla_bounded":
+    if name in ("fla", "fla_bounded"):
         try:
             fla_chunk = OPERATORS["fla"].function
         except RuntimeError as error:
             raise MethodUnavailable(str(error)) from error
-        return lambda q, k, v, g, beta, **kw: fla_chunk(
-            q,
-            k,
-            v,
-            g,
-            beta,
-            use_gate_in_kernel=True,
-            safe_gate=True,
-            lower_bound=-5.0,
-            A_log=torch.zeros(v.shape[2], device=v.device),
-            dt_bias=torch.zeros(v.shape[2] * q.shape[3], device=v.device),
-            **kw,
-        )
+        return _fla_gated(fla_chunk, zero_gate_parameters=name == "fla_bounded")
     operator, options = VARIANTS.get(name, (name, {}))
     if operator not in OPERATORS:
         raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
@@ -142,4 +130,39 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         _ = OPERATORS[operator].function  # imported now: a missing optional dependency skips the row
     except RuntimeError as error:
         raise MethodUnavailable(str(error)) from error
-    return lambda *args, **kwargs: kda(*args, backend=operator, **options, **kwargs)
+    if operator in ("chunk", "triton"):  # the gate inside the Triton forward when it runs
+        use_triton = True if operator == "triton" else None
+        return _gated(lambda *a, **kw: chunk_kda(*a, use_triton=use_triton, **options, **kw), in_kernel=True)
+    return _gated(lambda *args, **kwargs: kda(*args, backend=operator, **options, **kwargs), in_kernel=False)
+
+
+def _gated(fn: Callable, in_kernel: bool) -> Callable:
+    """``fn`` on a problem whose ``g`` may be the bounded gate's raw projection (``A_log`` given):
+    passed on as ``chunk_kda``'s gate arguments (``in_kernel``), else turned into the log decay by
+    :func:`kda_gate` first, inside the timed call."""
+
+    def call(q, k, v, g, beta, A_log=None, dt_bias=None, **kwargs):
+        if A_log is None:
+            return fn(q, k, v, g, beta, **kwargs)
+        if in_kernel:
+            return fn(q, k, v, g, beta, A_log=A_log, dt_bias=dt_bias, lower_bound=BOUNDED_LOWER_BOUND, **kwargs)
+        return fn(q, k, v, kda_gate(g, A_log, dt_bias, BOUNDED_LOWER_BOUND), beta, **kwargs)
+
+    return call
+
+
+def _fla_gated(fla_chunk: Callable, zero_gate_parameters: bool) -> Callable:
+    """flash-linear-attention's chunk_kda; on a bounded-gate problem its gate runs in its kernel
+    (``use_gate_in_kernel``, ``safe_gate``, the same lower bound). ``zero_gate_parameters``: always
+    that gate, taking ``g`` as the raw projection with zero ``A_log`` and ``dt_bias``."""
+
+    def call(q, k, v, g, beta, A_log=None, dt_bias=None, **kwargs):
+        if zero_gate_parameters and A_log is None:
+            A_log = torch.zeros(v.shape[2], device=v.device)
+            dt_bias = torch.zeros(v.shape[2] * q.shape[3], device=v.device)
+        if A_log is None:
+            return fla_chunk(q, k, v, g, beta, **kwargs)
+        gate = dict(use_gate_in_kernel=True, safe_gate=True, lower_bound=BOUNDED_LOWER_BOUND)
+        return fla_chunk(q, k, v, g, beta, A_log=A_log, dt_bias=dt_bias, **gate, **kwargs)
+
+    return call

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Speed-up of the chunked form over the peer that the CPU suite is held to: (row label, minimum).
 TARGETS = {
@@ -39,15 +39,33 @@ DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
 
 
+# Methods timed on the mild gate's unpacked rows only: softmax attention has no gate (one row per
+# shape says enough) and no packed form here; the PyTorch chunk form is the slow reference.
+MILD_ONLY_METHODS = ("sdpa", "sdpa_flash", "chunk_pytorch")
+
+
 # Methods timed on training rows (forward and backward): kdalib's Triton training path, the PyTorch
 # chunk form under autograd, FLA, flash SDPA.
 TRAIN_METHODS = ("triton", "chunk_pytorch", "fla", "sdpa_flash")
 
 
+# The forget gates a row can use (measure.make_problem builds them):
+#   mild     logsigmoid(N(0, 1) + 3), a few hundredths per token, precomputed;
+#   kimi     kda_gate's softplus form, -exp(A_log) softplus(g_raw) with exp(A_log) ~ U(1, 16) per
+#            head (mean log decay about -6 per token), precomputed;
+#   bounded  kda_gate's lower-bound form with BOUNDED_LOWER_BOUND, g_raw ~ N(0, 1), A_log ~ U(0, 1)
+#            (mean log decay about -3 per token), given as the raw projection: every method computes
+#            the gate itself (kdalib's Triton forward and FLA in their kernels).
+GATES = ("mild", "kimi", "bounded")
+# The lower bound public Kimi K3 inference configurations give the bounded gate.
+BOUNDED_LOWER_BOUND = -5.0
+
+
 @dataclass(frozen=True)
 class Shape:
     """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens;
-    train: the forward and the backward to every input)."""
+    train: the forward and the backward to every input); ``gate`` one of :data:`GATES`;
+    ``packed``: the lengths of sequences packed into the B = 1 row (``cu_seqlens``), or empty."""
 
     batch: int
     tokens: int
@@ -57,11 +75,22 @@ class Shape:
     dtype: str = "float32"
     decode: bool = False
     train: bool = False
+    gate: str = "mild"
+    packed: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.gate not in GATES:
+            raise ValueError(f"gate: expected one of {', '.join(GATES)}, got {self.gate!r}")
+        if self.packed and (self.batch != 1 or sum(self.packed) != self.tokens):
+            raise ValueError(f"packed: lengths must sum to tokens={self.tokens} in a B = 1 row, got {self.packed}")
 
     @property
     def label(self) -> str:
         kind = "decode-" if self.decode else "train-" if self.train else ""
-        return f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
+        label = f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
+        if self.packed:
+            label += f"-packed{len(self.packed)}"
+        return label if self.gate == "mild" else f"{label}-{self.gate}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,20 @@ CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk", "chunk-c32")
 
 # The training rows of the GPU suites: forward and backward, bf16, H32 K=V=128.
 TRAIN_SHAPES = tuple(Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536)))
+# Kimi K3's head count with six packed sequences of a prefill batch.
+PACKED_H96 = Shape(1, 8192, 96, 128, 128, "bfloat16", packed=(1300, 547, 2048, 963, 271, 3063))
+# The prefill rows held to the forward's targets, each with every gate.
+PREFILL_SHAPES = (
+    Shape(8, 4096, 32, 128, 128, "bfloat16"),
+    Shape(2, 16384, 32, 128, 128, "bfloat16"),
+    Shape(1, 65536, 32, 128, 128, "bfloat16"),
+    PACKED_H96,
+)
+
+
+def with_gates(shapes: tuple[Shape, ...], gates: tuple[str, ...] = GATES) -> tuple[Shape, ...]:
+    """Every shape with every gate, shape by shape."""
+    return tuple(replace(shape, gate=gate) for shape in shapes for gate in gates)
 
 
 SUITES = {
@@ -110,32 +153,33 @@ SUITES = {
         (*CPU_METHODS, "chunk_pytorch"),
     ),
     "gpu": Suite(
-        "CUDA, H32 K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the "
-        "PyTorch chunk form, flash-linear-attention's chunk_kda (default and bounded gate) and flash SDPA "
-        "at B8 T4096, B2 T16384 and B1 T2K-64K in bf16, T 2K-32K in fp32; decode steps at B in {1, 64}; "
-        "forward+backward (train rows) at B8 T4096, B2 T16384, B1 T65536 in bf16",
+        "CUDA, K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the PyTorch "
+        "chunk form, flash-linear-attention's chunk_kda and flash SDPA at B8 T4096, B2 T16384, B1 T65536 "
+        "(H32) and B1 T8192 H96 with six packed sequences, each with the mild, Kimi and bounded gates, "
+        "B1 T2K-32K in bf16 and fp32; decode steps at B in {1, 64}; forward+backward (train rows) at "
+        "B8 T4096, B2 T16384, B1 T65536 in bf16 with every gate",
         "cuda",
-        (Shape(8, 4096, 32, 128, 128, "bfloat16"), Shape(2, 16384, 32, 128, 128, "bfloat16"))
-        + _grid((2048, 8192, 32768, 65536), 32, 128, "bfloat16")
+        with_gates(PREFILL_SHAPES)
+        + _grid((2048, 8192, 32768), 32, 128, "bfloat16")
         + _grid((2048, 8192, 32768), 32, 128, "float32")
         + (Shape(1, 1, 32, 128, 128, "bfloat16", True), Shape(64, 1, 32, 128, 128, "bfloat16", True))
-        + TRAIN_SHAPES,
-        (
-            "triton",
-            "chunk",
-            "chunk_pytorch",
-            "fla",
-            "fla_bounded",
-            "sdpa_flash",
-            "fused_recurrent",
-            "fla_fused_recurrent",
-        ),
+        + with_gates(TRAIN_SHAPES),
+        ("triton", "chunk", "chunk_pytorch", "fla", "sdpa_flash", "fused_recurrent", "fla_fused_recurrent"),
+    ),
+    "gpu-prefill": Suite(
+        "CUDA, bf16, K=V=128: only the prefill rows held to the forward's targets (B8 T4096, B2 T16384, "
+        "B1 T65536 at H32; B1 T8192 H96 packed), each with the mild, Kimi and bounded gates: kdalib's "
+        "Triton forward against flash-linear-attention's chunk_kda",
+        "cuda",
+        with_gates(PREFILL_SHAPES),
+        ("triton", "fla"),
     ),
     "gpu-train": Suite(
-        "CUDA, H32 K=V=128, bf16: only the gpu suite's forward+backward rows (B8 T4096, B2 T16384, B1 T65536): "
-        "kdalib's Triton training path, the PyTorch chunk form, flash-linear-attention and flash SDPA",
+        "CUDA, H32 K=V=128, bf16: only the gpu suite's forward+backward rows (B8 T4096, B2 T16384, B1 T65536) "
+        "with every gate: kdalib's Triton training path, the PyTorch chunk form, flash-linear-attention and "
+        "flash SDPA",
         "cuda",
-        TRAIN_SHAPES,
+        with_gates(TRAIN_SHAPES),
         TRAIN_METHODS,
     ),
 }
@@ -144,7 +188,9 @@ SUITES = {
 def applies(method: str, shape: Shape) -> bool:
     """Decode rows time the decoding operators, train rows the training methods; prefill rows time
     the rest, with the token-by-token form in float32 only and the Triton/flash comparisons in half
-    precision only."""
+    precision only; softmax attention and the PyTorch chunk form on unpacked mild-gate rows only."""
+    if method in MILD_ONLY_METHODS and (shape.gate != "mild" or shape.packed):
+        return False
     if shape.train:
         return method in TRAIN_METHODS
     if shape.decode:
