@@ -158,6 +158,13 @@ def _add_bench(sub) -> None:
         action="store_true",
         help="also profile one call per row and record its most expensive kernels (CUDA) or operators (CPU)",
     )
+    p.add_argument(
+        "--first-call",
+        choices=["forward", "train", "both"],
+        default=None,
+        help="also time the first call from a cold Triton cache (a fresh process each), kdalib vs FLA, "
+        "at B2 T16384 H32 with the bounded gate: the forward, the training step or both (CUDA)",
+    )
     p.set_defaults(handler=_run_bench)
 
 

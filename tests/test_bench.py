@@ -236,3 +236,24 @@ def test_a_shape_refuses_an_unknown_gate_and_inconsistent_packing():
         Shape(1, 10, 2, 16, 16, gate="strong")
     with pytest.raises(ValueError, match="packed: lengths must sum to tokens=10"):
         Shape(1, 10, 2, 16, 16, packed=(3, 4))
+
+
+def test_shape_from_label_finds_suite_rows_and_names_an_unknown_label():
+    from kdalib.bench.first_call import FIRST_CALL_LABELS
+    from kdalib.bench.suites import shape_from_label
+
+    assert [shape_from_label(label).label for label in FIRST_CALL_LABELS] == list(FIRST_CALL_LABELS)
+    with pytest.raises(ValueError, match="label: no suite has a row 'B3-nothing'"):
+        shape_from_label("B3-nothing")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the failure path of a process without CUDA")
+def test_a_first_call_that_fails_is_a_row_with_its_error(monkeypatch):
+    """Each method runs in its own process with an empty Triton cache; one that fails (here: no
+    CUDA) becomes a row naming the error, and the next one still runs."""
+    from kdalib.bench import first_call
+
+    monkeypatch.setattr(first_call, "FIRST_CALL_METHODS", ("triton", "fla"))
+    rows = first_call.first_call_rows(first_call.FIRST_CALL_LABELS[:1], log=lambda line: None, timeout=120)
+    assert [row["method"] for row in rows] == ["triton", "fla"]
+    assert all("error" in row and "first_call_s" not in row for row in rows)

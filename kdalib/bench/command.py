@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from kdalib.bench.first_call import FIRST_CALL_LABELS, first_call_rows
 from kdalib.bench.measure import run_suite
 from kdalib.bench.methods import MethodUnavailable, load_peer
 from kdalib.bench.report import check_targets, format_breakdowns, format_table, listing, write_result
@@ -28,6 +29,11 @@ def cmd_bench(args) -> int:
         print(f"kdalib bench: unknown --suite {name!r}; choose from {', '.join(SUITES)} (see --list)", file=sys.stderr)
         return 2
     suite = SUITES[name]
+    if getattr(args, "first_call", None) is not None and device != "cuda":
+        print(
+            "kdalib bench: --first-call times the Triton kernels' compilation: it needs --device cuda", file=sys.stderr
+        )
+        return 2
     if suite.device != device:
         print(f"kdalib bench: suite {name!r} runs on {suite.device}, not {device}", file=sys.stderr)
         return 2
@@ -61,6 +67,10 @@ def cmd_bench(args) -> int:
         complete=True,
         **run_suite(suite, device, args.repeats, peer, on_shape=save_partial, breakdown=args.breakdown),
     )
+    first_call = getattr(args, "first_call", None)
+    if first_call is not None:
+        labels = {"forward": FIRST_CALL_LABELS[:1], "train": FIRST_CALL_LABELS[1:], "both": FIRST_CALL_LABELS}
+        result["first_call"] = first_call_rows(labels[first_call])
     print(format_table(result))
     if args.breakdown:
         print(format_breakdowns(result))

@@ -53,7 +53,7 @@ def make_problem(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Te
     return problem
 
 
-def _training_step(fn: Callable, problem: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+def training_step(fn: Callable, problem: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
     """A call that runs ``fn`` forward and back to every input (a cotangent of ones); returns the output."""
     leaves = [x for x in problem.values() if x.requires_grad]
 
@@ -127,7 +127,7 @@ def run_suite(
                 log(f"  {shape.label} {method}: skipped ({error})")
                 continue
             if shape.train:
-                call = _training_step(fn, problem)
+                call = training_step(fn, problem)
             else:
                 call = torch.no_grad()(lambda fn=fn, problem=problem: fn(**problem)[0])
             peak = _peak_bytes(call, device)

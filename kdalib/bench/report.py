@@ -35,6 +35,9 @@ def format_table(result: dict) -> str:
             f"{row['label']:<36} {row['method']:<20} {row['ms']:>10.2f} {row['tokens_per_s']:>12,.0f} "
             f"{speed:>8} {floor:>9} {ratio:>8} {memory:>11} {peak:>9}"
         )
+    for row in result.get("first_call", []):
+        taken = f"{row['first_call_s']:.1f} s" if "first_call_s" in row else row["error"]
+        lines.append(f"first call, cold Triton cache: {row['label']:<44} {row['method']:<8} {taken}")
     rates = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in result["matmul_flops_per_s"].items())
     lines.append(f"matmul floor rate (one large torch.matmul, this run): {rates}")
     if "copy_bytes_per_s" in result:

@@ -121,6 +121,19 @@ PREFILL_SHAPES = (
 )
 
 
+def shape_from_label(label: str) -> Shape:
+    """The shape of a suite row with this label.
+
+    Raises:
+        ValueError: naming the label, when no suite has it.
+    """
+    for suite in SUITES.values():
+        for shape in suite.shapes:
+            if shape.label == label:
+                return shape
+    raise ValueError(f"label: no suite has a row {label!r} (see kdalib bench --list)")
+
+
 def with_gates(shapes: tuple[Shape, ...], gates: tuple[str, ...] = GATES) -> tuple[Shape, ...]:
     """Every shape with every gate, shape by shape."""
     return tuple(replace(shape, gate=gate) for shape in shapes for gate in gates)
