@@ -21,6 +21,7 @@ Both entry points validate their inputs once, here, and pass the validated call
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -210,6 +211,10 @@ def chunk_kda(
         sequence-major, sequence n contributing ``length_n // N`` rows in token order (for
         unpacked input ``states.view(B, T // N, HV, K, V)``).
 
+    Warns:
+        UserWarning: unpacked inputs with fewer tokens than heads, which is what ``[B, H, T, K]``
+            inputs passed as ``[B, T, H, K]`` look like.
+
     Raises:
         ValueError: on inconsistent shapes, dtypes, offsets or chunk size, an
             ``output_states_every`` that is not a positive multiple of ``chunk_size``, or a
@@ -233,7 +238,22 @@ def chunk_kda(
         states_dtype,
         states_multiple=chunk_size if chunk_size in VALID_CHUNK_SIZES else 1,
     )
+    warn_if_head_first(call)
     return run_chunk(call, chunk_size, use_triton)
+
+
+def warn_if_head_first(call: KDACall) -> None:
+    """Warns when unpacked inputs look like ``[B, H, T, K]`` passed as ``[B, T, H, K]`` (fewer
+    tokens than heads, the check flash-linear-attention's ``chunk_kda`` makes): the operators
+    would run without complaint and return the wrong thing."""
+    shapes = call.shapes
+    if shapes.sequences is None and shapes.tokens < shapes.heads:
+        warnings.warn(
+            f"chunk_kda: q has T = {shapes.tokens} tokens and H = {shapes.heads} heads in [B, T, H, K]; "
+            "if it is [B, H, T, K], pass q.transpose(1, 2) (and the same for k, v, g, beta)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def fused_recurrent_kda(
