@@ -14,7 +14,7 @@ The ``claims-changes`` directive renders the "What changed" page from the git hi
 sources.yaml (:mod:`kdalib.book.changes`); ``tracker-status`` shows the last live check of the
 sources on the Build-status page. Configuration (all optional): ``kdalib_sources_file`` (default
 ``sources.yaml``, relative to the book root), ``kdalib_claims_page`` (``notes/claims``),
-``kdalib_sources_page`` (``notes/sources``), ``kdalib_tracker_record`` (``tracker/online.json``). Never imports torch except inside ``kdalib-environment``.
+``kdalib_sources_page`` (``notes/sources``), ``kdalib_tracker_record`` (``tracker/online.json``). Never imports torch except inside ``kdalib-environment`` and ``context-parallel-costs``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from kdalib.book import (
     assets,
     changes,
     checklist,
+    computed,
     dashboard,
     domain,
     downloads,
@@ -55,6 +56,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     spec_table.setup(app)
     verdict.setup(app)
     downloads.setup(app)
+    computed.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
     app.add_directive("verify-summary", status.VerifySummary)
