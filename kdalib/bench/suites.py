@@ -28,6 +28,11 @@ COMPARISONS = {
     "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
     "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
     "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
+    "triton_states64": "kdalib's Triton forward also returning the float32 state every 64 tokens "
+    "(chunk_kda(use_triton=True, output_states_every=64)), for prefix caching",
+    "verify": "the verify step of speculative decoding: fused_recurrent_kda over the k draft tokens in one "
+    "call, keeping the state after each (output_states_every=1)",
+    "single_steps": "k fused_recurrent_kda calls of one token each, the state passed along (and kept) after each",
 }
 
 
@@ -35,8 +40,12 @@ COMPARISONS = {
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 
 
+# Methods timed on verify rows (k draft tokens per sequence from a cached state).
+VERIFY_METHODS = ("verify", "single_steps")
+
+
 # Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
-HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
+HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton", "triton_states64")
 
 
 # Methods timed on training rows (forward and backward): kdalib's Triton training path, the PyTorch
@@ -47,7 +56,8 @@ TRAIN_METHODS = ("triton", "chunk_pytorch", "fla", "sdpa_flash")
 @dataclass(frozen=True)
 class Shape:
     """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens;
-    train: the forward and the backward to every input)."""
+    verify: T draft tokens from a cached state, decode too; train: the forward and the backward to
+    every input)."""
 
     batch: int
     tokens: int
@@ -57,10 +67,11 @@ class Shape:
     dtype: str = "float32"
     decode: bool = False
     train: bool = False
+    verify: bool = False
 
     @property
     def label(self) -> str:
-        kind = "decode-" if self.decode else "train-" if self.train else ""
+        kind = "verify-" if self.verify else "decode-" if self.decode else "train-" if self.train else ""
         return f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
 
 
@@ -81,6 +92,13 @@ CPU_METHODS = ("peer", "naive", "fused_recurrent", "chunk", "chunk-c32")
 
 # The training rows of the GPU suites: forward and backward, bf16, H32 K=V=128.
 TRAIN_SHAPES = tuple(Shape(b, t, 32, 128, 128, "bfloat16", train=True) for b, t in ((8, 4096), (2, 16384), (1, 65536)))
+
+
+# The serving rows: verifying k = 4 and 8 draft tokens at B1 and B64, and two prefills whose states
+# every 64 tokens are kept (beside the same prefill without them), bf16 H32 K=V=128.
+SERVING_SHAPES = tuple(
+    Shape(b, k, 32, 128, 128, "bfloat16", decode=True, verify=True) for b in (1, 64) for k in (4, 8)
+) + (Shape(1, 32768, 32, 128, 128, "bfloat16"), Shape(8, 4096, 32, 128, 128, "bfloat16"))
 
 
 SUITES = {
@@ -131,6 +149,14 @@ SUITES = {
             "fla_fused_recurrent",
         ),
     ),
+    "gpu-serving": Suite(
+        "CUDA, H32 K=V=128, bf16: the verify step of speculative decoding (k = 4 and 8 draft tokens at B1 and "
+        "B64: one call keeping every state vs k single steps) and kdalib's Triton forward with and without the "
+        "states every 64 tokens (B1 T32768, B8 T4096)",
+        "cuda",
+        SERVING_SHAPES,
+        ("triton", "triton_states64", *VERIFY_METHODS),
+    ),
     "gpu-train": Suite(
         "CUDA, H32 K=V=128, bf16: only the gpu suite's forward+backward rows (B8 T4096, B2 T16384, B1 T65536): "
         "kdalib's Triton training path, the PyTorch chunk form, flash-linear-attention and flash SDPA",
@@ -142,9 +168,11 @@ SUITES = {
 
 
 def applies(method: str, shape: Shape) -> bool:
-    """Decode rows time the decoding operators, train rows the training methods; prefill rows time
-    the rest, with the token-by-token form in float32 only and the Triton/flash comparisons in half
-    precision only."""
+    """Verify rows time the verify methods, decode rows the decoding operators, train rows the
+    training methods; prefill rows time the rest, with the token-by-token form in float32 only and
+    the Triton/flash comparisons in half precision only."""
+    if shape.verify or method in VERIFY_METHODS:
+        return shape.verify and method in VERIFY_METHODS
     if shape.train:
         return method in TRAIN_METHODS
     if shape.decode:
