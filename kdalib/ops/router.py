@@ -212,8 +212,8 @@ def chunk_kda(
         unpacked input ``states.view(B, T // N, HV, K, V)``).
 
     Warns:
-        UserWarning: unpacked inputs with fewer tokens than heads, which is what ``[B, H, T, K]``
-            inputs passed as ``[B, T, H, K]`` look like.
+        UserWarning: unpacked inputs with more than one token but fewer tokens than heads, which
+            is what ``[B, H, T, K]`` inputs passed as ``[B, T, H, K]`` look like.
 
     Raises:
         ValueError: on inconsistent shapes, dtypes, offsets or chunk size, an
@@ -243,11 +243,12 @@ def chunk_kda(
 
 
 def warn_if_head_first(call: KDACall) -> None:
-    """Warns when unpacked inputs look like ``[B, H, T, K]`` passed as ``[B, T, H, K]`` (fewer
-    tokens than heads, the check flash-linear-attention's ``chunk_kda`` makes): the operators
-    would run without complaint and return the wrong thing."""
+    """Warns when unpacked inputs look like ``[B, H, T, K]`` passed as ``[B, T, H, K]`` (more than
+    one token but fewer tokens than heads, the check flash-linear-attention's ``chunk_kda`` makes;
+    a single token is a decoding step): the operators would run without complaint and return the
+    wrong thing."""
     shapes = call.shapes
-    if shapes.sequences is None and shapes.tokens < shapes.heads:
+    if shapes.sequences is None and 1 < shapes.tokens < shapes.heads:
         warnings.warn(
             f"chunk_kda: q has T = {shapes.tokens} tokens and H = {shapes.heads} heads in [B, T, H, K]; "
             "if it is [B, H, T, K], pass q.transpose(1, 2) (and the same for k, v, g, beta)",

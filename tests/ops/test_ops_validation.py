@@ -116,7 +116,7 @@ def test_valid_inputs_pass():
 
 def test_inputs_that_look_head_first_warn():
     """[B, H, T, K] inputs passed as [B, T, H, K] have T and H swapped; fewer tokens than heads is
-    what that looks like (packed inputs and decoding are never head-first)."""
+    what that looks like (packed inputs and single tokens are not taken for it)."""
     head_first = make_inputs(batch=1, tokens=4, heads=8, key_dim=8, value_dim=8)
     with pytest.warns(UserWarning, match=r"T = 4 tokens and H = 8 heads .* q.transpose\(1, 2\)"):
         chunk_kda(**head_first)
@@ -126,3 +126,4 @@ def test_inputs_that_look_head_first_warn():
         chunk_kda(**token_first)
         fused_recurrent_kda(**{name: x[:, :1] if name != "initial_state" else x for name, x in head_first.items()})
         chunk_kda(**head_first, cu_seqlens=torch.tensor([0, 4]))
+        chunk_kda(**{name: x[:, :1] if name != "initial_state" else x for name, x in head_first.items()})
