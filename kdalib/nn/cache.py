@@ -196,5 +196,6 @@ class KDACache:
             self._seen_tokens[layer_idx] = self._seen_tokens.get(layer_idx, 0) + high
 
     def nbytes(self) -> int:
-        """Bytes held by all layers."""
+        """Bytes of the committed states of all layers (a staged verify step's k states per
+        sequence and layer come on top until `commit`)."""
         return sum(state.nbytes() for state in self._states.values())

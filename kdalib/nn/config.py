@@ -15,6 +15,11 @@ experts, the parameter counts and the context length; hidden size, depth, head c
 and the MLA layer numbers come from the checkpoint's config.json (not archived, so
 `unverified`).
 
+`KDALayerConfig` sizes one KDA layer instead: `KIMI_LINEAR_48B_A3B_KDA` and `KIMI_K3_KDA` (Kimi
+K3's, from the archived K3 card) list which figures a source states (`claims`) and which are
+assumptions (`assumptions`, each with its reason); notes/kda.md, section ``kda-serving``, shows
+the two side by side.
+
 Example:
     >>> from kdalib.nn.config import KIMI_LINEAR_48B_A3B as cfg
     >>> cfg.kda_layer_numbers[:4]
