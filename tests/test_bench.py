@@ -13,7 +13,7 @@ import torch
 from kdalib import bench
 from kdalib.bench import measure
 from kdalib.bench.command import cmd_bench
-from kdalib.ops import naive_recurrent_kda
+from kdalib.ops import chunk_kda, naive_recurrent_kda
 from kdalib.ops.chunk import chunk_kda_flops
 
 # A stand-in for flash-linear-attention's reference file with the same signature; the
@@ -257,3 +257,36 @@ def test_a_first_call_that_fails_is_a_row_with_its_error(monkeypatch):
     rows = first_call.first_call_rows(first_call.FIRST_CALL_LABELS[:1], log=lambda line: None, timeout=120)
     assert [row["method"] for row in rows] == ["triton", "fla"]
     assert all("error" in row and "first_call_s" not in row for row in rows)
+
+
+@pytest.mark.parametrize("method", ["verify", "single_steps"])
+def test_the_verify_methods_compute_k_decode_steps(method):
+    """The serving suite's verify rows: one call over k draft tokens and k single steps agree."""
+    shape = bench.Shape(3, 4, 2, 16, 8, decode=True, verify=True)
+    assert shape.label == "verify-B3-T4-H2-K16-V8-float32"
+    problem = bench.make_problem(shape, "cpu")
+    o, state = bench.resolve_method(method, None)(**problem, output_final_state=True)
+    o_ref, state_ref = naive_recurrent_kda(**problem, output_final_state=True)
+    torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(state, state_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_the_serving_suite_times_verify_rows_and_prefills_with_states():
+    suite = bench.SUITES["gpu-serving"]
+    verify = [s for s in suite.shapes if s.verify]
+    assert {(s.batch, s.tokens) for s in verify} == {(1, 4), (1, 8), (64, 4), (64, 8)}
+    for shape in suite.shapes:
+        timed = {m for m in suite.methods if bench.applies(m, shape)}
+        assert timed == ({"verify", "single_steps"} if shape.verify else {"triton", "triton_states64"})
+    for name, other in bench.SUITES.items():  # the other suites time what they timed before
+        if name != "gpu-serving":
+            assert not any(s.verify for s in other.shapes)
+            assert not {"verify", "single_steps", "triton_states64"} & set(other.methods)
+
+
+def test_the_prefill_with_states_is_the_plain_triton_prefill():
+    pytest.importorskip("triton")
+    problem = bench.make_problem(bench.Shape(1, 64, 1, 16, 16, "bfloat16"), "cpu")
+    o, _ = bench.resolve_method("triton_states64", None)(**problem)
+    o_plain, _ = chunk_kda(**problem, use_triton=True)
+    assert torch.equal(o, o_plain)

@@ -209,7 +209,8 @@ def _annotate(rows: list[dict], shape: Shape, outputs: dict, rate: float) -> Non
     """Adds speed-up over the peer, the matmul floor, and agreement with the chunked form."""
     mine = [r for r in rows if r["label"] == shape.label]
     peer_ms = next((r["ms"] for r in mine if r["method"] == "peer"), None)
-    reference = next((outputs[m] for m in ("chunk", "chunk_pytorch", "fused_recurrent") if m in outputs), None)
+    references = ("chunk", "chunk_pytorch", "fused_recurrent", "single_steps", "triton")
+    reference = next((outputs[m] for m in references if m in outputs), None)
     for row in mine:
         row["speedup_vs_peer"] = peer_ms / row["ms"] if peer_ms else None
         if row["method"] in CHUNK_SIZES:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from kdalib.bench.suites import BOUNDED_LOWER_BOUND, COMPARISONS, VARIANTS
-from kdalib.ops import OPERATORS, chunk_kda, kda, kda_gate, validate_call
+from kdalib.ops import OPERATORS, chunk_kda, fused_recurrent_kda, kda, kda_gate, validate_call
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 
 PEER_FILE = Path("fla", "ops", "kda", "naive.py")
@@ -100,6 +100,23 @@ def _fused_recurrent_pytorch(q, k, v, g, beta, scale=None, initial_state=None, o
     )
 
 
+def _verify(q, k, v, g, beta, **kw):
+    """The k draft tokens in one call, keeping the state after each (what a verify step needs)."""
+    o, final, _states = fused_recurrent_kda(q, k, v, g, beta, output_states_every=1, **kw)
+    return o, final
+
+
+def _single_steps(q, k, v, g, beta, initial_state=None, output_final_state=False, scale=None):
+    """k one-token calls, each state passed to the next (and so kept, as a rollback needs)."""
+    outputs, states, state = [], [], initial_state
+    for t in range(q.shape[1]):
+        step = (x[:, t : t + 1] for x in (q, k, v, g, beta))
+        o_t, state = fused_recurrent_kda(*step, scale=scale, initial_state=state, output_final_state=True)
+        outputs.append(o_t)
+        states.append(state)
+    return torch.cat(outputs, dim=1), state if output_final_state else None
+
+
 def resolve_method(name: str, peer: Callable | None) -> Callable:
     """The callable behind a method name.
 
@@ -117,6 +134,12 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         return _fused_recurrent_pytorch
     if name == "chunk_pytorch":
         return lambda *args, **kwargs: chunk_kda(*args, use_triton=False, **kwargs)
+    if name == "triton_states64":
+        return lambda *args, **kwargs: chunk_kda(*args, use_triton=True, output_states_every=64, **kwargs)[:2]
+    if name == "verify":
+        return _verify
+    if name == "single_steps":
+        return _single_steps
     if name in ("fla", "fla_bounded"):
         try:
             fla_chunk = OPERATORS["fla"].function

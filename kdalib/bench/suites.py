@@ -28,6 +28,11 @@ COMPARISONS = {
     "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
     "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
     "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
+    "triton_states64": "kdalib's Triton forward also returning the float32 state every 64 tokens "
+    "(chunk_kda(use_triton=True, output_states_every=64)), for prefix caching",
+    "verify": "the verify step of speculative decoding: fused_recurrent_kda over the k draft tokens in one "
+    "call, keeping the state after each (output_states_every=1)",
+    "single_steps": "k fused_recurrent_kda calls of one token each, the state passed along (and kept) after each",
 }
 
 
@@ -35,8 +40,12 @@ COMPARISONS = {
 DECODE_METHODS = ("fused_recurrent", "fla_fused_recurrent")
 
 
+# Methods timed on verify rows (k draft tokens per sequence from a cached state).
+VERIFY_METHODS = ("verify", "single_steps")
+
+
 # Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
-HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton")
+HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton", "triton_states64")
 
 
 # Methods timed on the mild gate's unpacked rows only: softmax attention has no gate (one row per
@@ -64,8 +73,9 @@ BOUNDED_LOWER_BOUND = -5.0
 @dataclass(frozen=True)
 class Shape:
     """One benchmark row's problem: q, k ``[B, T, H, K]``, v ``[B, T, H, V]`` (decode: T new tokens;
-    train: the forward and the backward to every input); ``gate`` one of :data:`GATES`;
-    ``packed``: the lengths of sequences packed into the B = 1 row (``cu_seqlens``), or empty."""
+    verify: T draft tokens from a cached state, decode too; train: the forward and the backward to
+    every input); ``gate`` one of :data:`GATES`; ``packed``: the lengths of sequences packed into
+    the B = 1 row (``cu_seqlens``), or empty."""
 
     batch: int
     tokens: int
@@ -75,6 +85,7 @@ class Shape:
     dtype: str = "float32"
     decode: bool = False
     train: bool = False
+    verify: bool = False
     gate: str = "mild"
     packed: tuple[int, ...] = ()
 
@@ -86,7 +97,7 @@ class Shape:
 
     @property
     def label(self) -> str:
-        kind = "decode-" if self.decode else "train-" if self.train else ""
+        kind = "verify-" if self.verify else "decode-" if self.decode else "train-" if self.train else ""
         label = f"{kind}B{self.batch}-T{self.tokens}-H{self.heads}-K{self.key_dim}-V{self.value_dim}-{self.dtype}"
         if self.packed:
             label += f"-packed{len(self.packed)}"
@@ -139,6 +150,13 @@ def with_gates(shapes: tuple[Shape, ...], gates: tuple[str, ...] = GATES) -> tup
     return tuple(replace(shape, gate=gate) for shape in shapes for gate in gates)
 
 
+# The serving rows: verifying k = 4 and 8 draft tokens at B1 and B64, and two prefills whose states
+# every 64 tokens are kept (beside the same prefill without them), bf16 H32 K=V=128.
+SERVING_SHAPES = tuple(
+    Shape(b, k, 32, 128, 128, "bfloat16", decode=True, verify=True) for b in (1, 64) for k in (4, 8)
+) + (Shape(1, 32768, 32, 128, 128, "bfloat16"), Shape(8, 4096, 32, 128, 128, "bfloat16"))
+
+
 SUITES = {
     "cpu": Suite(
         "CPU: T in {512, 2048, 8192} at H4 K=V=64 and T in {512, 2048} at H32 K=V=128, fp32; "
@@ -187,6 +205,14 @@ SUITES = {
         with_gates(PREFILL_SHAPES),
         ("triton", "fla"),
     ),
+    "gpu-serving": Suite(
+        "CUDA, H32 K=V=128, bf16: the verify step of speculative decoding (k = 4 and 8 draft tokens at B1 and "
+        "B64: one call keeping every state vs k single steps) and kdalib's Triton forward with and without the "
+        "states every 64 tokens (B1 T32768, B8 T4096)",
+        "cuda",
+        SERVING_SHAPES,
+        ("triton", "triton_states64", *VERIFY_METHODS),
+    ),
     "gpu-train": Suite(
         "CUDA, H32 K=V=128, bf16: only the gpu suite's forward+backward rows (B8 T4096, B2 T16384, B1 T65536) "
         "with every gate: kdalib's Triton training path, the PyTorch chunk form, flash-linear-attention and "
@@ -199,9 +225,12 @@ SUITES = {
 
 
 def applies(method: str, shape: Shape) -> bool:
-    """Decode rows time the decoding operators, train rows the training methods; prefill rows time
-    the rest, with the token-by-token form in float32 only and the Triton/flash comparisons in half
-    precision only; softmax attention and the PyTorch chunk form on unpacked mild-gate rows only."""
+    """Verify rows time the verify methods, decode rows the decoding operators, train rows the
+    training methods; prefill rows time the rest, with the token-by-token form in float32 only and
+    the Triton/flash comparisons in half precision only; softmax attention and the PyTorch chunk
+    form on unpacked mild-gate rows only."""
+    if shape.verify or method in VERIFY_METHODS:
+        return shape.verify and method in VERIFY_METHODS
     if method in MILD_ONLY_METHODS and (shape.gate != "mild" or shape.packed):
         return False
     if shape.train:

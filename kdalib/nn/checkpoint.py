@@ -44,9 +44,9 @@ _CONVS = ("q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight")
 _SHAPE_HINTS = {
     "q_proj.weight": "[num_heads * head_dim, hidden_size]",
     "f_a_proj.weight": "[head_dim, hidden_size]",
-    "A_log": "[num_heads]",
-    "dt_bias": "[num_heads * head_dim]",
-    "b_proj.weight": "[num_heads, hidden_size]",
+    "A_log": "[num_v_heads]",
+    "dt_bias": "[num_v_heads * head_dim]",
+    "b_proj.weight": "[num_v_heads, hidden_size]",
     "o_norm.weight": "[head_dim]",
     "q_conv1d.weight": "[num_heads * head_dim, 1, conv_size]",
 }
@@ -118,7 +118,7 @@ def _check_shapes(state_dict: Mapping[str, torch.Tensor], layer, prefix: str) ->
             raise ValueError(
                 f"{prefix}{name}: checkpoint shape {list(value.shape)} does not fit the layer's {list(shape)}"
                 f"{' ' + hint if hint else ''} (layer: hidden_size={layer.hidden_size}, num_heads={layer.num_heads}, "
-                f"head_dim={layer.head_dim}, conv_size={layer.conv_size})"
+                f"num_v_heads={layer.num_v_heads}, head_dim={layer.head_dim}, conv_size={layer.conv_size})"
             )
 
 

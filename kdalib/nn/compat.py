@@ -1,4 +1,5 @@
-"""Running kdalib's KDA inside transformers' Kimi Linear models.
+"""Running kdalib's KDA inside transformers' Kimi Linear models, and with the calling
+conventions of transformers' and flash-linear-attention's layers.
 
 `swap_kda_into_transformers(model)` replaces every `KimiLinearDeltaAttention` of a
 transformers `KimiLinearForCausalLM` / `KimiLinearModel` by a
@@ -10,6 +11,10 @@ token mixing runs through `kdalib.ops`.
 transformers keeps a KDA layer's decode state in its `Cache` as one fused conv state
 `[B, 3·H·K, W]` (q, k, v raw inputs, the last W) and a recurrent state `[B, H, K, V]`;
 the adapter converts to and from kdalib's `KDALayerState` around each call.
+
+`FLAKimiDeltaAttention` is kdalib's layer with flash-linear-attention's signature and return
+value, `(o, None, past_key_values)`, for code written against FLA's `KimiDeltaAttention`; its
+cache is a `KDACache` (FLA's own `Cache` object stores states in another layout).
 """
 
 from __future__ import annotations
@@ -36,13 +41,21 @@ class TransformersKimiDeltaAttention(KimiDeltaAttention):
         Args:
             hidden_states: `[B, T, d]`.
             cache: a transformers `Cache` (e.g. `DynamicCache`) holding linear-attention
-                layers, or None.
+                layers, or None; `cache_params=` (the keyword of transformers before 5.40) is
+                accepted for it.
             attention_mask: `[B, T]` padding mask (transformers passes None when nothing is padded).
             **kwargs: transformers' extra keyword arguments; not used by this layer.
 
         Returns:
             `[B, T, d]`.
+
+        Raises:
+            ValueError: both `cache` and `cache_params` given.
         """
+        cache_params = kwargs.pop("cache_params", None)
+        if cache is not None and cache_params is not None:
+            raise ValueError("cache and cache_params: the same cache under two names; pass one")
+        cache = cache if cache is not None else cache_params
         if cache is None:
             return super().forward(hidden_states, attention_mask=attention_mask)
         local = KDACache()
@@ -73,6 +86,43 @@ class TransformersKimiDeltaAttention(KimiDeltaAttention):
         else:
             stored.copy_(fused.to(stored.dtype))  # in place: the cache may hold a static address
         cache.update_recurrent_state(state.recurrent.to(torch.float32), self.layer_idx)
+
+
+class FLAKimiDeltaAttention(KimiDeltaAttention):
+    """`KimiDeltaAttention` callable as flash-linear-attention's `KimiDeltaAttention`."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KDACache | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None, KDACache | None]:
+        """flash-linear-attention's signature and return value.
+
+        Args:
+            hidden_states: `[B, T, d]`.
+            attention_mask: `[B, T]` padding mask, 0 at the pads.
+            past_key_values: a `KDACache` to continue from and update, or None.
+            use_cache: with no `past_key_values`, start a new `KDACache` and return it.
+            output_attentions: accepted for the signature; KDA has no attention matrix (None).
+            **kwargs: `cu_seqlens` (packed sequences, B = 1) is used; the rest is ignored.
+
+        Returns:
+            `(o [B, T, d], None, past_key_values)`, the cache updated in place (or None).
+
+        Raises:
+            ValueError: as `KimiDeltaAttention.forward`, and for a `past_key_values` that is not a
+                `KDACache`.
+        """
+        if past_key_values is None and use_cache:
+            past_key_values = KDACache()
+        output = super().forward(
+            hidden_states, attention_mask=attention_mask, cache=past_key_values, cu_seqlens=kwargs.get("cu_seqlens")
+        )
+        return output, None, past_key_values
 
 
 def kda_from_transformers(

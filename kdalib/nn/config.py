@@ -15,6 +15,11 @@ experts, the parameter counts and the context length; hidden size, depth, head c
 and the MLA layer numbers come from the checkpoint's config.json (not archived, so
 `unverified`).
 
+`KDALayerConfig` sizes one KDA layer instead: `KIMI_LINEAR_48B_A3B_KDA` and `KIMI_K3_KDA` (Kimi
+K3's, from the archived K3 card) list which figures a source states (`claims`) and which are
+assumptions (`assumptions`, each with its reason); notes/kda.md, section ``kda-serving``, shows
+the two side by side.
+
 Example:
     >>> from kdalib.nn.config import KIMI_LINEAR_48B_A3B as cfg
     >>> cfg.kda_layer_numbers[:4]
@@ -275,3 +280,116 @@ def _check_context(context_len: int) -> None:
 
 KIMI_LINEAR_48B_A3B = KimiLinearConfig()
 """Kimi-Linear-48B-A3B (Base and Instruct share the architecture)."""
+
+
+# ----- layer presets -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KDALayerConfig:
+    """The figures that size one `KimiDeltaAttention` layer, and where each comes from.
+
+    `KimiDeltaAttention.from_config(preset)` builds the layer; keyword arguments override a
+    figure (e.g. `hidden_size=64` to run a preset's heads on a CPU).
+
+    Attributes:
+        name: what the preset describes, for tables.
+        hidden_size: model width d.
+        num_heads: query/key heads H.
+        head_dim: K = V.
+        num_v_heads: value heads HV (None: HV = H).
+        conv_size: width of the short convolutions.
+        lower_bound: None for the softplus gate, a negative number for the bounded gate.
+        norm_eps: epsilon of the output RMSNorm.
+        claims: `(field, claim id)` pairs: the figures stated by an archived source (sources.yaml).
+        assumptions: `(field, why)` pairs: the figures no archived source states, and what they
+            are taken from. Every figure of the layer is in one of the two.
+    """
+
+    name: str
+    hidden_size: int
+    num_heads: int
+    head_dim: int
+    num_v_heads: int | None = None
+    conv_size: int = 4
+    lower_bound: float | None = None
+    norm_eps: float = 1e-5
+    claims: tuple[tuple[str, str], ...] = ()
+    assumptions: tuple[tuple[str, str], ...] = ()
+
+    def layer_arguments(self) -> dict:
+        """The keyword arguments of `KimiDeltaAttention` this preset sets."""
+        names = ("hidden_size", "num_heads", "head_dim", "num_v_heads", "conv_size", "lower_bound", "norm_eps")
+        return {name: getattr(self, name) for name in names}
+
+    def claim_ids(self) -> dict[str, str]:
+        """Field name -> claim id, for the figures an archived source states."""
+        return dict(self.claims)
+
+    def state_bytes(self) -> int:
+        """Bytes of one sequence's float32 recurrent state in one layer: HV x K x V x 4."""
+        heads = self.num_heads if self.num_v_heads is None else self.num_v_heads
+        return heads * self.head_dim * self.head_dim * dtype_bytes(torch.float32)
+
+
+KIMI_LINEAR_48B_A3B_KDA = KDALayerConfig(
+    name="Kimi-Linear-48B-A3B",
+    hidden_size=KIMI_LINEAR_48B_A3B.hidden_size,
+    num_heads=KIMI_LINEAR_48B_A3B.kda_num_heads,
+    head_dim=KIMI_LINEAR_48B_A3B.kda_head_dim,
+    conv_size=KIMI_LINEAR_48B_A3B.conv_size,
+    lower_bound=None,
+    norm_eps=KIMI_LINEAR_48B_A3B.rms_norm_eps,
+    claims=tuple(
+        (field_name, KimiLinearConfig.claim_ids()[source])
+        for field_name, source in (
+            ("hidden_size", "hidden_size"),
+            ("num_heads", "kda_num_heads"),
+            ("head_dim", "kda_head_dim"),
+            ("conv_size", "conv_size"),
+        )
+    ),
+    assumptions=(
+        ("num_v_heads", "no grouped values: the released checkpoints have one value head per q/k head"),
+        ("lower_bound", "the softplus gate of the released checkpoints (transformers' and FLA's layers)"),
+        ("norm_eps", "the RMSNorm epsilon of transformers' KimiLinearConfig"),
+    ),
+)
+"""A KDA layer of Kimi-Linear-48B-A3B (the layer of `KIMI_LINEAR_48B_A3B`)."""
+
+
+KIMI_K3_KDA = KDALayerConfig(
+    name="Kimi K3",
+    hidden_size=7168,
+    num_heads=96,
+    head_dim=128,
+    conv_size=4,
+    lower_bound=-5.0,
+    norm_eps=1e-5,
+    claims=(("hidden_size", "k3.arch.hidden_dim"), ("num_heads", "k3.arch.attention_heads")),
+    assumptions=(
+        (
+            "num_heads",
+            "the card gives one head count for its attention; the preset takes it for the KDA layers too",
+        ),
+        ("head_dim", "not on the card: Kimi Linear's KDA head dimension"),
+        ("num_v_heads", "not on the card: one value head per q/k head, as in Kimi Linear"),
+        ("conv_size", "not on the card: Kimi Linear's short-convolution width"),
+        (
+            "lower_bound",
+            "not in an archived source: the bound public K3 inference configurations set for the "
+            "bounded gate (third-party code, notes/k3.md)",
+        ),
+        (
+            "gate_rank",
+            "not on the card: the gate keeps Kimi Linear's low-rank pair (f_a_proj of rank head_dim); "
+            "third-party code describes a full-rank projection, which this preset does not model",
+        ),
+        ("norm_eps", "not on the card: Kimi Linear's RMSNorm epsilon"),
+    ),
+)
+"""A KDA layer sized like Kimi K3's, from the archived K3 card (`k3.arch.*` claims): its hidden
+dimension and head count. Everything else is an assumption, listed in ``assumptions`` with its
+reason: the head dimension, value heads, convolution width and norm epsilon of Kimi Linear, the
+bounded gate with lower bound -5 (what public K3 inference configurations set; no archived source
+states it), and Kimi Linear's low-rank gate projection (rank = head_dim)."""

@@ -63,3 +63,29 @@ def from_padded(x: torch.Tensor, plan: PaddedLayout) -> torch.Tensor:
     if plan.gather_index is None:
         return x[:, : plan.tokens]
     return x[plan.valid].unsqueeze(0)
+
+
+def select_boundary_states(
+    kept: list[torch.Tensor], counts: tuple[int, ...], shapes: KDAShapes, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The states at every N-th token boundary of each sequence, from those of the padded rows.
+
+    Args:
+        kept: J tensors ``[N * HV, K, V]``, the states of every padded row after tokens N, 2N, ...,
+            JN (a row whose sequence ends before a boundary holds padding there, dropped here).
+        counts: boundaries per sequence that lie inside it (:func:`~kdalib.ops._validate.boundary_counts`).
+        shapes: the call's sizes.
+        dtype, device: of the (possibly empty) result.
+
+    Returns:
+        ``[S, HV, K, V]`` with ``S = sum(counts)``, sequence-major: sequence n's states are the rows
+        ``sum(counts[:n]) ... sum(counts[:n + 1]) - 1``, in token order.
+    """
+    heads, key_dim, value_dim = shapes.value_heads, shapes.key_dim, shapes.value_dim
+    if not kept or sum(counts) == 0:
+        return torch.empty(0, heads, key_dim, value_dim, dtype=dtype, device=device)
+    stacked = torch.stack(kept).view(len(kept), shapes.num_sequences, heads, key_dim, value_dim).transpose(0, 1)
+    if all(c == len(kept) for c in counts):
+        return stacked.reshape(-1, heads, key_dim, value_dim)
+    inside = torch.arange(len(kept)).unsqueeze(0) < torch.tensor(counts).unsqueeze(1)
+    return stacked[inside.to(device)]

@@ -18,6 +18,9 @@ import torch
 
 VALID_CHUNK_SIZES = (16, 32, 64)
 
+# Dtypes the boundary states of ``output_states_every`` may be returned in.
+STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
 
 @dataclass(frozen=True)
 class PackedSequences:
@@ -238,6 +241,9 @@ class KDACall:
         scale: the query scale (``K ** -0.5`` when none was given).
         output_final_state: return the state after the last token.
         use_qk_l2norm: L2-normalise q and k per head before use.
+        states_every: return the state after every ``states_every``-th token of each sequence
+            (:func:`validate_states_request`), or None.
+        states_dtype: the dtype of those states (None: the final state's).
     """
 
     q: torch.Tensor
@@ -250,6 +256,8 @@ class KDACall:
     scale: float
     output_final_state: bool
     use_qk_l2norm: bool
+    states_every: int | None = None
+    states_dtype: torch.dtype | None = None
 
     @property
     def tensors(self) -> tuple[torch.Tensor | None, ...]:
@@ -257,10 +265,70 @@ class KDACall:
         return self.q, self.k, self.v, self.g, self.beta, self.initial_state
 
 
+def validate_states_request(
+    output_states_every, states_dtype, multiple_of: int
+) -> tuple[int | None, torch.dtype | None]:
+    """Checks a request for the states at token boundaries inside a call (notes/kda.md, section
+    ``kda-serving``).
+
+    Args:
+        output_states_every: None, or N, a positive int multiple of ``multiple_of``: the states
+            after tokens N, 2N, ... of every sequence are returned.
+        states_dtype: their dtype, one of :data:`STATE_DTYPES`, or None for the final state's
+            (:func:`kdalib.ops.compute_dtype`).
+        multiple_of: what N must be a multiple of (the chunk size of a chunked form, 1 for the
+            recurrent form).
+
+    Returns:
+        ``(N, states_dtype)``, or ``(None, None)`` when no states are asked for.
+
+    Raises:
+        ValueError: naming ``output_states_every`` or ``states_dtype``.
+    """
+    if output_states_every is None:
+        _expect(states_dtype is None, "states_dtype: only meaningful with output_states_every")
+        return None, None
+    _expect(
+        type(output_states_every) is int and output_states_every > 0 and output_states_every % multiple_of == 0,
+        f"output_states_every: expected a positive int multiple of {multiple_of}"
+        f"{' (the chunk size)' if multiple_of > 1 else ''}, got {output_states_every!r}",
+    )
+    _expect(
+        states_dtype is None or states_dtype in STATE_DTYPES,
+        f"states_dtype: expected one of {[str(d) for d in STATE_DTYPES]}, got {states_dtype!r}",
+    )
+    return output_states_every, states_dtype
+
+
+def boundary_counts(shapes: KDAShapes, every: int) -> tuple[int, ...]:
+    """States per sequence at every ``every``-th token boundary: ``floor(length / every)`` each."""
+    if shapes.sequences is None:
+        return (shapes.tokens // every,) * shapes.num_sequences
+    offsets = shapes.sequences.offsets
+    return tuple((b - a) // every for a, b in zip(offsets, offsets[1:]))
+
+
 def validate_call(
-    q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, chunk_size=None
+    q,
+    k,
+    v,
+    g,
+    beta,
+    scale,
+    initial_state,
+    output_final_state,
+    use_qk_l2norm_in_kernel,
+    cu_seqlens,
+    chunk_size=None,
+    output_states_every=None,
+    states_dtype=None,
+    states_multiple: int = 1,
 ) -> KDACall:
-    """:func:`validate_kda_inputs`, and the call's arguments bundled as a :class:`KDACall`."""
+    """:func:`validate_kda_inputs` and :func:`validate_states_request` (N a multiple of
+    ``states_multiple``), and the call's arguments bundled as a :class:`KDACall`."""
     shapes = validate_kda_inputs(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size)
     scale = shapes.key_dim**-0.5 if scale is None else scale
-    return KDACall(q, k, v, g, beta, initial_state, shapes, scale, output_final_state, use_qk_l2norm_in_kernel)
+    every, dtype = validate_states_request(output_states_every, states_dtype, states_multiple)
+    return KDACall(
+        q, k, v, g, beta, initial_state, shapes, scale, output_final_state, use_qk_l2norm_in_kernel, every, dtype
+    )

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kdalib.ops._layout import PaddedLayout, from_padded, plan_padding, to_padded
+from kdalib.ops._layout import PaddedLayout, from_padded, plan_padding, select_boundary_states, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
-from kdalib.ops._validate import KDACall
+from kdalib.ops._validate import KDACall, boundary_counts
 
 # Elements of one [chunks, rows, C, K] slab processed at once on the CPU: keeps the
 # per-level temporaries in cache. On CUDA one pass over everything is best.
@@ -235,7 +235,9 @@ def chunk_kda_core(
     state: torch.Tensor,
     scale: float = 1.0,
     out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    keep_every: int | None = None,
+    keep_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """KDA over whole chunks, one row per (sequence, value head).
 
     Args:
@@ -248,27 +250,34 @@ def chunk_kda_core(
         scale: query scale, applied once to the output (q enters it linearly).
         out: optional ``[NC, ...]`` view with M * C * V elements per chunk (e.g. the caller's
             final layout) that each group's output is copied into, instead of concatenating.
+        keep_every: also return the state after every ``keep_every``-th chunk (None: not).
+        keep_dtype: the dtype those states are kept in (None: the state's).
 
     Returns:
-        ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``.
+        ``(o, final_state [M, K, V])``: o is ``out`` when given, else ``[NC, M, C, V]``; with
+        ``keep_every``, also the list of the ``NC // keep_every`` kept ``[M, K, V]`` states.
     """
     chunks, rows, size, key_dim = k.shape
     step = chunks if k.is_cuda else max(1, CPU_BLOCK_ELEMENTS // (rows * size * key_dim))
-    outputs = []
-    for c in range(0, chunks, step):
-        part = slice(c, c + step)
+    # groups of chunks end at every kept boundary (the scan is sequential anyway)
+    bounds = sorted(set(range(0, chunks, step)) | set(range(0, chunks, keep_every or chunks)) | {chunks})
+    outputs, kept = [], []
+    for start, end in zip(bounds, bounds[1:]):
+        part = slice(start, end)
         w, u, keys_out, decay_last, query_in, scores_qk = chunk_local_terms(
             q[part], k[part], v[part], g[part], beta[part]
         )
         inter, v_new, state = scan_chunk_states(w, u, keys_out, decay_last, query_in, state)
+        if keep_every is not None and end % keep_every == 0:
+            kept.append(state.to(keep_dtype or state.dtype))  # a fresh tensor: the scan never writes it again
         output = _bmm(scores_qk, v_new).add_(inter).mul_(scale)
         if out is None:
             outputs.append(output)
         else:
             out[part].copy_(output.view(out[part].shape))
-    if out is not None:
-        return out, state
-    return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
+    if out is None:
+        out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+    return (out, state) if keep_every is None else (out, state, kept)
 
 
 def _to_chunk_rows(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -341,19 +350,31 @@ def from_chunk_rows(output: torch.Tensor, final: torch.Tensor, rows: ChunkRows, 
     return _user_layout(padded, final, rows, call)
 
 
-def chunk_kda_pytorch(call: KDACall, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`kdalib.ops.chunk_kda` in PyTorch, on a validated call."""
+def chunk_kda_pytorch(call: KDACall, chunk_size: int = 64):
+    """:func:`kdalib.ops.chunk_kda` in PyTorch, on a validated call: ``(o, final_state)``, and the
+    boundary states when ``call.states_every`` is set (a multiple of ``chunk_size``)."""
     rows = chunk_rows(call, chunk_size)
     inputs = (rows.q, rows.k, rows.v, rows.g, rows.beta, rows.state)
+    every = None if call.states_every is None else call.states_every // chunk_size
+    keep = dict(keep_every=every, keep_dtype=call.states_dtype)
     if needs_grad(*inputs):
-        output, final = chunk_kda_core(*inputs, call.scale)
-        return from_chunk_rows(output, final, rows, call)
+        output, final, *kept = chunk_kda_core(*inputs, call.scale, **keep)
+        return _with_states(from_chunk_rows(output, final, rows, call), kept, call)
     # write each group straight into the [N, T_pad, HV, V] result: no concatenation, no extra copy
     shapes = call.shapes
     padded = rows.q.new_empty(shapes.num_sequences, rows.plan.padded_length, shapes.value_heads, shapes.value_dim)
     by_chunk = padded.view(shapes.num_sequences, -1, chunk_size, shapes.value_heads, shapes.value_dim)
-    _, final = chunk_kda_core(*inputs, call.scale, out=by_chunk.permute(1, 0, 3, 2, 4))
-    return _user_layout(padded, final, rows, call)
+    _, final, *kept = chunk_kda_core(*inputs, call.scale, out=by_chunk.permute(1, 0, 3, 2, 4), **keep)
+    return _with_states(_user_layout(padded, final, rows, call), kept, call)
+
+
+def _with_states(result: tuple, kept: list, call: KDACall) -> tuple:
+    """``result``, and the boundary states of ``call`` selected from ``kept`` when it asked for them."""
+    if call.states_every is None:
+        return result
+    dtype = call.states_dtype or compute_dtype(*call.tensors)
+    counts = boundary_counts(call.shapes, call.states_every)
+    return (*result, select_boundary_states(kept[0], counts, call.shapes, dtype, call.q.device))
 
 
 def chunk_kda_flops(

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from kdalib.ops._layout import from_padded, plan_padding, to_padded
+from kdalib.ops._layout import from_padded, plan_padding, select_boundary_states, to_padded
 from kdalib.ops._prepare import compute_dtype, needs_grad, prepare_inputs
-from kdalib.ops._validate import KDACall
+from kdalib.ops._validate import KDACall, boundary_counts
 
 
 def decode_step(
@@ -74,8 +74,9 @@ def _token_major(x: torch.Tensor) -> torch.Tensor:
     return x.permute(1, 0, 2, 3).reshape(t, n * h, d)
 
 
-def fused_recurrent_pytorch(call: KDACall) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`kdalib.ops.fused_recurrent_kda` in PyTorch, on a validated call."""
+def fused_recurrent_pytorch(call: KDACall):
+    """:func:`kdalib.ops.fused_recurrent_kda` in PyTorch, on a validated call: ``(o, final_state)``,
+    and the states after every ``call.states_every``-th token when that is set."""
     shapes, initial_state = call.shapes, call.initial_state
     dtype = compute_dtype(*call.tensors)
     q, k, v, g, beta = prepare_inputs(
@@ -90,18 +91,26 @@ def fused_recurrent_pytorch(call: KDACall) -> tuple[torch.Tensor, torch.Tensor |
     else:
         state = initial_state.to(dtype).reshape(rows, shapes.key_dim, shapes.value_dim)
 
+    every, kept = call.states_every, []
+    keep_dtype = call.states_dtype or dtype
     outputs = []
     tracked = needs_grad(qs, ks, vs, gs, betas, state)
-    if tracked:
-        for t in range(plan.padded_length):
-            o_t, state = decode_step(state, qs[t], ks[t], vs[t], gs[t], betas[t])
-            outputs.append(o_t)
-    else:
+    if not tracked:
         state = state.clone()  # never write into the caller's initial_state
-        outputs = [decode_step_(state, qs[t], ks[t], vs[t], gs[t], betas[t]) for t in range(plan.padded_length)]
+    for t in range(plan.padded_length):
+        if tracked:
+            o_t, state = decode_step(state, qs[t], ks[t], vs[t], gs[t], betas[t])
+        else:
+            o_t = decode_step_(state, qs[t], ks[t], vs[t], gs[t], betas[t])
+        outputs.append(o_t)
+        if every is not None and (t + 1) % every == 0:
+            kept.append(state.to(keep_dtype, copy=not tracked))  # the in-place loop writes on
     output = torch.stack(outputs).view(plan.padded_length, shapes.num_sequences, shapes.value_heads, -1)
     output = from_padded(output.transpose(0, 1), plan)
     final_state = None
     if call.output_final_state:
         final_state = state.view(shapes.num_sequences, shapes.value_heads, shapes.key_dim, shapes.value_dim)
-    return output.to(call.v.dtype), final_state
+    if every is None:
+        return output.to(call.v.dtype), final_state
+    states = select_boundary_states(kept, boundary_counts(shapes, every), shapes, keep_dtype, q.device)
+    return output.to(call.v.dtype), final_state, states

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from kda_test_utils import cpu_operators, make_inputs
 
 from kdalib.ops import OPERATORS as REGISTRY
-from kdalib.ops import kda
+from kdalib.ops import chunk_kda, fused_recurrent_kda, kda
 
 OPERATORS = [*cpu_operators().values(), kda]
 CHUNKED = [op.function for op in REGISTRY.values() if op.chunked and op.supports("cpu")] + [kda]
@@ -110,3 +112,18 @@ def test_valid_inputs_pass():
     for op in OPERATORS:
         o, state = op(**_base(), output_final_state=True)
         assert o.shape == (1, 6, 4, 5) and state.shape == (1, 4, 8, 5)
+
+
+def test_inputs_that_look_head_first_warn():
+    """[B, H, T, K] inputs passed as [B, T, H, K] have T and H swapped; fewer tokens than heads is
+    what that looks like (packed inputs and single tokens are not taken for it)."""
+    head_first = make_inputs(batch=1, tokens=4, heads=8, key_dim=8, value_dim=8)
+    with pytest.warns(UserWarning, match=r"T = 4 tokens and H = 8 heads .* q.transpose\(1, 2\)"):
+        chunk_kda(**head_first)
+    token_first = make_inputs(batch=1, tokens=8, heads=8, key_dim=8, value_dim=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chunk_kda(**token_first)
+        fused_recurrent_kda(**{name: x[:, :1] if name != "initial_state" else x for name, x in head_first.items()})
+        chunk_kda(**head_first, cu_seqlens=torch.tensor([0, 4]))
+        chunk_kda(**{name: x[:, :1] if name != "initial_state" else x for name, x in head_first.items()})

@@ -29,6 +29,7 @@ error stays close to that of rounding the exact output to bfloat16.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 import triton
@@ -87,7 +88,9 @@ def triton_chunk_kda(
     state_stages: int = 2,
     output_warps: int = 4,
     offsets: Sequence[int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    states_every: int | None = None,
+    states_dtype: torch.dtype = torch.float32,
+):
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
 
     Args:
@@ -111,10 +114,14 @@ def triton_chunk_kda(
             the state and output kernels, key channels per slice of the exact diagonal blocks,
             warps per kernel, pipeline stages of the state kernel).
         offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
+        states_every: N, a multiple of 64: also return the states after tokens N, 2N, ... of every
+            sequence (written from the float32 state by the state kernel), or None.
+        states_dtype: their dtype (a float64 request is written in float32 and widened).
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
-        float32 or None.
+        float32 or None; with ``states_every``, also the ``[S, HV, K, V]`` states, sequence-major
+        (``S`` = the sum over sequences of ``length // states_every``).
     """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
@@ -194,6 +201,20 @@ def triton_chunk_kda(
     final_state = v.new_empty(N, HV, K, V, dtype=f32) if output_final_state else None
     if initial_state is not None:
         initial_state = initial_state.contiguous()
+    boundary_states = boundary_offsets = None
+    if states_every is not None:
+        if states_every % CHUNK:
+            raise ValueError(
+                f"output_states_every: expected a multiple of {CHUNK} for the Triton kernels, got {states_every}"
+            )
+        if cu_seqlens is None:
+            counts = [T // states_every] * B
+        else:
+            bounds = cu_seqlens.tolist() if offsets is None else list(offsets)
+            counts = [(b - a) // states_every for a, b in zip(bounds, bounds[1:])]
+            boundary_offsets = torch.tensor([0, *accumulate(counts[:-1])], dtype=torch.int64, device=v.device)
+        stored = states_dtype if states_dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
+        boundary_states = v.new_empty(sum(counts), HV, K, V, dtype=stored)
     _chunk_states_kernel[(triton.cdiv(V, block_v), N * HV)](
         w,
         u,
@@ -205,6 +226,8 @@ def triton_chunk_kda(
         final_state,
         cu_seqlens,
         chunk_offsets,
+        boundary_states,
+        boundary_offsets,
         T,
         K=K,
         V=V,
@@ -212,6 +235,7 @@ def triton_chunk_kda(
         BK=block_k,
         BV=block_v,
         CHUNK=CHUNK,
+        STATES_EVERY=0 if states_every is None else states_every // CHUNK,
         USE_INITIAL_STATE=initial_state is not None,
         STORE_FINAL_STATE=output_final_state,
         IS_VARLEN=cu_seqlens is not None,
@@ -244,4 +268,6 @@ def triton_chunk_kda(
         NATIVE_BF16=not interpreting(),
         num_warps=output_warps,
     )
-    return o, final_state
+    if states_every is None:
+        return o, final_state
+    return o, final_state, boundary_states.to(states_dtype)

@@ -5,9 +5,15 @@ the context length. One program owns one (sequence, value head, block of value c
 its slice of the state, ``[K, BLOCK_V]`` in float32, stays in registers for the whole
 sequence, so the state is read once and written once. Forward only; training uses the
 chunked form.
+
+With ``STATES_EVERY = E > 0`` the program also writes its slice of the state after every E-th
+token of its sequence (E = 1: after every token, what a speculative-decoding verify step keeps,
+notes/kda.md, section ``kda-serving``); with E = 0 that code is not compiled.
 """
 
 from __future__ import annotations
+
+from itertools import accumulate
 
 import torch
 import triton
@@ -25,6 +31,8 @@ def _fused_recurrent_kda_fwd_kernel(
     h0,
     ht,
     cu_seqlens,
+    boundary_states,
+    boundary_offsets,
     scale,
     T,
     H: tl.constexpr,
@@ -37,6 +45,7 @@ def _fused_recurrent_kda_fwd_kernel(
     STORE_FINAL_STATE: tl.constexpr,
     USE_QK_L2NORM: tl.constexpr,
     IS_VARLEN: tl.constexpr,
+    STATES_EVERY: tl.constexpr = 0,
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -81,6 +90,14 @@ def _fused_recurrent_kda_fwd_kernel(
         state += b_k[:, None] * delta[None, :]
         b_o = tl.sum(state * b_q[:, None], axis=0)
         tl.store(o + vo_base + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+        if STATES_EVERY > 0:
+            if (t + 1) % STATES_EVERY == 0:
+                if IS_VARLEN:
+                    slot = tl.load(boundary_offsets + i_n).to(tl.int64) + (t + 1) // STATES_EVERY - 1
+                else:
+                    slot = i_n.to(tl.int64) * (T // STATES_EVERY) + (t + 1) // STATES_EVERY - 1
+                at = boundary_states + (slot * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+                tl.store(at, state.to(boundary_states.dtype.element_ty), mask=m_kv)
 
     if STORE_FINAL_STATE:
         tl.store(ht + state_offsets, state, mask=m_kv)
@@ -97,7 +114,9 @@ def triton_fused_recurrent_kda(
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
     cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    states_every: int | None = None,
+    states_dtype: torch.dtype = torch.float32,
+):
     """Run the KDA recurrence with the Triton kernel. Inputs must already be validated.
 
     Args:
@@ -111,10 +130,13 @@ def triton_fused_recurrent_kda(
         output_final_state: also return the ``[N, HV, K, V]`` float32 state after the last token.
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` per head inside the kernel.
         cu_seqlens: ``[N + 1]`` int offsets of packed sequences when ``B == 1``, or None.
+        states_every: N >= 1: also return the states after tokens N, 2N, ... of every sequence, or None.
+        states_dtype: their dtype (a float64 request is written in float32 and widened).
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
-        float32 or None.
+        float32 or None; with ``states_every``, also the ``[S, HV, K, V]`` states, sequence-major
+        (``S`` = the sum over sequences of ``length // states_every``).
     """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
@@ -124,6 +146,16 @@ def triton_fused_recurrent_kda(
     final_state = v.new_empty(N, HV, K, V, dtype=torch.float32) if output_final_state else None
     if initial_state is not None:
         initial_state = initial_state.contiguous()
+    boundary_states = boundary_offsets = None
+    if states_every is not None:
+        if cu_seqlens is None:
+            counts = [T // states_every] * B
+        else:
+            bounds = cu_seqlens.tolist()
+            counts = [(b - a) // states_every for a, b in zip(bounds, bounds[1:])]
+            boundary_offsets = torch.tensor([0, *accumulate(counts[:-1])], dtype=torch.int64, device=v.device)
+        stored = states_dtype if states_dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
+        boundary_states = v.new_empty(sum(counts), HV, K, V, dtype=stored)
     block_k = triton.next_power_of_2(K)
     # keep the on-chip state slice near 4K floats: enough work per program, no spills
     block_v = min(triton.next_power_of_2(V), max(8, 4096 // block_k))
@@ -138,6 +170,8 @@ def triton_fused_recurrent_kda(
         initial_state,
         final_state,
         cu_seqlens,
+        boundary_states,
+        boundary_offsets,
         float(scale),
         T,
         H=H,
@@ -150,6 +184,9 @@ def triton_fused_recurrent_kda(
         STORE_FINAL_STATE=output_final_state,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel,
         IS_VARLEN=cu_seqlens is not None,
+        STATES_EVERY=0 if states_every is None else states_every,
         num_warps=4 if block_k * block_v >= 2048 else 2,
     )
-    return o, final_state
+    if states_every is None:
+        return o, final_state
+    return o, final_state, boundary_states.to(states_dtype)

@@ -8,6 +8,10 @@ with its slice of the state ``S`` in float32 registers (notes/kda.md, "The chunk
     V_new = U - W S               the delta rule's corrections (WY form), stored
     S     = exp(G_L) * S + K_g^T V_new
 
+With ``STATES_EVERY = E > 0`` it also writes the float32 ``S`` after every E-th whole chunk of a
+sequence to ``boundary_states`` in that buffer's dtype (the states ``output_states_every`` returns,
+notes/kda.md, section ``kda-serving``); with E = 0 that code is not compiled.
+
 Everything else (scores, inverse, outputs) is chunk-parallel, so a step is two small products and
 the loads of ``W``, ``U`` and ``K_g``. With 16-bit inputs ``W`` and ``K_g`` are bfloat16 and the
 float32 ``S`` and ``V_new`` meet them as a bfloat16 head and tail, two bfloat16 products each.
@@ -48,6 +52,8 @@ def _chunk_states_kernel(
     final_state,
     cu_seqlens,
     chunk_offsets,
+    boundary_states,
+    boundary_offsets,
     T,
     K: tl.constexpr,
     V: tl.constexpr,
@@ -60,6 +66,7 @@ def _chunk_states_kernel(
     IS_VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
+    STATES_EVERY: tl.constexpr = 0,
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -102,5 +109,13 @@ def _chunk_states_kernel(
         k_c = tl.load(kg + key_at + key_rows, mask=mkr, other=0.0)
         d = tl.load(decay + (i_c * HV + i_hv) * K + cols_k, mask=mk, other=0.0)
         s = s * d[:, None] + _split_dot(tl.trans(k_c), corrections, PRECISION, NATIVE_BF16)
+        if STATES_EVERY > 0:  # the state after chunk c, when that ends a whole E-chunk block
+            if (c + 1) % STATES_EVERY == 0 and t0 + CHUNK <= eos:
+                if IS_VARLEN:
+                    slot = tl.load(boundary_offsets + i_n).to(tl.int64) + (c + 1) // STATES_EVERY - 1
+                else:
+                    slot = i_n.to(tl.int64) * (T // (STATES_EVERY * CHUNK)) + (c + 1) // STATES_EVERY - 1
+                at = boundary_states + (slot * HV + i_hv) * K * V + state_offsets
+                tl.store(at, _stored_as(s, boundary_states.dtype.element_ty, NATIVE_BF16), mask=tile)
     if STORE_FINAL_STATE:
         tl.store(final_state + i_nh.to(tl.int64) * K * V + state_offsets, s, mask=tile)
