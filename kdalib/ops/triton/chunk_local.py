@@ -14,7 +14,7 @@ factors decayed towards the first row ``r0`` of block ``i`` (``exp(G_r - G_r0)``
 (its span) is at most ``DOT_SPAN``, and past that is built column by column with the exponent
 masked to -inf above the diagonal. So no exponent above ``DOT_SPAN`` is formed and the strongest
 gates underflow to exact zeros, as in the PyTorch form. The inverse is the inference kernels' block
-forward substitution (:func:`kdalib.ops.triton.chunk_intra._invert_chunk`), for chunks of 64.
+forward substitution (:func:`kdalib.ops.triton.inverse._invert_chunk`), for chunks of 64.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.chunk_intra import _invert_chunk
+from kdalib.ops.triton.inverse import _invert_chunk
 from kdalib.ops.triton.runtime import CHUNK, DOT_SPAN, SUB, compute_dtype
 from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector, _widen
 

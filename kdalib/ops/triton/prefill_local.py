@@ -39,7 +39,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.chunk_intra import _invert_chunk
+from kdalib.ops.triton.inverse import _invert_chunk
 from kdalib.ops.triton.tiles import _dot, _row, _stored_as
 
 

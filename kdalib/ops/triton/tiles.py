@@ -62,22 +62,6 @@ def _chunk_tiles(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.cons
 
 
 @triton.jit
-def _load_rows(ptr, rows, row_mask, stride, cols, col_mask):
-    """``[len(rows), len(cols)]`` float32 tile: row r at ``ptr + rows[r] * stride + cols`` (rows of a
-    whole sequence, so their offsets are int64)."""
-    mask = row_mask[:, None] & col_mask[None, :]
-    return _tile(ptr, 0, rows.to(tl.int64), cols, stride, mask).to(tl.float32)
-
-
-@triton.jit
-def _load_gate(g_ptr, rows, row_mask, stride, cols, col_mask):
-    """A tile of log decays as the operators' contract reads them: a positive entry (+inf too)
-    counts as 0, and NaN stays NaN."""
-    g = _load_rows(g_ptr, rows, row_mask, stride, cols, col_mask)
-    return tl.minimum(g, 0.0, propagate_nan=tl.PropagateNan.ALL)
-
-
-@triton.jit
 def _row(x, index, SIZE: tl.constexpr):
     """Row ``index`` of a ``[SIZE, N]`` register tile, as an ``[N]`` vector."""
     rows = tl.arange(0, SIZE)
@@ -90,11 +74,6 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _store_rows(ptr, tile, rows, row_mask, stride, cols, col_mask):
-    _put(ptr, 0, rows.to(tl.int64), cols, stride, row_mask[:, None] & col_mask[None, :], tile)
-
-
-@triton.jit
 def _store_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK: tl.constexpr):
     rows = tl.arange(0, SUB)
     tl.store(ptr + (i * SUB + rows)[:, None] * CHUNK + (j * SUB + rows)[None, :], block)
@@ -104,19 +83,6 @@ def _store_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr
 def _load_block(ptr, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK: tl.constexpr):
     rows = tl.arange(0, SUB)
     return tl.load(ptr + (i * SUB + rows)[:, None] * CHUNK + (j * SUB + rows)[None, :])
-
-
-@triton.jit
-def _inverse_row_norms(
-    x, rows, row_mask, stride, K: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, SUB: tl.constexpr
-):
-    """``1 / sqrt(sum(x**2) + 1e-6)`` per row, summed over the key dimension slice by slice."""
-    total = tl.zeros([SUB], dtype=tl.float32)
-    for s0 in range(0, BK, BKS):
-        cols = s0 + tl.arange(0, BKS)
-        tile = _load_rows(x, rows, row_mask, stride, cols, cols < K)
-        total += tl.sum(tile * tile, axis=1)
-    return 1.0 / tl.sqrt(total + 1e-6)
 
 
 @triton.jit
