@@ -4,12 +4,12 @@ Every ``bench*.json`` of a results folder is read (the JSON that ``kdalib bench 
 writes: provenance at the top, one row per shape and method under ``rows``), whatever shapes
 and methods it holds; a row may carry a ``gate`` (at the top of the row or in its ``shape``),
 and rows of the same shape, method and gate from several files keep the newest. The names
-readers see for methods and gates are :data:`METHOD_NAMES` and :data:`GATE_NAMES`, the only
-place they are defined; an unknown method shows as "method <name>" rather than vanishing.
+readers see for methods and gates come from :mod:`kdalib.repro.names`; an unknown method shows
+as "method <name>" rather than vanishing.
 
 :func:`speed_picture` draws the page's one picture (kdalib vs FLA vs softmax attention, time
-and memory, prefill and training, with the GPU, commit and date under it); :func:`tables`
-gives the full numbers as captioned tables. matplotlib and pandas are imported when used.
+and memory, prefill and training, with the GPU, commit and date under it); :func:`table_html`
+gives the full numbers as captioned HTML tables. matplotlib is imported when used.
 """
 
 from __future__ import annotations
@@ -19,31 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: What a reader calls each ``kdalib bench`` method.
-METHOD_NAMES = {
-    "triton": "kdalib, Triton",
-    "chunk": "kdalib chunk_kda (its default path)",
-    "chunk-c32": "kdalib chunk_kda, chunks of 32",
-    "chunk_pytorch": "kdalib, PyTorch",
-    "naive": "kdalib token loop (reference)",
-    "naive_chunk": "kdalib chunkwise, step by step (reference)",
-    "fused_recurrent": "kdalib recurrent (decode)",
-    "fused_recurrent_pytorch": "kdalib recurrent, PyTorch loop",
-    "fla": "FLA",
-    "fla_bounded": "FLA, bounded gate in kernel",
-    "fla_fused_recurrent": "FLA recurrent (decode)",
-    "peer": "FLA reference (PyTorch loop)",
-    "sdpa": "softmax attention (SDPA)",
-    "sdpa_flash": "softmax attention (flash)",
-}
-
-#: What a reader calls each gate a row may be timed with.
-GATE_NAMES = {"mild": "mild gate", "kimi": "Kimi Linear's gate", "bounded": "bounded gate"}
+from kdalib.repro.names import GATE_NAMES, METHOD_NAMES
 
 #: The methods of the picture, in drawing order: kdalib's fastest path, FLA, softmax attention.
 PICTURE_METHODS = ("triton", "fla", "sdpa_flash")
 PICTURE_COLOURS = {"triton": "#1f6fb4", "fla": "#e07b1a", "sdpa_flash": "#6a6a6a"}
-KINDS = ("prefill", "training", "decode")
 
 
 def method_name(method: str, gate: str | None = None) -> str:
@@ -220,30 +200,6 @@ def speed_picture(rows: list[dict], records: list[Record]):
     return fig
 
 
-def tables(rows: list[dict]) -> dict[str, Any]:
-    """kind -> a pandas table (rows: shape and precision; columns: methods by reader name; cells:
-    milliseconds to 3 significant figures, peak GB to 2), for the kinds that have rows."""
-    import pandas as pd
-
-    out = {}
-    for kind in KINDS:
-        chosen = [r for r in rows if r["kind"] == kind]
-        if not chosen:
-            continue
-        frame = pd.DataFrame(chosen)
-        frame["precision"] = (
-            frame["dtype"].map({"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}).fillna(frame["dtype"])
-        )
-        frame["order"] = frame["batch"] * frame["tokens"]
-        names = list(dict.fromkeys(method_name(m) for m in METHOD_NAMES)) + sorted(set(frame["name"]))
-        frame = frame.sort_values(["precision", "order", "tokens"])
-        time = frame.pivot_table(index=["precision", "shape"], columns="name", values="ms", sort=False)
-        memory = frame.pivot_table(index=["precision", "shape"], columns="name", values="peak_gb", sort=False)
-        columns = sorted(time.columns, key=lambda n: (names.index(n) if n in names else len(names), n))
-        out[kind] = (time[columns], memory.reindex(columns=columns))
-    return out
-
-
 def table_html(rows: list[dict], kind: str, dtype: str | None, caption: str) -> str | None:
     """One captioned HTML table: a row per method (reader names), a column per shape, each cell the
     time in ms (3 significant figures) over the peak memory in GB (2); None when no row matches."""
@@ -270,9 +226,9 @@ def table_html(rows: list[dict], kind: str, dtype: str | None, caption: str) -> 
             if row is None:
                 tds.append('<td class="kdalib-absent" title="not timed">–</td>')
                 continue
-            memory = (
-                f'<br><span class="kdalib-mem">{significant(row["peak_gb"], 2)} GB</span>' if row["peak_gb"] else ""
-            )
+            peak = row["peak_gb"]
+            gigabytes = None if peak is None else "&lt; 0.01" if peak < 0.01 else significant(peak, 2)
+            memory = f'<br><span class="kdalib-mem">{gigabytes} GB</span>' if gigabytes else ""
             tds.append(f"<td>{significant(row['ms'], 3)}{memory}</td>")
         body.append(f'<tr><th scope="row">{html.escape(name)}</th>{"".join(tds)}</tr>')
     return (
