@@ -12,7 +12,8 @@ holds the build's state; a stylesheet and a script serve badges, figure popovers
 claims page's filter.
 The ``claims-changes`` directive renders the "What changed" page from the git history of
 sources.yaml (:mod:`kdalib.book.changes`); ``tracker-status`` shows the last live check of the
-sources on the Build-status page. The API reference's autodoc and napoleon are set up by
+sources on the Build-status page. The ``report-matrix`` directive (:mod:`kdalib.book.matrix`) makes the comparison page's
+tables a matrix of what each model reports. The API reference's autodoc and napoleon are set up by
 :mod:`kdalib.book.api`. Configuration (all optional): ``kdalib_sources_file`` (default
 ``sources.yaml``, relative to the book root), ``kdalib_claims_page`` (``notes/claims``),
 ``kdalib_sources_page`` (``notes/sources``), ``kdalib_tracker_record`` (``tracker/online.json``). Never imports torch except inside ``kdalib-environment``.
@@ -31,6 +32,7 @@ from kdalib.book import (
     dashboard,
     domain,
     downloads,
+    matrix,
     nodes,
     pictures,
     role,
@@ -57,6 +59,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     role.setup(app)
     spec_table.setup(app)
     verdict.setup(app)
+    matrix.setup(app)
     downloads.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)
     app.add_directive("claims-dashboard", dashboard.ClaimsDashboard)
