@@ -97,7 +97,10 @@ def page_has_math(doctree) -> bool:
 def _is_mathjax(script, mathjax_path: str) -> bool:
     name = str(getattr(script, "filename", script) or "")
     body = str(getattr(script, "attributes", {}).get("body", ""))
-    return name == mathjax_path or body.startswith(("window.MathJax", "MathJax.Hub.Config"))
+    # Sphinx files a local script under _static/ (``_static/mathjax/tex-svg.js``)
+    return name in (mathjax_path, f"_static/{mathjax_path}") or body.startswith(
+        ("window.MathJax", "MathJax.Hub.Config")
+    )
 
 
 def _mathjax_only_with_math(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
