@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,30 +53,14 @@ class QuoteResults:
     findings: list[Finding] = field(default_factory=list)
 
 
-def missing_snapshot_fix(source_id: str, file: str, store: snap.SnapshotStore) -> str:
-    """How to get a missing archived text back, by where it came from (its manifest entry): a text
-    fetched from a URL can be fetched again; one added from a local file cannot, and is restored."""
-    from kdalib.sources.manifest import MANIFEST_NAME, load_manifest
+def check_quotes(
+    doc: Document, store: snap.SnapshotStore, strict: bool, missing_fix: Callable[[str, str], str] | None = None
+) -> QuoteResults:
+    """Open every snapshot (sha256 checked) and look for every quote that must verify.
 
-    archive = f"or set {snap.ENV_VAR} to the archive that holds it"
-    entries = load_manifest(store.root / MANIFEST_NAME)[0] if (store.root / MANIFEST_NAME).is_file() else {}
-    entry = entries.get(file)
-    if entry is not None and entry.retrieved_from.startswith(("https://", "http://")) and entry.origin != "third-party":
-        return f"run `kdalib sources fetch {source_id}` (it archives {entry.retrieved_from} again) {archive}"
-    if entry is not None:
-        return (
-            f"it was added from a local file ({entry.retrieved_from}), which `kdalib sources fetch` cannot recreate: "
-            f"restore it with `git checkout -- snapshots/{file}`, or add that file again with "
-            f"`kdalib sources add URL --id {source_id} --snapshot FILE --origin {entry.origin}`, {archive}"
-        )
-    return (
-        f"restore it with `git checkout -- snapshots/{file}`; a source whose URL serves the text can be fetched "
-        f"again with `kdalib sources fetch {source_id}`; {archive}"
-    )
-
-
-def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> QuoteResults:
-    """Open every snapshot (sha256 checked) and look for every quote that must verify."""
+    ``missing_fix(source_id, file)`` words the fix of a missing snapshot (by where the text came
+    from: :func:`kdalib.sources.manifest.missing_snapshot_fix`); without it the fix is generic.
+    """
     out = QuoteResults()
     file = str(doc.path)
     for source in doc.sources.values():
@@ -93,7 +77,10 @@ def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> Quot
                         line,
                         source.id,
                         f"snapshot {snapshot.file!r} is not in {store.root}; its quotes were not checked",
-                        missing_snapshot_fix(source.id, snapshot.file, store),
+                        missing_fix(source.id, snapshot.file)
+                        if missing_fix
+                        else f"restore it (`git checkout -- snapshots/{snapshot.file}`) or run "
+                        f"`kdalib sources fetch {source.id}`, or set {snap.ENV_VAR} to the archive",
                     )
                 )
             elif state.state == snap.SHA_MISMATCH:

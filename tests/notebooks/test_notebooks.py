@@ -26,6 +26,7 @@ CONTRACT_KEYS = {
     "python",
     "threads",
     "commit",
+    "worktree",
     "date",
     "wall_time_s",
     "profile",

@@ -320,7 +320,7 @@ def test_report_text_constant_is_the_fixture_snapshot(ws):
 
 
 def test_a_missing_snapshot_is_fixed_by_where_it_came_from(tmp_path):
-    from kdalib.sources.rules import missing_snapshot_fix
+    from kdalib.sources.manifest import missing_snapshot_fix
     from kdalib.sources.snapshots import SnapshotStore
 
     entry = (
