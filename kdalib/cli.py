@@ -4,41 +4,97 @@ Every subcommand's work lives in the package that owns it. Each ``_run_*`` funct
 below imports its handler's module when that subcommand runs, so ``kdalib verify`` never
 imports torch. A handler takes the parsed ``argparse.Namespace`` and returns an exit
 status: 0 clean, 1 findings, 2 unusable input.
+
+``pip install kdalib`` installs the operators and the layer only. The claim tools
+(``verify``, ``sources``) need the ``sources`` extra and ``repro`` the ``book`` extra; run
+without them, a command says which extra to install instead of failing on an import.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kdalib import __version__
 
+#: The modules each optional extra of ``pyproject.toml`` provides that a command imports.
+EXTRAS = {
+    "sources": ("ruamel.yaml", "urllib3", "certifi", "pypdf"),
+    "book": ("nbformat", "nbclient", "ipykernel", "matplotlib", "pandas", "myst_nb"),
+}
 
+
+class MissingExtra(RuntimeError):
+    """A command needs an optional extra of kdalib that is not installed."""
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
+
+
+def missing_modules(extra: str) -> list[str]:
+    """The modules of ``extra`` (a key of :data:`EXTRAS`) that cannot be imported here."""
+    return [module for module in EXTRAS[extra] if not _importable(module)]
+
+
+def require_extra(extra: str, command: str) -> None:
+    """Raises :class:`MissingExtra`, naming the extra and the missing modules, when ``command``
+    cannot run because ``kdalib[extra]`` is not installed."""
+    missing = missing_modules(extra)
+    if missing:
+        raise MissingExtra(
+            f"kdalib {command} needs the {extra!r} extra: pip install 'kdalib[{extra}]' "
+            f"(not installed: {', '.join(missing)})"
+        )
+
+
+def _needs(extra: str, command: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable]:
+    def wrap(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def run(args: argparse.Namespace) -> int:
+            require_extra(extra, command)
+            return handler(args)
+
+        run.__doc__ = handler.__doc__
+        return run
+
+    return wrap
+
+
+@_needs("sources", "verify")
 def _run_verify(args: argparse.Namespace) -> int:
     from kdalib.sources.commands import cmd_verify
 
     return cmd_verify(args)
 
 
+@_needs("sources", "sources fetch")
 def _run_fetch(args: argparse.Namespace) -> int:
     from kdalib.sources.commands import cmd_fetch
 
     return cmd_fetch(args)
 
 
+@_needs("sources", "sources check-links")
 def _run_check_links(args: argparse.Namespace) -> int:
     from kdalib.sources.commands import cmd_check_links
 
     return cmd_check_links(args)
 
 
+@_needs("sources", "sources add")
 def _run_add(args: argparse.Namespace) -> int:
     from kdalib.sources.commands import cmd_add
 
     return cmd_add(args)
 
 
+@_needs("sources", "sources quote")
 def _run_quote(args: argparse.Namespace) -> int:
     from kdalib.sources.commands import cmd_quote
 
@@ -51,6 +107,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     return cmd_bench(args)
 
 
+@_needs("book", "repro")
 def _run_repro(args: argparse.Namespace) -> int:
     from kdalib.repro.runner import cmd_repro
 
@@ -197,9 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except MissingExtra as missing:
+        print(missing, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`kdalib verify | head`): stop quietly, and point stdout
+        # at /dev/null so that the interpreter's final flush cannot raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # what a shell reports for a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

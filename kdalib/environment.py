@@ -40,6 +40,31 @@ def git_commit(repo: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def worktree_state(repo: Path | None = None) -> str | None:
+    """Whether the tracked files of ``repo`` (default: this checkout) match its commit: ``"clean"``,
+    ``"modified"``, or None when git cannot tell (no git, not a checkout).
+
+    With ``$KDALIB_COMMIT`` set (a copied working tree), the copy's own git state says nothing
+    about it: ``$KDALIB_WORKTREE`` (``clean`` or ``modified``) is used if set, else None.
+    """
+    if os.environ.get("KDALIB_COMMIT"):
+        stated = os.environ.get("KDALIB_WORKTREE", "").strip()
+        return stated if stated in ("clean", "modified") else None
+    cwd = repo or Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "modified" if out.stdout.strip() else "clean"
+
+
 def cpu_name() -> str:
     """The CPU model as /proc/cpuinfo names it, falling back to ``platform.processor()``."""
     try:
@@ -73,7 +98,9 @@ def provenance(device: str) -> dict[str, object]:
 
     Keys: ``device`` (``cpu`` or ``cuda``), ``device_name``, ``torch``, ``triton``, ``python``,
     ``threads`` (torch's CPU threads), ``commit`` (None outside a git checkout without
-    ``$KDALIB_COMMIT``), ``date`` (:func:`utc_now`). Imports torch.
+    ``$KDALIB_COMMIT``), ``worktree`` (:func:`worktree_state`: a run from a modified tree is
+    recorded as ``"modified"``, so its numbers are never read as the clean commit's), ``date``
+    (:func:`utc_now`). Imports torch.
     """
     import torch
 
@@ -89,6 +116,7 @@ def provenance(device: str) -> dict[str, object]:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "commit": git_commit(),
+        "worktree": worktree_state(),
         "date": utc_now(),
     }
 

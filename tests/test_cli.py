@@ -6,6 +6,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,54 @@ def test_the_recorded_commit_wins_over_the_checkouts_own(monkeypatch):
         pytest.skip("not a git checkout")
     monkeypatch.setenv("KDALIB_COMMIT", "0" * 40)
     assert git_commit() == "0" * 40
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra", "module"),
+    [
+        (["verify"], "sources", "pypdf"),
+        (["sources", "quote", "x", "y"], "sources", "ruamel.yaml"),
+        (["repro"], "book", "nbclient"),
+    ],
+)
+def test_a_command_without_its_extra_names_the_extra_to_install(monkeypatch, capsys, argv, extra, module):
+    from kdalib import cli
+
+    monkeypatch.setattr(cli, "_importable", lambda name: name != module)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"pip install 'kdalib[{extra}]'" in err and f"not installed: {module}" in err
+
+
+def test_every_extra_module_of_the_cli_is_in_pyproject():
+    import tomllib
+
+    from kdalib.cli import EXTRAS
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    declared = {extra: " ".join(extras[extra]).lower() for extra in EXTRAS}
+    distributions = {"ruamel.yaml": "ruamel.yaml", "myst_nb": "jupyter-book"}
+    for extra, modules in EXTRAS.items():
+        for module in modules:
+            assert distributions.get(module, module) in declared[extra], (extra, module)
+    core = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(d.split(">")[0] for d in core) == ["numpy", "torch"]
+
+
+def test_a_closed_stdout_ends_the_command_quietly(monkeypatch):
+    import io
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`| head`) is gone
+    saved = os.dup(1)
+    os.dup2(write_end, 1)
+    try:
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True))
+        assert main(["info"]) == 141
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_end)

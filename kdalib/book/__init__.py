@@ -12,7 +12,9 @@ holds the build's state; a stylesheet and a script serve badges, figure popovers
 claims page's filter.
 The ``claims-changes`` directive renders the "What changed" page from the git history of
 sources.yaml (:mod:`kdalib.book.changes`); ``tracker-status`` shows the last live check of the
-sources on the Build-status page. Configuration (all optional): ``kdalib_sources_file`` (default
+sources on the Build-status page. The ``report-matrix`` directive (:mod:`kdalib.book.matrix`) makes the comparison page's
+tables a matrix of what each model reports. The API reference's autodoc and napoleon are set up by
+:mod:`kdalib.book.api`. Configuration (all optional): ``kdalib_sources_file`` (default
 ``sources.yaml``, relative to the book root), ``kdalib_claims_page`` (``notes/claims``),
 ``kdalib_sources_page`` (``notes/sources``), ``kdalib_tracker_record`` (``tracker/online.json``). Never imports torch except inside ``kdalib-environment`` and ``context-parallel-costs``.
 """
@@ -23,6 +25,7 @@ from sphinx.application import Sphinx
 
 from kdalib import __version__
 from kdalib.book import (
+    api,
     assets,
     changes,
     checklist,
@@ -30,6 +33,7 @@ from kdalib.book import (
     dashboard,
     domain,
     downloads,
+    matrix,
     nodes,
     pictures,
     role,
@@ -52,9 +56,11 @@ def setup(app: Sphinx) -> dict[str, object]:
     domain.setup(app)
     nodes.setup(app)
     assets.setup(app)
+    api.setup(app)
     role.setup(app)
     spec_table.setup(app)
     verdict.setup(app)
+    matrix.setup(app)
     downloads.setup(app)
     computed.setup(app)
     app.add_directive("source-checklist", checklist.SourceChecklist)

@@ -90,6 +90,10 @@ class ClaimsDashboard(BookDirective):
         para += join(
             (nodes.inline("", "", badge(s, s), nodes.Text(f" {counts[s]}")) for s in CLAIM_STATUSES if counts[s]), " "
         )
+        para += nodes.Text(
+            ". Each claim is counted once, here and in the filter below; the sections on conflicting, refuted "
+            "and superseded claims at the end show some of them again, beside the claims they answer."
+        )
         return para
 
     def _verdict_counts(self) -> list[nodes.Node]:

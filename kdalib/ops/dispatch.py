@@ -33,8 +33,7 @@ def kda(
     """Kimi Delta Attention through the operator named by ``backend``.
 
     Args:
-        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
-            cu_seqlens: as in :func:`kdalib.ops.chunk_kda` (shapes ``[B, T, H, K]``,
+        q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens: as in :func:`kdalib.ops.chunk_kda` (shapes ``[B, T, H, K]``,
             ``[B, T, HV, V]``, ``[B, T, HV, K]``, ``[B, T, HV]``, state ``[N, HV, K, V]``;
             ``cu_seqlens`` a tensor or :class:`~kdalib.ops.PackedSequences`).
         backend: ``"auto"`` or an operator name of :data:`kdalib.ops.registry.OPERATORS`

@@ -8,8 +8,11 @@ the CPU or ``kdalib repro`` executes it on a GPU:
 * :func:`record` glues a number for the book's prose (``{glue:text}`name```) and, under
   ``kdalib repro``, also collects it for the result JSON.
 * :func:`save_figure` writes a figure's PNG next to that JSON under ``kdalib repro``.
-* :func:`show_recorded` displays the recorded GPU results of a notebook, labelled with
-  device, commit and date, or says plainly that none exist yet.
+* :func:`show_recorded` displays the recorded GPU results of a notebook as a captioned table
+  of the values the notebook names for readers (:class:`Shown`), labelled with device, commit
+  and date and with whether the code it measured has changed since
+  (:func:`code_changes_since`), or says plainly that none exist yet.
+* :mod:`kdalib.repro.benchmarks` reads recorded ``kdalib bench`` runs for the book.
 
 ``kdalib repro`` tells the kernel where to collect values through the environment
 variable ``KDALIB_REPRO_COLLECT`` (a folder); without it (the book build, a user's own
@@ -25,6 +28,7 @@ import math
 import numbers
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,8 +223,10 @@ def load_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> 
 
 
 def provenance(data: dict) -> str:
-    """One line saying where a recorded result came from."""
+    """One line saying where a recorded result came from (a run from a modified tree says so)."""
     commit = (data.get("commit") or "unknown")[:10]
+    if data.get("worktree") == "modified":
+        commit += " with uncommitted changes"
     wall = data.get("wall_time_s")
     wall_text = f", {wall:.0f} s" if isinstance(wall, (int, float)) else ""
     return (
@@ -230,33 +236,144 @@ def provenance(data: dict) -> str:
     )
 
 
-def recorded_table(data: dict) -> dict[str, str]:
-    """A recorded result's numbers as a display bundle: an HTML table (the book's Markdown
-    renderer shows no Markdown tables) and the same rows as plain text."""
-    numbers_ = [
-        (key, value)
-        for key, value in sorted(data["values"].items())
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
+#: The code a recorded kernel or training number measures.
+MEASURED_CODE = ("kdalib/ops",)
+
+
+@dataclass(frozen=True)
+class CodeChanges:
+    """The commits that touched ``paths`` after a recorded run's commit.
+
+    Attributes:
+        commit: the recorded commit (None when the record names none).
+        paths: the folders checked, relative to the repository root.
+        commits: ``"<short sha> <subject>"`` per commit, newest first; None when git cannot tell.
+        reason: why it cannot tell (no git, a commit outside this clone's history).
+        modified: the run was made from a working tree with uncommitted changes.
+    """
+
+    commit: str | None
+    paths: tuple[str, ...]
+    commits: tuple[str, ...] | None
+    reason: str = ""
+    modified: bool = False
+
+    def sentence(self) -> str:
+        """What a reader needs to know, in one sentence."""
+        where = " or ".join(f"{path}/" for path in self.paths)
+        local = (
+            " The run was made with uncommitted changes on top of that commit, which this history does not hold."
+            if self.modified
+            else ""
+        )
+        if self.commits is None:
+            return f"Whether {where} changed since the recorded commit is unknown here: {self.reason}.{local}"
+        if not self.commits:
+            return f"The code it measured ({where}) has not changed since.{local}"
+        count = len(self.commits)
+        latest = self.commits[0] if len(self.commits[0]) <= 72 else self.commits[0][:71] + "…"
+        return (
+            f"The code it measured ({where}) has changed since: {count} commit{'s' if count > 1 else ''}, "
+            f"latest {latest}.{local}"
+        )
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def code_changes_since(
+    commit: str | None, paths: tuple[str, ...] = MEASURED_CODE, root: Path | None = None, modified: bool = False
+) -> CodeChanges:
+    """The commits after ``commit`` that touched ``paths`` in the git history of ``root``
+    (default: :func:`book_root`); the answer says so when git, or the commit, is not there."""
+    root = root or book_root()
+    paths = tuple(paths)
+    if not commit or not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
+        return CodeChanges(commit, paths, None, "the record names no commit", modified)
+    if _git(root, "rev-parse", "--is-inside-work-tree") is None:
+        return CodeChanges(commit, paths, None, "no git history in this copy of the book", modified)
+    if _git(root, "cat-file", "-e", f"{commit}^{{commit}}") is None:
+        reason = f"commit {commit[:10]} is not in this clone's history (a shallow clone?)"
+        return CodeChanges(commit, paths, None, reason, modified)
+    log = _git(root, "log", "--format=%h %s", f"{commit}..HEAD", "--", *paths)
+    if log is None:
+        return CodeChanges(commit, paths, None, "git log failed", modified)
+    return CodeChanges(commit, paths, tuple(line for line in log.splitlines() if line.strip()), "", modified)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a recorded value is shown to readers: its name, its unit, and the significant figures
+    the measurement supports."""
+
+    label: str
+    unit: str = ""
+    digits: int = 3
+
+
+def significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant figures: thousands separated, tiny values with an exponent."""
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    rounded = float(f"{value:.{digits}g}")
+    if rounded != 0 and (abs(rounded) < 1e-3 or abs(rounded) >= 1e15):
+        return f"{rounded:.{digits - 1}e}"
+    if abs(rounded) >= 10 ** (digits - 1):
+        return f"{rounded:,.0f}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded)))) if rounded else 0
+    return f"{rounded:,.{decimals}f}"
+
+
+def recorded_table(data: dict, shown: dict[str, Shown], changes: CodeChanges | None = None) -> dict[str, str]:
+    """A recorded result as a display bundle: a captioned HTML table of the values ``shown`` names
+    (reader labels and units, rounded; values the record lacks are left out), and the same as text.
+
+    Raises:
+        ValueError: when ``shown`` names none of the recorded values (a renamed key would
+            otherwise empty the table silently).
+    """
+    values = data["values"]
+    rows = [
+        (spec.label, significant(values[key], spec.digits) + (f" {spec.unit}" if spec.unit else ""))
+        for key, spec in shown.items()
+        if isinstance(values.get(key), (int, float)) and not isinstance(values.get(key), bool)
     ]
-    head = f"Recorded result — {provenance(data)}."
-    rows = "".join(f"<tr><td><code>{html.escape(key)}</code></td><td>{value:.6g}</td></tr>" for key, value in numbers_)
+    if not rows:
+        raise ValueError(f"recorded_table: none of {sorted(shown)} is among the recorded values {sorted(values)}")
+    caption = f"Recorded run of this notebook: {provenance(data)}."
+    if changes is not None:
+        caption += " " + changes.sentence()
+    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{html.escape(text)}</td></tr>" for label, text in rows)
     table = (
-        f"<p><strong>Recorded result</strong> — {html.escape(provenance(data))}.</p>\n"
-        f'<table class="kdalib-recorded"><thead><tr><th>value</th><th>recorded</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>"
+        f'<table class="kdalib-recorded"><caption>{html.escape(caption)}</caption>'
+        f"<thead><tr><th>quantity</th><th>recorded</th></tr></thead><tbody>{body}</tbody></table>"
     )
-    width = max((len(key) for key, _ in numbers_), default=0)
-    plain = "\n".join([head, *(f"{key:<{width}}  {value:.6g}" for key, value in numbers_)])
+    width = max(len(label) for label, _ in rows)
+    plain = "\n".join([caption, *(f"{label:<{width}}  {text}" for label, text in rows)])
     return {"text/html": table, "text/plain": plain}
 
 
-def show_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> dict | None:
-    """Displays a notebook's recorded results (provenance, values, figures) in the notebook.
+def show_recorded(
+    stem: str,
+    shown: dict[str, Shown] | None = None,
+    device: str = "cuda",
+    root: Path | None = None,
+    measured: tuple[str, ...] = MEASURED_CODE,
+    figures: bool = True,
+) -> dict | None:
+    """Displays a notebook's recorded results: a captioned table of the values ``shown`` names
+    (none: only where and when it ran), whether the code under ``measured`` changed since, and
+    the recorded figures (``figures=False``: the notebook draws its own).
 
     Returns:
         The loaded record, or None (after saying so) when no record exists yet.
     """
-    from IPython.display import Image, Markdown, display
+    from IPython.display import HTML, Image, Markdown, display
 
     data = load_recorded(stem, device, root)
     if data is None:
@@ -268,10 +385,23 @@ def show_recorded(stem: str, device: str = "cuda", root: Path | None = None) -> 
             )
         )
         return None
-    display(recorded_table(data), raw=True)
+    changes = code_changes_since(data.get("commit"), measured, root, data.get("worktree") == "modified")
+    data["_changes"] = changes
+    if shown:
+        display(recorded_table(data, shown, changes), raw=True)
+    else:
+        line = f"Recorded run of this notebook: {provenance(data)}. {changes.sentence()}"
+        display(HTML(f'<p class="kdalib-provenance">{html.escape(line)}</p>'))
     folder = Path(data["_path"]).parent
-    for figure in data.get("figures") or []:
+    for figure in (data.get("figures") or []) if figures else []:
         if (folder / figure).is_file():
-            display(Markdown(f"*{figure}* ({data.get('device_name', device)})"))
             display(Image(filename=str(folder / figure)))
+            day = str(data.get("date") or "undated")[:10]
+            commit = str(data.get("commit") or "unknown")[:7]
+            display(
+                HTML(
+                    f'<p class="kdalib-figure-note">{html.escape(figure)}: recorded on '
+                    f"{html.escape(str(data.get('device_name', device)))}, commit {commit}, {day}.</p>"
+                )
+            )
     return data

@@ -26,6 +26,7 @@ from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
 from kdalib.sources.locking import Busy, locked
 from kdalib.sources.model import Document
+from kdalib.sources.quotes import normalize
 from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS
 from kdalib.sources.snapshots import (
     MAX_SNAPSHOT_BYTES,
@@ -453,6 +454,29 @@ def _print_nearest(text, wanted: str) -> None:
             return
 
 
+#: Markdown markup a reader does not see in the rendered page: emphasis, code, table bars, headings.
+MARKUP = "*_`|#"
+
+
+def find_ignoring_markup(raw: str, wanted: str) -> tuple[int, int] | None:
+    """Where the words of ``wanted`` (as a reader sees them rendered) occur in the Markdown ``raw``
+    with markup between or around them: (start, end) of the source span, opening and closing
+    emphasis included; None when they do not."""
+    words = [w for w in re.split(rf"[\s{re.escape(MARKUP)}]+", wanted) if w]
+    if not words:
+        return None
+    gap = rf"[\s{re.escape(MARKUP)}]+"
+    found = re.search(gap.join(re.escape(w) for w in words), raw)
+    if found is None:
+        return None
+    start, end = found.start(), found.end()
+    while start > 0 and raw[start - 1] in "*_`":
+        start -= 1
+    while end < len(raw) and raw[end] in "*_`":
+        end += 1
+    return start, end
+
+
 def cmd_quote(args: argparse.Namespace) -> int:
     """``kdalib sources quote ID TEXT``: where TEXT occurs in the snapshot, and the span to paste."""
     try:
@@ -474,7 +498,19 @@ def cmd_quote(args: argparse.Namespace) -> int:
         return _fail(f"snapshot {state.path} is {state.state}{hint}")
     match = state.text.find(args.text)
     if match is None:
-        print(f"not found in {snapshot.file} (even ignoring whitespace): {args.text!r}")
+        span = find_ignoring_markup(state.text.raw, args.text)
+        if span is not None:
+            start, end = span
+            line = state.text.raw.count("\n", 0, start) + 1
+            exact = state.text.raw[start:end]
+            print(f"found ignoring Markdown markup in {snapshot.file}, line {line}")
+            print("a quote is the source's text as written (its Markdown), not the page as rendered:")
+            for text_line in exact.splitlines() or [exact]:
+                print(f"  | {text_line}")
+            print("quote for sources.yaml:")
+            print(f"  quote: {json.dumps(normalize(exact), ensure_ascii=False)}")
+            return OK
+        print(f"not found in {snapshot.file} (even ignoring whitespace and Markdown markup): {args.text!r}")
         _print_nearest(state.text, args.text)
         return FINDINGS
     print(f"found ({match.kind}) in {snapshot.file}, line {match.line}")

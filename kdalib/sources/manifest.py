@@ -23,7 +23,7 @@ from kdalib.sources.files import UnsafeFile, entries_below, path_problem, read_i
 from kdalib.sources.loader import MAX_FILE_BYTES, LoadError, guard, load_yaml
 from kdalib.sources.model import ERROR, WARNING, Document, Finding, short_repr
 from kdalib.sources.schema import SOURCE_ID, _Entry, _Reporter, item_line
-from kdalib.sources.snapshots import SnapshotStore, sha256_bytes
+from kdalib.sources.snapshots import ENV_VAR, SnapshotStore, sha256_bytes
 
 MANIFEST_NAME = "MANIFEST.yaml"
 #: Files of the store that are about the texts, not texts themselves.
@@ -377,3 +377,23 @@ def with_entry(
 
 def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def missing_snapshot_fix(source_id: str, file: str, store: SnapshotStore) -> str:
+    """How to get a missing archived text back, by where it came from (its manifest entry): a text
+    fetched from a URL can be fetched again; one added from a local file cannot, and is restored."""
+    archive = f"or set {ENV_VAR} to the archive that holds it"
+    entries = load_manifest(store.root / MANIFEST_NAME)[0] if (store.root / MANIFEST_NAME).is_file() else {}
+    entry = entries.get(file)
+    if entry is not None and entry.retrieved_from.startswith(("https://", "http://")) and entry.origin != "third-party":
+        return f"run `kdalib sources fetch {source_id}` (it archives {entry.retrieved_from} again) {archive}"
+    if entry is not None:
+        return (
+            f"it was added from a local file ({entry.retrieved_from}), which `kdalib sources fetch` cannot recreate: "
+            f"restore it with `git checkout -- snapshots/{file}`, or add that file again with "
+            f"`kdalib sources add URL --id {source_id} --snapshot FILE --origin {entry.origin}`, {archive}"
+        )
+    return (
+        f"restore it with `git checkout -- snapshots/{file}`; a source whose URL serves the text can be fetched "
+        f"again with `kdalib sources fetch {source_id}`; {archive}"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,14 @@ class QuoteResults:
     findings: list[Finding] = field(default_factory=list)
 
 
-def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> QuoteResults:
-    """Open every snapshot (sha256 checked) and look for every quote that must verify."""
+def check_quotes(
+    doc: Document, store: snap.SnapshotStore, strict: bool, missing_fix: Callable[[str, str], str] | None = None
+) -> QuoteResults:
+    """Open every snapshot (sha256 checked) and look for every quote that must verify.
+
+    ``missing_fix(source_id, file)`` words the fix of a missing snapshot (by where the text came
+    from: :func:`kdalib.sources.manifest.missing_snapshot_fix`); without it the fix is generic.
+    """
     out = QuoteResults()
     file = str(doc.path)
     for source in doc.sources.values():
@@ -71,7 +77,10 @@ def check_quotes(doc: Document, store: snap.SnapshotStore, strict: bool) -> Quot
                         line,
                         source.id,
                         f"snapshot {snapshot.file!r} is not in {store.root}; its quotes were not checked",
-                        f"run `kdalib sources fetch {source.id}` or set {snap.ENV_VAR} to the archive",
+                        missing_fix(source.id, snapshot.file)
+                        if missing_fix
+                        else f"restore it (`git checkout -- snapshots/{snapshot.file}`) or run "
+                        f"`kdalib sources fetch {source.id}`, or set {snap.ENV_VAR} to the archive",
                     )
                 )
             elif state.state == snap.SHA_MISMATCH:

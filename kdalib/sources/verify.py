@@ -139,7 +139,9 @@ def run_verify(
     document = load_document(sources_path)
     root = Path(root) if root is not None else Path(sources_path).resolve().parent
     store = snap.SnapshotStore(snapshot_dir)
-    quotes = rules.check_quotes(document, store, strict)
+    quotes = rules.check_quotes(
+        document, store, strict, lambda source_id, file: manifest.missing_snapshot_fix(source_id, file, store)
+    )
     report = Report(document=document, snapshot_dir=store.root)
     report.findings = [
         *document.findings,

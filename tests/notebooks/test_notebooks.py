@@ -26,6 +26,7 @@ CONTRACT_KEYS = {
     "python",
     "threads",
     "commit",
+    "worktree",
     "date",
     "wall_time_s",
     "profile",
@@ -154,5 +155,7 @@ def test_notebooks_are_stored_clean_and_use_the_shared_settings(path):
     )
     source = "\n".join(cell.source for cell in code)
     assert "settings()" in source, f"{path.name}: read KDALIB_DEVICE / KDALIB_PROFILE through kdalib.repro.settings()"
-    assert f'show_recorded("{path.stem}")' in source, f"{path.name}: show the recorded GPU run"
+    assert f'show_recorded(\n    "{path.stem}",' in source or f'show_recorded("{path.stem}"' in source, (
+        f"{path.name}: show the recorded GPU run"
+    )
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import nbformat
 import numpy as np
@@ -34,9 +35,9 @@ def test_progress_bars_only_for_full_runs():
     assert repro.Settings(device="cuda", profile="full").show_progress
 
 
-def test_recorded_table_is_html_and_plain_text_not_markdown():
+def test_recorded_table_shows_reader_names_units_and_rounding_not_keys():
     data = {
-        "values": {"b_ms": 0.1234567, "a<tag>": 2, "flag": True, "note": "text"},
+        "values": {"b_ms": 0.1234567, "a<tag>": 2, "flag": True, "note": "text", "unshown": 5.0},
         "device_name": "GPU & co",
         "device": "cuda",
         "profile": "full",
@@ -44,14 +45,72 @@ def test_recorded_table_is_html_and_plain_text_not_markdown():
         "date": "2026-11-30",
         "torch": "2.13.0",
     }
-    bundle = repro.recorded_table(data)
+    shown = {
+        "a<tag>": repro.Shown("count <of> things"),
+        "b_ms": repro.Shown("one step", "ms", 2),
+        "absent": repro.Shown("x"),
+    }
+    bundle = repro.recorded_table(data, shown)
     page = bundle["text/html"]
-    assert "<td><code>a&lt;tag&gt;</code></td><td>2</td>" in page and "<td>0.123457</td>" in page
-    assert "GPU &amp; co" in page and "|" not in page and "flag" not in page and "note" not in page
-    assert page.index("a&lt;tag&gt;") < page.index("b_ms")  # sorted by name
+    assert "<td>count &lt;of&gt; things</td><td>2</td>" in page and "<td>one step</td><td>0.12 ms</td>" in page
+    assert "<caption>Recorded run of this notebook: recorded on GPU &amp; co (cuda)" in page
+    for internal in ("b_ms", "a&lt;tag&gt;", "unshown", "flag", ">text<", "absent", "|"):
+        assert internal not in page, internal
+    assert page.index("count &lt;of&gt;") < page.index("one step")  # in the order given
     plain = bundle["text/plain"].splitlines()
-    assert plain[0].startswith("Recorded result — recorded on GPU & co (cuda), profile full, commit abcdef0123")
-    assert plain[1:] == ["a<tag>  2", "b_ms    0.123457"]
+    assert plain[0].startswith(
+        "Recorded run of this notebook: recorded on GPU & co (cuda), profile full, commit abcdef0123"
+    )
+    assert plain[1:] == ["count <of> things  2", "one step           0.12 ms"]
+    with pytest.raises(ValueError, match="none of"):
+        repro.recorded_table(data, {"renamed": repro.Shown("gone")})
+
+
+def test_a_run_from_a_modified_tree_is_never_shown_as_the_clean_commit():
+    data = {"values": {"x": 1.0}, "commit": "abcdef0123456", "worktree": "modified"}
+    assert "abcdef0123 with uncommitted changes" in repro.provenance(data)
+    changes = repro.CodeChanges("abcdef0", ("kdalib/ops",), (), modified=True)
+    assert "has not changed since" in changes.sentence() and "uncommitted changes" in changes.sentence()
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "text"),
+    [(722922.6, 3, "723,000"), (0.70322, 2, "0.70"), (1.66e-16, 2, "1.7e-16"), (5.184, 3, "5.18"), (40, 3, "40"),
+     (0.0036, 2, "0.0036"), (4167.97, 3, "4,170"), (128.08, 3, "128")],
+)  # fmt: skip
+def test_significant_figures(value, digits, text):
+    assert repro.significant(value, digits) == text
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+
+
+def test_code_changes_since_a_recorded_commit(tmp_path, monkeypatch):
+    for variable in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(variable, "test@example.org")
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "kdalib" / "ops").mkdir(parents=True)
+    (tmp_path / "notes.md").write_text("a")
+    (tmp_path / "kdalib" / "ops" / "chunk.py").write_text("a")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "first")
+    recorded = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.md").write_text("b")
+    _git(tmp_path, "commit", "-qam", "prose only")
+    assert repro.code_changes_since(recorded, root=tmp_path).commits == ()
+    (tmp_path / "kdalib" / "ops" / "chunk.py").write_text("b")
+    _git(tmp_path, "commit", "-qam", "faster kernel")
+    changes = repro.code_changes_since(recorded, root=tmp_path)
+    assert len(changes.commits) == 1 and changes.commits[0].endswith("faster kernel")
+    assert "has changed since: 1 commit, latest" in changes.sentence()
+    unknown = repro.code_changes_since("0123456789abcdef", root=tmp_path)
+    assert unknown.commits is None and "not in this clone's history" in unknown.sentence()
+    outside = tmp_path.parent / f"{tmp_path.name}-copy"
+    outside.mkdir()
+    copied = repro.code_changes_since(recorded, root=outside)
+    assert copied.commits is None and "no git history" in copied.sentence()
+    assert repro.code_changes_since(None, root=tmp_path).commits is None
 
 
 @pytest.mark.parametrize(("variable", "value"), [(repro.PROFILE_ENV, "huge"), (repro.DEVICE_ENV, "tpu")])

@@ -88,10 +88,18 @@ def test_quote_not_found_shows_how_far_it_matched(ws, capsys):
         str(ws.snapshots),
         "quote",
         "card",
-        "Total Parameters | 1T",
+        "Total Parameters | 9T",
     )
     assert code == 1
     assert "the first 2 of 4 words occur at line 5" in out and "| Total Parameters** | 1T |" in out
+
+
+def test_quote_typed_as_rendered_prints_the_markdown_span_to_paste(ws, capsys):
+    ws.write()
+    args = ("sources", "--sources", str(ws.sources_path), "--snapshots", str(ws.snapshots), "quote", "card")
+    code, out, _ = run(capsys, *args, "Total Parameters 1T")
+    assert code == 0 and "found ignoring Markdown markup" in out and "line 5" in out
+    assert 'quote: "**Total Parameters** | 1T"' in out
 
 
 @pytest.mark.parametrize("args, code", [(("card", "Total Parameters** | 7T"), 1), (("nope", "x"), 2)])

@@ -317,3 +317,30 @@ def test_report_json_and_summary(ws, tmp_path):
 
 def test_report_text_constant_is_the_fixture_snapshot(ws):
     assert (ws.snapshots / "report.txt").read_text() == REPORT
+
+
+def test_a_missing_snapshot_is_fixed_by_where_it_came_from(tmp_path):
+    from kdalib.sources.manifest import missing_snapshot_fix
+    from kdalib.sources.snapshots import SnapshotStore
+
+    entry = (
+        "- file: {file}\n  source: {source}\n  version: v1\n  retrieved_from: {origin_text}\n"
+        "  retrieved_on: '2026-11-28'\n  origin: {origin}\n  sha256: \"{sha}\"\n  bytes: 1\n"
+    )
+    (tmp_path / "MANIFEST.yaml").write_text(
+        entry.format(
+            file="card.md", source="card", origin_text="Org/Repo@abc:README.md", origin="publisher", sha="a" * 64
+        )
+        + entry.format(
+            file="page.html", source="page", origin_text="https://example.org/page", origin="extraction", sha="b" * 64
+        )
+    )
+    store = SnapshotStore(tmp_path)
+    local = missing_snapshot_fix("card", "card.md", store)
+    assert "added from a local file (Org/Repo@abc:README.md)" in local and "git checkout -- snapshots/card.md" in local
+    assert "kdalib sources add URL --id card --snapshot FILE --origin publisher" in local
+    assert "sources fetch" in local and "cannot recreate" in local
+    fetched = missing_snapshot_fix("page", "page.html", store)
+    assert fetched.startswith("run `kdalib sources fetch page` (it archives https://example.org/page again)")
+    unknown = missing_snapshot_fix("other", "other.txt", store)
+    assert "git checkout -- snapshots/other.txt" in unknown

@@ -178,26 +178,67 @@
     var cards = Array.prototype.slice.call(document.querySelectorAll("details.kdalib-subject .kdalib-card"));
     var count = document.querySelector(".kdalib-filter-count");
     var text = cards.map(function (card) { return card.textContent.toLowerCase(); });
+    var claims = cards.filter(function (card) { return card.id; }).length;
     box.addEventListener("input", function () {
       var words = box.value.toLowerCase().split(/\s+/).filter(Boolean);
       var shown = 0;
       cards.forEach(function (card, i) {
         var match = words.every(function (w) { return text[i].indexOf(w) >= 0; });
         card.hidden = !match;
-        if (match) shown += 1;
+        if (match && card.id) shown += 1;  // a claim's own card has its anchor; repeats in later sections do not
       });
       document.querySelectorAll("details.kdalib-subject").forEach(function (group) {
         var visible = group.querySelector(".kdalib-card:not([hidden])");
         group.hidden = words.length > 0 && !visible;
         if (words.length > 0 && visible) group.open = true;
       });
-      if (count) count.textContent = words.length ? shown + " of " + cards.length + " shown" : "";
+      if (count) count.textContent = words.length ? shown + " of " + claims + " claims match" : "";
+    });
+  }
+
+  /* The comparison page: show only the rows the chosen model reports (a cell that is not the quiet mark). */
+  function setUpMatrix() {
+    var select = document.querySelector(".kdalib-matrix-controls select");
+    if (!select) return;
+    var tables = Array.prototype.slice.call(document.querySelectorAll("table.kdalib-matrix"));
+    var count = document.querySelector(".kdalib-matrix-count");
+    var models = [];
+    tables.forEach(function (table) {
+      var head = table.querySelector("thead tr") || table.querySelector("tr");
+      Array.prototype.slice.call(head ? head.cells : [], 1).forEach(function (cell) {
+        var name = cell.textContent.trim();
+        if (name && models.indexOf(name) < 0) models.push(name);
+      });
+    });
+    models.forEach(function (name) {
+      var option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      select.appendChild(option);
+    });
+    select.addEventListener("change", function () {
+      var chosen = select.value, shown = 0, total = 0;
+      tables.forEach(function (table) {
+        var head = table.querySelector("thead tr") || table.querySelector("tr");
+        var names = Array.prototype.map.call(head ? head.cells : [], function (c) { return c.textContent.trim(); });
+        var column = chosen ? names.indexOf(chosen) : -1;
+        Array.prototype.forEach.call(table.querySelectorAll("tbody tr"), function (row) {
+          var cell = column > 0 ? row.cells[column] : null;
+          row.hidden = Boolean(chosen) && (!cell || cell.classList.contains("kdalib-absent-cell"));
+          Array.prototype.forEach.call(row.cells, function (c, i) { c.classList.toggle("kdalib-chosen", i === column); });
+          total += 1;
+          if (!row.hidden) shown += 1;
+        });
+        Array.prototype.forEach.call(head ? head.cells : [], function (c, i) { c.classList.toggle("kdalib-chosen", i === column); });
+      });
+      if (count) count.textContent = chosen ? shown + " of " + total + " rows: what " + chosen + " reports" : "";
     });
   }
 
   function start() {
     setUpPopovers();
     setUpFilter();
+    setUpMatrix();
     openTarget();
     window.addEventListener("hashchange", openTarget);
   }

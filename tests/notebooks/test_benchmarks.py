@@ -1,0 +1,111 @@
+"""kdalib.repro.benchmarks and kdalib.repro.names: recorded bench runs read generically and shown
+with reader names."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import pytest
+
+from kdalib.bench import known_methods
+from kdalib.repro import benchmarks
+from kdalib.repro.names import MECHANISM_NAMES, METHOD_NAMES, STEP_PATH_NAMES
+from kdalib.tasks import MIXER_KINDS
+from kdalib.tasks.report_grid import STEP_PATHS
+
+matplotlib.use("Agg")
+
+
+def test_every_internal_name_has_a_reader_name():
+    assert set(known_methods()) <= set(METHOD_NAMES)
+    assert set(STEP_PATHS) <= set(STEP_PATH_NAMES)
+    assert set(MIXER_KINDS) <= set(MECHANISM_NAMES)
+    assert all("_" not in name for name in METHOD_NAMES.values() if "chunk_kda" not in name)
+
+
+def _row(method, ms, batch=1, tokens=4096, gate=None, top_gate=None, train=False, peak=1000.0, dtype="bfloat16"):
+    shape = {"batch": batch, "tokens": tokens, "heads": 32, "key_dim": 128, "value_dim": 128, "dtype": dtype}
+    shape["train"] = train
+    if gate:
+        shape["gate"] = gate
+    row = {"shape": shape, "method": method, "ms": ms, "peak_extra_mb": peak}
+    if top_gate:
+        row["gate"] = top_gate
+    return row
+
+
+def _write(folder, name, date, rows, **extra):
+    data = {"device_name": "GPU X", "commit": "abcdef0123", "date": date, "suite": "gpu", "rows": rows, **extra}
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_records_are_read_generically_newest_row_wins(tmp_path):
+    _write(tmp_path, "bench.json", "2026-12-01T00:00:00+00:00", [_row("triton", 5.0), _row("fla", 4.0)])
+    _write(
+        tmp_path,
+        "bench-gates.json",
+        "2026-12-02T00:00:00+00:00",
+        [_row("triton", 6.0), _row("triton", 7.0, gate="bounded"), _row("new_kernel", 3.0, top_gate="kimi")],
+        worktree="modified",
+    )
+    (tmp_path / "bench-broken.json").write_text("{")
+    (tmp_path / "bench-empty.json").write_text(json.dumps({"rows": []}))
+    records, skipped = benchmarks.load_records(tmp_path)
+    assert [r.path.name for r in records] == ["bench.json", "bench-gates.json"]
+    assert len(skipped) == 2 and any("bench-broken.json" in line for line in skipped)
+    assert records[1].describe() == "GPU X, commit abcdef0 with local changes (2026-12-02)"
+    rows = {(r["method"], r["gate"]): r for r in benchmarks.tidy_rows(records)}
+    assert rows[("triton", None)]["ms"] == 6.0 and rows[("triton", None)]["record"] == 1  # the newer file's row
+    assert rows[("triton", "bounded")]["name"] == "kdalib, Triton, bounded gate"
+    assert rows[("new_kernel", "kimi")]["name"] == "method new_kernel, Kimi Linear's gate"
+    assert rows[("fla", None)]["shape"] == "B1 × T4K" and rows[("fla", None)]["peak_gb"] == 1.0
+
+
+def test_tables_show_reader_names_rounding_and_absent_cells(tmp_path):
+    _write(
+        tmp_path,
+        "bench.json",
+        "2026-12-01",
+        [
+            _row("chunk_pytorch", 28.702272, peak=9528.0),
+            _row("fla_bounded", 3.3612, peak=2560.016),
+            _row("fla_bounded", 1.4, tokens=8192, peak=5.0),
+        ],
+    )
+    rows = benchmarks.tidy_rows(benchmarks.load_records(tmp_path)[0])
+    table = benchmarks.table_html(rows, "prefill", "bfloat16", "Prefill, bf16")
+    assert "<caption>Prefill, bf16</caption>" in table
+    assert "kdalib, PyTorch" in table and "FLA, bounded gate in kernel" in table
+    assert "chunk_pytorch" not in table and "fla_bounded" not in table
+    assert "28.7<br>" in table and "9.5 GB" in table and "3.36<br>" in table
+    assert "&lt; 0.01 GB" in table and 'class="kdalib-absent"' in table  # PyTorch not timed at T8K
+    assert benchmarks.table_html(rows, "training", None, "x") is None
+
+
+def test_the_picture_has_time_and_memory_for_prefill_and_training(tmp_path):
+    prefill = [_row(m, ms) for m, ms in (("triton", 5.0), ("fla", 4.0), ("sdpa_flash", 3.0), ("chunk_pytorch", 30.0))]
+    training = [_row(m, 10 * ms, train=True) for m, ms in (("triton", 5.0), ("fla", 4.0), ("sdpa_flash", 3.0))]
+    gated = [_row("triton", 9.0, tokens=8192, gate="mild"), _row("triton", 8.0, tokens=8192, gate="bounded")]
+    _write(tmp_path, "bench.json", "2026-12-01", prefill + training + gated)
+    records, _ = benchmarks.load_records(tmp_path)
+    rows = benchmarks.tidy_rows(records)
+    assert {r["method"] for r in benchmarks.picture_rows(rows, "prefill")} == {"triton", "fla", "sdpa_flash"}
+    assert all(r["gate"] is None for r in benchmarks.picture_rows(rows, "prefill"))  # one gate per method
+    figure = benchmarks.speed_picture(rows, records)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == [
+        "prefill: time per call",
+        "prefill: memory above the inputs",
+        "training: time per call",
+        "training: memory above the inputs",
+    ]
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == ["kdalib, Triton", "FLA", "softmax attention (flash)"]
+    assert any("GPU X, commit abcdef0 (2026-12-01)" in text.get_text() for text in figure.texts)
+    assert benchmarks.speed_picture([r for r in rows if r["method"] == "chunk_pytorch"], records) is None
+
+
+@pytest.mark.parametrize(("tokens", "label"), [(1, "1"), (4096, "4K"), (65536, "64K"), (1000, "1000")])
+def test_tokens_label(tokens, label):
+    assert benchmarks.tokens_label(tokens) == label
