@@ -163,10 +163,12 @@ def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeyp
 
 def test_the_breakdown_ranks_a_calls_operators_by_their_own_time():
     a = torch.randn(384, 384)
-    parts = bench.time_breakdown(lambda: (a @ a @ a).relu_(), "cpu", top=3)
-    assert 1 <= len(parts) <= 3
-    assert parts[0]["name"] in ("aten::mm", "aten::matmul") and parts[0]["calls"] == 2
+    parts = bench.time_breakdown(lambda: (a @ a @ a).relu_(), "cpu", top=20)
+    calls = {p["name"]: p["calls"] for p in parts}
+    # which operator measures longest depends on the machine's load, so only counts are asserted
+    assert calls.get("aten::mm") == 2 and calls.get("aten::relu_") == 1
     assert [p["ms"] for p in parts] == sorted((p["ms"] for p in parts), reverse=True)
+    assert len(bench.time_breakdown(lambda: (a @ a @ a).relu_(), "cpu", top=1)) == 1
     assert 0 < sum(p["share"] for p in parts) <= 1 + 1e-9
 
 
