@@ -170,6 +170,7 @@ def triton_chunk_kda(
         decay,
         scores,
         inverse,
+        None,
         chunk_ends,
         chunk_starts,
         float(scale),
@@ -191,6 +192,12 @@ def triton_chunk_kda(
         GATE=gate,
         PRECISION=precision,
         NATIVE_BF16=not interpreting(),
+        CHUNK_ROWS=False,
+        QK_ROW=H * K,
+        G_ROW=HV * K,
+        K_ROW=HV * K,
+        V_ROW=HV * V,
+        BETA_ROW=HV,
         num_warps=local_warps,
     )
     del inverse

@@ -54,16 +54,16 @@ def _gate(
     a_log,
     dt_bias,
     lower_bound,
-    HV: tl.constexpr,
+    G_ROW: tl.constexpr,
     K: tl.constexpr,
     GATE: tl.constexpr,
     FLOOR: tl.constexpr,
 ):
     """``[len(rows), len(cols)]`` log decays of value head ``i_hv`` for the chunk's rows ``rows``
-    (``g_ptr`` points at the chunk's first token of that head; 0 where masked), in ``[-FLOOR, 0]``
-    (NaN stays NaN)."""
+    (``g_ptr`` points at the chunk's first token of that head, rows ``G_ROW`` apart; 0 where
+    masked), in ``[-FLOOR, 0]`` (NaN stays NaN)."""
     mask = row_mask[:, None] & col_mask[None, :]
-    raw = tl.load(g_ptr + (rows[:, None] * (HV * K) + cols[None, :]), mask=mask, other=0.0)
+    raw = tl.load(g_ptr + (rows[:, None] * G_ROW + cols[None, :]), mask=mask, other=0.0)
     raw = raw.to(tl.float32)
     if GATE == 0:
         g = raw
@@ -119,7 +119,7 @@ def _exact_diagonal(
     dt_bias,
     lower_bound,
     QK_STRIDE: tl.constexpr,
-    HV: tl.constexpr,
+    G_ROW: tl.constexpr,
     K: tl.constexpr,
     BK: tl.constexpr,
     BKS: tl.constexpr,
@@ -138,7 +138,7 @@ def _exact_diagonal(
         cols = s0 + tl.arange(0, BKS)
         cm = cols < K
         gam = tl.cumsum(
-            _gate(g_ptr, rows, row_mask, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR), axis=0
+            _gate(g_ptr, rows, row_mask, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR), axis=0
         )
         xq = _rows_of(q_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nq[:, None]
         xk = _rows_of(k_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nk[:, None]
@@ -187,6 +187,7 @@ def _chunk_local_kernel(
     decay_out,
     a_out,
     p_out,
+    kk_out,
     sequence_end,
     chunk_start,
     scale,
@@ -208,8 +209,21 @@ def _chunk_local_kernel(
     GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
+    CHUNK_ROWS: tl.constexpr,
+    QK_ROW: tl.constexpr,
+    G_ROW: tl.constexpr,
+    K_ROW: tl.constexpr,
+    V_ROW: tl.constexpr,
+    BETA_ROW: tl.constexpr,
 ):
     """The chunk-local terms of one (chunk, value head); see the module docstring.
+
+    ``CHUNK_ROWS``: inputs and outputs in the chunk-row layout ``[NC, M, C, *]`` of the training
+    path (:func:`kdalib.ops.chunk.chunk_rows`: full chunks, padded with zeros, one row per
+    sequence and value head; program ``(c, m)``), else in the token layout of the user's tensors.
+    ``kk_out`` (optional): also store the strictly lower ``A_kk`` there. ``*_ROW``: the distance
+    between a chunk's consecutive tokens in q and k, in g, in the key-sized outputs, in v and the
+    value-sized outputs, and in beta.
 
     Three phases: the scores row block by row block (``A`` stored, ``Diag(beta) A_kk`` into the
     ``p_out`` scratch, ``Q_g``, ``K_g``, ``exp(G_L)`` stored, ``Diag(beta) K exp(G)`` parked in
@@ -217,14 +231,21 @@ def _chunk_local_kernel(
     with whole-chunk tiles.
     """
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
-    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-    i_h = i_hv // (HV // H)
-    n = (end - start).to(tl.int32)  # tokens in this chunk
     # every pointer below points at the chunk's first token of its head; offsets are 32-bit
-    q_ptr, k_ptr = q + start * (H * K) + i_h * K, k + start * (H * K) + i_h * K
-    g_ptr = g + start * (HV * K) + i_hv * K
-    beta_ptr = beta + start * HV + i_hv
-    key_out = start * (HV * K) + i_hv * K
+    if CHUNK_ROWS:
+        n = CHUNK
+        at = (i_c * HV + i_hv).to(tl.int64) * CHUNK
+        q_ptr, k_ptr, g_ptr, beta_ptr, v_ptr = q + at * K, k + at * K, g + at * K, beta + at, v + at * V
+        key_out, value_out = at * K, at * V
+    else:
+        start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+        i_h = i_hv // (HV // H)
+        n = (end - start).to(tl.int32)  # tokens in this chunk
+        q_ptr, k_ptr = q + start * (H * K) + i_h * K, k + start * (H * K) + i_h * K
+        g_ptr = g + start * (HV * K) + i_hv * K
+        beta_ptr = beta + start * HV + i_hv
+        v_ptr = v + start * (HV * V) + i_hv * V
+        key_out, value_out = start * (HV * K) + i_hv * K, start * (HV * V) + i_hv * V
     w_ptr, qg_ptr, kg_ptr = w_out + key_out, qg_out + key_out, kg_out + key_out
     square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
     a_ptr, p_ptr = a_out + square, p_out + square
@@ -238,7 +259,7 @@ def _chunk_local_kernel(
     for i in tl.static_range(4):
         rows = i * SUB + sub
         m = rows < n
-        g_i = _gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, HV, K, GATE, FLOOR)
+        g_i = _gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
         gam = tl.cumsum(g_i, axis=0)
         tot = _row(gam, SUB - 1, SUB)
         # exclusive suffix sums inside the block, from the following rows' gates (no cancellation)
@@ -252,19 +273,19 @@ def _chunk_local_kernel(
             a_log,
             dt_bias,
             lower_bound,
-            HV,
+            G_ROW,
             K,
             GATE,
             FLOOR,
         )
         suffix = tl.cumsum(g_next, axis=0, reverse=True)
-        xq = _rows_of(q_ptr, rows, m, H * K, cols, cm)
-        xk = _rows_of(k_ptr, rows, m, H * K, cols, cm)
+        xq = _rows_of(q_ptr, rows, m, QK_ROW, cols, cm)
+        xk = _rows_of(k_ptr, rows, m, QK_ROW, cols, cm)
         nq = _inverse_norm(xq, USE_QK_L2NORM)
         nk = _inverse_norm(xk, USE_QK_L2NORM)
         xq = xq * nq[:, None]
         xk = xk * nk[:, None]
-        b = tl.load(beta_ptr + rows * HV, mask=m, other=0.0).to(tl.float32)
+        b = tl.load(beta_ptr + rows * BETA_ROW, mask=m, other=0.0).to(tl.float32)
         left = tl.exp(gam)
         lq = xq * left
         lk = xk * left
@@ -287,8 +308,8 @@ def _chunk_local_kernel(
                 a_log,
                 dt_bias,
                 lower_bound,
-                H * K,
-                HV,
+                QK_ROW,
+                G_ROW,
                 K,
                 BK,
                 BKS,
@@ -312,9 +333,11 @@ def _chunk_local_kernel(
                 aq, ak = zero_block, zero_block
             _square_block(a_ptr, aq * scale, i, j, SUB, CHUNK)
             _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
+            if kk_out is not None:
+                _square_block(kk_out + square, ak, i, j, SUB, CHUNK)
         decay_in = tl.exp(carry[None, :] + gam)  # from the chunk start, own token included
-        _put_rows(qg_ptr, xq * decay_in * scale, rows, m, HV * K, cols, cm, NATIVE_BF16)
-        _put_rows(w_ptr, xk * decay_in * b[:, None], rows, m, HV * K, cols, cm, NATIVE_BF16)
+        _put_rows(qg_ptr, xq * decay_in * scale, rows, m, K_ROW, cols, cm, NATIVE_BF16)
+        _put_rows(w_ptr, xk * decay_in * b[:, None], rows, m, K_ROW, cols, cm, NATIVE_BF16)
         # column factors: earlier blocks decay through this block, this block's keys to its end
         step = tl.exp(tot)[None, :]
         kd0, kd1, kd2 = kd0 * step, kd1 * step, kd2 * step
@@ -338,7 +361,7 @@ def _chunk_local_kernel(
         else:
             kd = kd3
         rows = j * SUB + sub
-        _put_rows(kg_ptr, kd, rows, rows < n, HV * K, cols, cm, NATIVE_BF16)
+        _put_rows(kg_ptr, kd, rows, rows < n, K_ROW, cols, cm, NATIVE_BF16)
     tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + cols, tl.exp(carry), mask=cm)
     tl.debug_barrier()
     _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
@@ -347,24 +370,15 @@ def _chunk_local_kernel(
     idx = tl.arange(0, CHUNK)
     m = idx < n
     inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
-    b = tl.load(beta_ptr + idx * HV, mask=m, other=0.0).to(tl.float32)
+    b = tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0).to(tl.float32)
     for s0 in tl.static_range(0, BK, BKS):
         kcols = s0 + tl.arange(0, BKS)
         kcm = kcols < K
-        parked = _rows_of(w_ptr, idx, m, HV * K, kcols, kcm)
+        parked = _rows_of(w_ptr, idx, m, K_ROW, kcols, kcm)
         tl.debug_barrier()
-        _put_rows(w_ptr, _dot(inverse, parked, PRECISION), idx, m, HV * K, kcols, kcm, NATIVE_BF16)
+        _put_rows(w_ptr, _dot(inverse, parked, PRECISION), idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
     for s0 in tl.static_range(0, V, BV):
         vcols = s0 + tl.arange(0, BV)
         vcm = vcols < V
-        values = _rows_of(v + start * (HV * V) + i_hv * V, idx, m, HV * V, vcols, vcm) * b[:, None]
-        _put_rows(
-            u_out + start * (HV * V) + i_hv * V,
-            _dot(inverse, values, PRECISION),
-            idx,
-            m,
-            HV * V,
-            vcols,
-            vcm,
-            NATIVE_BF16,
-        )
+        values = _rows_of(v_ptr, idx, m, V_ROW, vcols, vcm) * b[:, None]
+        _put_rows(u_out + value_out, _dot(inverse, values, PRECISION), idx, m, V_ROW, vcols, vcm, NATIVE_BF16)
