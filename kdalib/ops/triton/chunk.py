@@ -33,6 +33,7 @@ from itertools import accumulate
 
 import torch
 import triton
+import triton.language as tl
 
 from kdalib.ops.triton.prefill_local import _chunk_local_kernel
 from kdalib.ops.triton.prefill_output import _chunk_output_kernel
@@ -198,6 +199,7 @@ def triton_chunk_kda(
         K_ROW=HV * K,
         V_ROW=HV * V,
         BETA_ROW=HV,
+        COMPUTE=tl.float32,
         num_warps=local_warps,
     )
     del inverse

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.inverse import _invert_chunk
-from kdalib.ops.triton.tiles import _dot, _row, _stored_as
+from kdalib.ops.triton.tiles import _dot, _row, _stored_as, _widen
 
 
 @triton.jit
@@ -64,7 +64,7 @@ def _gate(
     masked), in ``[-FLOOR, 0]`` (NaN stays NaN)."""
     mask = row_mask[:, None] & col_mask[None, :]
     raw = tl.load(g_ptr + (rows[:, None] * G_ROW + cols[None, :]), mask=mask, other=0.0)
-    raw = raw.to(tl.float32)
+    raw = _widen(raw)
     if GATE == 0:
         g = raw
     else:
@@ -84,10 +84,10 @@ def _gate(
 
 @triton.jit
 def _rows_of(ptr, rows, row_mask, stride, cols, col_mask):
-    """``[len(rows), len(cols)]`` float32 tile, row r at ``ptr + rows[r] * stride + cols`` (``ptr``
+    """``[len(rows), len(cols)]`` tile, widened (16-bit to float32), row r at ``ptr + rows[r] * stride + cols`` (``ptr``
     points at the chunk's first token, so the offsets are small 32-bit integers)."""
     mask = row_mask[:, None] & col_mask[None, :]
-    return tl.load(ptr + (rows[:, None] * stride + cols[None, :]), mask=mask, other=0.0).to(tl.float32)
+    return _widen(tl.load(ptr + (rows[:, None] * stride + cols[None, :]), mask=mask, other=0.0))
 
 
 @triton.jit
@@ -102,7 +102,7 @@ def _inverse_norm(x, USE_QK_L2NORM: tl.constexpr):
     """Per row: ``1 / sqrt(sum(x^2) + 1e-6)`` with the in-kernel L2 norm, else 1."""
     if USE_QK_L2NORM:
         return 1.0 / tl.sqrt(tl.sum(x * x, axis=1) + 1e-6)
-    return tl.full([x.shape[0]], 1.0, dtype=tl.float32)
+    return tl.full([x.shape[0]], 1.0, dtype=x.dtype)
 
 
 @triton.jit
@@ -132,8 +132,8 @@ def _exact_diagonal(
     before the exp, summed over key slices of ``BKS`` channels."""
     sub = tl.arange(0, SUB)
     lower = sub[:, None] >= sub[None, :]
-    a_qk = tl.zeros([SUB, SUB], dtype=tl.float32)
-    a_kk = tl.zeros([SUB, SUB], dtype=tl.float32)
+    a_qk = tl.zeros([SUB, SUB], dtype=nq.dtype)
+    a_kk = tl.zeros([SUB, SUB], dtype=nq.dtype)
     for s0 in tl.static_range(0, BK, BKS):
         cols = s0 + tl.arange(0, BKS)
         cm = cols < K
@@ -215,6 +215,7 @@ def _chunk_local_kernel(
     K_ROW: tl.constexpr,
     V_ROW: tl.constexpr,
     BETA_ROW: tl.constexpr,
+    COMPUTE: tl.constexpr,
 ):
     """The chunk-local terms of one (chunk, value head); see the module docstring.
 
@@ -223,7 +224,8 @@ def _chunk_local_kernel(
     sequence and value head; program ``(c, m)``), else in the token layout of the user's tensors.
     ``kk_out`` (optional): also store the strictly lower ``A_kk`` there. ``*_ROW``: the distance
     between a chunk's consecutive tokens in q and k, in g, in the key-sized outputs, in v and the
-    value-sized outputs, and in beta.
+    value-sized outputs, and in beta. ``COMPUTE``: float32, or float64 for float64 inputs (the
+    training path's float64 tests), with ``FLOOR`` at float64's underflow.
 
     Three phases: the scores row block by row block (``A`` stored, ``Diag(beta) A_kk`` into the
     ``p_out`` scratch, ``Q_g``, ``K_g``, ``exp(G_L)`` stored, ``Diag(beta) K exp(G)`` parked in
@@ -252,10 +254,10 @@ def _chunk_local_kernel(
     sub = tl.arange(0, SUB)
     cols = tl.arange(0, BK)
     cm = cols < K
-    zero_block = tl.zeros([SUB, SUB], dtype=tl.float32)
-    kd0 = tl.zeros([SUB, BK], dtype=tl.float32)
+    zero_block = tl.zeros([SUB, SUB], dtype=COMPUTE)
+    kd0 = tl.zeros([SUB, BK], dtype=COMPUTE)
     kd1, kd2, kd3 = kd0, kd0, kd0
-    carry = tl.zeros([BK], dtype=tl.float32)  # log decay from the chunk start to the current block
+    carry = tl.zeros([BK], dtype=COMPUTE)  # log decay from the chunk start to the current block
     for i in tl.static_range(4):
         rows = i * SUB + sub
         m = rows < n
@@ -285,7 +287,7 @@ def _chunk_local_kernel(
         nk = _inverse_norm(xk, USE_QK_L2NORM)
         xq = xq * nq[:, None]
         xk = xk * nk[:, None]
-        b = tl.load(beta_ptr + rows * BETA_ROW, mask=m, other=0.0).to(tl.float32)
+        b = _widen(tl.load(beta_ptr + rows * BETA_ROW, mask=m, other=0.0))
         left = tl.exp(gam)
         lq = xq * left
         lk = xk * left
@@ -370,7 +372,7 @@ def _chunk_local_kernel(
     idx = tl.arange(0, CHUNK)
     m = idx < n
     inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
-    b = tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0).to(tl.float32)
+    b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
     for s0 in tl.static_range(0, BK, BKS):
         kcols = s0 + tl.arange(0, BKS)
         kcm = kcols < K

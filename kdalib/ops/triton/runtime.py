@@ -28,6 +28,9 @@ DIAG_SPAN = 80.0
 # Log decays below -GATE_FLOOR per token are taken as -GATE_FLOOR: exp(-120) ~ 8e-53 is zero in
 # float32 (whose smallest subnormal is ~1.4e-45), so no float32 decay factor changes.
 GATE_FLOOR = 120.0
+# The same for float64 computations (the training path's chunk-local kernel on float64 inputs):
+# exp(-800) is zero in float64 (whose smallest subnormal is ~4.9e-324).
+FLOAT64_GATE_FLOOR = 800.0
 # How the gate reaches the forward kernels: given as g, or computed from the raw projection in
 # kda_gate's softplus or lower-bound form.
 GATE_GIVEN, GATE_SOFTPLUS, GATE_BOUNDED = 0, 1, 2
@@ -36,6 +39,7 @@ __all__ = [
     "CHUNK",
     "DIAG_SPAN",
     "DOT_SPAN",
+    "FLOAT64_GATE_FLOOR",
     "GATE_BOUNDED",
     "GATE_FLOOR",
     "GATE_GIVEN",
