@@ -24,10 +24,13 @@ METHOD_NAMES = {
     "peer": "FLA reference (PyTorch loop)",
     "sdpa": "softmax attention (SDPA)",
     "sdpa_flash": "softmax attention (flash)",
+    "triton_states64": "kdalib, Triton, states every 64 tokens kept",
+    "verify": "kdalib verify step (k tokens in one launch)",
+    "single_steps": "kdalib, k single decoding steps",
 }
 
 #: What a reader calls each gate a row may be timed with.
-GATE_NAMES = {"mild": "mild gate", "kimi": "Kimi Linear's gate", "bounded": "bounded gate"}
+GATE_NAMES = {"mild": "mild gate", "kimi": "Kimi softplus gate", "bounded": "bounded gate"}
 
 
 #: The ways a synthetic-task training step can run (:data:`kdalib.tasks.report_grid.STEP_PATHS`).

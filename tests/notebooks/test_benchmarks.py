@@ -58,7 +58,7 @@ def test_records_are_read_generically_newest_row_wins(tmp_path):
     rows = {(r["method"], r["gate"]): r for r in benchmarks.tidy_rows(records)}
     assert rows[("triton", None)]["ms"] == 6.0 and rows[("triton", None)]["record"] == 1  # the newer file's row
     assert rows[("triton", "bounded")]["name"] == "kdalib, Triton, bounded gate"
-    assert rows[("new_kernel", "kimi")]["name"] == "method new_kernel, Kimi Linear's gate"
+    assert rows[("new_kernel", "kimi")]["name"] == "method new_kernel, Kimi softplus gate"
     assert rows[("fla", None)]["shape"] == "B1 × T4K" and rows[("fla", None)]["peak_gb"] == 1.0
 
 
