@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.inverse import _invert_chunk
-from kdalib.ops.triton.tiles import _dot, _row, _stored_as, _widen
+from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _row, _stored_as, _widen
 
 
 @triton.jit
@@ -148,19 +148,6 @@ def _exact_diagonal(
         a_qk += tl.sum(xq[:, None, :] * weighted, axis=2)
         a_kk += tl.sum(xk[:, None, :] * weighted, axis=2)
     return a_qk, tl.where(sub[:, None] > sub[None, :], a_kk, 0.0)
-
-
-@triton.jit
-def _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN: tl.constexpr, CHUNK: tl.constexpr):
-    """First token and one-past-last token of global chunk ``i_c``."""
-    if IS_VARLEN:
-        start = tl.load(chunk_start + i_c).to(tl.int64)
-        end = tl.minimum(start + CHUNK, tl.load(sequence_end + i_c).to(tl.int64))
-    else:
-        i_n = (i_c // NT).to(tl.int64)
-        start = i_n * T + (i_c % NT).to(tl.int64) * CHUNK
-        end = tl.minimum(start + CHUNK, (i_n + 1) * T)
-    return start, end
 
 
 @triton.jit

@@ -7,7 +7,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.tiles import _dot, _stored_as
+from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _stored_as
 
 
 @triton.jit
@@ -35,13 +35,7 @@ def _chunk_output_kernel(
     dtype (bfloat16 products for 16-bit inputs, ``PRECISION`` for float32 ones); ``A`` and
     ``V_new`` are float32 and meet in ``PRECISION``."""
     i_v, i_c, i_hv = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    if IS_VARLEN:
-        start = tl.load(chunk_start + i_c).to(tl.int64)
-        end = tl.minimum(start + CHUNK, tl.load(sequence_end + i_c).to(tl.int64))
-    else:
-        i_n = (i_c // NT).to(tl.int64)
-        start = i_n * T + (i_c % NT).to(tl.int64) * CHUNK
-        end = tl.minimum(start + CHUNK, (i_n + 1) * T)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     idx = tl.arange(0, CHUNK)
     m = idx < (end - start).to(tl.int32)
     cols_k = tl.arange(0, BK)

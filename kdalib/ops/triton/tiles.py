@@ -95,3 +95,16 @@ def _stored_as(x, dtype: tl.constexpr, NATIVE_BF16: tl.constexpr):
         bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
         x = bits.to(tl.float32, bitcast=True)
     return x.to(dtype)
+
+
+@triton.jit
+def _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN: tl.constexpr, CHUNK: tl.constexpr):
+    """First token and one-past-last token of global chunk ``i_c``."""
+    if IS_VARLEN:
+        start = tl.load(chunk_start + i_c).to(tl.int64)
+        end = tl.minimum(start + CHUNK, tl.load(sequence_end + i_c).to(tl.int64))
+    else:
+        i_n = (i_c // NT).to(tl.int64)
+        start = i_n * T + (i_c % NT).to(tl.int64) * CHUNK
+        end = tl.minimum(start + CHUNK, (i_n + 1) * T)
+    return start, end
