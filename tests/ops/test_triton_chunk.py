@@ -227,3 +227,16 @@ def test_chunk_kda_takes_the_raw_gate_and_checks_its_parameters():
         chunk_kda(**inputs, A_log=torch.zeros(3))
     with pytest.raises(ValueError, match="lower_bound must be negative"):
         chunk_kda(**inputs, A_log=torch.zeros(2), lower_bound=1.0)
+
+
+def test_a_minus_infinity_gate_is_a_full_reset_not_nan():
+    """g = -inf forgets everything before it (exp(-inf) = 0): the forward stays finite and matches
+    the PyTorch chunk form, which multiplies decays and so never forms -inf - (-inf)."""
+    inputs = _problem(batch=1, tokens=150, heads=1, value_heads=2, key_dim=16, value_dim=16)
+    inputs["g"][0, 10, :, :] = float("-inf")
+    inputs["g"][0, 70, 1, 3] = float("-inf")
+    o, state = triton_chunk_kda(**inputs, scale=0.25, output_final_state=True)
+    exact = {name: x.double() for name, x in inputs.items()}
+    o_ref, state_ref = chunk_kda(**exact, scale=0.25, output_final_state=True)
+    assert torch.isfinite(o).all() and torch.isfinite(state).all()
+    assert rel_rms(o, o_ref) < 1e-5 and rel_rms(state, state_ref) < 1e-5
