@@ -206,7 +206,9 @@ def _add_tasks(sub) -> None:
     )
     g.add_argument("--max-runs", type=int, default=None, help="train at most this many runs")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
-    g.add_argument("--status", action="store_true", help="print what the record holds and what is missing; train nothing")
+    g.add_argument(
+        "--status", action="store_true", help="print what the record holds and what is missing; train nothing"
+    )
     g.set_defaults(handler=_run_tasks_grid)
 
 

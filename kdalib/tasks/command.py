@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kdalib.tasks.grid import PLANS, grid_status, recorded_step_ms, record_path, run_plan
+from kdalib.tasks.grid import PLANS, grid_status, record_path, recorded_step_ms, run_plan
 from kdalib.tasks.record import GridRecord, RecordError
 
 

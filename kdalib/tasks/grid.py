@@ -112,17 +112,13 @@ class GridPlan:
         """Steps per run at ``length`` tokens."""
         return dict(self.steps)[length]
 
-    def settings(
-        self, task: str, kind: str, length: int, seed: int, lr: float, device: str, code: str
-    ) -> RunSettings:
+    def settings(self, task: str, kind: str, length: int, seed: int, lr: float, device: str, code: str) -> RunSettings:
         """The :class:`~kdalib.tasks.record.RunSettings` of one run of the plan on ``device``."""
         spec = task_spec(task, length, self.profile)
         config = dataclasses.replace(
             self.profile.config(self.steps_at(length), lr, device),
             eval_every=self.eval_every,
-            stop_accuracy=None
-            if self.stop_fraction is None
-            else spec.chance + self.stop_fraction * (1 - spec.chance),
+            stop_accuracy=None if self.stop_fraction is None else spec.chance + self.stop_fraction * (1 - spec.chance),
         )
         return RunSettings(task, kind, seed, spec, config, device, code)
 
@@ -246,7 +242,7 @@ def run_plan(
     max_runs: int | None = None,
     log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
-    train: Callable[..., TrainResult] = train_recall_model,
+    train: Callable[..., TrainResult] | None = None,
 ) -> Progress:
     """Trains the runs of ``plan`` that ``record`` does not hold, in priority order, recording each.
 
@@ -261,14 +257,14 @@ def run_plan(
         max_runs: train at most this many runs.
         log: called with one line per event (default: print to stderr).
         clock: seconds, monotonic (tests pass their own).
-        train: the training function (tests pass their own).
+        train: the training function (default :func:`~kdalib.tasks.train.train_recall_model`).
 
     Returns:
         The :class:`Progress`.
     """
     from kdalib.environment import provenance
 
-    device = device or plan.device
+    device, train = device or plan.device, train or train_recall_model
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     start = clock()
     progress = Progress()
@@ -372,7 +368,11 @@ class GridStatus:
         recorded = sum(row["recorded"] for row in self.rows)
         lines.append(
             f"plan {plan.name}: {recorded} of {recorded + len(self.missing)} runs recorded in {self.record.path}"
-            + (f"; {self.other_runs} other run(s) there (other settings or code version) are not used" if self.other_runs else "")
+            + (
+                f"; {self.other_runs} other run(s) there (other settings or code version) are not used"
+                if self.other_runs
+                else ""
+            )
         )
         for tier in plan.tiers:
             missing = [settings for name, settings in self.missing if name == tier.name]
@@ -469,7 +469,9 @@ def grid_status(
     return GridStatus(plan, record, table, runs, missing, other, per_step, source)
 
 
-def recorded_step_ms(stem: str = "05_synthetic_tasks", path: str = "triton_graph", root: Path | None = None) -> dict[int, float]:
+def recorded_step_ms(
+    stem: str = "05_synthetic_tasks", path: str = "triton_graph", root: Path | None = None
+) -> dict[int, float]:
     """Milliseconds per KDA training step by length along ``path`` from notebook 05's recorded GPU
     run (``step_ms_<path>_<length>``), for estimates before the grid has timed anything itself."""
     from kdalib.repro import load_recorded

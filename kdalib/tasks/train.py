@@ -123,7 +123,9 @@ class TrainConfig:
         if self.stop_accuracy is not None and not (
             isinstance(self.stop_accuracy, (int, float)) and 0 < self.stop_accuracy <= 1
         ):
-            raise ValueError(f"TrainConfig.stop_accuracy: expected None or a number in (0, 1], got {self.stop_accuracy!r}")
+            raise ValueError(
+                f"TrainConfig.stop_accuracy: expected None or a number in (0, 1], got {self.stop_accuracy!r}"
+            )
 
 
 @dataclass
