@@ -362,30 +362,33 @@ class GridStatus:
             and not any(step is not None for row in rows for step in row["transition"])
         ]
 
-    def summary(self) -> list[str]:
-        """What is recorded and what is missing, one line each."""
+    def summary(self, next_runs: int = 6) -> list[str]:
+        """What is recorded and what is missing, one line each; the first ``next_runs`` missing
+        runs of the first incomplete tier (what the next command trains) are listed."""
+        from kdalib.repro import book_root
+
         plan, lines = self.plan, []
         recorded = sum(row["recorded"] for row in self.rows)
-        lines.append(
-            f"plan {plan.name}: {recorded} of {recorded + len(self.missing)} runs recorded in {self.record.path}"
-            + (
-                f"; {self.other_runs} other run(s) there (other settings or code version) are not used"
-                if self.other_runs
-                else ""
-            )
+        path = self.record.path.resolve()
+        shown = path.relative_to(book_root()) if path.is_relative_to(book_root()) else path
+        other = (
+            f"; {self.other_runs} other run(s) there (other settings or code) are not used" if self.other_runs else ""
         )
+        lines.append(f"plan {plan.name}: {recorded} of {recorded + len(self.missing)} runs recorded in {shown}{other}")
+        listed = False
         for tier in plan.tiers:
             missing = [settings for name, settings in self.missing if name == tier.name]
             if not missing:
                 lines.append(f"- tier {tier.name!r}: complete")
                 continue
             seconds = self.missing_seconds(tier.name)
-            estimate = f", about {seconds / 60:.0f} min at the recorded step times" if seconds is not None else ""
+            estimate = f", about {seconds / 60:.0f} min at the step times below" if seconds is not None else ""
             lines.append(f"- tier {tier.name!r}: {len(missing)} run(s) missing{estimate}")
-            for settings in missing[:6]:
-                lines.append(f"    next: {_label(settings)}")
-            if len(missing) > 6:
-                lines.append(f"    ... and {len(missing) - 6} more")
+            if not listed:
+                listed = True
+                lines.extend(f"    next: {_label(settings)}" for settings in missing[:next_runs])
+                if len(missing) > next_runs:
+                    lines.append(f"    ... and {len(missing) - next_runs} more")
         for tier in plan.tiers:
             for task, length in self.unlearned_cells(tier.name):
                 lines.append(

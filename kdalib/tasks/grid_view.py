@@ -103,7 +103,7 @@ def show_grid(plan: str = "figure4", device: str | None = None, root: Path | Non
 
     status = load_grid(plan, device, root)
     device = device or status.plan.device
-    lines = status.summary()
+    lines = status.summary(next_runs=3)
     if status.missing:
         lines.append(f"The missing runs are trained, a few per call, by `{grid_command(plan, device)}`.")
     display(Markdown(_markdown(lines)))

@@ -311,3 +311,29 @@ def test_figure4_claims_get_a_verdict_only_from_a_complete_deciding_tier():
             continue
         assert not deciding_missing, f"{name} is {claim.status}, but {len(deciding_missing)} deciding runs are missing"
         assert learned == set(PLANS["figure4"].profile.tasks), f"{name} is {claim.status}, but a task was never learned"
+
+
+def test_a_recorded_grid_is_shown_with_its_status_table_and_figure(tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kdalib.tasks.grid_view import _markdown, grid_figure, load_grid, status_frame
+
+    (tmp_path / "notebooks").mkdir()
+    assert load_grid("figure4", root=tmp_path).runs == []  # nothing recorded: the status still says what is planned
+    plan = PLANS["figure4"]
+    record = GridRecord(tmp_path / "notebooks/results/cuda/05_synthetic_figure4.json")
+    monkeypatch.setattr("kdalib.environment.provenance", lambda device: {"device": device, "device_name": "a GPU"})
+    run_plan(plan, record, device="cuda", max_runs=7, log=lambda line: None, train=FakeTraining())
+    status = load_grid("figure4", root=tmp_path)
+    assert len(status.runs) == 7 and len(status.missing) == len(plan.runs()) - 7
+    frame = status_frame(status)
+    assert frame.loc[("deciding", "palindrome", 256, "KDA"), "seeds"] == "2/2"
+    assert frame.loc[("deciding", "mqar", 256, "KDA"), "seeds"] == "1/2"  # the 7th run
+    assert frame.loc[("deciding", "stack", 2048, "Mamba-2 rule"), "seeds"] == "0/2"
+    fig = grid_figure(status)
+    assert len(fig.axes) == 2 * 2  # palindrome and mqar have runs; peak by length and curve per task
+    text = _markdown(status.summary())
+    assert "- tier 'deciding': " in text and "\n  - next: mqar 256" in text
