@@ -205,6 +205,9 @@ def _add_tasks(sub) -> None:
         help="start no run that would end later than this many seconds after the command began",
     )
     g.add_argument("--max-runs", type=int, default=None, help="train at most this many runs")
+    g.add_argument(
+        "--tier", action="append", default=None, metavar="NAME", help="train only this tier's runs (repeatable)"
+    )
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     g.add_argument(
         "--status", action="store_true", help="print what the record holds and what is missing; train nothing"

@@ -44,7 +44,14 @@ def cmd_grid(args) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    progress = run_plan(plan, record, device, max_seconds=args.max_seconds, max_runs=args.max_runs)
+    tiers = tuple(args.tier) if args.tier else None
+    known = [tier.name for tier in plan.tiers]
+    if tiers and not set(tiers) <= set(known):
+        print(
+            f"kdalib tasks grid: --tier: plan {plan.name!r} has the tiers {known}, got {list(tiers)}", file=sys.stderr
+        )
+        return 2
+    progress = run_plan(plan, record, device, max_seconds=args.max_seconds, max_runs=args.max_runs, tiers=tiers)
     status = grid_status(plan, record, device)
     print(
         f"trained {len(progress.trained)} run(s); {progress.already} were recorded before; "

@@ -60,11 +60,13 @@ KDA, GDN and Mamba2)."""
 
 @dataclasses.dataclass(frozen=True)
 class Tier:
-    """A group of runs of one priority: these mechanisms and seeds on every task and length."""
+    """A group of runs of one priority: these mechanisms and seeds on every task, at ``lengths``
+    (None: every length of the plan)."""
 
     name: str
     kinds: tuple[str, ...]
     seeds: tuple[int, ...]
+    lengths: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +103,17 @@ class GridPlan:
                 f"{self.profile.lengths}, got {self.steps}"
             )
         for tier in self.tiers:
-            if not set(tier.kinds) <= set(self.profile.kinds) or not set(tier.seeds) <= set(self.profile.seeds):
-                raise ValueError(f"GridPlan {self.name!r}: tier {tier.name!r} uses kinds or seeds outside the profile")
+            if (
+                not set(tier.kinds) <= set(self.profile.kinds)
+                or not set(tier.seeds) <= set(self.profile.seeds)
+                or not set(tier.lengths or ()) <= set(self.profile.lengths)
+            ):
+                raise ValueError(
+                    f"GridPlan {self.name!r}: tier {tier.name!r} uses kinds, seeds or lengths outside the profile"
+                )
+        names = [tier.name for tier in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"GridPlan {self.name!r}: tier names must differ, got {names}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"GridPlan {self.name!r}: device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.stop_fraction is not None and not 0 < self.stop_fraction <= 1:
@@ -123,11 +134,11 @@ class GridPlan:
         return RunSettings(task, kind, seed, spec, config, device, code)
 
     def runs(self, device: str | None = None, code: str | None = None) -> list[tuple[str, RunSettings]]:
-        """``(tier name, settings)`` of every run, in priority order, each once."""
+        """``(tier name, settings)`` of every run, in priority order, each once (in its first tier)."""
         device, code = device or self.device, code or code_version()
         ordered, seen = [], set()
         for tier in self.tiers:
-            for length in sorted(self.profile.lengths):
+            for length in sorted(tier.lengths or self.profile.lengths):
                 for task in self.profile.tasks:
                     for seed in tier.seeds:
                         for kind in tier.kinds:
@@ -142,6 +153,7 @@ class GridPlan:
 _FIGURE4_PROFILE = dataclasses.replace(PROFILES["full"], seeds=(0, 1, 2), budget_s=None)
 _TRANSITION_PROFILE = dataclasses.replace(
     PROFILES["full"],
+    tasks=("mqar", "palindrome", "stack"),
     kinds=("kda",),
     lengths=(256, 512),
     curve_length=256,
@@ -170,7 +182,11 @@ PLANS = {
         name="transition",
         profile=_TRANSITION_PROFILE,
         steps=((256, 1000), (512, 1500)),
-        tiers=(Tier("seed 0", ("kda",), (0,)), Tier("seed 1", ("kda",), (1,))),
+        tiers=(
+            Tier("seed 0 at 256", ("kda",), (0,), (256,)),
+            Tier("seed 0 at 512", ("kda",), (0,), (512,)),
+            Tier("seed 1", ("kda",), (1,)),
+        ),
         device="cpu",
         stop_fraction=0.9,
     ),
@@ -240,6 +256,7 @@ def run_plan(
     device: str | None = None,
     max_seconds: float | None = None,
     max_runs: int | None = None,
+    tiers: tuple[str, ...] | None = None,
     log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     train: Callable[..., TrainResult] | None = None,
@@ -255,6 +272,8 @@ def run_plan(
             recorded on the same device) would take the call past it; a later, shorter run may
             still start. None: no limit.
         max_runs: train at most this many runs.
+        tiers: train only the runs of these tiers (by name); None: all. Two commands given
+            different tiers can train side by side into one record.
         log: called with one line per event (default: print to stderr).
         clock: seconds, monotonic (tests pass their own).
         train: the training function (default :func:`~kdalib.tasks.train.train_recall_model`).
@@ -265,11 +284,16 @@ def run_plan(
     from kdalib.environment import provenance
 
     device, train = device or plan.device, train or train_recall_model
+    unknown = sorted(set(tiers or ()) - {tier.name for tier in plan.tiers})
+    if unknown:
+        raise ValueError(f"tiers: plan {plan.name!r} has no tier {', '.join(map(repr, unknown))}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     start = clock()
     progress = Progress()
     device_name = provenance(device)["device_name"]
     for tier, settings in plan.runs(device):
+        if tiers is not None and tier not in tiers:
+            continue
         if settings in record:
             progress.already += 1
             continue

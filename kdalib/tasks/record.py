@@ -22,7 +22,9 @@ skips every run that file already holds. What makes two runs "the same" is their
 The file (``format`` :data:`FORMAT`) maps each key to its settings, its result (accuracy curve,
 training loss per evaluation interval, steps done, wall time) and its provenance. It is
 rewritten atomically (a temporary file, then a rename) after every run, so an interrupted
-command leaves the runs it finished and nothing half-written.
+command leaves the runs it finished and nothing half-written; the rewrite holds a lock on the file
+and reads it again first, so two commands training different runs into one record keep each
+other's runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kdalib.sources.locking import locked
 from kdalib.tasks.mqar import MQARSpec
 from kdalib.tasks.palindrome import PalindromeSpec
 from kdalib.tasks.stack import StackSpec
@@ -230,8 +233,12 @@ class GridRecord:
         )
 
     def add(self, settings: RunSettings, result: TrainResult, provenance: dict[str, Any]) -> None:
-        """Adds a finished run and rewrites the file atomically."""
-        self.runs[settings.key] = {
+        """Adds a finished run and rewrites the file atomically.
+
+        The file is locked (:func:`kdalib.sources.locking.locked`) and read again first, so runs
+        that another command recorded in the meantime are kept.
+        """
+        entry = {
             "settings": settings.as_dict(),
             "result": {
                 "curve": [[step, accuracy] for step, accuracy in result.curve],
@@ -241,7 +248,12 @@ class GridRecord:
             },
             "provenance": provenance,
         }
-        self.save()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(self.path):
+            if self.path.exists():
+                self._load()
+            self.runs[settings.key] = entry
+            self.save()
 
     def save(self) -> None:
         """Writes the record: a temporary file in the same folder, then an atomic rename."""

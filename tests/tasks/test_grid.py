@@ -106,8 +106,12 @@ def test_the_transition_plan_stops_each_run_past_the_transition():
 def test_bad_plans_are_named():
     with pytest.raises(ValueError, match="steps must give a positive count for each length"):
         dataclasses.replace(TINY, steps=((12, 4),))
-    with pytest.raises(ValueError, match="tier 'x' uses kinds or seeds outside the profile"):
+    with pytest.raises(ValueError, match="tier 'x' uses kinds, seeds or lengths outside the profile"):
         dataclasses.replace(TINY, tiers=(Tier("x", ("deltanet",), (0,)),))
+    with pytest.raises(ValueError, match="tier 'x' uses kinds, seeds or lengths outside the profile"):
+        dataclasses.replace(TINY, tiers=(Tier("x", ("kda",), (0,), (48,)),))
+    with pytest.raises(ValueError, match="tier names must differ"):
+        dataclasses.replace(TINY, tiers=(Tier("x", ("kda",), (0,)), Tier("x", ("kda",), (1,))))
     with pytest.raises(ValueError, match="stop_fraction"):
         dataclasses.replace(TINY, stop_fraction=1.5)
 
@@ -131,14 +135,25 @@ def test_a_recorded_run_is_skipped_and_an_interrupted_grid_resumes(tmp_path):
     assert again.calls == [] and progress.already == len(planned) and progress.trained == []
 
 
-def test_runs_train_in_priority_order_and_each_once():
+def test_runs_train_in_priority_order_and_each_once(tmp_path):
     calls = FakeTraining()
-    record = GridRecord(Path("/nonexistent-folder/never-written.json"))
-    record.save = lambda: None  # keep this one in memory
+    record = GridRecord(tmp_path / "grid.json")
     run_plan(TINY, record, log=lambda line: None, train=calls)
     # tier "first": kda seed 0 at both lengths and tasks; then "second" without those runs again
     assert calls.calls[:4] == [("kda", 12, 0), ("kda", 12, 0), ("kda", 24, 0), ("kda", 24, 0)]
     assert len(calls.calls) == len(set(k for k in record.runs)) == 2 * 2 * 2 * 2
+
+
+def test_commands_given_different_tiers_share_one_record(tmp_path):
+    path = tmp_path / "grid.json"
+    first, second = GridRecord(path), GridRecord(path)  # two commands, each with its own copy
+    run_plan(TINY, first, tiers=("first",), log=lambda line: None, train=FakeTraining())
+    trained = FakeTraining()
+    run_plan(TINY, second, tiers=("second",), log=lambda line: None, train=trained)
+    assert len(trained.calls) == len(TINY.runs()) - 4  # the first tier's runs are not trained twice
+    assert len(GridRecord(path)) == len(TINY.runs())  # neither command wrote over the other's runs
+    with pytest.raises(ValueError, match="has no tier 'third'"):
+        run_plan(TINY, second, tiers=("third",), log=lambda line: None, train=trained)
 
 
 def test_the_time_budget_stops_between_runs(tmp_path):
@@ -266,6 +281,7 @@ def test_the_command_trains_within_its_limits_and_prints_the_status(monkeypatch,
     [
         (["--plan", "nope"], "unknown --plan 'nope'"),
         (["--max-seconds", "0"], "--max-seconds must be positive"),
+        (["--tier", "third"], "--tier: plan 'tiny' has the tiers ['first', 'second']"),
     ],
 )
 def test_the_command_names_bad_arguments(monkeypatch, tmp_path, capsys, args, message):
