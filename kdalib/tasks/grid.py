@@ -5,7 +5,8 @@ for the tasks, lengths, model and vocabularies; steps per length; mechanisms and
 priority tiers). :func:`run_plan` trains the runs its :class:`~kdalib.tasks.record.GridRecord`
 does not hold yet, in priority order, writes each one into the record as it finishes and stops
 between runs when the next one would not finish within ``max_seconds``. :func:`grid_status`
-says what is recorded and what is missing; :func:`show_grid` displays it in a notebook.
+says what is recorded and what is missing; :func:`kdalib.tasks.grid_view.show_grid` displays it
+in a notebook, and ``kdalib tasks grid`` (:mod:`kdalib.tasks.command`) runs both from the shell.
 
 Two plans (:data:`PLANS`):
 
