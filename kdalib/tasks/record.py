@@ -260,7 +260,10 @@ class GridRecord:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": FORMAT, "runs": dict(sorted(self.runs.items()))}, indent=1) + "\n"
         handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
         try:
+            os.chmod(temporary, 0o666 & ~umask)  # a plain file's permissions, not mkstemp's 0600
             with os.fdopen(handle, "w", encoding="utf-8") as file:
                 file.write(text)
                 file.flush()

@@ -101,6 +101,11 @@ def test_the_transition_plan_stops_each_run_past_the_transition():
         assert settings.spec == dataclasses.replace(settings.spec)  # the figure4 problems at these lengths
     figure4 = {(s.task, s.length): s.spec for _, s in PLANS["figure4"].runs(code="x")}
     assert all(s.spec == figure4[(s.task, s.length)] for _, s in runs)
+    model = ("d_model", "num_layers", "num_heads", "head_dim")
+    width = {name: getattr(PLANS["figure4"].profile, name) for name in model}
+    assert {name: getattr(plan.profile, name) for name in model} == width  # the transition depends on it
+    narrow = PLANS["transition_narrow"].profile
+    assert narrow.head_dim < plan.profile.head_dim and narrow.batch_size == plan.profile.batch_size
 
 
 def test_bad_plans_are_named():
