@@ -114,6 +114,12 @@ def _run_repro(args: argparse.Namespace) -> int:
     return cmd_repro(args)
 
 
+def _run_tasks_grid(args: argparse.Namespace) -> int:
+    from kdalib.tasks.command import cmd_grid
+
+    return cmd_grid(args)
+
+
 def _run_info(args: argparse.Namespace) -> int:
     from kdalib.environment import cmd_info
 
@@ -235,6 +241,37 @@ def _add_repro(sub) -> None:
     p.set_defaults(handler=_run_repro)
 
 
+def _add_tasks(sub) -> None:
+    p = sub.add_parser("tasks", help="synthetic-task experiments")
+    tsub = p.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
+    g = tsub.add_parser(
+        "grid",
+        help="train the missing runs of a synthetic-task grid into its record, resumably (or --status)",
+    )
+    g.add_argument("--plan", default="figure4", help="which grid (figure4, transition; default: %(default)s)")
+    g.add_argument(
+        "--device", default="plan", choices=["plan", "cpu", "cuda"], help="default: the plan's device (figure4: cuda)"
+    )
+    g.add_argument(
+        "--record", default=None, help="the record file (default: notebooks/results/<device>/05_synthetic_<plan>.json)"
+    )
+    g.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="start no run that would end later than this many seconds after the command began",
+    )
+    g.add_argument("--max-runs", type=int, default=None, help="train at most this many runs")
+    g.add_argument(
+        "--tier", action="append", default=None, metavar="NAME", help="train only this tier's runs (repeatable)"
+    )
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
+    g.add_argument(
+        "--status", action="store_true", help="print what the record holds and what is missing; train nothing"
+    )
+    g.set_defaults(handler=_run_tasks_grid)
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="print the environment: Python, torch, device, kdalib")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -245,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdalib", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"kdalib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_verify, _add_sources, _add_bench, _add_repro, _add_info):
+    for add in (_add_verify, _add_sources, _add_bench, _add_repro, _add_tasks, _add_info):
         add(sub)
     return parser
 

@@ -23,6 +23,7 @@ COMMANDS = {
     "sources quote some-id text": ("kdalib.sources.commands", "cmd_quote"),
     "bench": ("kdalib.bench.command", "cmd_bench"),
     "repro": ("kdalib.repro.runner", "cmd_repro"),
+    "tasks grid": ("kdalib.tasks.command", "cmd_grid"),
     "info": ("kdalib.environment", "cmd_info"),
 }
 

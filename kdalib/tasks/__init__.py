@@ -10,6 +10,10 @@
   synthetic-recall notebook runs.
 * :mod:`kdalib.tasks.report_grid`: the Kimi Linear report's synthetic-task grid
   (§5.1, Figure 4) at a chosen size, and its peak-accuracy and accuracy-curve tables.
+* :mod:`kdalib.tasks.grid`: grids trained a few runs per command in priority order, resuming
+  from :mod:`kdalib.tasks.record` (one JSON record, keyed by each run's settings); what is
+  recorded and missing; :mod:`kdalib.tasks.grid_view` shows it in a notebook and
+  :mod:`kdalib.tasks.command` is ``kdalib tasks grid``.
 """
 
 from kdalib.tasks.model import MIXER_KINDS, Block, RecallMixer, TinyRecallModel

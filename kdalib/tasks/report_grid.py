@@ -413,3 +413,24 @@ def highest_everywhere(
         if any(ours < other - margin for other in others):
             return False
     return True
+
+
+TRANSITION_FRACTION = 0.5
+"""Where a run counts as past its learning transition: held-out accuracy at least this fraction
+of the way from chance to 1 (see :func:`transition_step`)."""
+
+
+def transition_step(curve: list[tuple[int, float]], chance: float, fraction: float = TRANSITION_FRACTION) -> int | None:
+    """The first evaluated step at which accuracy reaches ``chance + fraction * (1 - chance)``.
+
+    On these tasks a model sits near chance for a while and then learns within a few hundred
+    steps; this step locates that transition on an accuracy-vs-steps ``curve`` of
+    ``(step, accuracy)`` points (in step order).
+
+    Returns:
+        The step, or None when the curve never gets there.
+    """
+    if not 0 < fraction <= 1 or not 0 <= chance < 1:
+        raise ValueError(f"transition_step: need 0 < fraction <= 1 and 0 <= chance < 1, got {fraction}, {chance}")
+    level = chance + fraction * (1 - chance)
+    return next((step for step, accuracy in curve if accuracy >= level), None)

@@ -84,6 +84,10 @@ class TrainConfig:
         matmul_precision: float32 matrix products during the run, as
             :func:`torch.set_float32_matmul_precision` names them: ``"highest"`` (float32),
             ``"high"`` (TF32 on a GPU's tensor cores) or ``"medium"``; restored afterwards.
+        stop_accuracy: end the run after the first evaluation whose held-out accuracy reaches
+            this value (the curve then ends there, before ``steps``); None: train all ``steps``.
+            The learning-rate schedule stays the one of ``steps``, so the run up to the stop is
+            exactly the start of the full run.
     """
 
     steps: int = 200
@@ -100,6 +104,7 @@ class TrainConfig:
     cuda_graph: bool = False
     operator_dtype: str | None = None
     matmul_precision: str = "highest"
+    stop_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "d_model", "num_layers", "num_heads", "eval_batches"):
@@ -115,6 +120,12 @@ class TrainConfig:
         if not isinstance(self.cuda_graph, bool):
             raise ValueError(f"TrainConfig.cuda_graph: expected True or False, got {self.cuda_graph!r}")
         check_precision("TrainConfig", self.operator_dtype, self.matmul_precision)
+        if self.stop_accuracy is not None and not (
+            isinstance(self.stop_accuracy, (int, float)) and 0 < self.stop_accuracy <= 1
+        ):
+            raise ValueError(
+                f"TrainConfig.stop_accuracy: expected None or a number in (0, 1], got {self.stop_accuracy!r}"
+            )
 
 
 @dataclass
@@ -130,6 +141,7 @@ class TrainResult:
         seconds: wall time of the run.
         curve: ``(steps done, held-out accuracy)`` at every evaluation, the last one included.
         lr: the peak learning rate of the run.
+        steps_done: optimiser steps taken (fewer than the configured steps after an early stop).
     """
 
     kind: str
@@ -140,6 +152,7 @@ class TrainResult:
     seconds: float = 0.0
     curve: list[tuple[int, float]] = field(default_factory=list)
     lr: float = 0.0
+    steps_done: int = 0
 
     @property
     def peak_accuracy(self) -> float:
@@ -225,17 +238,21 @@ def train_recall_model(
         held_out_data = torch.Generator(device=device).manual_seed(10_000 + seed)
         held_out = [spec.sample(config.batch_size, held_out_data, device) for _ in range(config.eval_batches)]
         losses, curve = [], []
-        for step in range(config.steps):
+        done = 0
+        while done < config.steps:
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(step, config)
+                group["lr"] = _learning_rate(done, config)
             losses.append(_training_step(model, optimizer, spec, config.batch_size, train_data, device))
-            done = step + 1
+            done += 1
             if config.eval_every and done % config.eval_every == 0 and done < config.steps:
                 curve.append((done, evaluate(model, held_out)))
-        accuracy = evaluate(model, held_out)
-        curve.append((config.steps, accuracy))
+                if config.stop_accuracy is not None and curve[-1][1] >= config.stop_accuracy:
+                    break
+        if not curve or curve[-1][0] != done:  # the last step's evaluation, unless the stop just made it
+            curve.append((done, evaluate(model, held_out)))
+        accuracy = curve[-1][1]
         losses = torch.stack(losses).tolist()
-        return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr)
+        return TrainResult(kind, spec, seed, accuracy, losses, time.perf_counter() - start, curve, config.lr, done)
 
 
 def sweep(

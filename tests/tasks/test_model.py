@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -160,6 +162,19 @@ def test_training_on_other_tasks_records_an_accuracy_curve(one_thread):
         assert result.peak_accuracy == max(accuracy for _, accuracy in result.curve)
 
 
+def test_a_run_stops_at_the_first_evaluation_that_reaches_stop_accuracy(one_thread):
+    config = TrainConfig(steps=120, batch_size=16, lr=1e-2, d_model=32, num_layers=1, num_heads=2, eval_every=10)
+    spec = MQARSpec(16, 2, 17)
+    full = train_recall_model("kda", spec, seed=0, config=config)
+    stop = 0.5
+    reached = next(step for step, accuracy in full.curve if accuracy >= stop)  # this run reaches 1.0
+    assert reached < config.steps
+    early = train_recall_model("kda", spec, seed=0, config=dataclasses.replace(config, stop_accuracy=stop))
+    assert early.steps_done == reached and full.steps_done == config.steps
+    assert early.curve == full.curve[: len(early.curve)] and early.accuracy == early.curve[-1][1] >= stop
+    assert early.losses == pytest.approx(full.losses[:reached], rel=1e-5)  # the same schedule up to the stop
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -167,6 +182,8 @@ def test_training_on_other_tasks_records_an_accuracy_curve(one_thread):
         ({"eval_every": -1}, "TrainConfig.eval_every"),
         ({"lr": float("nan")}, "TrainConfig.lr"),
         ({"batch_size": 2.0}, "TrainConfig.batch_size"),
+        ({"stop_accuracy": 0.0}, "TrainConfig.stop_accuracy"),
+        ({"stop_accuracy": 1.5}, "TrainConfig.stop_accuracy"),
     ],
 )
 def test_train_config_names_the_bad_field(changes, message):
