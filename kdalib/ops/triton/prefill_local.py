@@ -98,56 +98,103 @@ def _put_rows(ptr, tile, rows, row_mask, stride, cols, col_mask, NATIVE_BF16: tl
 
 
 @triton.jit
-def _inverse_norm(x, USE_QK_L2NORM: tl.constexpr):
-    """Per row: ``1 / sqrt(sum(x^2) + 1e-6)`` with the in-kernel L2 norm, else 1."""
-    if USE_QK_L2NORM:
-        return 1.0 / tl.sqrt(tl.sum(x * x, axis=1) + 1e-6)
-    return tl.full([x.shape[0]], 1.0, dtype=x.dtype)
+def _diagonal_exact(xq, xk, gam, SUB: tl.constexpr):
+    """Scores of one diagonal block for any decay, column by column: ``A_qk[r, c] = sum_d xq_rd
+    xk_cd exp(gam_rd - gam_cd)`` for ``c <= r`` (``A_kk`` the same with key rows, ``c < r``), every
+    exponent masked to ``<= 0`` before the exp."""
+    sub = tl.arange(0, SUB)
+    a_qk = tl.zeros([SUB, SUB], dtype=xq.dtype)
+    a_kk = tl.zeros([SUB, SUB], dtype=xq.dtype)
+    for c in range(SUB):
+        k_c = _row(xk, c, SUB)
+        gam_c = _row(gam, c, SUB)
+        exponent = tl.where((sub >= c)[:, None], tl.minimum(gam - gam_c[None, :], 0.0), float("-inf"))
+        weighted = tl.exp(exponent) * k_c[None, :]
+        col_qk = tl.sum(xq * weighted, axis=1)
+        col_kk = tl.where(sub > c, tl.sum(xk * weighted, axis=1), 0.0)
+        a_qk = tl.where(sub[None, :] == c, col_qk[:, None], a_qk)
+        a_kk = tl.where(sub[None, :] == c, col_kk[:, None], a_kk)
+    return a_qk, a_kk
 
 
 @triton.jit
-def _exact_diagonal(
+def _block_slice(
     q_ptr,
     k_ptr,
     g_ptr,
-    rows,
-    row_mask,
-    nq,
-    nk,
+    i: tl.constexpr,
+    n,
+    cols,
+    cm,
     i_hv,
     a_log,
     dt_bias,
     lower_bound,
-    QK_STRIDE: tl.constexpr,
+    QK_ROW: tl.constexpr,
     G_ROW: tl.constexpr,
     K: tl.constexpr,
-    BK: tl.constexpr,
-    BKS: tl.constexpr,
     SUB: tl.constexpr,
+    DIAG_SPAN: tl.constexpr,
     GATE: tl.constexpr,
     FLOOR: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """Scores of one diagonal block for any decay: ``A_qk[r, c] = sum_d q_rd k_cd exp(G_rd - G_cd)``
-    for ``c <= r`` (``A_kk`` the same with key rows, ``c < r``), every exponent masked to ``<= 0``
-    before the exp, summed over key slices of ``BKS`` channels."""
+    """What row block ``i`` of a chunk contributes in one key slice ``cols`` (q and k not yet
+    normalised): the row factors ``q exp(gam)`` and ``k exp(gam)`` (``gam`` the log decay from the
+    block's start, own token included), its diagonal scores, its total decay ``tot``, its keys
+    decayed to the block's end ``k exp(suffix)``, and the squared norms of its q and k rows in the
+    slice. The diagonal block is one product while its span is at most ``DIAG_SPAN`` (column
+    factors up to ``exp(DIAG_SPAN)``), else exact (:func:`_diagonal_exact`)."""
     sub = tl.arange(0, SUB)
-    lower = sub[:, None] >= sub[None, :]
-    a_qk = tl.zeros([SUB, SUB], dtype=nq.dtype)
-    a_kk = tl.zeros([SUB, SUB], dtype=nq.dtype)
-    for s0 in tl.static_range(0, BK, BKS):
-        cols = s0 + tl.arange(0, BKS)
-        cm = cols < K
-        gam = tl.cumsum(
-            _gate(g_ptr, rows, row_mask, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR), axis=0
-        )
-        xq = _rows_of(q_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nq[:, None]
-        xk = _rows_of(k_ptr, rows, row_mask, QK_STRIDE, cols, cm) * nk[:, None]
-        exponent = gam[:, None, :] - gam[None, :, :]
-        weight = tl.exp(tl.where(lower[:, :, None], tl.minimum(exponent, 0.0), float("-inf")))
-        weighted = weight * xk[None, :, :]
-        a_qk += tl.sum(xq[:, None, :] * weighted, axis=2)
-        a_kk += tl.sum(xk[:, None, :] * weighted, axis=2)
-    return a_qk, tl.where(sub[:, None] > sub[None, :], a_kk, 0.0)
+    rows = i * SUB + sub
+    m = rows < n
+    gam = tl.cumsum(_gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR), axis=0)
+    tot = _row(gam, SUB - 1, SUB)
+    # exclusive suffix sums inside the block, from the following rows' gates (no cancellation)
+    nxt = (rows + 1 < n) & (sub < SUB - 1)
+    g_next = _gate(g_ptr, rows + 1, nxt, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+    suffix = tl.cumsum(g_next, axis=0, reverse=True)
+    xq = _rows_of(q_ptr, rows, m, QK_ROW, cols, cm)
+    xk = _rows_of(k_ptr, rows, m, QK_ROW, cols, cm)
+    left = tl.exp(gam)
+    lq = xq * left
+    lk = xk * left
+    if tl.max(-tot, axis=0) <= DIAG_SPAN:
+        right = tl.trans(xk * tl.exp(-gam))
+        dq = tl.where(sub[:, None] >= sub[None, :], _dot(lq, right, PRECISION), 0.0)
+        dk = tl.where(sub[:, None] > sub[None, :], _dot(lk, right, PRECISION), 0.0)
+    else:
+        dq, dk = _diagonal_exact(xq, xk, gam, SUB)
+    return lq, lk, dq, dk, tl.exp(tot), xk * tl.exp(suffix), tl.sum(xq * xq, axis=1), tl.sum(xk * xk, axis=1)
+
+
+@triton.jit
+def _off(lq, lk, kd, PRECISION: tl.constexpr):
+    """Scores of a row block against an earlier block whose keys ``kd`` are decayed to this
+    block's start."""
+    right = tl.trans(kd)
+    return _dot(lq, right, PRECISION), _dot(lk, right, PRECISION)
+
+
+@triton.jit
+def _norm(sum_of_squares, USE_QK_L2NORM: tl.constexpr):
+    """Per row: ``1 / sqrt(sum(x^2) + 1e-6)`` with the in-kernel L2 norm, else 1."""
+    if USE_QK_L2NORM:
+        return 1.0 / tl.sqrt(sum_of_squares + 1e-6)
+    return tl.full(sum_of_squares.shape, 1.0, dtype=sum_of_squares.dtype)
+
+
+@triton.jit
+def _store_scores(a_ptr, p_ptr, kk_ptr, aq, ak, nq, nk, nc, b, i: tl.constexpr, j: tl.constexpr, scale,
+                  SUB: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
+    """Block ``(i, j)`` of the scores, normalised (row norms ``nq``/``nk`` of block i, column norms
+    ``nc`` of block j): ``scale * A_qk`` into ``a_ptr``, ``Diag(beta) A_kk`` into ``p_ptr`` and,
+    when asked, ``A_kk`` into ``kk_ptr``."""
+    ak = ak * nk[:, None] * nc[None, :]
+    _square_block(a_ptr, aq * (nq * scale)[:, None] * nc[None, :], i, j, SUB, CHUNK)
+    _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
+    if kk_ptr is not None:
+        _square_block(kk_ptr, ak, i, j, SUB, CHUNK)
 
 
 @triton.jit
@@ -239,133 +286,119 @@ def _chunk_local_kernel(
     square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
     a_ptr, p_ptr = a_out + square, p_out + square
     sub = tl.arange(0, SUB)
-    cols = tl.arange(0, BK)
-    cm = cols < K
     zero_block = tl.zeros([SUB, SUB], dtype=COMPUTE)
-    kd0 = tl.zeros([SUB, BK], dtype=COMPUTE)
-    kd1, kd2, kd3 = kd0, kd0, kd0
-    carry = tl.zeros([BK], dtype=COMPUTE)  # log decay from the chunk start to the current block
+    zero_rows = tl.zeros([SUB], dtype=COMPUTE)
+    # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills);
+    # q and k are normalised afterwards, the scores being bilinear in them
+    q00, q10, q11, q20, q21, q22, q30, q31, q32, q33 = (zero_block,) * 10
+    k00, k10, k11, k20, k21, k22, k30, k31, k32, k33 = (zero_block,) * 10
+    sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3 = (zero_rows,) * 8
+    for s0 in range(0, BK, BKS):
+        cols = s0 + tl.arange(0, BKS)
+        cm = cols < K
+        lq, lk, dq, dk, step, kd0, nq, nk = _block_slice(
+            q_ptr, k_ptr, g_ptr, 0, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+        )  # fmt: skip
+        q00, k00, sq0, sk0 = q00 + dq, k00 + dk, sq0 + nq, sk0 + nk
+        lq, lk, dq, dk, step, kd1, nq, nk = _block_slice(
+            q_ptr, k_ptr, g_ptr, 1, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+        )  # fmt: skip
+        aq, ak = _off(lq, lk, kd0, PRECISION)
+        q10, k10, q11, k11, sq1, sk1 = q10 + aq, k10 + ak, q11 + dq, k11 + dk, sq1 + nq, sk1 + nk
+        kd0 = kd0 * step[None, :]
+        lq, lk, dq, dk, step, kd2, nq, nk = _block_slice(
+            q_ptr, k_ptr, g_ptr, 2, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+        )  # fmt: skip
+        aq, ak = _off(lq, lk, kd0, PRECISION)
+        q20, k20 = q20 + aq, k20 + ak
+        aq, ak = _off(lq, lk, kd1, PRECISION)
+        q21, k21, q22, k22, sq2, sk2 = q21 + aq, k21 + ak, q22 + dq, k22 + dk, sq2 + nq, sk2 + nk
+        kd0, kd1 = kd0 * step[None, :], kd1 * step[None, :]
+        lq, lk, dq, dk, step, kd3, nq, nk = _block_slice(
+            q_ptr, k_ptr, g_ptr, 3, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+        )  # fmt: skip
+        aq, ak = _off(lq, lk, kd0, PRECISION)
+        q30, k30 = q30 + aq, k30 + ak
+        aq, ak = _off(lq, lk, kd1, PRECISION)
+        q31, k31 = q31 + aq, k31 + ak
+        aq, ak = _off(lq, lk, kd2, PRECISION)
+        q32, k32, q33, k33, sq3, sk3 = q32 + aq, k32 + ak, q33 + dq, k33 + dk, sq3 + nq, sk3 + nk
+    nq0, nq1, nq2, nq3 = (
+        _norm(sq0, USE_QK_L2NORM),
+        _norm(sq1, USE_QK_L2NORM),
+        _norm(sq2, USE_QK_L2NORM),
+        _norm(sq3, USE_QK_L2NORM),
+    )
+    nk0, nk1, nk2, nk3 = (
+        _norm(sk0, USE_QK_L2NORM),
+        _norm(sk1, USE_QK_L2NORM),
+        _norm(sk2, USE_QK_L2NORM),
+        _norm(sk3, USE_QK_L2NORM),
+    )
+    b0 = _widen(tl.load(beta_ptr + sub * BETA_ROW, mask=sub < n, other=0.0))
+    b1 = _widen(tl.load(beta_ptr + (SUB + sub) * BETA_ROW, mask=SUB + sub < n, other=0.0))
+    b2 = _widen(tl.load(beta_ptr + (2 * SUB + sub) * BETA_ROW, mask=2 * SUB + sub < n, other=0.0))
+    b3 = _widen(tl.load(beta_ptr + (3 * SUB + sub) * BETA_ROW, mask=3 * SUB + sub < n, other=0.0))
+    kk_ptr = kk_out
+    if kk_out is not None:
+        kk_ptr = kk_out + square
+    _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q10, k10, nq1, nk1, nk0, b1, 1, 0, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q20, k20, nq2, nk2, nk0, b2, 2, 0, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q21, k21, nq2, nk2, nk1, b2, 2, 1, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q30, k30, nq3, nk3, nk0, b3, 3, 0, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q31, k31, nq3, nk3, nk1, b3, 3, 1, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q32, k32, nq3, nk3, nk2, b3, 3, 2, scale, SUB, CHUNK)
+    _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK)
     for i in tl.static_range(4):
-        rows = i * SUB + sub
-        m = rows < n
-        g_i = _gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
-        gam = tl.cumsum(g_i, axis=0)
-        tot = _row(gam, SUB - 1, SUB)
-        # exclusive suffix sums inside the block, from the following rows' gates (no cancellation)
-        g_next = _gate(
-            g_ptr,
-            rows + 1,
-            (rows + 1 < n) & (sub < SUB - 1),
-            cols,
-            cm,
-            i_hv,
-            a_log,
-            dt_bias,
-            lower_bound,
-            G_ROW,
-            K,
-            GATE,
-            FLOOR,
-        )
-        suffix = tl.cumsum(g_next, axis=0, reverse=True)
-        xq = _rows_of(q_ptr, rows, m, QK_ROW, cols, cm)
-        xk = _rows_of(k_ptr, rows, m, QK_ROW, cols, cm)
-        nq = _inverse_norm(xq, USE_QK_L2NORM)
-        nk = _inverse_norm(xk, USE_QK_L2NORM)
-        xq = xq * nq[:, None]
-        xk = xk * nk[:, None]
-        b = _widen(tl.load(beta_ptr + rows * BETA_ROW, mask=m, other=0.0))
-        left = tl.exp(gam)
-        lq = xq * left
-        lk = xk * left
-        # diagonal block: one product under the span limit, else exact
-        span = tl.max(-tot, axis=0)
-        if span <= DIAG_SPAN:
-            right = tl.trans(xk * tl.exp(-gam))
-            dq = tl.where(sub[:, None] >= sub[None, :], _dot(lq, right, PRECISION), 0.0)
-            dk = tl.where(sub[:, None] > sub[None, :], _dot(lk, right, PRECISION), 0.0)
-        else:
-            dq, dk = _exact_diagonal(
-                q_ptr,
-                k_ptr,
-                g_ptr,
-                rows,
-                m,
-                nq,
-                nk,
-                i_hv,
-                a_log,
-                dt_bias,
-                lower_bound,
-                QK_ROW,
-                G_ROW,
-                K,
-                BK,
-                BKS,
-                SUB,
-                GATE,
-                FLOOR,
-            )
         for j in tl.static_range(4):
-            if j < i:
-                if j == 0:
-                    kd = kd0
-                elif j == 1:
-                    kd = kd1
-                else:
-                    kd = kd2
-                aq = _dot(lq, tl.trans(kd), PRECISION)
-                ak = _dot(lk, tl.trans(kd), PRECISION)
-            elif j == i:
-                aq, ak = dq, dk
-            else:
-                aq, ak = zero_block, zero_block
-            _square_block(a_ptr, aq * scale, i, j, SUB, CHUNK)
-            _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
-            if kk_out is not None:
-                _square_block(kk_out + square, ak, i, j, SUB, CHUNK)
-        decay_in = tl.exp(carry[None, :] + gam)  # from the chunk start, own token included
-        _put_rows(qg_ptr, xq * decay_in * scale, rows, m, K_ROW, cols, cm, NATIVE_BF16)
-        _put_rows(w_ptr, xk * decay_in * b[:, None], rows, m, K_ROW, cols, cm, NATIVE_BF16)
-        # column factors: earlier blocks decay through this block, this block's keys to its end
-        step = tl.exp(tot)[None, :]
-        kd0, kd1, kd2 = kd0 * step, kd1 * step, kd2 * step
-        own = xk * tl.exp(suffix)
-        if i == 0:
-            kd0 = own
-        elif i == 1:
-            kd1 = own
-        elif i == 2:
-            kd2 = own
-        else:
-            kd3 = own
-        carry += tot
-    for j in tl.static_range(4):
-        if j == 0:
-            kd = kd0
-        elif j == 1:
-            kd = kd1
-        elif j == 2:
-            kd = kd2
-        else:
-            kd = kd3
-        rows = j * SUB + sub
-        _put_rows(kg_ptr, kd, rows, rows < n, K_ROW, cols, cm, NATIVE_BF16)
-    tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + cols, tl.exp(carry), mask=cm)
+            if j > i:
+                _square_block(a_ptr, zero_block, i, j, SUB, CHUNK)
+                _square_block(p_ptr, zero_block, i, j, SUB, CHUNK)
+                if kk_out is not None:
+                    _square_block(kk_ptr, zero_block, i, j, SUB, CHUNK)
     tl.debug_barrier()
     _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
     tl.debug_barrier()
-    # W = M (Diag(beta) K exp(G)) and U = M Diag(beta) V, whole-chunk products
+    # phase 3: whole-chunk tiles, key slice by key slice: Q_g, K_g, W = M Diag(beta) K exp(G),
+    # exp(G_L); then U = M Diag(beta) V
     idx = tl.arange(0, CHUNK)
     m = idx < n
     inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
     b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
-    for s0 in tl.static_range(0, BK, BKS):
+    sq = tl.zeros([CHUNK], dtype=COMPUTE)
+    sk = tl.zeros([CHUNK], dtype=COMPUTE)
+    if USE_QK_L2NORM:
+        for s0 in range(0, BK, BKS):
+            kcols = s0 + tl.arange(0, BKS)
+            kcm = kcols < K
+            xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
+            xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm)
+            sq += tl.sum(xq * xq, axis=1)
+            sk += tl.sum(xk * xk, axis=1)
+    nq = _norm(sq, USE_QK_L2NORM)
+    nk = _norm(sk, USE_QK_L2NORM)
+    nxt = idx + 1 < n
+    for s0 in range(0, BK, BKS):
         kcols = s0 + tl.arange(0, BKS)
         kcm = kcols < K
-        parked = _rows_of(w_ptr, idx, m, K_ROW, kcols, kcm)
-        tl.debug_barrier()
-        _put_rows(w_ptr, _dot(inverse, parked, PRECISION), idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
+        gates = _gate(g_ptr, idx, m, kcols, kcm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+        decay_in = tl.exp(tl.cumsum(gates, axis=0))  # from the chunk start, own token included
+        g_next = _gate(g_ptr, idx + 1, nxt, kcols, kcm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+        decay_out_rows = tl.exp(tl.cumsum(g_next, axis=0, reverse=True))  # to the chunk end
+        xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
+        xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm) * nk[:, None]
+        _put_rows(qg_ptr, xq * (nq * scale)[:, None] * decay_in, idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
+        _put_rows(kg_ptr, xk * decay_out_rows, idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
+        w = _dot(inverse, xk * b[:, None] * decay_in, PRECISION)
+        _put_rows(w_ptr, w, idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
+        tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + kcols, tl.exp(tl.sum(gates, axis=0)), mask=kcm)
     for s0 in tl.static_range(0, V, BV):
         vcols = s0 + tl.arange(0, BV)
         vcm = vcols < V
