@@ -234,6 +234,12 @@ def errors_case(rank, world):
         "initial_state of the wrong N": attempt(
             context_parallel_chunk_kda, **local, initial_state=torch.zeros(2, 2, 8, 8, dtype=torch.float64)
         ),
+        "initial_state of the wrong K on rank 0": attempt(
+            context_parallel_chunk_kda,
+            **local,
+            initial_state=torch.zeros(1, 2, 8 - (rank == 0), 8, dtype=torch.float64),
+        ),
+        "float offsets": attempt(context_parallel_chunk_kda, **local, cu_seqlens=torch.tensor([0.0, bounds[-1]])),
         "hidden size wrong on rank 0": attempt(
             ContextParallelKDA(KimiDeltaAttention(hidden_size=12, num_heads=2, head_dim=8, dtype=torch.float64)),
             torch.zeros(1, shards[rank], 12 + (rank == 0), dtype=torch.float64),
