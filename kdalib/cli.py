@@ -120,6 +120,12 @@ def _run_tasks_grid(args: argparse.Namespace) -> int:
     return cmd_grid(args)
 
 
+def _run_dev_ptxas(args: argparse.Namespace) -> int:
+    from kdalib.ops.triton.ptxas_report import cmd_ptxas
+
+    return cmd_ptxas(args)
+
+
 def _run_info(args: argparse.Namespace) -> int:
     from kdalib.environment import cmd_info
 
@@ -272,6 +278,33 @@ def _add_tasks(sub) -> None:
     g.set_defaults(handler=_run_tasks_grid)
 
 
+def _add_dev(sub) -> None:
+    p = sub.add_parser("dev", help="tools for working on kdalib itself")
+    dsub = p.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
+    x = dsub.add_parser(
+        "ptxas",
+        help="compile the Triton kernels for a GPU on this machine (no GPU needed) and print ptxas' registers, "
+        "spills and shared memory per kernel",
+    )
+    x.add_argument(
+        "--path",
+        action="append",
+        choices=["forward", "forward-bounded", "training"],
+        default=None,
+        help="which entry point's kernels (repeatable; default: all three)",
+    )
+    x.add_argument("--kernel", action="append", default=None, metavar="NAME", help="only kernels whose name has NAME")
+    x.add_argument("--dim", type=int, default=128, help="K = V (default: %(default)s)")
+    x.add_argument("--heads", type=int, default=32, help="heads (default: %(default)s)")
+    x.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    x.add_argument("--capability", type=int, default=90, help="the GPU's compute capability (default: %(default)s)")
+    x.add_argument("--warps", type=int, action="append", default=None, help="compile with these warps (repeatable)")
+    x.add_argument("--stages", type=int, action="append", default=None, help="compile with these stages (repeatable)")
+    x.add_argument("--ptxas", default=None, help="the ptxas to run (default: Triton's)")
+    x.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
+    x.set_defaults(handler=_run_dev_ptxas)
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="print the environment: Python, torch, device, kdalib")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -282,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdalib", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"kdalib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_verify, _add_sources, _add_bench, _add_repro, _add_tasks, _add_info):
+    for add in (_add_verify, _add_sources, _add_bench, _add_repro, _add_tasks, _add_dev, _add_info):
         add(sub)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -249,15 +250,68 @@ def test_shape_from_label_finds_suite_rows_and_names_an_unknown_label():
         shape_from_label("B3-nothing")
 
 
+# A stand-in for ``python -m kdalib.bench.first_call METHOD LABEL``: it checks the environment it
+# was given (a fresh, empty Triton cache of its own), then behaves as its method name says.
+FAKE_MEASUREMENT = """
+import json, os, sys, time
+method, label = sys.argv[1:]
+cache = os.environ["TRITON_CACHE_DIR"]
+if not os.path.isdir(cache) or os.listdir(cache) or "TRITON_CACHE_AUTOTUNING" in os.environ:
+    sys.exit(f"not a fresh Triton cache: {cache}")
+with open(os.path.join(cache, "compiled"), "w"):  # the next method must not see this
+    pass
+if method == "fails":
+    sys.exit("RuntimeError: Found no NVIDIA driver on your system")
+if method == "hangs":
+    time.sleep(600)
+print("compiling ...")
+print(json.dumps(dict(method=method, label=label, first_call_s=12.5, cache=cache)))
+"""
+
+
+def _fake_measurement(method: str, label: str) -> list[str]:
+    return [sys.executable, "-c", FAKE_MEASUREMENT, method, label]
+
+
+def test_each_first_call_is_a_row_from_a_fresh_process_and_a_failure_is_its_error(monkeypatch):
+    """Each method runs in its own process with its own empty Triton cache; the row is the last
+    line it prints, and one that fails becomes a row naming its error, the next one still running."""
+    from kdalib.bench.first_call import first_call_rows
+
+    monkeypatch.setenv("TRITON_CACHE_AUTOTUNING", "1")
+    lines = []
+    rows = first_call_rows(
+        ("B1-T64", "B2-T64"), log=lines.append, methods=("works", "fails", "again"), command=_fake_measurement
+    )
+    assert [(row["method"], row["label"]) for row in rows] == [
+        (method, label) for label in ("B1-T64", "B2-T64") for method in ("works", "fails", "again")
+    ]
+    for row in rows:
+        if row["method"] == "fails":
+            assert row == dict(
+                method="fails", label=row["label"], error="RuntimeError: Found no NVIDIA driver on your system"
+            )
+        else:
+            assert row["first_call_s"] == 12.5 and "error" not in row
+    assert len({row["cache"] for row in rows if "cache" in row}) == 4  # a new folder each time
+    assert len(lines) == 6 and "12.5 s" in lines[0] and lines[1].endswith("Found no NVIDIA driver on your system")
+
+
+def test_a_first_call_past_its_timeout_is_a_row_with_that_error():
+    from kdalib.bench.first_call import first_call_rows
+
+    rows = first_call_rows(("B1-T64",), log=lambda line: None, timeout=1, methods=("hangs",), command=_fake_measurement)
+    assert rows == [dict(method="hangs", label="B1-T64", error="no result within 1 s")]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the failure path of a process without CUDA")
-def test_a_first_call_that_fails_is_a_row_with_its_error(monkeypatch):
-    """Each method runs in its own process with an empty Triton cache; one that fails (here: no
-    CUDA) becomes a row naming the error, and the next one still runs."""
+def test_the_real_first_call_command_without_cuda_is_a_row_with_its_error():
+    """``python -m kdalib.bench.first_call`` itself (a fresh Python importing torch and kdalib)."""
     from kdalib.bench import first_call
 
-    monkeypatch.setattr(first_call, "FIRST_CALL_METHODS", ("triton", "fla"))
     rows = first_call.first_call_rows(first_call.FIRST_CALL_LABELS[:1], log=lambda line: None, timeout=120)
-    assert [row["method"] for row in rows] == ["triton", "fla"]
+    assert [row["method"] for row in rows] == list(first_call.FIRST_CALL_METHODS)
     assert all("error" in row and "first_call_s" not in row for row in rows)
 
 

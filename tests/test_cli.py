@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": ("kdalib.bench.command", "cmd_bench"),
     "repro": ("kdalib.repro.runner", "cmd_repro"),
     "tasks grid": ("kdalib.tasks.command", "cmd_grid"),
+    "dev ptxas": ("kdalib.ops.triton.ptxas_report", "cmd_ptxas"),
     "info": ("kdalib.environment", "cmd_info"),
 }
 

@@ -38,18 +38,31 @@ def _measure(method: str, label: str) -> dict:
     return dict(method=method, label=label, first_call_s=time.perf_counter() - start)
 
 
-def first_call_rows(labels: tuple[str, ...], log: Callable[[str], None] = print, timeout: float = 900.0) -> list[dict]:
-    """One row per (label, method of :data:`FIRST_CALL_METHODS`), each from a fresh process with an
-    empty Triton cache; a method that fails or runs past ``timeout`` seconds gets an ``error``."""
+def measure_command(method: str, label: str) -> list[str]:
+    """The command that measures one first call: this module run by the same Python."""
+    return [sys.executable, "-m", "kdalib.bench.first_call", method, label]
+
+
+def first_call_rows(
+    labels: tuple[str, ...],
+    log: Callable[[str], None] = print,
+    timeout: float = 900.0,
+    methods: tuple[str, ...] = FIRST_CALL_METHODS,
+    command: Callable[[str, str], list[str]] = measure_command,
+) -> list[dict]:
+    """One row per (label, method), each from a fresh process (``command(method, label)``, whose
+    last line of output is the row as JSON) with an empty Triton cache; a method that fails or runs
+    past ``timeout`` seconds gets an ``error``: the last line it wrote to stderr, or the timeout."""
     rows = []
     for label in labels:
-        for method in FIRST_CALL_METHODS:
+        for method in methods:
             with tempfile.TemporaryDirectory(prefix="kdalib-first-call-") as cache:
                 env = dict(os.environ, TRITON_CACHE_DIR=cache)
                 env.pop("TRITON_CACHE_AUTOTUNING", None)
-                command = [sys.executable, "-m", "kdalib.bench.first_call", method, label]
                 try:
-                    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+                    done = subprocess.run(
+                        command(method, label), env=env, capture_output=True, text=True, timeout=timeout
+                    )
                 except subprocess.TimeoutExpired:
                     row = dict(method=method, label=label, error=f"no result within {timeout:.0f} s")
                 else:

@@ -140,12 +140,12 @@ def resolve_method(name: str, peer: Callable | None) -> Callable:
         return _verify
     if name == "single_steps":
         return _single_steps
-    if name in ("fla", "fla_bounded"):
+    if name == "fla":
         try:
             fla_chunk = OPERATORS["fla"].function
         except RuntimeError as error:
             raise MethodUnavailable(str(error)) from error
-        return _fla_gated(fla_chunk, zero_gate_parameters=name == "fla_bounded")
+        return _fla_gated(fla_chunk)
     operator, options = VARIANTS.get(name, (name, {}))
     if operator not in OPERATORS:
         raise ValueError(f"method: unknown name {name!r}; expected one of {', '.join(known_methods())}")
@@ -174,15 +174,11 @@ def _gated(fn: Callable, in_kernel: bool) -> Callable:
     return call
 
 
-def _fla_gated(fla_chunk: Callable, zero_gate_parameters: bool) -> Callable:
-    """flash-linear-attention's chunk_kda; on a bounded-gate problem its gate runs in its kernel
-    (``use_gate_in_kernel``, ``safe_gate``, the same lower bound). ``zero_gate_parameters``: always
-    that gate, taking ``g`` as the raw projection with zero ``A_log`` and ``dt_bias``."""
+def _fla_gated(fla_chunk: Callable) -> Callable:
+    """flash-linear-attention's chunk_kda; on a bounded-gate problem (``A_log`` given) its gate runs
+    in its kernel (``use_gate_in_kernel``, ``safe_gate``, the same lower bound)."""
 
     def call(q, k, v, g, beta, A_log=None, dt_bias=None, **kwargs):
-        if zero_gate_parameters and A_log is None:
-            A_log = torch.zeros(v.shape[2], device=v.device)
-            dt_bias = torch.zeros(v.shape[2] * q.shape[3], device=v.device)
         if A_log is None:
             return fla_chunk(q, k, v, g, beta, **kwargs)
         gate = dict(use_gate_in_kernel=True, safe_gate=True, lower_bound=BOUNDED_LOWER_BOUND)

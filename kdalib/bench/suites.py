@@ -26,8 +26,6 @@ COMPARISONS = {
     "sdpa": "PyTorch's SDPA causal attention at the same shapes, any backend (CPU and CUDA)",
     "fused_recurrent_pytorch": "the recurrent operator's PyTorch token loop only, never the Triton kernel",
     "chunk_pytorch": "the chunk operator's PyTorch form only (chunk_kda(use_triton=False)), never the Triton kernels",
-    "fla_bounded": "flash-linear-attention's chunk_kda with the bounded gate computed in its kernel "
-    "(use_gate_in_kernel, safe_gate, lower_bound=-5; g taken as the raw gate input)",
     "triton_states64": "kdalib's Triton forward also returning the float32 state every 64 tokens "
     "(chunk_kda(use_triton=True, output_states_every=64)), for prefix caching",
     "verify": "the verify step of speculative decoding: fused_recurrent_kda over the k draft tokens in one "
@@ -45,7 +43,7 @@ VERIFY_METHODS = ("verify", "single_steps")
 
 
 # Methods timed on half-precision prefill rows only (the Triton and flash comparisons).
-HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "fla_bounded", "triton", "triton_states64")
+HALF_PRECISION_METHODS = ("sdpa_flash", "fla", "triton", "triton_states64")
 
 
 # Methods timed on the mild gate's unpacked rows only: softmax attention has no gate (one row per

@@ -50,7 +50,8 @@ import torch
 from kdalib.distributed import comm
 from kdalib.distributed.carry import CarryPlan, CarryStates
 from kdalib.distributed.layout import ShardLayout, gather_layout, require_group
-from kdalib.ops import chunk_kda, validate_kda_inputs
+from kdalib.ops import chunk_kda, compute_dtype, validate_kda_inputs
+from kdalib.ops._validate import check_initial_state, check_offsets_tensor
 
 DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
 DTYPE_LEGEND = ", ".join(f"{code} {str(dtype).removeprefix('torch.')}" for dtype, code in DTYPE_CODES.items())
@@ -70,12 +71,7 @@ SIGNATURE = (
 )
 
 
-def _state_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    """The dtype of chunk_kda's states: float64 when an input is float64, float32 otherwise."""
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _signature(q, k, v, g, beta, initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size, scale):
+def _signature(q, k, v, g, beta, initial_state, output_final_state, scale, use_qk_l2norm_in_kernel, chunk_size):
     """The integers of :data:`SIGNATURE` for inputs that passed :func:`_check_local`."""
     values = (
         *q.shape[2:],
@@ -92,30 +88,18 @@ def _signature(q, k, v, g, beta, initial_state, output_final_state, use_qk_l2nor
 
 
 def _check_local(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size, group) -> str | None:
-    """This rank's own input problem (the message chunk_kda would raise), or None."""
+    """This rank's own input problem (the message chunk_kda would raise), or None: chunk_kda's checks
+    of all that does not depend on the other ranks (N and the offsets' values are checked once the
+    layout is gathered)."""
     try:
         validate_kda_inputs(q, k, v, g, beta, scale, None, None, chunk_size)
-        problem = comm.backend_problem(group, q.device)
-        if problem is not None:
-            return problem
-        if cu_seqlens is not None and (
-            not isinstance(cu_seqlens, torch.Tensor)
-            or cu_seqlens.dim() != 1
-            or cu_seqlens.is_floating_point()
-            or cu_seqlens.dtype == torch.bool
-        ):
-            return "cu_seqlens: expected a 1-D integer tensor [N + 1] of offsets in the whole stream"
+        if cu_seqlens is not None:
+            check_offsets_tensor(cu_seqlens)
         if initial_state is not None:
-            if not isinstance(initial_state, torch.Tensor) or not initial_state.is_floating_point():
-                return "initial_state: expected a floating-point tensor [N, HV, K, V]"
-            expected = (v.shape[2], q.shape[3], v.shape[3])
-            if initial_state.dim() != 4 or tuple(initial_state.shape[1:]) != expected:
-                return f"initial_state: expected shape [N, HV, K, V] with HV, K, V = {list(expected)}, got {list(initial_state.shape)}"
-            if initial_state.device != q.device:
-                return f"initial_state: expected device {q.device}, got {initial_state.device}"
+            check_initial_state(initial_state, None, v.shape[2], q.shape[3], v.shape[3], q.device)
     except ValueError as error:
         return str(error)
-    return None
+    return comm.backend_problem(group, q.device)
 
 
 def context_parallel_chunk_kda(
@@ -136,30 +120,26 @@ def context_parallel_chunk_kda(
     """:func:`kdalib.ops.chunk_kda` over a stream split across the ranks of ``group`` (a collective).
 
     Every rank of the group calls it with its own contiguous shard of the tokens, in rank order
-    (rank 0 holds the first tokens); shards may differ in length and must not be empty.
+    (rank 0 holds the first tokens); shards may differ in length and must not be empty. The
+    arguments are :func:`~kdalib.ops.chunk_kda`'s, for this rank's T_r tokens and with the same
+    options on every rank; what differs:
 
     Args:
-        q, k: ``[B, T_r, H, K]``; v ``[B, T_r, HV, V]``; g ``[B, T_r, HV, K]``; beta ``[B, T_r, HV]``:
-            this rank's T_r tokens, as in :func:`kdalib.ops.chunk_kda`.
-        scale, use_qk_l2norm_in_kernel, chunk_size: as in :func:`kdalib.ops.chunk_kda`, the same
-            on every rank.
-        initial_state: ``[N, HV, K, V]`` states before each sequence's first token, the same
-            tensor on every rank (or None everywhere). Its gradient on a rank holds that rank's
-            share: the sum over the group is the single-device gradient, as for the layer's
-            parameters (a data-parallel all-reduce of the gradients adds them up).
-        output_final_state: also return the ``[N, HV, K, V]`` final states, the same on every rank.
-            Autograd treats them as replicated: the gradients all ranks send into them are summed.
+        initial_state: ``[N, HV, K, V]``, the same tensor on every rank (or None everywhere). Its
+            gradient on a rank holds that rank's share: the sum over the group is the
+            single-device gradient, as for the layer's parameters (a data-parallel all-reduce of
+            the gradients adds them up).
+        output_final_state: the final states are the same on every rank; autograd treats them as
+            replicated (the gradients all ranks send into them are summed).
         cu_seqlens: ``[N + 1]`` offsets of packed sequences in the whole stream (B = 1), the same
-            on every rank; a sequence may start and end anywhere, span several ranks or lie
+            tensor on every rank; a sequence may start and end anywhere, span several ranks or lie
             inside one. None: B sequences, each split at the same places.
         group: the torch.distributed process group (None: the default group). With NCCL each
             process holds its tensors on its own GPU; with gloo on the CPU.
-        use_triton: passed to :func:`kdalib.ops.chunk_kda` for the local runs (None: its
-            automatic choice, the Triton kernels for CUDA training).
+        use_triton: as in :func:`~kdalib.ops.chunk_kda`, for the local runs.
 
     Returns:
-        ``(o, final_state)``: o ``[B, T_r, HV, V]``, this rank's outputs, in v's dtype;
-        final_state float32 (float64 for float64 inputs) or None.
+        ``(o, final_state)`` as :func:`~kdalib.ops.chunk_kda` returns them, o for this rank's tokens.
 
     Raises:
         ValueError: on any rank's bad input, or inputs that disagree between ranks (sizes,
@@ -171,8 +151,10 @@ def context_parallel_chunk_kda(
     """
     require_group(group)
     problem = _check_local(q, k, v, g, beta, scale, initial_state, cu_seqlens, chunk_size, group)
-    options = (initial_state, output_final_state, use_qk_l2norm_in_kernel, chunk_size, scale)
-    signature = _signature(q, k, v, g, beta, *options) if problem is None else dict.fromkeys(SIGNATURE, -1)
+    options = dict(scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, chunk_size=chunk_size)
+    signature = dict.fromkeys(SIGNATURE, -1)
+    if problem is None:
+        signature = _signature(q, k, v, g, beta, initial_state, output_final_state, **options)
     tokens, batch = (q.shape[1], q.shape[0]) if problem is None else (0, 0)
     layout = gather_layout(tokens, batch, cu_seqlens, group, q.device, signature=signature, problem=problem)
     if initial_state is not None and initial_state.shape[0] != layout.num_sequences:
@@ -181,19 +163,7 @@ def context_parallel_chunk_kda(
             f"got {list(initial_state.shape)}"
         )
     return run_context_parallel(
-        layout,
-        group,
-        q,
-        k,
-        v,
-        g,
-        beta,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        chunk_size=chunk_size,
-        use_triton=use_triton,
+        layout, group, q, k, v, g, beta, initial_state, output_final_state, use_triton=use_triton, **options
     )
 
 
@@ -205,23 +175,19 @@ def run_context_parallel(
     v: torch.Tensor,
     g: torch.Tensor,
     beta: torch.Tensor,
-    scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
-    use_qk_l2norm_in_kernel: bool = False,
-    chunk_size: int = 64,
-    use_triton: bool | None = None,
+    **options,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The local runs and the pass, for inputs already checked against a gathered ``layout``
-    (:func:`context_parallel_chunk_kda` checks them; the layer wrapper builds them itself)."""
+    (:func:`context_parallel_chunk_kda` checks them; the layer wrapper builds them itself).
+    ``options``: the arguments every local :func:`~kdalib.ops.chunk_kda` call takes as they are
+    (``scale``, ``use_qk_l2norm_in_kernel``, ``chunk_size``, ``use_triton``)."""
     batch, tokens, value_heads, value_dim = v.shape
     key_dim = q.shape[-1]
-    state_dtype = _state_dtype(q, k, v, g, beta, initial_state)
+    state_dtype = compute_dtype(q, k, v, g, beta, initial_state)
     rows = 1 if layout.packed else batch
     head = layout.head_tokens
-    options = dict(
-        scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, chunk_size=chunk_size, use_triton=use_triton
-    )
 
     outputs = []
     query_map = transition = contribution = tail_state = finals = None

@@ -10,8 +10,9 @@ boundaries, everything else is per token:
   convolutions' cache for the head's sequence;
 * the recurrence runs as :func:`kdalib.distributed.chunk.run_context_parallel`.
 
-The projections, gate, output norm and output projection are the layer's own modules, composed
-as in :meth:`kdalib.nn.KimiDeltaAttention.forward` (notes/kda.md, section ``kda-gate``).
+The projections and convolutions are the layer's own modules; the gates and the output are the
+layer's own :meth:`~kdalib.nn.KimiDeltaAttention.token_gates` and
+:meth:`~kdalib.nn.KimiDeltaAttention.output` (notes/kda.md, section ``kda-gate``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdalib import ops
 from kdalib.distributed import comm
 from kdalib.distributed.chunk import DTYPE_CODES, DTYPE_LEGEND, run_context_parallel
 from kdalib.distributed.halo import exchange_halo
@@ -68,6 +68,7 @@ class ContextParallelKDA(nn.Module):
         signature = {
             "the layer's hidden_size": layer.hidden_size,
             "the layer's num_heads": layer.num_heads,
+            "the layer's num_v_heads": layer.num_v_heads,
             "the layer's head_dim": layer.head_dim,
             "the layer's conv_size": layer.conv_size,
             f"dtype of hidden_states ({DTYPE_LEGEND})": DTYPE_CODES.get(hidden_states.dtype, 9),
@@ -76,33 +77,24 @@ class ContextParallelKDA(nn.Module):
         layout = gather_layout(
             tokens, batch, cu_seqlens, self.group, hidden_states.device, signature=signature, problem=problem
         )
-        heads, dim, history = layer.num_heads, layer.head_dim, layer.conv_size - 1
+        history = layer.conv_size - 1
         x = hidden_states
         halo = exchange_halo(x, layout, history, self.group)  # [B, W - 1, d]
         offsets = layout.local_offsets
         local_cu = None if offsets is None else torch.tensor(offsets, dtype=torch.long, device=x.device)
         pieces = batch if offsets is None else len(offsets) - 1
 
-        def convolve(projection: nn.Linear, convolution: nn.Module) -> torch.Tensor:
+        def convolve(projection: nn.Linear, convolution: nn.Module, heads: int) -> torch.Tensor:
             cache = projection(halo).transpose(1, 2)  # the head's cache; zeros on a rank without one
             if pieces > cache.shape[0]:  # packed: the other pieces start fresh
                 cache = torch.cat([cache, cache.new_zeros(pieces - cache.shape[0], *cache.shape[1:])])
             out, _ = convolution(projection(x), local_cu, cache)
-            return out.reshape(batch, tokens, heads, dim)
+            return out.reshape(batch, tokens, heads, layer.head_dim)
 
-        q = convolve(layer.q_proj, layer.q_conv1d)
-        k = convolve(layer.k_proj, layer.k_conv1d)
-        v = convolve(layer.v_proj, layer.v_conv1d)
-        g = ops.kda_gate(
-            layer.f_b_proj(layer.f_a_proj(x)).reshape(batch, tokens, heads, dim),
-            layer.A_log,
-            layer.dt_bias,
-            layer.lower_bound,
-        )
-        beta_logits = layer.b_proj(x)
-        beta = torch.sigmoid(beta_logits.to(torch.float64 if beta_logits.dtype == torch.float64 else torch.float32))
+        q = convolve(layer.q_proj, layer.q_conv1d, layer.num_heads)
+        k = convolve(layer.k_proj, layer.k_conv1d, layer.num_heads)
+        v = convolve(layer.v_proj, layer.v_conv1d, layer.num_v_heads)
+        g, beta, gate = layer.token_gates(x)
         with torch.autocast(device_type=x.device.type, enabled=False):  # the states stay float32
             o, _ = run_context_parallel(layout, self.group, q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
-        gate = layer.g_b_proj(layer.g_a_proj(x)).reshape(batch, tokens, heads, dim)
-        normed = layer.o_norm(o, gate).to(v.dtype)
-        return layer.o_proj(normed.reshape(batch, tokens, heads * dim))
+        return layer.output(o, gate, v.dtype)

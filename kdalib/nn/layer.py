@@ -405,15 +405,7 @@ class KimiDeltaAttention(nn.Module):
         q, k = (t.reshape(batch, tokens, heads, dim) for t in (q, k))
         v = v.reshape(batch, tokens, value_heads, dim)
 
-        g = ops.kda_gate(
-            self.f_b_proj(self.f_a_proj(x)).reshape(batch, tokens, value_heads, dim),
-            self.A_log,
-            self.dt_bias,
-            self.lower_bound,
-        )
-        beta_logits = self.b_proj(x)
-        beta = torch.sigmoid(beta_logits.to(compute_dtype(beta_logits)))
-        gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, value_heads, dim)
+        g, beta, gate = self.token_gates(x)
         if padded is not None:  # back to the padded batch, zeros at the pads: exact no-op tokens
             q, k, v, g, beta, gate = (unpack(t, padded) for t in (q, k, v, g, beta, gate))
             batch, tokens = padded.batch, padded.tokens
@@ -440,8 +432,7 @@ class KimiDeltaAttention(nn.Module):
                     backend=self.mode,
                 )
 
-        normed = self.o_norm(o, gate).to(v.dtype)  # back to the activation dtype for W_o
-        y = self.o_proj(normed.reshape(batch, tokens, value_heads * dim))
+        y = self.output(o, gate, v.dtype)
         if draft:
             if state is None:  # a fresh cache: the draft starts from zero states
                 state = self._zero_state(batch, raw[0], per_token.dtype)
@@ -449,6 +440,30 @@ class KimiDeltaAttention(nn.Module):
             return y, DraftRecord(state, inputs, per_token.view(batch, tokens, value_heads, dim, dim))
         new_state = KDALayerState(new_q, new_k, new_v, recurrent) if keep_state else None
         return y, new_state
+
+    def token_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The per-token gates of `x` `[B, T, d]` (notes/kda.md, section ``kda-gate``): the log decay
+        `g` `[B, T, HV, K]` (`ops.kda_gate`), the step size `beta` `[B, T, HV]` (both float32, float64
+        for float64 `x`) and the output gate `[B, T, HV, V]` (in `x`'s dtype)."""
+        batch, tokens, _ = x.shape
+        value_heads, dim = self.num_v_heads, self.head_dim
+        g = ops.kda_gate(
+            self.f_b_proj(self.f_a_proj(x)).reshape(batch, tokens, value_heads, dim),
+            self.A_log,
+            self.dt_bias,
+            self.lower_bound,
+        )
+        beta_logits = self.b_proj(x)
+        beta = torch.sigmoid(beta_logits.to(compute_dtype(beta_logits)))
+        gate = self.g_b_proj(self.g_a_proj(x)).reshape(batch, tokens, value_heads, dim)
+        return g, beta, gate
+
+    def output(self, o: torch.Tensor, gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`[B, T, d]` from the recurrence's output `o` `[B, T, HV, V]`: normed per head, gated by
+        `gate` (`token_gates`), back in the activations' `dtype`, and projected by W_o."""
+        batch, tokens = o.shape[:2]
+        normed = self.o_norm(o, gate).to(dtype)
+        return self.o_proj(normed.reshape(batch, tokens, self.num_v_heads * self.head_dim))
 
     def _zero_state(self, batch: int, x: torch.Tensor, state_dtype: torch.dtype) -> KDALayerState:
         """The state of `batch` fresh sequences: zero convolution caches like `x` (a projection)

@@ -100,6 +100,45 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], lab
     )
 
 
+def check_offsets_tensor(cu_seqlens) -> None:
+    """Checks that ``cu_seqlens`` is a ``[N + 1]`` integer tensor with N >= 1, without reading it.
+
+    Raises:
+        ValueError: naming ``cu_seqlens`` and what was expected.
+    """
+    _expect(isinstance(cu_seqlens, torch.Tensor), "cu_seqlens: expected a 1-D integer torch.Tensor [N + 1]")
+    _expect(
+        not cu_seqlens.is_floating_point() and not cu_seqlens.is_complex() and cu_seqlens.dtype != torch.bool,
+        f"cu_seqlens: expected an integer tensor (int32 or int64), got {cu_seqlens.dtype}",
+    )
+    _expect(
+        cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2,
+        f"cu_seqlens: expected shape [N + 1] with N >= 1, got {list(cu_seqlens.shape)}",
+    )
+
+
+def check_initial_state(
+    initial_state, num_sequences: int | None, value_heads: int, key_dim: int, value_dim: int, device: torch.device
+) -> None:
+    """Checks an initial state: a floating ``[N, HV, K, V]`` tensor on ``device``.
+
+    Args:
+        num_sequences: N, or None where the caller checks N itself (a context-parallel rank, whose
+            N is that of the whole stream).
+
+    Raises:
+        ValueError: naming ``initial_state`` and the expected shape.
+    """
+    _check_floating("initial_state", initial_state)
+    expected = (num_sequences, value_heads, key_dim, value_dim)
+    _expect(
+        initial_state.dim() == 4 and all(e is None or n == e for n, e in zip(initial_state.shape, expected)),
+        f"initial_state: expected shape [N, HV, K, V] = [{', '.join('N' if e is None else str(e) for e in expected)}], "
+        f"got {list(initial_state.shape)}",
+    )
+    _expect(initial_state.device == device, f"initial_state: expected device {device}, got {initial_state.device}")
+
+
 def validate_cu_seqlens(
     cu_seqlens: torch.Tensor | PackedSequences, batch: int, tokens: int, device: torch.device | None = None
 ) -> PackedSequences:
@@ -130,15 +169,7 @@ def validate_cu_seqlens(
             f"cu_seqlens: expected device {device} (the inputs' device), got {cu_seqlens.cu_seqlens.device}",
         )
         return cu_seqlens
-    _expect(isinstance(cu_seqlens, torch.Tensor), "cu_seqlens: expected a 1-D integer torch.Tensor [N + 1]")
-    _expect(
-        not cu_seqlens.is_floating_point() and not cu_seqlens.is_complex() and cu_seqlens.dtype != torch.bool,
-        f"cu_seqlens: expected an integer tensor (int32 or int64), got {cu_seqlens.dtype}",
-    )
-    _expect(
-        cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2,
-        f"cu_seqlens: expected shape [N + 1] with N >= 1, got {list(cu_seqlens.shape)}",
-    )
+    check_offsets_tensor(cu_seqlens)
     _expect(batch == 1, f"cu_seqlens: packed sequences need batch size B = 1, got B = {batch}")
     _expect(
         device is None or cu_seqlens.device == torch.device(device),
@@ -210,11 +241,7 @@ def validate_kda_inputs(
     sequences = None if cu_seqlens is None else validate_cu_seqlens(cu_seqlens, batch, tokens, q.device)
     num_sequences = batch if sequences is None else sequences.num_sequences
     if initial_state is not None:
-        _check_floating("initial_state", initial_state)
-        _check_shape("initial_state", initial_state, (num_sequences, value_heads, key_dim, value_dim), "[N, HV, K, V]")
-        _expect(
-            initial_state.device == q.device, f"initial_state: expected device {q.device}, got {initial_state.device}"
-        )
+        check_initial_state(initial_state, num_sequences, value_heads, key_dim, value_dim, q.device)
     if scale is not None:
         _expect(
             isinstance(scale, (int, float))

@@ -72,10 +72,26 @@ def browser(site) -> Browser:
     chromium.close()
 
 
-@pytest.fixture(scope="session")
-def screenshots() -> Path:
-    """Where the screenshots for review are written (``$KDALIB_SCREENSHOTS``, else _build/screenshots)."""
-    return SCREENSHOTS
+@pytest.fixture
+def screenshot_pages(browser, site):
+    """``screenshot_pages({name: page}, width, max_height)``: each page (its path in the book, without
+    ``.html``) at that viewport width, once its fonts are in, saved for review as ``<name>-<width>.png``
+    under ``$KDALIB_SCREENSHOTS`` (else _build/screenshots), each checked to hold more than a blank page.
+    The viewport is wide again afterwards."""
+
+    def shoot(pages: dict[str, str], width: int, max_height: int) -> None:
+        browser.viewport(width, 900)
+        try:
+            for name, page in pages.items():
+                browser.open(f"{site}{page}.html")
+                browser.js("document.fonts.ready.then(() => true)")
+                path = SCREENSHOTS / f"{name}-{width}.png"
+                browser.screenshot(path, max_height=max_height)
+                assert path.stat().st_size > 20_000, path
+        finally:
+            browser.viewport(1400)
+
+    return shoot
 
 
 @pytest.fixture

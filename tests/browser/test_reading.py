@@ -199,17 +199,8 @@ SHOTS = {"front": "intro", "model": "notes/k2", "claims": "notes/claims", "noteb
 
 
 @pytest.mark.parametrize("width", [1400, 400])
-def test_screenshots_for_review(browser, site, screenshots, width):
-    browser.viewport(width, 900)
-    try:
-        for name, page in SHOTS.items():
-            browser.open(f"{site}{page}.html")
-            browser.js("document.fonts.ready.then(() => true)")
-            path = screenshots / f"{name}-{width}.png"
-            browser.screenshot(path, max_height=6000)
-            assert path.stat().st_size > 20_000
-    finally:
-        browser.viewport(1400)
+def test_screenshots_for_review(screenshot_pages, width):
+    screenshot_pages(SHOTS, width, max_height=6000)
 
 
 MATH = """

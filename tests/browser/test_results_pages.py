@@ -192,14 +192,5 @@ SHOTS = {"notebook02": "notebooks/02_kernel_speed", "notebook05": "notebooks/05_
 
 
 @pytest.mark.parametrize("width", [1400, 400])
-def test_screenshots_of_the_reworked_pages(browser, site, screenshots, width):
-    browser.viewport(width, 900)
-    try:
-        for name, page in SHOTS.items():
-            browser.open(f"{site}{page}.html")
-            browser.js("document.fonts.ready.then(() => true)")
-            path = screenshots / f"{name}-{width}.png"
-            browser.screenshot(path, max_height=8000)
-            assert path.stat().st_size > 20_000
-    finally:
-        browser.viewport(1400)
+def test_screenshots_of_the_reworked_pages(screenshot_pages, width):
+    screenshot_pages(SHOTS, width, max_height=8000)

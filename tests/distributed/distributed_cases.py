@@ -165,12 +165,15 @@ def _layer_run(layer, x, grad_y, cu):
     return y, x.grad, {n: p.grad for n, p in layer.named_parameters()}
 
 
-def layer_case(rank, world, *, shards, offsets=None, batch=1, dtype=torch.float64, seed=0):
-    """ContextParallelKDA against KimiDeltaAttention: outputs, input gradients and every parameter's gradient."""
+def layer_case(rank, world, *, shards, offsets=None, batch=1, dtype=torch.float64, value_heads=None, seed=0):
+    """ContextParallelKDA against KimiDeltaAttention: outputs, input gradients and every parameter's
+    gradient (``value_heads``: the layer's ``num_v_heads``)."""
     bounds = offsets_of(shards)
     cu = None if offsets is None else torch.tensor(offsets)
     torch.manual_seed(seed)
-    layer = KimiDeltaAttention(hidden_size=12, num_heads=2, head_dim=8, conv_size=4, dtype=torch.float64)
+    layer = KimiDeltaAttention(
+        hidden_size=12, num_heads=2, head_dim=8, num_v_heads=value_heads, conv_size=4, dtype=torch.float64
+    )
     generator = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(batch, bounds[-1], 12, generator=generator, dtype=torch.float64)
     grad_y = torch.randn(batch, bounds[-1], 12, generator=generator, dtype=torch.float64)
@@ -231,6 +234,12 @@ def errors_case(rank, world):
         "initial_state of the wrong N": attempt(
             context_parallel_chunk_kda, **local, initial_state=torch.zeros(2, 2, 8, 8, dtype=torch.float64)
         ),
+        "initial_state of the wrong K on rank 0": attempt(
+            context_parallel_chunk_kda,
+            **local,
+            initial_state=torch.zeros(1, 2, 8 - (rank == 0), 8, dtype=torch.float64),
+        ),
+        "float offsets": attempt(context_parallel_chunk_kda, **local, cu_seqlens=torch.tensor([0.0, bounds[-1]])),
         "hidden size wrong on rank 0": attempt(
             ContextParallelKDA(KimiDeltaAttention(hidden_size=12, num_heads=2, head_dim=8, dtype=torch.float64)),
             torch.zeros(1, shards[rank], 12 + (rank == 0), dtype=torch.float64),
@@ -257,6 +266,9 @@ def _cases() -> dict:
             r, w, shards=s, offsets=spanning_offsets(s), dtype=torch.float32, chunk_size=64, use_triton=True
         )
         cases[f"layer64/{world}"] = lambda r, w, s=shards: layer_case(r, w, shards=s, offsets=spanning_offsets(s))
+        cases[f"layer-grouped64/{world}"] = lambda r, w, s=shards: layer_case(
+            r, w, shards=s, offsets=spanning_offsets(s), value_heads=4
+        )
         # the larger grid (marked slow)
         cases[f"layer32/{world}"] = lambda r, w, s=shards: layer_case(
             r, w, shards=s, offsets=spanning_offsets(s), dtype=torch.float32

@@ -27,7 +27,7 @@ COLLECTIVE_TIMEOUT_S = 60
 
 #: The world sizes the tests run, and the cases every one of them runs in one set of processes.
 WORLD_SIZES = (2, 3, 4)
-FAST_CASES = ("spanning64", "boundary64", "batched64", "spanning32", "triton32", "layer64", "errors")
+FAST_CASES = ("spanning64", "boundary64", "batched64", "spanning32", "triton32", "layer64", "layer-grouped64", "errors")
 
 
 class RanksFailed(AssertionError):

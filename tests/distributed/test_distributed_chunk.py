@@ -69,6 +69,16 @@ def test_every_rank_raises_the_same_error(fast_results, world_size):
         assert messages["initial_state of the wrong N"].startswith(
             "initial_state: expected shape [N, HV, K, V] with N = 1"
         )
+        assert messages["float offsets"] == (
+            f"cu_seqlens: expected an integer tensor (int32 or int64), got torch.float32 (rank {rank} of {world_size})"
+        )
+        state = messages["initial_state of the wrong K on rank 0"]
+        if rank == 0:
+            assert state == (
+                f"initial_state: expected shape [N, HV, K, V] = [N, 2, 8, 8], got [1, 2, 7, 8] (rank 0 of {world_size})"
+            )
+        else:
+            assert state == "the inputs on rank(s) [0] are invalid; those ranks raised the reason"
         hidden = messages["hidden size wrong on rank 0"]
         if rank == 0:
             assert hidden.startswith("hidden_states: expected shape [B, T_r, 12]") and hidden.endswith(

@@ -34,8 +34,10 @@ def assert_layer(results: list[dict], case: str, float64: bool) -> None:
 
 
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
-def test_layer_float64_matches_single_process(fast_results, world_size):
-    assert_layer(fast_results(world_size), f"layer64/{world_size}", float64=True)
+@pytest.mark.parametrize("case", ["layer64", "layer-grouped64"], ids=["HV=H", "HV=2H"])
+def test_layer_float64_matches_single_process(fast_results, world_size, case):
+    """``layer-grouped64``: a layer with grouped value heads (num_v_heads = 2 num_heads)."""
+    assert_layer(fast_results(world_size), f"{case}/{world_size}", float64=True)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
+import triton.language as tl  # noqa: E402
 from kda_test_utils import (  # noqa: E402
     GPU_DIMS,
     GPU_GATES,
@@ -25,6 +26,7 @@ from kda_test_utils import (  # noqa: E402
 
 from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
 from kdalib.ops.triton import triton_chunk_kda  # noqa: E402
+from kdalib.ops.triton.prefill_local import _gate  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -205,6 +207,62 @@ def test_the_gate_computed_in_the_kernel_matches_kda_gate(lower_bound, dtype):
     o_ref, state_ref = naive_recurrent_kda(**exact, scale=0.25, output_final_state=True)
     assert rel_rms(o, o_given) < 1e-5 and rel_rms(state, state_given) < 1e-5
     assert rel_rms(o, o_ref) < TOLERANCE[dtype] and rel_rms(state, state_ref) < TOLERANCE[dtype]
+
+
+@triton.jit
+def _gate_tile_kernel(g, a_log, dt_bias, lower_bound, out, T, HV: tl.constexpr, K: tl.constexpr, ROWS: tl.constexpr,
+                      GATE: tl.constexpr, FLOOR: tl.constexpr):  # fmt: skip
+    """The forward kernel's in-kernel gate for every token of value head ``program_id(0)``, stored in ``out``."""
+    i_hv = tl.program_id(0)
+    rows, cols = tl.arange(0, ROWS), tl.arange(0, K)
+    mask = (rows < T)[:, None] & (cols < K)[None, :]
+    tile = _gate(
+        g + i_hv * K, rows, rows < T, cols, cols < K, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
+    )
+    tl.store(out + i_hv * K + rows[:, None] * (HV * K) + cols[None, :], tile, mask=mask)
+
+
+@pytest.mark.parametrize(
+    ("lower_bound", "with_bias"),
+    [(None, True), (None, False), (-5.0, True), (-5.0, False), ("given", False)],
+    ids=["softplus", "softplus-no-bias", "bounded", "bounded-no-bias", "given"],
+)
+def test_the_in_kernel_gate_is_kda_gate_value_for_value(lower_bound, with_bias):
+    """The forward kernel's ``_gate`` against :func:`kdalib.ops.kda_gate` itself, entry by entry, with
+    the forms numbered as runtime numbers them: raw inputs from -60 to 60 (softplus's overflow-free
+    form), rates from 0.05 to 55 (decays past -GATE_FLOOR are floored), a NaN kept, masked rows
+    untouched."""
+    from kdalib.ops import kda_gate
+    from kdalib.ops.triton.runtime import GATE_FLOOR, gate_form
+
+    tokens, value_heads, key_dim = 23, 3, 16
+    generator = torch.Generator().manual_seed(11)
+    raw = torch.linspace(-60.0, 60.0, tokens * value_heads * key_dim)
+    raw = raw[torch.randperm(raw.numel(), generator=generator)].view(tokens, value_heads, key_dim)
+    raw[5, 1, 3] = float("nan")
+    A_log = torch.tensor([-3.0, 0.5, 4.0])
+    dt_bias = torch.randn(value_heads * key_dim, generator=generator) if with_bias else None
+    given = lower_bound == "given"
+    bound = None if given else lower_bound
+    if given:
+        expected = raw.clamp(max=0.0).clamp(min=-GATE_FLOOR)
+    else:  # float64: the kernel's float32 softplus, log(1 + exp(-|x|)), is exact to 2^-24 of 1 before the rate
+        wide = (x if x is None else x.double() for x in (raw, A_log, dt_bias))
+        expected = kda_gate(*wide, bound).clamp(min=-GATE_FLOOR)
+    out = torch.full((32, value_heads, key_dim), 7.0)
+    inputs = [x if x is None else x.to(DEVICE) for x in (raw, A_log, dt_bias)]
+    out = out.to(DEVICE)
+    _gate_tile_kernel[(value_heads,)](
+        *inputs, 0.0 if bound is None else bound, out, tokens, HV=value_heads, K=key_dim, ROWS=32,
+        GATE=gate_form(None if given else A_log, bound), FLOOR=GATE_FLOOR,
+    )  # fmt: skip
+    out = out.cpu()
+    rate = A_log.exp().view(1, value_heads, 1).double()
+    error = (out[:tokens].double() - expected).abs().nan_to_num()
+    assert (error <= 1e-6 * expected.abs().nan_to_num() + 2.0**-23 * rate).all(), error.max()
+    assert torch.equal(out[:tokens].isnan(), expected.isnan())
+    assert torch.isnan(out[5, 1, 3]) and (out[tokens:] == 7.0).all()
+    assert (out[:tokens].nan_to_num() <= 0).all() and (out[:tokens].nan_to_num() >= -GATE_FLOOR).all()
 
 
 def test_chunk_kda_takes_the_raw_gate_and_checks_its_parameters():

@@ -202,9 +202,8 @@ def codes(report_or_findings) -> list[str]:
 # ---- a local HTTP server on 127.0.0.1 for the online parts ----------------------------
 
 
-def tiny_pdf(text: str) -> bytes:
-    """A one-page PDF showing ``text`` in Helvetica (xref offsets computed, so pypdf reads it)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+def pdf_with_stream(stream: bytes) -> bytes:
+    """A one-page PDF whose content stream is ``stream`` (xref offsets computed, so pypdf reads it)."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -223,6 +222,11 @@ def tiny_pdf(text: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def tiny_pdf(text: str) -> bytes:
+    """A one-page PDF showing ``text`` in Helvetica."""
+    return pdf_with_stream(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode())
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,35 +4,13 @@ within a time and a memory limit, and the rest of the run goes on."""
 from __future__ import annotations
 
 import pytest
-from sources_fixtures import REPORT, base_sources, codes, tiny_pdf
+from sources_fixtures import REPORT, base_sources, codes, pdf_with_stream, tiny_pdf
 
 from kdalib.cli import main
 from kdalib.sources import extract, tracker
 from kdalib.sources.http import FetchPolicy, SafeClient
 from kdalib.sources.loader import load_document
 from kdalib.sources.snapshots import SnapshotStore
-
-
-def pdf_with_stream(stream: bytes) -> bytes:
-    """A one-page PDF whose content stream is ``stream`` (xref offsets computed)."""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
 
 
 def test_extraction_gives_the_same_text_as_before():

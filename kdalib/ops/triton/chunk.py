@@ -41,12 +41,10 @@ from kdalib.ops.triton.prefill_states import _chunk_states_kernel
 from kdalib.ops.triton.runtime import (
     CHUNK,
     DIAG_SPAN,
-    GATE_BOUNDED,
     GATE_FLOOR,
-    GATE_GIVEN,
-    GATE_SOFTPLUS,
     MAX_KEY_DIM,
     SUB,
+    gate_form,
     interpreting,
 )
 
@@ -142,7 +140,6 @@ def triton_chunk_kda(
         N, per_sequence = cu_seqlens.numel() - 1, 0
         chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK, offsets)
         num_chunks = chunk_starts.numel()
-    gate = GATE_GIVEN if A_log is None else (GATE_SOFTPLUS if lower_bound is None else GATE_BOUNDED)
     block_k = max(16, triton.next_power_of_2(K))
     # storage of the intermediates that reach the output weakly (module docstring)
     narrow = torch.float32 if wide or precision == "ieee" else torch.bfloat16
@@ -190,7 +187,7 @@ def triton_chunk_kda(
         FLOOR=GATE_FLOOR,
         IS_VARLEN=cu_seqlens is not None,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel,
-        GATE=gate,
+        GATE=gate_form(A_log, lower_bound),
         PRECISION=precision,
         NATIVE_BF16=not interpreting(),
         CHUNK_ROWS=False,

@@ -29,9 +29,9 @@ of the cumulative sums whose differences the kernel forms. Suffix sums such as `
 taken as reverse cumulative sums of the following tokens' gates, not as differences of prefix
 sums, so they keep full float32 precision whatever decay came before them.
 
-The gate may also be computed here from the raw projection (``kda_gate``'s two forms, see
-:mod:`kdalib.ops.gate`): ``-exp(A_log) softplus(g_raw + dt_bias)`` or
-``L sigmoid(exp(A_log) (g_raw + dt_bias))``.
+The gate may also be computed here from the raw projection: :func:`kdalib.ops.kda_gate`, whose two
+forms (:mod:`kdalib.ops.gate`) :func:`_gate` writes in Triton, numbered as
+:mod:`kdalib.ops.triton.runtime` numbers them (``GATE_*``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.inverse import _invert_chunk
+from kdalib.ops.triton.runtime import GATE_BOUNDED, GATE_GIVEN, GATE_SOFTPLUS
 from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _row, _stored_as, _widen
+
+# The gate forms of kdalib.ops.triton.runtime as constexprs, the only globals a kernel may read.
+_GIVEN, _SOFTPLUS, _BOUNDED = tl.constexpr(GATE_GIVEN), tl.constexpr(GATE_SOFTPLUS), tl.constexpr(GATE_BOUNDED)
 
 
 @triton.jit
@@ -61,21 +65,23 @@ def _gate(
 ):
     """``[len(rows), len(cols)]`` log decays of value head ``i_hv`` for the chunk's rows ``rows``
     (``g_ptr`` points at the chunk's first token of that head, rows ``G_ROW`` apart; 0 where
-    masked), in ``[-FLOOR, 0]`` (NaN stays NaN)."""
+    masked), in ``[-FLOOR, 0]`` (NaN stays NaN): the given ``g`` (``GATE_GIVEN``), or
+    :func:`kdalib.ops.kda_gate` of the raw projection in its softplus or bounded form."""
     mask = row_mask[:, None] & col_mask[None, :]
     raw = tl.load(g_ptr + (rows[:, None] * G_ROW + cols[None, :]), mask=mask, other=0.0)
     raw = _widen(raw)
-    if GATE == 0:
+    if GATE == _GIVEN:
         g = raw
     else:
         x = raw
         if dt_bias is not None:
             x = x + tl.load(dt_bias + i_hv * K + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
         rate = tl.exp(tl.load(a_log + i_hv).to(tl.float32))
-        if GATE == 1:
+        if GATE == _SOFTPLUS:
             # -rate * softplus(x), softplus computed without overflow
             g = -rate * (tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
         else:
+            tl.static_assert(GATE == _BOUNDED)
             g = lower_bound * tl.sigmoid(rate * x)
         g = tl.where(mask, g, 0.0)
     g = tl.minimum(g, 0.0, propagate_nan=tl.PropagateNan.ALL)

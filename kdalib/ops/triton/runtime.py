@@ -32,7 +32,7 @@ GATE_FLOOR = 120.0
 # exp(-800) is zero in float64 (whose smallest subnormal is ~4.9e-324).
 FLOAT64_GATE_FLOOR = 800.0
 # How the gate reaches the forward kernels: given as g, or computed from the raw projection in
-# kda_gate's softplus or lower-bound form.
+# kda_gate's softplus or lower-bound form (kdalib/ops/gate.py; the kernels' copy: prefill_local._gate).
 GATE_GIVEN, GATE_SOFTPLUS, GATE_BOUNDED = 0, 1, 2
 
 __all__ = [
@@ -48,8 +48,17 @@ __all__ = [
     "MAX_KEY_DIM",
     "SUB",
     "compute_dtype",
+    "gate_form",
     "interpreting",
 ]
+
+
+def gate_form(A_log, lower_bound) -> int:
+    """The ``GATE_*`` form of a call: given when it passes no ``A_log``, else :func:`kdalib.ops.kda_gate`'s
+    softplus form (``lower_bound`` None) or its bounded form."""
+    if A_log is None:
+        return GATE_GIVEN
+    return GATE_SOFTPLUS if lower_bound is None else GATE_BOUNDED
 
 
 def interpreting() -> bool:
