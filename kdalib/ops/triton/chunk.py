@@ -82,7 +82,7 @@ def triton_chunk_kda(
     precision: str | None = None,
     block_v: int | None = None,
     key_slice: int = 32,
-    local_warps: int = 4,
+    local_warps: int = 2,
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
