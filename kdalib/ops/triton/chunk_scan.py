@@ -1,8 +1,8 @@
-"""The sequential part of the chunk form as a Triton scan with a Triton backward (training).
+"""The sequential part of the chunk form as a Triton scan with a Triton backward (the training
+path of float32 inputs, :mod:`kdalib.ops.triton.training`).
 
 The chunk form splits KDA into chunk-local terms, computed for all chunks at once
-(:func:`kdalib.ops.chunk.chunk_local_terms`, or its Triton kernels in
-:mod:`kdalib.ops.triton.chunk_local` and :mod:`kdalib.ops.triton.chunk_local_grad`), and one recurrence
+(:func:`kdalib.ops.chunk.chunk_local_terms`), and one recurrence
 across chunks (notes/kda.md, sections ``kda-chunk-output`` and ``kda-chunk-backward``). Per chunk, with ``S`` the state entering it::
 
     V_new = U - W S                          the delta rule's corrections
