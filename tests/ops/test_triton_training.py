@@ -16,7 +16,7 @@ triton = pytest.importorskip("triton")
 
 from kda_test_utils import INPUT_NAMES, kernel_inputs, packed_inputs, rel_rms, run_with_grads  # noqa: E402
 
-from kdalib.ops import chunk_kda, naive_recurrent_kda  # noqa: E402
+from kdalib.ops import chunk_kda, kda_gate, naive_recurrent_kda  # noqa: E402
 from kdalib.ops._validate import validate_call  # noqa: E402
 from kdalib.ops.chunk import chunk_local_terms_and_factors, chunk_rows  # noqa: E402
 from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local  # noqa: E402
@@ -97,12 +97,13 @@ def _entering_states(inputs, cu_seqlens, lengths, **kwargs) -> torch.Tensor:
     return torch.stack(states)
 
 
-def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1):
+def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None)):
     """Gradients from :func:`chunk_kda_backward` (float64, IEEE products) for the cotangents that
-    :func:`run_with_grads` draws."""
-    states = _entering_states(inputs, cu_seqlens, lengths, scale=scale, use_qk_l2norm_in_kernel=l2norm)
+    :func:`run_with_grads` draws (``gate``: ``inputs["g"]`` is the raw projection of that gate)."""
+    decayed = inputs if gate[0] is None else dict(inputs, g=kda_gate(inputs["g"], *gate))
+    states = _entering_states(decayed, cu_seqlens, lengths, scale=scale, use_qk_l2norm_in_kernel=l2norm)
     o, final = chunk_kda(
-        **inputs, scale=scale, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=l2norm, output_final_state=True,
+        **decayed, scale=scale, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=l2norm, output_final_state=True,
         use_triton=False,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
@@ -110,8 +111,8 @@ def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1):
     d_final = torch.randn(final.shape, generator=generator, dtype=torch.float64).to(final)
     tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
     table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
-    grads = chunk_kda_backward(tensors, states, d_out, d_final, table, scale, cu_seqlens, l2norm, True, "ieee")
-    return dict(zip(INPUT_NAMES, grads))
+    grads = chunk_kda_backward(tensors, states, d_out, d_final, table, scale, cu_seqlens, l2norm, True, "ieee", gate)
+    return dict(zip((*INPUT_NAMES, "A_log", "dt_bias"), grads))
 
 
 @pytest.mark.parametrize(
@@ -136,6 +137,90 @@ def test_backward_kernels_match_float64_autograd_of_the_chunk_form(gate, l2norm,
         mine, theirs = grads[name], grads_ref[name]
         assert torch.isfinite(mine).all(), name
         assert rel_rms(mine, theirs) < 1e-10, name
+
+
+def _raw_gate(value_heads: int, key_dim: int, dtype=torch.float64, device=DEVICE):
+    """``(A_log, dt_bias)`` with rates exp(A_log) from 1 to 20 over the heads."""
+    generator = torch.Generator().manual_seed(11)
+    a_log = torch.linspace(0.0, 3.0, value_heads, dtype=torch.float64)
+    dt_bias = torch.randn(value_heads * key_dim, generator=generator, dtype=torch.float64)
+    return a_log.to(device, dtype), dt_bias.to(device, dtype)
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "bounded"])
+def test_backward_kernels_take_the_gate_from_its_raw_projection(lower_bound):
+    """The log decay computed in the kernels from the raw projection: gradients of g_raw, A_log and
+    dt_bias against autograd of kda_gate and the PyTorch chunk form."""
+    inputs, cu_seqlens = _problem("logsigmoid")
+    inputs["g"] = torch.randn(inputs["g"].shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    a_log, dt_bias = _raw_gate(inputs["v"].shape[2], inputs["k"].shape[3])
+    scale = 20**-0.5
+    grads = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, True, gate=(a_log, dt_bias, lower_bound))
+    leaves = {name: x.clone().requires_grad_(True) for name, x in dict(inputs, A_log=a_log, dt_bias=dt_bias).items()}
+
+    def gated(A_log, dt_bias, g, **kw):
+        return chunk_kda(g=kda_gate(g, A_log, dt_bias, lower_bound), **kw, use_triton=False)
+
+    _, _, grads_ref = run_with_grads(
+        lambda **kw: gated(leaves["A_log"], leaves["dt_bias"], **kw),
+        inputs,
+        scale=scale,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=True,
+    )
+    grads_ref = dict(grads_ref, A_log=leaves["A_log"].grad, dt_bias=leaves["dt_bias"].grad)
+    for name, theirs in grads_ref.items():
+        assert torch.isfinite(grads[name]).all(), name
+        assert rel_rms(grads[name], theirs) < 1e-10, name
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "bounded"])
+def test_16_bit_training_with_the_gate_in_the_kernels(lower_bound, monkeypatch):
+    """chunk_kda from the raw gate projection with gradients: the gate and its backward run in the
+    kernels, and g_raw, A_log and dt_bias get the gradients of the route that computes the gate in
+    PyTorch first (to 1e-4), within the 16-bit bar of float64 autograd. dA_log sums a chunk's
+    gradients with cancellation, so its bfloat16 error (about 1.1e-2 for the bounded gate here,
+    on either route) is held to that route's, not to the bar."""
+    import kdalib.ops.triton.training as training
+
+    inputs, cu_seqlens = packed_inputs([5, 70], "logsigmoid", torch.bfloat16, DEVICE, heads=1, value_heads=2)
+    generator = torch.Generator().manual_seed(5)
+    inputs["g"] = torch.randn(inputs["g"].shape, generator=generator).to(inputs["g"])
+    a_log, dt_bias = _raw_gate(2, inputs["k"].shape[3], torch.float32)
+    problem = dict(inputs, A_log=a_log, dt_bias=dt_bias)
+
+    def grads(dtype, use_triton, in_kernel):
+        leaves = {name: x.detach().to(dtype or x.dtype).requires_grad_(True) for name, x in problem.items()}
+        tensors = dict(leaves)
+        gate = (tensors.pop("A_log"), tensors.pop("dt_bias"), lower_bound)
+        if in_kernel:
+            tensors.update(A_log=gate[0], dt_bias=gate[1], lower_bound=lower_bound)
+        else:
+            tensors["g"] = kda_gate(tensors["g"], *gate)
+        o, final = chunk_kda(
+            **tensors, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True, output_final_state=True,
+            use_triton=use_triton,
+        )  # fmt: skip
+        weights = torch.Generator().manual_seed(1)
+        d_out = torch.randn(o.shape, generator=weights, dtype=torch.float64).to(o)
+        d_final = torch.randn(final.shape, generator=weights, dtype=torch.float64).to(final)
+        ((o * d_out).sum() + (final * d_final).sum()).backward()
+        return {name: leaf.grad for name, leaf in leaves.items()}
+
+    calls = []
+    backward = training.chunk_kda_backward
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(a[-1]) or backward(*a))
+    mine = grads(None, True, True)
+    assert calls and calls[0][0] is not None  # the gate reached the kernels
+    calls.clear()
+    gated_first = grads(None, True, False)
+    assert calls and calls[0][0] is None
+    reference = grads(torch.float64, False, False)
+    for name, grad in mine.items():
+        assert torch.isfinite(grad).all() and grad.dtype == problem[name].dtype, name
+        assert rel_rms(grad, gated_first[name]) < 1e-4, name
+        error = rel_rms(grad, reference[name])
+        assert error < (1.01 * rel_rms(gated_first[name], reference[name]) if name == "A_log" else HALF_TOLERANCE), name
 
 
 def test_gates_past_the_floor_and_above_zero_give_what_the_clamp_says():

@@ -47,7 +47,7 @@ if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
     from kdalib.ops.triton.chunk_scan import triton_chunk_scan
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
-    from kdalib.ops.triton.training import triton_chunk_training
+    from kdalib.ops.triton.training import chunk_kda_training, triton_chunk_training
 else:
 
     def _needs_triton(name: str):
@@ -61,11 +61,13 @@ else:
     triton_chunk_scan = _needs_triton("triton_chunk_scan")
     triton_fused_recurrent_kda = _needs_triton("triton_fused_recurrent_kda")
     triton_chunk_training = _needs_triton("triton_chunk_training")
+    chunk_kda_training = _needs_triton("chunk_kda_training")
 
 
 __all__ = [
     "HAS_TRITON",
     "MAX_KEY_DIM",
+    "chunk_kda_training",
     "interpreting",
     "triton_chunk_kda",
     "triton_chunk_scan",

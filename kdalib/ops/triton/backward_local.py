@@ -32,8 +32,10 @@ whose two signs would cancel exactly (the undecayed diagonal of the scores, the 
 gradient of a strongly decayed chunk does not drown in their rounding.
 
 The forward normalised q and k in the kernel (``q_n = q r``, ``r = 1 / sqrt(|q|^2 + 1e-6)``) and
-clamped g to ``[-FLOOR, 0]``; the epilogue turns ``dq_n`` into ``r (dq_n - q_n (q_n . dq_n))``
-and zeroes ``dg`` where the clamp held g. dq and dk are per value head; with shared key heads
+clamped g to ``[-FLOOR, 0]``, or computed g from the raw gate projection (``kda_gate``'s two forms,
+:mod:`kdalib.ops.gate`); the epilogue turns ``dq_n`` into ``r (dq_n - q_n (q_n . dq_n))``, zeroes
+``dg`` where the clamp held g and takes it through the gate's form (with ``dA_log`` and
+``ddt_bias`` summed per chunk, and over chunks by the caller). dq and dk are per value head; with shared key heads
 (GVA) the caller sums them over the heads of a group.
 """
 
@@ -42,7 +44,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.prefill_local import _inverse_norm, _put_rows
+from kdalib.ops.triton.prefill_local import _gate, _inverse_norm, _put_rows
 from kdalib.ops.triton.tiles import _block_span, _chunk_bounds, _put, _row, _stored_as, _tile, _vector, _widen
 
 
@@ -202,12 +204,51 @@ def _l2_norm_backward(x, dx_n, USE_QK_L2NORM: tl.constexpr):
 
 
 @triton.jit
+def _gate_backward(
+    d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, at,
+    G_ROW: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr, FLOOR: tl.constexpr,
+):  # fmt: skip
+    """The gradient of the raw gate from that of the clamped log decay ``d_g``: zero where the clamp
+    to ``[-FLOOR, 0]`` held; through ``kda_gate``'s form when the gate is computed in the kernel
+    (``GATE`` 1 or 2), whose ``A_log`` and ``dt_bias`` gradients, summed over the chunk's rows, go
+    to ``d_rate[at]`` and ``d_bias[at * K + cols]`` (when given)."""
+    mask = (rows < n)[:, None] & mask_k[None, :]
+    raw = _widen(tl.load(g_at + (rows[:, None] * G_ROW + cols_k[None, :]), mask=mask, other=0.0))
+    if GATE == 0:
+        d_raw = tl.where((raw <= 0.0) & (raw >= -FLOOR), d_g, 0.0)
+    else:
+        x = raw
+        if dt_bias is not None:
+            x = x + tl.load(dt_bias + i_hv * K + cols_k, mask=mask_k, other=0.0).to(raw.dtype)[None, :]
+        rate = tl.exp(tl.load(a_log + i_hv).to(raw.dtype))
+        if GATE == 1:  # g = -rate softplus(x)
+            gate = -rate * (tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
+            slope = -rate * tl.sigmoid(x)
+            by_rate = gate
+        else:  # g = lower_bound sigmoid(rate x)
+            s = tl.sigmoid(rate * x)
+            gate = lower_bound * s
+            slope = lower_bound * s * (1.0 - s) * rate
+            by_rate = slope * x
+        d_g = tl.where(mask & (gate <= 0.0) & (gate >= -FLOOR), d_g, 0.0)
+        if d_rate is not None:
+            tl.store(d_rate + at, tl.sum(tl.sum(d_g * by_rate, axis=1), axis=0))
+        d_raw = d_g * slope
+        if d_bias is not None:
+            tl.store(d_bias + at * K + cols_k, tl.sum(d_raw, axis=0), mask=mask_k)
+    return d_raw
+
+
+@triton.jit
 def _local_backward_kernel(
     q,
     k,
     v,
     g,
     beta,
+    a_log,
+    dt_bias,
+    lower_bound,
     inverse,
     scores_kk,
     dw,
@@ -224,6 +265,8 @@ def _local_backward_kernel(
     dv,
     dg,
     dbeta,
+    d_rate,
+    d_bias,
     sequence_end,
     chunk_start,
     T,
@@ -240,10 +283,14 @@ def _local_backward_kernel(
     FLOOR: tl.constexpr,
     IS_VARLEN: tl.constexpr,
     USE_QK_L2NORM: tl.constexpr,
+    GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
 ):
-    """One (chunk, value head). Inputs q, k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in
+    """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
+    kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
+    did), writes the raw projection's gradient to ``dg`` and this chunk's share of those of
+    ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q, k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in
     the token layout (dq and dk per value head, ``[tokens, HV, K]``); the terms' gradients, the
     inverse and ``A_kk`` in the chunk layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
     ``q_n``, ``k_n`` (q and k as the forward used them, normalised when asked), ``g_sum`` (the
@@ -272,9 +319,7 @@ def _local_backward_kernel(
     _put(q_n, base_k, rows, cols_k, K, tile_k, x * _inverse_norm(x, USE_QK_L2NORM)[:, None])
     x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
     _put(k_n, base_k, rows, cols_k, K, tile_k, x * _inverse_norm(x, USE_QK_L2NORM)[:, None])
-    g_raw = _token_rows(g_at, rows, n, HV * K, cols_k, mask_k)
-    g_clamped = tl.minimum(g_raw, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    g_clamped = tl.maximum(g_clamped, -FLOOR, propagate_nan=tl.PropagateNan.ALL)
+    g_clamped = _gate(g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR)
     g_acc = tl.cumsum(g_clamped.to(x.dtype), axis=0)
     _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
     tl.debug_barrier()
@@ -300,12 +345,17 @@ def _local_backward_kernel(
     )
     d_l = tl.where(strict, d_l, 0.0)
     d_b += tl.sum(d_l * tl.load(scores_kk + square, mask=strict, other=0.0), axis=1)
+    tl.debug_barrier()  # A_kk is read: its buffer takes the gradient of A_kk
+    tl.store(scores_kk + square, d_l * b[:, None])
     tl.store(
         dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
     )
 
     # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
+    # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
+    # only from values that depend on its own load, so no other thread can still need the old one.
     d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+    _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
     d_g += d_query_in * _tile(q_n, base_k, rows, cols_k, K, tile_k) * gamma
     # G_L is the cumulative sum's own last row: summed again in another order it could differ by
     # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
@@ -318,9 +368,6 @@ def _local_backward_kernel(
     through_end = d_keys_out * _tile(k_n, base_k, rows, cols_k, K, tile_k) * decay_out
     d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
     d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
-    tl.debug_barrier()  # every read of dqg, dkg, dw and A_kk is done: they become accumulators
-    tl.store(scores_kk + square, d_l * b[:, None])
-    _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
     _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
     _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
     tl.debug_barrier()
@@ -339,7 +386,10 @@ def _local_backward_kernel(
 
     # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
     d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
-    d_g = tl.where((g_raw <= 0.0) & (g_raw >= -FLOOR), d_g, 0.0)
+    d_g = _gate_backward(
+        d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,
+        HV * K, K, GATE, FLOOR,
+    )  # fmt: skip
     key_out = start * (HV * K) + i_hv * K
     _put_rows(dg + key_out, d_g, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
     x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)

@@ -95,6 +95,12 @@ class ChunkTable:
         return self.starts is not None
 
 
+def gate_form(A_log: torch.Tensor | None, lower_bound: float | None) -> int:
+    """How the kernels get the log decay: given (``GATE_GIVEN``), or computed from the raw projection
+    in ``kda_gate``'s softplus (``GATE_SOFTPLUS``) or lower-bound form (``GATE_BOUNDED``)."""
+    return GATE_GIVEN if A_log is None else (GATE_SOFTPLUS if lower_bound is None else GATE_BOUNDED)
+
+
 def launch_chunk_local(
     inputs,
     outputs,
@@ -116,7 +122,7 @@ def launch_chunk_local(
     A_log, dt_bias, lower_bound = gate_parameters
     H, K = k.shape[2], k.shape[3]
     HV, V = v.shape[2], v.shape[3]
-    gate = GATE_GIVEN if A_log is None else (GATE_SOFTPLUS if lower_bound is None else GATE_BOUNDED)
+    gate = gate_form(A_log, lower_bound)
     block_k = max(16, triton.next_power_of_2(K))
     wide = w.dtype == torch.float64
     _chunk_local_kernel[(table.count, HV)](

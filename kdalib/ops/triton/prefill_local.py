@@ -70,8 +70,8 @@ def _gate(
     else:
         x = raw
         if dt_bias is not None:
-            x = x + tl.load(dt_bias + i_hv * K + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        rate = tl.exp(tl.load(a_log + i_hv).to(tl.float32))
+            x = x + tl.load(dt_bias + i_hv * K + cols, mask=col_mask, other=0.0).to(raw.dtype)[None, :]
+        rate = tl.exp(tl.load(a_log + i_hv).to(raw.dtype))
         if GATE == 1:
             # -rate * softplus(x), softplus computed without overflow
             g = -rate * (tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))

@@ -32,7 +32,7 @@ from kdalib.ops._validate import KDACall
 from kdalib.ops.chunk import chunk_local_terms, chunk_rows, from_chunk_rows
 from kdalib.ops.triton.backward_local import _local_backward_kernel
 from kdalib.ops.triton.backward_states import _chunk_grads_kernel, _states_backward_kernel
-from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local, triton_chunk_kda
+from kdalib.ops.triton.chunk import ChunkTable, gate_form, launch_chunk_local, triton_chunk_kda
 from kdalib.ops.triton.chunk_scan import triton_chunk_scan
 from kdalib.ops.triton.runtime import (
     CHUNK,
@@ -58,6 +58,7 @@ def chunk_kda_backward(
     use_qk_l2norm: bool,
     initial_grad: bool,
     precision: str,
+    gate: tuple = (None, None, None),
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -71,11 +72,14 @@ def chunk_kda_backward(
         scale, cu_seqlens, use_qk_l2norm: as the forward had them.
         initial_grad: also return the initial state's gradient.
         precision: matrix-product input precision (``ieee`` or ``tf32``).
+        gate: ``(A_log, dt_bias, lower_bound)`` when g is the raw gate projection that the forward
+            turned into the log decay in its kernel (``A_log`` None: g is the log decay).
 
     Returns:
-        ``(dq, dk, dv, dg, dbeta, d_initial | None)``: dq and dk float32 (summed over the value
-        heads of a group) with shared key heads, else in the inputs' dtypes, like dv, dg and dbeta;
-        d_initial float32 (float64 for float64 inputs).
+        ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
+        float32 (summed over the value heads of a group) with shared key heads, else in the
+        inputs' dtypes, like dv, dg (of the raw projection with ``A_log``) and dbeta; d_initial,
+        dA_log and ddt_bias float32 (float64 for float64 inputs).
     """
     q, k, v, g, beta = inputs
     B, T, H, K = k.shape
@@ -88,9 +92,11 @@ def chunk_kda_backward(
     decay = q.new_empty(chunks, HV, K, dtype=terms)
     scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
     # the terms unscaled: the scale reaches them through dO
+    A_log, dt_bias, lower_bound = gate
+    # 8 warps: ptxas at K = V = 128 counts 508 bytes of spill stores in this layout, 1,296 at 4
     launch_chunk_local(
-        inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, (None, None, None),
-        use_qk_l2norm, precision, as_chunks=True,
+        inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, gate, use_qk_l2norm, precision,
+        as_chunks=True, num_warps=8,
     )  # fmt: skip
     native = not interpreting()
     d_out = v.new_zeros(v.shape) if d_out is None else d_out.contiguous()
@@ -98,6 +104,9 @@ def chunk_kda_backward(
     dv_new = torch.empty_like(u)
     d_states = torch.empty_like(states)
     d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
+    # value columns per program of the reverse pass (ptxas at K = V = 128: 32 columns, 255 registers,
+    # 4 bytes of spills; 64 columns spill 452 bytes); the chunk-gradient kernel walks all of them 16
+    # at a time (251 registers and no spills at 8 warps; 32 spill a little)
     block_v = min(32, max(16, triton.next_power_of_2(V)))
     _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
@@ -110,7 +119,7 @@ def chunk_kda_backward(
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
         float(scale), T, max(table.per_sequence, 1),
-        K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
+        K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
         num_warps=8, num_stages=1,
     )  # fmt: skip
     del d_states, u
@@ -120,18 +129,23 @@ def chunk_kda_backward(
     dk = k.new_empty(B, T, HV, K, dtype=terms if group > 1 else k.dtype)
     dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
     q_n, k_n, g_sum = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
+    d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
+    d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
     _local_backward_kernel[(chunks, HV)](
-        q, k, v, g, beta, inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
-        dq, dk, dv, dg, dbeta, table.ends, table.starts, T, max(table.per_sequence, 1),
+        q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
+        inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
+        dq, dk, dv, dg, dbeta, d_rate, d_bias, table.ends, table.starts, T, max(table.per_sequence, 1),
         H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
         DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
-        IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, PRECISION=precision, NATIVE_BF16=native,
-        num_warps=8, num_stages=1,
+        IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
+        PRECISION=precision, NATIVE_BF16=native, num_warps=8, num_stages=1,
     )  # fmt: skip
     if group > 1:
         dq = dq.view(B, T, H, group, K).sum(3)
         dk = dk.view(B, T, H, group, K).sum(3)
-    return dq, dk, dv, dg, dbeta, d_initial
+    d_a_log = None if d_rate is None else d_rate.sum(0)
+    d_dt_bias = None if d_bias is None else d_bias.sum(0).view(dt_bias.shape)
+    return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
 
 class _ChunkKDA(torch.autograd.Function):
@@ -139,34 +153,40 @@ class _ChunkKDA(torch.autograd.Function):
     entering every chunk, and :func:`chunk_kda_backward`."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, beta, initial_state, scale, cu_seqlens, offsets, use_qk_l2norm, final_state):
+    def forward(
+        ctx, q, k, v, g, beta, initial_state, A_log, dt_bias, lower_bound, scale, cu_seqlens, offsets,
+        use_qk_l2norm, final_state,
+    ):  # fmt: skip
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+        A_log, dt_bias = (None if x is None else x.contiguous() for x in (A_log, dt_bias))
         table = ChunkTable.of(q.shape[0], q.shape[1], cu_seqlens, offsets)
         o, final, states = triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, final_state, use_qk_l2norm, cu_seqlens,
-            offsets=offsets, keep_chunk_states=True, chunk_table=table,
+            A_log=A_log, dt_bias=dt_bias, lower_bound=lower_bound, offsets=offsets, keep_chunk_states=True,
+            chunk_table=table,
         )  # fmt: skip
-        ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens)
-        ctx.table, ctx.scale, ctx.use_qk_l2norm = table, scale, use_qk_l2norm
+        ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias)
+        ctx.table, ctx.scale, ctx.use_qk_l2norm, ctx.lower_bound = table, scale, use_qk_l2norm, lower_bound
         ctx.precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
         return o, final
 
     @staticmethod
     def backward(ctx, d_out, d_final):
-        q, k, v, g, beta, states, cu_seqlens = ctx.saved_tensors
-        *grads, d_initial = chunk_kda_backward(
+        q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias = ctx.saved_tensors
+        grads = chunk_kda_backward(
             (q, k, v, g, beta), states, d_out, d_final, ctx.table, ctx.scale, cu_seqlens,
-            ctx.use_qk_l2norm, ctx.needs_input_grad[5], ctx.precision,
+            ctx.use_qk_l2norm, ctx.needs_input_grad[5], ctx.precision, (A_log, dt_bias, ctx.lower_bound),
         )  # fmt: skip
-        return (*grads, d_initial, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
-def chunk_kda_training(call: KDACall) -> tuple[torch.Tensor, torch.Tensor | None]:
+def chunk_kda_training(call: KDACall, gate: tuple = (None, None, None)) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`kdalib.ops.chunk_kda` with gradients through :class:`_ChunkKDA` (chunks of 64), on a
-    validated call."""
+    validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when ``call.g`` is the raw gate
+    projection (gradients reach it, ``A_log`` and ``dt_bias``)."""
     sequences = call.shapes.sequences
     return _ChunkKDA.apply(
-        call.q, call.k, call.v, call.g, call.beta, call.initial_state, call.scale, call.shapes.cu_seqlens,
+        call.q, call.k, call.v, call.g, call.beta, call.initial_state, *gate, call.scale, call.shapes.cu_seqlens,
         None if sequences is None else sequences.offsets, call.use_qk_l2norm, call.output_final_state,
     )  # fmt: skip
 
