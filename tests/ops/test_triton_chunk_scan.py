@@ -155,43 +155,6 @@ def test_scan_rejects_an_unknown_precision():
         triton_chunk_scan(*_terms(1, 1, 16, 16, 16), precision="fp8")
 
 
-def test_scan_rejects_storage_dtypes_it_cannot_keep():
-    terms = _terms(1, 1, 16, 16, 16)
-    with pytest.raises(
-        ValueError, match="states_dtype: expected torch.float64 .* or torch.bfloat16, got torch.float16"
-    ):
-        triton_chunk_scan(*terms, states_dtype=torch.float16)
-    with pytest.raises(ValueError, match="output_dtype: expected torch.float64 .*, got torch.int32"):
-        triton_chunk_scan(*terms, output_dtype=torch.int32)
-
-
-def test_bfloat16_states_touch_only_the_gradients_that_read_them():
-    """States and their gradients kept in bfloat16: the scans still carry both in float32, so the
-    output, the final state and the gradients of U and of the initial state are bit for bit those
-    of float32 storage; the gradients that read S or dS' (W, U, K_out, Q_in, the scores, the chunk decays)
-    move by about bfloat16's rounding. A bfloat16 output is the float32 one rounded once."""
-    terms = [t.float() for t in _terms(3, 2, 16, 32, 32, seed=5)]
-
-    def run(**kwargs):
-        leaves = [t.clone().requires_grad_(True) for t in terms]
-        o, final = triton_chunk_scan(*leaves, scale=0.5, **kwargs)
-        generator = torch.Generator().manual_seed(6)
-        weight = torch.randn(o.shape, generator=generator)
-        ((o.float() * weight).sum() + final.sum()).backward()
-        return o.detach(), final.detach(), [leaf.grad for leaf in leaves]
-
-    o32, final32, grads32 = run()
-    o16, final16, grads16 = run(states_dtype=torch.bfloat16)
-    assert torch.equal(o16, o32) and torch.equal(final16, final32)
-    for name, mine, theirs in zip(TERM_NAMES, grads16, grads32):
-        if name in ("u", "state"):  # dU = dV_new and dS come from the reverse scan itself
-            assert torch.equal(mine, theirs), name
-        else:
-            assert 0 < rel_rms(mine.tril() if name == "scores" else mine, theirs) < 1e-2, name
-    o_narrow = run(output_dtype=torch.bfloat16)[0]
-    assert o_narrow.dtype == torch.bfloat16 and rel_rms(o_narrow, o32) < 2**-7
-
-
 # ----------------------------------------------------------------------------- end to end
 
 
