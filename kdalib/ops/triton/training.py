@@ -122,13 +122,16 @@ def chunk_kda_backward(
         K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
         num_warps=8, num_stages=1,
     )  # fmt: skip
-    del d_states, u
     group = HV // H
     key_grads = terms if group > 1 else q.dtype
     dq = q.new_empty(B, T, HV, K, dtype=key_grads)
     dk = k.new_empty(B, T, HV, K, dtype=terms if group > 1 else k.dtype)
     dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
-    q_n, k_n, g_sum = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
+    # the local backward's scratch in the buffers the last two launches have finished with, where they fit
+    scratch = (chunks, HV, CHUNK, K)
+    q_n, k_n = _reuse(u, scratch, terms), _reuse(d_states, scratch, terms)
+    del u, d_states
+    g_sum = q.new_empty(scratch, dtype=terms)
     d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
     d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
     _local_backward_kernel[(chunks, HV)](
@@ -146,6 +149,18 @@ def chunk_kda_backward(
     d_a_log = None if d_rate is None else d_rate.sum(0)
     d_dt_bias = None if d_bias is None else d_bias.sum(0).view(dt_bias.shape)
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
+
+
+def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor of ``dtype`` in ``buffer``'s memory when it is large enough
+    (the caller no longer reads ``buffer``), else a new one."""
+    count = 1
+    for size in shape:
+        count *= size
+    storage = buffer.untyped_storage()
+    if buffer.is_contiguous() and count * dtype.itemsize <= storage.nbytes():
+        return torch.empty(0, dtype=dtype, device=buffer.device).set_(storage, 0, shape)
+    return buffer.new_empty(shape, dtype=dtype)
 
 
 class _ChunkKDA(torch.autograd.Function):
