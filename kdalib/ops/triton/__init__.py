@@ -2,7 +2,8 @@
 
 * :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
 * :func:`triton_chunk_training`: the chunk form with gradients (:mod:`kdalib.ops.triton.training`:
-  for 16-bit inputs the forward's kernels and a Triton backward in the token layout; for float32
+  for 16-bit inputs :func:`chunk_kda_training`, the forward's kernels and a Triton backward in the
+  token layout, with the gate in the kernels when it comes as its raw projection; for float32
   ones the recurrence across chunks as :func:`triton_chunk_scan` with its backward).
 * :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
 
