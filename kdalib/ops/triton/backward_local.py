@@ -307,7 +307,8 @@ def _local_backward_kernel(
     mask_k, mask_v = cols_k < K, cols_v < V
     tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
     tile_v = (rows < CHUNK)[:, None] & mask_v[None, :]
-    square = base_s + rows[:, None] * CHUNK + rows[None, :]
+    square = rows[:, None] * CHUNK + rows[None, :]  # 32-bit offsets from the chunk's C x C block
+    inverse, scores_kk, dscores = inverse + base_s, scores_kk + base_s, dscores + base_s
     strict = rows[:, None] > rows[None, :]
     q_at, k_at = q + start * (H * K) + i_h * K, k + start * (H * K) + i_h * K
     g_at = g + start * (HV * K) + i_hv * K
@@ -374,12 +375,12 @@ def _local_backward_kernel(
 
     # ---- the scores' gradients, 16-row blocks: first the row side, then the column side
     _scores_grad_rows(
-        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, base_s, cols_k, mask_k,
+        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k,
         K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
     )  # fmt: skip
     tl.debug_barrier()
     _scores_grad_columns(
-        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, base_s, cols_k, mask_k,
+        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k,
         K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
     )  # fmt: skip
     tl.debug_barrier()

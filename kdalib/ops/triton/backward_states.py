@@ -156,9 +156,11 @@ def _chunk_grads_kernel(
     cols_k = tl.arange(0, BK)
     mk = cols_k < K
     rows_k = (rows < CHUNK)[:, None] & mk[None, :]
-    key_rows = block * CHUNK * K + rows[:, None] * K + cols_k[None, :]
+    # 64-bit offsets move each pointer to the chunk once; the tiles' own offsets are 32-bit
+    key_at, value_at, state_at = block * CHUNK * K, block * CHUNK * V, block * K * V
+    key_rows = rows[:, None] * K + cols_k[None, :]
     causal = rows[:, None] >= rows[None, :]
-    w_c = tl.load(w + key_rows, mask=rows_k, other=0.0)
+    w_c = tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)
     d_qg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_kg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
@@ -169,26 +171,28 @@ def _chunk_grads_kernel(
         mv = cols_v < V
         tile = mk[:, None] & mv[None, :]
         rows_v = (rows < CHUNK)[:, None] & mv[None, :]
-        state_at = block * K * V + cols_k[:, None] * V + cols_v[None, :]
-        state = _widen(tl.load(states + state_at, mask=tile, other=0.0)).to(w_c.dtype)
-        d_state = _widen(tl.load(d_states + state_at, mask=tile, other=0.0)).to(w_c.dtype)
+        state_tile = cols_k[:, None] * V + cols_v[None, :]
+        state = _widen(tl.load(states + state_at + state_tile, mask=tile, other=0.0)).to(w_c.dtype)
+        d_state = _widen(tl.load(d_states + state_at + state_tile, mask=tile, other=0.0)).to(w_c.dtype)
         d_out = tl.load(
             do + (start * (HV * V) + i_hv * V) + (rows[:, None] * (HV * V) + cols_v[None, :]),
             mask=m[:, None] & mv[None, :],
             other=0.0,
         )
         d_out = _widen(d_out).to(w_c.dtype) * scale
-        value_rows = block * CHUNK * V + rows[:, None] * V + cols_v[None, :]
-        d_v_new = tl.load(dv_new + value_rows, mask=rows_v, other=0.0)
-        v_new = tl.load(u + value_rows, mask=rows_v, other=0.0) - tl.dot(w_c, state, input_precision=PRECISION)
+        value_rows = rows[:, None] * V + cols_v[None, :]
+        d_v_new = tl.load(dv_new + value_at + value_rows, mask=rows_v, other=0.0)
+        v_new = tl.load(u + value_at + value_rows, mask=rows_v, other=0.0) - tl.dot(
+            w_c, state, input_precision=PRECISION
+        )
         state_t = tl.trans(state)
         d_qg += tl.dot(d_out, state_t, input_precision=PRECISION)
         d_w -= tl.dot(d_v_new, state_t, input_precision=PRECISION)
         d_kg += tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
         d_a += tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION)
         d_decay += tl.sum(state * d_state, axis=1)
-    tl.store(dqg + key_rows, d_qg, mask=rows_k)
-    tl.store(dw + key_rows, d_w, mask=rows_k)
-    tl.store(dkg + key_rows, d_kg, mask=rows_k)
+    tl.store(dqg + key_at + key_rows, d_qg, mask=rows_k)
+    tl.store(dw + key_at + key_rows, d_w, mask=rows_k)
+    tl.store(dkg + key_at + key_rows, d_kg, mask=rows_k)
     tl.store(dscores + block * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], tl.where(causal, d_a, 0.0))
     tl.store(ddecay + block * K + cols_k, d_decay, mask=mk)
