@@ -47,25 +47,21 @@ def prepare_inputs(
     dtype: torch.dtype,
     use_qk_l2norm: bool,
     scale: float | None = None,
-    keep_dtypes: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Validated inputs in the form the fast KDA forms compute with.
 
     Casts to ``dtype``, clamps a positive log-decay ``g`` to 0 (a decay of exactly 1; +inf
     included, NaN stays NaN: notes/kda.md, section ``kda-contract``), L2-normalises q and k when asked,
     multiplies q by ``scale`` when given (the chunk form applies it once to the output
-    instead), and repeats each q/k head for the ``HV // H`` value heads that read it. With
-    ``keep_dtypes`` (for kernels that widen 16-bit inputs on load) each input keeps its own dtype,
-    and the L2 norm is computed in ``dtype`` and rounded back.
+    instead), and repeats each q/k head for the ``HV // H`` value heads that read it.
 
     Returns:
         ``(q, k, v, g, beta)`` with q and k ``[B, T, HV, K]``.
     """
-    if not keep_dtypes:
-        q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
+    q, k, v, g, beta = (x.to(dtype) for x in (q, k, v, g, beta))
     g = g.clamp(max=0.0)  # the KDA gate is <= 0 by construction; every form treats g > 0 as 0
     if use_qk_l2norm:
-        q, k = (l2_normalize(x.to(dtype)).to(x.dtype) for x in (q, k))
+        q, k = l2_normalize(q), l2_normalize(k)
     if scale is not None:
         q = q * scale
     if shapes.group_size > 1:

@@ -312,15 +312,12 @@ class ChunkRows:
     plan: PaddedLayout
 
 
-def chunk_rows(call: KDACall, chunk_size: int, keep_dtypes: bool = False) -> ChunkRows:
-    """A validated call's inputs in the chunk layout (``keep_dtypes``: as
-    :func:`kdalib.ops._prepare.prepare_inputs`, for kernels that widen 16-bit inputs on load)."""
+def chunk_rows(call: KDACall, chunk_size: int) -> ChunkRows:
+    """A validated call's inputs in the chunk layout."""
     shapes = call.shapes
     dtype = compute_dtype(*call.tensors)
     # the scale is applied once, to the output (chunk_kda_core), not to every query
-    q, k, v, g, beta = prepare_inputs(
-        call.q, call.k, call.v, call.g, call.beta, shapes, dtype, call.use_qk_l2norm, keep_dtypes=keep_dtypes
-    )
+    q, k, v, g, beta = prepare_inputs(call.q, call.k, call.v, call.g, call.beta, shapes, dtype, call.use_qk_l2norm)
     plan = plan_padding(shapes, chunk_size, q.device)
     q, k, v, g = (_to_chunk_rows(to_padded(x, plan), chunk_size) for x in (q, k, v, g))
     beta = _to_chunk_rows(to_padded(beta, plan).unsqueeze(-1), chunk_size).squeeze(-1)

@@ -33,6 +33,7 @@ from kdalib.ops.gate import check_gate_parameters, kda_gate
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 from kdalib.ops.triton import (
     MAX_KEY_DIM,
+    chunk_kda_training,
     triton_chunk_kda,
     triton_chunk_training,
     triton_fused_recurrent_kda,
@@ -198,7 +199,9 @@ def chunk_kda(
         chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
         use_triton: None (default) picks as :func:`triton_path` says: the Triton forward kernels
             for bfloat16/float16 CUDA inference (chunks of 64 whatever ``chunk_size`` says), the
-            Triton scan with its backward for CUDA training, the PyTorch form otherwise. True
+            Triton training path for CUDA training (:mod:`kdalib.ops.triton.training`: the same
+            forward kernels and a Triton backward for 16-bit inputs, the Triton scan for float32
+            ones), the PyTorch form otherwise. True
             forces the Triton path (a clear error where it cannot run), False the PyTorch form.
         output_states_every: N, a multiple of ``chunk_size`` (of 64 on the Triton forward), to
             also return the state after tokens N, 2N, ... of every sequence (prefix caching,
@@ -212,8 +215,9 @@ def chunk_kda(
             float64 inputs); a 16-bit state is rounded.
         A_log, dt_bias, lower_bound: when ``A_log`` is given, ``g`` is the raw gate projection and
             the log decay is :func:`~kdalib.ops.kda_gate` ``(g, A_log, dt_bias, lower_bound)``
-            (notes/kda.md, section ``kda-gate``): computed inside the Triton forward kernel, else
-            in PyTorch before the chunk form (gradients reach ``g``, ``A_log`` and ``dt_bias``).
+            (notes/kda.md, section ``kda-gate``): computed inside the Triton kernels (the forward,
+            and for 16-bit inputs the training path's backward too), else in PyTorch before the
+            chunk form (gradients reach ``g``, ``A_log`` and ``dt_bias``).
 
     Returns:
         ``(o, final_state)``: o ``[B, T, HV, V]`` in v's dtype; final_state float64 for
@@ -256,9 +260,12 @@ def chunk_kda(
             raise ValueError("A_log: the gate's dt_bias and lower_bound need A_log (g is then the raw projection)")
         return run_chunk(call, chunk_size, use_triton)
     check_gate_parameters(g, A_log, dt_bias, lower_bound)
+    gate = (A_log, dt_bias, lower_bound)
     path = triton_path("chunk", *call.tensors, use_triton, call.states_every)
     if path is not None and not path.gradients and not needs_grad(A_log, dt_bias):
-        return run_chunk(call, chunk_size, use_triton, gate=(A_log, dt_bias, lower_bound))
+        return run_chunk(call, chunk_size, use_triton, gate=gate)
+    if path is not None and path.gradients and all(t.dtype in HALF_DTYPES for t in (q, k, v)):
+        return chunk_kda_training(call, gate)  # the gate and its backward inside the kernels
     gated = replace(call, g=kda_gate(g, A_log, dt_bias, lower_bound))
     return run_chunk(gated, chunk_size, use_triton)
 

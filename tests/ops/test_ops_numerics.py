@@ -59,25 +59,6 @@ def test_half_inputs_keep_float32_state(dtype, op_name):
     assert rel_rms(s, s_ref) < 5e-2
 
 
-def test_preparing_16_bit_inputs_for_kernels_that_widen_them_keeps_their_dtypes():
-    """``keep_dtypes``: no copies where nothing changes (v and beta are the caller's tensors), the
-    gate clamped in its own dtype, and q, k normalised in float32 before rounding back, so they are
-    the float32 preparation rounded once; GVA repeats the heads as in float32."""
-    from kdalib.ops._prepare import prepare_inputs
-    from kdalib.ops._validate import validate_kda_inputs
-
-    inputs = make_inputs(tokens=20, heads=2, value_heads=4, key_dim=16, value_dim=8, normalize_keys=False)
-    half = {name: t.to(torch.bfloat16) for name, t in inputs.items() if name != "initial_state"}
-    half["g"][0, 3, 0, 0] = 0.5  # a positive log decay counts as 0
-    shapes = validate_kda_inputs(**half, scale=None, initial_state=None, cu_seqlens=None, chunk_size=16)
-    kept = prepare_inputs(*half.values(), shapes, torch.float32, True, keep_dtypes=True)
-    wide = prepare_inputs(*half.values(), shapes, torch.float32, True)
-    assert [x.dtype for x in kept] == [torch.bfloat16] * 5
-    assert kept[2] is half["v"] and kept[4] is half["beta"]
-    for mine, theirs in zip(kept, wide):
-        assert torch.equal(mine, theirs.to(torch.bfloat16))
-
-
 @pytest.mark.parametrize("chunk_size", [16, 32])
 def test_chunk_gradcheck(chunk_size):
     inputs = make_inputs(tokens=35, heads=1, value_heads=2, key_dim=4, value_dim=3, gate="kimi")

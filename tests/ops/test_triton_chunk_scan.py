@@ -155,43 +155,6 @@ def test_scan_rejects_an_unknown_precision():
         triton_chunk_scan(*_terms(1, 1, 16, 16, 16), precision="fp8")
 
 
-def test_scan_rejects_storage_dtypes_it_cannot_keep():
-    terms = _terms(1, 1, 16, 16, 16)
-    with pytest.raises(
-        ValueError, match="states_dtype: expected torch.float64 .* or torch.bfloat16, got torch.float16"
-    ):
-        triton_chunk_scan(*terms, states_dtype=torch.float16)
-    with pytest.raises(ValueError, match="output_dtype: expected torch.float64 .*, got torch.int32"):
-        triton_chunk_scan(*terms, output_dtype=torch.int32)
-
-
-def test_bfloat16_states_touch_only_the_gradients_that_read_them():
-    """States and their gradients kept in bfloat16: the scans still carry both in float32, so the
-    output, the final state and the gradients of U and of the initial state are bit for bit those
-    of float32 storage; the gradients that read S or dS' (W, U, K_out, Q_in, the scores, the chunk decays)
-    move by about bfloat16's rounding. A bfloat16 output is the float32 one rounded once."""
-    terms = [t.float() for t in _terms(3, 2, 16, 32, 32, seed=5)]
-
-    def run(**kwargs):
-        leaves = [t.clone().requires_grad_(True) for t in terms]
-        o, final = triton_chunk_scan(*leaves, scale=0.5, **kwargs)
-        generator = torch.Generator().manual_seed(6)
-        weight = torch.randn(o.shape, generator=generator)
-        ((o.float() * weight).sum() + final.sum()).backward()
-        return o.detach(), final.detach(), [leaf.grad for leaf in leaves]
-
-    o32, final32, grads32 = run()
-    o16, final16, grads16 = run(states_dtype=torch.bfloat16)
-    assert torch.equal(o16, o32) and torch.equal(final16, final32)
-    for name, mine, theirs in zip(TERM_NAMES, grads16, grads32):
-        if name in ("u", "state"):  # dU = dV_new and dS come from the reverse scan itself
-            assert torch.equal(mine, theirs), name
-        else:
-            assert 0 < rel_rms(mine.tril() if name == "scores" else mine, theirs) < 1e-2, name
-    o_narrow = run(output_dtype=torch.bfloat16)[0]
-    assert o_narrow.dtype == torch.bfloat16 and rel_rms(o_narrow, o32) < 2**-7
-
-
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -241,13 +204,14 @@ def test_training_path_packed_sequences_l2norm_and_extreme_gates(gate):
     )
 
 
-def test_training_path_in_bfloat16_differentiates_the_chunk_local_terms_in_triton(monkeypatch):
-    """16-bit inputs take the Triton backward of the chunk-local terms too (float32 ones take autograd)."""
+def test_training_path_in_bfloat16_runs_the_token_layout_backward(monkeypatch):
+    """16-bit inputs take the token-layout path (the forward's kernels, then the Triton backward);
+    float32 ones the chunk form's layout with the Triton scan."""
     import kdalib.ops.triton.training as training
 
     calls = []
-    kernel = training.chunk_local_terms_backward
-    monkeypatch.setattr(training, "chunk_local_terms_backward", lambda *a: calls.append(1) or kernel(*a))
+    backward = training.chunk_kda_backward
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(1) or backward(*a))
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
     _check_grads(inputs, torch.bfloat16, scale=32**-0.5)
     assert calls
@@ -256,12 +220,10 @@ def test_training_path_in_bfloat16_differentiates_the_chunk_local_terms_in_trito
     assert not calls
 
 
-def test_bfloat16_training_keeps_16_bit_inputs_and_bfloat16_states_for_the_backward():
-    """What autograd keeps for the backward of a bfloat16 training call, per token and value head:
-    the inputs as given (2 bytes each), the float32 terms the scan reads (W, U, K_out, Q_in), the
-    chunk-start states in bfloat16 (K V / C each), three C x C float32 matrices and the chunk
-    decays. Float32 copies of the inputs or float32 states (a kilobyte more each at K = V = 128)
-    would not fit."""
+def test_bfloat16_training_keeps_only_the_inputs_and_bfloat16_chunk_states_for_the_backward():
+    """What autograd keeps for the backward of a bfloat16 training call: the inputs as given (the
+    caller's own tensors, nothing extra) and the state entering every chunk in bfloat16 (K V / 64
+    per token and value head). The chunk-local terms are recomputed in the backward."""
     key_dim = value_dim = 128
     inputs = _problem(torch.bfloat16, batch=1, tokens=128, heads=1, key_dim=key_dim, value_dim=value_dim)
     inputs = {name: x.requires_grad_(True) for name, x in inputs.items() if name != "initial_state"}
@@ -271,11 +233,8 @@ def test_bfloat16_training_keeps_16_bit_inputs_and_bfloat16_states_for_the_backw
     for x in inputs.values():  # the caller's own tensors cost nothing extra
         saved.pop(x.untyped_storage().data_ptr(), None)
     per_token = sum(x.untyped_storage().nbytes() for x in saved.values()) / o.shape[1]
-    inputs_as_given = 2 * (3 * key_dim + value_dim + 1)
-    terms = 4 * (3 * key_dim + value_dim) + 3 * 4 * 64 + 4 * key_dim / 64
-    states = 2 * key_dim * value_dim / 64
-    assert per_token <= inputs_as_given + terms + states
-    assert any(x.dtype == torch.bfloat16 and x.shape[-2:] == (key_dim, value_dim) for x in saved.values())
+    assert per_token <= 2 * key_dim * value_dim / 64
+    assert all(x.dtype == torch.bfloat16 and x.shape[-2:] == (key_dim, value_dim) for x in saved.values())
     assert o.dtype == torch.bfloat16
 
 
@@ -342,11 +301,12 @@ def test_gpu_training_varlen_gates_and_l2norm(gate, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_gpu_chunk_kda_trains_through_the_scan(monkeypatch):
+def test_gpu_chunk_kda_trains_through_the_token_layout_backward(monkeypatch):
     import kdalib.ops.triton.training as training
 
     calls = []
-    monkeypatch.setattr(training, "triton_chunk_scan", lambda *a, **kw: calls.append(1) or triton_chunk_scan(*a, **kw))
+    backward = training.chunk_kda_backward
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(1) or backward(*a))
     inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
     _check_grads(inputs, torch.bfloat16, op=chunk_kda)
     assert calls

@@ -1,9 +1,10 @@
 """Triton kernels for CUDA (and Triton's CPU interpreter, ``TRITON_INTERPRET=1``, in tests).
 
 * :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
-* :func:`triton_chunk_training`: the chunk form with gradients: the chunk-local terms
-  (:func:`chunk_local_terms_forward` / :func:`chunk_local_terms_backward`) and the recurrence
-  across chunks (:func:`triton_chunk_scan`) with their backward.
+* :func:`triton_chunk_training`: the chunk form with gradients (:mod:`kdalib.ops.triton.training`:
+  for 16-bit inputs :func:`chunk_kda_training`, the forward's kernels and a Triton backward in the
+  token layout, with the gate in the kernels when it comes as its raw projection; for float32
+  ones the recurrence across chunks as :func:`triton_chunk_scan` with its backward).
 * :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
 
 Importing this package never fails: ``HAS_TRITON`` says whether the kernels can run, and
@@ -45,11 +46,9 @@ def triton_unavailable_reason(q, k, v, g, beta, initial_state=None, max_key_dim:
 
 if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
-    from kdalib.ops.triton.chunk_local import chunk_local_terms_forward
-    from kdalib.ops.triton.chunk_local_grad import chunk_local_terms_backward
     from kdalib.ops.triton.chunk_scan import triton_chunk_scan
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
-    from kdalib.ops.triton.training import triton_chunk_training
+    from kdalib.ops.triton.training import chunk_kda_training, triton_chunk_training
 else:
 
     def _needs_triton(name: str):
@@ -60,18 +59,16 @@ else:
         return missing
 
     triton_chunk_kda = _needs_triton("triton_chunk_kda")
-    chunk_local_terms_forward = _needs_triton("chunk_local_terms_forward")
-    chunk_local_terms_backward = _needs_triton("chunk_local_terms_backward")
     triton_chunk_scan = _needs_triton("triton_chunk_scan")
     triton_fused_recurrent_kda = _needs_triton("triton_fused_recurrent_kda")
     triton_chunk_training = _needs_triton("triton_chunk_training")
+    chunk_kda_training = _needs_triton("chunk_kda_training")
 
 
 __all__ = [
     "HAS_TRITON",
     "MAX_KEY_DIM",
-    "chunk_local_terms_backward",
-    "chunk_local_terms_forward",
+    "chunk_kda_training",
     "interpreting",
     "triton_chunk_kda",
     "triton_chunk_scan",

@@ -29,6 +29,7 @@ error stays close to that of rounding the exact output to bfloat16.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 
 import torch
@@ -41,6 +42,7 @@ from kdalib.ops.triton.prefill_states import _chunk_states_kernel
 from kdalib.ops.triton.runtime import (
     CHUNK,
     DIAG_SPAN,
+    FLOAT64_GATE_FLOOR,
     GATE_FLOOR,
     MAX_KEY_DIM,
     SUB,
@@ -62,6 +64,73 @@ def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int, offsets: Sequence[int] |
     device = cu_seqlens.device
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
     return as_tensor(firsts), as_tensor(starts), as_tensor(ends)
+
+
+@dataclass(frozen=True)
+class ChunkTable:
+    """Where the chunks of a call are: ``sequences`` sequences of ``length`` tokens each (unpacked),
+    or packed ones (``offsets``: each sequence's first global chunk; ``starts``, ``ends``: each
+    chunk's first token and its sequence's end), ``count`` chunks in all."""
+
+    sequences: int
+    length: int
+    per_sequence: int
+    count: int
+    offsets: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
+    ends: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, B: int, T: int, cu_seqlens: torch.Tensor | None, offsets: Sequence[int] | None = None):
+        if cu_seqlens is None:
+            per_sequence = triton.cdiv(T, CHUNK)
+            return cls(B, T, per_sequence, B * per_sequence)
+        chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK, offsets)
+        return cls(cu_seqlens.numel() - 1, T, 0, chunk_starts.numel(), chunk_offsets, chunk_starts, chunk_ends)
+
+    @property
+    def varlen(self) -> bool:
+        return self.starts is not None
+
+
+def launch_chunk_local(
+    inputs,
+    outputs,
+    table: ChunkTable,
+    scale: float,
+    gate_parameters,
+    use_qk_l2norm: bool,
+    precision: str,
+    as_chunks: bool,
+    key_slice: int = 32,
+    num_warps: int = 4,
+) -> None:
+    """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
+    contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
+    in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
+    layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate."""
+    q, k, v, g, beta = inputs
+    w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
+    A_log, dt_bias, lower_bound = gate_parameters
+    H, K = k.shape[2], k.shape[3]
+    HV, V = v.shape[2], v.shape[3]
+    gate = gate_form(A_log, lower_bound)
+    block_k = max(16, triton.next_power_of_2(K))
+    wide = w.dtype == torch.float64
+    _chunk_local_kernel[(table.count, HV)](
+        q, k, v, g, beta,
+        A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
+        w, u, qg, kg, decay, scores, inverse, scores_kk,
+        table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
+        H=H, HV=HV, K=K, V=V, BK=block_k, BKS=min(block_k, key_slice),
+        BV=min(64, max(16, triton.next_power_of_2(V))), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
+        FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
+        USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision, NATIVE_BF16=not interpreting(),
+        TERMS_AS_CHUNKS=as_chunks, QK_ROW=H * K, G_ROW=HV * K, V_ROW=HV * V, BETA_ROW=HV,
+        OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V,
+        COMPUTE=tl.float64 if wide else tl.float32,
+        num_warps=num_warps,
+    )  # fmt: skip
 
 
 def triton_chunk_kda(
@@ -89,6 +158,8 @@ def triton_chunk_kda(
     offsets: Sequence[int] | None = None,
     states_every: int | None = None,
     states_dtype: torch.dtype = torch.float32,
+    keep_chunk_states: bool = False,
+    chunk_table: ChunkTable | None = None,
 ):
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
 
@@ -116,6 +187,10 @@ def triton_chunk_kda(
         states_every: N, a multiple of 64: also return the states after tokens N, 2N, ... of every
             sequence (written from the float32 state by the state kernel), or None.
         states_dtype: their dtype (a float64 request is written in float32 and widened).
+        keep_chunk_states: also return the state entering every chunk, ``[chunks, HV, K, V]``
+            (bfloat16 for 16-bit inputs), as the training path's backward reads them (not with
+            ``states_every``).
+        chunk_table: the call's :class:`ChunkTable`, when the caller has built it already.
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
@@ -132,14 +207,8 @@ def triton_chunk_kda(
         precision = "ieee" if wide else "tf32"
     if precision not in ("ieee", "tf32"):
         raise ValueError(f"precision: expected 'ieee' or 'tf32', got {precision!r}")
-    if cu_seqlens is None:
-        N, per_sequence = B, triton.cdiv(T, CHUNK)
-        num_chunks = N * per_sequence
-        chunk_offsets = chunk_starts = chunk_ends = None
-    else:
-        N, per_sequence = cu_seqlens.numel() - 1, 0
-        chunk_offsets, chunk_starts, chunk_ends = _chunk_tables(cu_seqlens, CHUNK, offsets)
-        num_chunks = chunk_starts.numel()
+    table = ChunkTable.of(B, T, cu_seqlens, offsets) if chunk_table is None else chunk_table
+    N, num_chunks = table.sequences, table.count
     block_k = max(16, triton.next_power_of_2(K))
     # storage of the intermediates that reach the output weakly (module docstring)
     narrow = torch.float32 if wide or precision == "ieee" else torch.bfloat16
@@ -152,51 +221,16 @@ def triton_chunk_kda(
     decay = q.new_empty(num_chunks, HV, K, dtype=f32)
     scores = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=f32)
     inverse = torch.empty_like(scores)
-    _chunk_local_kernel[(num_chunks, HV)](
-        q,
-        k,
-        v,
-        g,
-        beta,
-        A_log,
-        dt_bias,
-        0.0 if lower_bound is None else float(lower_bound),
-        w,
-        u,
-        qg,
-        kg,
-        decay,
-        scores,
-        inverse,
-        None,
-        chunk_ends,
-        chunk_starts,
-        float(scale),
-        T,
-        max(per_sequence, 1),
-        H=H,
-        HV=HV,
-        K=K,
-        V=V,
-        BK=block_k,
-        BKS=min(block_k, key_slice),
-        BV=min(64, max(16, triton.next_power_of_2(V))),
-        CHUNK=CHUNK,
-        SUB=SUB,
-        DIAG_SPAN=DIAG_SPAN,
-        FLOOR=GATE_FLOOR,
-        IS_VARLEN=cu_seqlens is not None,
-        USE_QK_L2NORM=use_qk_l2norm_in_kernel,
-        GATE=gate_form(A_log, lower_bound),
-        PRECISION=precision,
-        NATIVE_BF16=not interpreting(),
-        CHUNK_ROWS=False,
-        QK_ROW=H * K,
-        G_ROW=HV * K,
-        K_ROW=HV * K,
-        V_ROW=HV * V,
-        BETA_ROW=HV,
-        COMPUTE=tl.float32,
+    launch_chunk_local(
+        (q, k, v, g, beta),
+        (w, u, qg, kg, decay, scores, inverse, None),
+        table,
+        scale,
+        (A_log, dt_bias, lower_bound),
+        use_qk_l2norm_in_kernel,
+        precision,
+        as_chunks=False,
+        key_slice=key_slice,
         num_warps=local_warps,
     )
     del inverse
@@ -231,7 +265,7 @@ def triton_chunk_kda(
         initial_state,
         final_state,
         cu_seqlens,
-        chunk_offsets,
+        table.offsets,
         boundary_states,
         boundary_offsets,
         T,
@@ -259,10 +293,10 @@ def triton_chunk_kda(
         scores,
         v_new,
         o,
-        chunk_ends,
-        chunk_starts,
+        table.ends,
+        table.starts,
         T,
-        max(per_sequence, 1),
+        max(table.per_sequence, 1),
         K=K,
         V=V,
         HV=HV,
@@ -274,6 +308,8 @@ def triton_chunk_kda(
         NATIVE_BF16=not interpreting(),
         num_warps=output_warps,
     )
+    if keep_chunk_states:
+        return o, final_state, states
     if states_every is None:
         return o, final_state
     return o, final_state, boundary_states.to(states_dtype)

@@ -1,8 +1,8 @@
-"""The sequential part of the chunk form as a Triton scan with a Triton backward (training).
+"""The sequential part of the chunk form as a Triton scan with a Triton backward (the training
+path of float32 inputs, :mod:`kdalib.ops.triton.training`).
 
 The chunk form splits KDA into chunk-local terms, computed for all chunks at once
-(:func:`kdalib.ops.chunk.chunk_local_terms`, or its Triton kernels in
-:mod:`kdalib.ops.triton.chunk_local` and :mod:`kdalib.ops.triton.chunk_local_grad`), and one recurrence
+(:func:`kdalib.ops.chunk.chunk_local_terms`), and one recurrence
 across chunks (notes/kda.md, sections ``kda-chunk-output`` and ``kda-chunk-backward``). Per chunk, with ``S`` the state entering it::
 
     V_new = U - W S                          the delta rule's corrections
@@ -224,7 +224,7 @@ def _precision(dtype: torch.dtype, requested: str | None) -> str:
 
 class _ChunkScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w, u, keys_out, decay_last, query_in, scores, state, scale, precision, states_dtype, output_dtype):
+    def forward(ctx, w, u, keys_out, decay_last, query_in, scores, state, scale, precision):
         chunks, rows, size, key_dim = w.shape
         value_dim = u.shape[-1]
         w, u, keys_out, decay_last, query_in, scores = (
@@ -232,8 +232,8 @@ class _ChunkScan(torch.autograd.Function):
         )
         state = state.contiguous()
         block_k, block_v = _blocks(key_dim, value_dim)
-        out = torch.empty_like(u, dtype=output_dtype)
-        states = u.new_empty(chunks, rows, key_dim, value_dim, dtype=states_dtype)
+        out = torch.empty_like(u)
+        states = u.new_empty(chunks, rows, key_dim, value_dim)
         final = torch.empty_like(state)
         grid = (triton.cdiv(value_dim, block_v), rows)
         _scan_forward_kernel[grid](
@@ -323,7 +323,7 @@ class _ChunkScan(torch.autograd.Function):
             num_warps=8,
             num_stages=1,
         )
-        return d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores, d_state, None, None, None, None
+        return d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores, d_state, None, None
 
 
 def _check_scan_inputs(**tensors: torch.Tensor) -> None:
@@ -365,8 +365,6 @@ def triton_chunk_scan(
     state,
     scale: float = 1.0,
     precision: str | None = None,
-    states_dtype: torch.dtype | None = None,
-    output_dtype: torch.dtype | None = None,
 ):
     """The chunk form's recurrence across chunks, in Triton, differentiable.
 
@@ -380,16 +378,10 @@ def triton_chunk_scan(
         scale: factor applied to the output.
         precision: input precision of the matrix products on the GPU, one of ``PRECISIONS``
             (default ``tf32x3``); float64 tensors and Triton's CPU interpreter always use IEEE.
-        states_dtype: dtype of each chunk's entering state ``S`` and of its ``dS'``, kept between
-            the scans and the chunk-gradient kernel (default: the tensors' dtype). ``torch.bfloat16``
-            halves the largest tensors the backward keeps (``K V`` per chunk and row, each) and rounds
-            ``S`` and ``dS'`` to bfloat16 where the gradients read them; the scans carry both in
-            float32, so the output, the final state and ``dS`` are unaffected.
-        output_dtype: dtype of ``o`` (default: the tensors' dtype); a 16-bit output is rounded once,
-            in the kernel, and its gradient is read as given.
 
     All tensors share one dtype (float32 or float64) and device; C is a power of two, at least 16,
-    and K at most ``MAX_KEY_DIM``.
+    and K at most ``MAX_KEY_DIM``. Each chunk's entering state and its gradient ``dS'`` are kept
+    in that dtype between the scans and the chunk-gradient kernel.
 
     Returns:
         ``(o [NC, M, C, V], final_state [M, K, V])``.
@@ -403,15 +395,5 @@ def triton_chunk_scan(
     _check_scan_inputs(
         w=w, u=u, keys_out=keys_out, decay_last=decay_last, query_in=query_in, scores=scores, state=state
     )
-    states_dtype = u.dtype if states_dtype is None else states_dtype
-    if states_dtype not in (u.dtype, torch.bfloat16):
-        raise ValueError(f"states_dtype: expected {u.dtype} (like u) or torch.bfloat16, got {states_dtype}")
-    output_dtype = u.dtype if output_dtype is None else output_dtype
-    if output_dtype not in (u.dtype, torch.bfloat16, torch.float16):
-        raise ValueError(
-            f"output_dtype: expected {u.dtype} (like u), torch.bfloat16 or torch.float16, got {output_dtype}"
-        )
     precision = _precision(u.dtype, precision)
-    return _ChunkScan.apply(
-        w, u, keys_out, decay_last, query_in, scores, state, scale, precision, states_dtype, output_dtype
-    )
+    return _ChunkScan.apply(w, u, keys_out, decay_last, query_in, scores, state, scale, precision)

@@ -1,8 +1,8 @@
 """The WY/UT inverse of a chunk in Triton: ``M = (I + L)^{-1}`` of the unit lower-triangular
 64 x 64 matrix of one chunk (``L = Diag(beta) A_kk``, notes/kda.md, "The chunkwise algorithm"),
 by forward substitution inside the four 16 x 16 diagonal blocks (all four at once) and block
-forward substitution for the rest. Shared by the forward (:mod:`kdalib.ops.triton.prefill_local`) and the training path's
-chunk-local kernel (:mod:`kdalib.ops.triton.chunk_local`)."""
+forward substitution for the rest. Used by the chunk-local kernel
+(:mod:`kdalib.ops.triton.prefill_local`) of the forward and of the training backward."""
 
 import triton
 import triton.language as tl

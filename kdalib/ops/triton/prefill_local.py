@@ -75,8 +75,8 @@ def _gate(
     else:
         x = raw
         if dt_bias is not None:
-            x = x + tl.load(dt_bias + i_hv * K + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        rate = tl.exp(tl.load(a_log + i_hv).to(tl.float32))
+            x = x + tl.load(dt_bias + i_hv * K + cols, mask=col_mask, other=0.0).to(raw.dtype)[None, :]
+        rate = tl.exp(tl.load(a_log + i_hv).to(raw.dtype))
         if GATE == _SOFTPLUS:
             # -rate * softplus(x), softplus computed without overflow
             g = -rate * (tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
@@ -249,45 +249,47 @@ def _chunk_local_kernel(
     GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
-    CHUNK_ROWS: tl.constexpr,
+    TERMS_AS_CHUNKS: tl.constexpr,
     QK_ROW: tl.constexpr,
     G_ROW: tl.constexpr,
-    K_ROW: tl.constexpr,
     V_ROW: tl.constexpr,
     BETA_ROW: tl.constexpr,
+    OUT_K_ROW: tl.constexpr,
+    OUT_V_ROW: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):
     """The chunk-local terms of one (chunk, value head); see the module docstring.
 
-    ``CHUNK_ROWS``: inputs and outputs in the chunk-row layout ``[NC, M, C, *]`` of the training
-    path (:func:`kdalib.ops.chunk.chunk_rows`: full chunks, padded with zeros, one row per
-    sequence and value head; program ``(c, m)``), else in the token layout of the user's tensors.
-    ``kk_out`` (optional): also store the strictly lower ``A_kk`` there. ``*_ROW``: the distance
-    between a chunk's consecutive tokens in q and k, in g, in the key-sized outputs, in v and the
-    value-sized outputs, and in beta. ``COMPUTE``: float32, or float64 for float64 inputs (the
-    training path's float64 tests), with ``FLOOR`` at float64's underflow.
+    ``TERMS_AS_CHUNKS``: the terms in the chunk layout of the training path's backward
+    (``[chunks, HV, C, *]``, each chunk's rows contiguous, rows past a sequence's end written as
+    zeros, :mod:`kdalib.ops.triton.training`), else in the token layout of the user's tensors; the
+    inputs are always in the token layout. ``kk_out`` (optional): also store the strictly lower
+    ``A_kk`` there. ``*_ROW``: the distance between a chunk's consecutive tokens in q and k, in g,
+    in v and in beta, then in the key-sized and the value-sized outputs. ``COMPUTE``: float32,
+    or float64 for float64 inputs (the training kernels' float64 tests), with ``FLOOR`` at
+    float64's underflow.
 
-    Three phases: the scores row block by row block (``A`` stored, ``Diag(beta) A_kk`` into the
-    ``p_out`` scratch, ``Q_g``, ``K_g``, ``exp(G_L)`` stored, ``Diag(beta) K exp(G)`` parked in
-    ``w_out``); the inverse ``M`` in place of ``p_out``; then ``W`` and ``U`` as products of ``M``
-    with whole-chunk tiles.
+    Three phases: the ten lower 16 x 16 score blocks, key slice by key slice (``A`` stored,
+    ``Diag(beta) A_kk`` into the ``p_out`` scratch); the inverse ``M`` in place of ``p_out``; then,
+    from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and ``U`` by value slices.
     """
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     # every pointer below points at the chunk's first token of its head; offsets are 32-bit
-    if CHUNK_ROWS:
-        n = CHUNK
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    i_h = i_hv // (HV // H)
+    n = (end - start).to(tl.int32)  # tokens in this chunk
+    q_ptr, k_ptr = q + start * QK_ROW + i_h * K, k + start * QK_ROW + i_h * K
+    g_ptr = g + start * G_ROW + i_hv * K
+    beta_ptr = beta + start * BETA_ROW + i_hv
+    v_ptr = v + start * V_ROW + i_hv * V
+    if TERMS_AS_CHUNKS:
+        # every row of the chunk is written, those past its end as the zeros of padding tokens
+        n_out = CHUNK
         at = (i_c * HV + i_hv).to(tl.int64) * CHUNK
-        q_ptr, k_ptr, g_ptr, beta_ptr, v_ptr = q + at * K, k + at * K, g + at * K, beta + at, v + at * V
         key_out, value_out = at * K, at * V
     else:
-        start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-        i_h = i_hv // (HV // H)
-        n = (end - start).to(tl.int32)  # tokens in this chunk
-        q_ptr, k_ptr = q + start * (H * K) + i_h * K, k + start * (H * K) + i_h * K
-        g_ptr = g + start * (HV * K) + i_hv * K
-        beta_ptr = beta + start * HV + i_hv
-        v_ptr = v + start * (HV * V) + i_hv * V
-        key_out, value_out = start * (HV * K) + i_hv * K, start * (HV * V) + i_hv * V
+        n_out = n
+        key_out, value_out = start * OUT_K_ROW + i_hv * K, start * OUT_V_ROW + i_hv * V
     w_ptr, qg_ptr, kg_ptr = w_out + key_out, qg_out + key_out, kg_out + key_out
     square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
     a_ptr, p_ptr = a_out + square, p_out + square
@@ -376,6 +378,7 @@ def _chunk_local_kernel(
     # exp(G_L); then U = M Diag(beta) V
     idx = tl.arange(0, CHUNK)
     m = idx < n
+    mo = idx < n_out  # rows written (past the chunk's end as zeros in the chunk layout)
     inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
     b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
     sq = tl.zeros([CHUNK], dtype=COMPUTE)
@@ -400,13 +403,13 @@ def _chunk_local_kernel(
         decay_out_rows = tl.exp(tl.cumsum(g_next, axis=0, reverse=True))  # to the chunk end
         xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
         xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm) * nk[:, None]
-        _put_rows(qg_ptr, xq * (nq * scale)[:, None] * decay_in, idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
-        _put_rows(kg_ptr, xk * decay_out_rows, idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
+        _put_rows(qg_ptr, xq * (nq * scale)[:, None] * decay_in, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
+        _put_rows(kg_ptr, xk * decay_out_rows, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
         w = _dot(inverse, xk * b[:, None] * decay_in, PRECISION)
-        _put_rows(w_ptr, w, idx, m, K_ROW, kcols, kcm, NATIVE_BF16)
+        _put_rows(w_ptr, w, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
         tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + kcols, tl.exp(tl.sum(gates, axis=0)), mask=kcm)
     for s0 in tl.static_range(0, V, BV):
         vcols = s0 + tl.arange(0, BV)
         vcm = vcols < V
         values = _rows_of(v_ptr, idx, m, V_ROW, vcols, vcm) * b[:, None]
-        _put_rows(u_out + value_out, _dot(inverse, values, PRECISION), idx, m, V_ROW, vcols, vcm, NATIVE_BF16)
+        _put_rows(u_out + value_out, _dot(inverse, values, PRECISION), idx, mo, OUT_V_ROW, vcols, vcm, NATIVE_BF16)

@@ -20,13 +20,14 @@ def _widen(x):
 @triton.jit
 def _tile(ptr, base, rows, cols, row_stride, mask):
     """``[len(rows), len(cols)]`` tile of a matrix at ``ptr + base`` with row stride ``row_stride``
-    (zeros where the ``[len(rows), len(cols)]`` mask is false), widened."""
-    return _widen(tl.load(ptr + (base + rows[:, None] * row_stride + cols[None, :]), mask=mask, other=0.0))
+    (zeros where the ``[len(rows), len(cols)]`` mask is false), widened. ``base`` (64-bit) moves the
+    pointer once; the tile's own offsets stay 32-bit (64-bit offset tiles cost registers)."""
+    return _widen(tl.load(ptr + base + (rows[:, None] * row_stride + cols[None, :]), mask=mask, other=0.0))
 
 
 @triton.jit
 def _put(ptr, base, rows, cols, row_stride, mask, tile):
-    tl.store(ptr + (base + rows[:, None] * row_stride + cols[None, :]), tile.to(ptr.dtype.element_ty), mask=mask)
+    tl.store(ptr + base + (rows[:, None] * row_stride + cols[None, :]), tile.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -1,98 +1,221 @@
-"""The chunk form's training path with Triton: the chunk-local terms (Triton kernels for 16-bit
-inputs, the PyTorch form's under autograd for float32 ones) and the recurrence across chunks as
-the Triton scan with its Triton backward (:func:`kdalib.ops.triton.chunk_scan.triton_chunk_scan`).
+"""The chunk form's training path with Triton (notes/kda.md, sections ``kda-chunkwise`` and
+``kda-chunk-backward``).
 
-The layout and the chunk-local algebra are the PyTorch chunk form's (:mod:`kdalib.ops.chunk`);
-only where each term is computed differs (notes/kda.md, section ``kda-chunkwise``).
+16-bit inputs run in the token layout of the user's tensors end to end (:class:`_ChunkKDA`):
+
+* forward: the inference forward's three kernels (:func:`kdalib.ops.triton.chunk.triton_chunk_kda`,
+  with the in-kernel L2 norm, GVA and packed sequences), which also hand over the state entering
+  every chunk (bfloat16). Autograd keeps only the inputs as given and those states.
+* backward, four launches: the chunk-local terms again, float32, in the chunk layout
+  ``[chunks, HV, 64, *]`` with the inverse and ``A_kk`` (:mod:`~kdalib.ops.triton.prefill_local`);
+  the reverse pass over chunks, which carries only ``dS``
+  (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`); the chunk-parallel
+  gradients of the terms (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`); the
+  chunk-local backward with the L2 norm's and the gate clamp's backward in its epilogue
+  (:mod:`~kdalib.ops.triton.backward_local`). With shared key heads (GVA) one reduction sums dq
+  and dk over the value heads of a group.
+
+Float32 inputs keep the chunk form's layout (:func:`kdalib.ops.chunk.chunk_rows`), the PyTorch
+chunk-local terms under autograd and the Triton scan with its backward
+(:func:`kdalib.ops.triton.chunk_scan.triton_chunk_scan`), until the float32 GPU grid has run
+through the kernels above (kdalib/ops/triton/NOTES.md, "Float32").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
+import triton
 
 from kdalib.ops._validate import KDACall
-from kdalib.ops.chunk import chunk_local_terms, chunk_local_terms_and_factors, chunk_rows, from_chunk_rows
-from kdalib.ops.triton.chunk_local import chunk_local_terms_forward
-from kdalib.ops.triton.chunk_local_grad import chunk_local_terms_backward
+from kdalib.ops.chunk import chunk_local_terms, chunk_rows, from_chunk_rows
+from kdalib.ops.triton.backward_local import _local_backward_kernel
+from kdalib.ops.triton.backward_states import _chunk_grads_kernel, _states_backward_kernel
+from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local, triton_chunk_kda
 from kdalib.ops.triton.chunk_scan import triton_chunk_scan
-from kdalib.ops.triton.runtime import CHUNK, compute_dtype
+from kdalib.ops.triton.runtime import (
+    CHUNK,
+    DOT_SPAN,
+    FLOAT64_GATE_FLOOR,
+    GATE_FLOOR,
+    SUB,
+    compute_dtype,
+    gate_form,
+    interpreting,
+)
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-class _LocalTermsTriton(torch.autograd.Function):
-    """:func:`kdalib.ops.chunk.chunk_local_terms` in Triton (:func:`chunk_local_terms_forward`, for
-    chunks of 64; other sizes compute them in PyTorch, without autograd's saved intermediates),
-    with its backward as one Triton kernel (:func:`chunk_local_terms_backward`).
+def chunk_kda_backward(
+    inputs: Sequence[torch.Tensor],
+    states: torch.Tensor,
+    d_out: torch.Tensor | None,
+    d_final: torch.Tensor | None,
+    table: ChunkTable,
+    scale: float,
+    cu_seqlens: torch.Tensor | None,
+    use_qk_l2norm: bool,
+    initial_grad: bool,
+    precision: str,
+    gate: tuple = (None, None, None),
+):
+    """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
-    16-bit inputs are saved as they are (the kernels widen them on load), so what autograd keeps
-    for the backward is half the size of float32 copies; the terms and the kernels' gradients are
-    float32 for them (autograd rounds the gradients to the inputs' dtype)."""
+    Args:
+        inputs: ``(q, k, v, g, beta)`` in the token layout, contiguous (q, k ``[B, T, H, K]``,
+            v ``[B, T, HV, V]``, g ``[B, T, HV, K]`` the log decay, beta ``[B, T, HV]``).
+        states: ``[chunks, HV, K, V]`` the state entering each chunk of ``table`` (any float dtype).
+        d_out: ``[B, T, HV, V]`` gradient of the output, or None for zeros.
+        d_final: ``[N, HV, K, V]`` gradient of the final state, or None for zeros.
+        table: where the chunks are (:class:`~kdalib.ops.triton.chunk.ChunkTable`).
+        scale, cu_seqlens, use_qk_l2norm: as the forward had them.
+        initial_grad: also return the initial state's gradient.
+        precision: matrix-product input precision (``ieee`` or ``tf32``).
+        gate: ``(A_log, dt_bias, lower_bound)`` when g is the raw gate projection that the forward
+            turned into the log decay in its kernel (``A_log`` None: g is the log decay).
 
-    @staticmethod
-    def forward(ctx, q, k, v, g, beta, precision):
-        inputs = [x.contiguous() for x in (q, k, v, g, beta)]
-        if k.shape[-2] == CHUNK:
-            terms, inverse, scores_kk = chunk_local_terms_forward(*inputs, precision)
-        else:
-            terms, inverse, scores_kk = chunk_local_terms_and_factors(*(x.to(compute_dtype(x)) for x in inputs))
-        ctx.save_for_backward(*inputs, inverse, scores_kk)
-        ctx.precision = precision
-        return tuple(t.contiguous() for t in terms)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (*chunk_local_terms_backward(*ctx.saved_tensors, grads, ctx.precision), None)
-
-
-@dataclass(frozen=True)
-class TritonTraining:
-    """How :func:`triton_chunk_training` runs.
-
-    Attributes:
-        precision: matrix-product input precision of the Triton kernels (``tf32``, ``tf32x3``, ``ieee``).
-        local_terms: compute the chunk-local terms with the Triton kernels
-            (:func:`chunk_local_terms_forward` for chunks of 64, :func:`chunk_local_terms_backward`),
-            not with autograd.
-        states_dtype: the dtype the scan keeps each chunk's state and its gradient in for the
-            backward (None: the terms' dtype; :func:`triton_chunk_scan`).
-        output_dtype: the dtype the scan writes the output in (None: the terms' dtype).
+    Returns:
+        ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
+        float32 (summed over the value heads of a group) with shared key heads, else in the
+        inputs' dtypes, like dv, dg (of the raw projection with ``A_log``) and dbeta; d_initial,
+        dA_log and ddt_bias float32 (float64 for float64 inputs).
     """
+    q, k, v, g, beta = inputs
+    B, T, H, K = k.shape
+    HV, V = v.shape[2], v.shape[3]
+    terms = compute_dtype(*inputs)
+    chunks = table.count
+    block_k = max(16, triton.next_power_of_2(K))
+    w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
+    u = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
+    decay = q.new_empty(chunks, HV, K, dtype=terms)
+    scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
+    # the terms unscaled: the scale reaches them through dO
+    A_log, dt_bias, lower_bound = gate
+    # 2 warps, as the forward launches it: timed on an H100, this kernel ran fastest at 2 warps and
+    # slowest at 8 (kdalib/ops/triton/NOTES.md, v4.1), whatever ptxas counts of its spills
+    launch_chunk_local(
+        inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, gate, use_qk_l2norm, precision,
+        as_chunks=True, num_warps=2,
+    )  # fmt: skip
+    native = not interpreting()
+    d_out = v.new_zeros(v.shape) if d_out is None else d_out.contiguous()
+    d_final = None if d_final is None else d_final.contiguous()
+    dv_new = torch.empty_like(u)
+    d_states = torch.empty_like(states)
+    d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
+    # value columns per program of the reverse pass (ptxas at K = V = 128: 32 columns, 255 registers,
+    # 4 bytes of spills; 64 columns spill 452 bytes); the chunk-gradient kernel walks all of them 16
+    # at a time (251 registers and no spills at 8 warps; 32 spill a little)
+    block_v = min(32, max(16, triton.next_power_of_2(V)))
+    _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
+        w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
+        float(scale), T,
+        K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
+        NATIVE_BF16=native, num_warps=4, num_stages=1,
+    )  # fmt: skip
+    # the terms the reverse pass read become their gradients' buffers
+    dw, dkg, dqg, dscores, ddecay = w, kg, qg, scores, decay
+    _chunk_grads_kernel[(chunks, HV)](
+        w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
+        float(scale), T, max(table.per_sequence, 1),
+        K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
+        num_warps=8, num_stages=1,
+    )  # fmt: skip
+    group = HV // H
+    key_grads = terms if group > 1 else q.dtype
+    dq = q.new_empty(B, T, HV, K, dtype=key_grads)
+    dk = k.new_empty(B, T, HV, K, dtype=terms if group > 1 else k.dtype)
+    dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
+    # the local backward's scratch in the buffers the last two launches have finished with, where they fit
+    scratch = (chunks, HV, CHUNK, K)
+    q_n, k_n = _reuse(u, scratch, terms), _reuse(d_states, scratch, terms)
+    del u, d_states
+    g_sum = q.new_empty(scratch, dtype=terms)
+    d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
+    d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
+    _local_backward_kernel[(chunks, HV)](
+        q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
+        inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
+        dq, dk, dv, dg, dbeta, d_rate, d_bias, table.ends, table.starts, T, max(table.per_sequence, 1),
+        H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
+        DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
+        IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
+        PRECISION=precision, NATIVE_BF16=native, num_warps=8, num_stages=1,
+    )  # fmt: skip
+    if group > 1:
+        dq = dq.view(B, T, H, group, K).sum(3)
+        dk = dk.view(B, T, H, group, K).sum(3)
+    d_a_log = None if d_rate is None else d_rate.sum(0)
+    d_dt_bias = None if d_bias is None else d_bias.sum(0).view(dt_bias.shape)
+    return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
-    precision: str
-    local_terms: bool = False
-    states_dtype: torch.dtype | None = None
-    output_dtype: torch.dtype | None = None
 
-    @classmethod
-    def for_inputs(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> TritonTraining:
-        """16-bit inputs: TF32 products (as precise as the inputs), the chunk-local terms as Triton
-        kernels, which read the inputs as given (autograd saves no float32 copies), the per-chunk
-        states kept in bfloat16 for the backward and the output written in v's dtype. float32
-        inputs: TF32x3 products and autograd of the chunk-local terms, until the float32 GPU grid
-        has run through those kernels (kdalib/ops/triton/NOTES.md, "Float32")."""
-        if all(t.dtype in HALF_DTYPES for t in (q, k, v)):
-            return cls("tf32", local_terms=True, states_dtype=torch.bfloat16, output_dtype=v.dtype)
-        return cls("tf32x3")
+def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor of ``dtype`` in ``buffer``'s memory when it is large enough
+    (the caller no longer reads ``buffer``), else a new one."""
+    count = 1
+    for size in shape:
+        count *= size
+    storage = buffer.untyped_storage()
+    if buffer.is_contiguous() and count * dtype.itemsize <= storage.nbytes():
+        return torch.empty(0, dtype=dtype, device=buffer.device).set_(storage, 0, shape)
+    return buffer.new_empty(shape, dtype=dtype)
+
+
+class _ChunkKDA(torch.autograd.Function):
+    """KDA in the token layout: the inference forward, keeping the inputs as given and the state
+    entering every chunk, and :func:`chunk_kda_backward`."""
+
+    @staticmethod
+    def forward(
+        ctx, q, k, v, g, beta, initial_state, A_log, dt_bias, lower_bound, scale, cu_seqlens, offsets,
+        use_qk_l2norm, final_state,
+    ):  # fmt: skip
+        q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+        A_log, dt_bias = (None if x is None else x.contiguous() for x in (A_log, dt_bias))
+        table = ChunkTable.of(q.shape[0], q.shape[1], cu_seqlens, offsets)
+        o, final, states = triton_chunk_kda(
+            q, k, v, g, beta, scale, initial_state, final_state, use_qk_l2norm, cu_seqlens,
+            A_log=A_log, dt_bias=dt_bias, lower_bound=lower_bound, offsets=offsets, keep_chunk_states=True,
+            chunk_table=table,
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias)
+        ctx.table, ctx.scale, ctx.use_qk_l2norm, ctx.lower_bound = table, scale, use_qk_l2norm, lower_bound
+        ctx.precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
+        return o, final
+
+    @staticmethod
+    def backward(ctx, d_out, d_final):
+        q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias = ctx.saved_tensors
+        grads = chunk_kda_backward(
+            (q, k, v, g, beta), states, d_out, d_final, ctx.table, ctx.scale, cu_seqlens,
+            ctx.use_qk_l2norm, ctx.needs_input_grad[5], ctx.precision, (A_log, dt_bias, ctx.lower_bound),
+        )  # fmt: skip
+        return (*grads, None, None, None, None, None, None)
+
+
+def chunk_kda_training(call: KDACall, gate: tuple = (None, None, None)) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`kdalib.ops.chunk_kda` with gradients through :class:`_ChunkKDA` (chunks of 64), on a
+    validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when ``call.g`` is the raw gate
+    projection (gradients reach it, ``A_log`` and ``dt_bias``)."""
+    sequences = call.shapes.sequences
+    return _ChunkKDA.apply(
+        call.q, call.k, call.v, call.g, call.beta, call.initial_state, *gate, call.scale, call.shapes.cu_seqlens,
+        None if sequences is None else sequences.offsets, call.use_qk_l2norm, call.output_final_state,
+    )  # fmt: skip
 
 
 def triton_chunk_training(call: KDACall, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`kdalib.ops.chunk_kda` with gradients through the Triton scan, on a validated call;
-    runs as :meth:`TritonTraining.for_inputs` says."""
-    options = TritonTraining.for_inputs(call.q, call.k, call.v)
-    rows = chunk_rows(call, chunk_size, keep_dtypes=options.local_terms)
-    if options.local_terms:
-        terms = _LocalTermsTriton.apply(rows.q, rows.k, rows.v, rows.g, rows.beta, options.precision)
-    else:
-        terms = chunk_local_terms(rows.q, rows.k, rows.v, rows.g, rows.beta)
-    output, final = triton_chunk_scan(
-        *terms,
-        rows.state,
-        call.scale,
-        precision=options.precision,
-        states_dtype=options.states_dtype,
-        output_dtype=options.output_dtype,
-    )
+    """:func:`kdalib.ops.chunk_kda` with gradients through Triton kernels, on a validated call:
+    16-bit inputs through :func:`chunk_kda_training` (chunks of 64 whatever ``chunk_size`` says),
+    float32 ones through the chunk form's layout, the PyTorch chunk-local terms and the Triton
+    scan (TF32x3 products)."""
+    if all(t.dtype in HALF_DTYPES for t in (call.q, call.k, call.v)):
+        return chunk_kda_training(call)
+    rows = chunk_rows(call, chunk_size)
+    terms = chunk_local_terms(rows.q, rows.k, rows.v, rows.g, rows.beta)
+    output, final = triton_chunk_scan(*terms, rows.state, call.scale, precision="tf32x3")
     return from_chunk_rows(output, final, rows, call)

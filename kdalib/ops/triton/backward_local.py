@@ -1,4 +1,6 @@
-"""Backward of the chunk-local terms in Triton: one program per chunk and sequence row.
+"""Backward of the chunk-local terms in Triton (the training backward's last kernel,
+:mod:`kdalib.ops.triton.training`): one program per (chunk, value head), in the token layout of
+the user's tensors, with the in-kernel L2 norm's and the gate clamp's backward in its epilogue.
 
 The chunk form's chunk-local terms (notes/kda.md, sections ``kda-chunkwise`` and ``kda-chunk-backward``;
 :func:`kdalib.ops.chunk.chunk_local_terms` computes them) are, per chunk, with ``G`` the
@@ -9,8 +11,8 @@ chunk-local cumulative sum of the log decay ``g`` and ``Γ = exp(G)``::
     X = (I + Diag(β) A_kk)^{-1},   T = X Diag(β)
     W = T (K ⊙ Γ),   U = T V,   K_out = K ⊙ exp(G_L - G),   Q_in = Q ⊙ Γ,   exp(G_L)
 
-Given the gradients of W, U, K_out, exp(G_L), Q_in and A_qk (from the scan's backward), this
-kernel returns those of q, k, v, g and β::
+Given the gradients of W, U, K_out, exp(G_L), Q_in and A_qk
+(:mod:`kdalib.ops.triton.backward_states`), this kernel returns those of q, k, v, g and β::
 
     dT = dW (K ⊙ Γ)ᵀ + dU Vᵀ,   dV = Tᵀ dU,   d(K ⊙ Γ) = Tᵀ dW
     dX = dT Diag(β),   dβ_c += Σ_r dT_rc X_rc
@@ -28,16 +30,22 @@ sign; ``dg`` is its reverse cumulative sum over the chunk plus the gradient of `
 whose two signs would cancel exactly (the undecayed diagonal of the scores, the last rows of
 ``K_out`` against ``G_L``) are left out of the sum rather than added and subtracted, so the
 gradient of a strongly decayed chunk does not drown in their rounding.
+
+The forward normalised q and k in the kernel (``q_n = q r``, ``r = 1 / sqrt(|q|^2 + 1e-6)``) and
+clamped g to ``[-FLOOR, 0]``, or computed g from the raw gate projection (``kda_gate``'s two forms,
+:mod:`kdalib.ops.gate`); the epilogue turns ``dq_n`` into ``r (dq_n - q_n (q_n . dq_n))``, zeroes
+``dg`` where the clamp held g and takes it through the gate's form (with ``dA_log`` and
+``ddt_bias`` summed per chunk, and over chunks by the caller). dq and dk are per value head; with shared key heads
+(GVA) the caller sums them over the heads of a group.
 """
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.runtime import DOT_SPAN, SUB, compute_dtype
-from kdalib.ops.triton.tiles import _block_span, _chunk_tiles, _put, _row, _tile, _vector, _widen
+from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
+from kdalib.ops.triton.tiles import _block_span, _chunk_bounds, _put, _row, _stored_as, _tile, _vector, _widen
 
 
 @triton.jit
@@ -177,27 +185,94 @@ def _scores_grad_columns(
 
 
 @triton.jit
+def _token_rows(ptr, rows, n, stride, cols, mask_k):
+    """``[len(rows), len(cols)]`` tile of a token-layout tensor (``ptr`` at the chunk's first token of
+    its head, rows ``stride`` apart), zeros past the chunk's ``n`` tokens, widened."""
+    mask = (rows < n)[:, None] & mask_k[None, :]
+    return _widen(tl.load(ptr + (rows[:, None] * stride + cols[None, :]), mask=mask, other=0.0))
+
+
+@triton.jit
+def _l2_norm_backward(x, dx_n, USE_QK_L2NORM: tl.constexpr):
+    """The gradient of ``x`` from that of ``x_n = x r``, ``r = 1 / sqrt(|x|^2 + 1e-6)`` per row:
+    ``r (dx_n - x_n (x_n . dx_n))`` (``dx_n`` itself without the norm)."""
+    if USE_QK_L2NORM:
+        r = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) + 1e-6)
+        x_n = x * r[:, None]
+        return r[:, None] * (dx_n - x_n * tl.sum(x_n * dx_n, axis=1)[:, None])
+    return dx_n
+
+
+@triton.jit
+def _gate_backward(
+    d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, at,
+    G_ROW: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr, FLOOR: tl.constexpr,
+):  # fmt: skip
+    """The gradient of the raw gate from that of the clamped log decay ``d_g``: zero where the clamp
+    to ``[-FLOOR, 0]`` held; through ``kda_gate``'s form when the gate is computed in the kernel
+    (``GATE`` 1 or 2), whose ``A_log`` and ``dt_bias`` gradients, summed over the chunk's rows, go
+    to ``d_rate[at]`` and ``d_bias[at * K + cols]`` (when given)."""
+    mask = (rows < n)[:, None] & mask_k[None, :]
+    raw = _widen(tl.load(g_at + (rows[:, None] * G_ROW + cols_k[None, :]), mask=mask, other=0.0))
+    if GATE == 0:
+        d_raw = tl.where((raw <= 0.0) & (raw >= -FLOOR), d_g, 0.0)
+    else:
+        x = raw
+        if dt_bias is not None:
+            x = x + tl.load(dt_bias + i_hv * K + cols_k, mask=mask_k, other=0.0).to(raw.dtype)[None, :]
+        rate = tl.exp(tl.load(a_log + i_hv).to(raw.dtype))
+        if GATE == 1:  # g = -rate softplus(x)
+            gate = -rate * (tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
+            slope = -rate * tl.sigmoid(x)
+            by_rate = gate
+        else:  # g = lower_bound sigmoid(rate x)
+            s = tl.sigmoid(rate * x)
+            gate = lower_bound * s
+            slope = lower_bound * s * (1.0 - s) * rate
+            by_rate = slope * x
+        d_g = tl.where(mask & (gate <= 0.0) & (gate >= -FLOOR), d_g, 0.0)
+        if d_rate is not None:
+            tl.store(d_rate + at, tl.sum(tl.sum(d_g * by_rate, axis=1), axis=0))
+        d_raw = d_g * slope
+        if d_bias is not None:
+            tl.store(d_bias + at * K + cols_k, tl.sum(d_raw, axis=0), mask=mask_k)
+    return d_raw
+
+
+@triton.jit
 def _local_backward_kernel(
     q,
     k,
     v,
     g,
     beta,
+    a_log,
+    dt_bias,
+    lower_bound,
     inverse,
     scores_kk,
     dw,
-    du,
-    dkeys_out,
-    ddecay_last,
-    dquery_in,
+    dv_new,
+    dkg,
+    ddecay,
+    dqg,
     dscores,
+    q_n,
+    k_n,
+    g_sum,
     dq,
     dk,
     dv,
     dg,
     dbeta,
-    g_sum,
-    d_kk,
+    d_rate,
+    d_bias,
+    sequence_end,
+    chunk_start,
+    T,
+    NT,
+    H: tl.constexpr,
+    HV: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
     BK: tl.constexpr,
@@ -205,23 +280,61 @@ def _local_backward_kernel(
     CHUNK: tl.constexpr,
     SUB: tl.constexpr,
     DOT_SPAN: tl.constexpr,
+    FLOOR: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    GATE: tl.constexpr,
     PRECISION: tl.constexpr,
+    NATIVE_BF16: tl.constexpr,
 ):
-    i_c, base_k, base_v, base_s, rows, cols_k, cols_v, mask_k, tile_k, tile_v = _chunk_tiles(K, V, BK, BV, CHUNK)
-    square = base_s + rows[:, None] * CHUNK + rows[None, :]
+    """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
+    kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
+    did), writes the raw projection's gradient to ``dg`` and this chunk's share of those of
+    ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q, k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in
+    the token layout (dq and dk per value head, ``[tokens, HV, K]``); the terms' gradients, the
+    inverse and ``A_kk`` in the chunk layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
+    ``q_n``, ``k_n`` (q and k as the forward used them, normalised when asked), ``g_sum`` (the
+    chunk-local cumulative log decay); ``dqg``, ``dkg`` and ``dw`` become the accumulators of the
+    gradients of q, k and g once read, and ``scores_kk`` that of ``A_kk``."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    n = (end - start).to(tl.int32)
+    i_h = i_hv // (HV // H)
+    block = (i_c * HV + i_hv).to(tl.int64)
+    base_k, base_v, base_s = block * CHUNK * K, block * CHUNK * V, block * CHUNK * CHUNK
+    rows = tl.arange(0, CHUNK)
+    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
+    mask_k, mask_v = cols_k < K, cols_v < V
+    tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    tile_v = (rows < CHUNK)[:, None] & mask_v[None, :]
+    square = rows[:, None] * CHUNK + rows[None, :]  # 32-bit offsets from the chunk's C x C block
+    inverse, scores_kk, dscores = inverse + base_s, scores_kk + base_s, dscores + base_s
     strict = rows[:, None] > rows[None, :]
+    q_at, k_at = q + start * (H * K) + i_h * K, k + start * (H * K) + i_h * K
+    g_at = g + start * (HV * K) + i_hv * K
+    v_at = v + start * (HV * V) + i_hv * V
+    beta_at = beta + start * HV + i_hv
+
+    # ---- the inputs as the forward used them: q and k normalised, the gate in [-FLOOR, 0]
+    x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
+    _put(q_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+    x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
+    _put(k_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+    g_clamped = _gate(g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR)
+    g_acc = tl.cumsum(g_clamped.to(x.dtype), axis=0)
+    _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
+    tl.debug_barrier()
 
     # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
-    b = _widen(tl.load(beta + i_c * CHUNK + rows))
+    b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
     x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
     transform = x_inv * b[None, :]
-    d_u = _tile(du, base_v, rows, cols_v, V, tile_v)
-    _put(dv, base_v, rows, cols_v, V, tile_v, tl.dot(tl.trans(transform), d_u, input_precision=PRECISION))
-    d_t = tl.dot(d_u, tl.trans(_tile(v, base_v, rows, cols_v, V, tile_v)), input_precision=PRECISION)
-    g_acc = tl.cumsum(_tile(g, base_k, rows, cols_k, K, tile_k), axis=0)
-    _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
+    d_u = _tile(dv_new, base_v, rows, cols_v, V, tile_v)
+    d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
+    _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
+    d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
     gamma = tl.exp(g_acc)
-    keys_in = _tile(k, base_k, rows, cols_k, K, tile_k) * gamma
+    keys_in = _tile(k_n, base_k, rows, cols_k, K, tile_k) * gamma
     d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
     d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
     d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
@@ -233,97 +346,56 @@ def _local_backward_kernel(
     )
     d_l = tl.where(strict, d_l, 0.0)
     d_b += tl.sum(d_l * tl.load(scores_kk + square, mask=strict, other=0.0), axis=1)
-    tl.store(dbeta + i_c * CHUNK + rows, d_b)
-    tl.store(d_kk + square, d_l * b[:, None])
+    tl.debug_barrier()  # A_kk is read: its buffer takes the gradient of A_kk
+    tl.store(scores_kk + square, d_l * b[:, None])
+    tl.store(
+        dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
+    )
 
     # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
-    d_query_in = _tile(dquery_in, base_k, rows, cols_k, K, tile_k)
-    _put(dq, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
-    d_g += d_query_in * _tile(q, base_k, rows, cols_k, K, tile_k) * gamma
+    # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
+    # only from values that depend on its own load, so no other thread can still need the old one.
+    d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+    _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
+    d_g += d_query_in * _tile(q_n, base_k, rows, cols_k, K, tile_k) * gamma
     # G_L is the cumulative sum's own last row: summed again in another order it could differ by
     # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
     g_last = _row(g_acc, CHUNK - 1, CHUNK)
     decay_out = tl.exp(g_last[None, :] - g_acc)
-    d_keys_out = _tile(dkeys_out, base_k, rows, cols_k, K, tile_k)
+    d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
     d_keys += d_keys_out * decay_out
     # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
     # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-    through_end = d_keys_out * _tile(k, base_k, rows, cols_k, K, tile_k) * decay_out
+    through_end = d_keys_out * _tile(k_n, base_k, rows, cols_k, K, tile_k) * decay_out
     d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-    d_g_end += (tl.load(ddecay_last + i_c * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
-
-    _put(dk, base_k, rows, cols_k, K, tile_k, d_keys)
-    _put(dg, base_k, rows, cols_k, K, tile_k, d_g)
+    d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
+    _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
+    _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
     tl.debug_barrier()
 
     # ---- the scores' gradients, 16-row blocks: first the row side, then the column side
     _scores_grad_rows(
-        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, base_s, cols_k, mask_k, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
-    )
+        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k,
+        K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+    )  # fmt: skip
     tl.debug_barrier()
     _scores_grad_columns(
-        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, base_s, cols_k, mask_k, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
-    )
+        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k,
+        K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+    )  # fmt: skip
     tl.debug_barrier()
 
-    # ---- G is the cumulative sum of g, and G_L the sum over the whole chunk
-    d_g = _tile(dg, base_k, rows, cols_k, K, tile_k)
-    _put(dg, base_k, rows, cols_k, K, tile_k, tl.cumsum(d_g, axis=0, reverse=True) + d_g_end)
-
-
-def chunk_local_terms_backward(q, k, v, g, beta, inverse, scores_kk, grads, precision: str):
-    """Gradients of q, k, v, g and beta from those of the chunk-local terms.
-
-    Args:
-        q, k: ``[NC, M, C, K]``; v: ``[NC, M, C, V]``; g: ``[NC, M, C, K]`` (<= 0); beta:
-            ``[NC, M, C]``: the chunk-local terms' inputs (16-bit, float32 or float64, contiguous).
-        inverse: ``[NC, M, C, C]`` ``(I + Diag(beta) A_kk)^{-1}`` (lower triangle read).
-        scores_kk: ``[NC, M, C, C]`` ``A_kk`` (strictly lower triangle read).
-        grads: gradients of ``(w, u, keys_out, decay_last, query_in, scores_qk)``, shaped like them.
-        precision: matrix-product input precision (``ieee``, ``tf32x3`` or ``tf32``).
-
-    Returns:
-        ``(dq, dk, dv, dg, dbeta)``, float32 for 16-bit inputs.
-    """
-    chunks, rows, size, key_dim = k.shape
-    value_dim = v.shape[-1]
-    d_w, d_u, d_keys_out, d_decay, d_query_in, d_scores = (
-        torch.zeros_like(x) if x is None else x.contiguous() for x in grads
-    )
-    dtype = compute_dtype(k)  # gradients are accumulated in place: float32 for 16-bit inputs
-    dq, dk, dg, g_sum = (torch.empty_like(x, dtype=dtype) for x in (q, k, g, g))
-    dv, dbeta = torch.empty_like(v, dtype=dtype), torch.empty_like(beta, dtype=dtype)
-    d_kk = torch.empty_like(inverse)
-    _local_backward_kernel[(chunks * rows,)](
-        q,
-        k,
-        v,
-        g,
-        beta,
-        inverse,
-        scores_kk,
-        d_w,
-        d_u,
-        d_keys_out,
-        d_decay,
-        d_query_in,
-        d_scores,
-        dq,
-        dk,
-        dv,
-        dg,
-        dbeta,
-        g_sum,
-        d_kk,
-        K=key_dim,
-        V=value_dim,
-        BK=max(16, triton.next_power_of_2(key_dim)),
-        BV=max(16, triton.next_power_of_2(value_dim)),
-        CHUNK=size,
-        SUB=min(SUB, size),
-        DOT_SPAN=DOT_SPAN,
-        PRECISION=precision,
-        num_warps=8,
-        num_stages=1,
-    )
-    return dq, dk, dv, dg, dbeta
+    # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
+    d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
+    d_g = _gate_backward(
+        d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,
+        HV * K, K, GATE, FLOOR,
+    )  # fmt: skip
+    key_out = start * (HV * K) + i_hv * K
+    _put_rows(dg + key_out, d_g, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
+    x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
+    d_x = _l2_norm_backward(x, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+    _put_rows(dq + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
+    x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
+    d_x = _l2_norm_backward(x, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+    _put_rows(dk + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)

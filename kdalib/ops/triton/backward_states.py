@@ -1,0 +1,198 @@
+"""The training backward's state gradients in Triton (:mod:`kdalib.ops.triton.training`): the
+reverse pass across chunks and the chunk-parallel gradients of the terms it reads.
+
+The forward (:func:`kdalib.ops.triton.chunk.triton_chunk_kda`) keeps the state ``S`` entering
+every chunk; the backward recomputes the chunk-local terms (``W``, ``U``, ``Q_in = Q ⊙ Γ``,
+``K_out = K ⊙ exp(G_L - G)``, the scores ``A`` and ``exp(G_L)``, unscaled, in the chunk layout
+``[chunks, HV, 64, *]``). Per chunk (notes/kda.md, sections ``kda-chunk-output`` and
+``kda-chunk-backward``), with ``dS'`` the gradient reaching the chunk's end state and
+``dO_s = scale * dO``::
+
+    dV_new = Aᵀ dO_s + K_out dS'                               (dU = dV_new)
+    dS     = exp(G_L) ⊙ dS' + Q_inᵀ dO_s - Wᵀ dV_new
+
+is the only sequential part (:func:`_states_backward_kernel`, one program per sequence, value
+head and block of value columns); it stores every chunk's ``dS'`` and ``dV_new``. The rest sums
+over value columns and is chunk-parallel (:func:`_chunk_grads_kernel`, one program per chunk and
+value head, all value columns, no atomics), with ``V_new = U - W S`` from the kept state::
+
+    dW = -dV_new Sᵀ,   dQ_in = dO_s Sᵀ,   dK_out = V_new dS'ᵀ,
+    dA = dO_s V_newᵀ (causal part),   d exp(G_L) = Σ_v S ⊙ dS'
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kdalib.ops.triton.tiles import _chunk_bounds, _stored_as, _widen
+
+
+@triton.jit
+def _states_backward_kernel(
+    w,
+    kg,
+    qg,
+    scores,
+    decay,
+    do,
+    d_final,
+    dv_new,
+    d_states,
+    d_initial,
+    cu_seqlens,
+    chunk_offsets,
+    scale,
+    T,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    HV: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
+    NATIVE_BF16: tl.constexpr,
+):
+    """One (value block, sequence and value head): walks the sequence's chunks backwards carrying
+    ``dS`` (starting from ``d_final`` or zeros), stores ``dS'`` per chunk in ``d_states``' dtype
+    and ``dV_new``, and writes ``dS`` before the first chunk to ``d_initial`` (when given)."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_hv = i_nh // HV, i_nh % HV
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        first = tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+        first = i_n.to(tl.int64) * tl.cdiv(T, CHUNK)
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    cols_v = i_v * BV + tl.arange(0, BV)
+    mk = cols_k < K
+    mv = cols_v < V
+    tile = mk[:, None] & mv[None, :]
+    rows_k = (rows < CHUNK)[:, None] & mk[None, :]
+    rows_v = (rows < CHUNK)[:, None] & mv[None, :]
+    state_offsets = cols_k[:, None] * V + cols_v[None, :]
+    key_rows = rows[:, None] * K + cols_k[None, :]
+    value_rows = rows[:, None] * V + cols_v[None, :]
+    causal = rows[:, None] >= rows[None, :]
+    compute = w.dtype.element_ty  # float32, or float64 in the float64 tests
+    if d_final is not None:
+        d_state = tl.load(d_final + i_nh.to(tl.int64) * K * V + state_offsets, mask=tile, other=0.0).to(compute)
+    else:
+        d_state = tl.zeros([BK, BV], dtype=compute)
+    n_chunks = tl.cdiv(eos - bos, CHUNK)
+    for step in range(0, n_chunks):
+        c = n_chunks - 1 - step
+        t0 = bos + c * CHUNK
+        block = (first + c) * HV + i_hv
+        tl.store(
+            d_states + block * K * V + state_offsets,
+            _stored_as(d_state, d_states.dtype.element_ty, NATIVE_BF16),
+            mask=tile,
+        )
+        m = rows < (eos - t0).to(tl.int32)
+        d_out = tl.load(
+            do + (t0 * (HV * V) + i_hv * V) + (rows[:, None] * (HV * V) + cols_v[None, :]),
+            mask=m[:, None] & mv[None, :],
+            other=0.0,
+        )
+        d_out = d_out.to(compute) * scale
+        a_c = tl.load(scores + block * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
+        k_c = tl.load(kg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
+        d_v_new = tl.dot(tl.trans(a_c), d_out, input_precision=PRECISION) + tl.dot(
+            k_c, d_state, input_precision=PRECISION
+        )
+        tl.store(dv_new + block * CHUNK * V + value_rows, d_v_new, mask=rows_v)
+        q_c = tl.load(qg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
+        w_c = tl.load(w + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
+        d = tl.load(decay + block * K + cols_k, mask=mk, other=0.0)
+        d_state = (
+            d_state * d[:, None]
+            + tl.dot(tl.trans(q_c), d_out, input_precision=PRECISION)
+            - tl.dot(tl.trans(w_c), d_v_new, input_precision=PRECISION)
+        )
+    if d_initial is not None:
+        tl.store(d_initial + i_nh.to(tl.int64) * K * V + state_offsets, d_state, mask=tile)
+
+
+@triton.jit
+def _chunk_grads_kernel(
+    w,
+    u,
+    states,
+    d_states,
+    do,
+    dv_new,
+    dw,
+    dkg,
+    ddecay,
+    dqg,
+    dscores,
+    sequence_end,
+    chunk_start,
+    scale,
+    T,
+    NT,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    HV: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One (chunk, value head), all value columns: the gradients of ``W``, ``K_out``, ``exp(G_L)``,
+    ``Q_in`` and ``A`` (the module docstring), in the chunk layout."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    block = (i_c * HV + i_hv).to(tl.int64)
+    rows = tl.arange(0, CHUNK)
+    m = rows < (end - start).to(tl.int32)
+    cols_k = tl.arange(0, BK)
+    mk = cols_k < K
+    rows_k = (rows < CHUNK)[:, None] & mk[None, :]
+    # 64-bit offsets move each pointer to the chunk once; the tiles' own offsets are 32-bit
+    key_at, value_at, state_at = block * CHUNK * K, block * CHUNK * V, block * K * V
+    key_rows = rows[:, None] * K + cols_k[None, :]
+    causal = rows[:, None] >= rows[None, :]
+    w_c = tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)
+    d_qg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_kg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_a = tl.zeros([CHUNK, CHUNK], dtype=w_c.dtype)
+    d_decay = tl.zeros([BK], dtype=w_c.dtype)
+    for v0 in range(0, V, BV):
+        cols_v = v0 + tl.arange(0, BV)
+        mv = cols_v < V
+        tile = mk[:, None] & mv[None, :]
+        rows_v = (rows < CHUNK)[:, None] & mv[None, :]
+        state_tile = cols_k[:, None] * V + cols_v[None, :]
+        state = _widen(tl.load(states + state_at + state_tile, mask=tile, other=0.0)).to(w_c.dtype)
+        d_state = _widen(tl.load(d_states + state_at + state_tile, mask=tile, other=0.0)).to(w_c.dtype)
+        d_out = tl.load(
+            do + (start * (HV * V) + i_hv * V) + (rows[:, None] * (HV * V) + cols_v[None, :]),
+            mask=m[:, None] & mv[None, :],
+            other=0.0,
+        )
+        d_out = _widen(d_out).to(w_c.dtype) * scale
+        value_rows = rows[:, None] * V + cols_v[None, :]
+        d_v_new = tl.load(dv_new + value_at + value_rows, mask=rows_v, other=0.0)
+        v_new = tl.load(u + value_at + value_rows, mask=rows_v, other=0.0) - tl.dot(
+            w_c, state, input_precision=PRECISION
+        )
+        state_t = tl.trans(state)
+        d_qg += tl.dot(d_out, state_t, input_precision=PRECISION)
+        d_w -= tl.dot(d_v_new, state_t, input_precision=PRECISION)
+        d_kg += tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
+        d_a += tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION)
+        d_decay += tl.sum(state * d_state, axis=1)
+    tl.store(dqg + key_at + key_rows, d_qg, mask=rows_k)
+    tl.store(dw + key_at + key_rows, d_w, mask=rows_k)
+    tl.store(dkg + key_at + key_rows, d_kg, mask=rows_k)
+    tl.store(dscores + block * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], tl.where(causal, d_a, 0.0))
+    tl.store(ddecay + block * K + cols_k, d_decay, mask=mk)

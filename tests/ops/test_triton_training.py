@@ -1,0 +1,270 @@
+"""The token-layout training path (kdalib.ops.triton.training) in Triton's CPU interpreter.
+
+* The chunk-local kernel in the backward's chunk layout and the three backward kernels, in float64,
+  against the PyTorch chunk form (exact to rounding): packed sequences that start and end inside
+  chunks, shared key heads (GVA), the in-kernel L2 norm, mild, strong, Kimi and g = -1000 gates.
+* Gates at -inf and above 0: finite, and what the clamp says.
+* 16-bit inputs end to end against float64 autograd of the token loop.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from kda_test_utils import INPUT_NAMES, kernel_inputs, packed_inputs, rel_rms, run_with_grads  # noqa: E402
+
+from kdalib.ops import chunk_kda, kda_gate, naive_recurrent_kda  # noqa: E402
+from kdalib.ops._validate import validate_call  # noqa: E402
+from kdalib.ops.chunk import chunk_local_terms_and_factors, chunk_rows  # noqa: E402
+from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local  # noqa: E402
+from kdalib.ops.triton.runtime import CHUNK  # noqa: E402
+from kdalib.ops.triton.training import chunk_kda_backward  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+LENGTHS = [1, 63, 64, 65, 130]
+# the training tests' bar for 16-bit inputs (relative RMS against float64)
+HALF_TOLERANCE = 1e-2
+GATES = {"mild": "logsigmoid", "strong": -6.0, "kimi-A200": "kimi", "g-1000": -1000.0}
+
+
+def _problem(gate, lengths=LENGTHS, heads=1, value_heads=2, key_dim=20, value_dim=24, dtype=torch.float64):
+    inputs, cu_seqlens = packed_inputs(
+        lengths, gate, dtype, DEVICE, heads=heads, value_heads=value_heads, key_dim=key_dim, value_dim=value_dim
+    )
+    if dtype == torch.float64:
+        inputs["initial_state"] = inputs["initial_state"].double()
+    return inputs, cu_seqlens
+
+
+def _by_chunk(x: torch.Tensor, lengths, value_heads: int) -> torch.Tensor:
+    """``[NC, N * HV, ...]`` (the PyTorch chunk form's rows) -> ``[chunks, HV, ...]`` (every
+    sequence's own chunks in order, as the Triton chunk table lists them)."""
+    parts = []
+    for n, length in enumerate(lengths):
+        for c in range(-(-length // CHUNK)):
+            parts.append(x[c, n * value_heads : (n + 1) * value_heads])
+    return torch.stack(parts)
+
+
+@pytest.mark.parametrize("l2norm", [False, True], ids=["plain", "l2norm"])
+@pytest.mark.parametrize("gate", list(GATES.values()), ids=list(GATES))
+def test_local_terms_in_the_chunk_layout_match_the_pytorch_chunk_form(gate, l2norm):
+    inputs, cu_seqlens = _problem(gate)
+    q, k, v, g, beta = (inputs[name] for name in ("q", "k", "v", "g", "beta"))
+    heads_v, key_dim, value_dim = v.shape[2], k.shape[3], v.shape[3]
+    table = ChunkTable.of(1, q.shape[1], cu_seqlens)
+    chunks = table.count
+    w, kg, qg = (q.new_empty(chunks, heads_v, CHUNK, key_dim) for _ in range(3))
+    u = q.new_empty(chunks, heads_v, CHUNK, value_dim)
+    decay = q.new_empty(chunks, heads_v, key_dim)
+    scores, inverse, scores_kk = (q.new_empty(chunks, heads_v, CHUNK, CHUNK) for _ in range(3))
+    outputs = (w, u, qg, kg, decay, scores, inverse, scores_kk)
+    launch_chunk_local((q, k, v, g, beta), outputs, table, 1.0, (None, None, None), l2norm, "ieee", as_chunks=True)
+
+    call = validate_call(q, k, v, g, beta, 1.0, None, False, l2norm, cu_seqlens, CHUNK)
+    rows = chunk_rows(call, CHUNK)
+    terms, inverse_ref, scores_kk_ref = chunk_local_terms_and_factors(rows.q, rows.k, rows.v, rows.g, rows.beta)
+    w_ref, u_ref, kg_ref, decay_ref, qg_ref, scores_ref = terms
+    expected = {
+        "w": (w, w_ref),
+        "u": (u, u_ref),
+        "k_out": (kg, kg_ref),
+        "decay": (decay, decay_ref.squeeze(-1)),
+        "q_in": (qg, qg_ref),
+        "scores": (scores, scores_ref),
+        "inverse": (inverse.tril(), inverse_ref.tril()),
+        "scores_kk": (scores_kk, scores_kk_ref),
+    }
+    for name, (mine, theirs) in expected.items():
+        assert rel_rms(mine, _by_chunk(theirs, LENGTHS, heads_v)) < 1e-12, name
+
+
+def _entering_states(inputs, cu_seqlens, lengths, **kwargs) -> torch.Tensor:
+    """The state entering every chunk of every sequence, ``[chunks, HV, K, V]``, from the PyTorch
+    chunk form's boundary states (float64)."""
+    with torch.no_grad():
+        _, _, boundary = chunk_kda(
+            **inputs, cu_seqlens=cu_seqlens, use_triton=False, output_states_every=CHUNK, **kwargs
+        )
+    states, at = [], 0
+    for n, length in enumerate(lengths):
+        chunks = -(-length // CHUNK)
+        states += [inputs["initial_state"][n]] + [boundary[at + c] for c in range(chunks - 1)]
+        at += length // CHUNK
+    return torch.stack(states)
+
+
+def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None)):
+    """Gradients from :func:`chunk_kda_backward` (float64, IEEE products) for the cotangents that
+    :func:`run_with_grads` draws (``gate``: ``inputs["g"]`` is the raw projection of that gate)."""
+    decayed = inputs if gate[0] is None else dict(inputs, g=kda_gate(inputs["g"], *gate))
+    states = _entering_states(decayed, cu_seqlens, lengths, scale=scale, use_qk_l2norm_in_kernel=l2norm)
+    o, final = chunk_kda(
+        **decayed, scale=scale, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=l2norm, output_final_state=True,
+        use_triton=False,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    d_out = torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o)
+    d_final = torch.randn(final.shape, generator=generator, dtype=torch.float64).to(final)
+    tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
+    table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
+    grads = chunk_kda_backward(tensors, states, d_out, d_final, table, scale, cu_seqlens, l2norm, True, "ieee", gate)
+    return dict(zip((*INPUT_NAMES, "A_log", "dt_bias"), grads))
+
+
+@pytest.mark.parametrize(
+    "gate,l2norm,heads",
+    [("logsigmoid", False, 1), ("logsigmoid", True, 2), (-6.0, True, 1), ("kimi", False, 1), (-1000.0, True, 1)],
+    ids=["mild-GVA", "mild-l2norm", "strong-l2norm-GVA", "kimi-A200-GVA", "g-1000-l2norm-GVA"],
+)
+def test_backward_kernels_match_float64_autograd_of_the_chunk_form(gate, l2norm, heads):
+    """The recomputed terms, the reverse pass, the chunk-parallel gradients and the local backward
+    with its L2-norm and clamp epilogue, against autograd of the PyTorch chunk form."""
+    inputs, cu_seqlens = _problem(gate, heads=heads, value_heads=2)
+    scale = 20**-0.5
+    grads = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm)
+    _, _, grads_ref = run_with_grads(
+        lambda **kw: chunk_kda(**kw, use_triton=False),
+        inputs,
+        scale=scale,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=l2norm,
+    )
+    for name in INPUT_NAMES:
+        mine, theirs = grads[name], grads_ref[name]
+        assert torch.isfinite(mine).all(), name
+        assert rel_rms(mine, theirs) < 1e-10, name
+
+
+def _raw_gate(value_heads: int, key_dim: int, dtype=torch.float64, device=DEVICE):
+    """``(A_log, dt_bias)`` with rates exp(A_log) from 1 to 20 over the heads."""
+    generator = torch.Generator().manual_seed(11)
+    a_log = torch.linspace(0.0, 3.0, value_heads, dtype=torch.float64)
+    dt_bias = torch.randn(value_heads * key_dim, generator=generator, dtype=torch.float64)
+    return a_log.to(device, dtype), dt_bias.to(device, dtype)
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "bounded"])
+def test_backward_kernels_take_the_gate_from_its_raw_projection(lower_bound):
+    """The log decay computed in the kernels from the raw projection: gradients of g_raw, A_log and
+    dt_bias against autograd of kda_gate and the PyTorch chunk form."""
+    inputs, cu_seqlens = _problem("logsigmoid")
+    inputs["g"] = torch.randn(inputs["g"].shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    a_log, dt_bias = _raw_gate(inputs["v"].shape[2], inputs["k"].shape[3])
+    scale = 20**-0.5
+    grads = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, True, gate=(a_log, dt_bias, lower_bound))
+    leaves = {name: x.clone().requires_grad_(True) for name, x in dict(inputs, A_log=a_log, dt_bias=dt_bias).items()}
+
+    def gated(A_log, dt_bias, g, **kw):
+        return chunk_kda(g=kda_gate(g, A_log, dt_bias, lower_bound), **kw, use_triton=False)
+
+    _, _, grads_ref = run_with_grads(
+        lambda **kw: gated(leaves["A_log"], leaves["dt_bias"], **kw),
+        inputs,
+        scale=scale,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=True,
+    )
+    grads_ref = dict(grads_ref, A_log=leaves["A_log"].grad, dt_bias=leaves["dt_bias"].grad)
+    for name, theirs in grads_ref.items():
+        assert torch.isfinite(grads[name]).all(), name
+        assert rel_rms(grads[name], theirs) < 1e-10, name
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "bounded"])
+def test_16_bit_training_with_the_gate_in_the_kernels(lower_bound, monkeypatch):
+    """chunk_kda from the raw gate projection with gradients: the gate and its backward run in the
+    kernels, and g_raw, A_log and dt_bias get the gradients of the route that computes the gate in
+    PyTorch first (to 1e-4), within the 16-bit bar of float64 autograd. dA_log sums a chunk's
+    gradients with cancellation, so its bfloat16 error (about 1.1e-2 for the bounded gate here,
+    on either route) is held to that route's, not to the bar."""
+    import kdalib.ops.triton.training as training
+
+    inputs, cu_seqlens = packed_inputs([5, 70], "logsigmoid", torch.bfloat16, DEVICE, heads=1, value_heads=2)
+    generator = torch.Generator().manual_seed(5)
+    inputs["g"] = torch.randn(inputs["g"].shape, generator=generator).to(inputs["g"])
+    a_log, dt_bias = _raw_gate(2, inputs["k"].shape[3], torch.float32)
+    problem = dict(inputs, A_log=a_log, dt_bias=dt_bias)
+
+    def grads(dtype, use_triton, in_kernel):
+        leaves = {name: x.detach().to(dtype or x.dtype).requires_grad_(True) for name, x in problem.items()}
+        tensors = dict(leaves)
+        gate = (tensors.pop("A_log"), tensors.pop("dt_bias"), lower_bound)
+        if in_kernel:
+            tensors.update(A_log=gate[0], dt_bias=gate[1], lower_bound=lower_bound)
+        else:
+            tensors["g"] = kda_gate(tensors["g"], *gate)
+        o, final = chunk_kda(
+            **tensors, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True, output_final_state=True,
+            use_triton=use_triton,
+        )  # fmt: skip
+        weights = torch.Generator().manual_seed(1)
+        d_out = torch.randn(o.shape, generator=weights, dtype=torch.float64).to(o)
+        d_final = torch.randn(final.shape, generator=weights, dtype=torch.float64).to(final)
+        ((o * d_out).sum() + (final * d_final).sum()).backward()
+        return {name: leaf.grad for name, leaf in leaves.items()}
+
+    calls = []
+    backward = training.chunk_kda_backward
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(a[-1]) or backward(*a))
+    mine = grads(None, True, True)
+    assert calls and calls[0][0] is not None  # the gate reached the kernels
+    calls.clear()
+    gated_first = grads(None, True, False)
+    assert calls and calls[0][0] is None
+    reference = grads(torch.float64, False, False)
+    for name, grad in mine.items():
+        assert torch.isfinite(grad).all() and grad.dtype == problem[name].dtype, name
+        assert rel_rms(grad, gated_first[name]) < 1e-4, name
+        error = rel_rms(grad, reference[name])
+        assert error < (1.01 * rel_rms(gated_first[name], reference[name]) if name == "A_log" else HALF_TOLERANCE), name
+
+
+def test_gates_past_the_floor_and_above_zero_give_what_the_clamp_says():
+    """g = -inf acts as the floor (finite everything, no gradient to g there, exactly as g = -1000
+    does); g > 0 acts as 0 (the same gradients as g = 0, and none to g there)."""
+    inputs, cu_seqlens = _problem("logsigmoid", lengths=[65, 70])
+    lengths, scale = [65, 70], 0.3
+    mask = torch.rand(inputs["g"].shape, generator=torch.Generator().manual_seed(3)) < 0.1
+
+    def grads_with(value):
+        changed = dict(inputs, g=torch.where(mask.to(DEVICE), value, inputs["g"]))
+        return _kernel_grads(changed, cu_seqlens, lengths, scale, True)
+
+    finite, infinite = grads_with(-1000.0), grads_with(float("-inf"))
+    for name in INPUT_NAMES:
+        assert torch.isfinite(infinite[name]).all(), name
+        assert torch.equal(infinite[name], finite[name]), name
+    assert (infinite["g"][mask] == 0).all()
+    zero, positive = grads_with(0.0), grads_with(2.5)
+    for name in INPUT_NAMES:
+        if name != "g":
+            assert torch.equal(positive[name], zero[name]), name
+    assert (positive["g"][mask] == 0).all()
+    assert torch.equal(positive["g"][~mask], zero["g"][~mask])
+
+
+def _check_16_bit(inputs, **kwargs):
+    o, state, grads = run_with_grads(lambda **kw: chunk_kda(**kw, use_triton=True), inputs, **kwargs)
+    reference = {name: x.double() for name, x in inputs.items()}
+    o_ref, state_ref, grads_ref = run_with_grads(naive_recurrent_kda, reference, **kwargs)
+    errors = {"o": rel_rms(o, o_ref), "state": rel_rms(state, state_ref)}
+    for name in INPUT_NAMES:
+        assert torch.isfinite(grads[name]).all(), name
+        assert grads[name].dtype == inputs[name].dtype, name
+        errors[name] = rel_rms(grads[name], grads_ref[name])
+    assert all(error < HALF_TOLERANCE for error in errors.values()), errors
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("gate", ["logsigmoid", -1000.0], ids=["mild", "g-1000"])
+def test_16_bit_training_of_a_batch_with_shared_key_heads(gate, dtype):
+    """Two sequences of 130 tokens (the last chunk partial), two q/k heads shared by four value
+    heads, the output and every gradient in the inputs' dtypes."""
+    inputs = kernel_inputs(
+        dtype, DEVICE, batch=2, tokens=130, heads=2, value_heads=4, key_dim=32, value_dim=16, gate=gate
+    )
+    _check_16_bit(inputs, scale=32**-0.5)
