@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.tiles import _dot, _stored_as
+from kdalib.ops.triton.tiles import _dot, _sequence_bounds, _stored_as
 
 
 @triton.jit
@@ -70,14 +70,7 @@ def _chunk_states_kernel(
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-        first = tl.load(chunk_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
-        first = i_n.to(tl.int64) * tl.cdiv(T, CHUNK)
+    bos, eos, first = _sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, IS_VARLEN, CHUNK)
     rows = tl.arange(0, CHUNK)
     cols_k = tl.arange(0, BK)
     cols_v = i_v * BV + tl.arange(0, BV)

@@ -109,3 +109,18 @@ def _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN: tl.constexpr
         start = i_n * T + (i_c % NT).to(tl.int64) * CHUNK
         end = tl.minimum(start + CHUNK, (i_n + 1) * T)
     return start, end
+
+
+@triton.jit
+def _sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, IS_VARLEN: tl.constexpr, CHUNK: tl.constexpr):
+    """First token, one-past-last token and first global chunk of sequence ``i_n`` (packed
+    sequences: from ``cu_seqlens`` and the per-sequence ``chunk_offsets``; else ``T`` tokens each)."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        first = tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+        first = i_n.to(tl.int64) * tl.cdiv(T, CHUNK)
+    return bos, eos, first
