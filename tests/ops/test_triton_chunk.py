@@ -209,6 +209,24 @@ def test_the_gate_computed_in_the_kernel_matches_kda_gate(lower_bound, dtype):
     assert rel_rms(o, o_ref) < TOLERANCE[dtype] and rel_rms(state, state_ref) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
+def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
+    """``local_warps=(scores, terms)`` runs the chunk-local kernel as two launches (the scores, then
+    the inverse and the terms, reading the scores from memory): the same arithmetic, so the same
+    bits, with packed sequences, shared key heads and both kinds of diagonal block."""
+    lengths = [5, 64, 70, 1]
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
+    inputs = _problem(
+        batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16, gate=gate,
+        num_states=len(lengths),
+    )  # fmt: skip
+    one = triton_chunk_kda(**inputs, scale=0.25, output_final_state=True, cu_seqlens=offsets, local_warps=2)
+    two = triton_chunk_kda(**inputs, scale=0.25, output_final_state=True, cu_seqlens=offsets, local_warps=(2, 4))
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    with pytest.raises(ValueError, match="local_warps"):
+        triton_chunk_kda(**inputs, scale=0.25, cu_seqlens=offsets, local_warps=(2, 4, 8))
+
+
 @triton.jit
 def _gate_tile_kernel(g, a_log, dt_bias, lower_bound, out, T, HV: tl.constexpr, K: tl.constexpr, ROWS: tl.constexpr,
                       GATE: tl.constexpr, FLOOR: tl.constexpr):  # fmt: skip

@@ -103,12 +103,14 @@ def launch_chunk_local(
     precision: str,
     as_chunks: bool,
     key_slice: int = 32,
-    num_warps: int = 4,
+    num_warps: int | tuple[int, int] = 4,
 ) -> None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
-    layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate."""
+    layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
+    ``num_warps``: one launch with that many warps, or a pair ``(scores, terms)``: two launches, the
+    scores first, then the inverse and the terms, each with its own warps."""
     q, k, v, g, beta = inputs
     w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
     A_log, dt_bias, lower_bound = gate_parameters
@@ -117,20 +119,27 @@ def launch_chunk_local(
     gate = gate_form(A_log, lower_bound)
     block_k = max(16, triton.next_power_of_2(K))
     wide = w.dtype == torch.float64
-    _chunk_local_kernel[(table.count, HV)](
-        q, k, v, g, beta,
-        A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
-        w, u, qg, kg, decay, scores, inverse, scores_kk,
-        table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
-        H=H, HV=HV, K=K, V=V, BK=block_k, BKS=min(block_k, key_slice),
-        BV=min(64, max(16, triton.next_power_of_2(V))), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
-        FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
-        USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision, NATIVE_BF16=not interpreting(),
-        TERMS_AS_CHUNKS=as_chunks, QK_ROW=H * K, G_ROW=HV * K, V_ROW=HV * V, BETA_ROW=HV,
-        OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V,
-        COMPUTE=tl.float64 if wide else tl.float32,
-        num_warps=num_warps,
-    )  # fmt: skip
+    if isinstance(num_warps, int):
+        launches = ((3, num_warps),)
+    elif len(num_warps) == 2:
+        launches = ((1, num_warps[0]), (2, num_warps[1]))
+    else:
+        raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
+    for phases, warps in launches:
+        _chunk_local_kernel[(table.count, HV)](
+            q, k, v, g, beta,
+            A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
+            w, u, qg, kg, decay, scores, inverse, scores_kk,
+            table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
+            H=H, HV=HV, K=K, V=V, BK=block_k, BKS=min(block_k, key_slice),
+            BV=min(64, max(16, triton.next_power_of_2(V))), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
+            FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
+            USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision, NATIVE_BF16=not interpreting(),
+            TERMS_AS_CHUNKS=as_chunks, QK_ROW=H * K, G_ROW=HV * K, V_ROW=HV * V, BETA_ROW=HV,
+            OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V,
+            COMPUTE=tl.float64 if wide else tl.float32, PHASES=phases,
+            num_warps=warps,
+        )  # fmt: skip
 
 
 def triton_chunk_kda(
@@ -151,7 +160,7 @@ def triton_chunk_kda(
     precision: str | None = None,
     block_v: int | None = None,
     key_slice: int = 32,
-    local_warps: int = 2,
+    local_warps: int | tuple[int, int] = 2,
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
@@ -181,8 +190,9 @@ def triton_chunk_kda(
         precision: "ieee" (the default for float32 inputs: float32 intermediates and IEEE
             products) or "tf32" (the default for 16-bit inputs, see the module docstring).
         block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
-            the state and output kernels, key channels per slice of the exact diagonal blocks,
-            warps per kernel, pipeline stages of the state kernel).
+            the state and output kernels, key channels per slice of the chunk-local kernel, warps
+            per kernel, pipeline stages of the state kernel). ``local_warps`` may be a pair
+            ``(scores, terms)``: the chunk-local work as two launches (:func:`launch_chunk_local`).
         offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
         states_every: N, a multiple of 64: also return the states after tokens N, 2N, ... of every
             sequence (written from the float32 state by the state kernel), or None.

@@ -257,6 +257,7 @@ def _chunk_local_kernel(
     OUT_K_ROW: tl.constexpr,
     OUT_V_ROW: tl.constexpr,
     COMPUTE: tl.constexpr,
+    PHASES: tl.constexpr = 3,
 ):
     """The chunk-local terms of one (chunk, value head); see the module docstring.
 
@@ -272,6 +273,8 @@ def _chunk_local_kernel(
     Three phases: the ten lower 16 x 16 score blocks, key slice by key slice (``A`` stored,
     ``Diag(beta) A_kk`` into the ``p_out`` scratch); the inverse ``M`` in place of ``p_out``; then,
     from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and ``U`` by value slices.
+    ``PHASES``: 3 runs them all; 1 only the scores and 2 the rest, for two launches that each get
+    their own number of warps (the second reads what the first wrote to ``p_out`` and ``a_out``).
     """
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     # every pointer below points at the chunk's first token of its head; offsets are 32-bit
@@ -294,122 +297,125 @@ def _chunk_local_kernel(
     square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
     a_ptr, p_ptr = a_out + square, p_out + square
     sub = tl.arange(0, SUB)
-    zero_block = tl.zeros([SUB, SUB], dtype=COMPUTE)
-    zero_rows = tl.zeros([SUB], dtype=COMPUTE)
-    # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills);
-    # q and k are normalised afterwards, the scores being bilinear in them
-    q00, q10, q11, q20, q21, q22, q30, q31, q32, q33 = (zero_block,) * 10
-    k00, k10, k11, k20, k21, k22, k30, k31, k32, k33 = (zero_block,) * 10
-    sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3 = (zero_rows,) * 8
-    for s0 in range(0, BK, BKS):
-        cols = s0 + tl.arange(0, BKS)
-        cm = cols < K
-        lq, lk, dq, dk, step, kd0, nq, nk = _block_slice(
-            q_ptr, k_ptr, g_ptr, 0, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
-        )  # fmt: skip
-        q00, k00, sq0, sk0 = q00 + dq, k00 + dk, sq0 + nq, sk0 + nk
-        lq, lk, dq, dk, step, kd1, nq, nk = _block_slice(
-            q_ptr, k_ptr, g_ptr, 1, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
-        )  # fmt: skip
-        aq, ak = _off(lq, lk, kd0, PRECISION)
-        q10, k10, q11, k11, sq1, sk1 = q10 + aq, k10 + ak, q11 + dq, k11 + dk, sq1 + nq, sk1 + nk
-        kd0 = kd0 * step[None, :]
-        lq, lk, dq, dk, step, kd2, nq, nk = _block_slice(
-            q_ptr, k_ptr, g_ptr, 2, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
-        )  # fmt: skip
-        aq, ak = _off(lq, lk, kd0, PRECISION)
-        q20, k20 = q20 + aq, k20 + ak
-        aq, ak = _off(lq, lk, kd1, PRECISION)
-        q21, k21, q22, k22, sq2, sk2 = q21 + aq, k21 + ak, q22 + dq, k22 + dk, sq2 + nq, sk2 + nk
-        kd0, kd1 = kd0 * step[None, :], kd1 * step[None, :]
-        lq, lk, dq, dk, step, kd3, nq, nk = _block_slice(
-            q_ptr, k_ptr, g_ptr, 3, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-            QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
-        )  # fmt: skip
-        aq, ak = _off(lq, lk, kd0, PRECISION)
-        q30, k30 = q30 + aq, k30 + ak
-        aq, ak = _off(lq, lk, kd1, PRECISION)
-        q31, k31 = q31 + aq, k31 + ak
-        aq, ak = _off(lq, lk, kd2, PRECISION)
-        q32, k32, q33, k33, sq3, sk3 = q32 + aq, k32 + ak, q33 + dq, k33 + dk, sq3 + nq, sk3 + nk
-    nq0, nq1, nq2, nq3 = (
-        _norm(sq0, USE_QK_L2NORM),
-        _norm(sq1, USE_QK_L2NORM),
-        _norm(sq2, USE_QK_L2NORM),
-        _norm(sq3, USE_QK_L2NORM),
-    )
-    nk0, nk1, nk2, nk3 = (
-        _norm(sk0, USE_QK_L2NORM),
-        _norm(sk1, USE_QK_L2NORM),
-        _norm(sk2, USE_QK_L2NORM),
-        _norm(sk3, USE_QK_L2NORM),
-    )
-    b0 = _widen(tl.load(beta_ptr + sub * BETA_ROW, mask=sub < n, other=0.0))
-    b1 = _widen(tl.load(beta_ptr + (SUB + sub) * BETA_ROW, mask=SUB + sub < n, other=0.0))
-    b2 = _widen(tl.load(beta_ptr + (2 * SUB + sub) * BETA_ROW, mask=2 * SUB + sub < n, other=0.0))
-    b3 = _widen(tl.load(beta_ptr + (3 * SUB + sub) * BETA_ROW, mask=3 * SUB + sub < n, other=0.0))
-    kk_ptr = kk_out
-    if kk_out is not None:
-        kk_ptr = kk_out + square
-    _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q10, k10, nq1, nk1, nk0, b1, 1, 0, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q20, k20, nq2, nk2, nk0, b2, 2, 0, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q21, k21, nq2, nk2, nk1, b2, 2, 1, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q30, k30, nq3, nk3, nk0, b3, 3, 0, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q31, k31, nq3, nk3, nk1, b3, 3, 1, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q32, k32, nq3, nk3, nk2, b3, 3, 2, scale, SUB, CHUNK)
-    _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK)
-    for i in tl.static_range(4):
-        for j in tl.static_range(4):
-            if j > i:
-                _square_block(a_ptr, zero_block, i, j, SUB, CHUNK)
-                _square_block(p_ptr, zero_block, i, j, SUB, CHUNK)
-                if kk_out is not None:
-                    _square_block(kk_ptr, zero_block, i, j, SUB, CHUNK)
-    tl.debug_barrier()
-    _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
-    tl.debug_barrier()
-    # phase 3: whole-chunk tiles, key slice by key slice: Q_g, K_g, W = M Diag(beta) K exp(G),
-    # exp(G_L); then U = M Diag(beta) V
-    idx = tl.arange(0, CHUNK)
-    m = idx < n
-    mo = idx < n_out  # rows written (past the chunk's end as zeros in the chunk layout)
-    inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
-    b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
-    sq = tl.zeros([CHUNK], dtype=COMPUTE)
-    sk = tl.zeros([CHUNK], dtype=COMPUTE)
-    if USE_QK_L2NORM:
+    if PHASES != 2:  # the scores
+        zero_block = tl.zeros([SUB, SUB], dtype=COMPUTE)
+        zero_rows = tl.zeros([SUB], dtype=COMPUTE)
+        # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills);
+        # q and k are normalised afterwards, the scores being bilinear in them
+        q00, q10, q11, q20, q21, q22, q30, q31, q32, q33 = (zero_block,) * 10
+        k00, k10, k11, k20, k21, k22, k30, k31, k32, k33 = (zero_block,) * 10
+        sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3 = (zero_rows,) * 8
+        for s0 in range(0, BK, BKS):
+            cols = s0 + tl.arange(0, BKS)
+            cm = cols < K
+            lq, lk, dq, dk, step, kd0, nq, nk = _block_slice(
+                q_ptr, k_ptr, g_ptr, 0, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+            )  # fmt: skip
+            q00, k00, sq0, sk0 = q00 + dq, k00 + dk, sq0 + nq, sk0 + nk
+            lq, lk, dq, dk, step, kd1, nq, nk = _block_slice(
+                q_ptr, k_ptr, g_ptr, 1, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+            )  # fmt: skip
+            aq, ak = _off(lq, lk, kd0, PRECISION)
+            q10, k10, q11, k11, sq1, sk1 = q10 + aq, k10 + ak, q11 + dq, k11 + dk, sq1 + nq, sk1 + nk
+            kd0 = kd0 * step[None, :]
+            lq, lk, dq, dk, step, kd2, nq, nk = _block_slice(
+                q_ptr, k_ptr, g_ptr, 2, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+            )  # fmt: skip
+            aq, ak = _off(lq, lk, kd0, PRECISION)
+            q20, k20 = q20 + aq, k20 + ak
+            aq, ak = _off(lq, lk, kd1, PRECISION)
+            q21, k21, q22, k22, sq2, sk2 = q21 + aq, k21 + ak, q22 + dq, k22 + dk, sq2 + nq, sk2 + nk
+            kd0, kd1 = kd0 * step[None, :], kd1 * step[None, :]
+            lq, lk, dq, dk, step, kd3, nq, nk = _block_slice(
+                q_ptr, k_ptr, g_ptr, 3, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+            )  # fmt: skip
+            aq, ak = _off(lq, lk, kd0, PRECISION)
+            q30, k30 = q30 + aq, k30 + ak
+            aq, ak = _off(lq, lk, kd1, PRECISION)
+            q31, k31 = q31 + aq, k31 + ak
+            aq, ak = _off(lq, lk, kd2, PRECISION)
+            q32, k32, q33, k33, sq3, sk3 = q32 + aq, k32 + ak, q33 + dq, k33 + dk, sq3 + nq, sk3 + nk
+        nq0, nq1, nq2, nq3 = (
+            _norm(sq0, USE_QK_L2NORM),
+            _norm(sq1, USE_QK_L2NORM),
+            _norm(sq2, USE_QK_L2NORM),
+            _norm(sq3, USE_QK_L2NORM),
+        )
+        nk0, nk1, nk2, nk3 = (
+            _norm(sk0, USE_QK_L2NORM),
+            _norm(sk1, USE_QK_L2NORM),
+            _norm(sk2, USE_QK_L2NORM),
+            _norm(sk3, USE_QK_L2NORM),
+        )
+        b0 = _widen(tl.load(beta_ptr + sub * BETA_ROW, mask=sub < n, other=0.0))
+        b1 = _widen(tl.load(beta_ptr + (SUB + sub) * BETA_ROW, mask=SUB + sub < n, other=0.0))
+        b2 = _widen(tl.load(beta_ptr + (2 * SUB + sub) * BETA_ROW, mask=2 * SUB + sub < n, other=0.0))
+        b3 = _widen(tl.load(beta_ptr + (3 * SUB + sub) * BETA_ROW, mask=3 * SUB + sub < n, other=0.0))
+        kk_ptr = kk_out
+        if kk_out is not None:
+            kk_ptr = kk_out + square
+        _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q10, k10, nq1, nk1, nk0, b1, 1, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q20, k20, nq2, nk2, nk0, b2, 2, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q21, k21, nq2, nk2, nk1, b2, 2, 1, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q30, k30, nq3, nk3, nk0, b3, 3, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q31, k31, nq3, nk3, nk1, b3, 3, 1, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q32, k32, nq3, nk3, nk2, b3, 3, 2, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK)
+        for i in tl.static_range(4):
+            for j in tl.static_range(4):
+                if j > i:
+                    _square_block(a_ptr, zero_block, i, j, SUB, CHUNK)
+                    _square_block(p_ptr, zero_block, i, j, SUB, CHUNK)
+                    if kk_out is not None:
+                        _square_block(kk_ptr, zero_block, i, j, SUB, CHUNK)
+    if PHASES != 1:  # the inverse and the terms
+        if PHASES == 3:
+            tl.debug_barrier()
+        _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
+        tl.debug_barrier()
+        # phase 3: whole-chunk tiles, key slice by key slice: Q_g, K_g, W = M Diag(beta) K exp(G),
+        # exp(G_L); then U = M Diag(beta) V
+        idx = tl.arange(0, CHUNK)
+        m = idx < n
+        mo = idx < n_out  # rows written (past the chunk's end as zeros in the chunk layout)
+        inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
+        b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
+        sq = tl.zeros([CHUNK], dtype=COMPUTE)
+        sk = tl.zeros([CHUNK], dtype=COMPUTE)
+        if USE_QK_L2NORM:
+            for s0 in range(0, BK, BKS):
+                kcols = s0 + tl.arange(0, BKS)
+                kcm = kcols < K
+                xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
+                xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm)
+                sq += tl.sum(xq * xq, axis=1)
+                sk += tl.sum(xk * xk, axis=1)
+        nq = _norm(sq, USE_QK_L2NORM)
+        nk = _norm(sk, USE_QK_L2NORM)
+        nxt = idx + 1 < n
         for s0 in range(0, BK, BKS):
             kcols = s0 + tl.arange(0, BKS)
             kcm = kcols < K
+            gates = _gate(g_ptr, idx, m, kcols, kcm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+            decay_in = tl.exp(tl.cumsum(gates, axis=0))  # from the chunk start, own token included
+            g_next = _gate(g_ptr, idx + 1, nxt, kcols, kcm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+            decay_out_rows = tl.exp(tl.cumsum(g_next, axis=0, reverse=True))  # to the chunk end
             xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
-            xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm)
-            sq += tl.sum(xq * xq, axis=1)
-            sk += tl.sum(xk * xk, axis=1)
-    nq = _norm(sq, USE_QK_L2NORM)
-    nk = _norm(sk, USE_QK_L2NORM)
-    nxt = idx + 1 < n
-    for s0 in range(0, BK, BKS):
-        kcols = s0 + tl.arange(0, BKS)
-        kcm = kcols < K
-        gates = _gate(g_ptr, idx, m, kcols, kcm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
-        decay_in = tl.exp(tl.cumsum(gates, axis=0))  # from the chunk start, own token included
-        g_next = _gate(g_ptr, idx + 1, nxt, kcols, kcm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
-        decay_out_rows = tl.exp(tl.cumsum(g_next, axis=0, reverse=True))  # to the chunk end
-        xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
-        xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm) * nk[:, None]
-        _put_rows(qg_ptr, xq * (nq * scale)[:, None] * decay_in, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
-        _put_rows(kg_ptr, xk * decay_out_rows, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
-        w = _dot(inverse, xk * b[:, None] * decay_in, PRECISION)
-        _put_rows(w_ptr, w, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
-        tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + kcols, tl.exp(tl.sum(gates, axis=0)), mask=kcm)
-    for s0 in tl.static_range(0, V, BV):
-        vcols = s0 + tl.arange(0, BV)
-        vcm = vcols < V
-        values = _rows_of(v_ptr, idx, m, V_ROW, vcols, vcm) * b[:, None]
-        _put_rows(u_out + value_out, _dot(inverse, values, PRECISION), idx, mo, OUT_V_ROW, vcols, vcm, NATIVE_BF16)
+            xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm) * nk[:, None]
+            _put_rows(qg_ptr, xq * (nq * scale)[:, None] * decay_in, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
+            _put_rows(kg_ptr, xk * decay_out_rows, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
+            w = _dot(inverse, xk * b[:, None] * decay_in, PRECISION)
+            _put_rows(w_ptr, w, idx, mo, OUT_K_ROW, kcols, kcm, NATIVE_BF16)
+            tl.store(decay_out + (i_c * HV + i_hv).to(tl.int64) * K + kcols, tl.exp(tl.sum(gates, axis=0)), mask=kcm)
+        for s0 in tl.static_range(0, V, BV):
+            vcols = s0 + tl.arange(0, BV)
+            vcm = vcols < V
+            values = _rows_of(v_ptr, idx, m, V_ROW, vcols, vcm) * b[:, None]
+            _put_rows(u_out + value_out, _dot(inverse, values, PRECISION), idx, mo, OUT_V_ROW, vcols, vcm, NATIVE_BF16)
