@@ -214,7 +214,7 @@ def test_issue_templates_are_valid_forms():
 
 def test_the_kdalib_commands_contributing_shows_are_accepted():
     text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8").replace("\\\n", " ")
-    commands = [shlex.split(line.split("$ ", 1)[1]) for line in text.splitlines() if "$ kdalib " in line]
+    commands = [shlex.split(line.split("$ ", 1)[1], comments=True) for line in text.splitlines() if "$ kdalib " in line]
     commands += [shlex.split(m) for m in re.findall(r"`(kdalib [^`]+)`", text)]
     assert len(commands) >= 5
     parser = build_parser()
