@@ -101,7 +101,8 @@ def _kind(shape: dict) -> str:
 
 
 def tidy_rows(records: list[Record]) -> list[dict[str, Any]]:
-    """One flat row per (shape, method, gate), the newest record's where several hold it."""
+    """One flat row per (GPU, shape, method, gate), the newest record's where several of one GPU hold
+    it: rows measured on different GPUs are never merged."""
     newest: dict[tuple, dict[str, Any]] = {}
     for index, record in enumerate(records):
         for row in record.rows:
@@ -117,24 +118,45 @@ def tidy_rows(records: list[Record]) -> list[dict[str, Any]]:
                 "heads": shape.get("heads"),
                 "key_dim": shape.get("key_dim"),
                 "value_dim": shape.get("value_dim"),
+                "packed": bool(shape.get("packed")),
                 "dtype": shape.get("dtype"),
                 "method": method,
                 "gate": gate if isinstance(gate, str) and gate else None,
                 "ms": float(ms),
                 "peak_gb": row["peak_extra_mb"] / 1e3 if isinstance(row.get("peak_extra_mb"), (int, float)) else None,
                 "record": index,
+                "device": record.device_name,
             }
             flat["name"] = method_name(method, flat["gate"])
             flat["shape"] = shape_label(flat["batch"] or 0, flat["tokens"] or 0)
-            key = (flat["kind"], flat["batch"], flat["tokens"], flat["heads"], flat["dtype"], method, flat["gate"])
+            key = (record.device_name, flat["kind"], flat["batch"], flat["tokens"], flat["heads"], flat["dtype"])
+            key += (method, flat["gate"])
             newest[key] = flat
     return list(newest.values())
 
 
+#: The heads of every shape the picture shows (its caption says so); other rows are in the tables.
+PICTURE_HEADS = 32
+
+
+def devices(rows: list[dict]) -> list[str]:
+    """The GPUs the rows were measured on, in the order of their first record."""
+    return list(dict.fromkeys(r["device"] for r in sorted(rows, key=lambda r: r["record"])))
+
+
 def picture_rows(rows: list[dict], kind: str) -> list[dict]:
-    """The picture's rows of one kind: half precision, the picture's methods, one gate per method
-    (none named, else the first in :data:`GATE_NAMES` order)."""
-    chosen = [r for r in rows if r["kind"] == kind and r["method"] in PICTURE_METHODS and r["dtype"] != "float32"]
+    """The picture's rows of one kind: half precision, the picture's methods, the GPU of the newest
+    record that has such rows (times of two GPUs are not compared in one picture), one gate per
+    method (none named, else the first in :data:`GATE_NAMES` order)."""
+    chosen = [
+        r
+        for r in rows
+        if r["kind"] == kind and r["method"] in PICTURE_METHODS and r["dtype"] != "float32"
+        and r["heads"] == PICTURE_HEADS and not r["packed"]
+    ]  # fmt: skip
+    if chosen:
+        newest = max(chosen, key=lambda r: r["record"])["device"]
+        chosen = [r for r in chosen if r["device"] == newest]
     order = [None, *GATE_NAMES]
     best: dict[str, Any] = {}
     for row in chosen:
@@ -168,7 +190,7 @@ def speed_picture(rows: list[dict], records: list[Record]):
                 heights = [
                     by_shape[s][value] if s in by_shape and by_shape[s][value] is not None else np.nan for s in shapes
                 ]
-                label = next(r["name"] for r in picked if r["method"] == method)
+                label = method_name(method)  # the gate, if any, is in the panel's title
                 ax.barh(
                     np.arange(len(shapes)) + (slot - (len(methods) - 1) / 2) * width,
                     heights,
@@ -183,10 +205,17 @@ def speed_picture(rows: list[dict], records: list[Record]):
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(unit, fontsize=11)
-            ax.set_title(f"{kind}: {'time per call' if value == 'ms' else 'memory above the inputs'}", fontsize=12)
+            what = "time per call" if value == "ms" else "memory above the inputs"
+            gates = sorted({gate_name(r["gate"]) for r in picked if r["gate"]})
+            where = ", ".join([picked[0]["device"], *gates])
+            ax.set_title(f"{kind} on {where}: {what}", fontsize=12)
             ax.tick_params(axis="x", labelsize=10)
             ax.grid(axis="x", alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
+    legend: dict[str, Any] = {}  # every method of any panel, once (panels may differ in methods)
+    for ax in axes[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(labels)), fontsize=10, frameon=False)
     used = sorted({r["record"] for kind in kinds for r in picture_rows(rows, kind)})
     fig.text(
@@ -200,29 +229,47 @@ def speed_picture(rows: list[dict], records: list[Record]):
     return fig
 
 
-def table_html(rows: list[dict], kind: str, dtype: str | None, caption: str) -> str | None:
+def _column(row: dict) -> tuple:
+    return row["batch"], row["tokens"], row["heads"], row["packed"]
+
+
+def _column_label(batch: int, tokens: int, heads: int | None, packed: bool) -> str:
+    """A table column's shape: ``B1 × T8K``, with the heads when they are not the tables' 32 and
+    whether the batch is packed sequences."""
+    label = shape_label(batch, tokens)
+    if heads != PICTURE_HEADS:
+        label += f" H{heads}"
+    return label + (", packed" if packed else "")
+
+
+def table_html(rows: list[dict], kind: str, dtype: str | None, caption: str, device: str | None = None) -> str | None:
     """One captioned HTML table: a row per method (reader names), a column per shape, each cell the
-    time in ms (3 significant figures) over the peak memory in GB (2); None when no row matches."""
+    time in ms (3 significant figures) over the peak memory in GB (2); None when no row matches.
+    ``device``: only the rows measured on that GPU (callers give each GPU its own table)."""
     import html
 
     from kdalib.repro import significant
 
-    chosen = [r for r in rows if r["kind"] == kind and (dtype is None or r["dtype"] == dtype)]
+    chosen = [
+        r
+        for r in rows
+        if r["kind"] == kind and (dtype is None or r["dtype"] == dtype) and (device is None or r["device"] == device)
+    ]
     if not chosen:
         return None
-    shapes = sorted({(r["batch"], r["tokens"]) for r in chosen}, key=lambda s: (s[0] * s[1], s[1]))
+    shapes = sorted({_column(r) for r in chosen}, key=lambda s: (s[0] * s[1], s[1], s[2], s[3]))
     order = list(METHOD_NAMES)
     names = sorted(
         {(r["method"], r["gate"] or "", r["name"]) for r in chosen},
         key=lambda m: (order.index(m[0]) if m[0] in order else len(order), m[1]),
     )
-    cells = {(r["method"], r["gate"] or "", r["batch"], r["tokens"]): r for r in chosen}
-    head = "".join(f"<th>{html.escape(shape_label(*s))}</th>" for s in shapes)
+    cells = {(r["method"], r["gate"] or "", *_column(r)): r for r in chosen}
+    head = "".join(f"<th>{html.escape(_column_label(*s))}</th>" for s in shapes)
     body = []
     for method, gate, name in names:
         tds = []
-        for batch, tokens in shapes:
-            row = cells.get((method, gate, batch, tokens))
+        for column in shapes:
+            row = cells.get((method, gate, *column))
             if row is None:
                 tds.append('<td class="kdalib-absent" title="not timed">–</td>')
                 continue

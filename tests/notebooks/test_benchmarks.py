@@ -95,10 +95,10 @@ def test_the_picture_has_time_and_memory_for_prefill_and_training(tmp_path):
     figure = benchmarks.speed_picture(rows, records)
     titles = [ax.get_title() for ax in figure.axes]
     assert titles == [
-        "prefill: time per call",
-        "prefill: memory above the inputs",
-        "training: time per call",
-        "training: memory above the inputs",
+        "prefill on GPU X: time per call",
+        "prefill on GPU X: memory above the inputs",
+        "training on GPU X: time per call",
+        "training on GPU X: memory above the inputs",
     ]
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert legend == ["kdalib, Triton", "FLA", "softmax attention (flash)"]
@@ -109,3 +109,38 @@ def test_the_picture_has_time_and_memory_for_prefill_and_training(tmp_path):
 @pytest.mark.parametrize(("tokens", "label"), [(1, "1"), (4096, "4K"), (65536, "64K"), (1000, "1000")])
 def test_tokens_label(tokens, label):
     assert benchmarks.tokens_label(tokens) == label
+
+
+def test_rows_of_two_gpus_are_never_merged_or_compared(tmp_path):
+    """An older record on one GPU and a newer one on another: each GPU keeps its own rows and
+    tables, and each panel of the picture shows one GPU's rows (the newest record's for its kind)."""
+    older = [_row("triton", 5.0), _row("fla", 4.0), _row("sdpa_flash", 3.0)]
+    older += [_row("triton", 50.0, train=True), _row("fla", 20.0, train=True), _row("sdpa_flash", 9.0, train=True)]
+    _write(tmp_path, "bench.json", "2026-12-01", older)
+    newer = [_row("triton", 9.0, gate="mild"), _row("fla", 4.5, gate="mild")]
+    packed = _row("triton", 3.0, tokens=8192, gate="mild")
+    packed["shape"].update(heads=96, packed=[4000, 4192])
+    newer.append(packed)
+    (tmp_path / "bench-prefill.json").write_text(
+        json.dumps({"device_name": "GPU Y", "commit": "1234567", "date": "2026-12-06", "rows": newer})
+    )
+    records, _ = benchmarks.load_records(tmp_path)
+    rows = benchmarks.tidy_rows(records)
+    assert benchmarks.devices(rows) == ["GPU X", "GPU Y"]
+    triton_prefill = sorted(
+        (r["device"], r["gate"], r["ms"]) for r in rows if r["method"] == "triton" and r["kind"] == "prefill"
+    )
+    assert triton_prefill == [("GPU X", None, 5.0), ("GPU Y", "mild", 3.0), ("GPU Y", "mild", 9.0)]
+    x = benchmarks.table_html(rows, "prefill", "bfloat16", "x", device="GPU X")
+    y = benchmarks.table_html(rows, "prefill", "bfloat16", "y", device="GPU Y")
+    assert "5<br>" in x and "9<br>" not in x and "9<br>" in y and "5<br>" not in y
+    assert "<th>B1 × T8K H96, packed</th>" in y  # its own column, named
+    assert {(r["device"], r["heads"]) for r in benchmarks.picture_rows(rows, "prefill")} == {("GPU Y", 32)}
+    assert {r["device"] for r in benchmarks.picture_rows(rows, "training")} == {"GPU X"}
+    figure = benchmarks.speed_picture(rows, records)
+    assert [ax.get_title() for ax in figure.axes][::2] == [
+        "prefill on GPU Y, mild gate: time per call",
+        "training on GPU X: time per call",
+    ]
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == ["kdalib, Triton", "FLA", "softmax attention (flash)"]  # from any panel, once
