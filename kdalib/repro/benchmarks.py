@@ -172,14 +172,15 @@ def speed_picture(rows: list[dict], records: list[Record]):
     import numpy as np
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    kinds = [kind for kind in ("prefill", "training") if picture_rows(rows, kind)]
+    panels = {kind: picture_rows(rows, kind) for kind in ("prefill", "training")}
+    kinds = [kind for kind, picked in panels.items() if picked]
     if not kinds:
         return None
     fig, axes = plt.subplots(
         2 * len(kinds), 1, figsize=(6.4, 3.1 * 2 * len(kinds) + 0.9), squeeze=False, layout="constrained"
     )
     for position, kind in enumerate(kinds):
-        picked = picture_rows(rows, kind)
+        picked = panels[kind]
         shapes = sorted({(r["batch"], r["tokens"]) for r in picked}, key=lambda s: (s[0] * s[1], s[1]))
         methods = [m for m in PICTURE_METHODS if any(r["method"] == m for r in picked)]
         for panel, (value, unit) in enumerate((("ms", "time (ms, log scale)"), ("peak_gb", "peak memory (GB)"))):
@@ -217,7 +218,7 @@ def speed_picture(rows: list[dict], records: list[Record]):
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(labels)), fontsize=10, frameon=False)
-    used = sorted({r["record"] for kind in kinds for r in picture_rows(rows, kind)})
+    used = sorted({r["record"] for kind in kinds for r in panels[kind]})
     fig.text(
         0.01,
         -0.01,
