@@ -38,6 +38,7 @@ import triton.language as tl
 
 from kdalib.ops.triton.prefill_local import _chunk_local_kernel
 from kdalib.ops.triton.prefill_output import _chunk_output_kernel
+from kdalib.ops.triton.prefill_scores import _chunk_scores_kernel
 from kdalib.ops.triton.prefill_states import _chunk_states_kernel
 from kdalib.ops.triton.runtime import (
     CHUNK,
@@ -104,6 +105,7 @@ def launch_chunk_local(
     as_chunks: bool,
     key_slice: int = 32,
     num_warps: int | tuple[int, int] = 4,
+    scores_per_block: bool = False,
 ) -> None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
@@ -125,6 +127,20 @@ def launch_chunk_local(
         launches = ((1, num_warps[0]), (2, num_warps[1]))
     else:
         raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
+    if scores_per_block:
+        scores_warps, terms_warps = (num_warps, num_warps) if isinstance(num_warps, int) else num_warps
+        _chunk_scores_kernel[(table.count, HV, CHUNK // SUB)](
+            q, k, g, beta,
+            A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
+            scores, inverse, scores_kk,
+            table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
+            H=H, HV=HV, K=K, BK=block_k, BKS=min(block_k, key_slice), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
+            FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
+            USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision,
+            QK_ROW=H * K, G_ROW=HV * K, BETA_ROW=HV, COMPUTE=tl.float64 if wide else tl.float32,
+            num_warps=scores_warps,
+        )  # fmt: skip
+        launches = ((2, terms_warps),)
     for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
             q, k, v, g, beta,
@@ -161,6 +177,7 @@ def triton_chunk_kda(
     block_v: int | None = None,
     key_slice: int = 32,
     local_warps: int | tuple[int, int] = 2,
+    scores_per_block: bool = False,
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
@@ -242,6 +259,7 @@ def triton_chunk_kda(
         as_chunks=False,
         key_slice=key_slice,
         num_warps=local_warps,
+        scores_per_block=scores_per_block,
     )
     del inverse
     if block_v is None:

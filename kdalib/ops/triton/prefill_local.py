@@ -128,7 +128,7 @@ def _block_slice(
     q_ptr,
     k_ptr,
     g_ptr,
-    i: tl.constexpr,
+    i,
     n,
     cols,
     cm,
