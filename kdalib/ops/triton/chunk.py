@@ -106,6 +106,7 @@ def launch_chunk_local(
     key_slice: int = 32,
     num_warps: int | tuple[int, int] = 4,
     scores_per_block: bool = False,
+    separate_inverse: bool = False,
 ) -> None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
@@ -122,13 +123,12 @@ def launch_chunk_local(
     block_k = max(16, triton.next_power_of_2(K))
     wide = w.dtype == torch.float64
     if isinstance(num_warps, int):
-        launches = ((3, num_warps),)
+        scores_warps = terms_warps = num_warps
     elif len(num_warps) == 2:
-        launches = ((1, num_warps[0]), (2, num_warps[1]))
+        scores_warps, terms_warps = num_warps
     else:
         raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
     if scores_per_block:
-        scores_warps, terms_warps = (num_warps, num_warps) if isinstance(num_warps, int) else num_warps
         _chunk_scores_kernel[(table.count, HV, CHUNK // SUB)](
             q, k, g, beta,
             A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
@@ -140,7 +140,12 @@ def launch_chunk_local(
             QK_ROW=H * K, G_ROW=HV * K, BETA_ROW=HV, COMPUTE=tl.float64 if wide else tl.float32,
             num_warps=scores_warps,
         )  # fmt: skip
-        launches = ((2, terms_warps),)
+    # the launches of the chunk-local kernel: (phase bits, warps); one unless the work is split
+    if isinstance(num_warps, int) and not (scores_per_block or separate_inverse):
+        launches = [(7, num_warps)]
+    else:
+        launches = [] if scores_per_block else [(1, scores_warps)]
+        launches += [(2, terms_warps), (4, terms_warps)] if separate_inverse else [(6, terms_warps)]
     for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
             q, k, v, g, beta,
@@ -178,6 +183,7 @@ def triton_chunk_kda(
     key_slice: int = 32,
     local_warps: int | tuple[int, int] = 2,
     scores_per_block: bool = False,
+    separate_inverse: bool = False,
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
@@ -260,6 +266,7 @@ def triton_chunk_kda(
         key_slice=key_slice,
         num_warps=local_warps,
         scores_per_block=scores_per_block,
+        separate_inverse=separate_inverse,
     )
     del inverse
     if block_v is None:

@@ -257,7 +257,7 @@ def _chunk_local_kernel(
     OUT_K_ROW: tl.constexpr,
     OUT_V_ROW: tl.constexpr,
     COMPUTE: tl.constexpr,
-    PHASES: tl.constexpr = 3,
+    PHASES: tl.constexpr = 7,
 ):
     """The chunk-local terms of one (chunk, value head); see the module docstring.
 
@@ -273,8 +273,9 @@ def _chunk_local_kernel(
     Three phases: the ten lower 16 x 16 score blocks, key slice by key slice (``A`` stored,
     ``Diag(beta) A_kk`` into the ``p_out`` scratch); the inverse ``M`` in place of ``p_out``; then,
     from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and ``U`` by value slices.
-    ``PHASES``: 3 runs them all; 1 only the scores and 2 the rest, for two launches that each get
-    their own number of warps (the second reads what the first wrote to ``p_out`` and ``a_out``).
+    ``PHASES``: which of the three to run, as bits (1 the scores, 2 the inverse, 4 the terms; 7 all):
+    several launches may share the work, each with its own number of warps, a later one reading
+    what an earlier one wrote to ``p_out`` and ``a_out``.
     """
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     # every pointer below points at the chunk's first token of its head; offsets are 32-bit
@@ -297,7 +298,7 @@ def _chunk_local_kernel(
     square = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK
     a_ptr, p_ptr = a_out + square, p_out + square
     sub = tl.arange(0, SUB)
-    if PHASES != 2:  # the scores
+    if PHASES & 1:  # the scores
         zero_block = tl.zeros([SUB, SUB], dtype=COMPUTE)
         zero_rows = tl.zeros([SUB], dtype=COMPUTE)
         # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills);
@@ -375,11 +376,13 @@ def _chunk_local_kernel(
                     _square_block(p_ptr, zero_block, i, j, SUB, CHUNK)
                     if kk_out is not None:
                         _square_block(kk_ptr, zero_block, i, j, SUB, CHUNK)
-    if PHASES != 1:  # the inverse and the terms
-        if PHASES == 3:
+    if PHASES & 2:  # the inverse
+        if PHASES & 1:
             tl.debug_barrier()
         _invert_chunk(p_ptr, SUB, CHUNK, PRECISION)
-        tl.debug_barrier()
+    if PHASES & 4:  # the terms
+        if PHASES & 3:
+            tl.debug_barrier()
         # phase 3: whole-chunk tiles, key slice by key slice: Q_g, K_g, W = M Diag(beta) K exp(G),
         # exp(G_L); then U = M Diag(beta) V
         idx = tl.arange(0, CHUNK)
