@@ -227,33 +227,6 @@ def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
         triton_chunk_kda(**inputs, scale=0.25, cu_seqlens=offsets, local_warps=(2, 4, 8))
 
 
-@pytest.mark.parametrize(
-    "gate,dtype",
-    [(None, torch.float32), ("kimi", torch.float32), (-1000.0, torch.float32), (-0.9, torch.float32),
-     ("kimi", torch.bfloat16)],
-    ids=["mild", "kimi-gate-A200", "g-1000", "span-56.7", "kimi-gate-bf16"],
-)  # fmt: skip
-def test_scores_built_row_block_by_row_block_match_the_token_loop(gate, dtype):
-    """``scores_per_block``: the scores from one program per 16-row block (earlier rows' keys
-    decayed to the block's start by a reverse sum of the gates after them) give the token loop's
-    outputs, and the chunk-wide build's to rounding, with packed sequences, shared key heads, the
-    in-kernel L2 norm and every kind of diagonal block."""
-    lengths = [5, 70, 130]
-    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
-    shape = dict(batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=32, value_dim=16)
-    inputs = _problem(dtype, **shape, num_states=len(lengths), **({} if gate is None else dict(gate=gate)))
-    run = dict(scale=0.25, output_final_state=True, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True, key_slice=16)
-    o, state = triton_chunk_kda(**inputs, scores_per_block=True, **run)
-    o_chunk, state_chunk = triton_chunk_kda(**inputs, **run)
-    exact = {name: x.double() for name, x in inputs.items()}
-    o_ref, state_ref = naive_recurrent_kda(
-        **exact, scale=0.25, output_final_state=True, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True
-    )
-    assert torch.isfinite(o).all() and torch.isfinite(state).all()
-    assert rel_rms(o, o_ref) < TOLERANCE[dtype] and rel_rms(state, state_ref) < TOLERANCE[dtype]
-    assert rel_rms(o, o_chunk) < 2e-6 and rel_rms(state, state_chunk) < 2e-6
-
-
 @triton.jit
 def _gate_tile_kernel(g, a_log, dt_bias, lower_bound, out, T, HV: tl.constexpr, K: tl.constexpr, ROWS: tl.constexpr,
                       GATE: tl.constexpr, FLOOR: tl.constexpr):  # fmt: skip

@@ -1,13 +1,13 @@
 """Chunked KDA forward in Triton: prefill and inference, outputs and final state.
 
 The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"); measured
-versions and what moved them are in NOTES.md beside this file. Three launches:
+versions and what moved them are in NOTES.md beside this file. Three stages:
 
 1. :mod:`~kdalib.ops.triton.prefill_local`, one program per (chunk, value head), all chunks in
-   parallel: the scores ``A``, the WY/UT inverse and with it ``W`` and ``U``, the decayed queries
-   ``Q_g`` and keys ``K_g`` and the chunk decay ``exp(G_L)``. Built from 16-row blocks, so strong
-   decay costs no more than mild decay (only diagonal blocks whose own decay exceeds ``DIAG_SPAN``
-   take an exact, slower product).
+   parallel, in two launches (the scores ``A``; then the WY/UT inverse and with it ``W`` and
+   ``U``, the decayed queries ``Q_g`` and keys ``K_g`` and the chunk decay ``exp(G_L)``). Built
+   from 16-row blocks, so strong decay costs no more than mild decay (only diagonal blocks whose
+   own decay exceeds ``DIAG_SPAN`` take an exact, slower product).
 2. :mod:`~kdalib.ops.triton.prefill_states`, one program per (sequence, value head, block of value
    columns), the only sequential pass: it carries the state and stores it at every chunk start,
    with the corrections ``V_new = U - W S``.
@@ -38,7 +38,6 @@ import triton.language as tl
 
 from kdalib.ops.triton.prefill_local import _chunk_local_kernel
 from kdalib.ops.triton.prefill_output import _chunk_output_kernel
-from kdalib.ops.triton.prefill_scores import _chunk_scores_kernel
 from kdalib.ops.triton.prefill_states import _chunk_states_kernel
 from kdalib.ops.triton.runtime import (
     CHUNK,
@@ -104,16 +103,15 @@ def launch_chunk_local(
     precision: str,
     as_chunks: bool,
     key_slice: int = 32,
-    num_warps: int | tuple[int, int] = 4,
-    scores_per_block: bool = False,
-    separate_inverse: bool = False,
+    num_warps: int | tuple[int, int] = (2, 4),
 ) -> None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
     layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
-    ``num_warps``: one launch with that many warps, or a pair ``(scores, terms)``: two launches, the
-    scores first, then the inverse and the terms, each with its own warps."""
+    ``num_warps``: a pair ``(scores, terms)``: two launches, the scores first, then the inverse and
+    the terms, each with its own warps (the default; NOTES.md has the measurements), or one launch
+    with that many warps."""
     q, k, v, g, beta = inputs
     w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
     A_log, dt_bias, lower_bound = gate_parameters
@@ -128,24 +126,8 @@ def launch_chunk_local(
         scores_warps, terms_warps = num_warps
     else:
         raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
-    if scores_per_block:
-        _chunk_scores_kernel[(table.count, HV, CHUNK // SUB)](
-            q, k, g, beta,
-            A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
-            scores, inverse, scores_kk,
-            table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
-            H=H, HV=HV, K=K, BK=block_k, BKS=min(block_k, key_slice), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
-            FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
-            USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision,
-            QK_ROW=H * K, G_ROW=HV * K, BETA_ROW=HV, COMPUTE=tl.float64 if wide else tl.float32,
-            num_warps=scores_warps,
-        )  # fmt: skip
-    # the launches of the chunk-local kernel: (phase bits, warps); one unless the work is split
-    if isinstance(num_warps, int) and not (scores_per_block or separate_inverse):
-        launches = [(7, num_warps)]
-    else:
-        launches = [] if scores_per_block else [(1, scores_warps)]
-        launches += [(2, terms_warps), (4, terms_warps)] if separate_inverse else [(6, terms_warps)]
+    # the launches of the chunk-local kernel: (phase bits, warps)
+    launches = [(7, scores_warps)] if isinstance(num_warps, int) else [(1, scores_warps), (6, terms_warps)]
     for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
             q, k, v, g, beta,
@@ -181,9 +163,7 @@ def triton_chunk_kda(
     precision: str | None = None,
     block_v: int | None = None,
     key_slice: int = 32,
-    local_warps: int | tuple[int, int] = 2,
-    scores_per_block: bool = False,
-    separate_inverse: bool = False,
+    local_warps: int | tuple[int, int] = (2, 4),
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
@@ -265,8 +245,6 @@ def triton_chunk_kda(
         as_chunks=False,
         key_slice=key_slice,
         num_warps=local_warps,
-        scores_per_block=scores_per_block,
-        separate_inverse=separate_inverse,
     )
     del inverse
     if block_v is None:

@@ -128,7 +128,7 @@ def _block_slice(
     q_ptr,
     k_ptr,
     g_ptr,
-    i,
+    i: tl.constexpr,
     n,
     cols,
     cm,

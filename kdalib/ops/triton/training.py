@@ -94,11 +94,11 @@ def chunk_kda_backward(
     scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
     # the terms unscaled: the scale reaches them through dO
     A_log, dt_bias, lower_bound = gate
-    # 2 warps, as the forward launches it: timed on an H100, this kernel ran fastest at 2 warps and
-    # slowest at 8 (kdalib/ops/triton/NOTES.md, v4.1), whatever ptxas counts of its spills
+    # launched as the forward launches it: the scores at 2 warps, the inverse and terms at 4 (the
+    # fastest split timed on an H100, kdalib/ops/triton/NOTES.md, v4.2)
     launch_chunk_local(
         inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, gate, use_qk_l2norm, precision,
-        as_chunks=True, num_warps=2,
+        as_chunks=True,
     )  # fmt: skip
     native = not interpreting()
     d_out = v.new_zeros(v.shape) if d_out is None else d_out.contiguous()
