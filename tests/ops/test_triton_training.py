@@ -97,7 +97,7 @@ def _entering_states(inputs, cu_seqlens, lengths, **kwargs) -> torch.Tensor:
     return torch.stack(states)
 
 
-def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None)):
+def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None), warps=8):
     """Gradients from :func:`chunk_kda_backward` (float64, IEEE products) for the cotangents that
     :func:`run_with_grads` draws (``gate``: ``inputs["g"]`` is the raw projection of that gate)."""
     decayed = inputs if gate[0] is None else dict(inputs, g=kda_gate(inputs["g"], *gate))
@@ -111,7 +111,20 @@ def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None
     d_final = torch.randn(final.shape, generator=generator, dtype=torch.float64).to(final)
     tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
     table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
-    grads = chunk_kda_backward(tensors, states, d_out, d_final, table, scale, cu_seqlens, l2norm, True, "ieee", gate)
+    grads = chunk_kda_backward(
+        tensors,
+        states,
+        d_out,
+        d_final,
+        table,
+        scale,
+        cu_seqlens,
+        l2norm,
+        True,
+        "ieee",
+        gate,
+        local_backward_warps=warps,
+    )
     return dict(zip((*INPUT_NAMES, "A_log", "dt_bias"), grads))
 
 
@@ -172,6 +185,27 @@ def test_backward_kernels_take_the_gate_from_its_raw_projection(lower_bound):
     for name, theirs in grads_ref.items():
         assert torch.isfinite(grads[name]).all(), name
         assert rel_rms(grads[name], theirs) < 1e-10, name
+
+
+@pytest.mark.parametrize(
+    "gate,lower_bound", [("kimi", None), (-1000.0, None), ("raw", -5.0)], ids=["kimi-A200", "g-1000", "bounded-raw"]
+)
+def test_the_local_backward_in_three_launches_is_the_one_launch_result(gate, lower_bound):
+    """``local_backward_warps=(a, b, c)``: the stages of the local backward as three launches, the
+    scores' gradients with one program per 16-row block, give the one launch's gradients bit for
+    bit (both kinds of diagonal block, packed sequences, shared key heads, the gate in the kernel)."""
+    inputs, cu_seqlens = _problem("logsigmoid" if gate == "raw" else gate, heads=1, value_heads=2)
+    parameters = (None, None, None)
+    if gate == "raw":
+        inputs["g"] = torch.randn(inputs["g"].shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        parameters = (*_raw_gate(inputs["v"].shape[2], inputs["k"].shape[3]), lower_bound)
+    one = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters)
+    three = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4, 4))
+    for name, grad in one.items():
+        if grad is not None:
+            assert torch.equal(grad, three[name]), name
+    with pytest.raises(ValueError, match="local_backward_warps"):
+        _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4))
 
 
 @pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "bounded"])

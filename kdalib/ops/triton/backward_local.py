@@ -49,7 +49,7 @@ from kdalib.ops.triton.tiles import _block_span, _chunk_bounds, _put, _row, _sto
 
 
 @triton.jit
-def _scores_grad_rows(
+def _scores_grad_row_block(
     q,
     k,
     g_sum,
@@ -62,6 +62,7 @@ def _scores_grad_rows(
     base_s,
     cols_k,
     mask_k,
+    i,
     K: tl.constexpr,
     BK: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -69,56 +70,56 @@ def _scores_grad_rows(
     DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """The scores' gradients reaching row r of each 16-row block (q_r and k_r), added to dq, dk and dg."""
+    """The scores' gradients reaching the rows of 16-row block ``i`` (q_r and k_r), added to the
+    block's rows of dq, dk and dg."""
     sub = tl.arange(0, SUB)
     tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
-    for i in tl.static_range(CHUNK // SUB):
-        rows_i = i * SUB + sub
-        g_i = _tile(g_sum, base_k, rows_i, cols_k, K, tile_sub)
-        g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
-        acc_q = tl.zeros([SUB, BK], dtype=g_i.dtype)
-        acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
-        for j in tl.static_range(i):
-            rows_j = j * SUB + sub
-            k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
-            k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
-            block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
-            acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
-            acc_k += tl.dot(tl.load(d_kk + block), k_j, input_precision=PRECISION)
-        row_decay = tl.exp(g_i - g_ref[None, :])
-        if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
-            # the diagonal block below its diagonal as one product: column factors <= exp(span)
-            k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_ref[None, :] - g_i)
-            block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
-            below = sub[:, None] > sub[None, :]
-            acc_q += tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
-            acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION)
-            acc_q *= row_decay
-            acc_k *= row_decay
-        else:
-            acc_q *= row_decay
-            acc_k *= row_decay
-            for c in range(SUB):  # the diagonal block below its diagonal, exactly
-                col = i * SUB + c
-                k_c = _vector(k, base_k, col, K, cols_k, mask_k)
-                g_c = _vector(g_sum, base_k, col, K, cols_k, mask_k)
-                decay = tl.exp(tl.where((sub > c)[:, None], g_i - g_c[None, :], float("-inf")))
-                a_q = tl.load(dscores + base_s + rows_i * CHUNK + col)
-                a_k = tl.load(d_kk + base_s + rows_i * CHUNK + col)
-                acc_q += a_q[:, None] * k_c[None, :] * decay
-                acc_k += a_k[:, None] * k_c[None, :] * decay
-        q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
-        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
-        # the diagonal q_r . k_r has no decay: it reaches q, not g
-        d_q_i = acc_q + tl.load(dscores + base_s + rows_i * (CHUNK + 1))[:, None] * k_i
-        _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
-        _put(dk, base_k, rows_i, cols_k, K, tile_sub, _tile(dk, base_k, rows_i, cols_k, K, tile_sub) + acc_k)
-        d_g_i = _tile(dg, base_k, rows_i, cols_k, K, tile_sub) + q_i * acc_q + k_i * acc_k
-        _put(dg, base_k, rows_i, cols_k, K, tile_sub, d_g_i)
+    rows_i = i * SUB + sub
+    g_i = _tile(g_sum, base_k, rows_i, cols_k, K, tile_sub)
+    g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
+    acc_q = tl.zeros([SUB, BK], dtype=g_i.dtype)
+    acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
+    for j in range(0, i):
+        rows_j = j * SUB + sub
+        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+        k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
+        block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
+        acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
+        acc_k += tl.dot(tl.load(d_kk + block), k_j, input_precision=PRECISION)
+    row_decay = tl.exp(g_i - g_ref[None, :])
+    if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
+        # the diagonal block below its diagonal as one product: column factors <= exp(span)
+        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_ref[None, :] - g_i)
+        block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
+        below = sub[:, None] > sub[None, :]
+        acc_q += tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
+        acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION)
+        acc_q *= row_decay
+        acc_k *= row_decay
+    else:
+        acc_q *= row_decay
+        acc_k *= row_decay
+        for c in range(SUB):  # the diagonal block below its diagonal, exactly
+            col = i * SUB + c
+            k_c = _vector(k, base_k, col, K, cols_k, mask_k)
+            g_c = _vector(g_sum, base_k, col, K, cols_k, mask_k)
+            decay = tl.exp(tl.where((sub > c)[:, None], g_i - g_c[None, :], float("-inf")))
+            a_q = tl.load(dscores + base_s + rows_i * CHUNK + col)
+            a_k = tl.load(d_kk + base_s + rows_i * CHUNK + col)
+            acc_q += a_q[:, None] * k_c[None, :] * decay
+            acc_k += a_k[:, None] * k_c[None, :] * decay
+    q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
+    k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
+    # the diagonal q_r . k_r has no decay: it reaches q, not g
+    d_q_i = acc_q + tl.load(dscores + base_s + rows_i * (CHUNK + 1))[:, None] * k_i
+    _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
+    _put(dk, base_k, rows_i, cols_k, K, tile_sub, _tile(dk, base_k, rows_i, cols_k, K, tile_sub) + acc_k)
+    d_g_i = _tile(dg, base_k, rows_i, cols_k, K, tile_sub) + q_i * acc_q + k_i * acc_k
+    _put(dg, base_k, rows_i, cols_k, K, tile_sub, d_g_i)
 
 
 @triton.jit
-def _scores_grad_columns(
+def _scores_grad_column_block(
     q,
     k,
     g_sum,
@@ -131,6 +132,7 @@ def _scores_grad_columns(
     base_s,
     cols_k,
     mask_k,
+    j,
     K: tl.constexpr,
     BK: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -138,50 +140,50 @@ def _scores_grad_columns(
     DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """The scores' gradients reaching column c of each 16-row block (k_c), added to dk and dg."""
+    """The scores' gradients reaching the columns of 16-row block ``j`` (k_c), added to the block's
+    rows of dk and dg."""
     sub = tl.arange(0, SUB)
     tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
-    for j in tl.static_range(CHUNK // SUB):
-        rows_j = j * SUB + sub
-        g_j = _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub)
-        acc = tl.zeros([SUB, BK], dtype=g_j.dtype)
-        for i in tl.static_range(j + 1, CHUNK // SUB):
-            rows_i = i * SUB + sub
-            g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
-            row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
-            q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub) * row_decay
-            k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * row_decay
-            block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
-            part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
-            part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
-            acc += part * tl.exp(g_ref[None, :] - g_j)
-        if _block_span(g_sum, base_k, j, K, cols_k, mask_k, SUB) <= DOT_SPAN:
-            # the diagonal block as one product: row factors <= 1, column factors <= exp(span)
-            g_ref = _vector(g_sum, base_k, j * SUB, K, cols_k, mask_k)
-            row_decay = tl.exp(g_j - g_ref[None, :])
-            block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
-            below = sub[:, None] > sub[None, :]
-            q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub) * row_decay
-            k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub) * row_decay
-            part = tl.dot(tl.trans(tl.load(dscores + block, mask=below, other=0.0)), q_j, input_precision=PRECISION)
-            part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
-            acc += part * tl.exp(g_ref[None, :] - g_j)
-        else:
-            for r in range(SUB):  # the diagonal block below its diagonal, exactly
-                row = j * SUB + r
-                q_r = _vector(q, base_k, row, K, cols_k, mask_k)
-                k_r = _vector(k, base_k, row, K, cols_k, mask_k)
-                g_r = _vector(g_sum, base_k, row, K, cols_k, mask_k)
-                decay = tl.exp(tl.where((sub < r)[:, None], g_r[None, :] - g_j, float("-inf")))
-                a_q = tl.load(dscores + base_s + row * CHUNK + rows_j)
-                a_k = tl.load(d_kk + base_s + row * CHUNK + rows_j)
-                acc += (a_q[:, None] * q_r[None, :] + a_k[:, None] * k_r[None, :]) * decay
-        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
-        d_k_j = acc + tl.load(dscores + base_s + rows_j * (CHUNK + 1))[:, None] * _tile(
-            q, base_k, rows_j, cols_k, K, tile_sub
-        )
-        _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
-        _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
+    rows_j = j * SUB + sub
+    g_j = _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub)
+    acc = tl.zeros([SUB, BK], dtype=g_j.dtype)
+    for i in range(j + 1, CHUNK // SUB):
+        rows_i = i * SUB + sub
+        g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
+        row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
+        q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub) * row_decay
+        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * row_decay
+        block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
+        part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
+        part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
+        acc += part * tl.exp(g_ref[None, :] - g_j)
+    if _block_span(g_sum, base_k, j, K, cols_k, mask_k, SUB) <= DOT_SPAN:
+        # the diagonal block as one product: row factors <= 1, column factors <= exp(span)
+        g_ref = _vector(g_sum, base_k, j * SUB, K, cols_k, mask_k)
+        row_decay = tl.exp(g_j - g_ref[None, :])
+        block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
+        below = sub[:, None] > sub[None, :]
+        q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub) * row_decay
+        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub) * row_decay
+        part = tl.dot(tl.trans(tl.load(dscores + block, mask=below, other=0.0)), q_j, input_precision=PRECISION)
+        part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
+        acc += part * tl.exp(g_ref[None, :] - g_j)
+    else:
+        for r in range(SUB):  # the diagonal block below its diagonal, exactly
+            row = j * SUB + r
+            q_r = _vector(q, base_k, row, K, cols_k, mask_k)
+            k_r = _vector(k, base_k, row, K, cols_k, mask_k)
+            g_r = _vector(g_sum, base_k, row, K, cols_k, mask_k)
+            decay = tl.exp(tl.where((sub < r)[:, None], g_r[None, :] - g_j, float("-inf")))
+            a_q = tl.load(dscores + base_s + row * CHUNK + rows_j)
+            a_k = tl.load(d_kk + base_s + row * CHUNK + rows_j)
+            acc += (a_q[:, None] * q_r[None, :] + a_k[:, None] * k_r[None, :]) * decay
+    k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+    d_k_j = acc + tl.load(dscores + base_s + rows_j * (CHUNK + 1))[:, None] * _tile(
+        q, base_k, rows_j, cols_k, K, tile_sub
+    )
+    _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
+    _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
 
 
 @triton.jit
@@ -267,6 +269,7 @@ def _local_backward_kernel(
     dbeta,
     d_rate,
     d_bias,
+    dg_end,
     sequence_end,
     chunk_start,
     T,
@@ -286,6 +289,7 @@ def _local_backward_kernel(
     GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
+    STAGES: tl.constexpr = 7,
 ):
     """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
     kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
@@ -295,7 +299,14 @@ def _local_backward_kernel(
     inverse and ``A_kk`` in the chunk layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
     ``q_n``, ``k_n`` (q and k as the forward used them, normalised when asked), ``g_sum`` (the
     chunk-local cumulative log decay); ``dqg``, ``dkg`` and ``dw`` become the accumulators of the
-    gradients of q, k and g once read, and ``scores_kk`` that of ``A_kk``."""
+    gradients of q, k and g once read, and ``scores_kk`` that of ``A_kk``.
+
+    ``STAGES``: which of the three stages to run, as bits: 1 the inputs as the forward used them,
+    the UT transform and the decayed terms; 2 the scores' gradients; 4 the cumulative sum's, the
+    gate's and the L2 norm's backward (7: all, one program per (chunk, value head)). Run as three
+    launches, the second has one program per (chunk, value head, 16-row block) (its third index),
+    each adding to its block's rows only, and the first hands the gradient reaching ``G`` through
+    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``)."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     n = (end - start).to(tl.int32)
@@ -315,87 +326,111 @@ def _local_backward_kernel(
     v_at = v + start * (HV * V) + i_hv * V
     beta_at = beta + start * HV + i_hv
 
-    # ---- the inputs as the forward used them: q and k normalised, the gate in [-FLOOR, 0]
-    x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
-    _put(q_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
-    x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
-    _put(k_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
-    g_clamped = _gate(g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR)
-    g_acc = tl.cumsum(g_clamped.to(x.dtype), axis=0)
-    _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
-    tl.debug_barrier()
+    if STAGES & 1:
+        # ---- the inputs as the forward used them: q and k normalised, the gate in [-FLOOR, 0]
+        x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
+        _put(q_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+        x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
+        _put(k_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+        g_clamped = _gate(
+            g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
+        )
+        g_acc = tl.cumsum(g_clamped.to(x.dtype), axis=0)
+        _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
+        tl.debug_barrier()
 
-    # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
-    b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
-    x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
-    transform = x_inv * b[None, :]
-    d_u = _tile(dv_new, base_v, rows, cols_v, V, tile_v)
-    d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
-    _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
-    d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
-    gamma = tl.exp(g_acc)
-    keys_in = _tile(k_n, base_k, rows, cols_k, K, tile_k) * gamma
-    d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
-    d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
-    d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
-    d_g = d_keys_in * keys_in
-    d_keys = d_keys_in * gamma
-    d_b = tl.sum(d_t * x_inv, axis=0)
-    d_l = -tl.dot(
-        tl.dot(tl.trans(x_inv), d_t * b[None, :], input_precision=PRECISION), tl.trans(x_inv), input_precision=PRECISION
-    )
-    d_l = tl.where(strict, d_l, 0.0)
-    d_b += tl.sum(d_l * tl.load(scores_kk + square, mask=strict, other=0.0), axis=1)
-    tl.debug_barrier()  # A_kk is read: its buffer takes the gradient of A_kk
-    tl.store(scores_kk + square, d_l * b[:, None])
-    tl.store(
-        dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
-    )
+        # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
+        b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
+        x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
+        transform = x_inv * b[None, :]
+        d_u = _tile(dv_new, base_v, rows, cols_v, V, tile_v)
+        d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
+        _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
+        d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
+        gamma = tl.exp(g_acc)
+        keys_in = _tile(k_n, base_k, rows, cols_k, K, tile_k) * gamma
+        d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
+        d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
+        d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
+        d_g = d_keys_in * keys_in
+        d_keys = d_keys_in * gamma
+        d_b = tl.sum(d_t * x_inv, axis=0)
+        d_l = -tl.dot(
+            tl.dot(tl.trans(x_inv), d_t * b[None, :], input_precision=PRECISION),
+            tl.trans(x_inv),
+            input_precision=PRECISION,
+        )
+        d_l = tl.where(strict, d_l, 0.0)
+        d_b += tl.sum(d_l * tl.load(scores_kk + square, mask=strict, other=0.0), axis=1)
+        tl.debug_barrier()  # A_kk is read: its buffer takes the gradient of A_kk
+        tl.store(scores_kk + square, d_l * b[:, None])
+        tl.store(
+            dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
+        )
 
-    # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
-    # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
-    # only from values that depend on its own load, so no other thread can still need the old one.
-    d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
-    _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
-    d_g += d_query_in * _tile(q_n, base_k, rows, cols_k, K, tile_k) * gamma
-    # G_L is the cumulative sum's own last row: summed again in another order it could differ by
-    # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
-    g_last = _row(g_acc, CHUNK - 1, CHUNK)
-    decay_out = tl.exp(g_last[None, :] - g_acc)
-    d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
-    d_keys += d_keys_out * decay_out
-    # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
-    # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-    through_end = d_keys_out * _tile(k_n, base_k, rows, cols_k, K, tile_k) * decay_out
-    d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-    d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
-    _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
-    _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
-    tl.debug_barrier()
+        # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
+        # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
+        # only from values that depend on its own load, so no other thread can still need the old one.
+        d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+        _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
+        d_g += d_query_in * _tile(q_n, base_k, rows, cols_k, K, tile_k) * gamma
+        # G_L is the cumulative sum's own last row: summed again in another order it could differ by
+        # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
+        g_last = _row(g_acc, CHUNK - 1, CHUNK)
+        decay_out = tl.exp(g_last[None, :] - g_acc)
+        d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
+        d_keys += d_keys_out * decay_out
+        # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
+        # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
+        through_end = d_keys_out * _tile(k_n, base_k, rows, cols_k, K, tile_k) * decay_out
+        d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
+        d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
+        _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
+        _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
+        if not (STAGES & 4):  # the last stage runs as a launch of its own
+            _put(dg_end, base_k, rows, cols_k, K, tile_k, d_g_end)
+        tl.debug_barrier()
 
     # ---- the scores' gradients, 16-row blocks: first the row side, then the column side
-    _scores_grad_rows(
-        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k,
-        K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
-    )  # fmt: skip
-    tl.debug_barrier()
-    _scores_grad_columns(
-        q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k,
-        K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
-    )  # fmt: skip
-    tl.debug_barrier()
+    if STAGES == 2:  # one row block per program: its rows' share of both sides
+        i_b = tl.program_id(2)
+        _scores_grad_row_block(
+            q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, i_b,
+            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        )  # fmt: skip
+        tl.debug_barrier()
+        _scores_grad_column_block(
+            q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, i_b,
+            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        )  # fmt: skip
+    elif STAGES & 2:
+        for i in tl.static_range(CHUNK // SUB):
+            _scores_grad_row_block(
+                q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, i,
+                K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+            )  # fmt: skip
+        tl.debug_barrier()
+        for j in tl.static_range(CHUNK // SUB):
+            _scores_grad_column_block(
+                q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, j,
+                K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+            )  # fmt: skip
+        tl.debug_barrier()
 
-    # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
-    d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
-    d_g = _gate_backward(
-        d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,
-        HV * K, K, GATE, FLOOR,
-    )  # fmt: skip
-    key_out = start * (HV * K) + i_hv * K
-    _put_rows(dg + key_out, d_g, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
-    x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
-    d_x = _l2_norm_backward(x, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
-    _put_rows(dq + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
-    x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
-    d_x = _l2_norm_backward(x, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
-    _put_rows(dk + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
+    if STAGES & 4:
+        # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
+        if not (STAGES & 1):
+            d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
+        d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
+        d_g = _gate_backward(
+            d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,
+            HV * K, K, GATE, FLOOR,
+        )  # fmt: skip
+        key_out = start * (HV * K) + i_hv * K
+        _put_rows(dg + key_out, d_g, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
+        x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
+        d_x = _l2_norm_backward(x, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+        _put_rows(dq + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
+        x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
+        d_x = _l2_norm_backward(x, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+        _put_rows(dk + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)

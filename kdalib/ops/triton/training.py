@@ -12,8 +12,9 @@
   (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`); the chunk-parallel
   gradients of the terms (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`); the
   chunk-local backward with the L2 norm's and the gate clamp's backward in its epilogue
-  (:mod:`~kdalib.ops.triton.backward_local`). With shared key heads (GVA) one reduction sums dq
-  and dk over the value heads of a group.
+  (:mod:`~kdalib.ops.triton.backward_local`; one launch, or three with ``local_backward_warps``
+  a triple). With shared key heads (GVA) one reduction sums dq and dk over the value heads of a
+  group.
 
 Float32 inputs keep the chunk form's layout (:func:`kdalib.ops.chunk.chunk_rows`), the PyTorch
 chunk-local terms under autograd and the Triton scan with its backward
@@ -60,6 +61,7 @@ def chunk_kda_backward(
     initial_grad: bool,
     precision: str,
     gate: tuple = (None, None, None),
+    local_backward_warps: int | tuple[int, int, int] = 8,
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -75,6 +77,10 @@ def chunk_kda_backward(
         precision: matrix-product input precision (``ieee`` or ``tf32``).
         gate: ``(A_log, dt_bias, lower_bound)`` when g is the raw gate projection that the forward
             turned into the log decay in its kernel (``A_log`` None: g is the log decay).
+        local_backward_warps: the chunk-local backward (:mod:`~kdalib.ops.triton.backward_local`)
+            as one launch with that many warps, or as three launches with a warps each (its
+            stages: the UT transform and the decayed terms; the scores' gradients, one program per
+            16-row block; the epilogue).
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -136,15 +142,27 @@ def chunk_kda_backward(
     g_sum = q.new_empty(scratch, dtype=terms)
     d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
     d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
-    _local_backward_kernel[(chunks, HV)](
-        q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
-        inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
-        dq, dk, dv, dg, dbeta, d_rate, d_bias, table.ends, table.starts, T, max(table.per_sequence, 1),
-        H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
-        DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
-        IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
-        PRECISION=precision, NATIVE_BF16=native, num_warps=8, num_stages=1,
-    )  # fmt: skip
+    # the local backward: one launch, or three, the third reading the first's G_L gradient from
+    # where k_n ends
+    warps = local_backward_warps
+    if isinstance(warps, int):
+        launches, dg_end = [(7, (chunks, HV), warps)], None
+    elif len(warps) == 3:
+        grids = ((chunks, HV), (chunks, HV, CHUNK // SUB), (chunks, HV))
+        launches = list(zip((1, 2, 4), grids, warps))
+        dg_end = _reuse(k_n, scratch, terms, after=k_n.numel())
+    else:
+        raise ValueError(f"local_backward_warps: expected a number of warps or three, got {warps!r}")
+    for stages, grid, stage_warps in launches:
+        _local_backward_kernel[grid](
+            q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
+            inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
+            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, table.ends, table.starts, T, max(table.per_sequence, 1),
+            H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
+            DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
+            IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
+            PRECISION=precision, NATIVE_BF16=native, STAGES=stages, num_warps=stage_warps, num_stages=1,
+        )  # fmt: skip
     if group > 1:
         dq = dq.view(B, T, H, group, K).sum(3)
         dk = dk.view(B, T, H, group, K).sum(3)
@@ -153,15 +171,15 @@ def chunk_kda_backward(
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
 
-def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised ``shape`` tensor of ``dtype`` in ``buffer``'s memory when it is large enough
-    (the caller no longer reads ``buffer``), else a new one."""
+def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, after: int = 0) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor of ``dtype`` in ``buffer``'s memory, ``after`` elements of
+    ``dtype`` from its start, when it fits there (the caller no longer reads ``buffer``), else a new one."""
     count = 1
     for size in shape:
         count *= size
     storage = buffer.untyped_storage()
-    if buffer.is_contiguous() and count * dtype.itemsize <= storage.nbytes():
-        return torch.empty(0, dtype=dtype, device=buffer.device).set_(storage, 0, shape)
+    if buffer.is_contiguous() and (after + count) * dtype.itemsize <= storage.nbytes():
+        return torch.empty(0, dtype=dtype, device=buffer.device).set_(storage, after, shape)
     return buffer.new_empty(shape, dtype=dtype)
 
 
