@@ -97,11 +97,26 @@ def test_extreme_gates_stay_finite_and_exact(gate):
     _check(_problem(batch=1, tokens=80, heads=2, key_dim=16, value_dim=16, gate=gate), scale=0.25)
 
 
-@pytest.mark.parametrize("gate", [-0.9, -1.0], ids=["span-56.7-whole-chunk-products", "span-63-row-blocks"])
-def test_both_ways_of_building_the_scores_near_their_boundary(gate):
-    """A constant decay of 0.9 per token keeps a chunk's span (63 x 0.9) under the limit for whole-chunk
-    products, where one factor reaches exp(56.7); 1.0 per token crosses it."""
-    _check(_problem(batch=1, tokens=64, heads=1, key_dim=32, value_dim=16, gate=gate), scale=0.25)
+@pytest.mark.parametrize(
+    "gate", [-4.9, -5.2, -9.9, -10.2], ids=["span-78-product", "span-83-middle", "span-158-middle", "span-163-exact"]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_three_ways_of_building_a_diagonal_block_near_their_boundaries(gate, dtype):
+    """A constant log decay per token sets every 16-row block's span (16 x the decay): up to 80 a
+    diagonal block is one product (column factors up to exp(78.4)); past it, one product about
+    the block's middle row while each half decays at most 80 (factors up to exp(79.2)); past 160,
+    exact. Each against the token loop, with ragged last chunks and the in-kernel L2 norm."""
+    inputs = _problem(dtype, batch=1, tokens=100, heads=1, key_dim=32, value_dim=16, gate=gate, normalize_keys=False)
+    _check(inputs, dtype, scale=0.25, use_qk_l2norm_in_kernel=True)
+
+
+@pytest.mark.parametrize("strong", [-9.0, -12.0], ids=["span-144-middle", "span-192-exact"])
+def test_a_strong_channel_beside_mild_ones(strong):
+    """One channel decays strongly (its span picks how every diagonal block is built) while the
+    others barely decay, so the scores far below the diagonal carry full weight through them."""
+    inputs = _problem(batch=1, tokens=100, heads=2, key_dim=32, value_dim=16, gate=-0.05)
+    inputs["g"][..., 0] = strong
+    _check(inputs, scale=0.25, use_qk_l2norm_in_kernel=True)
 
 
 def test_positive_log_decay_counts_as_zero_like_the_chunk_form():

@@ -17,10 +17,12 @@ log decay never increases; the column factors are kept in registers and decayed 
 A diagonal block is one product as well while its own total decay (its *span*) is at most
 ``DIAG_SPAN`` (:mod:`kdalib.ops.triton.runtime`): the column factor ``exp(c_i - G)`` is then at most ``exp(80)``, far inside
 float32's range. This covers the bounded gate of Kimi models (``lower_bound=-5``: 16 tokens
-decay at most 80), mild gates and most of the Kimi softplus gate; blocks with a larger span are
-built exactly, channel slice by channel slice, from ``exp(min(G_r - G_c, 0))``. So no exponent
-that could overflow is formed, and the gate's strength changes only which blocks take the exact
-path, never the whole chunk.
+decay at most 80) and mild gates. A block with a larger span whose two halves (its rows 1-7 and
+8-15) each decay at most ``DIAG_SPAN`` is one product about its middle row (row factors up to
+``exp(80)`` before it, column factors up to ``exp(80)`` after it): spans up to 160, most of the Kimi
+softplus gate. Blocks past that are built exactly, channel slice by channel slice, from
+``exp(min(G_r - G_c, 0))``. So no exponent that could overflow is formed, and the gate's strength
+changes only which blocks take the exact path, never the whole chunk.
 
 Gates follow the operators' contract (``g <= 0``; a positive entry counts as 0) and are floored
 at ``-GATE_FLOOR`` per token: ``exp(-GATE_FLOOR)`` is zero in float32, so the floor changes no
@@ -150,7 +152,9 @@ def _block_slice(
     block's start, own token included), its diagonal scores, its total decay ``tot``, its keys
     decayed to the block's end ``k exp(suffix)``, and the squared norms of its q and k rows in the
     slice. The diagonal block is one product while its span is at most ``DIAG_SPAN`` (column
-    factors up to ``exp(DIAG_SPAN)``), else exact (:func:`_diagonal_exact`)."""
+    factors up to ``exp(DIAG_SPAN)``); past that, one product about its middle row while each half
+    of it spans at most ``DIAG_SPAN`` (row and column factors up to ``exp(DIAG_SPAN)``, so spans up
+    to twice that); else exact (:func:`_diagonal_exact`)."""
     sub = tl.arange(0, SUB)
     rows = i * SUB + sub
     m = rows < n
@@ -165,12 +169,25 @@ def _block_slice(
     left = tl.exp(gam)
     lq = xq * left
     lk = xk * left
+    causal = sub[:, None] >= sub[None, :]
+    strict = sub[:, None] > sub[None, :]
     if tl.max(-tot, axis=0) <= DIAG_SPAN:
         right = tl.trans(xk * tl.exp(-gam))
-        dq = tl.where(sub[:, None] >= sub[None, :], _dot(lq, right, PRECISION), 0.0)
-        dk = tl.where(sub[:, None] > sub[None, :], _dot(lk, right, PRECISION), 0.0)
+        dq = tl.where(causal, _dot(lq, right, PRECISION), 0.0)
+        dk = tl.where(strict, _dot(lk, right, PRECISION), 0.0)
     else:
-        dq, dk = _diagonal_exact(xq, xk, gam, SUB)
+        # the reference at the block's middle row: row factors up to exp(first half's decay),
+        # column factors up to exp(second half's), their product at most 1 where it is kept
+        mid = _row(gam, SUB // 2 - 1, SUB)
+        first_half = tl.max(_row(gam, 0, SUB) - mid, axis=0)
+        second_half = tl.max(mid - tot, axis=0)
+        if (first_half <= DIAG_SPAN) & (second_half <= DIAG_SPAN):
+            row_factor = tl.exp(gam - mid[None, :])
+            right = tl.trans(xk * tl.exp(mid[None, :] - gam))
+            dq = tl.where(causal, _dot(xq * row_factor, right, PRECISION), 0.0)
+            dk = tl.where(strict, _dot(xk * row_factor, right, PRECISION), 0.0)
+        else:
+            dq, dk = _diagonal_exact(xq, xk, gam, SUB)
     return lq, lk, dq, dk, tl.exp(tot), xk * tl.exp(suffix), tl.sum(xq * xq, axis=1), tl.sum(xk * xk, axis=1)
 
 
