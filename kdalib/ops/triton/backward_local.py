@@ -23,7 +23,9 @@ exponent is a difference ``G_r - G_c`` with ``r >= c`` (never positive): the chu
 16-row blocks, a block pair ``(i, j < i)`` goes through the first row ``r0`` of block ``i``
 (``exp(G_r - G_r0)`` and ``exp(G_r0 - G_c)``, both at most 1) as one matrix product. A diagonal
 block is one product too while its own decay (its span) is at most ``DOT_SPAN`` (column factors
-up to ``exp(span)``); past that it is summed column by column with the exponent masked to -inf
+up to ``exp(span)``), or, past that, while each of its halves decays at most ``DOT_SPAN``: a
+product about its middle row (row factors before it and column factors after it up to
+``exp(DOT_SPAN)``); past that it is summed column by column with the exponent masked to -inf
 above the diagonal, so the strongest gates underflow to exact zeros. A log-decay gradient is the sum of ``x ⊙ dx``
 over the factors where ``G`` enters with a plus sign, minus those where it enters with a minus
 sign; ``dg`` is its reverse cumulative sum over the chunk plus the gradient of ``G_L``. Terms
@@ -46,6 +48,17 @@ import triton.language as tl
 
 from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
 from kdalib.ops.triton.tiles import _block_span, _chunk_bounds, _put, _row, _stored_as, _tile, _vector, _widen
+
+
+@triton.jit
+def _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB: tl.constexpr, DOT_SPAN: tl.constexpr):
+    """The cumulative log decay at the middle row (row 7) of 16-row block ``i``, and whether the
+    block's two halves (rows 1-7 and 8-15) each decay at most ``DOT_SPAN`` in every channel, so a
+    product about that row keeps every factor at most ``exp(DOT_SPAN)`` (false for a NaN gate)."""
+    first = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
+    g_mid = _vector(g_sum, base_k, i * SUB + SUB // 2 - 1, K, cols_k, mask_k)
+    last = _vector(g_sum, base_k, i * SUB + SUB - 1, K, cols_k, mask_k)
+    return g_mid, (tl.max(first - g_mid, axis=0) <= DOT_SPAN) & (tl.max(g_mid - last, axis=0) <= DOT_SPAN)
 
 
 @triton.jit
@@ -87,15 +100,25 @@ def _scores_grad_row_block(
         acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
         acc_k += tl.dot(tl.load(d_kk + block), k_j, input_precision=PRECISION)
     row_decay = tl.exp(g_i - g_ref[None, :])
+    block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
+    below = sub[:, None] > sub[None, :]
+    g_mid, middle = _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB, DOT_SPAN)
     if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
         # the diagonal block below its diagonal as one product: column factors <= exp(span)
         k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_ref[None, :] - g_i)
-        block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
-        below = sub[:, None] > sub[None, :]
         acc_q += tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
         acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION)
         acc_q *= row_decay
         acc_k *= row_decay
+    elif middle:
+        # one product about the block's middle row: row and column factors <= exp(DOT_SPAN)
+        acc_q *= row_decay
+        acc_k *= row_decay
+        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_mid[None, :] - g_i)
+        mid_decay = tl.exp(g_i - g_mid[None, :])
+        dq_mid = tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
+        acc_q += dq_mid * mid_decay
+        acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION) * mid_decay
     else:
         acc_q *= row_decay
         acc_k *= row_decay
@@ -157,9 +180,15 @@ def _scores_grad_column_block(
         part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
-    if _block_span(g_sum, base_k, j, K, cols_k, mask_k, SUB) <= DOT_SPAN:
-        # the diagonal block as one product: row factors <= 1, column factors <= exp(span)
-        g_ref = _vector(g_sum, base_k, j * SUB, K, cols_k, mask_k)
+    g_mid, middle = _middle_reference(g_sum, base_k, j, K, cols_k, mask_k, SUB, DOT_SPAN)
+    span = _block_span(g_sum, base_k, j, K, cols_k, mask_k, SUB)
+    if (span <= DOT_SPAN) | middle:
+        # the diagonal block as one product, its reference the block's first row (row factors
+        # <= 1, column factors <= exp(span)) or its middle row (both <= exp(DOT_SPAN))
+        if span <= DOT_SPAN:
+            g_ref = _vector(g_sum, base_k, j * SUB, K, cols_k, mask_k)
+        else:
+            g_ref = g_mid
         row_decay = tl.exp(g_j - g_ref[None, :])
         block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
         below = sub[:, None] > sub[None, :]
