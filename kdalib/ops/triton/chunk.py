@@ -132,11 +132,17 @@ def launch_chunk_local(
         raise ValueError(
             f"local_warps: expected a number of warps, a pair (scores, terms) or three (kk, qk, terms), got {num_warps!r}"
         )
+    # the rows' inverse L2 norms (q's, then k's), from the scores' phase to the terms'
+    norms = (
+        q.new_empty(table.count, HV, 2, CHUNK, dtype=torch.float64 if wide else torch.float32)
+        if use_qk_l2norm
+        else None
+    )
     for phases, scores_kind, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
             q, k, v, g, beta,
             A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
-            w, u, qg, kg, decay, scores, inverse, scores_kk,
+            w, u, qg, kg, decay, scores, inverse, scores_kk, norms,
             table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
             H=H, HV=HV, K=K, V=V, BK=block_k, BKS=min(block_k, key_slice),
             BV=min(64, max(16, triton.next_power_of_2(V))), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,

@@ -247,6 +247,7 @@ def _chunk_local_kernel(
     a_out,
     p_out,
     kk_out,
+    norms,
     sequence_end,
     chunk_start,
     scale,
@@ -285,7 +286,8 @@ def _chunk_local_kernel(
     (``[chunks, HV, C, *]``, each chunk's rows contiguous, rows past a sequence's end written as
     zeros, :mod:`kdalib.ops.triton.training`), else in the token layout of the user's tensors; the
     inputs are always in the token layout. ``kk_out`` (optional): also store the strictly lower
-    ``A_kk`` there. ``*_ROW``: the distance between a chunk's consecutive tokens in q and k, in g,
+    ``A_kk`` there. ``norms`` (``[chunks, HV, 2, C]``, with ``USE_QK_L2NORM``): the rows' inverse
+    L2 norms of q, then of k, which the scores' phase stores and the terms' phase reads. ``*_ROW``: the distance between a chunk's consecutive tokens in q and k, in g,
     in v and in beta, then in the key-sized and the value-sized outputs. ``COMPUTE``: float32,
     or float64 for float64 inputs (the training kernels' float64 tests), with ``FLOOR`` at
     float64's underflow.
@@ -378,6 +380,18 @@ def _chunk_local_kernel(
         b1 = _widen(tl.load(beta_ptr + (SUB + sub) * BETA_ROW, mask=SUB + sub < n, other=0.0))
         b2 = _widen(tl.load(beta_ptr + (2 * SUB + sub) * BETA_ROW, mask=2 * SUB + sub < n, other=0.0))
         b3 = _widen(tl.load(beta_ptr + (3 * SUB + sub) * BETA_ROW, mask=3 * SUB + sub < n, other=0.0))
+        if USE_QK_L2NORM:  # the rows' inverse norms, for the terms: q's, then k's
+            at = norms + (i_c * HV + i_hv).to(tl.int64) * 2 * CHUNK + sub
+            if SCORES & 1:
+                tl.store(at, nq0)
+                tl.store(at + SUB, nq1)
+                tl.store(at + 2 * SUB, nq2)
+                tl.store(at + 3 * SUB, nq3)
+            if SCORES & 2:
+                tl.store(at + CHUNK, nk0)
+                tl.store(at + CHUNK + SUB, nk1)
+                tl.store(at + CHUNK + 2 * SUB, nk2)
+                tl.store(at + CHUNK + 3 * SUB, nk3)
         kk_ptr = kk_out
         if kk_out is not None:
             kk_ptr = kk_out + square
@@ -414,18 +428,13 @@ def _chunk_local_kernel(
         mo = idx < n_out  # rows written (past the chunk's end as zeros in the chunk layout)
         inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
         b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
-        sq = tl.zeros([CHUNK], dtype=COMPUTE)
-        sk = tl.zeros([CHUNK], dtype=COMPUTE)
-        if USE_QK_L2NORM:
-            for s0 in range(0, BK, BKS):
-                kcols = s0 + tl.arange(0, BKS)
-                kcm = kcols < K
-                xq = _rows_of(q_ptr, idx, m, QK_ROW, kcols, kcm)
-                xk = _rows_of(k_ptr, idx, m, QK_ROW, kcols, kcm)
-                sq += tl.sum(xq * xq, axis=1)
-                sk += tl.sum(xk * xk, axis=1)
-        nq = _norm(sq, USE_QK_L2NORM)
-        nk = _norm(sk, USE_QK_L2NORM)
+        if USE_QK_L2NORM:  # as the scores' phase stored them
+            at = norms + (i_c * HV + i_hv).to(tl.int64) * 2 * CHUNK + idx
+            nq = tl.load(at)
+            nk = tl.load(at + CHUNK)
+        else:
+            nq = tl.full([CHUNK], 1.0, dtype=COMPUTE)
+            nk = tl.full([CHUNK], 1.0, dtype=COMPUTE)
         nxt = idx + 1 < n
         for s0 in range(0, BK, BKS):
             kcols = s0 + tl.arange(0, BKS)

@@ -9,7 +9,8 @@ signature and alignment specialisations, ``GPUTarget("cuda", capability, 32)``),
 on its PTX gives the registers per thread, the spill stores and loads and the stack frame;
 Triton's metadata gives the shared memory.
 
-The paths (:data:`PATHS`), at K = V = ``dim``:
+The paths (:data:`PATHS`), at K = V = ``dim``, with the in-kernel L2 norm (as the bench and Kimi
+models run them):
 
 * ``forward``: :func:`~kdalib.ops.triton.triton_chunk_kda` with the gate given
   (``prefill_local``, ``prefill_states``, ``prefill_output``);
@@ -103,14 +104,18 @@ def _inputs(dim: int, heads: int, dtype: torch.dtype, tokens: int = TOKENS) -> d
 def _forward(dim: int, heads: int, dtype: torch.dtype) -> None:
     from kdalib.ops.triton import triton_chunk_kda
 
-    triton_chunk_kda(**_inputs(dim, heads, dtype), scale=dim**-0.5, output_final_state=True)
+    triton_chunk_kda(
+        **_inputs(dim, heads, dtype), scale=dim**-0.5, output_final_state=True, use_qk_l2norm_in_kernel=True
+    )
 
 
 def _forward_bounded(dim: int, heads: int, dtype: torch.dtype) -> None:
     from kdalib.ops.triton import triton_chunk_kda
 
     gate = dict(A_log=torch.zeros(heads), dt_bias=torch.zeros(heads * dim), lower_bound=BOUNDED_LOWER_BOUND)
-    triton_chunk_kda(**_inputs(dim, heads, dtype), scale=dim**-0.5, output_final_state=True, **gate)
+    triton_chunk_kda(
+        **_inputs(dim, heads, dtype), scale=dim**-0.5, output_final_state=True, use_qk_l2norm_in_kernel=True, **gate
+    )
 
 
 def _training(dim: int, heads: int, dtype: torch.dtype) -> None:
@@ -118,7 +123,7 @@ def _training(dim: int, heads: int, dtype: torch.dtype) -> None:
     from kdalib.ops.triton import triton_chunk_training
 
     inputs = {name: x.requires_grad_() for name, x in _inputs(dim, heads, dtype).items()}
-    call = validate_call(*inputs.values(), None, None, False, False, None, 64)
+    call = validate_call(*inputs.values(), None, None, False, True, None, 64)
     output, _ = triton_chunk_training(call)
     output.float().sum().backward()
 
