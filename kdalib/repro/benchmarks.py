@@ -222,7 +222,9 @@ def speed_picture(rows: list[dict], records: list[Record]):
     fig.text(
         0.01,
         -0.01,
-        "Recorded with kdalib bench on " + "; ".join(records[i].describe() for i in used) + ". bf16, H32, K = V = 128.",
+        "Recorded with kdalib bench on "
+        + "; ".join(dict.fromkeys(records[i].describe() for i in used))  # records of one run named once
+        + ". bf16, H32, K = V = 128.",
         fontsize=9,
         wrap=True,
         va="top",

@@ -144,3 +144,14 @@ def test_rows_of_two_gpus_are_never_merged_or_compared(tmp_path):
     ]
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert legend == ["kdalib, Triton", "FLA", "softmax attention (flash)"]  # from any panel, once
+
+
+def test_records_of_one_run_are_named_once_under_the_picture(tmp_path):
+    """Two files written by one run (same GPU, commit and date) feed the picture; its caption names
+    that run once."""
+    _write(tmp_path, "bench-prefill.json", "2026-12-06", [_row("triton", 5.0), _row("fla", 4.0)])
+    _write(tmp_path, "bench-serving.json", "2026-12-06", [_row("triton", 5.5, tokens=32768)])
+    records, _ = benchmarks.load_records(tmp_path)
+    figure = benchmarks.speed_picture(benchmarks.tidy_rows(records), records)
+    caption = next(text.get_text() for text in figure.texts if text.get_text().startswith("Recorded"))
+    assert caption.count("GPU X, commit abcdef0 (2026-12-06)") == 1
