@@ -33,15 +33,12 @@ from kdalib.ops.gate import check_gate_parameters, kda_gate
 from kdalib.ops.recurrent import fused_recurrent_pytorch
 from kdalib.ops.triton import (
     MAX_KEY_DIM,
-    chunk_kda_training,
     triton_chunk_kda,
     triton_chunk_training,
     triton_fused_recurrent_kda,
     triton_unavailable_reason,
 )
-from kdalib.ops.triton.runtime import CHUNK, KERNEL_DTYPES
-
-HALF_DTYPES = (torch.bfloat16, torch.float16)
+from kdalib.ops.triton.runtime import CHUNK, HALF_DTYPES, KERNEL_DTYPES
 
 
 @dataclass(frozen=True)
@@ -120,12 +117,13 @@ def triton_path(
 
 def run_chunk(call: KDACall, chunk_size: int = 64, use_triton: bool | None = None, gate: tuple | None = None):
     """:func:`chunk_kda` on a validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when the
-    Triton forward computes the gate from the raw projection ``call.g`` (callers check it applies)."""
+    Triton path computes the gate from the raw projection ``call.g`` (callers check it takes one:
+    the training path always, the forward when A_log and dt_bias need no gradient)."""
     path = triton_path("chunk", *call.tensors, use_triton, call.states_every)
     if path is None:
         return chunk_kda_pytorch(call, chunk_size)
     if path.gradients:
-        return triton_chunk_training(call, chunk_size)
+        return triton_chunk_training(call, chunk_size, gate)
     sequences = call.shapes.sequences
     return triton_chunk_kda(
         *call.tensors[:5],
@@ -262,10 +260,8 @@ def chunk_kda(
     check_gate_parameters(g, A_log, dt_bias, lower_bound)
     gate = (A_log, dt_bias, lower_bound)
     path = triton_path("chunk", *call.tensors, use_triton, call.states_every)
-    if path is not None and not path.gradients and not needs_grad(A_log, dt_bias):
+    if path is not None and (path.gradients or not needs_grad(A_log, dt_bias)):
         return run_chunk(call, chunk_size, use_triton, gate=gate)
-    if path is not None and path.gradients and all(t.dtype in HALF_DTYPES for t in (q, k, v)):
-        return chunk_kda_training(call, gate)  # the gate and its backward inside the kernels
     gated = replace(call, g=kda_gate(g, A_log, dt_bias, lower_bound))
     return run_chunk(gated, chunk_size, use_triton)
 

@@ -2,7 +2,7 @@
 
 * :func:`triton_chunk_kda`: the chunked forward (prefill and inference).
 * :func:`triton_chunk_training`: the chunk form with gradients (:mod:`kdalib.ops.triton.training`:
-  for 16-bit inputs :func:`chunk_kda_training`, the forward's kernels and a Triton backward in the
+  for 16-bit inputs :func:`~kdalib.ops.triton.training.chunk_kda_training`, the forward's kernels and a Triton backward in the
   token layout, with the gate in the kernels when it comes as its raw projection; for float32
   ones the recurrence across chunks as :func:`triton_chunk_scan` with its backward).
 * :func:`triton_fused_recurrent_kda`: token by token from a cached state (decode).
@@ -48,7 +48,7 @@ if HAS_TRITON:
     from kdalib.ops.triton.chunk import triton_chunk_kda
     from kdalib.ops.triton.chunk_scan import triton_chunk_scan
     from kdalib.ops.triton.fused_recurrent import triton_fused_recurrent_kda
-    from kdalib.ops.triton.training import chunk_kda_training, triton_chunk_training
+    from kdalib.ops.triton.training import triton_chunk_training
 else:
 
     def _needs_triton(name: str):
@@ -62,13 +62,11 @@ else:
     triton_chunk_scan = _needs_triton("triton_chunk_scan")
     triton_fused_recurrent_kda = _needs_triton("triton_fused_recurrent_kda")
     triton_chunk_training = _needs_triton("triton_chunk_training")
-    chunk_kda_training = _needs_triton("chunk_kda_training")
 
 
 __all__ = [
     "HAS_TRITON",
     "MAX_KEY_DIM",
-    "chunk_kda_training",
     "interpreting",
     "triton_chunk_kda",
     "triton_chunk_scan",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.tiles import _chunk_bounds, _sequence_bounds, _stored_as, _widen
+from kdalib.ops.triton.tiles import _chunk_bounds, _sequence_program, _stored_as, _widen
 
 
 @triton.jit
@@ -57,18 +57,11 @@ def _states_backward_kernel(
     """One (value block, sequence and value head): walks the sequence's chunks backwards carrying
     ``dS`` (starting from ``d_final`` or zeros), stores ``dS'`` per chunk in ``d_states``' dtype
     and ``dV_new``, and writes ``dS`` before the first chunk to ``d_initial`` (when given)."""
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
-    i_n, i_hv = i_nh // HV, i_nh % HV
-    bos, eos, first = _sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, IS_VARLEN, CHUNK)
-    rows = tl.arange(0, CHUNK)
-    cols_k = tl.arange(0, BK)
-    cols_v = i_v * BV + tl.arange(0, BV)
-    mk = cols_k < K
-    mv = cols_v < V
-    tile = mk[:, None] & mv[None, :]
+    i_nh, i_hv, bos, eos, first, rows, cols_k, cols_v, mk, mv, tile, state_offsets = _sequence_program(
+        cu_seqlens, chunk_offsets, T, K, V, HV, BK, BV, IS_VARLEN, CHUNK
+    )
     rows_k = (rows < CHUNK)[:, None] & mk[None, :]
     rows_v = (rows < CHUNK)[:, None] & mv[None, :]
-    state_offsets = cols_k[:, None] * V + cols_v[None, :]
     key_rows = rows[:, None] * K + cols_k[None, :]
     value_rows = rows[:, None] * V + cols_v[None, :]
     causal = rows[:, None] >= rows[None, :]

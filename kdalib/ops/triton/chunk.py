@@ -92,6 +92,12 @@ class ChunkTable:
     def varlen(self) -> bool:
         return self.starts is not None
 
+    @property
+    def nt(self) -> int:
+        """The chunk kernels' ``NT``: chunks per sequence of an unpacked call (packed calls read the
+        tables instead; then 1)."""
+        return max(self.per_sequence, 1)
+
 
 def launch_chunk_local(
     inputs,
@@ -143,7 +149,7 @@ def launch_chunk_local(
             q, k, v, g, beta,
             A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
             w, u, qg, kg, decay, scores, inverse, scores_kk, norms,
-            table.ends, table.starts, float(scale), table.length, max(table.per_sequence, 1),
+            table.ends, table.starts, float(scale), table.length, table.nt,
             H=H, HV=HV, K=K, V=V, BK=block_k, BKS=min(block_k, key_slice),
             BV=min(64, max(16, triton.next_power_of_2(V))), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
             FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
@@ -319,7 +325,7 @@ def triton_chunk_kda(
         table.ends,
         table.starts,
         T,
-        max(table.per_sequence, 1),
+        table.nt,
         K=K,
         V=V,
         HV=HV,

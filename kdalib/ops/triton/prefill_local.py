@@ -223,6 +223,22 @@ def _store_scores(a_ptr, p_ptr, kk_ptr, aq, ak, nq, nk, nc, b, i: tl.constexpr, 
 
 
 @triton.jit
+def _beta_rows(beta_ptr, rows, n, BETA_ROW: tl.constexpr):
+    """beta of the chunk's rows ``rows`` (0 past its ``n`` tokens), widened."""
+    return _widen(tl.load(beta_ptr + rows * BETA_ROW, mask=rows < n, other=0.0))
+
+
+@triton.jit
+def _put_blocks(ptr, x0, x1, x2, x3, SUB: tl.constexpr):
+    """The four row blocks' ``[SUB]`` vectors one after another from ``ptr``."""
+    sub = tl.arange(0, SUB)
+    tl.store(ptr + sub, x0)
+    tl.store(ptr + SUB + sub, x1)
+    tl.store(ptr + 2 * SUB + sub, x2)
+    tl.store(ptr + 3 * SUB + sub, x3)
+
+
+@triton.jit
 def _square_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK: tl.constexpr):
     """Stores a ``[SUB, SUB]`` tile as block ``(i, j)`` of a ``[CHUNK, CHUNK]`` matrix."""
     sub = tl.arange(0, SUB)
@@ -376,22 +392,16 @@ def _chunk_local_kernel(
             _norm(sk2, USE_QK_L2NORM),
             _norm(sk3, USE_QK_L2NORM),
         )
-        b0 = _widen(tl.load(beta_ptr + sub * BETA_ROW, mask=sub < n, other=0.0))
-        b1 = _widen(tl.load(beta_ptr + (SUB + sub) * BETA_ROW, mask=SUB + sub < n, other=0.0))
-        b2 = _widen(tl.load(beta_ptr + (2 * SUB + sub) * BETA_ROW, mask=2 * SUB + sub < n, other=0.0))
-        b3 = _widen(tl.load(beta_ptr + (3 * SUB + sub) * BETA_ROW, mask=3 * SUB + sub < n, other=0.0))
+        b0 = _beta_rows(beta_ptr, sub, n, BETA_ROW)
+        b1 = _beta_rows(beta_ptr, SUB + sub, n, BETA_ROW)
+        b2 = _beta_rows(beta_ptr, 2 * SUB + sub, n, BETA_ROW)
+        b3 = _beta_rows(beta_ptr, 3 * SUB + sub, n, BETA_ROW)
         if USE_QK_L2NORM:  # the rows' inverse norms, for the terms: q's, then k's
-            at = norms + (i_c * HV + i_hv).to(tl.int64) * 2 * CHUNK + sub
+            at = norms + (i_c * HV + i_hv).to(tl.int64) * 2 * CHUNK
             if SCORES & 1:
-                tl.store(at, nq0)
-                tl.store(at + SUB, nq1)
-                tl.store(at + 2 * SUB, nq2)
-                tl.store(at + 3 * SUB, nq3)
+                _put_blocks(at, nq0, nq1, nq2, nq3, SUB)
             if SCORES & 2:
-                tl.store(at + CHUNK, nk0)
-                tl.store(at + CHUNK + SUB, nk1)
-                tl.store(at + CHUNK + 2 * SUB, nk2)
-                tl.store(at + CHUNK + 3 * SUB, nk3)
+                _put_blocks(at + CHUNK, nk0, nk1, nk2, nk3, SUB)
         kk_ptr = kk_out
         if kk_out is not None:
             kk_ptr = kk_out + square
@@ -427,7 +437,7 @@ def _chunk_local_kernel(
         m = idx < n
         mo = idx < n_out  # rows written (past the chunk's end as zeros in the chunk layout)
         inverse = tl.load(p_ptr + idx[:, None] * CHUNK + idx[None, :])
-        b = _widen(tl.load(beta_ptr + idx * BETA_ROW, mask=m, other=0.0))
+        b = _beta_rows(beta_ptr, idx, n, BETA_ROW)
         if USE_QK_L2NORM:  # as the scores' phase stored them
             at = norms + (i_c * HV + i_hv).to(tl.int64) * 2 * CHUNK + idx
             nq = tl.load(at)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.tiles import _dot, _sequence_bounds, _stored_as
+from kdalib.ops.triton.tiles import _dot, _sequence_program, _stored_as
 
 
 @triton.jit
@@ -68,16 +68,10 @@ def _chunk_states_kernel(
     NATIVE_BF16: tl.constexpr,
     STATES_EVERY: tl.constexpr = 0,
 ):
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
-    i_n, i_hv = i_nh // HV, i_nh % HV
-    bos, eos, first = _sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, IS_VARLEN, CHUNK)
-    rows = tl.arange(0, CHUNK)
-    cols_k = tl.arange(0, BK)
-    cols_v = i_v * BV + tl.arange(0, BV)
-    mk = cols_k < K
-    mv = cols_v < V
-    tile = mk[:, None] & mv[None, :]
-    state_offsets = cols_k[:, None] * V + cols_v[None, :]
+    i_nh, i_hv, bos, eos, first, rows, cols_k, cols_v, mk, mv, tile, state_offsets = _sequence_program(
+        cu_seqlens, chunk_offsets, T, K, V, HV, BK, BV, IS_VARLEN, CHUNK
+    )
+    i_n = i_nh // HV
     key_rows = rows[:, None] * (HV * K) + cols_k[None, :]
     value_rows = rows[:, None] * (HV * V) + cols_v[None, :]
     if USE_INITIAL_STATE:

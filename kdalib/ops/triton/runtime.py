@@ -11,6 +11,8 @@ import torch
 from kdalib.ops._prepare import compute_dtype
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The 16-bit ones: the Triton forward runs them by default, and their training path is the token layout's
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 # The kernels' limit on the key dimension (their [chunk, K] tiles live in registers).
 MAX_KEY_DIM = 256
@@ -44,6 +46,7 @@ __all__ = [
     "GATE_FLOOR",
     "GATE_GIVEN",
     "GATE_SOFTPLUS",
+    "HALF_DTYPES",
     "KERNEL_DTYPES",
     "MAX_KEY_DIM",
     "SUB",

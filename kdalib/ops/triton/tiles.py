@@ -47,22 +47,6 @@ def _block_span(g_sum, base, block, K, cols, mask, SUB: tl.constexpr):
 
 
 @triton.jit
-def _chunk_tiles(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr):
-    """Index setup of a program that owns one chunk of one row (program axis 0, chunk-major over
-    (chunk, row)): its index, its offsets into ``[.., C, K]``, ``[.., C, V]`` and ``[.., C, C]``
-    arrays, the chunk rows, the key and value columns, the key mask and the ``[C, BK]`` and
-    ``[C, BV]`` tile masks."""
-    i_c = tl.program_id(0).to(tl.int64)
-    base_k, base_v, base_s = i_c * CHUNK * K, i_c * CHUNK * V, i_c * CHUNK * CHUNK
-    rows = tl.arange(0, CHUNK)
-    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
-    mask_k = cols_k < K
-    tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
-    tile_v = (rows < CHUNK)[:, None] & (cols_v < V)[None, :]
-    return i_c, base_k, base_v, base_s, rows, cols_k, cols_v, mask_k, tile_k, tile_v
-
-
-@triton.jit
 def _row(x, index, SIZE: tl.constexpr):
     """Row ``index`` of a ``[SIZE, N]`` register tile, as an ``[N]`` vector."""
     rows = tl.arange(0, SIZE)
@@ -124,3 +108,23 @@ def _sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, IS_VARLEN: tl.constexpr,
         eos = bos + T
         first = i_n.to(tl.int64) * tl.cdiv(T, CHUNK)
     return bos, eos, first
+
+
+@triton.jit
+def _sequence_program(cu_seqlens, chunk_offsets, T, K, V, HV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                      IS_VARLEN: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
+    """Index setup of a sequential pass's program, one per (value block, sequence and value head)
+    (program axes 0 and 1): the (sequence, value head) index, its value head, the sequence's bounds
+    (:func:`_sequence_bounds`), the chunk rows, the key and value columns with their masks, the
+    ``[BK, BV]`` state tile's mask and its offsets in a ``[K, V]`` state."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_hv = i_nh % HV
+    bos, eos, first = _sequence_bounds(i_nh // HV, cu_seqlens, chunk_offsets, T, IS_VARLEN, CHUNK)
+    rows = tl.arange(0, CHUNK)
+    cols_k = tl.arange(0, BK)
+    cols_v = i_v * BV + tl.arange(0, BV)
+    mk = cols_k < K
+    mv = cols_v < V
+    tile = mk[:, None] & mv[None, :]
+    state_offsets = cols_k[:, None] * V + cols_v[None, :]
+    return i_nh, i_hv, bos, eos, first, rows, cols_k, cols_v, mk, mv, tile, state_offsets

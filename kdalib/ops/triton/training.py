@@ -25,12 +25,14 @@ through the kernels above (kdalib/ops/triton/NOTES.md, "Float32").
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import triton
 
 from kdalib.ops._validate import KDACall
 from kdalib.ops.chunk import chunk_local_terms, chunk_rows, from_chunk_rows
+from kdalib.ops.gate import kda_gate
 from kdalib.ops.triton.backward_local import _local_backward_kernel
 from kdalib.ops.triton.backward_states import _chunk_grads_kernel, _states_backward_kernel
 from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local, triton_chunk_kda
@@ -40,13 +42,12 @@ from kdalib.ops.triton.runtime import (
     DOT_SPAN,
     FLOAT64_GATE_FLOOR,
     GATE_FLOOR,
+    HALF_DTYPES,
     SUB,
     compute_dtype,
     gate_form,
     interpreting,
 )
-
-HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def chunk_kda_backward(
@@ -126,7 +127,7 @@ def chunk_kda_backward(
     dw, dkg, dqg, dscores, ddecay = w, kg, qg, scores, decay
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
-        float(scale), T, max(table.per_sequence, 1),
+        float(scale), T, table.nt,
         K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
         num_warps=8, num_stages=1,
     )  # fmt: skip
@@ -157,7 +158,7 @@ def chunk_kda_backward(
         _local_backward_kernel[grid](
             q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
             inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
-            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, table.ends, table.starts, T, max(table.per_sequence, 1),
+            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, table.ends, table.starts, T, table.nt,
             H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
             DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
             IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
@@ -226,13 +227,19 @@ def chunk_kda_training(call: KDACall, gate: tuple = (None, None, None)) -> tuple
     )  # fmt: skip
 
 
-def triton_chunk_training(call: KDACall, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+def triton_chunk_training(
+    call: KDACall, chunk_size: int = 64, gate: tuple | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`kdalib.ops.chunk_kda` with gradients through Triton kernels, on a validated call:
     16-bit inputs through :func:`chunk_kda_training` (chunks of 64 whatever ``chunk_size`` says),
     float32 ones through the chunk form's layout, the PyTorch chunk-local terms and the Triton
-    scan (TF32x3 products)."""
+    scan (TF32x3 products). ``gate``: ``(A_log, dt_bias, lower_bound)`` when ``call.g`` is the raw
+    gate projection: computed and differentiated inside the kernels for 16-bit inputs, by
+    :func:`kdalib.ops.kda_gate` under autograd for float32 ones."""
     if all(t.dtype in HALF_DTYPES for t in (call.q, call.k, call.v)):
-        return chunk_kda_training(call)
+        return chunk_kda_training(call, (None, None, None) if gate is None else gate)
+    if gate is not None:
+        call = replace(call, g=kda_gate(call.g, *gate))
     rows = chunk_rows(call, chunk_size)
     terms = chunk_local_terms(rows.q, rows.k, rows.v, rows.g, rows.beta)
     output, final = triton_chunk_scan(*terms, rows.state, call.scale, precision="tf32x3")
