@@ -20,9 +20,10 @@ float32's range. This covers the bounded gate of Kimi models (``lower_bound=-5``
 decay at most 80) and mild gates. A block with a larger span whose two halves (its rows 1-7 and
 8-15) each decay at most ``DIAG_SPAN`` is one product about its middle row (row factors up to
 ``exp(80)`` before it, column factors up to ``exp(80)`` after it): spans up to 160, most of the Kimi
-softplus gate. Blocks past that are built exactly, channel slice by channel slice, from
-``exp(min(G_r - G_c, 0))``. So no exponent that could overflow is formed, and the gate's strength
-changes only which blocks take the exact path, never the whole chunk.
+softplus gate. Blocks past that take four products whose factors are all at most 1, one per level
+of halved row segments (:func:`_diagonal_levels`), exact whatever the span. So no exponent that
+could overflow is formed, and the gate's strength changes only how many products a diagonal block
+takes, never the whole chunk.
 
 Gates follow the operators' contract (``g <= 0``; a positive entry counts as 0) and are floored
 at ``-GATE_FLOOR`` per token: ``exp(-GATE_FLOOR)`` is zero in float32, so the floor changes no
@@ -106,22 +107,40 @@ def _put_rows(ptr, tile, rows, row_mask, stride, cols, col_mask, NATIVE_BF16: tl
 
 
 @triton.jit
-def _diagonal_exact(xq, xk, gam, SUB: tl.constexpr):
-    """Scores of one diagonal block for any decay, column by column: ``A_qk[r, c] = sum_d xq_rd
-    xk_cd exp(gam_rd - gam_cd)`` for ``c <= r`` (``A_kk`` the same with key rows, ``c < r``), every
-    exponent masked to ``<= 0`` before the exp."""
+def _diagonal_levels(xq, xk, gates, g_next, SUB: tl.constexpr, PRECISION: tl.constexpr):
+    """Scores of one diagonal block for any decay, as products whose factors are all at most 1:
+    ``A_qk[r, c] = sum_d xq_rd xk_cd exp(gam_rd - gam_cd)`` for ``c <= r`` (``A_kk`` the same with
+    key rows, ``c < r``), from the rows' own gates ``gates`` and the following rows' ``g_next``.
+
+    An entry ``(r, c)`` factors through any reference row ``p`` with ``c <= p < r`` into
+    ``exp(gam_r - gam_p) exp(gam_p - gam_c)``, both at most 1. Halving the block's rows
+    recursively, every strictly lower entry lies in exactly one segment whose lower half holds
+    ``c`` and whose upper half holds ``r``; its reference is the lower half's last row. One product
+    per level of segments (16, 8, 4 and 2 rows) covers them all, each row and column decayed
+    towards its own segment's reference (an entry whose row and column lie in different segments
+    is discarded). The decays are sums of the gates inside a segment, never differences of
+    cumulative sums, so they keep float32's precision whatever the span; the diagonal itself
+    is the plain product of q and k rows."""
+    BKS: tl.constexpr = xq.shape[1]
     sub = tl.arange(0, SUB)
-    a_qk = tl.zeros([SUB, SUB], dtype=xq.dtype)
+    a_qk = tl.where((sub[:, None] == sub[None, :]), tl.sum(xq * xk, axis=1)[:, None], 0.0)
     a_kk = tl.zeros([SUB, SUB], dtype=xq.dtype)
-    for c in range(SUB):
-        k_c = _row(xk, c, SUB)
-        gam_c = _row(gam, c, SUB)
-        exponent = tl.where((sub >= c)[:, None], tl.minimum(gam - gam_c[None, :], 0.0), float("-inf"))
-        weighted = tl.exp(exponent) * k_c[None, :]
-        col_qk = tl.sum(xq * weighted, axis=1)
-        col_kk = tl.where(sub > c, tl.sum(xk * weighted, axis=1), 0.0)
-        a_qk = tl.where(sub[None, :] == c, col_qk[:, None], a_qk)
-        a_kk = tl.where(sub[None, :] == c, col_kk[:, None], a_kk)
+    for level in tl.static_range(4):
+        SEG: tl.constexpr = SUB >> level
+        HALF: tl.constexpr = SEG // 2
+        at = tl.arange(0, SEG)[None, :, None]
+        own = tl.reshape(gates, (SUB // SEG, SEG, BKS))
+        following = tl.reshape(g_next, (SUB // SEG, SEG, BKS))
+        # a row of the upper half: the gates after the reference up to its own (0 elsewhere)
+        row_decay = tl.reshape(tl.cumsum(tl.where(at >= HALF, own, 0.0), axis=1), (SUB, BKS))
+        # a column of the lower half: the gates after its own up to the reference (0 elsewhere)
+        col_decay = tl.cumsum(tl.where(at <= HALF - 2, following, 0.0), axis=1, reverse=True)
+        right = tl.trans(xk * tl.exp(tl.reshape(col_decay, (SUB, BKS))))
+        row_factor = tl.exp(row_decay)
+        keep = ((sub[:, None] // SEG) == (sub[None, :] // SEG)) & ((sub[:, None] % SEG) >= HALF)
+        keep = keep & ((sub[None, :] % SEG) < HALF)
+        a_qk += tl.where(keep, _dot(xq * row_factor, right, PRECISION), 0.0)
+        a_kk += tl.where(keep, _dot(xk * row_factor, right, PRECISION), 0.0)
     return a_qk, a_kk
 
 
@@ -154,11 +173,12 @@ def _block_slice(
     slice. The diagonal block is one product while its span is at most ``DIAG_SPAN`` (column
     factors up to ``exp(DIAG_SPAN)``); past that, one product about its middle row while each half
     of it spans at most ``DIAG_SPAN`` (row and column factors up to ``exp(DIAG_SPAN)``, so spans up
-    to twice that); else exact (:func:`_diagonal_exact`)."""
+    to twice that); else exact whatever the span (:func:`_diagonal_levels`)."""
     sub = tl.arange(0, SUB)
     rows = i * SUB + sub
     m = rows < n
-    gam = tl.cumsum(_gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR), axis=0)
+    gates = _gate(g_ptr, rows, m, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+    gam = tl.cumsum(gates, axis=0)
     tot = _row(gam, SUB - 1, SUB)
     # exclusive suffix sums inside the block, from the following rows' gates (no cancellation)
     nxt = (rows + 1 < n) & (sub < SUB - 1)
@@ -187,7 +207,7 @@ def _block_slice(
             dq = tl.where(causal, _dot(xq * row_factor, right, PRECISION), 0.0)
             dk = tl.where(strict, _dot(xk * row_factor, right, PRECISION), 0.0)
         else:
-            dq, dk = _diagonal_exact(xq, xk, gam, SUB)
+            dq, dk = _diagonal_levels(xq, xk, gates, g_next, SUB, PRECISION)
     return lq, lk, dq, dk, tl.exp(tot), xk * tl.exp(suffix), tl.sum(xq * xq, axis=1), tl.sum(xk * xk, axis=1)
 
 
