@@ -98,24 +98,36 @@ def test_extreme_gates_stay_finite_and_exact(gate):
 
 
 @pytest.mark.parametrize(
-    "gate", [-4.9, -5.2, -9.9, -10.2], ids=["span-78-product", "span-83-middle", "span-158-middle", "span-163-exact"]
+    "gate", [-4.9, -5.2, -9.9, -10.2], ids=["span-78-product", "span-83-middle", "span-158-middle", "span-163-levels"]
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_the_three_ways_of_building_a_diagonal_block_near_their_boundaries(gate, dtype):
     """A constant log decay per token sets every 16-row block's span (16 x the decay): up to 80 a
     diagonal block is one product (column factors up to exp(78.4)); past it, one product about
     the block's middle row while each half decays at most 80 (factors up to exp(79.2)); past 160,
-    exact. Each against the token loop, with ragged last chunks and the in-kernel L2 norm."""
+    four products by levels of row segments (factors at most 1). Each against the token loop, with
+    ragged last chunks and the in-kernel L2 norm."""
     inputs = _problem(dtype, batch=1, tokens=100, heads=1, key_dim=32, value_dim=16, gate=gate, normalize_keys=False)
     _check(inputs, dtype, scale=0.25, use_qk_l2norm_in_kernel=True)
 
 
-@pytest.mark.parametrize("strong", [-9.0, -12.0], ids=["span-144-middle", "span-192-exact"])
+@pytest.mark.parametrize("strong", [-9.0, -12.0], ids=["span-144-middle", "span-192-levels"])
 def test_a_strong_channel_beside_mild_ones(strong):
     """One channel decays strongly (its span picks how every diagonal block is built) while the
     others barely decay, so the scores far below the diagonal carry full weight through them."""
     inputs = _problem(batch=1, tokens=100, heads=2, key_dim=32, value_dim=16, gate=-0.05)
     inputs["g"][..., 0] = strong
+    _check(inputs, scale=0.25, use_qk_l2norm_in_kernel=True)
+
+
+def test_strong_gates_that_vary_token_by_token_inside_every_row_segment():
+    """Log decays drawn from [-25, 0] per token and channel: most diagonal blocks span past 160 and
+    take the products by levels, whose segments of 8, 4 and 2 rows then decay unevenly, so each
+    level's reference rows matter; scores between tokens a few steps apart still carry weight."""
+    inputs = _problem(batch=1, tokens=100, heads=2, key_dim=32, value_dim=16)
+    generator = torch.Generator().manual_seed(7)
+    inputs["g"] = -25.0 * torch.rand(inputs["g"].shape, generator=generator, dtype=inputs["g"].dtype)
+    inputs["g"][..., :4] *= 0.01  # a few mild channels beside them
     _check(inputs, scale=0.25, use_qk_l2norm_in_kernel=True)
 
 
