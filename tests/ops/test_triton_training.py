@@ -152,6 +152,30 @@ def test_backward_kernels_match_float64_autograd_of_the_chunk_form(gate, l2norm,
         assert rel_rms(mine, theirs) < 1e-10, name
 
 
+@pytest.mark.parametrize("strong", [-6.0, -12.0, "uneven"], ids=["span-96-middle", "span-192-levels", "uneven-levels"])
+def test_strong_channels_beside_mild_ones_in_the_backward(strong):
+    """One channel decays strongly (its span picks how every diagonal block is built: about its
+    middle row, or by levels of row segments) while the others barely decay, so the gradients far
+    below the diagonal carry full weight through them; ``uneven``: gates drawn from [-25, 0] token
+    by token in most channels, so the segments of every level decay unevenly."""
+    inputs, cu_seqlens = _problem("logsigmoid", heads=1, value_heads=2)
+    g = inputs["g"]
+    if strong == "uneven":
+        g[..., 4:] = -25.0 * torch.rand(g[..., 4:].shape, generator=torch.Generator().manual_seed(3), dtype=g.dtype)
+        g[..., :4] = -0.05
+    else:
+        g[...] = -0.05
+        g[..., 0] = strong
+    scale = 20**-0.5
+    grads = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, True)
+    _, _, grads_ref = run_with_grads(
+        lambda **kw: chunk_kda(**kw, use_triton=False), inputs, scale=scale, cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=True,
+    )  # fmt: skip
+    for name in INPUT_NAMES:
+        assert rel_rms(grads[name], grads_ref[name]) < 1e-10, name
+
+
 def _raw_gate(value_heads: int, key_dim: int, dtype=torch.float64, device=DEVICE):
     """``(A_log, dt_bias)`` with rates exp(A_log) from 1 to 20 over the heads."""
     generator = torch.Generator().manual_seed(11)

@@ -25,8 +25,9 @@ exponent is a difference ``G_r - G_c`` with ``r >= c`` (never positive): the chu
 block is one product too while its own decay (its span) is at most ``DOT_SPAN`` (column factors
 up to ``exp(span)``), or, past that, while each of its halves decays at most ``DOT_SPAN``: a
 product about its middle row (row factors before it and column factors after it up to
-``exp(DOT_SPAN)``); past that it is summed column by column with the exponent masked to -inf
-above the diagonal, so the strongest gates underflow to exact zeros. A log-decay gradient is the sum of ``x ⊙ dx``
+``exp(DOT_SPAN)``); past that it is four products by levels of halved row segments, every
+entry decayed through a reference row between its column and its row (:func:`_level`), so every
+factor is at most 1 and the strongest gates underflow to exact zeros. A log-decay gradient is the sum of ``x ⊙ dx``
 over the factors where ``G`` enters with a plus sign, minus those where it enters with a minus
 sign; ``dg`` is its reverse cumulative sum over the chunk plus the gradient of ``G_L``. Terms
 whose two signs would cancel exactly (the undecayed diagonal of the scores, the last rows of
@@ -59,6 +60,26 @@ def _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB: tl.constexpr, DO
     g_mid = _vector(g_sum, base_k, i * SUB + SUB // 2 - 1, K, cols_k, mask_k)
     last = _vector(g_sum, base_k, i * SUB + SUB - 1, K, cols_k, mask_k)
     return g_mid, (tl.max(first - g_mid, axis=0) <= DOT_SPAN) & (tl.max(g_mid - last, axis=0) <= DOT_SPAN)
+
+
+@triton.jit
+def _level(g_sum, base_k, g_b, b, K, cols_k, mask_k, level: tl.constexpr, SUB: tl.constexpr):
+    """One level of a diagonal block's products by levels (as in the forward's
+    ``prefill_local._diagonal_levels``): 16-row block ``b`` (cumulative log decays ``g_b``) cut into
+    segments of ``SUB >> level`` rows, each with its reference at its lower half's last row ``p``.
+    Returns the row factors ``exp(G_r - G_p)`` (upper halves), the column factors ``exp(G_p - G_c)``
+    (lower halves), both clamped to at most 1 elsewhere, and the entries ``(r, c)`` they serve: row
+    in the upper half and column in the lower half of one segment."""
+    SEG: tl.constexpr = SUB >> level
+    HALF: tl.constexpr = SEG // 2
+    sub = tl.arange(0, SUB)
+    reference = (sub // SEG) * SEG + HALF - 1
+    tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
+    g_p = _tile(g_sum, base_k, b * SUB + reference, cols_k, K, tile_sub)
+    row_factor = tl.exp(tl.minimum(g_b - g_p, 0.0))
+    column_factor = tl.exp(tl.minimum(g_p - g_b, 0.0))
+    serves = ((sub[:, None] // SEG) == (sub[None, :] // SEG)) & ((sub[:, None] % SEG) >= HALF)
+    return row_factor, column_factor, serves & ((sub[None, :] % SEG) < HALF)
 
 
 @triton.jit
@@ -122,15 +143,14 @@ def _scores_grad_row_block(
     else:
         acc_q *= row_decay
         acc_k *= row_decay
-        for c in range(SUB):  # the diagonal block below its diagonal, exactly
-            col = i * SUB + c
-            k_c = _vector(k, base_k, col, K, cols_k, mask_k)
-            g_c = _vector(g_sum, base_k, col, K, cols_k, mask_k)
-            decay = tl.exp(tl.where((sub > c)[:, None], g_i - g_c[None, :], float("-inf")))
-            a_q = tl.load(dscores + base_s + rows_i * CHUNK + col)
-            a_k = tl.load(d_kk + base_s + rows_i * CHUNK + col)
-            acc_q += a_q[:, None] * k_c[None, :] * decay
-            acc_k += a_k[:, None] * k_c[None, :] * decay
+        d_s = tl.load(dscores + block)
+        d_kk_i = tl.load(d_kk + block)
+        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
+        for level in tl.static_range(4):  # the diagonal block below its diagonal, by levels
+            row_factor, column_factor, serves = _level(g_sum, base_k, g_i, i, K, cols_k, mask_k, level, SUB)
+            k_c = k_i * column_factor
+            acc_q += row_factor * tl.dot(tl.where(serves, d_s, 0.0), k_c, input_precision=PRECISION)
+            acc_k += row_factor * tl.dot(tl.where(serves, d_kk_i, 0.0), k_c, input_precision=PRECISION)
     q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
     k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
     # the diagonal q_r . k_r has no decay: it reaches q, not g
@@ -198,15 +218,16 @@ def _scores_grad_column_block(
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
     else:
-        for r in range(SUB):  # the diagonal block below its diagonal, exactly
-            row = j * SUB + r
-            q_r = _vector(q, base_k, row, K, cols_k, mask_k)
-            k_r = _vector(k, base_k, row, K, cols_k, mask_k)
-            g_r = _vector(g_sum, base_k, row, K, cols_k, mask_k)
-            decay = tl.exp(tl.where((sub < r)[:, None], g_r[None, :] - g_j, float("-inf")))
-            a_q = tl.load(dscores + base_s + row * CHUNK + rows_j)
-            a_k = tl.load(d_kk + base_s + row * CHUNK + rows_j)
-            acc += (a_q[:, None] * q_r[None, :] + a_k[:, None] * k_r[None, :]) * decay
+        block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
+        d_s = tl.load(dscores + block)
+        d_kk_j = tl.load(d_kk + block)
+        q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub)
+        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+        for level in tl.static_range(4):  # the diagonal block below its diagonal, by levels
+            row_factor, column_factor, serves = _level(g_sum, base_k, g_j, j, K, cols_k, mask_k, level, SUB)
+            part = tl.dot(tl.trans(tl.where(serves, d_s, 0.0)), q_j * row_factor, input_precision=PRECISION)
+            part += tl.dot(tl.trans(tl.where(serves, d_kk_j, 0.0)), k_j * row_factor, input_precision=PRECISION)
+            acc += part * column_factor
     k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
     d_k_j = acc + tl.load(dscores + base_s + rows_j * (CHUNK + 1))[:, None] * _tile(
         q, base_k, rows_j, cols_k, K, tile_sub
