@@ -107,6 +107,27 @@ def _put_rows(ptr, tile, rows, row_mask, stride, cols, col_mask, NATIVE_BF16: tl
 
 
 @triton.jit
+def _level_factors(xk, gates, g_next, level: tl.constexpr, SUB: tl.constexpr):
+    """One level of :func:`_diagonal_levels`: segments of ``SUB >> level`` rows. The row factors
+    ``exp(gam_r - gam_p)`` of the upper halves, the decayed key columns ``(k_c exp(gam_p - gam_c))^T``
+    of the lower halves (factors 1 elsewhere), and the entries they serve."""
+    BKS: tl.constexpr = xk.shape[1]
+    SEG: tl.constexpr = SUB >> level
+    HALF: tl.constexpr = SEG // 2
+    sub = tl.arange(0, SUB)
+    at = tl.arange(0, SEG)[None, :, None]
+    own = tl.reshape(gates, (SUB // SEG, SEG, BKS))
+    following = tl.reshape(g_next, (SUB // SEG, SEG, BKS))
+    # a row of the upper half: the gates after the reference up to its own (0 elsewhere)
+    row_decay = tl.reshape(tl.cumsum(tl.where(at >= HALF, own, 0.0), axis=1), (SUB, BKS))
+    # a column of the lower half: the gates after its own up to the reference (0 elsewhere)
+    col_decay = tl.reshape(tl.cumsum(tl.where(at <= HALF - 2, following, 0.0), axis=1, reverse=True), (SUB, BKS))
+    keep = ((sub[:, None] // SEG) == (sub[None, :] // SEG)) & ((sub[:, None] % SEG) >= HALF)
+    keep = keep & ((sub[None, :] % SEG) < HALF)
+    return tl.exp(row_decay), tl.trans(xk * tl.exp(col_decay)), keep
+
+
+@triton.jit
 def _diagonal_levels(xq, xk, gates, g_next, SUB: tl.constexpr, PRECISION: tl.constexpr):
     """Scores of one diagonal block for any decay, as products whose factors are all at most 1:
     ``A_qk[r, c] = sum_d xq_rd xk_cd exp(gam_rd - gam_cd)`` for ``c <= r`` (``A_kk`` the same with
@@ -121,24 +142,11 @@ def _diagonal_levels(xq, xk, gates, g_next, SUB: tl.constexpr, PRECISION: tl.con
     is discarded). The decays are sums of the gates inside a segment, never differences of
     cumulative sums, so they keep float32's precision whatever the span; the diagonal itself
     is the plain product of q and k rows."""
-    BKS: tl.constexpr = xq.shape[1]
     sub = tl.arange(0, SUB)
     a_qk = tl.where((sub[:, None] == sub[None, :]), tl.sum(xq * xk, axis=1)[:, None], 0.0)
     a_kk = tl.zeros([SUB, SUB], dtype=xq.dtype)
     for level in tl.static_range(4):
-        SEG: tl.constexpr = SUB >> level
-        HALF: tl.constexpr = SEG // 2
-        at = tl.arange(0, SEG)[None, :, None]
-        own = tl.reshape(gates, (SUB // SEG, SEG, BKS))
-        following = tl.reshape(g_next, (SUB // SEG, SEG, BKS))
-        # a row of the upper half: the gates after the reference up to its own (0 elsewhere)
-        row_decay = tl.reshape(tl.cumsum(tl.where(at >= HALF, own, 0.0), axis=1), (SUB, BKS))
-        # a column of the lower half: the gates after its own up to the reference (0 elsewhere)
-        col_decay = tl.cumsum(tl.where(at <= HALF - 2, following, 0.0), axis=1, reverse=True)
-        right = tl.trans(xk * tl.exp(tl.reshape(col_decay, (SUB, BKS))))
-        row_factor = tl.exp(row_decay)
-        keep = ((sub[:, None] // SEG) == (sub[None, :] // SEG)) & ((sub[:, None] % SEG) >= HALF)
-        keep = keep & ((sub[None, :] % SEG) < HALF)
+        row_factor, right, keep = _level_factors(xk, gates, g_next, level, SUB)
         a_qk += tl.where(keep, _dot(xq * row_factor, right, PRECISION), 0.0)
         a_kk += tl.where(keep, _dot(xk * row_factor, right, PRECISION), 0.0)
     return a_qk, a_kk
