@@ -24,7 +24,7 @@ from kdalib.sources.fields import parse_url
 from kdalib.sources.files import UnsafeFile, read_capped
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
-from kdalib.sources.locking import Busy, locked
+from kdalib.locking import Busy, locked
 from kdalib.sources.model import Document
 from kdalib.sources.quotes import normalize
 from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS

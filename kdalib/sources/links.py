@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from kdalib.sources.http import FetchError, SafeClient
 from kdalib.sources.loader import LoadError, load_round_trip
-from kdalib.sources.locking import locked
+from kdalib.locking import locked
 from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 

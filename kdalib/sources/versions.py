@@ -6,7 +6,7 @@ listed under the source's ``versions:``. Nothing is ever written over: claims ch
 against the old text keep verifying, and a claim moves to the new text with
 ``version: 2026-12-01`` (or is marked ``superseded`` by one that does).
 
-:func:`archive` edits sources.yaml and the manifest under their locks (:mod:`kdalib.sources.locking`)
+:func:`archive` edits sources.yaml and the manifest under their locks (:mod:`kdalib.locking`)
 and writes the text, then the manifest, then sources.yaml. A run stopped between those writes
 leaves a text that sources.yaml does not name yet; the next :func:`archive` of that file takes it
 over (and says so), while a text that sources.yaml names is never written over.
@@ -24,7 +24,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from kdalib.sources import manifest
 from kdalib.sources.files import UnsafeFile
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
-from kdalib.sources.locking import locked
+from kdalib.locking import locked
 from kdalib.sources.model import Snapshot, Source
 from kdalib.sources.snapshots import SnapshotStore, atomic_write_bytes, sha256_bytes
 

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kdalib.sources.locking import locked
+from kdalib.locking import locked
 from kdalib.tasks.mqar import MQARSpec
 from kdalib.tasks.palindrome import PalindromeSpec
 from kdalib.tasks.stack import StackSpec
@@ -235,7 +235,7 @@ class GridRecord:
     def add(self, settings: RunSettings, result: TrainResult, provenance: dict[str, Any]) -> None:
         """Adds a finished run and rewrites the file atomically.
 
-        The file is locked (:func:`kdalib.sources.locking.locked`) and read again first, so runs
+        The file is locked (:func:`kdalib.locking.locked`) and read again first, so runs
         that another command recorded in the meantime are kept.
         """
         entry = {

@@ -12,7 +12,8 @@ import pytest
 from sources_fixtures import base_sources
 
 from kdalib.cli import main
-from kdalib.sources import commands, locking, versions
+from kdalib import locking
+from kdalib.sources import commands, versions
 from kdalib.sources.loader import load_document
 from kdalib.sources.manifest import load_manifest
 

@@ -1,13 +1,16 @@
-"""Exclusive locks around every read-modify-write of sources.yaml and the snapshot manifest.
+"""Exclusive locks around every read-modify-write of a file the project's commands edit.
 
-``kdalib sources add``, ``sources fetch`` and ``check-links --write`` read a file, change it in
-memory and write it back; two of them at once would each write their own change over the
-other's. :func:`locked` holds an exclusive ``flock`` on a hidden lock file beside each file
-(``.sources.yaml.lock``, ``snapshots/.MANIFEST.yaml.lock``) from before the read until after the
-write. Locks are taken in one order (sorted paths), so two commands never wait for each other in
-a circle; a command that cannot get a lock within :data:`WAIT_SECONDS` stops with :class:`Busy`,
-having written nothing. The lock files stay in place (removing one would let a third command
-lock a new file while the second still holds the old one). Locking needs POSIX ``fcntl``.
+``kdalib sources add``, ``sources fetch`` and ``check-links --write`` edit sources.yaml and the
+snapshot manifest; ``kdalib tasks grid`` adds each finished run to its grid record.
+Each reads a file, changes it in memory and writes it back; two of them at once would each write
+their own change over the other's. :func:`locked` holds an exclusive ``flock`` on a hidden lock
+file beside each file (``.sources.yaml.lock``, ``snapshots/.MANIFEST.yaml.lock``) from before the
+read until after the write. Locks are taken in one order (sorted paths), so two commands never
+wait for each other in a circle; a command that cannot get a lock within :data:`WAIT_SECONDS`
+stops with :class:`Busy`, having written nothing. The lock files stay in place (removing one would
+let a third command lock a new file while the second still holds the old one). Locking needs POSIX
+``fcntl`` and nothing outside the standard library, so every command may use it whatever extras
+are installed.
 """
 
 from __future__ import annotations
