@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 
 from ruamel.yaml.comments import CommentedMap
 
+from kdalib.locking import Busy, locked
 from kdalib.sources import links, manifest, review, tracker, versions
 from kdalib.sources.extract import raw_url
 from kdalib.sources.fields import parse_url
 from kdalib.sources.files import UnsafeFile, read_capped
 from kdalib.sources.http import FetchError, FetchPolicy, SafeClient
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
-from kdalib.locking import Busy, locked
 from kdalib.sources.model import Document
 from kdalib.sources.quotes import normalize
 from kdalib.sources.schema import SOURCE_ID, SOURCE_KINDS

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
+from kdalib.locking import locked
 from kdalib.sources.http import FetchError, SafeClient
 from kdalib.sources.loader import LoadError, load_round_trip
-from kdalib.locking import locked
 from kdalib.sources.model import Document
 from kdalib.sources.snapshots import atomic_write_bytes
 

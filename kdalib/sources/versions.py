@@ -21,10 +21,10 @@ from pathlib import Path, PurePosixPath
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from kdalib.locking import locked
 from kdalib.sources import manifest
 from kdalib.sources.files import UnsafeFile
 from kdalib.sources.loader import LoadError, load_document, load_round_trip, load_text
-from kdalib.locking import locked
 from kdalib.sources.model import Snapshot, Source
 from kdalib.sources.snapshots import SnapshotStore, atomic_write_bytes, sha256_bytes
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sources_fixtures import base_sources
 
-from kdalib.cli import main
 from kdalib import locking
+from kdalib.cli import main
 from kdalib.sources import commands, versions
 from kdalib.sources.loader import load_document
 from kdalib.sources.manifest import load_manifest
