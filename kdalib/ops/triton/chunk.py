@@ -109,16 +109,15 @@ def launch_chunk_local(
     precision: str,
     as_chunks: bool,
     key_slice: int = 32,
-    num_warps: int | tuple[int, int] = (2, 4),
+    num_warps: int | tuple[int, int] = (2, 2),
 ) -> None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
     layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
     ``num_warps``: a pair ``(scores, terms)``: two launches, the scores first, then the inverse and
-    the terms, each with its own warps (the default; NOTES.md has the measurements); three ``(kk,
-    qk, terms)``: the keys' scores (``A_kk``), the queries' (``A_qk``), then the rest, each scores
-    launch holding half the accumulators; or one launch with that many warps."""
+    the terms, each with its own warps (the default, 2 and 2; NOTES.md has the measurements); or
+    one launch with that many warps."""
     q, k, v, g, beta = inputs
     w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
     A_log, dt_bias, lower_bound = gate_parameters
@@ -127,24 +126,20 @@ def launch_chunk_local(
     gate = gate_form(A_log, lower_bound)
     block_k = max(16, triton.next_power_of_2(K))
     wide = w.dtype == torch.float64
-    # the launches of the chunk-local kernel: (phase bits, which scores: 1 A_qk, 2 A_kk; warps)
+    # the launches of the chunk-local kernel: (phase bits, warps)
     if isinstance(num_warps, int):
-        launches = [(7, 3, num_warps)]
+        launches = [(7, num_warps)]
     elif len(num_warps) == 2:
-        launches = [(1, 3, num_warps[0]), (6, 3, num_warps[1])]
-    elif len(num_warps) == 3:
-        launches = [(1, 2, num_warps[0]), (1, 1, num_warps[1]), (6, 3, num_warps[2])]
+        launches = [(1, num_warps[0]), (6, num_warps[1])]
     else:
-        raise ValueError(
-            f"local_warps: expected a number of warps, a pair (scores, terms) or three (kk, qk, terms), got {num_warps!r}"
-        )
+        raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
     # the rows' inverse L2 norms (q's, then k's), from the scores' phase to the terms'
     norms = (
         q.new_empty(table.count, HV, 2, CHUNK, dtype=torch.float64 if wide else torch.float32)
         if use_qk_l2norm
         else None
     )
-    for phases, scores_kind, warps in launches:
+    for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
             q, k, v, g, beta,
             A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
@@ -156,7 +151,7 @@ def launch_chunk_local(
             USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision, NATIVE_BF16=not interpreting(),
             TERMS_AS_CHUNKS=as_chunks, QK_ROW=H * K, G_ROW=HV * K, V_ROW=HV * V, BETA_ROW=HV,
             OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V,
-            COMPUTE=tl.float64 if wide else tl.float32, PHASES=phases, SCORES=scores_kind,
+            COMPUTE=tl.float64 if wide else tl.float32, PHASES=phases,
             num_warps=warps,
         )  # fmt: skip
 
@@ -179,7 +174,7 @@ def triton_chunk_kda(
     precision: str | None = None,
     block_v: int | None = None,
     key_slice: int = 32,
-    local_warps: int | tuple[int, int] = (2, 4),
+    local_warps: int | tuple[int, int] = (2, 2),
     state_warps: int = 4,
     state_stages: int = 2,
     output_warps: int = 4,
@@ -211,7 +206,7 @@ def triton_chunk_kda(
         block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
             the state and output kernels, key channels per slice of the chunk-local kernel, warps
             per kernel, pipeline stages of the state kernel). ``local_warps``: the chunk-local work
-            as one launch, two ``(scores, terms)`` or three ``(kk, qk, terms)`` (:func:`launch_chunk_local`).
+            as one launch or two ``(scores, terms)`` (:func:`launch_chunk_local`).
         offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
         states_every: N, a multiple of 64: also return the states after tokens N, 2N, ... of every
             sequence (written from the float32 state by the state kernel), or None.

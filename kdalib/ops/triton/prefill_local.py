@@ -237,17 +237,15 @@ def _norm(sum_of_squares, USE_QK_L2NORM: tl.constexpr):
 
 @triton.jit
 def _store_scores(a_ptr, p_ptr, kk_ptr, aq, ak, nq, nk, nc, b, i: tl.constexpr, j: tl.constexpr, scale,
-                  SUB: tl.constexpr, CHUNK: tl.constexpr, SCORES: tl.constexpr = 3):  # fmt: skip
+                  SUB: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
     """Block ``(i, j)`` of the scores, normalised (row norms ``nq``/``nk`` of block i, column norms
-    ``nc`` of block j): ``scale * A_qk`` into ``a_ptr`` (``SCORES`` bit 1), ``Diag(beta) A_kk``
-    into ``p_ptr`` and, when asked, ``A_kk`` into ``kk_ptr`` (bit 2)."""
-    if SCORES & 1:
-        _square_block(a_ptr, aq * (nq * scale)[:, None] * nc[None, :], i, j, SUB, CHUNK)
-    if SCORES & 2:
-        ak = ak * nk[:, None] * nc[None, :]
-        _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
-        if kk_ptr is not None:
-            _square_block(kk_ptr, ak, i, j, SUB, CHUNK)
+    ``nc`` of block j): ``scale * A_qk`` into ``a_ptr``, ``Diag(beta) A_kk`` into ``p_ptr`` and,
+    when asked, ``A_kk`` into ``kk_ptr``."""
+    _square_block(a_ptr, aq * (nq * scale)[:, None] * nc[None, :], i, j, SUB, CHUNK)
+    ak = ak * nk[:, None] * nc[None, :]
+    _square_block(p_ptr, ak * b[:, None], i, j, SUB, CHUNK)
+    if kk_ptr is not None:
+        _square_block(kk_ptr, ak, i, j, SUB, CHUNK)
 
 
 @triton.jit
@@ -322,7 +320,6 @@ def _chunk_local_kernel(
     OUT_V_ROW: tl.constexpr,
     COMPUTE: tl.constexpr,
     PHASES: tl.constexpr = 7,
-    SCORES: tl.constexpr = 3,
 ):
     """The chunk-local terms of one (chunk, value head); see the module docstring.
 
@@ -341,9 +338,7 @@ def _chunk_local_kernel(
     from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and ``U`` by value slices.
     ``PHASES``: which of the three to run, as bits (1 the scores, 2 the inverse, 4 the terms; 7 all):
     several launches may share the work, each with its own number of warps, a later one reading
-    what an earlier one wrote to ``p_out`` and ``a_out``. ``SCORES``: which scores the first phase
-    builds and stores, as bits (1 ``A_qk``, 2 ``A_kk``; 3 both): one of them alone holds half the
-    accumulators, the compiler dropping the other's products.
+    what an earlier one wrote to ``p_out`` and ``a_out``.
     """
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     # every pointer below points at the chunk's first token of its head; offsets are 32-bit
@@ -426,32 +421,28 @@ def _chunk_local_kernel(
         b3 = _beta_rows(beta_ptr, 3 * SUB + sub, n, BETA_ROW)
         if USE_QK_L2NORM:  # the rows' inverse norms, for the terms: q's, then k's
             at = norms + (i_c * HV + i_hv).to(tl.int64) * 2 * CHUNK
-            if SCORES & 1:
-                _put_blocks(at, nq0, nq1, nq2, nq3, SUB)
-            if SCORES & 2:
-                _put_blocks(at + CHUNK, nk0, nk1, nk2, nk3, SUB)
+            _put_blocks(at, nq0, nq1, nq2, nq3, SUB)
+            _put_blocks(at + CHUNK, nk0, nk1, nk2, nk3, SUB)
         kk_ptr = kk_out
         if kk_out is not None:
             kk_ptr = kk_out + square
-        _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q10, k10, nq1, nk1, nk0, b1, 1, 0, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q20, k20, nq2, nk2, nk0, b2, 2, 0, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q21, k21, nq2, nk2, nk1, b2, 2, 1, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q30, k30, nq3, nk3, nk0, b3, 3, 0, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q31, k31, nq3, nk3, nk1, b3, 3, 1, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q32, k32, nq3, nk3, nk2, b3, 3, 2, scale, SUB, CHUNK, SCORES)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK, SCORES)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q10, k10, nq1, nk1, nk0, b1, 1, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q20, k20, nq2, nk2, nk0, b2, 2, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q21, k21, nq2, nk2, nk1, b2, 2, 1, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q30, k30, nq3, nk3, nk0, b3, 3, 0, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q31, k31, nq3, nk3, nk1, b3, 3, 1, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q32, k32, nq3, nk3, nk2, b3, 3, 2, scale, SUB, CHUNK)
+        _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK)
         for i in tl.static_range(4):
             for j in tl.static_range(4):
                 if j > i:
-                    if SCORES & 1:
-                        _square_block(a_ptr, zero_block, i, j, SUB, CHUNK)
-                    if SCORES & 2:
-                        _square_block(p_ptr, zero_block, i, j, SUB, CHUNK)
-                        if kk_out is not None:
-                            _square_block(kk_ptr, zero_block, i, j, SUB, CHUNK)
+                    _square_block(a_ptr, zero_block, i, j, SUB, CHUNK)
+                    _square_block(p_ptr, zero_block, i, j, SUB, CHUNK)
+                    if kk_out is not None:
+                        _square_block(kk_ptr, zero_block, i, j, SUB, CHUNK)
     if PHASES & 2:  # the inverse
         if PHASES & 1:
             tl.debug_barrier()

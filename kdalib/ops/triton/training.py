@@ -12,8 +12,8 @@
   (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`); the chunk-parallel
   gradients of the terms (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`); the
   chunk-local backward with the L2 norm's and the gate clamp's backward in its epilogue
-  (:mod:`~kdalib.ops.triton.backward_local`; one launch, or three with ``local_backward_warps``
-  a triple). With shared key heads (GVA) one reduction sums dq and dk over the value heads of a
+  (:mod:`~kdalib.ops.triton.backward_local`; three launches by default, or one with
+  ``local_backward_warps`` a number). With shared key heads (GVA) one reduction sums dq and dk over the value heads of a
   group.
 
 Float32 inputs keep the chunk form's layout (:func:`kdalib.ops.chunk.chunk_rows`), the PyTorch
@@ -62,7 +62,7 @@ def chunk_kda_backward(
     initial_grad: bool,
     precision: str,
     gate: tuple = (None, None, None),
-    local_backward_warps: int | tuple[int, int, int] = 8,
+    local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -81,7 +81,7 @@ def chunk_kda_backward(
         local_backward_warps: the chunk-local backward (:mod:`~kdalib.ops.triton.backward_local`)
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
-            16-row block; the epilogue).
+            16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -101,8 +101,8 @@ def chunk_kda_backward(
     scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
     # the terms unscaled: the scale reaches them through dO
     A_log, dt_bias, lower_bound = gate
-    # launched as the forward launches it: the scores at 2 warps, the inverse and terms at 4 (the
-    # fastest split timed on an H100, kdalib/ops/triton/NOTES.md, v4.2)
+    # launched as the forward launches it: the scores, then the inverse and terms, at 2 warps each
+    # (the fastest split timed on an H100, kdalib/ops/triton/NOTES.md, v4.3)
     launch_chunk_local(
         inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, gate, use_qk_l2norm, precision,
         as_chunks=True,
