@@ -289,8 +289,9 @@ def _git(root: Path, *args: str) -> str | None:
 def code_changes_since(
     commit: str | None, paths: tuple[str, ...] = MEASURED_CODE, root: Path | None = None, modified: bool = False
 ) -> CodeChanges:
-    """The commits after ``commit`` that touched ``paths`` in the git history of ``root``
-    (default: :func:`book_root`); the answer says so when git, or the commit, is not there."""
+    """The commits after ``commit`` that touched the code under ``paths`` (their Markdown notes
+    aside) in the git history of ``root`` (default: :func:`book_root`); the answer says so when
+    git, or the commit, is not there."""
     root = root or book_root()
     paths = tuple(paths)
     if not commit or not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
@@ -300,7 +301,8 @@ def code_changes_since(
     if _git(root, "cat-file", "-e", f"{commit}^{{commit}}") is None:
         reason = f"commit {commit[:10]} is not in this clone's history (a shallow clone?)"
         return CodeChanges(commit, paths, None, reason, modified)
-    log = _git(root, "log", "--format=%h %s", f"{commit}..HEAD", "--", *paths)
+    # the folders' Markdown (measurement notes such as kdalib/ops/triton/NOTES.md) is prose, not code
+    log = _git(root, "log", "--format=%h %s", f"{commit}..HEAD", "--", *paths, ":(exclude,glob)**/*.md")
     if log is None:
         return CodeChanges(commit, paths, None, "git log failed", modified)
     return CodeChanges(commit, paths, tuple(line for line in log.splitlines() if line.strip()), "", modified)
