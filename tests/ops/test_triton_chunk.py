@@ -98,20 +98,23 @@ def test_extreme_gates_stay_finite_and_exact(gate):
 
 
 @pytest.mark.parametrize(
-    "gate", [-4.9, -5.2, -9.9, -10.2], ids=["span-78-product", "span-83-middle", "span-158-middle", "span-163-levels"]
+    "gate",
+    [-4.9, -5.2, -9.9, -10.2, -21.0],
+    ids=["span-78-product", "span-83-middle", "span-158-middle", "span-163-levels", "span-336-levels"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_the_three_ways_of_building_a_diagonal_block_near_their_boundaries(gate, dtype):
+def test_the_ways_of_building_a_diagonal_block_near_their_boundaries(gate, dtype):
     """A constant log decay per token sets every 16-row block's span (16 x the decay): up to 80 a
     diagonal block is one product (column factors up to exp(78.4)); past it, one product about
     the block's middle row while each half decays at most 80 (factors up to exp(79.2)); past 160,
-    four products by levels of row segments (factors at most 1). Each against the token loop, with
-    ragged last chunks and the in-kernel L2 norm."""
+    four products by levels of row segments (factors at most 1), whether the block's quarters
+    decay mildly (at -10.2: 30.6 and 40.8) or not (at -21: 63 and 84). Each against the token
+    loop, with ragged last chunks and the in-kernel L2 norm."""
     inputs = _problem(dtype, batch=1, tokens=100, heads=1, key_dim=32, value_dim=16, gate=gate, normalize_keys=False)
     _check(inputs, dtype, scale=0.25, use_qk_l2norm_in_kernel=True)
 
 
-@pytest.mark.parametrize("strong", [-9.0, -12.0], ids=["span-144-middle", "span-192-levels"])
+@pytest.mark.parametrize("strong", [-9.0, -12.0, -25.0], ids=["span-144-middle", "span-192-levels", "span-400-levels"])
 def test_a_strong_channel_beside_mild_ones(strong):
     """One channel decays strongly (its span picks how every diagonal block is built) while the
     others barely decay, so the scores far below the diagonal carry full weight through them."""
