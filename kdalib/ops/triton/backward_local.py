@@ -48,7 +48,17 @@ import triton
 import triton.language as tl
 
 from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
-from kdalib.ops.triton.tiles import _block_span, _chunk_bounds, _put, _row, _stored_as, _tile, _vector, _widen
+from kdalib.ops.triton.tiles import (
+    _block_span,
+    _chunk_bounds,
+    _level_entries,
+    _put,
+    _row,
+    _stored_as,
+    _tile,
+    _vector,
+    _widen,
+)
 
 
 @triton.jit
@@ -78,8 +88,7 @@ def _level(g_sum, base_k, g_b, b, K, cols_k, mask_k, level: tl.constexpr, SUB: t
     g_p = _tile(g_sum, base_k, b * SUB + reference, cols_k, K, tile_sub)
     row_factor = tl.exp(tl.minimum(g_b - g_p, 0.0))
     column_factor = tl.exp(tl.minimum(g_p - g_b, 0.0))
-    serves = ((sub[:, None] // SEG) == (sub[None, :] // SEG)) & ((sub[:, None] % SEG) >= HALF)
-    return row_factor, column_factor, serves & ((sub[None, :] % SEG) < HALF)
+    return row_factor, column_factor, _level_entries(level, SUB)
 
 
 @triton.jit
@@ -93,7 +102,6 @@ def _scores_grad_row_block(
     dk,
     dg,
     base_k,
-    base_s,
     cols_k,
     mask_k,
     i,
@@ -117,11 +125,11 @@ def _scores_grad_row_block(
         rows_j = j * SUB + sub
         k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
         k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
-        block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
+        block = rows_i[:, None] * CHUNK + rows_j[None, :]
         acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
         acc_k += tl.dot(tl.load(d_kk + block), k_j, input_precision=PRECISION)
     row_decay = tl.exp(g_i - g_ref[None, :])
-    block = base_s + rows_i[:, None] * CHUNK + rows_i[None, :]
+    block = rows_i[:, None] * CHUNK + rows_i[None, :]
     below = sub[:, None] > sub[None, :]
     g_mid, middle = _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB, DOT_SPAN)
     if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
@@ -154,7 +162,7 @@ def _scores_grad_row_block(
     q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
     k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
     # the diagonal q_r . k_r has no decay: it reaches q, not g
-    d_q_i = acc_q + tl.load(dscores + base_s + rows_i * (CHUNK + 1))[:, None] * k_i
+    d_q_i = acc_q + tl.load(dscores + rows_i * (CHUNK + 1))[:, None] * k_i
     _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
     _put(dk, base_k, rows_i, cols_k, K, tile_sub, _tile(dk, base_k, rows_i, cols_k, K, tile_sub) + acc_k)
     d_g_i = _tile(dg, base_k, rows_i, cols_k, K, tile_sub) + q_i * acc_q + k_i * acc_k
@@ -172,7 +180,6 @@ def _scores_grad_column_block(
     dk,
     dg,
     base_k,
-    base_s,
     cols_k,
     mask_k,
     j,
@@ -196,7 +203,7 @@ def _scores_grad_column_block(
         row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
         q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub) * row_decay
         k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * row_decay
-        block = base_s + rows_i[:, None] * CHUNK + rows_j[None, :]
+        block = rows_i[:, None] * CHUNK + rows_j[None, :]
         part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
@@ -210,7 +217,7 @@ def _scores_grad_column_block(
         else:
             g_ref = g_mid
         row_decay = tl.exp(g_j - g_ref[None, :])
-        block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
+        block = rows_j[:, None] * CHUNK + rows_j[None, :]
         below = sub[:, None] > sub[None, :]
         q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub) * row_decay
         k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub) * row_decay
@@ -218,7 +225,7 @@ def _scores_grad_column_block(
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
     else:
-        block = base_s + rows_j[:, None] * CHUNK + rows_j[None, :]
+        block = rows_j[:, None] * CHUNK + rows_j[None, :]
         d_s = tl.load(dscores + block)
         d_kk_j = tl.load(d_kk + block)
         q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub)
@@ -229,11 +236,24 @@ def _scores_grad_column_block(
             part += tl.dot(tl.trans(tl.where(serves, d_kk_j, 0.0)), k_j * row_factor, input_precision=PRECISION)
             acc += part * column_factor
     k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
-    d_k_j = acc + tl.load(dscores + base_s + rows_j * (CHUNK + 1))[:, None] * _tile(
-        q, base_k, rows_j, cols_k, K, tile_sub
-    )
+    d_k_j = acc + tl.load(dscores + rows_j * (CHUNK + 1))[:, None] * _tile(q, base_k, rows_j, cols_k, K, tile_sub)
     _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
     _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
+
+
+@triton.jit
+def _scores_grads_of_block(q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b,
+                           K: tl.constexpr, BK: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
+                           DOT_SPAN: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """Everything the scores' gradients add to the rows of 16-row block ``b``: its row side, then
+    its column side. Blocks write disjoint rows, so they may run in any order or in parallel."""
+    _scores_grad_row_block(
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
+    )
+    tl.debug_barrier()  # the column side adds to the rows the row side has just written
+    _scores_grad_column_block(
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
+    )
 
 
 @triton.jit
@@ -441,31 +461,19 @@ def _local_backward_kernel(
             _put(dg_end, base_k, rows, cols_k, K, tile_k, d_g_end)
         tl.debug_barrier()
 
-    # ---- the scores' gradients, 16-row blocks: first the row side, then the column side
-    if STAGES == 2:  # one row block per program: its rows' share of both sides
-        i_b = tl.program_id(2)
-        _scores_grad_row_block(
-            q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, i_b,
-            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
-        )  # fmt: skip
-        tl.debug_barrier()
-        _scores_grad_column_block(
-            q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, i_b,
+    # ---- the scores' gradients, block by block of 16 rows
+    if STAGES == 2:  # one row block per program
+        _scores_grads_of_block(
+            q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, tl.program_id(2),
             K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
         )  # fmt: skip
     elif STAGES & 2:
-        for i in tl.static_range(CHUNK // SUB):
-            _scores_grad_row_block(
-                q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, i,
+        for b in tl.static_range(CHUNK // SUB):
+            _scores_grads_of_block(
+                q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
                 K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
             )  # fmt: skip
-        tl.debug_barrier()
-        for j in tl.static_range(CHUNK // SUB):
-            _scores_grad_column_block(
-                q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, 0, cols_k, mask_k, j,
-                K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
-            )  # fmt: skip
-        tl.debug_barrier()
+            tl.debug_barrier()
 
     if STAGES & 4:
         # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm

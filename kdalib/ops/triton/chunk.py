@@ -6,8 +6,8 @@ versions and what moved them are in NOTES.md beside this file. Three stages:
 1. :mod:`~kdalib.ops.triton.prefill_local`, one program per (chunk, value head), all chunks in
    parallel, in two launches (the scores ``A``; then the WY/UT inverse and with it ``W`` and
    ``U``, the decayed queries ``Q_g`` and keys ``K_g`` and the chunk decay ``exp(G_L)``). Built
-   from 16-row blocks, so strong decay costs no more than mild decay (only diagonal blocks whose
-   own decay exceeds ``DIAG_SPAN`` take an exact, slower product).
+   from 16-row blocks, exact for any decay: the gate's strength changes only how a diagonal block
+   is built (one product, or up to four past ``DIAG_SPAN``; NOTES.md has what each costs).
 2. :mod:`~kdalib.ops.triton.prefill_states`, one program per (sequence, value head, block of value
    columns), the only sequential pass: it carries the state and stores it at every chunk start,
    with the corrections ``V_new = U - W S``.

@@ -44,7 +44,7 @@ import triton.language as tl
 
 from kdalib.ops.triton.inverse import _invert_chunk
 from kdalib.ops.triton.runtime import GATE_BOUNDED, GATE_GIVEN, GATE_SOFTPLUS
-from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _row, _stored_as, _widen
+from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _level_entries, _row, _stored_as, _widen
 
 # The gate forms of kdalib.ops.triton.runtime as constexprs, the only globals a kernel may read.
 _GIVEN, _SOFTPLUS, _BOUNDED = tl.constexpr(GATE_GIVEN), tl.constexpr(GATE_SOFTPLUS), tl.constexpr(GATE_BOUNDED)
@@ -114,7 +114,6 @@ def _level_factors(xk, gates, g_next, level: tl.constexpr, SUB: tl.constexpr):
     BKS: tl.constexpr = xk.shape[1]
     SEG: tl.constexpr = SUB >> level
     HALF: tl.constexpr = SEG // 2
-    sub = tl.arange(0, SUB)
     at = tl.arange(0, SEG)[None, :, None]
     own = tl.reshape(gates, (SUB // SEG, SEG, BKS))
     following = tl.reshape(g_next, (SUB // SEG, SEG, BKS))
@@ -122,9 +121,7 @@ def _level_factors(xk, gates, g_next, level: tl.constexpr, SUB: tl.constexpr):
     row_decay = tl.reshape(tl.cumsum(tl.where(at >= HALF, own, 0.0), axis=1), (SUB, BKS))
     # a column of the lower half: the gates after its own up to the reference (0 elsewhere)
     col_decay = tl.reshape(tl.cumsum(tl.where(at <= HALF - 2, following, 0.0), axis=1, reverse=True), (SUB, BKS))
-    keep = ((sub[:, None] // SEG) == (sub[None, :] // SEG)) & ((sub[:, None] % SEG) >= HALF)
-    keep = keep & ((sub[None, :] % SEG) < HALF)
-    return tl.exp(row_decay), tl.trans(xk * tl.exp(col_decay)), keep
+    return tl.exp(row_decay), tl.trans(xk * tl.exp(col_decay)), _level_entries(level, SUB)
 
 
 @triton.jit
