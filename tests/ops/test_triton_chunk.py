@@ -26,6 +26,7 @@ from kda_test_utils import (  # noqa: E402
 
 from kdalib.ops import chunk_kda, kda, naive_recurrent_kda  # noqa: E402
 from kdalib.ops.triton import triton_chunk_kda  # noqa: E402
+from kdalib.ops.triton.chunk import state_launch  # noqa: E402
 from kdalib.ops.triton.prefill_local import _gate  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -257,6 +258,44 @@ def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
         assert torch.equal(one[0], split[0]) and torch.equal(one[1], split[1]), warps
     with pytest.raises(ValueError, match="local_warps"):
         triton_chunk_kda(**inputs, scale=0.25, cu_seqlens=offsets, local_warps=(2, 2, 4))
+
+
+@pytest.mark.parametrize(
+    ("programs", "multiprocessors", "value_dim", "block_k", "narrow", "expected"),
+    [
+        (64, 132, 128, 128, torch.bfloat16, (32, 2)),  # B2 H32: 256 programs of 32 columns
+        (32, 132, 128, 128, torch.bfloat16, (16, 3)),  # B1 H32: 128 of 32 would leave SMs idle
+        (33, 132, 128, 128, torch.bfloat16, (32, 2)),
+        (32, None, 128, 128, torch.bfloat16, (32, 2)),  # not a GPU: the widest
+        (64, 132, 16, 128, torch.bfloat16, (16, 3)),
+        (64, 132, 128, 256, torch.bfloat16, (16, 2)),
+        (64, 132, 128, 128, torch.float32, (16, 2)),
+    ],
+)
+def test_the_state_pass_takes_its_columns_by_programs_per_multiprocessor(
+    programs, multiprocessors, value_dim, block_k, narrow, expected
+):
+    assert state_launch(programs, multiprocessors, value_dim, block_k, narrow) == expected
+
+
+def test_the_state_pass_in_16_or_32_columns_per_program():
+    """The columns per program and the pipeline stages split the same arithmetic differently: both
+    match the float64 reference, and each other to float32 rounding, with packed sequences, shared
+    key heads and an initial state."""
+    lengths = [70, 3, 64]
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
+    inputs = _problem(
+        torch.bfloat16, batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=32, value_dim=64,
+        num_states=len(lengths),
+    )  # fmt: skip
+    run = dict(scale=32**-0.5, output_final_state=True, cu_seqlens=offsets)
+    runs = [triton_chunk_kda(**inputs, **run, block_v=bv, state_stages=st) for bv, st in ((16, 3), (32, 2))]
+    reference = chunk_kda(**{name: x.double() for name, x in inputs.items()}, **run)
+    for o, state in runs:
+        assert rel_rms(o, reference[0]) < 5e-3 and rel_rms(state, reference[1]) < 5e-3
+    (o16, s16), (o32, s32) = runs
+    assert torch.allclose(s16, s32, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(o16.float(), o32.float(), rtol=1e-2, atol=1e-3)
 
 
 @triton.jit

@@ -66,6 +66,27 @@ def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int, offsets: Sequence[int] |
     return as_tensor(firsts), as_tensor(starts), as_tensor(ends)
 
 
+def state_launch(
+    programs: int, multiprocessors: int | None, V: int, block_k: int, narrow: torch.dtype
+) -> tuple[int, int]:
+    """Value columns per program and pipeline stages of the state kernel, for ``programs``
+    (sequence, value head) pairs on a GPU of ``multiprocessors`` (None: not a GPU).
+
+    The pass is sequential along each sequence, so with 16-bit terms (``narrow`` bfloat16) and
+    K <= 128 it takes 32 columns at 2 stages when that still gives every multiprocessor a program
+    (each chunk step's loads of ``W`` and ``K_g`` then serve twice the columns), else 16 columns,
+    twice the programs, at 3 stages. Timed on an H100 (132 multiprocessors; kdalib/ops/triton/NOTES.md,
+    v4.4): at 64 pairs, 0.95 ms against 1.16 (16 at 3 stages) and 1.33 (16 at 2); at 32 pairs,
+    2.32 ms (16 at 3) against 2.69 (16 at 2) and 2.76 (32 at 2). Float32 terms keep 16 columns at
+    2 stages."""
+    if narrow != torch.bfloat16 or block_k > 128:
+        return 16, 2
+    wide = 32 if V > 16 else 16
+    if wide == 16 or (multiprocessors is not None and programs * triton.cdiv(V, wide) < multiprocessors):
+        return 16, 3
+    return wide, 2
+
+
 @dataclass(frozen=True)
 class ChunkTable:
     """Where the chunks of a call are: ``sequences`` sequences of ``length`` tokens each (unpacked),
@@ -176,7 +197,7 @@ def triton_chunk_kda(
     key_slice: int = 32,
     local_warps: int | tuple[int, int] = (2, 2),
     state_warps: int = 4,
-    state_stages: int = 2,
+    state_stages: int | None = None,
     output_warps: int = 4,
     offsets: Sequence[int] | None = None,
     states_every: int | None = None,
@@ -204,9 +225,10 @@ def triton_chunk_kda(
         precision: "ieee" (the default for float32 inputs: float32 intermediates and IEEE
             products) or "tf32" (the default for 16-bit inputs, see the module docstring).
         block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
-            the state and output kernels, key channels per slice of the chunk-local kernel, warps
-            per kernel, pipeline stages of the state kernel). ``local_warps``: the chunk-local work
-            as one launch or two ``(scores, terms)`` (:func:`launch_chunk_local`).
+            the state kernel, key channels per slice of the chunk-local kernel, warps per kernel,
+            pipeline stages of the state kernel; ``block_v`` and ``state_stages`` None: as
+            :func:`state_launch` picks them). ``local_warps``: the chunk-local work as one launch
+            or two ``(scores, terms)`` (:func:`launch_chunk_local`).
         offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
         states_every: N, a multiple of 64: also return the states after tokens N, 2N, ... of every
             sequence (written from the float32 state by the state kernel), or None.
@@ -258,8 +280,11 @@ def triton_chunk_kda(
         num_warps=local_warps,
     )
     del inverse
-    if block_v is None:
-        block_v = 16
+    if block_v is None or state_stages is None:
+        multiprocessors = torch.cuda.get_device_properties(v.device).multi_processor_count if v.is_cuda else None
+        columns, stages = state_launch(N * HV, multiprocessors, V, block_k, narrow)
+        block_v = columns if block_v is None else block_v
+        state_stages = stages if state_stages is None else state_stages
     states = q.new_empty(num_chunks, HV, K, V, dtype=narrow)
     v_new = q.new_empty(tokens, HV, V, dtype=f32)
     final_state = v.new_empty(N, HV, K, V, dtype=f32) if output_final_state else None
