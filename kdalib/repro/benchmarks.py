@@ -15,6 +15,7 @@ gives the full numbers as captioned HTML tables. matplotlib is imported when use
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,10 @@ def speed_picture(rows: list[dict], records: list[Record]):
             ax.invert_yaxis()
             if value == "ms":
                 ax.set_xscale("log")
+                # bars start at the decade below the fastest time, so their lengths compare as
+                # the log scale says, not from wherever the axis would autoscale
+                fastest = min(r["ms"] for r in picked if r["ms"] is not None)
+                ax.set_xlim(left=10 ** math.floor(math.log10(fastest)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(unit, fontsize=11)

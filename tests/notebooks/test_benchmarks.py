@@ -106,6 +106,25 @@ def test_the_picture_has_time_and_memory_for_prefill_and_training(tmp_path):
     assert benchmarks.speed_picture([r for r in rows if r["method"] == "chunk_pytorch"], records) is None
 
 
+def test_time_bars_start_at_the_decade_below_the_fastest_time(tmp_path):
+    """On the log time axis every bar starts at one stated origin, the decade below the panel's
+    fastest time, so 4 ms against 6 ms reads as the log scale says, not from wherever the axis
+    would autoscale."""
+    prefill = [
+        _row("triton", 6.2),
+        _row("fla", 4.3),
+        _row("triton", 12.0, tokens=65536),
+        _row("fla", 9.8, tokens=65536),
+    ]
+    training = [_row("triton", 33.5, train=True), _row("fla", 22.7, train=True), _row("sdpa_flash", 13.1, train=True)]
+    _write(tmp_path, "bench.json", "2026-12-06", prefill + training)
+    records, _ = benchmarks.load_records(tmp_path)
+    figure = benchmarks.speed_picture(benchmarks.tidy_rows(records), records)
+    prefill_time, _, training_time, _ = figure.axes
+    assert prefill_time.get_xlim()[0] == pytest.approx(1.0)
+    assert training_time.get_xlim()[0] == pytest.approx(10.0)
+
+
 @pytest.mark.parametrize(("tokens", "label"), [(1, "1"), (4096, "4K"), (65536, "64K"), (1000, "1000")])
 def test_tokens_label(tokens, label):
     assert benchmarks.tokens_label(tokens) == label
