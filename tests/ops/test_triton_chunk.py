@@ -279,9 +279,10 @@ def test_the_state_pass_takes_its_columns_by_programs_per_multiprocessor(
 
 
 def test_the_state_pass_in_16_or_32_columns_per_program():
-    """The columns per program and the pipeline stages split the same arithmetic differently: both
-    match the float64 reference, and each other to float32 rounding, with packed sequences, shared
-    key heads and an initial state."""
+    """16 and 32 value columns per program split the state's columns differently (the stages are
+    the compiler's pipelining, not exercised under the interpreter): both match the float64
+    reference, and each other to float32 rounding, with packed sequences, shared key heads and an
+    initial state."""
     lengths = [70, 3, 64]
     offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
     inputs = _problem(

@@ -131,36 +131,35 @@ def _scores_grad_row_block(
     row_decay = tl.exp(g_i - g_ref[None, :])
     block = rows_i[:, None] * CHUNK + rows_i[None, :]
     below = sub[:, None] > sub[None, :]
+    k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
     g_mid, middle = _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB, DOT_SPAN)
     if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
         # the diagonal block below its diagonal as one product: column factors <= exp(span)
-        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_ref[None, :] - g_i)
-        acc_q += tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
-        acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION)
+        k_c = k_i * tl.exp(g_ref[None, :] - g_i)
+        acc_q += tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_c, input_precision=PRECISION)
+        acc_k += tl.dot(tl.load(d_kk + block), k_c, input_precision=PRECISION)
         acc_q *= row_decay
         acc_k *= row_decay
     elif middle:
         # one product about the block's middle row: row and column factors <= exp(DOT_SPAN)
         acc_q *= row_decay
         acc_k *= row_decay
-        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * tl.exp(g_mid[None, :] - g_i)
+        k_c = k_i * tl.exp(g_mid[None, :] - g_i)
         mid_decay = tl.exp(g_i - g_mid[None, :])
-        dq_mid = tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_i, input_precision=PRECISION)
+        dq_mid = tl.dot(tl.load(dscores + block, mask=below, other=0.0), k_c, input_precision=PRECISION)
         acc_q += dq_mid * mid_decay
-        acc_k += tl.dot(tl.load(d_kk + block), k_i, input_precision=PRECISION) * mid_decay
+        acc_k += tl.dot(tl.load(d_kk + block), k_c, input_precision=PRECISION) * mid_decay
     else:
         acc_q *= row_decay
         acc_k *= row_decay
         d_s = tl.load(dscores + block)
         d_kk_i = tl.load(d_kk + block)
-        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
         for level in tl.static_range(4):  # the diagonal block below its diagonal, by levels
             row_factor, column_factor, serves = _level(g_sum, base_k, g_i, i, K, cols_k, mask_k, level, SUB)
             k_c = k_i * column_factor
             acc_q += row_factor * tl.dot(tl.where(serves, d_s, 0.0), k_c, input_precision=PRECISION)
             acc_k += row_factor * tl.dot(tl.where(serves, d_kk_i, 0.0), k_c, input_precision=PRECISION)
     q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
-    k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
     # the diagonal q_r . k_r has no decay: it reaches q, not g
     d_q_i = acc_q + tl.load(dscores + rows_i * (CHUNK + 1))[:, None] * k_i
     _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
@@ -207,6 +206,7 @@ def _scores_grad_column_block(
         part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
+    block = rows_j[:, None] * CHUNK + rows_j[None, :]
     g_mid, middle = _middle_reference(g_sum, base_k, j, K, cols_k, mask_k, SUB, DOT_SPAN)
     span = _block_span(g_sum, base_k, j, K, cols_k, mask_k, SUB)
     if (span <= DOT_SPAN) | middle:
@@ -217,7 +217,6 @@ def _scores_grad_column_block(
         else:
             g_ref = g_mid
         row_decay = tl.exp(g_j - g_ref[None, :])
-        block = rows_j[:, None] * CHUNK + rows_j[None, :]
         below = sub[:, None] > sub[None, :]
         q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub) * row_decay
         k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub) * row_decay
@@ -225,7 +224,6 @@ def _scores_grad_column_block(
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
     else:
-        block = rows_j[:, None] * CHUNK + rows_j[None, :]
         d_s = tl.load(dscores + block)
         d_kk_j = tl.load(d_kk + block)
         q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub)
@@ -235,6 +233,7 @@ def _scores_grad_column_block(
             part = tl.dot(tl.trans(tl.where(serves, d_s, 0.0)), q_j * row_factor, input_precision=PRECISION)
             part += tl.dot(tl.trans(tl.where(serves, d_kk_j, 0.0)), k_j * row_factor, input_precision=PRECISION)
             acc += part * column_factor
+    # the block's own q and k read again, not held across the branches: holding them spills (ptxas)
     k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
     d_k_j = acc + tl.load(dscores + rows_j * (CHUNK + 1))[:, None] * _tile(q, base_k, rows_j, cols_k, K, tile_sub)
     _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)

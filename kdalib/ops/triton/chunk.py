@@ -66,6 +66,11 @@ def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int, offsets: Sequence[int] |
     return as_tensor(firsts), as_tensor(starts), as_tensor(ends)
 
 
+LOCAL_WARPS = (2, 2)
+"""Warps of the chunk-local work's two launches, (scores, terms): the fastest split timed on an H100
+(NOTES.md, v4.3); the forward's and the training backward's default."""
+
+
 def state_launch(
     programs: int, multiprocessors: int | None, V: int, block_k: int, narrow: torch.dtype
 ) -> tuple[int, int]:
@@ -81,10 +86,9 @@ def state_launch(
     2 stages."""
     if narrow != torch.bfloat16 or block_k > 128:
         return 16, 2
-    wide = 32 if V > 16 else 16
-    if wide == 16 or (multiprocessors is not None and programs * triton.cdiv(V, wide) < multiprocessors):
+    if V <= 16 or (multiprocessors is not None and programs * triton.cdiv(V, 32) < multiprocessors):
         return 16, 3
-    return wide, 2
+    return 32, 2
 
 
 @dataclass(frozen=True)
@@ -130,14 +134,14 @@ def launch_chunk_local(
     precision: str,
     as_chunks: bool,
     key_slice: int = 32,
-    num_warps: int | tuple[int, int] = (2, 2),
+    num_warps: int | tuple[int, int] = LOCAL_WARPS,
 ) -> None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
     layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
     ``num_warps``: a pair ``(scores, terms)``: two launches, the scores first, then the inverse and
-    the terms, each with its own warps (the default, 2 and 2; NOTES.md has the measurements); or
+    the terms, each with its own warps (the default, :data:`LOCAL_WARPS`); or
     one launch with that many warps."""
     q, k, v, g, beta = inputs
     w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
@@ -195,7 +199,7 @@ def triton_chunk_kda(
     precision: str | None = None,
     block_v: int | None = None,
     key_slice: int = 32,
-    local_warps: int | tuple[int, int] = (2, 2),
+    local_warps: int | tuple[int, int] = LOCAL_WARPS,
     state_warps: int = 4,
     state_stages: int | None = None,
     output_warps: int = 4,

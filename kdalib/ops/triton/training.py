@@ -101,8 +101,7 @@ def chunk_kda_backward(
     scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
     # the terms unscaled: the scale reaches them through dO
     A_log, dt_bias, lower_bound = gate
-    # launched as the forward launches it: the scores, then the inverse and terms, at 2 warps each
-    # (the fastest split timed on an H100, kdalib/ops/triton/NOTES.md, v4.3)
+    # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS)
     launch_chunk_local(
         inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, gate, use_qk_l2norm, precision,
         as_chunks=True,
