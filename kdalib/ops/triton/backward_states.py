@@ -18,11 +18,6 @@ value head, all value columns, no atomics), with ``V_new = U - W S`` from the ke
 
     dW = -dV_new Sᵀ,   dQ_in = dO_s Sᵀ,   dK_out = V_new dS'ᵀ,
     dA = dO_s V_newᵀ (causal part),   d exp(G_L) = Σ_v S ⊙ dS'
-
-With 16-bit inputs ``W``, ``K_out`` and ``Q_in`` come bfloat16, as the forward's state pass reads
-them: the reverse pass meets them with ``dO`` as given and with the float32 ``dS'`` and ``dV_new``
-as a bfloat16 head and tail (:func:`~kdalib.ops.triton.tiles._split_dot`), so a chunk step loads
-half the bytes and its loads fit two pipeline stages; ``A`` and ``exp(G_L)`` stay float32.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _sequence_program, _split_dot, _stored_as, _widen
+from kdalib.ops.triton.tiles import _chunk_bounds, _sequence_program, _stored_as, _widen
 
 
 @triton.jit
@@ -70,7 +65,7 @@ def _states_backward_kernel(
     key_rows = rows[:, None] * K + cols_k[None, :]
     value_rows = rows[:, None] * V + cols_v[None, :]
     causal = rows[:, None] >= rows[None, :]
-    compute = decay.dtype.element_ty  # float32, or float64 in the float64 tests
+    compute = w.dtype.element_ty  # float32, or float64 in the float64 tests
     if d_final is not None:
         d_state = tl.load(d_final + i_nh.to(tl.int64) * K * V + state_offsets, mask=tile, other=0.0).to(compute)
     else:
@@ -86,18 +81,16 @@ def _states_backward_kernel(
             mask=tile,
         )
         m = rows < (eos - t0).to(tl.int32)
-        # dO as given (bfloat16 meets the bfloat16 terms in one product); the scale after the products
         d_out = tl.load(
             do + (t0 * (HV * V) + i_hv * V) + (rows[:, None] * (HV * V) + cols_v[None, :]),
             mask=m[:, None] & mv[None, :],
             other=0.0,
         )
-        if compute == tl.float64:
-            d_out = d_out.to(compute)
+        d_out = d_out.to(compute) * scale
         a_c = tl.load(scores + block * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
         k_c = tl.load(kg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
-        d_v_new = _dot(tl.trans(a_c), _widen(d_out).to(compute), PRECISION) * scale + _split_dot(
-            k_c, d_state, PRECISION, NATIVE_BF16
+        d_v_new = tl.dot(tl.trans(a_c), d_out, input_precision=PRECISION) + tl.dot(
+            k_c, d_state, input_precision=PRECISION
         )
         tl.store(dv_new + block * CHUNK * V + value_rows, d_v_new, mask=rows_v)
         q_c = tl.load(qg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
@@ -105,8 +98,8 @@ def _states_backward_kernel(
         d = tl.load(decay + block * K + cols_k, mask=mk, other=0.0)
         d_state = (
             d_state * d[:, None]
-            + _split_dot(tl.trans(q_c), d_out, PRECISION, NATIVE_BF16) * scale
-            - _split_dot(tl.trans(w_c), d_v_new, PRECISION, NATIVE_BF16)
+            + tl.dot(tl.trans(q_c), d_out, input_precision=PRECISION)
+            - tl.dot(tl.trans(w_c), d_v_new, input_precision=PRECISION)
         )
     if d_initial is not None:
         tl.store(d_initial + i_nh.to(tl.int64) * K * V + state_offsets, d_state, mask=tile)
@@ -138,7 +131,6 @@ def _chunk_grads_kernel(
     CHUNK: tl.constexpr,
     IS_VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
-    NATIVE_BF16: tl.constexpr,
 ):
     """One (chunk, value head), all value columns: the gradients of ``W``, ``K_out``, ``exp(G_L)``,
     ``Q_in`` and ``A`` (the module docstring), in the chunk layout."""
@@ -154,33 +146,30 @@ def _chunk_grads_kernel(
     key_at, value_at, state_at = block * CHUNK * K, block * CHUNK * V, block * K * V
     key_rows = rows[:, None] * K + cols_k[None, :]
     causal = rows[:, None] >= rows[None, :]
-    compute = dw.dtype.element_ty  # float32, or float64 in the float64 tests
     w_c = tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)
-    d_qg = tl.zeros([CHUNK, BK], dtype=compute)
-    d_w = tl.zeros([CHUNK, BK], dtype=compute)
-    d_kg = tl.zeros([CHUNK, BK], dtype=compute)
-    d_a = tl.zeros([CHUNK, CHUNK], dtype=compute)
-    d_decay = tl.zeros([BK], dtype=compute)
+    d_qg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_kg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
+    d_a = tl.zeros([CHUNK, CHUNK], dtype=w_c.dtype)
+    d_decay = tl.zeros([BK], dtype=w_c.dtype)
     for v0 in range(0, V, BV):
         cols_v = v0 + tl.arange(0, BV)
         mv = cols_v < V
         tile = mk[:, None] & mv[None, :]
         rows_v = (rows < CHUNK)[:, None] & mv[None, :]
         state_tile = cols_k[:, None] * V + cols_v[None, :]
-        kept = tl.load(states + state_at + state_tile, mask=tile, other=0.0)
-        state = _widen(kept).to(compute)
-        d_state = _widen(tl.load(d_states + state_at + state_tile, mask=tile, other=0.0)).to(compute)
+        state = _widen(tl.load(states + state_at + state_tile, mask=tile, other=0.0)).to(w_c.dtype)
+        d_state = _widen(tl.load(d_states + state_at + state_tile, mask=tile, other=0.0)).to(w_c.dtype)
         d_out = tl.load(
             do + (start * (HV * V) + i_hv * V) + (rows[:, None] * (HV * V) + cols_v[None, :]),
             mask=m[:, None] & mv[None, :],
             other=0.0,
         )
-        d_out = _widen(d_out).to(compute) * scale
+        d_out = _widen(d_out).to(w_c.dtype) * scale
         value_rows = rows[:, None] * V + cols_v[None, :]
         d_v_new = tl.load(dv_new + value_at + value_rows, mask=rows_v, other=0.0)
-        # a bfloat16 W meets the kept bfloat16 state in one product, exact but for the float32 sums
-        v_new = tl.load(u + value_at + value_rows, mask=rows_v, other=0.0) - _split_dot(
-            w_c, kept, PRECISION, NATIVE_BF16
+        v_new = tl.load(u + value_at + value_rows, mask=rows_v, other=0.0) - tl.dot(
+            w_c, state, input_precision=PRECISION
         )
         state_t = tl.trans(state)
         d_qg += tl.dot(d_out, state_t, input_precision=PRECISION)

@@ -22,7 +22,22 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.tiles import _sequence_program, _split_dot, _stored_as
+from kdalib.ops.triton.tiles import _dot, _sequence_program, _stored_as
+
+
+@triton.jit
+def _split_dot(a, b, PRECISION: tl.constexpr, NATIVE_BF16: tl.constexpr):
+    """``a @ b`` for a float32 ``b``. A bfloat16 ``a`` meets ``b`` split into a bfloat16 head and
+    tail (two bfloat16 products, ~16 bits of ``b``), so ``a`` stays narrow in registers; a float32
+    ``a`` meets ``b`` in ``PRECISION``."""
+    if a.dtype == tl.bfloat16:
+        head = b.to(tl.bfloat16)
+        tail = (b - head.to(tl.float32)).to(tl.bfloat16)
+        if NATIVE_BF16:
+            return tl.dot(a, head) + tl.dot(a, tail)
+        wide = a.to(tl.float32)  # the interpreter mis-multiplies bfloat16 operands
+        return _dot(wide, head.to(tl.float32), "ieee") + _dot(wide, tail.to(tl.float32), "ieee")
+    return _dot(a.to(tl.float32), b, PRECISION)
 
 
 @triton.jit

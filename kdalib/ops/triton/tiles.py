@@ -71,27 +71,6 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _split_dot(a, b, PRECISION: tl.constexpr, NATIVE_BF16: tl.constexpr):
-    """``a @ b`` with ``a`` kept narrow. A bfloat16 ``a`` meets a bfloat16 ``b`` in one bfloat16
-    product and any wider ``b`` split into a bfloat16 head and tail (two products, ~16 bits of
-    ``b``); a wider ``a`` meets ``b`` in ``PRECISION`` (float64 stays float64)."""
-    if a.dtype == tl.bfloat16:
-        if b.dtype == tl.bfloat16:
-            if NATIVE_BF16:
-                return tl.dot(a, b)
-            return _dot(a.to(tl.float32), b.to(tl.float32), "ieee")  # the interpreter mis-multiplies bfloat16
-        b = _widen(b)
-        head = b.to(tl.bfloat16)
-        tail = (b - head.to(tl.float32)).to(tl.bfloat16)
-        if NATIVE_BF16:
-            return tl.dot(a, head) + tl.dot(a, tail)
-        wide = a.to(tl.float32)
-        return _dot(wide, head.to(tl.float32), "ieee") + _dot(wide, tail.to(tl.float32), "ieee")
-    a = _widen(a)
-    return _dot(a, _widen(b).to(a.dtype), PRECISION)
-
-
-@triton.jit
 def _store_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexpr, CHUNK: tl.constexpr):
     rows = tl.arange(0, SUB)
     tl.store(ptr + (i * SUB + rows)[:, None] * CHUNK + (j * SUB + rows)[None, :], block)

@@ -63,7 +63,6 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
-    reverse_launch: tuple[int, int, int] | None = None,
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -83,8 +82,6 @@ def chunk_kda_backward(
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
             16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
-        reverse_launch: ``(value columns, warps, stages)`` of the reverse pass over chunks, or
-            None for :func:`reverse_state_launch`'s choice.
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -98,11 +95,7 @@ def chunk_kda_backward(
     terms = compute_dtype(*inputs)
     chunks = table.count
     block_k = max(16, triton.next_power_of_2(K))
-    # W, K_out and Q_in as the forward's state pass reads them (bfloat16 for 16-bit inputs), one
-    # buffer, whose K_out and Q_in part becomes dK_out's once the reverse pass has read them
-    narrow = torch.bfloat16 if terms == torch.float32 and precision == "tf32" else terms
-    key_terms = q.new_empty(3, chunks, HV, CHUNK, K, dtype=narrow)
-    w, kg, qg = key_terms.unbind(0)
+    w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
     u = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
     decay = q.new_empty(chunks, HV, K, dtype=terms)
     scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
@@ -119,32 +112,31 @@ def chunk_kda_backward(
     dv_new = torch.empty_like(u)
     d_states = torch.empty_like(states)
     d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
-    block_v, reverse_warps, reverse_stages = reverse_launch or reverse_state_launch(V, block_k, narrow)
+    # value columns per program of the reverse pass (ptxas at K = V = 128: 32 columns, 255 registers,
+    # 4 bytes of spills; 64 columns spill 452 bytes); the chunk-gradient kernel walks all of them 16
+    # at a time (251 registers and no spills at 8 warps; 32 spill a little)
+    block_v = min(32, max(16, triton.next_power_of_2(V)))
     _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
         float(scale), T,
         K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        NATIVE_BF16=native, num_warps=reverse_warps, num_stages=reverse_stages,
+        NATIVE_BF16=native, num_warps=4, num_stages=1,
     )  # fmt: skip
-    # the terms the reverse pass read become their gradients' buffers where they fit; the chunk-gradient
-    # kernel walks all value columns 16 at a time (251 registers and no spills at 8 warps; 32 spill a little)
-    scratch = (chunks, HV, CHUNK, K)
-    dkg = _reuse(key_terms, scratch, terms, after=w.numel() * narrow.itemsize // terms.itemsize)
-    dw, dqg = (q.new_empty(scratch, dtype=terms) for _ in range(2))
-    dscores, ddecay = scores, decay
+    # the terms the reverse pass read become their gradients' buffers
+    dw, dkg, dqg, dscores, ddecay = w, kg, qg, scores, decay
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
         float(scale), T, table.nt,
         K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        NATIVE_BF16=native, num_warps=8, num_stages=1,
+        num_warps=8, num_stages=1,
     )  # fmt: skip
-    del w, kg, qg
     group = HV // H
     key_grads = terms if group > 1 else q.dtype
     dq = q.new_empty(B, T, HV, K, dtype=key_grads)
     dk = k.new_empty(B, T, HV, K, dtype=terms if group > 1 else k.dtype)
     dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
     # the local backward's scratch in the buffers the last two launches have finished with, where they fit
+    scratch = (chunks, HV, CHUNK, K)
     q_n, k_n = _reuse(u, scratch, terms), _reuse(d_states, scratch, terms)
     del u, d_states
     g_sum = q.new_empty(scratch, dtype=terms)
@@ -177,18 +169,6 @@ def chunk_kda_backward(
     d_a_log = None if d_rate is None else d_rate.sum(0)
     d_dt_bias = None if d_bias is None else d_bias.sum(0).view(dt_bias.shape)
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
-
-
-def reverse_state_launch(V: int, block_k: int, narrow: torch.dtype) -> tuple[int, int, int]:
-    """Value columns per program, warps and pipeline stages of the reverse pass over chunks
-    (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`) for ``narrow`` terms.
-
-    32 columns at 4 warps (ptxas at K = V = 128: 255 registers, no spills worth counting; 64 columns
-    spill). With bfloat16 ``W``, ``K_out`` and ``Q_in`` and K <= 128 a chunk step's loads fit
-    shared memory twice, so the loads of the next step overlap this one's products (2 stages);
-    float32 terms need more than an H100 has for that and run unpipelined."""
-    columns = min(32, max(16, triton.next_power_of_2(V)))
-    return columns, 4, 2 if narrow == torch.bfloat16 and block_k <= 128 else 1
 
 
 def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, after: int = 0) -> torch.Tensor:
