@@ -51,7 +51,6 @@ from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
 from kdalib.ops.triton.tiles import (
     _block_span,
     _chunk_bounds,
-    _level_entries,
     _put,
     _row,
     _stored_as,
@@ -73,10 +72,25 @@ def _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB: tl.constexpr, DO
 
 
 @triton.jit
+def _level_entries(level: tl.constexpr, SUB: tl.constexpr):
+    """The ``[SUB, SUB]`` entries ``(r, c)`` that one level of a diagonal block's products by levels
+    serves (:func:`_level`): the block's rows cut into segments of ``SUB >> level``, ``r`` in the
+    upper and ``c`` in the lower half of one segment."""
+    SEG: tl.constexpr = SUB >> level
+    HALF: tl.constexpr = SEG // 2
+    sub = tl.arange(0, SUB)
+    same = (sub[:, None] // SEG) == (sub[None, :] // SEG)
+    return same & ((sub[:, None] % SEG) >= HALF) & ((sub[None, :] % SEG) < HALF)
+
+
+@triton.jit
 def _level(g_sum, base_k, g_b, b, K, cols_k, mask_k, level: tl.constexpr, SUB: tl.constexpr):
-    """One level of a diagonal block's products by levels (as in the forward's
-    ``prefill_local._diagonal_levels``): 16-row block ``b`` (cumulative log decays ``g_b``) cut into
-    segments of ``SUB >> level`` rows, each with its reference at its lower half's last row ``p``.
+    """One level of a diagonal block's products by levels: 16-row block ``b`` (cumulative log decays
+    ``g_b``) cut into segments of ``SUB >> level`` rows, each with its reference at its lower half's
+    last row ``p``. An entry ``(r, c)`` factors through any row ``p`` with ``c <= p < r`` into
+    ``exp(G_r - G_p) exp(G_p - G_c)``, both at most 1; halving the rows recursively (segments of 16,
+    8, 4 and 2), every strictly lower entry lies in exactly one segment whose lower half holds ``c``
+    and whose upper half holds ``r``, so one product per level covers the block, whatever its span.
     Returns the row factors ``exp(G_r - G_p)`` (upper halves), the column factors ``exp(G_p - G_c)``
     (lower halves), both clamped to at most 1 elsewhere, and the entries ``(r, c)`` they serve: row
     in the upper half and column in the lower half of one segment."""

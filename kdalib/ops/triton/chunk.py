@@ -3,11 +3,12 @@
 The math is the chunkwise form of notes/kda.md (section "The chunkwise algorithm"); measured
 versions and what moved them are in NOTES.md beside this file. Three stages:
 
-1. :mod:`~kdalib.ops.triton.prefill_local`, one program per (chunk, value head), all chunks in
-   parallel, in two launches (the scores ``A``; then the WY/UT inverse and with it ``W`` and
-   ``U``, the decayed queries ``Q_g`` and keys ``K_g`` and the chunk decay ``exp(G_L)``). Built
-   from 16-row blocks, exact for any decay: the gate's strength changes only how a diagonal block
-   is built (one product, or up to four past ``DIAG_SPAN``; NOTES.md has what each costs).
+1. :mod:`~kdalib.ops.triton.prefill_local`, all chunks in parallel, in three launches: the
+   diagonal 16 x 16 blocks of the scores whose decay spans more than ``DIAG_SPAN``, one program
+   per block; the other blocks of the scores, one program per (chunk, value head); then the WY/UT
+   inverse and with it ``W`` and ``U``, the decayed queries ``Q_g`` and keys ``K_g`` and the
+   chunk decay ``exp(G_L)``. Exact for any decay; the gate's strength only decides which launch
+   builds a diagonal block.
 2. :mod:`~kdalib.ops.triton.prefill_states`, one program per (sequence, value head, block of value
    columns), the only sequential pass: it carries the state and stores it at every chunk start,
    with the corrections ``V_new = U - W S``.
@@ -36,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.prefill_local import _chunk_local_kernel
+from kdalib.ops.triton.prefill_local import _chunk_local_kernel, _diagonal_kernel
 from kdalib.ops.triton.prefill_output import _chunk_output_kernel
 from kdalib.ops.triton.prefill_states import _chunk_states_kernel
 from kdalib.ops.triton.runtime import (
@@ -69,6 +70,10 @@ def _chunk_tables(cu_seqlens: torch.Tensor, chunk: int, offsets: Sequence[int] |
 LOCAL_WARPS = (2, 2)
 """Warps of the chunk-local work's two launches, (scores, terms): the fastest split timed on an H100
 (NOTES.md, v4.3); the forward's and the training backward's default."""
+
+DIAGONAL_WARPS = 1
+"""Warps of the strong diagonal blocks' launch (:func:`~kdalib.ops.triton.prefill_local._diagonal_kernel`):
+of 1, 2 and 4, 1 was the fastest on an H100 (NOTES.md, v4.5)."""
 
 
 def state_launch(
@@ -140,9 +145,10 @@ def launch_chunk_local(
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
     layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
-    ``num_warps``: a pair ``(scores, terms)``: two launches, the scores first, then the inverse and
-    the terms, each with its own warps (the default, :data:`LOCAL_WARPS`); or
-    one launch with that many warps."""
+    The diagonal blocks of strong decay come first, in a launch of their own (:data:`DIAGONAL_WARPS`);
+    then, ``num_warps`` a pair ``(scores, terms)``, the other blocks of the scores, then the inverse
+    and the terms, each launch with its own warps (the default, :data:`LOCAL_WARPS`); or, a number, both
+    in one launch with that many warps."""
     q, k, v, g, beta = inputs
     w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
     A_log, dt_bias, lower_bound = gate_parameters
@@ -164,19 +170,26 @@ def launch_chunk_local(
         if use_qk_l2norm
         else None
     )
+    common = dict(
+        H=H, HV=HV, K=K, BK=block_k, CHUNK=CHUNK, SUB=SUB, FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR,
+        IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate, QK_ROW=H * K, G_ROW=HV * K, BETA_ROW=HV,
+        COMPUTE=tl.float64 if wide else tl.float32,
+    )  # fmt: skip
+    bound = 0.0 if lower_bound is None else float(lower_bound)
+    # which diagonal blocks span more than DIAG_SPAN, and so are the first launch's
+    strong = q.new_empty(table.count, HV, CHUNK // SUB, dtype=torch.int8)
+    _diagonal_kernel[(table.count * (CHUNK // SUB), HV)](
+        q, k, g, beta, A_log, dt_bias, bound, scores, inverse, scores_kk, strong, table.ends, table.starts,
+        float(scale), table.length, table.nt, DIAG_SPAN=DIAG_SPAN, **common, num_warps=DIAGONAL_WARPS,
+    )  # fmt: skip
     for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
-            q, k, v, g, beta,
-            A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
-            w, u, qg, kg, decay, scores, inverse, scores_kk, norms,
+            q, k, v, g, beta, A_log, dt_bias, bound,
+            w, u, qg, kg, decay, scores, inverse, scores_kk, norms, strong,
             table.ends, table.starts, float(scale), table.length, table.nt,
-            H=H, HV=HV, K=K, V=V, BK=block_k, BKS=min(block_k, key_slice),
-            BV=min(64, max(16, triton.next_power_of_2(V))), CHUNK=CHUNK, SUB=SUB, DIAG_SPAN=DIAG_SPAN,
-            FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR, IS_VARLEN=table.varlen,
-            USE_QK_L2NORM=use_qk_l2norm, GATE=gate, PRECISION=precision, NATIVE_BF16=not interpreting(),
-            TERMS_AS_CHUNKS=as_chunks, QK_ROW=H * K, G_ROW=HV * K, V_ROW=HV * V, BETA_ROW=HV,
-            OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V,
-            COMPUTE=tl.float64 if wide else tl.float32, PHASES=phases,
+            V=V, BKS=min(block_k, key_slice), BV=min(64, max(16, triton.next_power_of_2(V))), PRECISION=precision,
+            NATIVE_BF16=not interpreting(), TERMS_AS_CHUNKS=as_chunks, V_ROW=HV * V,
+            OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V, PHASES=phases, **common,
             num_warps=warps,
         )  # fmt: skip
 

@@ -1,5 +1,6 @@
 """Chunk-local work of the Triton chunked forward (see :mod:`kdalib.ops.triton.chunk`): one program
-per (chunk, value head), all chunks in parallel, nothing that depends on the state.
+per (chunk, value head) or per 16-row block of one, all chunks in parallel, nothing that depends on
+the state.
 
 For a chunk of C = 64 tokens with cumulative log decay ``G`` (from the chunk start, its own token
 included; notes/kda.md, "The chunkwise algorithm") the program writes
@@ -14,16 +15,14 @@ Scores are built in 16-row blocks. An off-diagonal block (rows in block i, colum
 earlier block j) is one matrix product of factors decayed towards the row just before block i:
 ``(X_i * exp(G_i - c_i)) (K_j * exp(c_i - G_j))^T``, both exponents <= 0 because the cumulative
 log decay never increases; the column factors are kept in registers and decayed block by block.
-A diagonal block is one product as well while its own total decay (its *span*) is at most
-``DIAG_SPAN`` (:mod:`kdalib.ops.triton.runtime`): the column factor ``exp(c_i - G)`` is then at most ``exp(80)``, far inside
-float32's range. This covers the bounded gate of Kimi models (``lower_bound=-5``: 16 tokens
-decay at most 80) and mild gates. A block with a larger span whose two halves (its rows 1-7 and
-8-15) each decay at most ``DIAG_SPAN`` is one product about its middle row (row factors up to
-``exp(80)`` before it, column factors up to ``exp(80)`` after it): spans up to 160, most of the Kimi
-softplus gate. Blocks past that take four products whose factors are all at most 1, one per level
-of halved row segments (:func:`_diagonal_levels`), exact whatever the span. So no exponent that
-could overflow is formed, and the gate's strength changes only how many products a diagonal block
-takes, never the whole chunk.
+A diagonal block is one product as well while its own total decay (its *span*, any channel) is at
+most ``DIAG_SPAN`` (:mod:`kdalib.ops.triton.runtime`): the column factor ``exp(c_i - G)`` is then at
+most ``exp(80)``, far inside float32's range; this covers mild gates and the bounded gate of Kimi
+models (``lower_bound=-5``: 16 tokens decay less than 80). Blocks of stronger decay take a launch
+of their own (:func:`_diagonal_kernel`, one program per block, before the others): row by row,
+the block's keys are carried decayed to the current row, so every factor is a product of
+per-token decays at most 1, whatever the span. No exponent that could overflow is formed
+anywhere, and a strong block costs one program of its own instead of slowing its chunk's.
 
 Gates follow the operators' contract (``g <= 0``; a positive entry counts as 0) and are floored
 at ``-GATE_FLOOR`` per token: ``exp(-GATE_FLOOR)`` is zero in float32, so the floor changes no
@@ -44,7 +43,7 @@ import triton.language as tl
 
 from kdalib.ops.triton.inverse import _invert_chunk
 from kdalib.ops.triton.runtime import GATE_BOUNDED, GATE_GIVEN, GATE_SOFTPLUS
-from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _level_entries, _row, _stored_as, _widen
+from kdalib.ops.triton.tiles import _chunk_bounds, _dot, _row, _stored_as, _widen
 
 # The gate forms of kdalib.ops.triton.runtime as constexprs, the only globals a kernel may read.
 _GIVEN, _SOFTPLUS, _BOUNDED = tl.constexpr(GATE_GIVEN), tl.constexpr(GATE_SOFTPLUS), tl.constexpr(GATE_BOUNDED)
@@ -107,49 +106,6 @@ def _put_rows(ptr, tile, rows, row_mask, stride, cols, col_mask, NATIVE_BF16: tl
 
 
 @triton.jit
-def _level_factors(xk, gates, g_next, level: tl.constexpr, SUB: tl.constexpr):
-    """One level of :func:`_diagonal_levels`: segments of ``SUB >> level`` rows. The row factors
-    ``exp(gam_r - gam_p)`` of the upper halves, the decayed key columns ``(k_c exp(gam_p - gam_c))^T``
-    of the lower halves (factors 1 elsewhere), and the entries they serve."""
-    BKS: tl.constexpr = xk.shape[1]
-    SEG: tl.constexpr = SUB >> level
-    HALF: tl.constexpr = SEG // 2
-    at = tl.arange(0, SEG)[None, :, None]
-    own = tl.reshape(gates, (SUB // SEG, SEG, BKS))
-    following = tl.reshape(g_next, (SUB // SEG, SEG, BKS))
-    # a row of the upper half: the gates after the reference up to its own (0 elsewhere)
-    row_decay = tl.reshape(tl.cumsum(tl.where(at >= HALF, own, 0.0), axis=1), (SUB, BKS))
-    # a column of the lower half: the gates after its own up to the reference (0 elsewhere)
-    col_decay = tl.reshape(tl.cumsum(tl.where(at <= HALF - 2, following, 0.0), axis=1, reverse=True), (SUB, BKS))
-    return tl.exp(row_decay), tl.trans(xk * tl.exp(col_decay)), _level_entries(level, SUB)
-
-
-@triton.jit
-def _diagonal_levels(xq, xk, gates, g_next, SUB: tl.constexpr, PRECISION: tl.constexpr):
-    """Scores of one diagonal block for any decay, as products whose factors are all at most 1:
-    ``A_qk[r, c] = sum_d xq_rd xk_cd exp(gam_rd - gam_cd)`` for ``c <= r`` (``A_kk`` the same with
-    key rows, ``c < r``), from the rows' own gates ``gates`` and the following rows' ``g_next``.
-
-    An entry ``(r, c)`` factors through any reference row ``p`` with ``c <= p < r`` into
-    ``exp(gam_r - gam_p) exp(gam_p - gam_c)``, both at most 1. Halving the block's rows
-    recursively, every strictly lower entry lies in exactly one segment whose lower half holds
-    ``c`` and whose upper half holds ``r``; its reference is the lower half's last row. One product
-    per level of segments (16, 8, 4 and 2 rows) covers them all, each row and column decayed
-    towards its own segment's reference (an entry whose row and column lie in different segments
-    is discarded). The decays are sums of the gates inside a segment, never differences of
-    cumulative sums, so they keep float32's precision whatever the span; the diagonal itself
-    is the plain product of q and k rows."""
-    sub = tl.arange(0, SUB)
-    a_qk = tl.where((sub[:, None] == sub[None, :]), tl.sum(xq * xk, axis=1)[:, None], 0.0)
-    a_kk = tl.zeros([SUB, SUB], dtype=xq.dtype)
-    for level in tl.static_range(4):
-        row_factor, right, keep = _level_factors(xk, gates, g_next, level, SUB)
-        a_qk += tl.where(keep, _dot(xq * row_factor, right, PRECISION), 0.0)
-        a_kk += tl.where(keep, _dot(xk * row_factor, right, PRECISION), 0.0)
-    return a_qk, a_kk
-
-
-@triton.jit
 def _block_slice(
     q_ptr,
     k_ptr,
@@ -162,23 +118,22 @@ def _block_slice(
     a_log,
     dt_bias,
     lower_bound,
+    strong,
     QK_ROW: tl.constexpr,
     G_ROW: tl.constexpr,
     K: tl.constexpr,
     SUB: tl.constexpr,
-    DIAG_SPAN: tl.constexpr,
     GATE: tl.constexpr,
     FLOOR: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """What row block ``i`` of a chunk contributes in one key slice ``cols`` (q and k not yet
     normalised): the row factors ``q exp(gam)`` and ``k exp(gam)`` (``gam`` the log decay from the
-    block's start, own token included), its diagonal scores, its total decay ``tot``, its keys
+    block's start, own token included), its diagonal scores, its total decay ``exp(tot)``, its keys
     decayed to the block's end ``k exp(suffix)``, and the squared norms of its q and k rows in the
-    slice. The diagonal block is one product while its span is at most ``DIAG_SPAN`` (column
-    factors up to ``exp(DIAG_SPAN)``); past that, one product about its middle row while each half
-    of it spans at most ``DIAG_SPAN`` (row and column factors up to ``exp(DIAG_SPAN)``, so spans up
-    to twice that); else exact whatever the span (:func:`_diagonal_levels`)."""
+    slice. The diagonal block is one product (column factors up to ``exp(DIAG_SPAN)``) unless the
+    block is ``strong`` (it spans more than ``DIAG_SPAN``); then it is :func:`_diagonal_kernel`'s
+    and the scores returned for it are zeros."""
     sub = tl.arange(0, SUB)
     rows = i * SUB + sub
     m = rows < n
@@ -194,25 +149,13 @@ def _block_slice(
     left = tl.exp(gam)
     lq = xq * left
     lk = xk * left
-    causal = sub[:, None] >= sub[None, :]
-    strict = sub[:, None] > sub[None, :]
-    if tl.max(-tot, axis=0) <= DIAG_SPAN:
-        right = tl.trans(xk * tl.exp(-gam))
-        dq = tl.where(causal, _dot(lq, right, PRECISION), 0.0)
-        dk = tl.where(strict, _dot(lk, right, PRECISION), 0.0)
+    if strong:
+        dq = tl.zeros([SUB, SUB], dtype=lq.dtype)
+        dk = tl.zeros([SUB, SUB], dtype=lq.dtype)
     else:
-        # the reference at the block's middle row: row factors up to exp(first half's decay),
-        # column factors up to exp(second half's), their product at most 1 where it is kept
-        mid = _row(gam, SUB // 2 - 1, SUB)
-        first_half = tl.max(_row(gam, 0, SUB) - mid, axis=0)
-        second_half = tl.max(mid - tot, axis=0)
-        if (first_half <= DIAG_SPAN) & (second_half <= DIAG_SPAN):
-            row_factor = tl.exp(gam - mid[None, :])
-            right = tl.trans(xk * tl.exp(mid[None, :] - gam))
-            dq = tl.where(causal, _dot(xq * row_factor, right, PRECISION), 0.0)
-            dk = tl.where(strict, _dot(xk * row_factor, right, PRECISION), 0.0)
-        else:
-            dq, dk = _diagonal_levels(xq, xk, gates, g_next, SUB, PRECISION)
+        right = tl.trans(xk * tl.exp(-gam))
+        dq = tl.where(sub[:, None] >= sub[None, :], _dot(lq, right, PRECISION), 0.0)
+        dk = tl.where(sub[:, None] > sub[None, :], _dot(lk, right, PRECISION), 0.0)
     return lq, lk, dq, dk, tl.exp(tot), xk * tl.exp(suffix), tl.sum(xq * xq, axis=1), tl.sum(xk * xk, axis=1)
 
 
@@ -269,6 +212,98 @@ def _square_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexp
 
 
 @triton.jit
+def _diagonal_kernel(
+    q,
+    k,
+    g,
+    beta,
+    a_log,
+    dt_bias,
+    lower_bound,
+    a_out,
+    p_out,
+    kk_out,
+    strong_blocks,
+    sequence_end,
+    chunk_start,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    BK: tl.constexpr,
+    CHUNK: tl.constexpr,
+    SUB: tl.constexpr,
+    DIAG_SPAN: tl.constexpr,
+    FLOOR: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    GATE: tl.constexpr,
+    QK_ROW: tl.constexpr,
+    G_ROW: tl.constexpr,
+    BETA_ROW: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """The diagonal 16 x 16 blocks of a chunk's scores that span more than ``DIAG_SPAN`` (any
+    channel's decay across the block), one block per program (program axis 0: chunk x 4 + block,
+    axis 1: value head). Each program marks in ``strong_blocks`` whether its block is one of them;
+    if so it writes block ``(b, b)`` of ``A = scale * A_qk`` to ``a_out``, of ``Diag(beta) A_kk``
+    to ``p_out`` and of ``A_kk`` to ``kk_out`` (when given), upper entries zero, and
+    :func:`_chunk_local_kernel`, launched after it, leaves that block alone; it builds the others
+    as one product each. A NaN gate counts as strong, so it reaches the outputs.
+
+    Row by row, the block's keys are carried decayed to the current row: at row ``r`` every carried
+    key ``c < r`` is multiplied by ``exp(g_r)`` and key ``r`` joins undecayed, so the carried keys
+    are ``k_c * exp(G_r - G_c)``, products of factors at most 1 (no exponent is a difference of
+    cumulative sums, and none is positive, whatever the span); row ``r`` of ``A_qk`` and ``A_kk``
+    is then their product with ``q_r`` and ``k_r``."""
+    i_c, i_b, i_hv = tl.program_id(0) // (CHUNK // SUB), tl.program_id(0) % (CHUNK // SUB), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    first = start + i_b * SUB
+    n = (end - first).to(tl.int32)  # this block's tokens (at most 16; none past a short chunk's end)
+    i_h = i_hv // (HV // H)
+    q_ptr, k_ptr = q + first * QK_ROW + i_h * K, k + first * QK_ROW + i_h * K
+    g_ptr = g + first * G_ROW + i_hv * K
+    sub = tl.arange(0, SUB)
+    cols = tl.arange(0, BK)
+    cm = cols < K
+    gates = _gate(g_ptr, sub, sub < n, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+    total = tl.sum(gates, axis=0)
+    strong = (tl.max(-total, axis=0) > DIAG_SPAN) | (tl.max((total != total).to(tl.int32), axis=0) > 0)
+    tl.store(strong_blocks + (i_c * HV + i_hv).to(tl.int64) * (CHUNK // SUB) + i_b, strong.to(tl.int8))
+    if strong:
+        carried = tl.zeros([SUB, BK], dtype=COMPUTE)
+        # the block transposed, [column c, row r], so that a row's scores join it without a layout change
+        a_qk = tl.zeros([SUB, SUB], dtype=COMPUTE)
+        a_kk = tl.zeros([SUB, SUB], dtype=COMPUTE)
+        q_sq = tl.zeros([1, SUB], dtype=COMPUTE)  # the rows' squared norms, along r
+        k_sq = tl.zeros([SUB, 1], dtype=COMPUTE)  # and along c
+        for r in range(0, SUB):  # a loop, not unrolled: each row's loads stay in their step
+            row = tl.zeros([1], dtype=tl.int32) + r
+            present = row < n
+            g_r = _gate(g_ptr, row, present, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+            q_r = _rows_of(q_ptr, row, present, QK_ROW, cols, cm)
+            k_r = _rows_of(k_ptr, row, present, QK_ROW, cols, cm)
+            carried = tl.where(sub[:, None] == r, k_r, carried * tl.exp(g_r))
+            a_qk = tl.where(sub[None, :] == r, tl.sum(carried * q_r, axis=1)[:, None], a_qk)
+            a_kk = tl.where(sub[None, :] == r, tl.sum(carried * k_r, axis=1)[:, None], a_kk)
+            q_sq = tl.where(sub[None, :] == r, tl.sum(q_r * q_r, axis=1)[:, None], q_sq)
+            k_sq = tl.where(sub[:, None] == r, tl.sum(k_r * k_r, axis=1)[:, None], k_sq)
+        n_q, n_c = _norm(q_sq, USE_QK_L2NORM), _norm(k_sq, USE_QK_L2NORM)
+        n_k = tl.reshape(n_c, (1, SUB))
+        b = tl.reshape(_beta_rows(beta + first * BETA_ROW + i_hv, sub, n, BETA_ROW), (1, SUB))
+        lower, strict = sub[:, None] <= sub[None, :], sub[:, None] < sub[None, :]  # c <= r, c < r
+        at = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK + i_b * SUB * (CHUNK + 1)
+        block = sub[None, :] * CHUNK + sub[:, None]  # entry (r, c) of the chunk's matrix, held at [c, r]
+        tl.store(a_out + at + block, tl.where(lower, a_qk * (n_q * scale) * n_c, 0.0))
+        a_kk = tl.where(strict, a_kk * n_k * n_c, 0.0)
+        tl.store(p_out + at + block, a_kk * b)
+        if kk_out is not None:
+            tl.store(kk_out + at + block, a_kk)
+
+
+@triton.jit
 def _chunk_local_kernel(
     q,
     k,
@@ -287,6 +322,7 @@ def _chunk_local_kernel(
     p_out,
     kk_out,
     norms,
+    strong_blocks,
     sequence_end,
     chunk_start,
     scale,
@@ -301,7 +337,6 @@ def _chunk_local_kernel(
     BV: tl.constexpr,
     CHUNK: tl.constexpr,
     SUB: tl.constexpr,
-    DIAG_SPAN: tl.constexpr,
     FLOOR: tl.constexpr,
     IS_VARLEN: tl.constexpr,
     USE_QK_L2NORM: tl.constexpr,
@@ -330,8 +365,9 @@ def _chunk_local_kernel(
     or float64 for float64 inputs (the training kernels' float64 tests), with ``FLOOR`` at
     float64's underflow.
 
-    Three phases: the ten lower 16 x 16 score blocks, key slice by key slice (``A`` stored,
-    ``Diag(beta) A_kk`` into the ``p_out`` scratch); the inverse ``M`` in place of ``p_out``; then,
+    Three phases: the six 16 x 16 score blocks below the diagonal, key slice by key slice (``A``
+    stored, ``Diag(beta) A_kk`` into the ``p_out`` scratch; the diagonal blocks are
+    :func:`_diagonal_kernel`'s, launched before the inverse); the inverse ``M`` in place of ``p_out``; then,
     from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and ``U`` by value slices.
     ``PHASES``: which of the three to run, as bits (1 the scores, 2 the inverse, 4 the terms; 7 all):
     several launches may share the work, each with its own number of warps, a later one reading
@@ -361,8 +397,11 @@ def _chunk_local_kernel(
     if PHASES & 1:  # the scores
         zero_block = tl.zeros([SUB, SUB], dtype=COMPUTE)
         zero_rows = tl.zeros([SUB], dtype=COMPUTE)
-        # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills);
-        # q and k are normalised afterwards, the scores being bilinear in them
+        # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills),
+        # the diagonal blocks of strong decay left to _diagonal_kernel; q and k are normalised
+        # afterwards, the scores being bilinear in them
+        at = strong_blocks + (i_c * HV + i_hv).to(tl.int64) * (CHUNK // SUB)
+        mark0, mark1, mark2, mark3 = tl.load(at), tl.load(at + 1), tl.load(at + 2), tl.load(at + 3)
         q00, q10, q11, q20, q21, q22, q30, q31, q32, q33 = (zero_block,) * 10
         k00, k10, k11, k20, k21, k22, k30, k31, k32, k33 = (zero_block,) * 10
         sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3 = (zero_rows,) * 8
@@ -370,20 +409,20 @@ def _chunk_local_kernel(
             cols = s0 + tl.arange(0, BKS)
             cm = cols < K
             lq, lk, dq, dk, step, kd0, nq, nk = _block_slice(
-                q_ptr, k_ptr, g_ptr, 0, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+                q_ptr, k_ptr, g_ptr, 0, n, cols, cm, i_hv, a_log, dt_bias, lower_bound, mark0 != 0,
+                QK_ROW, G_ROW, K, SUB, GATE, FLOOR, PRECISION,
             )  # fmt: skip
             q00, k00, sq0, sk0 = q00 + dq, k00 + dk, sq0 + nq, sk0 + nk
             lq, lk, dq, dk, step, kd1, nq, nk = _block_slice(
-                q_ptr, k_ptr, g_ptr, 1, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+                q_ptr, k_ptr, g_ptr, 1, n, cols, cm, i_hv, a_log, dt_bias, lower_bound, mark1 != 0,
+                QK_ROW, G_ROW, K, SUB, GATE, FLOOR, PRECISION,
             )  # fmt: skip
             aq, ak = _off(lq, lk, kd0, PRECISION)
             q10, k10, q11, k11, sq1, sk1 = q10 + aq, k10 + ak, q11 + dq, k11 + dk, sq1 + nq, sk1 + nk
             kd0 = kd0 * step[None, :]
             lq, lk, dq, dk, step, kd2, nq, nk = _block_slice(
-                q_ptr, k_ptr, g_ptr, 2, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+                q_ptr, k_ptr, g_ptr, 2, n, cols, cm, i_hv, a_log, dt_bias, lower_bound, mark2 != 0,
+                QK_ROW, G_ROW, K, SUB, GATE, FLOOR, PRECISION,
             )  # fmt: skip
             aq, ak = _off(lq, lk, kd0, PRECISION)
             q20, k20 = q20 + aq, k20 + ak
@@ -391,8 +430,8 @@ def _chunk_local_kernel(
             q21, k21, q22, k22, sq2, sk2 = q21 + aq, k21 + ak, q22 + dq, k22 + dk, sq2 + nq, sk2 + nk
             kd0, kd1 = kd0 * step[None, :], kd1 * step[None, :]
             lq, lk, dq, dk, step, kd3, nq, nk = _block_slice(
-                q_ptr, k_ptr, g_ptr, 3, n, cols, cm, i_hv, a_log, dt_bias, lower_bound,
-                QK_ROW, G_ROW, K, SUB, DIAG_SPAN, GATE, FLOOR, PRECISION,
+                q_ptr, k_ptr, g_ptr, 3, n, cols, cm, i_hv, a_log, dt_bias, lower_bound, mark3 != 0,
+                QK_ROW, G_ROW, K, SUB, GATE, FLOOR, PRECISION,
             )  # fmt: skip
             aq, ak = _off(lq, lk, kd0, PRECISION)
             q30, k30 = q30 + aq, k30 + ak
@@ -423,16 +462,20 @@ def _chunk_local_kernel(
         kk_ptr = kk_out
         if kk_out is not None:
             kk_ptr = kk_out + square
-        _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK)
+        if mark0 == 0:
+            _store_scores(a_ptr, p_ptr, kk_ptr, q00, k00, nq0, nk0, nk0, b0, 0, 0, scale, SUB, CHUNK)
+        if mark1 == 0:
+            _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK)
+        if mark2 == 0:
+            _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK)
+        if mark3 == 0:
+            _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK)
         _store_scores(a_ptr, p_ptr, kk_ptr, q10, k10, nq1, nk1, nk0, b1, 1, 0, scale, SUB, CHUNK)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q11, k11, nq1, nk1, nk1, b1, 1, 1, scale, SUB, CHUNK)
         _store_scores(a_ptr, p_ptr, kk_ptr, q20, k20, nq2, nk2, nk0, b2, 2, 0, scale, SUB, CHUNK)
         _store_scores(a_ptr, p_ptr, kk_ptr, q21, k21, nq2, nk2, nk1, b2, 2, 1, scale, SUB, CHUNK)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q22, k22, nq2, nk2, nk2, b2, 2, 2, scale, SUB, CHUNK)
         _store_scores(a_ptr, p_ptr, kk_ptr, q30, k30, nq3, nk3, nk0, b3, 3, 0, scale, SUB, CHUNK)
         _store_scores(a_ptr, p_ptr, kk_ptr, q31, k31, nq3, nk3, nk1, b3, 3, 1, scale, SUB, CHUNK)
         _store_scores(a_ptr, p_ptr, kk_ptr, q32, k32, nq3, nk3, nk2, b3, 3, 2, scale, SUB, CHUNK)
-        _store_scores(a_ptr, p_ptr, kk_ptr, q33, k33, nq3, nk3, nk3, b3, 3, 3, scale, SUB, CHUNK)
         for i in tl.static_range(4):
             for j in tl.static_range(4):
                 if j > i:

@@ -47,18 +47,6 @@ def _block_span(g_sum, base, block, K, cols, mask, SUB: tl.constexpr):
 
 
 @triton.jit
-def _level_entries(level: tl.constexpr, SUB: tl.constexpr):
-    """The ``[SUB, SUB]`` entries ``(r, c)`` that one level of a diagonal block's products by levels
-    serves (notes in ``prefill_local._diagonal_levels``): the block's rows cut into segments of
-    ``SUB >> level``, ``r`` in the upper and ``c`` in the lower half of one segment."""
-    SEG: tl.constexpr = SUB >> level
-    HALF: tl.constexpr = SEG // 2
-    sub = tl.arange(0, SUB)
-    same = (sub[:, None] // SEG) == (sub[None, :] // SEG)
-    return same & ((sub[:, None] % SEG) >= HALF) & ((sub[None, :] % SEG) < HALF)
-
-
-@triton.jit
 def _row(x, index, SIZE: tl.constexpr):
     """Row ``index`` of a ``[SIZE, N]`` register tile, as an ``[N]`` vector."""
     rows = tl.arange(0, SIZE)
