@@ -365,10 +365,13 @@ def _chunk_local_kernel(
     or float64 for float64 inputs (the training kernels' float64 tests), with ``FLOOR`` at
     float64's underflow.
 
-    Three phases: the six 16 x 16 score blocks below the diagonal, key slice by key slice (``A``
-    stored, ``Diag(beta) A_kk`` into the ``p_out`` scratch; the diagonal blocks are
-    :func:`_diagonal_kernel`'s, launched before the inverse); the inverse ``M`` in place of ``p_out``; then,
-    from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and ``U`` by value slices.
+    ``strong_blocks`` (``[chunks, HV, 4]``, from :func:`_diagonal_kernel`, launched first): the
+    diagonal blocks that launch has written, which this kernel leaves alone.
+
+    Three phases: the ten lower 16 x 16 score blocks but the strong diagonal ones, key slice by key
+    slice (``A`` stored, ``Diag(beta) A_kk`` into the ``p_out`` scratch); the inverse ``M`` in place
+    of ``p_out``; then, from whole-chunk key slices, ``Q_g``, ``K_g``, ``exp(G_L)`` and ``W``, and
+    ``U`` by value slices.
     ``PHASES``: which of the three to run, as bits (1 the scores, 2 the inverse, 4 the terms; 7 all):
     several launches may share the work, each with its own number of warps, a later one reading
     what an earlier one wrote to ``p_out`` and ``a_out``.
