@@ -98,7 +98,9 @@ def test_extreme_gates_stay_finite_and_exact(gate):
 
 
 @pytest.mark.parametrize(
-    "gate", [-4.9, -5.2, -10.2, -21.0, -100.0], ids=["span-78", "span-83", "span-163", "span-336", "span-1600"]
+    "gate",
+    [-4.9, -5.2, -9.9, -10.2, -21.0, -100.0],
+    ids=["span-78", "span-83", "span-158", "span-163", "span-336", "span-1600"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_constant_decays_from_mild_to_past_float32s_range(gate, dtype):

@@ -73,7 +73,7 @@ LOCAL_WARPS = (2, 2)
 
 DIAGONAL_WARPS = 1
 """Warps of the strong diagonal blocks' launch (:func:`~kdalib.ops.triton.prefill_local._diagonal_kernel`):
-of 1, 2 and 4, 1 was the fastest on an H100 (NOTES.md, v4.5)."""
+of 1, 2 and 4, 1 was the fastest on an H100 with every diagonal block in that launch (NOTES.md, v4.5)."""
 
 
 def state_launch(

@@ -251,7 +251,7 @@ def _diagonal_kernel(
     if so it writes block ``(b, b)`` of ``A = scale * A_qk`` to ``a_out``, of ``Diag(beta) A_kk``
     to ``p_out`` and of ``A_kk`` to ``kk_out`` (when given), upper entries zero, and
     :func:`_chunk_local_kernel`, launched after it, leaves that block alone; it builds the others
-    as one product each. A NaN gate counts as strong, so it reaches the outputs.
+    as one product each (a NaN gate reaches the outputs either way).
 
     Row by row, the block's keys are carried decayed to the current row: at row ``r`` every carried
     key ``c < r`` is multiplied by ``exp(g_r)`` and key ``r`` joins undecayed, so the carried keys
@@ -269,16 +269,15 @@ def _diagonal_kernel(
     cols = tl.arange(0, BK)
     cm = cols < K
     gates = _gate(g_ptr, sub, sub < n, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
-    total = tl.sum(gates, axis=0)
-    strong = (tl.max(-total, axis=0) > DIAG_SPAN) | (tl.max((total != total).to(tl.int32), axis=0) > 0)
+    strong = tl.max(-tl.sum(gates, axis=0), axis=0) > DIAG_SPAN
     tl.store(strong_blocks + (i_c * HV + i_hv).to(tl.int64) * (CHUNK // SUB) + i_b, strong.to(tl.int8))
     if strong:
         carried = tl.zeros([SUB, BK], dtype=COMPUTE)
         # the block transposed, [column c, row r], so that a row's scores join it without a layout change
         a_qk = tl.zeros([SUB, SUB], dtype=COMPUTE)
         a_kk = tl.zeros([SUB, SUB], dtype=COMPUTE)
-        q_sq = tl.zeros([1, SUB], dtype=COMPUTE)  # the rows' squared norms, along r
-        k_sq = tl.zeros([SUB, 1], dtype=COMPUTE)  # and along c
+        q_sq = tl.zeros([SUB], dtype=COMPUTE)  # the rows' squared norms
+        k_sq = tl.zeros([SUB], dtype=COMPUTE)
         for r in range(0, SUB):  # a loop, not unrolled: each row's loads stay in their step
             row = tl.zeros([1], dtype=tl.int32) + r
             present = row < n
@@ -288,19 +287,19 @@ def _diagonal_kernel(
             carried = tl.where(sub[:, None] == r, k_r, carried * tl.exp(g_r))
             a_qk = tl.where(sub[None, :] == r, tl.sum(carried * q_r, axis=1)[:, None], a_qk)
             a_kk = tl.where(sub[None, :] == r, tl.sum(carried * k_r, axis=1)[:, None], a_kk)
-            q_sq = tl.where(sub[None, :] == r, tl.sum(q_r * q_r, axis=1)[:, None], q_sq)
-            k_sq = tl.where(sub[:, None] == r, tl.sum(k_r * k_r, axis=1)[:, None], k_sq)
-        n_q, n_c = _norm(q_sq, USE_QK_L2NORM), _norm(k_sq, USE_QK_L2NORM)
-        n_k = tl.reshape(n_c, (1, SUB))
-        b = tl.reshape(_beta_rows(beta + first * BETA_ROW + i_hv, sub, n, BETA_ROW), (1, SUB))
-        lower, strict = sub[:, None] <= sub[None, :], sub[:, None] < sub[None, :]  # c <= r, c < r
-        at = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK + i_b * SUB * (CHUNK + 1)
-        block = sub[None, :] * CHUNK + sub[:, None]  # entry (r, c) of the chunk's matrix, held at [c, r]
-        tl.store(a_out + at + block, tl.where(lower, a_qk * (n_q * scale) * n_c, 0.0))
-        a_kk = tl.where(strict, a_kk * n_k * n_c, 0.0)
-        tl.store(p_out + at + block, a_kk * b)
+            q_sq = tl.where(sub == r, tl.sum(q_r * q_r), q_sq)
+            k_sq = tl.where(sub == r, tl.sum(k_r * k_r), k_sq)
+        # causal (c <= r) and strictly lower (c < r) parts, back to [r, c]
+        a_qk = tl.trans(tl.where(sub[:, None] <= sub[None, :], a_qk, 0.0))
+        a_kk = tl.trans(tl.where(sub[:, None] < sub[None, :], a_kk, 0.0))
+        n_k = _norm(k_sq, USE_QK_L2NORM)
+        b = _beta_rows(beta + first * BETA_ROW + i_hv, sub, n, BETA_ROW)
+        at = (i_c * HV + i_hv).to(tl.int64) * CHUNK * CHUNK + i_b * SUB * (CHUNK + 1)  # block (b, b)
+        kk_at = kk_out
         if kk_out is not None:
-            tl.store(kk_out + at + block, a_kk)
+            kk_at = kk_out + at
+        _store_scores(a_out + at, p_out + at, kk_at, a_qk, a_kk, _norm(q_sq, USE_QK_L2NORM), n_k, n_k, b, 0, 0,
+                      scale, SUB, CHUNK)  # fmt: skip
 
 
 @triton.jit
