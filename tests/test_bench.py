@@ -14,6 +14,7 @@ import torch
 from kdalib import bench
 from kdalib.bench import measure
 from kdalib.bench.command import cmd_bench
+from kdalib.bench.first_call import FIRST_CALL_LABELS
 from kdalib.ops import chunk_kda, naive_recurrent_kda
 from kdalib.ops.chunk import chunk_kda_flops
 
@@ -160,6 +161,35 @@ def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeyp
     monkeypatch.setattr(measure, "make_problem", real_make_problem)
     assert cmd_bench(_args(fla_path=str(peer_tree), json=str(out), threads=1)) == 0
     assert json.loads(out.read_text())["complete"] is True
+
+
+def test_the_first_calls_are_recorded_before_the_suite_runs(tmp_path, monkeypatch):
+    """A run whose suite is cut by a time limit keeps the first-call rows it measured first."""
+    import dataclasses
+
+    from kdalib.bench import command
+
+    out = tmp_path / "bench.json"
+    asked = []
+
+    def fake_first_calls(labels):
+        asked.append(labels)
+        return [dict(method="triton", label=labels[0], first_call_s=3.5)]
+
+    def cut(device):
+        raise KeyboardInterrupt  # the time limit, as the suite starts
+
+    monkeypatch.setattr(command, "first_call_rows", fake_first_calls)
+    monkeypatch.setattr(command, "provenance", lambda device: dict(device=device, device_name="stand-in"))
+    monkeypatch.setattr(command.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(command.SUITES, "tiny", dataclasses.replace(bench.SUITES["tiny"], device="cuda"))
+    monkeypatch.setattr(measure, "copy_bandwidth", cut)
+    with pytest.raises(KeyboardInterrupt):
+        cmd_bench(_args(device="cuda", json=str(out), first_call="train"))
+    partial = json.loads(out.read_text())
+    assert asked == [FIRST_CALL_LABELS[1:]]
+    assert partial["complete"] is False and partial["rows"] == []
+    assert partial["first_call"] == [dict(method="triton", label=FIRST_CALL_LABELS[1], first_call_s=3.5)]
 
 
 def test_the_breakdown_ranks_a_calls_operators_by_their_own_time():

@@ -59,6 +59,14 @@ def cmd_bench(args) -> int:
     out = Path(args.json or f"bench-{device}.json")
     header = dict(provenance(device), suite=name, repeats=args.repeats)
 
+    # the first calls come before the suite (each in a process of its own with a cold cache), so that
+    # a run cut short still records them
+    first_call = getattr(args, "first_call", None)
+    if first_call is not None:
+        labels = {"forward": FIRST_CALL_LABELS[:1], "train": FIRST_CALL_LABELS[1:], "both": FIRST_CALL_LABELS}
+        header["first_call"] = first_call_rows(labels[first_call])
+        write_result(out, dict(header, complete=False, rows=[]))
+
     def save_partial(partial: dict) -> None:  # rows so far, marked incomplete until the suite ends
         write_result(out, dict(header, complete=False, **partial))
 
@@ -67,10 +75,6 @@ def cmd_bench(args) -> int:
         complete=True,
         **run_suite(suite, device, args.repeats, peer, on_shape=save_partial, breakdown=args.breakdown),
     )
-    first_call = getattr(args, "first_call", None)
-    if first_call is not None:
-        labels = {"forward": FIRST_CALL_LABELS[:1], "train": FIRST_CALL_LABELS[1:], "both": FIRST_CALL_LABELS}
-        result["first_call"] = first_call_rows(labels[first_call])
     print(format_table(result))
     if args.breakdown:
         print(format_breakdowns(result))
