@@ -315,6 +315,7 @@ def _check_16_bit(inputs, **kwargs):
         assert grads[name].dtype == inputs[name].dtype, name
         errors[name] = rel_rms(grads[name], grads_ref[name])
     assert all(error < HALF_TOLERANCE for error in errors.values()), errors
+    return errors
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -326,3 +327,37 @@ def test_16_bit_training_of_a_batch_with_shared_key_heads(gate, dtype):
         dtype, DEVICE, batch=2, tokens=130, heads=2, value_heads=4, key_dim=32, value_dim=16, gate=gate
     )
     _check_16_bit(inputs, scale=32**-0.5)
+
+
+@pytest.mark.parametrize(
+    "gate,dtype",
+    [("logsigmoid", torch.bfloat16), ("kimi", torch.bfloat16), ("logsigmoid", torch.float16)],
+    ids=["mild-bf16", "kimi-A200-bf16", "mild-fp16"],
+)
+def test_bfloat16_key_terms_for_the_reverse_pass(gate, dtype, monkeypatch):
+    """``narrow_key_terms``: with bfloat16 inputs, W, K_out and Q_in recomputed in bfloat16 and
+    widened where they are read (the reverse pass at two stages, their gradients in buffers of
+    their own): every gradient stays within the 16-bit bar of float64 autograd and within twice
+    the error of the float32 terms (their rounding is all that changes). Float16 inputs keep the
+    float32 terms (bfloat16 would triple their dv error): the same gradients, bit for bit."""
+    import functools
+
+    import kdalib.ops.triton.training as training
+
+    inputs = kernel_inputs(
+        dtype, DEVICE, batch=2, tokens=130, heads=2, value_heads=4, key_dim=32, value_dim=16, gate=gate
+    )
+    wide = _check_16_bit(inputs, scale=32**-0.5)
+    launches = []
+    launch = training.reverse_state_launch
+    monkeypatch.setattr(training, "reverse_state_launch", lambda *a: launches.append(a[-1]) or launch(*a))
+    backward = training.chunk_kda_backward
+    monkeypatch.setattr(training, "chunk_kda_backward", functools.partial(backward, narrow_key_terms=True))
+    narrow = _check_16_bit(inputs, scale=32**-0.5)
+    assert launch(16, 32, torch.bfloat16) == (16, 2) and launch(128, 256, torch.bfloat16) == (32, 1)
+    if dtype == torch.float16:
+        assert launches == [torch.float32] and narrow == wide
+        return
+    assert launches == [torch.bfloat16]
+    for name, error in narrow.items():
+        assert error <= 2 * wide[name] + 1e-4, (name, error, wide[name])

@@ -65,7 +65,7 @@ def _states_backward_kernel(
     key_rows = rows[:, None] * K + cols_k[None, :]
     value_rows = rows[:, None] * V + cols_v[None, :]
     causal = rows[:, None] >= rows[None, :]
-    compute = w.dtype.element_ty  # float32, or float64 in the float64 tests
+    compute = decay.dtype.element_ty  # float32, or float64 in the float64 tests
     if d_final is not None:
         d_state = tl.load(d_final + i_nh.to(tl.int64) * K * V + state_offsets, mask=tile, other=0.0).to(compute)
     else:
@@ -88,13 +88,13 @@ def _states_backward_kernel(
         )
         d_out = d_out.to(compute) * scale
         a_c = tl.load(scores + block * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
-        k_c = tl.load(kg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
+        k_c = _widen(tl.load(kg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)).to(compute)
         d_v_new = tl.dot(tl.trans(a_c), d_out, input_precision=PRECISION) + tl.dot(
             k_c, d_state, input_precision=PRECISION
         )
         tl.store(dv_new + block * CHUNK * V + value_rows, d_v_new, mask=rows_v)
-        q_c = tl.load(qg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
-        w_c = tl.load(w + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)
+        q_c = _widen(tl.load(qg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)).to(compute)
+        w_c = _widen(tl.load(w + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)).to(compute)
         d = tl.load(decay + block * K + cols_k, mask=mk, other=0.0)
         d_state = (
             d_state * d[:, None]
@@ -146,7 +146,8 @@ def _chunk_grads_kernel(
     key_at, value_at, state_at = block * CHUNK * K, block * CHUNK * V, block * K * V
     key_rows = rows[:, None] * K + cols_k[None, :]
     causal = rows[:, None] >= rows[None, :]
-    w_c = tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)
+    compute = dw.dtype.element_ty  # float32, or float64 in the float64 tests
+    w_c = _widen(tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)).to(compute)
     d_qg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_kg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)

@@ -63,6 +63,7 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
+    narrow_key_terms: bool = False,
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -82,6 +83,10 @@ def chunk_kda_backward(
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
             16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
+        narrow_key_terms: with bfloat16 inputs, recompute ``W``, ``K_out`` and ``Q_in`` in bfloat16
+            (the forward's state pass reads them so) and widen them in the kernels that read them:
+            the reverse pass over chunks loads half the bytes per step, at two pipeline stages
+            (:func:`reverse_state_launch`); their gradients then take buffers of their own.
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -95,7 +100,11 @@ def chunk_kda_backward(
     terms = compute_dtype(*inputs)
     chunks = table.count
     block_k = max(16, triton.next_power_of_2(K))
-    w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
+    # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
+    # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
+    bf16_inputs = all(x.dtype == torch.bfloat16 for x in (q, k, v))
+    narrow = torch.bfloat16 if narrow_key_terms and bf16_inputs and precision == "tf32" else terms
+    w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=narrow) for _ in range(3))
     u = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
     decay = q.new_empty(chunks, HV, K, dtype=terms)
     scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
@@ -112,24 +121,28 @@ def chunk_kda_backward(
     dv_new = torch.empty_like(u)
     d_states = torch.empty_like(states)
     d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
-    # value columns per program of the reverse pass (ptxas at K = V = 128: 32 columns, 255 registers,
-    # 4 bytes of spills; 64 columns spill 452 bytes); the chunk-gradient kernel walks all of them 16
-    # at a time (251 registers and no spills at 8 warps; 32 spill a little)
-    block_v = min(32, max(16, triton.next_power_of_2(V)))
+    block_v, reverse_stages = reverse_state_launch(V, block_k, narrow)
     _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
         float(scale), T,
         K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        NATIVE_BF16=native, num_warps=4, num_stages=1,
+        NATIVE_BF16=native, num_warps=4, num_stages=reverse_stages,
     )  # fmt: skip
-    # the terms the reverse pass read become their gradients' buffers
-    dw, dkg, dqg, dscores, ddecay = w, kg, qg, scores, decay
+    # the terms the reverse pass read become their gradients' buffers (those of the gradients' dtype);
+    # the chunk-gradient kernel walks all value columns 16 at a time (251 registers and no spills at
+    # 8 warps; 32 spill a little)
+    dscores, ddecay = scores, decay
+    if narrow == terms:
+        dw, dkg, dqg = w, kg, qg
+    else:
+        dw, dkg, dqg = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
         float(scale), T, table.nt,
         K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
         num_warps=8, num_stages=1,
     )  # fmt: skip
+    del w, kg, qg
     group = HV // H
     key_grads = terms if group > 1 else q.dtype
     dq = q.new_empty(B, T, HV, K, dtype=key_grads)
@@ -169,6 +182,18 @@ def chunk_kda_backward(
     d_a_log = None if d_rate is None else d_rate.sum(0)
     d_dt_bias = None if d_bias is None else d_bias.sum(0).view(dt_bias.shape)
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
+
+
+def reverse_state_launch(V: int, block_k: int, key_terms: torch.dtype) -> tuple[int, int]:
+    """Value columns per program and pipeline stages of the reverse pass over chunks
+    (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`, 4 warps) when it reads
+    ``W``, ``K_out`` and ``Q_in`` in ``key_terms``.
+
+    32 columns (ptxas at K = V = 128: 255 registers, 4 bytes of spills; 64 columns spill 452 bytes).
+    Float32 terms run unpipelined: two stages of their loads need 258 KB of shared memory, more than
+    an H100 has; bfloat16 terms with K <= 128 fit two."""
+    columns = min(32, max(16, triton.next_power_of_2(V)))
+    return columns, 2 if key_terms == torch.bfloat16 and block_k <= 128 else 1
 
 
 def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, after: int = 0) -> torch.Tensor:
