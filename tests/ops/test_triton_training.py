@@ -354,7 +354,7 @@ def test_bfloat16_key_terms_for_the_reverse_pass(gate, dtype, monkeypatch):
     backward = training.chunk_kda_backward
     monkeypatch.setattr(training, "chunk_kda_backward", functools.partial(backward, narrow_key_terms=True))
     narrow = _check_16_bit(inputs, scale=32**-0.5)
-    assert launch(16, 32, torch.bfloat16) == (16, 2) and launch(128, 256, torch.bfloat16) == (32, 1)
+    assert launch(16, 32, torch.bfloat16) == (16, 4, 2) and launch(128, 256, torch.bfloat16) == (32, 4, 1)
     if dtype == torch.float16:
         assert launches == [torch.float32] and narrow == wide
         return

@@ -121,12 +121,12 @@ def chunk_kda_backward(
     dv_new = torch.empty_like(u)
     d_states = torch.empty_like(states)
     d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
-    block_v, reverse_stages = reverse_state_launch(V, block_k, narrow)
+    block_v, reverse_warps, reverse_stages = reverse_state_launch(V, block_k, narrow)
     _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
         float(scale), T,
         K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        NATIVE_BF16=native, num_warps=4, num_stages=reverse_stages,
+        NATIVE_BF16=native, num_warps=reverse_warps, num_stages=reverse_stages,
     )  # fmt: skip
     # the terms the reverse pass read become their gradients' buffers (those of the gradients' dtype);
     # the chunk-gradient kernel walks all value columns 16 at a time (251 registers and no spills at
@@ -184,16 +184,18 @@ def chunk_kda_backward(
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
 
-def reverse_state_launch(V: int, block_k: int, key_terms: torch.dtype) -> tuple[int, int]:
-    """Value columns per program and pipeline stages of the reverse pass over chunks
-    (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`, 4 warps) when it reads
-    ``W``, ``K_out`` and ``Q_in`` in ``key_terms``.
+def reverse_state_launch(V: int, block_k: int, key_terms: torch.dtype) -> tuple[int, int, int]:
+    """Value columns per program, warps and pipeline stages of the reverse pass over chunks
+    (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`) when it reads ``W``,
+    ``K_out`` and ``Q_in`` in ``key_terms``.
 
-    32 columns (ptxas at K = V = 128: 255 registers, 4 bytes of spills; 64 columns spill 452 bytes).
-    Float32 terms run unpipelined: two stages of their loads need 258 KB of shared memory, more than
-    an H100 has; bfloat16 terms with K <= 128 fit two."""
+    32 columns at 4 warps. Float32 terms run unpipelined (ptxas at K = V = 128, sm_90a: 254
+    registers, no spills, 82 KB of shared memory; two stages would need 258 KB, more than an H100
+    has). Bfloat16 terms with K <= 128 run at two stages, so that a step's loads overlap the
+    previous step's products (102 KB; 255 registers and 396 bytes of spills for the widened tiles,
+    none at one stage); not yet timed against one stage (NOTES.md, training v4.5)."""
     columns = min(32, max(16, triton.next_power_of_2(V)))
-    return columns, 2 if key_terms == torch.bfloat16 and block_k <= 128 else 1
+    return columns, 4, 2 if key_terms == torch.bfloat16 and block_k <= 128 else 1
 
 
 def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, after: int = 0) -> torch.Tensor:
