@@ -112,6 +112,65 @@ def test_constant_decays_from_mild_to_past_float32s_range(gate, dtype):
     _check(inputs, dtype, scale=0.25, use_qk_l2norm_in_kernel=True)
 
 
+class _DiagonalLaunches:
+    """Stands in for ``prefill_local._diagonal_kernel`` in :mod:`kdalib.ops.triton.chunk`: runs it and
+    keeps a copy of the marks of every launch."""
+
+    def __init__(self, kernel):
+        self.kernel, self.marks = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.kernel[grid](*args, **kwargs)
+            self.marks.append(args[10].clone())
+
+        return launch
+
+
+@pytest.mark.parametrize("decay", [-4.9, -5.2], ids=["span-78", "span-83"])
+def test_the_diagonal_launch_marks_the_blocks_that_span_past_the_boundary(decay, monkeypatch):
+    """A constant log decay: a full 16-row block spans 16 x the decay, a sequence's last, shorter
+    block less. Exactly the blocks past ``DIAG_SPAN`` are marked, and the outputs are exact."""
+    import kdalib.ops.triton.chunk as chunk
+    from kdalib.ops.triton.runtime import DIAG_SPAN, SUB
+
+    launches = _DiagonalLaunches(chunk._diagonal_kernel)
+    monkeypatch.setattr(chunk, "_diagonal_kernel", launches)
+    inputs = _problem(batch=1, tokens=100, heads=1, key_dim=16, value_dim=16, gate=decay)
+    _check(inputs, scale=0.25)
+    (marks,) = launches.marks
+    rows = torch.tensor([min(SUB, 100 - 16 * b) if 16 * b < 100 else 0 for b in range(marks.numel())])
+    expected = (-decay * rows > DIAG_SPAN).to(torch.int8)
+    assert torch.equal(marks.flatten().cpu(), expected)
+    assert expected.any() == (decay == -5.2)
+
+
+@pytest.mark.parametrize("lower_bound", [-5.0, -6.0])
+def test_a_bounded_gate_within_the_span_needs_no_diagonal_launch(lower_bound, monkeypatch):
+    """``kda_gate``'s bounded form decays at most ``-lower_bound`` per token: at -5 no 16-row block
+    can span past ``DIAG_SPAN`` = 80, so the marking launch is skipped; at -6 it runs. The outputs
+    match the kernels run on the gate computed by ``kda_gate`` either way."""
+    import kdalib.ops.triton.chunk as chunk
+    from kdalib.ops import kda_gate
+
+    launches = _DiagonalLaunches(chunk._diagonal_kernel)
+    monkeypatch.setattr(chunk, "_diagonal_kernel", launches)
+    inputs = _problem(batch=1, tokens=70, heads=2, key_dim=16, value_dim=16)
+    generator = torch.Generator().manual_seed(3)
+    g_raw = (4.0 + torch.randn(inputs["g"].shape, generator=generator)).to(DEVICE)  # sigmoid near 1
+    A_log, dt_bias = torch.zeros(2, device=DEVICE), torch.zeros(2 * 16, device=DEVICE)
+    o, state = triton_chunk_kda(
+        **dict(inputs, g=g_raw), scale=0.25, output_final_state=True, A_log=A_log, dt_bias=dt_bias,
+        lower_bound=lower_bound,
+    )  # fmt: skip
+    assert len(launches.marks) == (0 if lower_bound == -5.0 else 1)
+    if launches.marks:
+        assert launches.marks[0].any()  # full blocks decay about 16 x 5.9 here
+    decay = kda_gate(g_raw, A_log, dt_bias, lower_bound)
+    o_given, state_given = triton_chunk_kda(**dict(inputs, g=decay), scale=0.25, output_final_state=True)
+    assert rel_rms(o, o_given) < 1e-5 and rel_rms(state, state_given) < 1e-5
+
+
 @pytest.mark.parametrize("strong", [-9.0, -12.0, -25.0], ids=["span-144", "span-192", "span-400"])
 def test_a_strong_channel_beside_mild_ones(strong):
     """One channel decays strongly while the others barely decay, so the scores far below the

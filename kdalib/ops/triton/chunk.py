@@ -44,6 +44,7 @@ from kdalib.ops.triton.runtime import (
     CHUNK,
     DIAG_SPAN,
     FLOAT64_GATE_FLOOR,
+    GATE_BOUNDED,
     GATE_FLOOR,
     MAX_KEY_DIM,
     SUB,
@@ -145,7 +146,8 @@ def launch_chunk_local(
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
     layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
-    The diagonal blocks of strong decay come first, in a launch of their own (:data:`DIAGONAL_WARPS`);
+    The diagonal blocks of strong decay come first, in a launch of their own (:data:`DIAGONAL_WARPS`;
+    none with a bounded gate whose 16 tokens cannot decay more than ``DIAG_SPAN``);
     then, ``num_warps`` a pair ``(scores, terms)``, the other blocks of the scores, then the inverse
     and the terms, each launch with its own warps (the default, :data:`LOCAL_WARPS`); or, a number, both
     in one launch with that many warps."""
@@ -176,12 +178,15 @@ def launch_chunk_local(
         COMPUTE=tl.float64 if wide else tl.float32,
     )  # fmt: skip
     bound = 0.0 if lower_bound is None else float(lower_bound)
-    # which diagonal blocks span more than DIAG_SPAN, and so are the first launch's
-    strong = q.new_empty(table.count, HV, CHUNK // SUB, dtype=torch.int8)
-    _diagonal_kernel[(table.count * (CHUNK // SUB), HV)](
-        q, k, g, beta, A_log, dt_bias, bound, scores, inverse, scores_kk, strong, table.ends, table.starts,
-        float(scale), table.length, table.nt, DIAG_SPAN=DIAG_SPAN, **common, num_warps=DIAGONAL_WARPS,
-    )  # fmt: skip
+    # which diagonal blocks span more than DIAG_SPAN, and so are the first launch's; a bounded gate
+    # whose bound keeps every block within DIAG_SPAN has none, and no launch marks them
+    strong = None
+    if not (gate == GATE_BOUNDED and -bound * SUB <= DIAG_SPAN):
+        strong = q.new_empty(table.count, HV, CHUNK // SUB, dtype=torch.int8)
+        _diagonal_kernel[(table.count * (CHUNK // SUB), HV)](
+            q, k, g, beta, A_log, dt_bias, bound, scores, inverse, scores_kk, strong, table.ends, table.starts,
+            float(scale), table.length, table.nt, DIAG_SPAN=DIAG_SPAN, **common, num_warps=DIAGONAL_WARPS,
+        )  # fmt: skip
     for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
             q, k, v, g, beta, A_log, dt_bias, bound,

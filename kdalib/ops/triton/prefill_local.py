@@ -365,7 +365,8 @@ def _chunk_local_kernel(
     float64's underflow.
 
     ``strong_blocks`` (``[chunks, HV, 4]``, from :func:`_diagonal_kernel`, launched first): the
-    diagonal blocks that launch has written, which this kernel leaves alone.
+    diagonal blocks that launch has written, which this kernel leaves alone; None when no block can
+    span more than ``DIAG_SPAN`` (then this kernel builds them all).
 
     Three phases: the ten lower 16 x 16 score blocks but the strong diagonal ones, key slice by key
     slice (``A`` stored, ``Diag(beta) A_kk`` into the ``p_out`` scratch); the inverse ``M`` in place
@@ -402,8 +403,11 @@ def _chunk_local_kernel(
         # phase 1: the scores of the ten lower blocks, key slice by key slice (small tiles, no spills),
         # the diagonal blocks of strong decay left to _diagonal_kernel; q and k are normalised
         # afterwards, the scores being bilinear in them
-        at = strong_blocks + (i_c * HV + i_hv).to(tl.int64) * (CHUNK // SUB)
-        mark0, mark1, mark2, mark3 = tl.load(at), tl.load(at + 1), tl.load(at + 2), tl.load(at + 3)
+        if strong_blocks is not None:
+            at = strong_blocks + (i_c * HV + i_hv).to(tl.int64) * (CHUNK // SUB)
+            mark0, mark1, mark2, mark3 = tl.load(at), tl.load(at + 1), tl.load(at + 2), tl.load(at + 3)
+        else:
+            mark0, mark1, mark2, mark3 = 0, 0, 0, 0
         q00, q10, q11, q20, q21, q22, q30, q31, q32, q33 = (zero_block,) * 10
         k00, k10, k11, k20, k21, k22, k30, k31, k32, k33 = (zero_block,) * 10
         sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3 = (zero_rows,) * 8
