@@ -63,7 +63,7 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
-    narrow_key_terms: bool = False,
+    narrow_key_terms: bool = True,
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -83,10 +83,11 @@ def chunk_kda_backward(
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
             16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
-        narrow_key_terms: with bfloat16 inputs, recompute ``W``, ``K_out`` and ``Q_in`` in bfloat16
-            (the forward's state pass reads them so) and widen them in the kernels that read them:
-            the reverse pass over chunks loads half the bytes per step, at two pipeline stages
-            (:func:`reverse_state_launch`); their gradients then take buffers of their own.
+        narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
+            ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
+            kernels that read them: the reverse pass over chunks loads half the bytes per step
+            (1.96 ms against 4.33 with float32 terms on the H100 at B2 T16384, NOTES.md, training
+            v4.5); their gradients then take buffers of their own. False keeps them float32.
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -121,7 +122,7 @@ def chunk_kda_backward(
     dv_new = torch.empty_like(u)
     d_states = torch.empty_like(states)
     d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
-    block_v, reverse_warps, reverse_stages = reverse_state_launch(V, block_k, narrow)
+    block_v, reverse_warps, reverse_stages = reverse_state_launch(V)
     _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
         float(scale), T,
@@ -184,18 +185,15 @@ def chunk_kda_backward(
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
 
-def reverse_state_launch(V: int, block_k: int, key_terms: torch.dtype) -> tuple[int, int, int]:
+def reverse_state_launch(V: int) -> tuple[int, int, int]:
     """Value columns per program, warps and pipeline stages of the reverse pass over chunks
-    (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`) when it reads ``W``,
-    ``K_out`` and ``Q_in`` in ``key_terms``.
+    (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`).
 
-    32 columns at 4 warps. Float32 terms run unpipelined (ptxas at K = V = 128, sm_90a: 254
-    registers, no spills, 82 KB of shared memory; two stages would need 258 KB, more than an H100
-    has). Bfloat16 terms with K <= 128 run at two stages, so that a step's loads overlap the
-    previous step's products (102 KB; 255 registers and 396 bytes of spills for the widened tiles,
-    none at one stage); not yet timed against one stage (NOTES.md, training v4.5)."""
-    columns = min(32, max(16, triton.next_power_of_2(V)))
-    return columns, 4, 2 if key_terms == torch.bfloat16 and block_k <= 128 else 1
+    32 columns at 4 warps, unpipelined. Float32 terms: ptxas at K = V = 128, sm_90a, 254
+    registers, no spills, 82 KB of shared memory (two stages would need 258 KB, more than an H100
+    has). Bfloat16 terms fit two stages (102 KB, 396 bytes of spills), but one stage was faster on
+    the H100: 1.96 ms against 2.71 at B2 T16384 (NOTES.md, training v4.5)."""
+    return min(32, max(16, triton.next_power_of_2(V))), 4, 1
 
 
 def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, after: int = 0) -> torch.Tensor:
