@@ -211,7 +211,7 @@ def test_training_path_in_bfloat16_runs_the_token_layout_backward(monkeypatch):
 
     calls = []
     backward = training.chunk_kda_backward
-    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(1) or backward(*a))
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a, **kw: calls.append(1) or backward(*a, **kw))
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
     _check_grads(inputs, torch.bfloat16, scale=32**-0.5)
     assert calls
@@ -306,7 +306,7 @@ def test_gpu_chunk_kda_trains_through_the_token_layout_backward(monkeypatch):
 
     calls = []
     backward = training.chunk_kda_backward
-    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(1) or backward(*a))
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a, **kw: calls.append(1) or backward(*a, **kw))
     inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
     _check_grads(inputs, torch.bfloat16, op=chunk_kda)
     assert calls

@@ -19,9 +19,10 @@ from kda_test_utils import INPUT_NAMES, kernel_inputs, packed_inputs, rel_rms, r
 from kdalib.ops import chunk_kda, kda_gate, naive_recurrent_kda  # noqa: E402
 from kdalib.ops._validate import validate_call  # noqa: E402
 from kdalib.ops.chunk import chunk_local_terms_and_factors, chunk_rows  # noqa: E402
-from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local  # noqa: E402
+from kdalib.ops.triton.chunk import ChunkTable, launch_chunk_local, triton_chunk_kda  # noqa: E402
 from kdalib.ops.triton.runtime import CHUNK  # noqa: E402
 from kdalib.ops.triton.training import chunk_kda_backward  # noqa: E402
+from kdalib.ops.triton.training import chunk_kda_training as _CHUNK_KDA_TRAINING  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 LENGTHS = [1, 63, 64, 65, 130]
@@ -97,9 +98,24 @@ def _entering_states(inputs, cu_seqlens, lengths, **kwargs) -> torch.Tensor:
     return torch.stack(states)
 
 
-def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None), warps=8):
+def _kept_scores(tensors, table, scale, l2norm, gate):
+    """``(scores, inverse, A_kk, norms)`` as the forward keeps them for the backward: the chunk-local
+    kernel's full run with the scale, in the chunk layout."""
+    q, k, v = tensors[:3]
+    chunks, heads_v, key_dim, value_dim = table.count, v.shape[2], k.shape[3], v.shape[3]
+    terms = [q.new_empty(chunks, heads_v, CHUNK, key_dim), q.new_empty(chunks, heads_v, CHUNK, value_dim)]
+    terms += [q.new_empty(chunks, heads_v, CHUNK, key_dim) for _ in range(2)] + [q.new_empty(chunks, heads_v, key_dim)]
+    square = [q.new_empty(chunks, heads_v, CHUNK, CHUNK) for _ in range(3)]
+    norms = launch_chunk_local(tensors, (*terms, *square), table, scale, gate, l2norm, "ieee", as_chunks=True)
+    return (*square, norms), terms
+
+
+def _kernel_grads(
+    inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None), warps=8, kept=False
+):  # fmt: skip
     """Gradients from :func:`chunk_kda_backward` (float64, IEEE products) for the cotangents that
-    :func:`run_with_grads` draws (``gate``: ``inputs["g"]`` is the raw projection of that gate)."""
+    :func:`run_with_grads` draws (``gate``: ``inputs["g"]`` is the raw projection of that gate;
+    ``kept``: from the scores that the forward keeps, the terms alone computed again)."""
     decayed = inputs if gate[0] is None else dict(inputs, g=kda_gate(inputs["g"], *gate))
     states = _entering_states(decayed, cu_seqlens, lengths, scale=scale, use_qk_l2norm_in_kernel=l2norm)
     o, final = chunk_kda(
@@ -124,6 +140,7 @@ def _kernel_grads(inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None
         "ieee",
         gate,
         local_backward_warps=warps,
+        local_scores=_kept_scores(tensors, table, scale, l2norm, gate)[0] if kept else None,
     )
     return dict(zip((*INPUT_NAMES, "A_log", "dt_bias"), grads))
 
@@ -232,6 +249,133 @@ def test_the_local_backward_in_three_launches_is_the_one_launch_result(gate, low
         _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4))
 
 
+KEPT_CASES = [("logsigmoid", None, False), ("kimi", None, True), (-1000.0, None, True), ("raw", -5.0, True)]
+KEPT_IDS = ["mild", "kimi-A200-l2norm", "g-1000-l2norm", "bounded-raw-l2norm"]
+
+
+def _kept_problem(gate, lower_bound):
+    inputs, cu_seqlens = _problem("logsigmoid" if gate == "raw" else gate, heads=1, value_heads=2)
+    parameters = (None, None, None)
+    if gate == "raw":
+        inputs["g"] = torch.randn(inputs["g"].shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        parameters = (*_raw_gate(inputs["v"].shape[2], inputs["k"].shape[3]), lower_bound)
+    return inputs, cu_seqlens, parameters
+
+
+@pytest.mark.parametrize("gate,lower_bound,l2norm", KEPT_CASES, ids=KEPT_IDS)
+def test_the_terms_alone_from_kept_scores_are_the_full_runs_terms(gate, lower_bound, l2norm):
+    """``launch_chunk_local(terms_only=True)`` from the scores, inverse and norms of a full run
+    writes that run's W, U, Q_in, K_out and exp(G_L) bit for bit (strong diagonal blocks, packed
+    sequences, the gate in the kernel), and without the norms it needs it refuses to run."""
+    inputs, cu_seqlens, parameters = _kept_problem(gate, lower_bound)
+    tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
+    table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
+    scale = 20**-0.5
+    (scores, inverse, scores_kk, norms), full = _kept_scores(tensors, table, scale, l2norm, parameters)
+    assert (norms is not None) == l2norm
+    again = [torch.full_like(x, float("nan")) for x in full]
+    kept = [x.clone() for x in (scores, inverse, scores_kk)]
+    returned = launch_chunk_local(
+        tensors, (*again, scores, inverse, scores_kk), table, scale, parameters, l2norm, "ieee", as_chunks=True,
+        terms_only=True, norms=norms,
+    )  # fmt: skip
+    assert returned is norms
+    for name, mine, theirs in zip(("w", "u", "q_in", "k_out", "decay"), again, full):
+        assert torch.equal(mine, theirs), name
+    for mine, theirs in zip((scores, inverse, scores_kk), kept):
+        assert torch.equal(mine, theirs)  # read, not written
+    if l2norm:
+        with pytest.raises(ValueError, match="norms"):
+            launch_chunk_local(
+                tensors, (*again, scores, inverse, scores_kk), table, scale, parameters, True, "ieee",
+                as_chunks=True, terms_only=True,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("gate,lower_bound,l2norm", KEPT_CASES, ids=KEPT_IDS)
+def test_the_backward_from_kept_scores_matches_float64_autograd(gate, lower_bound, l2norm):
+    """``chunk_kda_backward(local_scores=...)``: the scores the forward kept carry the scale, the
+    reverse pass meets them with the unscaled dO, and every gradient is the recomputing backward's
+    to rounding (float64, packed sequences, shared key heads, the gate in the kernel)."""
+    inputs, cu_seqlens, parameters = _kept_problem(gate, lower_bound)
+    scale = 20**-0.5
+    recomputed = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm, gate=parameters, warps=(8, 4, 4))
+    kept = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm, gate=parameters, warps=(8, 4, 4), kept=True)
+    for name, grad in recomputed.items():
+        if grad is not None:
+            assert torch.isfinite(kept[name]).all(), name
+            assert rel_rms(kept[name], grad) < 1e-12, name
+
+
+def test_kept_scores_of_the_wrong_shape_or_dtype_are_refused():
+    inputs, cu_seqlens, parameters = _kept_problem("logsigmoid", None)
+    tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
+    table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
+    (scores, inverse, scores_kk, norms), _ = _kept_scores(tensors, table, 0.5, False, parameters)
+    states = torch.zeros(table.count, 2, tensors[1].shape[3], tensors[2].shape[3], dtype=torch.float64)
+    for bad in ((scores[:-1], inverse, scores_kk, norms), (scores, inverse.float(), scores_kk, norms)):
+        with pytest.raises(ValueError, match="local_scores"):
+            chunk_kda_backward(
+                tensors, states, None, None, table, 0.5, cu_seqlens, False, False, "ieee", parameters,
+                local_scores=bad,
+            )  # fmt: skip
+    with pytest.raises(ValueError, match="keep_local_scores"):
+        triton_chunk_kda(*tensors, 0.5, keep_local_scores=True)
+
+
+def _bf16_training(keep_scores, monkeypatch, gate="kimi", retain=False, reference=False):
+    """Gradients of chunk_kda's 16-bit training route (B2 T130, GVA, the in-kernel L2 norm), with
+    the forward's scores kept for the backward or not, and which chunk-local launches the backward
+    ran (``terms_only`` of each); ``reference``: float64 autograd of the token loop instead."""
+    import functools
+
+    import kdalib.ops.triton.training as training
+
+    monkeypatch.setattr(training, "chunk_kda_training", functools.partial(_CHUNK_KDA_TRAINING, keep_scores=keep_scores))
+    launches = []
+    monkeypatch.setattr(
+        training,
+        "launch_chunk_local",
+        lambda *a, **kw: launches.append(kw["terms_only"]) or launch_chunk_local(*a, **kw),
+    )
+    inputs = kernel_inputs(
+        torch.bfloat16, DEVICE, batch=2, tokens=130, heads=2, value_heads=4, key_dim=32, value_dim=16, gate=gate
+    )
+    cast = torch.float64 if reference else None
+    leaves = {name: x.detach().to(cast or x.dtype).requires_grad_(True) for name, x in inputs.items()}
+    kda = naive_recurrent_kda if reference else functools.partial(chunk_kda, use_triton=True)
+    o, final = kda(**leaves, scale=32**-0.5, use_qk_l2norm_in_kernel=True, output_final_state=True)
+    weights = torch.Generator().manual_seed(1)
+    d_out, d_final = (torch.randn(x.shape, generator=weights, dtype=torch.float64).to(x) for x in (o, final))
+    loss = (o * d_out).sum() + (final * d_final).sum()
+    rounds = []
+    for _ in range(2 if retain else 1):
+        loss.backward(retain_graph=retain)
+        rounds.append({name: leaf.grad.clone() for name, leaf in leaves.items()})
+        for leaf in leaves.values():
+            leaf.grad = None
+    return o.detach(), rounds, launches
+
+
+@pytest.mark.parametrize("gate", ["logsigmoid", "kimi"], ids=["mild", "kimi-A200"])
+def test_16_bit_training_with_the_forwards_scores_kept(gate, monkeypatch):
+    """``chunk_kda_training(keep_scores=True)``: the same output bit for bit, a backward that
+    computes only the terms again, and gradients as close to float64 autograd as the recomputing
+    route's (they differ by bfloat16 roundings: Q_in is stored with the scale in it); a second
+    backward (``retain_graph``) computes everything again and gives the recomputing route's
+    gradients bit for bit (the first turned the kept scores into gradients)."""
+    _, (reference,), _ = _bf16_training(False, monkeypatch, gate, reference=True)
+    o, (recomputed,), launches = _bf16_training(False, monkeypatch, gate)
+    assert launches == [False]
+    o_kept, (first, second), launches = _bf16_training(True, monkeypatch, gate, retain=True)
+    assert launches == [True, False]
+    assert torch.equal(o_kept, o)
+    for name, grad in recomputed.items():
+        error, recomputed_error = rel_rms(first[name], reference[name]), rel_rms(grad, reference[name])
+        assert error < HALF_TOLERANCE and error < 1.5 * recomputed_error, (name, error, recomputed_error)
+        assert torch.equal(second[name], grad), name
+
+
 @pytest.mark.parametrize("lower_bound", [None, -5.0], ids=["softplus", "bounded"])
 def test_16_bit_training_with_the_gate_in_the_kernels(lower_bound, monkeypatch):
     """chunk_kda from the raw gate projection with gradients: the gate and its backward run in the
@@ -267,7 +411,7 @@ def test_16_bit_training_with_the_gate_in_the_kernels(lower_bound, monkeypatch):
 
     calls = []
     backward = training.chunk_kda_backward
-    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a: calls.append(a[-1]) or backward(*a))
+    monkeypatch.setattr(training, "chunk_kda_backward", lambda *a, **kw: calls.append(a[-1]) or backward(*a, **kw))
     mine = grads(None, True, True)
     assert calls and calls[0][0] is not None  # the gate reached the kernels
     calls.clear()

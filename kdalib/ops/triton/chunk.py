@@ -141,7 +141,9 @@ def launch_chunk_local(
     as_chunks: bool,
     key_slice: int = 32,
     num_warps: int | tuple[int, int] = LOCAL_WARPS,
-) -> None:
+    terms_only: bool = False,
+    norms: torch.Tensor | None = None,
+) -> torch.Tensor | None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
@@ -150,7 +152,12 @@ def launch_chunk_local(
     none with a bounded gate whose 16 tokens cannot decay more than ``DIAG_SPAN``);
     then, ``num_warps`` a pair ``(scores, terms)``, the other blocks of the scores, then the inverse
     and the terms, each launch with its own warps (the default, :data:`LOCAL_WARPS`); or, a number, both
-    in one launch with that many warps."""
+    in one launch with that many warps.
+
+    ``terms_only``: ``scores`` and ``inverse`` (and, with the in-kernel L2 norm, ``norms``) hold what
+    an earlier run on the same inputs, table, scale and precision wrote; only the terms are
+    written (one launch, the terms' warps). Returns the rows' inverse L2 norms, ``[chunks, HV, 2,
+    64]`` (q's, then k's; None without the in-kernel L2 norm), in ``norms`` when given."""
     q, k, v, g, beta = inputs
     w, u, qg, kg, decay, scores, inverse, scores_kk = outputs
     A_log, dt_bias, lower_bound = gate_parameters
@@ -161,17 +168,18 @@ def launch_chunk_local(
     wide = w.dtype == torch.float64
     # the launches of the chunk-local kernel: (phase bits, warps)
     if isinstance(num_warps, int):
-        launches = [(7, num_warps)]
+        launches = [(4 if terms_only else 7, num_warps)]
     elif len(num_warps) == 2:
-        launches = [(1, num_warps[0]), (6, num_warps[1])]
+        launches = [(4, num_warps[1])] if terms_only else [(1, num_warps[0]), (6, num_warps[1])]
     else:
         raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
     # the rows' inverse L2 norms (q's, then k's), from the scores' phase to the terms'
-    norms = (
-        q.new_empty(table.count, HV, 2, CHUNK, dtype=torch.float64 if wide else torch.float32)
-        if use_qk_l2norm
-        else None
-    )
+    if not use_qk_l2norm:
+        norms = None
+    elif norms is None:
+        if terms_only:
+            raise ValueError("norms: the terms alone need the rows' norms that the scores' phase stored")
+        norms = q.new_empty(table.count, HV, 2, CHUNK, dtype=torch.float64 if wide else torch.float32)
     common = dict(
         H=H, HV=HV, K=K, BK=block_k, CHUNK=CHUNK, SUB=SUB, FLOOR=FLOAT64_GATE_FLOOR if wide else GATE_FLOOR,
         IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate, QK_ROW=H * K, G_ROW=HV * K, BETA_ROW=HV,
@@ -181,7 +189,7 @@ def launch_chunk_local(
     # which diagonal blocks span more than DIAG_SPAN, and so are the first launch's; a bounded gate
     # whose bound keeps every block within DIAG_SPAN has none, and no launch marks them
     strong = None
-    if not (gate == GATE_BOUNDED and -bound * SUB <= DIAG_SPAN):
+    if not terms_only and not (gate == GATE_BOUNDED and -bound * SUB <= DIAG_SPAN):
         strong = q.new_empty(table.count, HV, CHUNK // SUB, dtype=torch.int8)
         _diagonal_kernel[(table.count * (CHUNK // SUB), HV)](
             q, k, g, beta, A_log, dt_bias, bound, scores, inverse, scores_kk, strong, table.ends, table.starts,
@@ -197,6 +205,7 @@ def launch_chunk_local(
             OUT_K_ROW=K if as_chunks else HV * K, OUT_V_ROW=V if as_chunks else HV * V, PHASES=phases, **common,
             num_warps=warps,
         )  # fmt: skip
+    return norms
 
 
 def triton_chunk_kda(
@@ -225,6 +234,7 @@ def triton_chunk_kda(
     states_every: int | None = None,
     states_dtype: torch.dtype = torch.float32,
     keep_chunk_states: bool = False,
+    keep_local_scores: bool = False,
     chunk_table: ChunkTable | None = None,
 ):
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
@@ -258,12 +268,19 @@ def triton_chunk_kda(
         keep_chunk_states: also return the state entering every chunk, ``[chunks, HV, K, V]``
             (bfloat16 for 16-bit inputs), as the training path's backward reads them (not with
             ``states_every``).
+        keep_local_scores: with ``keep_chunk_states``, also return ``(scores, inverse, A_kk,
+            norms)``: the chunk-local scores (scaled), the inverse of the UT transform, the
+            strictly lower ``A_kk`` (each ``[chunks, HV, 64, 64]``, float32) and the rows'
+            inverse L2 norms (:func:`launch_chunk_local`), so that the training backward need not
+            compute them again.
         chunk_table: the call's :class:`ChunkTable`, when the caller has built it already.
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
         float32 or None; with ``states_every``, also the ``[S, HV, K, V]`` states, sequence-major
         (``S`` = the sum over sequences of ``length // states_every``).
+        With ``keep_chunk_states``, ``(o, final_state, states)``, and the local scores last with
+        ``keep_local_scores``.
     """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
@@ -289,9 +306,12 @@ def triton_chunk_kda(
     decay = q.new_empty(num_chunks, HV, K, dtype=f32)
     scores = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=f32)
     inverse = torch.empty_like(scores)
-    launch_chunk_local(
+    if keep_local_scores and not keep_chunk_states:
+        raise ValueError("keep_local_scores: only with keep_chunk_states (the training path's forward)")
+    scores_kk = torch.empty_like(scores) if keep_local_scores else None
+    norms = launch_chunk_local(
         (q, k, v, g, beta),
-        (w, u, qg, kg, decay, scores, inverse, None),
+        (w, u, qg, kg, decay, scores, inverse, scores_kk),
         table,
         scale,
         (A_log, dt_bias, lower_bound),
@@ -301,7 +321,8 @@ def triton_chunk_kda(
         key_slice=key_slice,
         num_warps=local_warps,
     )
-    del inverse
+    local_scores = (scores, inverse, scores_kk, norms) if keep_local_scores else None
+    del inverse, scores_kk, norms
     if block_v is None or state_stages is None:
         multiprocessors = torch.cuda.get_device_properties(v.device).multi_processor_count if v.is_cuda else None
         columns, stages = state_launch(N * HV, multiprocessors, V, block_k, narrow)
@@ -379,6 +400,8 @@ def triton_chunk_kda(
         NATIVE_BF16=not interpreting(),
         num_warps=output_warps,
     )
+    if keep_local_scores:
+        return o, final_state, states, local_scores
     if keep_chunk_states:
         return o, final_state, states
     if states_every is None:

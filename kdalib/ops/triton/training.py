@@ -5,9 +5,11 @@
 
 * forward: the inference forward's three kernels (:func:`kdalib.ops.triton.chunk.triton_chunk_kda`,
   with the in-kernel L2 norm, GVA and packed sequences), which also hand over the state entering
-  every chunk (bfloat16). Autograd keeps only the inputs as given and those states.
-* backward, four launches: the chunk-local terms again, float32, in the chunk layout
-  ``[chunks, HV, 64, *]`` with the inverse and ``A_kk`` (:mod:`~kdalib.ops.triton.prefill_local`);
+  every chunk (bfloat16). Autograd keeps only the inputs as given and those states, or, with
+  ``keep_scores``, also the chunk-local scores, the inverse and ``A_kk`` that the forward computed.
+* backward, four launches: the chunk-local terms again, in the chunk layout
+  ``[chunks, HV, 64, *]``, with the inverse and ``A_kk`` (float32), or from those kept
+  (:mod:`~kdalib.ops.triton.prefill_local`);
   the reverse pass over chunks, which carries only ``dS``
   (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`); the chunk-parallel
   gradients of the terms (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`); the
@@ -64,6 +66,7 @@ def chunk_kda_backward(
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
     narrow_key_terms: bool = True,
+    local_scores: tuple | None = None,
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -88,6 +91,10 @@ def chunk_kda_backward(
             kernels that read them: the reverse pass over chunks loads half the bytes per step
             (1.96 ms against 4.33 with float32 terms on the H100 at B2 T16384, NOTES.md, training
             v4.5); their gradients then take buffers of their own. False keeps them float32.
+        local_scores: ``(scores, inverse, A_kk, norms)`` as the forward kept them
+            (:func:`~kdalib.ops.triton.chunk.triton_chunk_kda` with ``keep_local_scores``): only the
+            terms are computed again, and these buffers then hold gradients (the call consumes
+            them). None: everything chunk-local is computed again.
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -108,13 +115,23 @@ def chunk_kda_backward(
     w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=narrow) for _ in range(3))
     u = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
     decay = q.new_empty(chunks, HV, K, dtype=terms)
-    scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
-    # the terms unscaled: the scale reaches them through dO
     A_log, dt_bias, lower_bound = gate
-    # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS)
+    if local_scores is None:
+        scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
+        norms, terms_scale, reverse_scale = None, 1.0, scale
+    else:
+        scores, inverse, scores_kk, norms = local_scores
+        square = (chunks, HV, CHUNK, CHUNK)
+        for name, x in zip(("scores", "inverse", "A_kk"), (scores, inverse, scores_kk)):
+            if x is None or tuple(x.shape) != square or x.dtype != terms:
+                raise ValueError(f"local_scores: {name} must be {terms} {list(square)} as the forward kept it")
+        # the kept scores carry the scale, so the recomputed Q_in must too, and dO meets them unscaled
+        terms_scale, reverse_scale = scale, 1.0
+    # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS); the
+    # terms alone from the kept scores; the terms unscaled otherwise: the scale reaches them through dO
     launch_chunk_local(
-        inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, 1.0, gate, use_qk_l2norm, precision,
-        as_chunks=True,
+        inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, terms_scale, gate, use_qk_l2norm,
+        precision, as_chunks=True, terms_only=local_scores is not None, norms=norms,
     )  # fmt: skip
     native = not interpreting()
     d_out = v.new_zeros(v.shape) if d_out is None else d_out.contiguous()
@@ -125,7 +142,7 @@ def chunk_kda_backward(
     block_v, reverse_warps, reverse_stages = reverse_state_launch(V)
     _states_backward_kernel[(triton.cdiv(V, block_v), table.sequences * HV)](
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
-        float(scale), T,
+        float(reverse_scale), T,
         K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
         NATIVE_BF16=native, num_warps=reverse_warps, num_stages=reverse_stages,
     )  # fmt: skip
@@ -210,44 +227,57 @@ def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, aft
 
 class _ChunkKDA(torch.autograd.Function):
     """KDA in the token layout: the inference forward, keeping the inputs as given and the state
-    entering every chunk, and :func:`chunk_kda_backward`."""
+    entering every chunk (with ``keep_scores``, also the chunk-local scores, the inverse and
+    ``A_kk``), and :func:`chunk_kda_backward`. The kept scores serve the first backward only, which
+    turns them into gradients; a later one (``retain_graph``) computes them again."""
 
     @staticmethod
     def forward(
         ctx, q, k, v, g, beta, initial_state, A_log, dt_bias, lower_bound, scale, cu_seqlens, offsets,
-        use_qk_l2norm, final_state,
+        use_qk_l2norm, final_state, keep_scores,
     ):  # fmt: skip
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         A_log, dt_bias = (None if x is None else x.contiguous() for x in (A_log, dt_bias))
         table = ChunkTable.of(q.shape[0], q.shape[1], cu_seqlens, offsets)
-        o, final, states = triton_chunk_kda(
+        o, final, states, *local = triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, final_state, use_qk_l2norm, cu_seqlens,
             A_log=A_log, dt_bias=dt_bias, lower_bound=lower_bound, offsets=offsets, keep_chunk_states=True,
-            chunk_table=table,
+            keep_local_scores=keep_scores, chunk_table=table,
         )  # fmt: skip
-        ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias)
+        scores, inverse, scores_kk, norms = local[0] if keep_scores else (None,) * 4
+        ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias, scores, inverse, scores_kk, norms)
         ctx.table, ctx.scale, ctx.use_qk_l2norm, ctx.lower_bound = table, scale, use_qk_l2norm, lower_bound
         ctx.precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
+        ctx.scores_unused = keep_scores
         return o, final
 
     @staticmethod
     def backward(ctx, d_out, d_final):
-        q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias = ctx.saved_tensors
+        q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias, *local = ctx.saved_tensors
+        local_scores = tuple(local) if ctx.scores_unused else None
+        ctx.scores_unused = False
         grads = chunk_kda_backward(
             (q, k, v, g, beta), states, d_out, d_final, ctx.table, ctx.scale, cu_seqlens,
             ctx.use_qk_l2norm, ctx.needs_input_grad[5], ctx.precision, (A_log, dt_bias, ctx.lower_bound),
+            local_scores=local_scores,
         )  # fmt: skip
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
-def chunk_kda_training(call: KDACall, gate: tuple = (None, None, None)) -> tuple[torch.Tensor, torch.Tensor | None]:
+def chunk_kda_training(
+    call: KDACall, gate: tuple = (None, None, None), keep_scores: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`kdalib.ops.chunk_kda` with gradients through :class:`_ChunkKDA` (chunks of 64), on a
     validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when ``call.g`` is the raw gate
-    projection (gradients reach it, ``A_log`` and ``dt_bias``)."""
+    projection (gradients reach it, ``A_log`` and ``dt_bias``). ``keep_scores``: autograd also
+    keeps the forward's chunk-local scores, inverse and ``A_kk`` (three float32 ``64 x 64`` tiles
+    per chunk and value head: 768 bytes per token and value head, on top of the 512 of the
+    bfloat16 chunk states at K = V = 128), which the backward then does not compute again
+    (NOTES.md, training v5)."""
     sequences = call.shapes.sequences
     return _ChunkKDA.apply(
         call.q, call.k, call.v, call.g, call.beta, call.initial_state, *gate, call.scale, call.shapes.cu_seqlens,
-        None if sequences is None else sequences.offsets, call.use_qk_l2norm, call.output_final_state,
+        None if sequences is None else sequences.offsets, call.use_qk_l2norm, call.output_final_state, keep_scores,
     )  # fmt: skip
 
 
