@@ -159,3 +159,12 @@ def test_notebooks_are_stored_clean_and_use_the_shared_settings(path):
         f"{path.name}: show the recorded GPU run"
     )
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+
+
+@pytest.mark.parametrize("path", sorted((NOTEBOOKS / "results").rglob("*.txt")), ids=lambda p: p.name)
+def test_recorded_test_logs_name_no_path_of_the_machine_that_ran_them(path):
+    """A recorded pytest log says where it ran as "(the repository root)", not as that machine's
+    folder, and names no interpreter path in its platform line."""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        assert not line.startswith("rootdir: /"), f"{path.name}:{number}: {line}"
+        assert not (line.startswith("platform ") and " -- /" in line), f"{path.name}:{number}: {line}"
