@@ -50,20 +50,29 @@ def _by_chunk(x: torch.Tensor, lengths, value_heads: int) -> torch.Tensor:
     return torch.stack(parts)
 
 
+def _local_terms(tensors, table, scale, l2norm, gate):
+    """The chunk-local kernel's full run in the chunk layout (float64, IEEE products):
+    ``(scores, inverse, A_kk, norms)``, as the forward keeps them for the backward, and the terms
+    ``[W, U, Q_in, K_out, exp(G_L)]``."""
+    q, k, v = tensors[:3]
+    chunks, heads_v, key_dim, value_dim = table.count, v.shape[2], k.shape[3], v.shape[3]
+    terms = [q.new_empty(chunks, heads_v, CHUNK, key_dim), q.new_empty(chunks, heads_v, CHUNK, value_dim)]
+    terms += [q.new_empty(chunks, heads_v, CHUNK, key_dim) for _ in range(2)] + [q.new_empty(chunks, heads_v, key_dim)]
+    square = [q.new_empty(chunks, heads_v, CHUNK, CHUNK) for _ in range(3)]
+    norms = launch_chunk_local(tensors, (*terms, *square), table, scale, gate, l2norm, "ieee", as_chunks=True)
+    return (*square, norms), terms
+
+
 @pytest.mark.parametrize("l2norm", [False, True], ids=["plain", "l2norm"])
 @pytest.mark.parametrize("gate", list(GATES.values()), ids=list(GATES))
 def test_local_terms_in_the_chunk_layout_match_the_pytorch_chunk_form(gate, l2norm):
     inputs, cu_seqlens = _problem(gate)
     q, k, v, g, beta = (inputs[name] for name in ("q", "k", "v", "g", "beta"))
-    heads_v, key_dim, value_dim = v.shape[2], k.shape[3], v.shape[3]
+    heads_v = v.shape[2]
     table = ChunkTable.of(1, q.shape[1], cu_seqlens)
-    chunks = table.count
-    w, kg, qg = (q.new_empty(chunks, heads_v, CHUNK, key_dim) for _ in range(3))
-    u = q.new_empty(chunks, heads_v, CHUNK, value_dim)
-    decay = q.new_empty(chunks, heads_v, key_dim)
-    scores, inverse, scores_kk = (q.new_empty(chunks, heads_v, CHUNK, CHUNK) for _ in range(3))
-    outputs = (w, u, qg, kg, decay, scores, inverse, scores_kk)
-    launch_chunk_local((q, k, v, g, beta), outputs, table, 1.0, (None, None, None), l2norm, "ieee", as_chunks=True)
+    (scores, inverse, scores_kk, _), (w, u, qg, kg, decay) = _local_terms(
+        (q, k, v, g, beta), table, 1.0, l2norm, (None, None, None)
+    )
 
     call = validate_call(q, k, v, g, beta, 1.0, None, False, l2norm, cu_seqlens, CHUNK)
     rows = chunk_rows(call, CHUNK)
@@ -98,18 +107,6 @@ def _entering_states(inputs, cu_seqlens, lengths, **kwargs) -> torch.Tensor:
     return torch.stack(states)
 
 
-def _kept_scores(tensors, table, scale, l2norm, gate):
-    """``(scores, inverse, A_kk, norms)`` as the forward keeps them for the backward: the chunk-local
-    kernel's full run with the scale, in the chunk layout."""
-    q, k, v = tensors[:3]
-    chunks, heads_v, key_dim, value_dim = table.count, v.shape[2], k.shape[3], v.shape[3]
-    terms = [q.new_empty(chunks, heads_v, CHUNK, key_dim), q.new_empty(chunks, heads_v, CHUNK, value_dim)]
-    terms += [q.new_empty(chunks, heads_v, CHUNK, key_dim) for _ in range(2)] + [q.new_empty(chunks, heads_v, key_dim)]
-    square = [q.new_empty(chunks, heads_v, CHUNK, CHUNK) for _ in range(3)]
-    norms = launch_chunk_local(tensors, (*terms, *square), table, scale, gate, l2norm, "ieee", as_chunks=True)
-    return (*square, norms), terms
-
-
 def _kernel_grads(
     inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None), warps=8, kept=False
 ):  # fmt: skip
@@ -140,7 +137,7 @@ def _kernel_grads(
         "ieee",
         gate,
         local_backward_warps=warps,
-        local_scores=_kept_scores(tensors, table, scale, l2norm, gate)[0] if kept else None,
+        local_scores=_local_terms(tensors, table, scale, l2norm, gate)[0] if kept else None,
     )
     return dict(zip((*INPUT_NAMES, "A_log", "dt_bias"), grads))
 
@@ -271,7 +268,7 @@ def test_the_terms_alone_from_kept_scores_are_the_full_runs_terms(gate, lower_bo
     tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
     table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
     scale = 20**-0.5
-    (scores, inverse, scores_kk, norms), full = _kept_scores(tensors, table, scale, l2norm, parameters)
+    (scores, inverse, scores_kk, norms), full = _local_terms(tensors, table, scale, l2norm, parameters)
     assert (norms is not None) == l2norm
     again = [torch.full_like(x, float("nan")) for x in full]
     kept = [x.clone() for x in (scores, inverse, scores_kk)]
@@ -311,13 +308,19 @@ def test_kept_scores_of_the_wrong_shape_or_dtype_are_refused():
     inputs, cu_seqlens, parameters = _kept_problem("logsigmoid", None)
     tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
     table = ChunkTable.of(1, tensors[0].shape[1], cu_seqlens)
-    (scores, inverse, scores_kk, norms), _ = _kept_scores(tensors, table, 0.5, False, parameters)
+    (scores, inverse, scores_kk, norms), _ = _local_terms(tensors, table, 0.5, False, parameters)
     states = torch.zeros(table.count, 2, tensors[1].shape[3], tensors[2].shape[3], dtype=torch.float64)
-    for bad in ((scores[:-1], inverse, scores_kk, norms), (scores, inverse.float(), scores_kk, norms)):
-        with pytest.raises(ValueError, match="local_scores"):
+    bad = [
+        (False, (scores[:-1], inverse, scores_kk, norms), "scores"),
+        (False, (scores, inverse.float(), scores_kk, norms), "inverse"),
+        (False, (scores, inverse, None, norms), "A_kk"),
+        (True, (scores, inverse, scores_kk, None), "norms"),
+    ]
+    for l2norm, kept, name in bad:
+        with pytest.raises(ValueError, match=f"local_scores: {name} must be"):
             chunk_kda_backward(
-                tensors, states, None, None, table, 0.5, cu_seqlens, False, False, "ieee", parameters,
-                local_scores=bad,
+                tensors, states, None, None, table, 0.5, cu_seqlens, l2norm, False, "ieee", parameters,
+                local_scores=kept,
             )  # fmt: skip
     with pytest.raises(ValueError, match="keep_local_scores"):
         triton_chunk_kda(*tensors, 0.5, keep_local_scores=True)

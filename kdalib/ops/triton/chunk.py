@@ -292,6 +292,8 @@ def triton_chunk_kda(
         precision = "ieee" if wide else "tf32"
     if precision not in ("ieee", "tf32"):
         raise ValueError(f"precision: expected 'ieee' or 'tf32', got {precision!r}")
+    if keep_local_scores and not keep_chunk_states:
+        raise ValueError("keep_local_scores: only with keep_chunk_states (the training path's forward)")
     table = ChunkTable.of(B, T, cu_seqlens, offsets) if chunk_table is None else chunk_table
     N, num_chunks = table.sequences, table.count
     block_k = max(16, triton.next_power_of_2(K))
@@ -306,8 +308,6 @@ def triton_chunk_kda(
     decay = q.new_empty(num_chunks, HV, K, dtype=f32)
     scores = q.new_empty(num_chunks, HV, CHUNK, CHUNK, dtype=f32)
     inverse = torch.empty_like(scores)
-    if keep_local_scores and not keep_chunk_states:
-        raise ValueError("keep_local_scores: only with keep_chunk_states (the training path's forward)")
     scores_kk = torch.empty_like(scores) if keep_local_scores else None
     norms = launch_chunk_local(
         (q, k, v, g, beta),

@@ -121,10 +121,13 @@ def chunk_kda_backward(
         norms, terms_scale, reverse_scale = None, 1.0, scale
     else:
         scores, inverse, scores_kk, norms = local_scores
-        square = (chunks, HV, CHUNK, CHUNK)
-        for name, x in zip(("scores", "inverse", "A_kk"), (scores, inverse, scores_kk)):
-            if x is None or tuple(x.shape) != square or x.dtype != terms:
-                raise ValueError(f"local_scores: {name} must be {terms} {list(square)} as the forward kept it")
+        square, rows = (chunks, HV, CHUNK, CHUNK), (chunks, HV, 2, CHUNK)
+        expected = [("scores", scores, square), ("inverse", inverse, square), ("A_kk", scores_kk, square)]
+        if use_qk_l2norm:
+            expected.append(("norms", norms, rows))
+        for name, x, shape in expected:
+            if x is None or tuple(x.shape) != shape or x.dtype != terms:
+                raise ValueError(f"local_scores: {name} must be {terms} {list(shape)} as the forward kept it")
         # the kept scores carry the scale, so the recomputed Q_in must too, and dO meets them unscaled
         terms_scale, reverse_scale = scale, 1.0
     # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS); the
