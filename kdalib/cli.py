@@ -216,6 +216,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--suite", default="default", help="which rows to run (see --list)")
     p.add_argument("--list", action="store_true", help="list the suites and exit")
+    p.add_argument(
+        "--methods",
+        default=None,
+        metavar="A,B",
+        help="time only these of the suite's methods, comma-separated (default: all of them)",
+    )
     p.add_argument("--json", metavar="FILE", default=None, help="where to write results (default: bench-<device>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per row (best is reported)")
     p.add_argument("--fla-path", default=None, help="flash-linear-attention source tree or wheel to compare against")

@@ -47,7 +47,8 @@ def peer_wheel(tmp_path: Path) -> Path:
 
 def _args(**overrides) -> argparse.Namespace:
     values = dict(
-        device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None, threads=None, breakdown=False
+        device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None, threads=None, breakdown=False,
+        methods=None,
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -133,6 +134,20 @@ def test_tiny_suite_writes_well_formed_json(peer_tree, tmp_path, capsys):
             assert row["x_floor"] == pytest.approx(row["ms"] / row["floor_ms"])
     printed = capsys.readouterr().out
     assert "x floor" in printed and "B1-T40-H2-K16-V16-float32" in printed
+
+
+def test_methods_time_only_the_chosen_ones_and_an_unknown_one_is_refused(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cmd_bench(_args(json=str(out), methods="chunk, naive,chunk")) == 0
+    result = json.loads(out.read_text())
+    assert result["methods"] == ["chunk", "naive"]
+    assert {r["method"] for r in result["rows"]} == {"chunk", "naive"}
+    capsys.readouterr()
+    for bad, named in (("chunk,fla", "; not fla"), (",", "")):
+        assert cmd_bench(_args(json=str(tmp_path / "no.json"), methods=bad)) == 2
+        error = capsys.readouterr().err
+        assert f"--methods {bad!r}: suite 'tiny' times peer, naive" in error and named in error
+    assert not (tmp_path / "no.json").exists()
 
 
 def test_a_stopped_run_keeps_the_shapes_it_finished(peer_tree, tmp_path, monkeypatch):

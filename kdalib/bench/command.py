@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,6 +30,18 @@ def cmd_bench(args) -> int:
         print(f"kdalib bench: unknown --suite {name!r}; choose from {', '.join(SUITES)} (see --list)", file=sys.stderr)
         return 2
     suite = SUITES[name]
+    methods = getattr(args, "methods", None)
+    if methods is not None:
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+        unknown = [m for m in chosen if m not in suite.methods]
+        if not chosen or unknown:
+            print(
+                f"kdalib bench: --methods {methods!r}: suite {name!r} times {', '.join(suite.methods)}"
+                + (f"; not {', '.join(unknown)}" if unknown else ""),
+                file=sys.stderr,
+            )
+            return 2
+        suite = replace(suite, methods=tuple(dict.fromkeys(chosen)))
     if getattr(args, "first_call", None) is not None and device != "cuda":
         print(
             "kdalib bench: --first-call times the Triton kernels' compilation: it needs --device cuda", file=sys.stderr
@@ -57,7 +70,7 @@ def cmd_bench(args) -> int:
             print(f"kdalib bench: peer unavailable, its rows are skipped: {error}", file=sys.stderr)
     print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}, {torch.get_num_threads()} CPU threads")
     out = Path(args.json or f"bench-{device}.json")
-    header = dict(provenance(device), suite=name, repeats=args.repeats)
+    header = dict(provenance(device), suite=name, methods=list(suite.methods), repeats=args.repeats)
 
     # the first calls come before the suite (each in a process of its own with a cold cache), so that
     # a run cut short still records them

@@ -334,7 +334,10 @@ def _bf16_training(keep_scores, monkeypatch, gate="kimi", retain=False, referenc
 
     import kdalib.ops.triton.training as training
 
-    monkeypatch.setattr(training, "chunk_kda_training", functools.partial(_CHUNK_KDA_TRAINING, keep_scores=keep_scores))
+    if keep_scores is not None:  # None: chunk_kda's default
+        monkeypatch.setattr(
+            training, "chunk_kda_training", functools.partial(_CHUNK_KDA_TRAINING, keep_scores=keep_scores)
+        )
     launches = []
     monkeypatch.setattr(
         training,
@@ -362,7 +365,7 @@ def _bf16_training(keep_scores, monkeypatch, gate="kimi", retain=False, referenc
 
 @pytest.mark.parametrize("gate", ["logsigmoid", "kimi"], ids=["mild", "kimi-A200"])
 def test_16_bit_training_with_the_forwards_scores_kept(gate, monkeypatch):
-    """``chunk_kda_training(keep_scores=True)``: the same output bit for bit, a backward that
+    """``chunk_kda_training(keep_scores=True)``, chunk_kda's default: the same output bit for bit, a backward that
     computes only the terms again, and gradients as close to float64 autograd as the recomputing
     route's (they differ by bfloat16 roundings: Q_in is stored with the scale in it); a second
     backward (``retain_graph``) computes everything again and gives the recomputing route's
@@ -373,7 +376,10 @@ def test_16_bit_training_with_the_forwards_scores_kept(gate, monkeypatch):
     o_kept, (first, second), launches = _bf16_training(True, monkeypatch, gate, retain=True)
     assert launches == [True, False]
     assert torch.equal(o_kept, o)
+    _, (default,), launches = _bf16_training(None, monkeypatch, gate)
+    assert launches == [True]  # chunk_kda keeps them by default
     for name, grad in recomputed.items():
+        assert torch.equal(default[name], first[name]), name
         error, recomputed_error = rel_rms(first[name], reference[name]), rel_rms(grad, reference[name])
         assert error < HALF_TOLERANCE and error < 1.5 * recomputed_error, (name, error, recomputed_error)
         assert torch.equal(second[name], grad), name

@@ -5,10 +5,11 @@
 
 * forward: the inference forward's three kernels (:func:`kdalib.ops.triton.chunk.triton_chunk_kda`,
   with the in-kernel L2 norm, GVA and packed sequences), which also hand over the state entering
-  every chunk (bfloat16). Autograd keeps only the inputs as given and those states, or, with
-  ``keep_scores``, also the chunk-local scores, the inverse and ``A_kk`` that the forward computed.
-* backward, four launches: the chunk-local terms again, in the chunk layout
-  ``[chunks, HV, 64, *]``, with the inverse and ``A_kk`` (float32), or from those kept
+  every chunk (bfloat16), and the chunk-local scores, the inverse and ``A_kk`` that it computed.
+  Autograd keeps the inputs as given, those states and those scores (``keep_scores=False``: the
+  inputs and the states only).
+* backward, four launches: the chunk-local terms again from the kept scores, in the chunk layout
+  ``[chunks, HV, 64, *]`` (without them, the scores, the inverse and ``A_kk`` too)
   (:mod:`~kdalib.ops.triton.prefill_local`);
   the reverse pass over chunks, which carries only ``dS``
   (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`); the chunk-parallel
@@ -268,15 +269,16 @@ class _ChunkKDA(torch.autograd.Function):
 
 
 def chunk_kda_training(
-    call: KDACall, gate: tuple = (None, None, None), keep_scores: bool = False
+    call: KDACall, gate: tuple = (None, None, None), keep_scores: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`kdalib.ops.chunk_kda` with gradients through :class:`_ChunkKDA` (chunks of 64), on a
     validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when ``call.g`` is the raw gate
     projection (gradients reach it, ``A_log`` and ``dt_bias``). ``keep_scores``: autograd also
     keeps the forward's chunk-local scores, inverse and ``A_kk`` (three float32 ``64 x 64`` tiles
     per chunk and value head: 768 bytes per token and value head, on top of the 512 of the
-    bfloat16 chunk states at K = V = 128), which the backward then does not compute again
-    (NOTES.md, training v5)."""
+    bfloat16 chunk states at K = V = 128), which the backward then does not compute again; a
+    step's peak stays the same, since the backward allocated those buffers before (NOTES.md,
+    training v5). ``False`` keeps the states only and computes the scores again."""
     sequences = call.shapes.sequences
     return _ChunkKDA.apply(
         call.q, call.k, call.v, call.g, call.beta, call.initial_state, *gate, call.scale, call.shapes.cu_seqlens,
