@@ -255,7 +255,8 @@ def triton_chunk_kda(
             dt_bias, lower_bound)`` (``A_log`` ``[HV]``, ``dt_bias`` ``[HV * K]`` or None,
             ``lower_bound`` None for the softplus form or a negative number).
         precision: "ieee" (the default for float32 inputs: float32 intermediates and IEEE
-            products) or "tf32" (the default for 16-bit inputs, see the module docstring).
+            products), "tf32x3" (float32 intermediates, products as three TF32 ones) or "tf32"
+            (the default for 16-bit inputs, see the module docstring).
         block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
             the state kernel, key channels per slice of the chunk-local kernel, warps per kernel,
             pipeline stages of the state kernel; ``block_v`` and ``state_stages`` None: as
@@ -290,8 +291,8 @@ def triton_chunk_kda(
     wide = torch.float32 in (q.dtype, k.dtype, v.dtype)
     if precision is None:
         precision = "ieee" if wide else "tf32"
-    if precision not in ("ieee", "tf32"):
-        raise ValueError(f"precision: expected 'ieee' or 'tf32', got {precision!r}")
+    if precision not in ("ieee", "tf32x3", "tf32"):
+        raise ValueError(f"precision: expected 'ieee', 'tf32x3' or 'tf32', got {precision!r}")
     if keep_local_scores and not keep_chunk_states:
         raise ValueError("keep_local_scores: only with keep_chunk_states (the training path's forward)")
     table = ChunkTable.of(B, T, cu_seqlens, offsets) if chunk_table is None else chunk_table
