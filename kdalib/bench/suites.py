@@ -182,7 +182,7 @@ SUITES = {
         (*CPU_METHODS, "chunk_pytorch"),
     ),
     "gpu": Suite(
-        "CUDA, K=V=128: kdalib's Triton forward, chunk (Triton for bf16, PyTorch for fp32), the PyTorch "
+        "CUDA, K=V=128: kdalib's Triton forward, chunk (chunk_kda as routed: the Triton forward), the PyTorch "
         "chunk form, flash-linear-attention's chunk_kda and flash SDPA at B8 T4096, B2 T16384, B1 T65536 "
         "(H32) and B1 T8192 H96 with six packed sequences, each with the mild, Kimi and bounded gates, "
         "B1 T2K-32K in bf16 and fp32; decode steps at B in {1, 64}; forward+backward (train rows) at "

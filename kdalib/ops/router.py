@@ -38,7 +38,7 @@ from kdalib.ops.triton import (
     triton_fused_recurrent_kda,
     triton_unavailable_reason,
 )
-from kdalib.ops.triton.runtime import CHUNK, HALF_DTYPES, KERNEL_DTYPES
+from kdalib.ops.triton.runtime import CHUNK, KERNEL_DTYPES
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,11 @@ class TritonPath:
     max_key_dim: int | None = None
 
 
-# The chunked forward's float32 state error with the strongest gates is above the 1e-5 float32
-# bar (kdalib/ops/triton/NOTES.md), so float32 inference keeps the PyTorch chunk form.
+# Every kernel dtype takes the Triton forward on CUDA: float32 with tf32x3 products stays within
+# 4e-7 of float64 (the 1e-5 float32 bar) and takes a quarter to a half of the PyTorch chunk form's
+# time (kdalib/ops/triton/NOTES.md, "Float32").
 TRITON_PATHS = (
-    TritonPath("forward", "chunk", gradients=False, automatic=HALF_DTYPES, max_key_dim=MAX_KEY_DIM),
+    TritonPath("forward", "chunk", gradients=False, automatic=KERNEL_DTYPES, max_key_dim=MAX_KEY_DIM),
     TritonPath("training", "chunk", gradients=True, automatic=KERNEL_DTYPES, max_key_dim=MAX_KEY_DIM),
     TritonPath("recurrent", "recurrent", gradients=False, automatic=KERNEL_DTYPES),
 )
@@ -196,7 +197,8 @@ def chunk_kda(
             :class:`~kdalib.ops.PackedSequences` that :func:`~kdalib.ops.validate_cu_seqlens` returned).
         chunk_size: C, one of 16, 32, 64. T need not be a multiple of C.
         use_triton: None (default) picks as :func:`triton_path` says: the Triton forward kernels
-            for bfloat16/float16 CUDA inference (chunks of 64 whatever ``chunk_size`` says), the
+            for CUDA inference in bfloat16, float16 and float32 (float32 with tf32x3 products;
+            chunks of 64 whatever ``chunk_size`` says), the
             Triton training path for CUDA training (:mod:`kdalib.ops.triton.training`: the same
             forward kernels and a Triton backward for 16-bit inputs, the Triton scan for float32
             ones), the PyTorch form otherwise. True

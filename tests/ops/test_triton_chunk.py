@@ -209,6 +209,25 @@ def test_a_nan_gate_is_not_read_as_a_decay():
     assert torch.isnan(o[0, 100:]).all() and torch.isnan(state).any()
 
 
+def test_float32_products_are_tf32x3_on_the_gpu_and_a_precision_the_inputs_cannot_take_is_refused(monkeypatch):
+    """The one precision rule: float32 data take three TF32 products by default on the GPU, what
+    is asked otherwise; float64 data and the interpreter take IEEE products whatever is asked."""
+    from kdalib.ops.triton.runtime import float32_precision
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert float32_precision(torch.float32) == "tf32x3"
+    assert float32_precision(torch.float32, "ieee") == "ieee"
+    assert float32_precision(torch.float64, "tf32") == "ieee"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert float32_precision(torch.float32, "tf32") == "ieee"
+    for dtype, precision, allowed in (
+        (torch.bfloat16, "tf32x3", "16-bit inputs take one of ieee, tf32"),
+        (torch.float32, "fp8", "float32 inputs take one of ieee, tf32x3, tf32"),
+    ):
+        with pytest.raises(ValueError, match=f"precision: {allowed}, got '{precision}'"):
+            triton_chunk_kda(**_problem(dtype, tokens=4, heads=1, key_dim=16, value_dim=16), scale=0.25, precision=precision)
+
+
 def test_bfloat16_inputs_keep_a_float32_state():
     inputs = _problem(torch.bfloat16, batch=1, tokens=40, heads=1, key_dim=32, value_dim=32)
     _check(inputs, torch.bfloat16, scale=32**-0.5)

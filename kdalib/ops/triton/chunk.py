@@ -47,7 +47,9 @@ from kdalib.ops.triton.runtime import (
     GATE_BOUNDED,
     GATE_FLOOR,
     MAX_KEY_DIM,
+    PRECISIONS,
     SUB,
+    float32_precision,
     gate_form,
     interpreting,
 )
@@ -254,9 +256,10 @@ def triton_chunk_kda(
         A_log, dt_bias, lower_bound: compute the gate in the kernel, ``kda_gate(g, A_log,
             dt_bias, lower_bound)`` (``A_log`` ``[HV]``, ``dt_bias`` ``[HV * K]`` or None,
             ``lower_bound`` None for the softplus form or a negative number).
-        precision: "ieee" (the default for float32 inputs: float32 intermediates and IEEE
-            products), "tf32x3" (float32 intermediates, products as three TF32 ones) or "tf32"
-            (the default for 16-bit inputs, see the module docstring).
+        precision: the products' precision, one of :data:`~kdalib.ops.triton.runtime.PRECISIONS`:
+            float32 inputs keep float32 intermediates and take ``tf32x3`` by default (IEEE in
+            Triton's CPU interpreter, whatever is asked); 16-bit inputs take ``tf32`` (see the
+            module docstring).
         block_v, key_slice, *_warps, state_stages: launch settings (value columns per program of
             the state kernel, key channels per slice of the chunk-local kernel, warps per kernel,
             pipeline stages of the state kernel; ``block_v`` and ``state_stages`` None: as
@@ -289,10 +292,11 @@ def triton_chunk_kda(
         raise ValueError(f"q: the Triton chunk kernel supports K <= {MAX_KEY_DIM}, got K = {K}")
     q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
     wide = torch.float32 in (q.dtype, k.dtype, v.dtype)
-    if precision is None:
-        precision = "ieee" if wide else "tf32"
-    if precision not in ("ieee", "tf32x3", "tf32"):
-        raise ValueError(f"precision: expected 'ieee', 'tf32x3' or 'tf32', got {precision!r}")
+    allowed = PRECISIONS if wide else ("ieee", "tf32")
+    if precision is not None and precision not in allowed:
+        kind = "float32" if wide else "16-bit"
+        raise ValueError(f"precision: {kind} inputs take one of {', '.join(allowed)}, got {precision!r}")
+    precision = float32_precision(torch.float32, precision) if wide else precision or "tf32"
     if keep_local_scores and not keep_chunk_states:
         raise ValueError("keep_local_scores: only with keep_chunk_states (the training path's forward)")
     table = ChunkTable.of(B, T, cu_seqlens, offsets) if chunk_table is None else chunk_table

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.runtime import MAX_KEY_DIM, interpreting
+from kdalib.ops.triton.runtime import MAX_KEY_DIM, PRECISIONS, float32_precision
 from kdalib.ops.triton.tiles import _put, _tile
 
 
@@ -211,17 +211,6 @@ def _blocks(key_dim: int, value_dim: int) -> tuple[int, int]:
     return block_k, block_v
 
 
-PRECISIONS = ("ieee", "tf32x3", "tf32")
-
-
-def _precision(dtype: torch.dtype, requested: str | None) -> str:
-    """Matrix-product precision: ``requested`` on the GPU (default: ``tf32x3``, about float32's
-    accuracy, for float32 tensors); IEEE for float64 and in Triton's CPU interpreter (exact there)."""
-    if dtype == torch.float64 or interpreting():
-        return "ieee"
-    return requested or "tf32x3"
-
-
 class _ChunkScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, u, keys_out, decay_last, query_in, scores, state, scale, precision):
@@ -395,5 +384,5 @@ def triton_chunk_scan(
     _check_scan_inputs(
         w=w, u=u, keys_out=keys_out, decay_last=decay_last, query_in=query_in, scores=scores, state=state
     )
-    precision = _precision(u.dtype, precision)
+    precision = float32_precision(u.dtype, precision)
     return _ChunkScan.apply(w, u, keys_out, decay_last, query_in, scores, state, scale, precision)

@@ -33,6 +33,9 @@ GATE_FLOOR = 120.0
 # The same for float64 computations (the training path's chunk-local kernel on float64 inputs):
 # exp(-800) is zero in float64 (whose smallest subnormal is ~4.9e-324).
 FLOAT64_GATE_FLOOR = 800.0
+# Matrix-product precisions of the kernels on float32 data (tl.dot's input_precision): IEEE
+# products, three TF32 products (about float32's accuracy on the tensor cores), one TF32 product.
+PRECISIONS = ("ieee", "tf32x3", "tf32")
 # How the gate reaches the forward kernels: given as g, or computed from the raw projection in
 # kda_gate's softplus or lower-bound form (kdalib/ops/gate.py; the kernels' copy: prefill_local._gate).
 GATE_GIVEN, GATE_SOFTPLUS, GATE_BOUNDED = 0, 1, 2
@@ -49,10 +52,12 @@ __all__ = [
     "HALF_DTYPES",
     "KERNEL_DTYPES",
     "MAX_KEY_DIM",
+    "PRECISIONS",
     "SUB",
     "compute_dtype",
     "gate_form",
     "interpreting",
+    "float32_precision",
 ]
 
 
@@ -67,3 +72,13 @@ def gate_form(A_log, lower_bound) -> int:
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def float32_precision(dtype: torch.dtype, requested: str | None = None) -> str:
+    """The matrix-product precision for float32 data: ``requested``, or ``tf32x3`` by default; IEEE
+    for float64 tensors and in Triton's CPU interpreter, whatever was requested (exact there).
+    ``tf32x3`` keeps the float32 forward within 4e-7 of float64 on the GPU tests' grid and takes a
+    quarter of IEEE's time (kdalib/ops/triton/NOTES.md, "Float32")."""
+    if dtype == torch.float64 or interpreting():
+        return "ieee"
+    return requested or "tf32x3"

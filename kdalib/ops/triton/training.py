@@ -243,15 +243,16 @@ class _ChunkKDA(torch.autograd.Function):
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         A_log, dt_bias = (None if x is None else x.contiguous() for x in (A_log, dt_bias))
         table = ChunkTable.of(q.shape[0], q.shape[1], cu_seqlens, offsets)
+        # the backward's precision, the forward's too: its kept scores meet the backward's terms
+        ctx.precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
         o, final, states, *local = triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, final_state, use_qk_l2norm, cu_seqlens,
             A_log=A_log, dt_bias=dt_bias, lower_bound=lower_bound, offsets=offsets, keep_chunk_states=True,
-            keep_local_scores=keep_scores, chunk_table=table,
+            keep_local_scores=keep_scores, chunk_table=table, precision=ctx.precision,
         )  # fmt: skip
         scores, inverse, scores_kk, norms = local[0] if keep_scores else (None,) * 4
         ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias, scores, inverse, scores_kk, norms)
         ctx.table, ctx.scale, ctx.use_qk_l2norm, ctx.lower_bound = table, scale, use_qk_l2norm, lower_bound
-        ctx.precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
         ctx.scores_unused = keep_scores
         return o, final
 
