@@ -47,7 +47,14 @@ def peer_wheel(tmp_path: Path) -> Path:
 
 def _args(**overrides) -> argparse.Namespace:
     values = dict(
-        device="cpu", suite="tiny", list=False, json=None, repeats=1, fla_path=None, threads=None, breakdown=False,
+        device="cpu",
+        suite="tiny",
+        list=False,
+        json=None,
+        repeats=1,
+        fla_path=None,
+        threads=None,
+        breakdown=False,
         methods=None,
     )
     values.update(overrides)

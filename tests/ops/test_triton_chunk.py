@@ -225,7 +225,9 @@ def test_float32_products_are_tf32x3_on_the_gpu_and_a_precision_the_inputs_canno
         (torch.float32, "fp8", "float32 inputs take one of ieee, tf32x3, tf32"),
     ):
         with pytest.raises(ValueError, match=f"precision: {allowed}, got '{precision}'"):
-            triton_chunk_kda(**_problem(dtype, tokens=4, heads=1, key_dim=16, value_dim=16), scale=0.25, precision=precision)
+            triton_chunk_kda(
+                **_problem(dtype, tokens=4, heads=1, key_dim=16, value_dim=16), scale=0.25, precision=precision
+            )
 
 
 def test_bfloat16_inputs_keep_a_float32_state():

@@ -220,10 +220,20 @@ def test_training_path_in_bfloat16_runs_the_token_layout_backward(monkeypatch):
     assert not calls
 
 
-def test_bfloat16_training_keeps_only_the_inputs_and_bfloat16_chunk_states_for_the_backward():
+@pytest.mark.parametrize("keep_scores", [True, False], ids=["scores-kept", "states-only"])
+def test_bfloat16_training_keeps_the_inputs_the_chunk_states_and_the_local_scores(keep_scores, monkeypatch):
     """What autograd keeps for the backward of a bfloat16 training call: the inputs as given (the
-    caller's own tensors, nothing extra) and the state entering every chunk in bfloat16 (K V / 64
-    per token and value head). The chunk-local terms are recomputed in the backward."""
+    caller's own tensors, nothing extra), the state entering every chunk in bfloat16 (K V / 64
+    per token and value head) and, by default, the forward's chunk-local scores, inverse and A_kk
+    (three float32 64 x 64 tiles per chunk and value head: 768 bytes per token); with
+    ``keep_scores=False`` the states alone, and the backward computes the scores again."""
+    import functools
+
+    import kdalib.ops.triton.training as training
+
+    if not keep_scores:
+        patched = functools.partial(training.chunk_kda_training, keep_scores=False)
+        monkeypatch.setattr(training, "chunk_kda_training", patched)
     key_dim = value_dim = 128
     inputs = _problem(torch.bfloat16, batch=1, tokens=128, heads=1, key_dim=key_dim, value_dim=value_dim)
     inputs = {name: x.requires_grad_(True) for name, x in inputs.items() if name != "initial_state"}
@@ -232,9 +242,12 @@ def test_bfloat16_training_keeps_only_the_inputs_and_bfloat16_chunk_states_for_t
         o, _ = chunk_kda(**inputs, use_triton=True)
     for x in inputs.values():  # the caller's own tensors cost nothing extra
         saved.pop(x.untyped_storage().data_ptr(), None)
+    states = [x for x in saved.values() if x.dtype == torch.bfloat16 and x.shape[-2:] == (key_dim, value_dim)]
+    scores = [x for x in saved.values() if x.dtype == torch.float32 and x.shape[-2:] == (64, 64)]
+    assert len(states) == 1 and len(scores) == (3 if keep_scores else 0)
+    assert len(saved) == len(states) + len(scores)  # nothing else: no norms without the in-kernel L2 norm
     per_token = sum(x.untyped_storage().nbytes() for x in saved.values()) / o.shape[1]
-    assert per_token <= 2 * key_dim * value_dim / 64
-    assert all(x.dtype == torch.bfloat16 and x.shape[-2:] == (key_dim, value_dim) for x in saved.values())
+    assert per_token == 2 * key_dim * value_dim / 64 + (3 * 4 * 64 if keep_scores else 0)
     assert o.dtype == torch.bfloat16
 
 

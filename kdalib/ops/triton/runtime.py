@@ -55,9 +55,9 @@ __all__ = [
     "PRECISIONS",
     "SUB",
     "compute_dtype",
+    "float32_precision",
     "gate_form",
     "interpreting",
-    "float32_precision",
 ]
 
 
@@ -77,8 +77,8 @@ def interpreting() -> bool:
 def float32_precision(dtype: torch.dtype, requested: str | None = None) -> str:
     """The matrix-product precision for float32 data: ``requested``, or ``tf32x3`` by default; IEEE
     for float64 tensors and in Triton's CPU interpreter, whatever was requested (exact there).
-    ``tf32x3`` keeps the float32 forward within 4e-7 of float64 on the GPU tests' grid and takes a
-    quarter of IEEE's time (kdalib/ops/triton/NOTES.md, "Float32")."""
+    ``tf32x3`` keeps the float32 forward within 4e-7 of float64 on the GPU tests' grid, in a
+    thirteenth of IEEE's time (kdalib/ops/triton/NOTES.md, "Float32")."""
     if dtype == torch.float64 or interpreting():
         return "ieee"
     return requested or "tf32x3"
