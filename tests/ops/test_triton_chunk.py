@@ -336,6 +336,30 @@ def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
         triton_chunk_kda(**inputs, scale=0.25, cu_seqlens=offsets, local_warps=(2, 2, 4))
 
 
+@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
+def test_the_diagonal_launch_that_loads_each_row_ahead_computes_the_same(gate):
+    """``diagonal_launch=(warps, True)``: the strong diagonal blocks' steps load the next row
+    before they work on their own; the same arithmetic in the same order, so the same bits in the
+    interpreter (on a GPU another warp count may sum in another order: within float32 rounding),
+    with packed sequences ending inside blocks, shared key heads and the in-kernel L2 norm. With
+    g = -1000 every diagonal block takes that launch; bad settings are refused."""
+    lengths = [5, 64, 70, 1]
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
+    inputs = _problem(
+        batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16, gate=gate,
+        num_states=len(lengths),
+    )  # fmt: skip
+    run = dict(scale=0.25, output_final_state=True, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+    default = triton_chunk_kda(**inputs, **run)
+    ahead = triton_chunk_kda(**inputs, **run, diagonal_launch=(1, True))
+    assert torch.equal(default[0], ahead[0]) and torch.equal(default[1], ahead[1])
+    wider = triton_chunk_kda(**inputs, **run, diagonal_launch=(2, True))
+    assert rel_rms(wider[0], default[0]) < 1e-6 and rel_rms(wider[1], default[1]) < 1e-6
+    for bad in ((1,), (3, True), (True, True), (1, 1)):
+        with pytest.raises(ValueError, match="diagonal_launch"):
+            triton_chunk_kda(**inputs, scale=0.25, cu_seqlens=offsets, diagonal_launch=bad)
+
+
 @pytest.mark.parametrize(
     ("programs", "multiprocessors", "value_dim", "block_k", "narrow", "expected"),
     [

@@ -74,9 +74,11 @@ LOCAL_WARPS = (2, 2)
 """Warps of the chunk-local work's two launches, (scores, terms): the fastest split timed on an H100
 (NOTES.md, v4.3); the forward's and the training backward's default."""
 
-DIAGONAL_WARPS = 1
-"""Warps of the strong diagonal blocks' launch (:func:`~kdalib.ops.triton.prefill_local._diagonal_kernel`):
-of 1, 2 and 4, 1 was the fastest on an H100 with every diagonal block in that launch (NOTES.md, v4.5)."""
+DIAGONAL_LAUNCH = (1, False)
+"""Warps of the strong diagonal blocks' launch (:func:`~kdalib.ops.triton.prefill_local._diagonal_kernel`)
+and whether each of its steps loads the next row ahead (``PREFETCH``): of 1, 2 and 4 warps, 1 was
+the fastest on an H100 with every diagonal block in that launch (NOTES.md, v4.5); loading ahead is
+built but not yet timed (v4.6)."""
 
 
 def state_launch(
@@ -145,12 +147,14 @@ def launch_chunk_local(
     num_warps: int | tuple[int, int] = LOCAL_WARPS,
     terms_only: bool = False,
     norms: torch.Tensor | None = None,
+    diagonal_launch: tuple[int, bool] = DIAGONAL_LAUNCH,
 ) -> torch.Tensor | None:
     """Runs :mod:`~kdalib.ops.triton.prefill_local` on ``inputs = (q, k, v, g, beta)`` (token layout,
     contiguous), writing ``outputs = (w, u, q_g, k_g, decay, scores, inverse, scores_kk | None)``:
     in the token layout, or with ``as_chunks`` as ``[chunks, HV, 64, *]`` (the training backward's
     layout). ``gate_parameters``: ``(A_log, dt_bias, lower_bound)``, A_log None for a given gate.
-    The diagonal blocks of strong decay come first, in a launch of their own (:data:`DIAGONAL_WARPS`;
+    The diagonal blocks of strong decay come first, in a launch of their own (``diagonal_launch``:
+    its warps and whether it loads each row ahead, :data:`DIAGONAL_LAUNCH` by default;
     none with a bounded gate whose 16 tokens cannot decay more than ``DIAG_SPAN``);
     then, ``num_warps`` a pair ``(scores, terms)``, the other blocks of the scores, then the inverse
     and the terms, each launch with its own warps (the default, :data:`LOCAL_WARPS`); or, a number, both
@@ -175,6 +179,14 @@ def launch_chunk_local(
         launches = [(4, num_warps[1])] if terms_only else [(1, num_warps[0]), (6, num_warps[1])]
     else:
         raise ValueError(f"local_warps: expected a number of warps or a pair (scores, terms), got {num_warps!r}")
+    if not (
+        isinstance(diagonal_launch, tuple)
+        and len(diagonal_launch) == 2
+        and type(diagonal_launch[0]) is int
+        and diagonal_launch[0] in (1, 2, 4, 8)
+        and isinstance(diagonal_launch[1], bool)
+    ):
+        raise ValueError(f"diagonal_launch: expected (1, 2, 4 or 8 warps, True or False), got {diagonal_launch!r}")
     # the rows' inverse L2 norms (q's, then k's), from the scores' phase to the terms'
     if not use_qk_l2norm:
         norms = None
@@ -195,7 +207,8 @@ def launch_chunk_local(
         strong = q.new_empty(table.count, HV, CHUNK // SUB, dtype=torch.int8)
         _diagonal_kernel[(table.count * (CHUNK // SUB), HV)](
             q, k, g, beta, A_log, dt_bias, bound, scores, inverse, scores_kk, strong, table.ends, table.starts,
-            float(scale), table.length, table.nt, DIAG_SPAN=DIAG_SPAN, **common, num_warps=DIAGONAL_WARPS,
+            float(scale), table.length, table.nt, DIAG_SPAN=DIAG_SPAN, PREFETCH=diagonal_launch[1], **common,
+            num_warps=diagonal_launch[0],
         )  # fmt: skip
     for phases, warps in launches:
         _chunk_local_kernel[(table.count, HV)](
@@ -229,6 +242,7 @@ def triton_chunk_kda(
     block_v: int | None = None,
     key_slice: int = 32,
     local_warps: int | tuple[int, int] = LOCAL_WARPS,
+    diagonal_launch: tuple[int, bool] = DIAGONAL_LAUNCH,
     state_warps: int = 4,
     state_stages: int | None = None,
     output_warps: int = 4,
@@ -264,7 +278,8 @@ def triton_chunk_kda(
             the state kernel, key channels per slice of the chunk-local kernel, warps per kernel,
             pipeline stages of the state kernel; ``block_v`` and ``state_stages`` None: as
             :func:`state_launch` picks them). ``local_warps``: the chunk-local work as one launch
-            or two ``(scores, terms)`` (:func:`launch_chunk_local`).
+            or two ``(scores, terms)``; ``diagonal_launch``: the strong diagonal blocks' launch,
+            ``(warps, load each row ahead)`` (:func:`launch_chunk_local`).
         offsets: the values of ``cu_seqlens`` on the host, when the caller has read them already.
         states_every: N, a multiple of 64: also return the states after tokens N, 2N, ... of every
             sequence (written from the float32 state by the state kernel), or None.
@@ -325,6 +340,7 @@ def triton_chunk_kda(
         as_chunks=False,
         key_slice=key_slice,
         num_warps=local_warps,
+        diagonal_launch=diagonal_launch,
     )
     local_scores = (scores, inverse, scores_kk, norms) if keep_local_scores else None
     del inverse, scores_kk, norms

@@ -212,6 +212,16 @@ def _square_block(ptr, block, i: tl.constexpr, j: tl.constexpr, SUB: tl.constexp
 
 
 @triton.jit
+def _diagonal_row(q_ptr, k_ptr, g_ptr, row, present, cols, cm, i_hv, a_log, dt_bias, lower_bound,
+                  QK_ROW: tl.constexpr, G_ROW: tl.constexpr, K: tl.constexpr, GATE: tl.constexpr,
+                  FLOOR: tl.constexpr):  # fmt: skip
+    """One row of a diagonal block (``row``, a ``[1]`` index; zeros where not ``present``): its
+    gate, ``q`` and ``k``, each ``[1, len(cols)]``."""
+    g_r = _gate(g_ptr, row, present, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
+    return g_r, _rows_of(q_ptr, row, present, QK_ROW, cols, cm), _rows_of(k_ptr, row, present, QK_ROW, cols, cm)
+
+
+@triton.jit
 def _diagonal_kernel(
     q,
     k,
@@ -244,6 +254,7 @@ def _diagonal_kernel(
     G_ROW: tl.constexpr,
     BETA_ROW: tl.constexpr,
     COMPUTE: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """The diagonal 16 x 16 blocks of a chunk's scores that span more than ``DIAG_SPAN`` (any
     channel's decay across the block), one block per program (program axis 0: chunk x 4 + block,
@@ -257,7 +268,9 @@ def _diagonal_kernel(
     key ``c < r`` is multiplied by ``exp(g_r)`` and key ``r`` joins undecayed, so the carried keys
     are ``k_c * exp(G_r - G_c)``, products of factors at most 1 (no exponent is a difference of
     cumulative sums, and none is positive, whatever the span); row ``r`` of ``A_qk`` and ``A_kk``
-    is then their product with ``q_r`` and ``k_r``."""
+    is then their product with ``q_r`` and ``k_r``. ``PREFETCH``: each step loads the next row's
+    ``q``, ``k`` and gate before it works on its own, so that their latency overlaps its work
+    instead of starting it (the same arithmetic in the same order: the same results bit for bit)."""
     i_c, i_b, i_hv = tl.program_id(0) // (CHUNK // SUB), tl.program_id(0) % (CHUNK // SUB), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     first = start + i_b * SUB
@@ -278,17 +291,31 @@ def _diagonal_kernel(
         a_kk = tl.zeros([SUB, SUB], dtype=COMPUTE)
         q_sq = tl.zeros([SUB], dtype=COMPUTE)  # the rows' squared norms
         k_sq = tl.zeros([SUB], dtype=COMPUTE)
-        for r in range(0, SUB):  # a loop, not unrolled: each row's loads stay in their step
+        if PREFETCH:  # the first row before the loop
+            row = tl.zeros([1], dtype=tl.int32)
+            g_r, q_r, k_r = _diagonal_row(
+                q_ptr, k_ptr, g_ptr, row, row < n, cols, cm, i_hv, a_log, dt_bias, lower_bound, QK_ROW, G_ROW, K,
+                GATE, FLOOR,
+            )  # fmt: skip
+        for r in range(0, SUB):  # a loop, not unrolled: each row's loads stay in their step (or the one before)
             row = tl.zeros([1], dtype=tl.int32) + r
-            present = row < n
-            g_r = _gate(g_ptr, row, present, cols, cm, i_hv, a_log, dt_bias, lower_bound, G_ROW, K, GATE, FLOOR)
-            q_r = _rows_of(q_ptr, row, present, QK_ROW, cols, cm)
-            k_r = _rows_of(k_ptr, row, present, QK_ROW, cols, cm)
+            if PREFETCH:
+                g_next, q_next, k_next = _diagonal_row(
+                    q_ptr, k_ptr, g_ptr, row + 1, row + 1 < n, cols, cm, i_hv, a_log, dt_bias, lower_bound, QK_ROW,
+                    G_ROW, K, GATE, FLOOR,
+                )  # fmt: skip
+            else:
+                g_r, q_r, k_r = _diagonal_row(
+                    q_ptr, k_ptr, g_ptr, row, row < n, cols, cm, i_hv, a_log, dt_bias, lower_bound, QK_ROW, G_ROW, K,
+                    GATE, FLOOR,
+                )  # fmt: skip
             carried = tl.where(sub[:, None] == r, k_r, carried * tl.exp(g_r))
             a_qk = tl.where(sub[None, :] == r, tl.sum(carried * q_r, axis=1)[:, None], a_qk)
             a_kk = tl.where(sub[None, :] == r, tl.sum(carried * k_r, axis=1)[:, None], a_kk)
             q_sq = tl.where(sub == r, tl.sum(q_r * q_r), q_sq)
             k_sq = tl.where(sub == r, tl.sum(k_r * k_r), k_sq)
+            if PREFETCH:
+                g_r, q_r, k_r = g_next, q_next, k_next
         # causal (c <= r) and strictly lower (c < r) parts, back to [r, c]
         a_qk = tl.trans(tl.where(sub[:, None] <= sub[None, :], a_qk, 0.0))
         a_kk = tl.trans(tl.where(sub[:, None] < sub[None, :], a_kk, 0.0))
