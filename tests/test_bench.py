@@ -15,6 +15,7 @@ from kdalib import bench
 from kdalib.bench import measure
 from kdalib.bench.command import cmd_bench
 from kdalib.bench.first_call import FIRST_CALL_LABELS
+from kdalib.bench.report import format_breakdowns
 from kdalib.ops import chunk_kda, naive_recurrent_kda
 from kdalib.ops.chunk import chunk_kda_flops
 
@@ -220,6 +221,11 @@ def test_the_breakdown_ranks_a_calls_operators_by_their_own_time():
     calls = {p["name"]: p["calls"] for p in parts}
     # which operator measures longest depends on the machine's load, so only counts are asserted
     assert calls.get("aten::mm") == 2 and calls.get("aten::relu_") == 1
+    by_name = {p["name"]: p for p in parts}
+    # an operator that ran twice lists both calls' own times; one that ran once lists none
+    mm = by_name["aten::mm"]
+    assert len(mm["launches_ms"]) == 2 and sum(mm["launches_ms"]) == pytest.approx(mm["ms"])
+    assert "launches_ms" not in by_name["aten::relu_"]
     assert [p["ms"] for p in parts] == sorted((p["ms"] for p in parts), reverse=True)
     assert len(bench.time_breakdown(lambda: (a @ a @ a).relu_(), "cpu", top=1)) == 1
     assert 0 < sum(p["share"] for p in parts) <= 1 + 1e-9
@@ -232,6 +238,9 @@ def test_breakdown_rows_are_recorded_and_printed(peer_tree, tmp_path, capsys):
     assert all(row["breakdown"] and {"name", "ms", "calls", "share"} <= row["breakdown"][0].keys() for row in rows)
     printed = capsys.readouterr().out
     assert f"{rows[0]['label']} {rows[0]['method']} (" in printed
+    part = dict(name="_local_backward_kernel", ms=6.0, calls=3, share=0.5, launches_ms=[3.0, 2.0, 1.0])
+    table = format_breakdowns(dict(rows=[dict(label="L", method="triton", ms=12.0, breakdown=[part])]))
+    assert table.splitlines()[-1].split() == ["launches:", "3.000,", "2.000,", "1.000", "ms"]
 
 
 def test_list_and_bad_arguments(capsys, tmp_path):

@@ -163,6 +163,8 @@ def _suite_result(rates: dict, rows: list[dict], bandwidth: float | None) -> dic
 
 
 BREAKDOWN_TOP = 8
+# The most launches of one kernel whose times a breakdown lists one by one.
+BREAKDOWN_LAUNCHES = 16
 
 
 def time_breakdown(call: Callable[[], object], device: str, top: int = BREAKDOWN_TOP) -> list[dict]:
@@ -172,7 +174,10 @@ def time_breakdown(call: Callable[[], object], device: str, top: int = BREAKDOWN
 
     Returns:
         ``[{"name", "ms", "calls", "share"}]``, most expensive first; ``share`` is the fraction of
-        the call's summed kernel (or operator) time.
+        the call's summed kernel (or operator) time. A kernel launched 2 to
+        :data:`BREAKDOWN_LAUNCHES` times also gets ``launches_ms``, each launch's own time in the
+        order they ran (one kernel's launches with different settings, such as a kernel's stages,
+        are told apart so).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -182,15 +187,21 @@ def time_breakdown(call: Callable[[], object], device: str, top: int = BREAKDOWN
         call()
         if cuda:
             torch.cuda.synchronize()
-    if cuda:  # kernels and copies run on the device alone: no host time of their own
-        own = {
-            e.key: (e.self_device_time_total, e.count) for e in profiler.key_averages() if e.self_cpu_time_total == 0
-        }
-    else:
-        own = {e.key: (e.self_cpu_time_total, e.count) for e in profiler.key_averages()}
-    total = sum(us for us, _ in own.values()) or 1.0
-    ranked = sorted(own.items(), key=lambda item: -item[1][0])[:top]
-    return [dict(name=name, ms=us / 1e3, calls=calls, share=us / total) for name, (us, calls) in ranked]
+    launches: dict[str, list[float]] = {}  # name -> own microseconds of each launch, in order
+    for event in sorted(profiler.events(), key=lambda e: e.time_range.start):
+        if cuda and event.self_cpu_time_total != 0:  # kernels and copies run on the device alone
+            continue
+        own = event.self_device_time_total if cuda else event.self_cpu_time_total
+        launches.setdefault(event.key, []).append(own)
+    total = sum(sum(times) for times in launches.values()) or 1.0
+    ranked = sorted(launches.items(), key=lambda item: -sum(item[1]))[:top]
+    parts = []
+    for name, times in ranked:
+        part = dict(name=name, ms=sum(times) / 1e3, calls=len(times), share=sum(times) / total)
+        if 1 < len(times) <= BREAKDOWN_LAUNCHES:
+            part["launches_ms"] = [us / 1e3 for us in times]
+        parts.append(part)
+    return parts
 
 
 def _peak_bytes(fn: Callable[[], object], device: str) -> int | None:

@@ -58,6 +58,8 @@ def format_breakdowns(result: dict, width: int = 60) -> str:
         for part in row["breakdown"]:
             name = part["name"] if len(part["name"]) <= width else part["name"][: width - 3] + "..."
             lines.append(f"  {part['share']:6.1%} {part['ms']:9.3f} ms {part['calls']:5d}x  {name}")
+            if part.get("launches_ms"):
+                lines.append(f"  {'':6} launches: {', '.join(f'{ms:.3f}' for ms in part['launches_ms'])} ms")
     return "\n".join(lines)
 
 
