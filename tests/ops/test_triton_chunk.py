@@ -336,6 +336,30 @@ def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
         triton_chunk_kda(**inputs, scale=0.25, cu_seqlens=offsets, local_warps=(2, 2, 4))
 
 
+def test_the_state_pass_writes_the_corrections_over_u(monkeypatch):
+    """The forward keeps no buffer of its own for ``V_new = U - W S``: the state pass writes it over
+    ``U`` tile by tile (each tile read, then written, by the one program that owns it), and the
+    output still matches the token loop, with packed sequences."""
+    import kdalib.ops.triton.chunk as chunk
+
+    launched, kernel = [], chunk._chunk_states_kernel
+
+    class Caught:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append(args[1].data_ptr() == args[5].data_ptr())  # u, v_new
+                return kernel[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(chunk, "_chunk_states_kernel", Caught())
+    lengths = [70, 130]
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
+    inputs = _problem(batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16, num_states=2)
+    _check(inputs, scale=0.25, cu_seqlens=offsets)
+    assert launched == [True]
+
+
 @pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
 def test_the_diagonal_launch_that_loads_each_row_ahead_computes_the_same(gate):
     """``diagonal_launch=(warps, True)``: the strong diagonal blocks' steps load the next row

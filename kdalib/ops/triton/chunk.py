@@ -11,7 +11,7 @@ versions and what moved them are in NOTES.md beside this file. Three stages:
    builds a diagonal block.
 2. :mod:`~kdalib.ops.triton.prefill_states`, one program per (sequence, value head, block of value
    columns), the only sequential pass: it carries the state and stores it at every chunk start,
-   with the corrections ``V_new = U - W S``.
+   with the corrections ``V_new = U - W S``, written over ``U`` (which nothing reads after).
 3. :mod:`~kdalib.ops.triton.prefill_output`, chunk-parallel again: ``O = Q_g S + A V_new``.
 
 Gates follow the operators' contract: ``g <= 0``; a positive log decay is treated as 0; log
@@ -19,7 +19,8 @@ decays below ``-GATE_FLOOR`` (zero decay in float32) are taken as that floor. Th
 be computed in the first kernel from the raw projection (``kda_gate``'s two forms).
 
 Precision. Cumulative sums of the gates and the carried state are float32 for every input
-dtype. Float32 inputs keep every intermediate in float32 and multiply in IEEE float32. For
+dtype. Float32 inputs keep every intermediate in float32 and multiply in three TF32 products
+(``tf32x3``; IEEE float32 in Triton's CPU interpreter). For
 16-bit inputs, the terms whose rounding reaches the output at full weight (``U``, ``V_new``
 and ``A``) stay float32 and meet in TF32 products, while ``W``, ``K_g``, ``Q_g`` and the stored
 states are bfloat16: each of these enters the output at least ten times more weakly than its
@@ -350,7 +351,9 @@ def triton_chunk_kda(
         block_v = columns if block_v is None else block_v
         state_stages = stages if state_stages is None else state_stages
     states = q.new_empty(num_chunks, HV, K, V, dtype=narrow)
-    v_new = q.new_empty(tokens, HV, V, dtype=f32)
+    # the state pass overwrites each chunk's U with its V_new = U - W S: the program that reads a
+    # tile of U is the only one, and it writes the same tile after reading it (no buffer of its own)
+    v_new = u
     final_state = v.new_empty(N, HV, K, V, dtype=f32) if output_final_state else None
     if initial_state is not None:
         initial_state = initial_state.contiguous()
