@@ -316,11 +316,10 @@ def test_the_gate_computed_in_the_kernel_matches_kda_gate(lower_bound, dtype):
     assert rel_rms(o, o_ref) < TOLERANCE[dtype] and rel_rms(state, state_ref) < TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
-def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
-    """``local_warps=(scores, terms)`` runs the chunk-local kernel as two launches (the scores, then
-    the inverse and the terms, reading the scores and the norms from memory): the same arithmetic,
-    so the same bits, with packed sequences, shared key heads and mild and strong decays."""
+def _launch_settings_problem(gate):
+    """Inputs on which launch settings are compared: packed sequences of 5, 64, 70 and 1 tokens
+    (ending inside 16-row blocks), two value heads sharing a key head, an initial state each,
+    the in-kernel L2 norm; returns ``(inputs, cu_seqlens, the call's other arguments)``."""
     lengths = [5, 64, 70, 1]
     offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
     inputs = _problem(
@@ -328,6 +327,15 @@ def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
         num_states=len(lengths),
     )  # fmt: skip
     run = dict(scale=0.25, output_final_state=True, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+    return inputs, offsets, run
+
+
+@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
+def test_the_chunk_local_work_in_two_launches_is_the_one_launch_result(gate):
+    """``local_warps=(scores, terms)`` runs the chunk-local kernel as two launches (the scores, then
+    the inverse and the terms, reading the scores and the norms from memory): the same arithmetic,
+    so the same bits, with packed sequences, shared key heads and mild and strong decays."""
+    inputs, offsets, run = _launch_settings_problem(gate)
     one = triton_chunk_kda(**inputs, **run, local_warps=2)
     for warps in ((2, 4), (2, 2)):
         split = triton_chunk_kda(**inputs, **run, local_warps=warps)
@@ -367,13 +375,7 @@ def test_the_diagonal_launch_that_loads_each_row_ahead_computes_the_same(gate):
     interpreter (on a GPU another warp count may sum in another order: within float32 rounding),
     with packed sequences ending inside blocks, shared key heads and the in-kernel L2 norm. With
     g = -1000 every diagonal block takes that launch; bad settings are refused."""
-    lengths = [5, 64, 70, 1]
-    offsets = torch.tensor([0] + lengths).cumsum(0).to(DEVICE)
-    inputs = _problem(
-        batch=1, tokens=sum(lengths), heads=1, value_heads=2, key_dim=16, value_dim=16, gate=gate,
-        num_states=len(lengths),
-    )  # fmt: skip
-    run = dict(scale=0.25, output_final_state=True, cu_seqlens=offsets, use_qk_l2norm_in_kernel=True)
+    inputs, offsets, run = _launch_settings_problem(gate)
     default = triton_chunk_kda(**inputs, **run)
     ahead = triton_chunk_kda(**inputs, **run, diagonal_launch=(1, True))
     assert torch.equal(default[0], ahead[0]) and torch.equal(default[1], ahead[1])
