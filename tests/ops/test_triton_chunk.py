@@ -286,8 +286,11 @@ def test_gpu_varlen_gates_and_l2norm(gate, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_gpu_chunk_kda_and_kda_use_the_kernel_for_inference():
-    inputs = _problem(torch.bfloat16, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_gpu_chunk_kda_and_kda_use_the_kernel_for_inference(dtype):
+    """Automatic routing on CUDA: inference in bfloat16 and in float32 (at the kernel's default,
+    tf32x3 products) takes the Triton forward."""
+    inputs = _problem(dtype, batch=1, tokens=300, heads=2, key_dim=64, value_dim=64)
     with torch.no_grad():
         expected, _ = triton_chunk_kda(**inputs, scale=0.125)
         for result, _ in (chunk_kda(**inputs), kda(**inputs)):
