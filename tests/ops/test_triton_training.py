@@ -108,7 +108,7 @@ def _entering_states(inputs, cu_seqlens, lengths, **kwargs) -> torch.Tensor:
 
 
 def _kernel_grads(
-    inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None), warps=8, kept=False, slices=None
+    inputs, cu_seqlens, lengths, scale, l2norm, seed=1, gate=(None, None, None), warps=8, kept=False
 ):  # fmt: skip
     """Gradients from :func:`chunk_kda_backward` (float64, IEEE products) for the cotangents that
     :func:`run_with_grads` draws (``gate``: ``inputs["g"]`` is the raw projection of that gate;
@@ -137,7 +137,6 @@ def _kernel_grads(
         "ieee",
         gate,
         local_backward_warps=warps,
-        **({} if slices is None else dict(local_backward_slices=slices)),
         local_scores=_local_terms(tensors, table, scale, l2norm, gate)[0] if kept else None,
     )
     return dict(zip((*INPUT_NAMES, "A_log", "dt_bias"), grads))
@@ -245,23 +244,6 @@ def test_the_local_backward_in_three_launches_is_the_one_launch_result(gate, low
             assert torch.equal(grad, three[name]), name
     with pytest.raises(ValueError, match="local_backward_warps"):
         _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4))
-
-
-@pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-A200", "g-1000"])
-def test_the_local_backward_in_slices_of_key_and_value_channels_is_the_whole_row_result(gate):
-    """``local_backward_slices``: the first stage walks the key and value channels 16 at a time
-    (two key slices, the second partly past K = 20, and two value slices) and gives the gradients
-    of whole rows (one slice each) to float64 rounding; widths that are not powers of two of at
-    least 16 are refused."""
-    inputs, cu_seqlens = _problem(gate, heads=1, value_heads=2)
-    whole = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, warps=(8, 4, 4), slices=(128, 128))
-    sliced = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, warps=(8, 4, 4), slices=(16, 16))
-    for name, grad in whole.items():
-        if grad is not None:
-            assert rel_rms(sliced[name], grad) < 1e-13, name
-    for bad in ((8, 32), (32, 24), (32.0, 32)):
-        with pytest.raises(ValueError, match="local_backward_slices"):
-            _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, slices=bad)
 
 
 KEPT_CASES = [("logsigmoid", None, False), ("kimi", None, True), (-1000.0, None, True), ("raw", -5.0, True)]

@@ -372,8 +372,6 @@ def _local_backward_kernel(
     GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
-    KS: tl.constexpr = 32,
-    VS: tl.constexpr = 32,
     STAGES: tl.constexpr = 7,
 ):
     """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
@@ -387,12 +385,11 @@ def _local_backward_kernel(
     gradients of q, k and g once read, and ``scores_kk`` that of ``A_kk``.
 
     ``STAGES``: which of the three stages to run, as bits: 1 the inputs as the forward used them,
-    the UT transform and the decayed terms, ``VS`` value and ``KS`` key channels at a time (its
-    whole-chunk tiles are then the 64 x 64 ones alone); 2 the scores' gradients; 4 the cumulative sum's, the
+    the UT transform and the decayed terms; 2 the scores' gradients; 4 the cumulative sum's, the
     gate's and the L2 norm's backward (7: all, one program per (chunk, value head)). Run as three
     launches, the second has one program per (chunk, value head, 16-row block) (its third index),
     each adding to its block's rows only, and the first hands the gradient reaching ``G`` through
-    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``, in one launch too)."""
+    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``)."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     n = (end - start).to(tl.int32)
@@ -400,9 +397,10 @@ def _local_backward_kernel(
     block = (i_c * HV + i_hv).to(tl.int64)
     base_k, base_v, base_s = block * CHUNK * K, block * CHUNK * V, block * CHUNK * CHUNK
     rows = tl.arange(0, CHUNK)
-    cols_k = tl.arange(0, BK)
-    mask_k = cols_k < K
+    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
+    mask_k, mask_v = cols_k < K, cols_v < V
     tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    tile_v = (rows < CHUNK)[:, None] & mask_v[None, :]
     square = rows[:, None] * CHUNK + rows[None, :]  # 32-bit offsets from the chunk's C x C block
     inverse, scores_kk, dscores = inverse + base_s, scores_kk + base_s, dscores + base_s
     strict = rows[:, None] > rows[None, :]
@@ -412,81 +410,33 @@ def _local_backward_kernel(
     beta_at = beta + start * HV + i_hv
 
     if STAGES & 1:
-        # ---- the UT transform's value side, VS value columns at a time (loads ordered so that few
-        # whole-chunk tiles are live at once)
+        # ---- the inputs as the forward used them: q and k normalised, the gate in [-FLOOR, 0]
+        x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
+        _put(q_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+        x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
+        _put(k_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+        g_clamped = _gate(
+            g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
+        )
+        g_acc = tl.cumsum(g_clamped.to(x.dtype), axis=0)
+        _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
+        tl.debug_barrier()
+
+        # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
         b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
         x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
         transform = x_inv * b[None, :]
-        d_t = tl.zeros([CHUNK, CHUNK], dtype=x_inv.dtype)
-        for s in tl.static_range(BV // VS):
-            cols_s = s * VS + tl.arange(0, VS)
-            mask_s = cols_s < V
-            tile_s = (rows < CHUNK)[:, None] & mask_s[None, :]
-            d_u = _tile(dv_new, base_v, rows, cols_s, V, tile_s)
-            d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
-            _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_s, mask_s, NATIVE_BF16)
-            values = _token_rows(v_at, rows, n, HV * V, cols_s, mask_s)
-            d_t += tl.dot(d_u, tl.trans(values), input_precision=PRECISION)
-
-        # ---- the rows' L2 norms, over every key channel before any slice is normalised
-        if USE_QK_L2NORM:
-            q_squares = tl.zeros([CHUNK], dtype=x_inv.dtype)
-            k_squares = tl.zeros([CHUNK], dtype=x_inv.dtype)
-            for s in tl.static_range(BK // KS):
-                cols_s = s * KS + tl.arange(0, KS)
-                x = _token_rows(q_at, rows, n, H * K, cols_s, cols_s < K)
-                q_squares += tl.sum(x * x, axis=1)
-                x = _token_rows(k_at, rows, n, H * K, cols_s, cols_s < K)
-                k_squares += tl.sum(x * x, axis=1)
-            q_norm, k_norm = _norm(q_squares, USE_QK_L2NORM), _norm(k_squares, USE_QK_L2NORM)
-
-        # ---- the key side, KS key channels at a time: the inputs as the forward used them (q and k
-        # normalised, the gate in [-FLOOR, 0] and summed over the chunk), the decayed keys' share of
-        # dT and the gradients of the decayed terms. Each buffer of a term's gradient becomes an
-        # accumulator as it is read: an element is stored only from values that depend on its own
-        # load, so no other thread can still need the old one.
-        for s in tl.static_range(BK // KS):
-            cols_s = s * KS + tl.arange(0, KS)
-            mask_s = cols_s < K
-            tile_s = (rows < CHUNK)[:, None] & mask_s[None, :]
-            q_s = _token_rows(q_at, rows, n, H * K, cols_s, mask_s)
-            k_s = _token_rows(k_at, rows, n, H * K, cols_s, mask_s)
-            if USE_QK_L2NORM:
-                q_s, k_s = q_s * q_norm[:, None], k_s * k_norm[:, None]
-            _put(q_n, base_k, rows, cols_s, K, tile_s, q_s)
-            _put(k_n, base_k, rows, cols_s, K, tile_s, k_s)
-            g_clamped = _gate(
-                g_at, rows, rows < n, cols_s, mask_s, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
-            )
-            g_acc = tl.cumsum(g_clamped.to(q_s.dtype), axis=0)
-            _put(g_sum, base_k, rows, cols_s, K, tile_s, g_acc)
-            gamma = tl.exp(g_acc)
-            keys_in = k_s * gamma
-            d_w = _tile(dw, base_k, rows, cols_s, K, tile_s)
-            d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
-            d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
-            d_g = d_keys_in * keys_in
-            d_keys = d_keys_in * gamma
-            # queries decayed from the chunk start, keys decayed to its end, the chunk's decay
-            d_query_in = _tile(dqg, base_k, rows, cols_s, K, tile_s)
-            _put(dqg, base_k, rows, cols_s, K, tile_s, d_query_in * gamma)
-            d_g += d_query_in * q_s * gamma
-            # G_L is the cumulative sum's own last row: summed again in another order it could differ
-            # by rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
-            g_last = _row(g_acc, CHUNK - 1, CHUNK)
-            decay_out = tl.exp(g_last[None, :] - g_acc)
-            d_keys_out = _tile(dkg, base_k, rows, cols_s, K, tile_s)
-            d_keys += d_keys_out * decay_out
-            # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it
-            # as "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-            through_end = d_keys_out * k_s * decay_out
-            d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-            d_g_end += (tl.load(ddecay + block * K + cols_s, mask=mask_s, other=0.0) * tl.exp(g_last))[None, :]
-            _put(dkg, base_k, rows, cols_s, K, tile_s, d_keys)
-            _put(dw, base_k, rows, cols_s, K, tile_s, d_g)
-            _put(dg_end, base_k, rows, cols_s, K, tile_s, d_g_end)
-
-        # ---- dT into the gradients of beta and of A_kk
+        d_u = _tile(dv_new, base_v, rows, cols_v, V, tile_v)
+        d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
+        _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
+        d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
+        gamma = tl.exp(g_acc)
+        keys_in = _tile(k_n, base_k, rows, cols_k, K, tile_k) * gamma
+        d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
+        d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
+        d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
+        d_g = d_keys_in * keys_in
+        d_keys = d_keys_in * gamma
         d_b = tl.sum(d_t * x_inv, axis=0)
         d_l = -tl.dot(
             tl.dot(tl.trans(x_inv), d_t * b[None, :], input_precision=PRECISION),
@@ -500,6 +450,28 @@ def _local_backward_kernel(
         tl.store(
             dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
         )
+
+        # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
+        # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
+        # only from values that depend on its own load, so no other thread can still need the old one.
+        d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+        _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
+        d_g += d_query_in * _tile(q_n, base_k, rows, cols_k, K, tile_k) * gamma
+        # G_L is the cumulative sum's own last row: summed again in another order it could differ by
+        # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
+        g_last = _row(g_acc, CHUNK - 1, CHUNK)
+        decay_out = tl.exp(g_last[None, :] - g_acc)
+        d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
+        d_keys += d_keys_out * decay_out
+        # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
+        # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
+        through_end = d_keys_out * _tile(k_n, base_k, rows, cols_k, K, tile_k) * decay_out
+        d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
+        d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
+        _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
+        _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
+        if not (STAGES & 4):  # the last stage runs as a launch of its own
+            _put(dg_end, base_k, rows, cols_k, K, tile_k, d_g_end)
         tl.debug_barrier()
 
     # ---- the scores' gradients, block by block of 16 rows
@@ -518,7 +490,8 @@ def _local_backward_kernel(
 
     if STAGES & 4:
         # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
-        d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
+        if not (STAGES & 1):
+            d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
         d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
         d_g = _gate_backward(
             d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,

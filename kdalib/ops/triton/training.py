@@ -66,7 +66,6 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
-    local_backward_slices: tuple[int, int] = (16, 32),
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
 ):
@@ -88,9 +87,6 @@ def chunk_kda_backward(
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
             16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
-        local_backward_slices: ``(key, value)`` columns per slice in the local backward's first
-            stage, which walks the key and value channels in slices of these widths (powers of two
-            of at least 16) so that its live tiles are ``64 x slice`` rather than whole rows.
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
@@ -112,14 +108,7 @@ def chunk_kda_backward(
     HV, V = v.shape[2], v.shape[3]
     terms = compute_dtype(*inputs)
     chunks = table.count
-    block_k, value_block = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
-    widths = local_backward_slices
-    if not (isinstance(widths, tuple) and len(widths) == 2):
-        raise ValueError(f"local_backward_slices: expected (key, value) widths, got {widths!r}")
-    for name, width in zip(("key", "value"), widths):
-        if type(width) is not int or width < 16 or width & (width - 1):
-            raise ValueError(f"local_backward_slices: the {name} slice must be a power of two >= 16, got {width!r}")
-    key_slice, value_slice = min(widths[0], block_k), min(widths[1], value_block)
+    block_k = max(16, triton.next_power_of_2(K))
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
     bf16_inputs = all(x.dtype == torch.bfloat16 for x in (q, k, v))
@@ -192,19 +181,19 @@ def chunk_kda_backward(
     # where k_n ends
     warps = local_backward_warps
     if isinstance(warps, int):
-        launches = [(7, (chunks, HV), warps)]
+        launches, dg_end = [(7, (chunks, HV), warps)], None
     elif len(warps) == 3:
         grids = ((chunks, HV), (chunks, HV, CHUNK // SUB), (chunks, HV))
         launches = list(zip((1, 2, 4), grids, warps))
+        dg_end = _reuse(k_n, scratch, terms, after=k_n.numel())
     else:
         raise ValueError(f"local_backward_warps: expected a number of warps or three, got {warps!r}")
-    dg_end = _reuse(k_n, scratch, terms, after=k_n.numel())
     for stages, grid, stage_warps in launches:
         _local_backward_kernel[grid](
             q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
             inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
             dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, table.ends, table.starts, T, table.nt,
-            H=H, HV=HV, K=K, V=V, BK=block_k, BV=value_block, KS=key_slice, VS=value_slice, CHUNK=CHUNK, SUB=SUB,
+            H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
             DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
             IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
             PRECISION=precision, NATIVE_BF16=native, STAGES=stages, num_warps=stage_warps, num_stages=1,
