@@ -75,11 +75,10 @@ LOCAL_WARPS = (2, 2)
 """Warps of the chunk-local work's two launches, (scores, terms): the fastest split timed on an H100
 (NOTES.md, v4.3); the forward's and the training backward's default."""
 
-DIAGONAL_LAUNCH = (1, False)
+DIAGONAL_LAUNCH = (1, True)
 """Warps of the strong diagonal blocks' launch (:func:`~kdalib.ops.triton.prefill_local._diagonal_kernel`)
-and whether each of its steps loads the next row ahead (``PREFETCH``): of 1, 2 and 4 warps, 1 was
-the fastest on an H100 with every diagonal block in that launch (NOTES.md, v4.5); loading ahead is
-built but not yet timed (v4.6)."""
+and whether each of its steps loads the next row ahead (``PREFETCH``): 1 warp, loading ahead, was
+the fastest of 1, 2 and 4 warps with and without it on an H100 with the Kimi gate (NOTES.md, v4.6)."""
 
 
 def state_launch(
