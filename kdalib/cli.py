@@ -222,6 +222,13 @@ def _add_bench(sub) -> None:
         metavar="A,B",
         help="time only these of the suite's methods, comma-separated (default: all of them)",
     )
+    p.add_argument(
+        "--rows",
+        default=None,
+        metavar="PART,PART",
+        help="time only the suite's rows whose label contains one of these comma-separated parts, "
+        "e.g. train-B2-T16384 (default: every row; see a run's printed labels)",
+    )
     p.add_argument("--json", metavar="FILE", default=None, help="where to write results (default: bench-<device>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per row (best is reported)")
     p.add_argument("--fla-path", default=None, help="flash-linear-attention source tree or wheel to compare against")

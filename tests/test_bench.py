@@ -57,6 +57,7 @@ def _args(**overrides) -> argparse.Namespace:
         threads=None,
         breakdown=False,
         methods=None,
+        rows=None,
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -155,6 +156,24 @@ def test_methods_time_only_the_chosen_ones_and_an_unknown_one_is_refused(tmp_pat
         assert cmd_bench(_args(json=str(tmp_path / "no.json"), methods=bad)) == 2
         error = capsys.readouterr().err
         assert f"--methods {bad!r}: suite 'tiny' times peer, naive" in error and named in error
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_rows_time_only_the_matching_labels_and_no_match_is_refused(tmp_path, capsys):
+    """``--rows``: the suite's rows whose label contains one of the parts; the record says what was
+    asked; parts that match nothing are refused, listing the labels, and nothing is written."""
+    out = tmp_path / "bench.json"
+    assert cmd_bench(_args(json=str(out), rows="T100, train-")) == 0
+    result = json.loads(out.read_text())
+    labels = {r["label"] for r in result["rows"]}
+    suite = bench.SUITES["tiny"]
+    expected = {s.label for s in suite.shapes if "T100" in s.label or "train-" in s.label}
+    assert labels == expected and len(expected) < len(suite.shapes)
+    assert result["rows_asked"] == "T100, train-"
+    capsys.readouterr()
+    assert cmd_bench(_args(json=str(tmp_path / "no.json"), rows="T12345")) == 2
+    error = capsys.readouterr().err
+    assert "--rows 'T12345' matches no row of suite 'tiny'" in error and suite.shapes[0].label in error
     assert not (tmp_path / "no.json").exists()
 
 

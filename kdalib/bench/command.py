@@ -42,6 +42,15 @@ def cmd_bench(args) -> int:
             )
             return 2
         suite = replace(suite, methods=tuple(dict.fromkeys(chosen)))
+    rows = getattr(args, "rows", None)
+    if rows is not None:
+        parts = tuple(part.strip() for part in rows.split(",") if part.strip())
+        shapes = tuple(shape for shape in suite.shapes if any(part in shape.label for part in parts))
+        if not shapes:
+            labels = ", ".join(shape.label for shape in suite.shapes)
+            print(f"kdalib bench: --rows {rows!r} matches no row of suite {name!r}; its rows: {labels}", file=sys.stderr)
+            return 2
+        suite = replace(suite, shapes=shapes)
     if getattr(args, "first_call", None) is not None and device != "cuda":
         print(
             "kdalib bench: --first-call times the Triton kernels' compilation: it needs --device cuda", file=sys.stderr
@@ -71,6 +80,8 @@ def cmd_bench(args) -> int:
     print(f"kdalib bench: suite {name} on {device}, best of {args.repeats}, {torch.get_num_threads()} CPU threads")
     out = Path(args.json or f"bench-{device}.json")
     header = dict(provenance(device), suite=name, methods=list(suite.methods), repeats=args.repeats)
+    if rows is not None:
+        header["rows_asked"] = rows
 
     # the first calls come before the suite (each in a process of its own with a cold cache), so that
     # a run cut short still records them
