@@ -48,7 +48,9 @@ def cmd_bench(args) -> int:
         shapes = tuple(shape for shape in suite.shapes if any(part in shape.label for part in parts))
         if not shapes:
             labels = ", ".join(shape.label for shape in suite.shapes)
-            print(f"kdalib bench: --rows {rows!r} matches no row of suite {name!r}; its rows: {labels}", file=sys.stderr)
+            print(
+                f"kdalib bench: --rows {rows!r} matches no row of suite {name!r}; its rows: {labels}", file=sys.stderr
+            )
             return 2
         suite = replace(suite, shapes=shapes)
     if getattr(args, "first_call", None) is not None and device != "cuda":
