@@ -66,6 +66,7 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
+    chunk_grads_launch: tuple[int, int, int] = (16, 8, 1),
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
 ):
@@ -87,6 +88,12 @@ def chunk_kda_backward(
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
             16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
+        chunk_grads_launch: ``(value columns per step, warps, pipeline stages)`` of the
+            chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
+            which walks the value columns in steps of that many (a power of two of at least 16);
+            with more than one stage, each step's loads are issued while the previous step
+            multiplies. The default, 16 columns at 8 warps unpipelined, is ptxas' choice (254
+            registers, no spills), not a timed one.
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
@@ -108,6 +115,7 @@ def chunk_kda_backward(
     HV, V = v.shape[2], v.shape[3]
     terms = compute_dtype(*inputs)
     chunks = table.count
+    grads_columns, grads_warps, grads_stages = _checked_launch(chunk_grads_launch)
     block_k = max(16, triton.next_power_of_2(K))
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
@@ -161,8 +169,8 @@ def chunk_kda_backward(
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
         float(scale), T, table.nt,
-        K=K, V=V, HV=HV, BK=block_k, BV=16, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        num_warps=8, num_stages=1,
+        K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
+        num_warps=grads_warps, num_stages=grads_stages,
     )  # fmt: skip
     del w, kg, qg
     group = HV // H
@@ -204,6 +212,20 @@ def chunk_kda_backward(
     d_a_log = None if d_rate is None else d_rate.sum(0)
     d_dt_bias = None if d_bias is None else d_bias.sum(0).view(dt_bias.shape)
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
+
+
+def _checked_launch(launch) -> tuple[int, int, int]:
+    """``chunk_grads_launch`` as given, or a ValueError naming it."""
+    ok = isinstance(launch, tuple) and len(launch) == 3 and all(type(x) is int for x in launch)
+    if ok:
+        columns, warps, stages = launch
+        ok = columns >= 16 and columns & (columns - 1) == 0 and warps in (1, 2, 4, 8, 16) and 1 <= stages <= 4
+    if not ok:
+        raise ValueError(
+            "chunk_grads_launch: expected (value columns, a power of two >= 16; warps, 1 to 16, a power of two;"
+            f" pipeline stages, 1 to 4), got {launch!r}"
+        )
+    return launch
 
 
 def reverse_state_launch(V: int) -> tuple[int, int, int]:
