@@ -374,10 +374,11 @@ def test_the_state_pass_writes_the_corrections_over_u(monkeypatch):
 @pytest.mark.parametrize("gate", ["kimi", -1000.0], ids=["kimi-gate-A200", "g-1000"])
 def test_the_diagonal_launch_that_loads_each_row_ahead_computes_the_same(gate):
     """``diagonal_launch=(warps, True)`` (the default at 1 warp): the strong diagonal blocks' steps
-    load the next row before they work on their own, against ``(1, False)``; the same arithmetic in the same order, so the same bits in the
-    interpreter (on a GPU another warp count may sum in another order: within float32 rounding),
-    with packed sequences ending inside blocks, shared key heads and the in-kernel L2 norm. With
-    g = -1000 every diagonal block takes that launch; bad settings are refused."""
+    load the next row before they work on their own, against ``(1, False)``; the same arithmetic
+    in the same order, so the same bits in the interpreter (on a GPU another warp count may sum in
+    another order: within float32 rounding), with packed sequences ending inside blocks, shared
+    key heads and the in-kernel L2 norm. With g = -1000 every diagonal block takes that launch;
+    bad settings are refused."""
     inputs, offsets, run = _launch_settings_problem(gate)
     row_by_row = triton_chunk_kda(**inputs, **run, diagonal_launch=(1, False))
     ahead = triton_chunk_kda(**inputs, **run, diagonal_launch=(1, True))
