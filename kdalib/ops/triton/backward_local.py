@@ -125,9 +125,13 @@ def _scores_grad_row_block(
     SUB: tl.constexpr,
     DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
+    n,
+    QK_ROW: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
 ):
     """The scores' gradients reaching the rows of 16-row block ``i`` (q_r and k_r), added to the
-    block's rows of dq, dk and dg."""
+    block's rows of dq, dk and dg. ``q`` and ``k`` point at the chunk's first token of the key head
+    in the token layout (``n`` tokens, rows ``QK_ROW`` apart), read through :func:`_normed`."""
     sub = tl.arange(0, SUB)
     tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
     rows_i = i * SUB + sub
@@ -137,7 +141,7 @@ def _scores_grad_row_block(
     acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
     for j in range(0, i):
         rows_j = j * SUB + sub
-        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
         k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
         block = rows_i[:, None] * CHUNK + rows_j[None, :]
         acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
@@ -145,7 +149,7 @@ def _scores_grad_row_block(
     row_decay = tl.exp(g_i - g_ref[None, :])
     block = rows_i[:, None] * CHUNK + rows_i[None, :]
     below = sub[:, None] > sub[None, :]
-    k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub)
+    k_i = _normed(k, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     g_mid, middle = _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB, DOT_SPAN)
     if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
         # the diagonal block below its diagonal as one product: column factors <= exp(span)
@@ -173,7 +177,7 @@ def _scores_grad_row_block(
             k_c = k_i * column_factor
             acc_q += row_factor * tl.dot(tl.where(serves, d_s, 0.0), k_c, input_precision=PRECISION)
             acc_k += row_factor * tl.dot(tl.where(serves, d_kk_i, 0.0), k_c, input_precision=PRECISION)
-    q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub)
+    q_i = _normed(q, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     # the diagonal q_r . k_r has no decay: it reaches q, not g
     d_q_i = acc_q + tl.load(dscores + rows_i * (CHUNK + 1))[:, None] * k_i
     _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
@@ -202,9 +206,12 @@ def _scores_grad_column_block(
     SUB: tl.constexpr,
     DOT_SPAN: tl.constexpr,
     PRECISION: tl.constexpr,
+    n,
+    QK_ROW: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
 ):
     """The scores' gradients reaching the columns of 16-row block ``j`` (k_c), added to the block's
-    rows of dk and dg."""
+    rows of dk and dg (``q`` and ``k`` as for :func:`_scores_grad_row_block`)."""
     sub = tl.arange(0, SUB)
     tile_sub = (sub < SUB)[:, None] & mask_k[None, :]
     rows_j = j * SUB + sub
@@ -214,8 +221,8 @@ def _scores_grad_column_block(
         rows_i = i * SUB + sub
         g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
         row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
-        q_i = _tile(q, base_k, rows_i, cols_k, K, tile_sub) * row_decay
-        k_i = _tile(k, base_k, rows_i, cols_k, K, tile_sub) * row_decay
+        q_i = _normed(q, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        k_i = _normed(k, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
         block = rows_i[:, None] * CHUNK + rows_j[None, :]
         part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
@@ -232,24 +239,26 @@ def _scores_grad_column_block(
             g_ref = g_mid
         row_decay = tl.exp(g_j - g_ref[None, :])
         below = sub[:, None] > sub[None, :]
-        q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub) * row_decay
-        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub) * row_decay
+        q_j = _normed(q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
         part = tl.dot(tl.trans(tl.load(dscores + block, mask=below, other=0.0)), q_j, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
     else:
         d_s = tl.load(dscores + block)
         d_kk_j = tl.load(d_kk + block)
-        q_j = _tile(q, base_k, rows_j, cols_k, K, tile_sub)
-        k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
+        q_j = _normed(q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
         for level in tl.static_range(4):  # the diagonal block below its diagonal, by levels
             row_factor, column_factor, serves = _level(g_sum, base_k, g_j, j, K, cols_k, mask_k, level, SUB)
             part = tl.dot(tl.trans(tl.where(serves, d_s, 0.0)), q_j * row_factor, input_precision=PRECISION)
             part += tl.dot(tl.trans(tl.where(serves, d_kk_j, 0.0)), k_j * row_factor, input_precision=PRECISION)
             acc += part * column_factor
     # the block's own q and k read again, not held across the branches: holding them spills (ptxas)
-    k_j = _tile(k, base_k, rows_j, cols_k, K, tile_sub)
-    d_k_j = acc + tl.load(dscores + rows_j * (CHUNK + 1))[:, None] * _tile(q, base_k, rows_j, cols_k, K, tile_sub)
+    k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    d_k_j = acc + tl.load(dscores + rows_j * (CHUNK + 1))[:, None] * _normed(
+        q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM
+    )
     _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
     _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
 
@@ -257,16 +266,19 @@ def _scores_grad_column_block(
 @triton.jit
 def _scores_grads_of_block(q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b,
                            K: tl.constexpr, BK: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
-                           DOT_SPAN: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+                           DOT_SPAN: tl.constexpr, PRECISION: tl.constexpr, n, QK_ROW: tl.constexpr,
+                           USE_QK_L2NORM: tl.constexpr):  # fmt: skip
     """Everything the scores' gradients add to the rows of 16-row block ``b``: its row side, then
     its column side. Blocks write disjoint rows, so they may run in any order or in parallel."""
     _scores_grad_row_block(
-        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
-    )
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        n, QK_ROW, USE_QK_L2NORM,
+    )  # fmt: skip
     tl.debug_barrier()  # the column side adds to the rows the row side has just written
     _scores_grad_column_block(
-        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION
-    )
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        n, QK_ROW, USE_QK_L2NORM,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -275,6 +287,14 @@ def _token_rows(ptr, rows, n, stride, cols, mask_k):
     its head, rows ``stride`` apart), zeros past the chunk's ``n`` tokens, widened."""
     mask = (rows < n)[:, None] & mask_k[None, :]
     return _widen(tl.load(ptr + (rows[:, None] * stride + cols[None, :]), mask=mask, other=0.0))
+
+
+@triton.jit
+def _normed(ptr, rows, n, stride, cols, mask_k, USE_QK_L2NORM: tl.constexpr):
+    """:func:`_token_rows` of q or k as the forward used them: each row times ``1 / sqrt(|row|^2 +
+    1e-6)`` with the in-kernel L2 norm (``cols`` must then span the whole row), else as given."""
+    x = _token_rows(ptr, rows, n, stride, cols, mask_k)
+    return x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None]
 
 
 @triton.jit
@@ -342,8 +362,6 @@ def _local_backward_kernel(
     ddecay,
     dqg,
     dscores,
-    q_n,
-    k_n,
     g_sum,
     dq,
     dk,
@@ -380,9 +398,10 @@ def _local_backward_kernel(
     ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q, k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in
     the token layout (dq and dk per value head, ``[tokens, HV, K]``); the terms' gradients, the
     inverse and ``A_kk`` in the chunk layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
-    ``q_n``, ``k_n`` (q and k as the forward used them, normalised when asked), ``g_sum`` (the
-    chunk-local cumulative log decay); ``dqg``, ``dkg`` and ``dw`` become the accumulators of the
-    gradients of q, k and g once read, and ``scores_kk`` that of ``A_kk``.
+    ``g_sum`` (the chunk-local cumulative log decay; q and k as the forward used them, normalised
+    when asked, are read from the inputs where needed, :func:`_normed`); ``dqg``, ``dkg`` and
+    ``dw`` become the accumulators of the gradients of q, k and g once read, and ``scores_kk``
+    that of ``A_kk``.
 
     ``STAGES``: which of the three stages to run, as bits: 1 the inputs as the forward used them,
     the UT transform and the decayed terms; 2 the scores' gradients; 4 the cumulative sum's, the
@@ -410,15 +429,12 @@ def _local_backward_kernel(
     beta_at = beta + start * HV + i_hv
 
     if STAGES & 1:
-        # ---- the inputs as the forward used them: q and k normalised, the gate in [-FLOOR, 0]
-        x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
-        _put(q_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
-        x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
-        _put(k_n, base_k, rows, cols_k, K, tile_k, x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None])
+        # ---- the gate as the forward used it, in [-FLOOR, 0], summed over the chunk (q and k
+        # normalised are read again where needed: two bfloat16 tiles instead of two float32 ones)
         g_clamped = _gate(
             g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
         )
-        g_acc = tl.cumsum(g_clamped.to(x.dtype), axis=0)
+        g_acc = tl.cumsum(g_clamped.to(g_sum.dtype.element_ty), axis=0)
         _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
         tl.debug_barrier()
 
@@ -431,7 +447,7 @@ def _local_backward_kernel(
         _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
         d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
         gamma = tl.exp(g_acc)
-        keys_in = _tile(k_n, base_k, rows, cols_k, K, tile_k) * gamma
+        keys_in = _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
         d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
         d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
         d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
@@ -456,7 +472,7 @@ def _local_backward_kernel(
         # only from values that depend on its own load, so no other thread can still need the old one.
         d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
         _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
-        d_g += d_query_in * _tile(q_n, base_k, rows, cols_k, K, tile_k) * gamma
+        d_g += d_query_in * _normed(q_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
         # G_L is the cumulative sum's own last row: summed again in another order it could differ by
         # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
         g_last = _row(g_acc, CHUNK - 1, CHUNK)
@@ -465,7 +481,7 @@ def _local_backward_kernel(
         d_keys += d_keys_out * decay_out
         # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
         # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-        through_end = d_keys_out * _tile(k_n, base_k, rows, cols_k, K, tile_k) * decay_out
+        through_end = d_keys_out * _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
         d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
         d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
         _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
@@ -477,14 +493,14 @@ def _local_backward_kernel(
     # ---- the scores' gradients, block by block of 16 rows
     if STAGES == 2:  # one row block per program
         _scores_grads_of_block(
-            q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, tl.program_id(2),
-            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+            q_at, k_at, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, tl.program_id(2),
+            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
         )  # fmt: skip
     elif STAGES & 2:
         for b in tl.static_range(CHUNK // SUB):
             _scores_grads_of_block(
-                q_n, k_n, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
-                K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+                q_at, k_at, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
+                K, BK, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
             )  # fmt: skip
             tl.debug_barrier()
 

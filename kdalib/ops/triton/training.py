@@ -178,28 +178,27 @@ def chunk_kda_backward(
     dq = q.new_empty(B, T, HV, K, dtype=key_grads)
     dk = k.new_empty(B, T, HV, K, dtype=terms if group > 1 else k.dtype)
     dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
-    # the local backward's scratch in the buffers the last two launches have finished with, where they fit
+    # the local backward's scratch (the cumulative gate; with three launches the G_L gradient that
+    # the first hands to the third) in the buffers the last two launches have finished with, where
+    # they fit
     scratch = (chunks, HV, CHUNK, K)
-    q_n, k_n = _reuse(u, scratch, terms), _reuse(d_states, scratch, terms)
-    del u, d_states
-    g_sum = q.new_empty(scratch, dtype=terms)
+    g_sum = _reuse(u, scratch, terms)
     d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
     d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
-    # the local backward: one launch, or three, the third reading the first's G_L gradient from
-    # where k_n ends
     warps = local_backward_warps
     if isinstance(warps, int):
         launches, dg_end = [(7, (chunks, HV), warps)], None
     elif len(warps) == 3:
         grids = ((chunks, HV), (chunks, HV, CHUNK // SUB), (chunks, HV))
         launches = list(zip((1, 2, 4), grids, warps))
-        dg_end = _reuse(k_n, scratch, terms, after=k_n.numel())
+        dg_end = _reuse(d_states, scratch, terms)
     else:
         raise ValueError(f"local_backward_warps: expected a number of warps or three, got {warps!r}")
+    del u, d_states
     for stages, grid, stage_warps in launches:
         _local_backward_kernel[grid](
             q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
-            inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, q_n, k_n, g_sum,
+            inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, g_sum,
             dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, table.ends, table.starts, T, table.nt,
             H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
             DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
