@@ -92,8 +92,9 @@ def chunk_kda_backward(
             chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
             which walks the value columns in steps of that many (a power of two of at least 16);
             with more than one stage, each step's loads are issued while the previous step
-            multiplies. The default, 16 columns at 8 warps unpipelined, is ptxas' choice (254
-            registers, no spills), not a timed one.
+            multiplies. The default, 16 columns at 8 warps unpipelined, is ptxas' choice (255
+            registers and 20 bytes of spills at K = V = 128 with bfloat16 key terms; 32 columns
+            spill about 230), not a timed one (NOTES.md, training v5.1).
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
@@ -159,8 +160,7 @@ def chunk_kda_backward(
         NATIVE_BF16=native, num_warps=reverse_warps, num_stages=reverse_stages,
     )  # fmt: skip
     # the terms the reverse pass read become their gradients' buffers (those of the gradients' dtype);
-    # the chunk-gradient kernel walks all value columns 16 at a time (251 registers and no spills at
-    # 8 warps; 32 spill a little)
+    # the chunk-gradient kernel walks all value columns as chunk_grads_launch says
     dscores, ddecay = scores, decay
     if narrow == terms:
         dw, dkg, dqg = w, kg, qg
