@@ -116,7 +116,7 @@ def chunk_kda_backward(
     HV, V = v.shape[2], v.shape[3]
     terms = compute_dtype(*inputs)
     chunks = table.count
-    grads_columns, grads_warps, grads_stages = _checked_launch(chunk_grads_launch)
+    grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch)
     block_k = max(16, triton.next_power_of_2(K))
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
@@ -213,7 +213,7 @@ def chunk_kda_backward(
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
 
-def _checked_launch(launch) -> tuple[int, int, int]:
+def _checked_grads_launch(launch) -> tuple[int, int, int]:
     """``chunk_grads_launch`` as given, or a ValueError naming it."""
     ok = isinstance(launch, tuple) and len(launch) == 3 and all(type(x) is int for x in launch)
     if ok:
