@@ -66,7 +66,7 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
-    chunk_grads_launch: tuple[int, int, int] = (16, 8, 1),
+    chunk_grads_launch: tuple[int, int, int] = (16, 8, 3),
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
 ):
@@ -92,9 +92,9 @@ def chunk_kda_backward(
             chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
             which walks the value columns in steps of that many (a power of two of at least 16);
             with more than one stage, each step's loads are issued while the previous step
-            multiplies. The default, 16 columns at 8 warps unpipelined, is ptxas' choice (255
-            registers and 20 bytes of spills at K = V = 128 with bfloat16 key terms; 32 columns
-            spill about 230), not a timed one (NOTES.md, training v5.1).
+            multiplies. The default, 16 columns at 8 warps in three stages, was the fastest timed on
+            the H100 (2.86 ms at B2 T16384 H32 against 3.93 unpipelined and 3.59 in two stages;
+            32 columns spill about 230 bytes in ptxas; NOTES.md, training v5.2).
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
