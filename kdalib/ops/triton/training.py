@@ -66,7 +66,7 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
-    chunk_grads_launch: tuple[int, int, int] = (16, 8, 3),
+    chunk_grads_launch: tuple[int, int, int] | None = None,
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
 ):
@@ -92,9 +92,7 @@ def chunk_kda_backward(
             chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
             which walks the value columns in steps of that many (a power of two of at least 16);
             with more than one stage, each step's loads are issued while the previous step
-            multiplies. The default, 16 columns at 8 warps in three stages, was the fastest timed on
-            the H100 (2.86 ms at B2 T16384 H32 against 3.93 unpipelined and 3.59 in two stages;
-            32 columns spill about 230 bytes in ptxas; NOTES.md, training v5.2).
+            multiplies. None (the default): :func:`chunk_grads_launch_for` of the head sizes.
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
@@ -116,6 +114,8 @@ def chunk_kda_backward(
     HV, V = v.shape[2], v.shape[3]
     terms = compute_dtype(*inputs)
     chunks = table.count
+    if chunk_grads_launch is None:
+        chunk_grads_launch = chunk_grads_launch_for(K, V)
     grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch)
     block_k = max(16, triton.next_power_of_2(K))
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
@@ -225,6 +225,24 @@ def _checked_grads_launch(launch) -> tuple[int, int, int]:
             f" pipeline stages, 1 to 4), got {launch!r}"
         )
     return launch
+
+
+# Head sizes (K, V) at which the pipelined chunk-gradient kernel was checked on the GPU against
+# float64 (tests/ops/test_triton_chunk_scan.py's GPU grid). At K = V = 64 Triton 3.6 compiles the
+# pipelined loop wrongly on the H100: dq, dk and dg come out with relative errors of 0.65-0.86
+# (NOTES.md, training v5.2), so that size and the ones never checked keep the loop unpipelined.
+PIPELINED_GRADS_HEADS = frozenset({(64, 128), (128, 64), (128, 128)})
+
+
+def chunk_grads_launch_for(K: int, V: int) -> tuple[int, int, int]:
+    """Value columns per step, warps and pipeline stages of the chunk-gradient kernel
+    (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`) at key size K, value size V.
+
+    16 columns at 8 warps; three stages at the head sizes of ``PIPELINED_GRADS_HEADS``, the fastest
+    timed on the H100 (2.86 ms at B2 T16384 H32 K = V = 128 against 3.93 unpipelined, 3.59 with two
+    stages and 2.98 with four; NOTES.md, training v5.2), one stage elsewhere.
+    """
+    return (16, 8, 3 if (K, V) in PIPELINED_GRADS_HEADS else 1)
 
 
 def reverse_state_launch(V: int) -> tuple[int, int, int]:
