@@ -302,7 +302,7 @@ def _l2_norm_backward(x, dx_n, USE_QK_L2NORM: tl.constexpr):
     """The gradient of ``x`` from that of ``x_n = x r``, ``r = 1 / sqrt(|x|^2 + 1e-6)`` per row:
     ``r (dx_n - x_n (x_n . dx_n))`` (``dx_n`` itself without the norm)."""
     if USE_QK_L2NORM:
-        r = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) + 1e-6)
+        r = _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)
         x_n = x * r[:, None]
         return r[:, None] * (dx_n - x_n * tl.sum(x_n * dx_n, axis=1)[:, None])
     return dx_n
