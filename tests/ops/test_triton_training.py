@@ -263,6 +263,30 @@ def test_the_chunk_gradients_in_wider_value_steps_give_the_same_gradients():
             _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, chunk_grads_launch=bad)
 
 
+@pytest.mark.parametrize(
+    "gate,lower_bound,warps,kept",
+    [("kimi", None, (8, 4, 4), False), ("raw", -5.0, 8, False), (-1000.0, None, (8, 4, 4), True)],
+    ids=["kimi-A200-three-launches", "bounded-raw-one-launch", "g-1000-kept-scores"],
+)
+def test_the_chunk_gradients_fused_into_the_first_stage_give_the_same_gradients(gate, lower_bound, warps, kept):
+    """``fuse_chunk_grads``: the local backward's first stage computing the chunk gradients itself
+    (kept in registers, never stored) gives the separate launch's gradients bit for bit, in one
+    launch or three, from kept scores or recomputed ones, with packed sequences, shared key heads
+    and the gate in the kernel."""
+    inputs, cu_seqlens = _problem("logsigmoid" if gate == "raw" else gate, heads=1, value_heads=2)
+    parameters = (None, None, None)
+    if gate == "raw":
+        inputs["g"] = torch.randn(inputs["g"].shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        parameters = (*_raw_gate(inputs["v"].shape[2], inputs["k"].shape[3]), lower_bound)
+    common = dict(gate=parameters, warps=warps, kept=kept)
+    apart = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, **common)
+    fused = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, **common, fuse_chunk_grads=True)
+    compared = [name for name, grad in apart.items() if grad is not None]
+    assert {"q", "k", "v", "g", "beta"} <= set(compared)
+    for name in compared:
+        assert torch.equal(fused[name], apart[name]), name
+
+
 def test_chunk_grads_launch_pipelines_only_the_head_sizes_checked_on_the_gpu():
     from kdalib.ops.triton.training import PIPELINED_GRADS_HEADS, chunk_grads_launch_for
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from kdalib.ops.triton.backward_states import _chunk_grads_of_block
 from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
 from kdalib.ops.triton.tiles import (
     _block_span,
@@ -371,6 +372,12 @@ def _local_backward_kernel(
     d_rate,
     d_bias,
     dg_end,
+    terms_w,
+    terms_u,
+    states,
+    d_states,
+    d_out,
+    scale,
     sequence_end,
     chunk_start,
     T,
@@ -391,6 +398,8 @@ def _local_backward_kernel(
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
     STAGES: tl.constexpr = 7,
+    FUSED: tl.constexpr = False,
+    GRADS_BV: tl.constexpr = 16,
 ):
     """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
     kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
@@ -408,7 +417,16 @@ def _local_backward_kernel(
     gate's and the L2 norm's backward (7: all, one program per (chunk, value head)). Run as three
     launches, the second has one program per (chunk, value head, 16-row block) (its third index),
     each adding to its block's rows only, and the first hands the gradient reaching ``G`` through
-    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``)."""
+    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``).
+
+    ``FUSED``: the first stage computes the gradients of ``Q_in``, ``W``, ``K_out``, ``A`` and
+    ``exp(G_L)`` itself (:func:`~kdalib.ops.triton.backward_states._chunk_grads_of_block`, value
+    columns ``GRADS_BV`` at a time, from ``terms_w``, ``terms_u``, ``states``, ``d_states``,
+    ``d_out`` and ``scale`` as the chunk-gradient kernel takes them) and keeps them in registers
+    instead of reading them from ``dqg``, ``dw``, ``dkg`` and ``ddecay``; it writes the causal part of
+    ``A``'s gradient to ``dscores`` for the second stage. ``dqg``, ``dw`` and ``dkg`` still receive
+    the accumulators the later stages read. ``g_sum`` and ``dg_end`` must then not share memory
+    with ``terms_u`` or ``d_states``, which other programs may still be reading."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     n = (end - start).to(tl.int32)
@@ -429,6 +447,15 @@ def _local_backward_kernel(
     beta_at = beta + start * HV + i_hv
 
     if STAGES & 1:
+        if FUSED:
+            # ---- the gradients the chunk-gradient kernel would have written, in registers
+            key_rows = rows[:, None] * K + cols_k[None, :]
+            w_c = _widen(tl.load(terms_w + base_k + key_rows, mask=tile_k, other=0.0)).to(dw.dtype.element_ty)
+            d_query_in, d_w, d_keys_out, d_a, d_decay = _chunk_grads_of_block(
+                w_c, terms_u, states, d_states, d_out, dv_new, block, i_hv, start, rows, rows < n, cols_k, mask_k,
+                scale, V, HV, BK, GRADS_BV, CHUNK, PRECISION, K,
+            )  # fmt: skip
+            tl.store(dscores + square, tl.where(rows[:, None] >= rows[None, :], d_a, 0.0))
         # ---- the gate as the forward used it, in [-FLOOR, 0], summed over the chunk (q and k
         # normalised are read again where needed: two bfloat16 tiles instead of two float32 ones)
         g_clamped = _gate(
@@ -448,7 +475,8 @@ def _local_backward_kernel(
         d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
         gamma = tl.exp(g_acc)
         keys_in = _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
-        d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
+        if not FUSED:
+            d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
         d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
         d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
         d_g = d_keys_in * keys_in
@@ -470,20 +498,24 @@ def _local_backward_kernel(
         # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
         # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
         # only from values that depend on its own load, so no other thread can still need the old one.
-        d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+        if not FUSED:
+            d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
         _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
         d_g += d_query_in * _normed(q_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
         # G_L is the cumulative sum's own last row: summed again in another order it could differ by
         # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
         g_last = _row(g_acc, CHUNK - 1, CHUNK)
         decay_out = tl.exp(g_last[None, :] - g_acc)
-        d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
+        if not FUSED:
+            d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
         d_keys += d_keys_out * decay_out
         # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
         # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
         through_end = d_keys_out * _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
         d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-        d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
+        if not FUSED:
+            d_decay = tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0)
+        d_g_end += (d_decay * tl.exp(g_last))[None, :]
         _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
         _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
         if not (STAGES & 4):  # the last stage runs as a launch of its own

@@ -106,48 +106,17 @@ def _states_backward_kernel(
 
 
 @triton.jit
-def _chunk_grads_kernel(
-    w,
-    u,
-    states,
-    d_states,
-    do,
-    dv_new,
-    dw,
-    dkg,
-    ddecay,
-    dqg,
-    dscores,
-    sequence_end,
-    chunk_start,
-    scale,
-    T,
-    NT,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    HV: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    CHUNK: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """One (chunk, value head), all value columns: the gradients of ``W``, ``K_out``, ``exp(G_L)``,
-    ``Q_in`` and ``A`` (the module docstring), in the chunk layout."""
-    i_c, i_hv = tl.program_id(0), tl.program_id(1)
-    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
-    block = (i_c * HV + i_hv).to(tl.int64)
-    rows = tl.arange(0, CHUNK)
-    m = rows < (end - start).to(tl.int32)
-    cols_k = tl.arange(0, BK)
-    mk = cols_k < K
-    rows_k = (rows < CHUNK)[:, None] & mk[None, :]
-    # 64-bit offsets move each pointer to the chunk once; the tiles' own offsets are 32-bit
-    key_at, value_at, state_at = block * CHUNK * K, block * CHUNK * V, block * K * V
-    key_rows = rows[:, None] * K + cols_k[None, :]
-    causal = rows[:, None] >= rows[None, :]
-    compute = dw.dtype.element_ty  # float32, or float64 in the float64 tests
-    w_c = _widen(tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)).to(compute)
+def _chunk_grads_of_block(
+    w_c, u, states, d_states, do, dv_new, block, i_hv, start, rows, m, cols_k, mk, scale,
+    V: tl.constexpr, HV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr,
+    PRECISION: tl.constexpr, K: tl.constexpr,
+):  # fmt: skip
+    """The gradients of ``Q_in``, ``W``, ``K_out``, ``A`` (all of it, the caller keeps the causal
+    part) and ``exp(G_L)`` of one (chunk, value head) (the module docstring), walking the value
+    columns ``BV`` at a time: ``w_c`` is the chunk's ``W`` in the compute dtype, ``block`` the
+    (chunk, value head) index, ``start`` the chunk's first token, ``m`` its rows inside the
+    sequence. Returns ``(dQ_in, dW, dK_out, dA, d exp(G_L))``."""
+    value_at, state_at = block * CHUNK * V, block * K * V
     d_qg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_kg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
@@ -178,6 +147,56 @@ def _chunk_grads_kernel(
         d_kg += tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
         d_a += tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION)
         d_decay += tl.sum(state * d_state, axis=1)
+    return d_qg, d_w, d_kg, d_a, d_decay
+
+
+@triton.jit
+def _chunk_grads_kernel(
+    w,
+    u,
+    states,
+    d_states,
+    do,
+    dv_new,
+    dw,
+    dkg,
+    ddecay,
+    dqg,
+    dscores,
+    sequence_end,
+    chunk_start,
+    scale,
+    T,
+    NT,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    HV: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    CHUNK: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One (chunk, value head), all value columns: the gradients of ``W``, ``K_out``, ``exp(G_L)``,
+    ``Q_in`` and ``A`` (the module docstring, :func:`_chunk_grads_of_block`), in the chunk layout."""
+    i_c, i_hv = tl.program_id(0), tl.program_id(1)
+    start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
+    block = (i_c * HV + i_hv).to(tl.int64)
+    rows = tl.arange(0, CHUNK)
+    m = rows < (end - start).to(tl.int32)
+    cols_k = tl.arange(0, BK)
+    mk = cols_k < K
+    rows_k = (rows < CHUNK)[:, None] & mk[None, :]
+    # 64-bit offsets move each pointer to the chunk once; the tiles' own offsets are 32-bit
+    key_at = block * CHUNK * K
+    key_rows = rows[:, None] * K + cols_k[None, :]
+    compute = dw.dtype.element_ty  # float32, or float64 in the float64 tests
+    w_c = _widen(tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)).to(compute)
+    d_qg, d_w, d_kg, d_a, d_decay = _chunk_grads_of_block(
+        w_c, u, states, d_states, do, dv_new, block, i_hv, start, rows, m, cols_k, mk, scale,
+        V, HV, BK, BV, CHUNK, PRECISION, K,
+    )  # fmt: skip
+    causal = rows[:, None] >= rows[None, :]
     tl.store(dqg + key_at + key_rows, d_qg, mask=rows_k)
     tl.store(dw + key_at + key_rows, d_w, mask=rows_k)
     tl.store(dkg + key_at + key_rows, d_kg, mask=rows_k)
