@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kdalib.ops.triton.backward_states import _chunk_grads_of_block
 from kdalib.ops.triton.runtime import MAX_KEY_DIM, PRECISIONS, float32_precision
 from kdalib.ops.triton.tiles import _put, _tile
 
@@ -170,27 +171,11 @@ def _chunk_grads_kernel(
     rows_k = (rows < CHUNK)[:, None] & mask_k[None, :]
     causal = rows[:, None] >= rows[None, :]
     w_c = _tile(w, chunk * CHUNK * K, rows, cols_k, K, rows_k)
-    d_query_in = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
-    d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
-    d_keys_out = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
-    d_scores = tl.zeros([CHUNK, CHUNK], dtype=w_c.dtype)
-    d_decay = tl.zeros([BK], dtype=w_c.dtype)
-    for v0 in range(0, V, BV):
-        cols_v = v0 + tl.arange(0, BV)
-        mask_v = cols_v < V
-        state_mask = mask_k[:, None] & mask_v[None, :]
-        rows_v = (rows < CHUNK)[:, None] & mask_v[None, :]
-        state = _tile(states, chunk * K * V, cols_k, cols_v, V, state_mask)
-        d_state = _tile(d_states, chunk * K * V, cols_k, cols_v, V, state_mask)
-        d_out = _tile(do, chunk * CHUNK * V, rows, cols_v, V, rows_v) * scale
-        d_v_new = _tile(du, chunk * CHUNK * V, rows, cols_v, V, rows_v)
-        v_new = _tile(u, chunk * CHUNK * V, rows, cols_v, V, rows_v) - tl.dot(w_c, state, input_precision=PRECISION)
-        state_t = tl.trans(state)
-        d_query_in += tl.dot(d_out, state_t, input_precision=PRECISION)
-        d_w -= tl.dot(d_v_new, state_t, input_precision=PRECISION)
-        d_keys_out += tl.dot(v_new, tl.trans(d_state), input_precision=PRECISION)
-        d_scores += tl.dot(d_out, tl.trans(v_new), input_precision=PRECISION)
-        d_decay += tl.sum(state * d_state, axis=1)
+    # the chunk layout is the token layout of one value head with the chunk's first token at chunk * CHUNK
+    d_query_in, d_w, d_keys_out, d_scores, d_decay = _chunk_grads_of_block(
+        w_c, u, states, d_states, do, du, chunk, 0, chunk * CHUNK, rows, rows < CHUNK, cols_k, mask_k, scale,
+        V, 1, BK, BV, CHUNK, PRECISION, K,
+    )  # fmt: skip
     _put(dquery_in, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_query_in)
     _put(dw, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_w)
     _put(dkeys_out, chunk * CHUNK * K, rows, cols_k, K, rows_k, d_keys_out)
