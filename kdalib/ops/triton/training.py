@@ -98,7 +98,7 @@ def chunk_kda_backward(
             (its ``FUSED`` form, at ``chunk_grads_launch``'s value columns and stages and the
             stage's warps) instead of in a launch of their own, so that the gradients of ``W``,
             ``K_out``, ``Q_in`` and ``exp(G_L)`` never go through memory; the stage's scratch then
-            takes buffers of its own (1 GiB more at B2 T16384 H32). Not the default: not yet timed
+            takes buffers of its own (1 GiB more at B2 T16384 H32, by count). Not the default: not yet timed
             (NOTES.md, training v5.3).
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
@@ -180,7 +180,6 @@ def chunk_kda_backward(
             K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen,
             PRECISION=precision, num_warps=grads_warps, num_stages=grads_stages,
         )  # fmt: skip
-        w = None
     del kg, qg
     group = HV // H
     key_grads = terms if group > 1 else q.dtype
@@ -203,8 +202,6 @@ def chunk_kda_backward(
         dg_end = q.new_empty(scratch, dtype=terms) if fuse_chunk_grads else _reuse(d_states, scratch, terms)
     else:
         raise ValueError(f"local_backward_warps: expected a number of warps or three, got {warps!r}")
-    if not fuse_chunk_grads:
-        u = d_states = None
     for stages, grid, stage_warps in launches:
         fused = fuse_chunk_grads and bool(stages & 1)
         _local_backward_kernel[grid](
