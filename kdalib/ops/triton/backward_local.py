@@ -47,8 +47,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.backward_states import _chunk_grads_of_block
-from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
+from kdalib.ops.triton.prefill_local import _gate, _put_rows
 from kdalib.ops.triton.tiles import (
     _block_span,
     _chunk_bounds,
@@ -110,6 +109,8 @@ def _level(g_sum, base_k, g_b, b, K, cols_k, mask_k, level: tl.constexpr, SUB: t
 def _scores_grad_row_block(
     q,
     k,
+    q_inv,
+    k_inv,
     g_sum,
     dscores,
     d_kk,
@@ -142,7 +143,7 @@ def _scores_grad_row_block(
     acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
     for j in range(0, i):
         rows_j = j * SUB + sub
-        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
         k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
         block = rows_i[:, None] * CHUNK + rows_j[None, :]
         acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
@@ -150,7 +151,7 @@ def _scores_grad_row_block(
     row_decay = tl.exp(g_i - g_ref[None, :])
     block = rows_i[:, None] * CHUNK + rows_i[None, :]
     below = sub[:, None] > sub[None, :]
-    k_i = _normed(k, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    k_i = _normed(k, k_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     g_mid, middle = _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB, DOT_SPAN)
     if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
         # the diagonal block below its diagonal as one product: column factors <= exp(span)
@@ -178,7 +179,7 @@ def _scores_grad_row_block(
             k_c = k_i * column_factor
             acc_q += row_factor * tl.dot(tl.where(serves, d_s, 0.0), k_c, input_precision=PRECISION)
             acc_k += row_factor * tl.dot(tl.where(serves, d_kk_i, 0.0), k_c, input_precision=PRECISION)
-    q_i = _normed(q, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    q_i = _normed(q, q_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     # the diagonal q_r . k_r has no decay: it reaches q, not g
     d_q_i = acc_q + tl.load(dscores + rows_i * (CHUNK + 1))[:, None] * k_i
     _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
@@ -191,6 +192,8 @@ def _scores_grad_row_block(
 def _scores_grad_column_block(
     q,
     k,
+    q_inv,
+    k_inv,
     g_sum,
     dscores,
     d_kk,
@@ -222,8 +225,8 @@ def _scores_grad_column_block(
         rows_i = i * SUB + sub
         g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
         row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
-        q_i = _normed(q, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
-        k_i = _normed(k, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        q_i = _normed(q, q_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        k_i = _normed(k, k_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
         block = rows_i[:, None] * CHUNK + rows_j[None, :]
         part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
@@ -240,44 +243,44 @@ def _scores_grad_column_block(
             g_ref = g_mid
         row_decay = tl.exp(g_j - g_ref[None, :])
         below = sub[:, None] > sub[None, :]
-        q_j = _normed(q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
-        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        q_j = _normed(q, q_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
         part = tl.dot(tl.trans(tl.load(dscores + block, mask=below, other=0.0)), q_j, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
     else:
         d_s = tl.load(dscores + block)
         d_kk_j = tl.load(d_kk + block)
-        q_j = _normed(q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
-        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        q_j = _normed(q, q_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
         for level in tl.static_range(4):  # the diagonal block below its diagonal, by levels
             row_factor, column_factor, serves = _level(g_sum, base_k, g_j, j, K, cols_k, mask_k, level, SUB)
             part = tl.dot(tl.trans(tl.where(serves, d_s, 0.0)), q_j * row_factor, input_precision=PRECISION)
             part += tl.dot(tl.trans(tl.where(serves, d_kk_j, 0.0)), k_j * row_factor, input_precision=PRECISION)
             acc += part * column_factor
     # the block's own q and k read again, not held across the branches: holding them spills (ptxas)
-    k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     d_k_j = acc + tl.load(dscores + rows_j * (CHUNK + 1))[:, None] * _normed(
-        q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM
+        q, q_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM
     )
     _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
     _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
 
 
 @triton.jit
-def _scores_grads_of_block(q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b,
+def _scores_grads_of_block(q, k, q_inv, k_inv, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b,
                            K: tl.constexpr, BK: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
                            DOT_SPAN: tl.constexpr, PRECISION: tl.constexpr, n, QK_ROW: tl.constexpr,
                            USE_QK_L2NORM: tl.constexpr):  # fmt: skip
     """Everything the scores' gradients add to the rows of 16-row block ``b``: its row side, then
     its column side. Blocks write disjoint rows, so they may run in any order or in parallel."""
     _scores_grad_row_block(
-        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        q, k, q_inv, k_inv, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
         n, QK_ROW, USE_QK_L2NORM,
     )  # fmt: skip
     tl.debug_barrier()  # the column side adds to the rows the row side has just written
     _scores_grad_column_block(
-        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        q, k, q_inv, k_inv, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
         n, QK_ROW, USE_QK_L2NORM,
     )  # fmt: skip
 
@@ -291,19 +294,22 @@ def _token_rows(ptr, rows, n, stride, cols, mask_k):
 
 
 @triton.jit
-def _normed(ptr, rows, n, stride, cols, mask_k, USE_QK_L2NORM: tl.constexpr):
-    """:func:`_token_rows` of q or k as the forward used them: each row times ``1 / sqrt(|row|^2 +
-    1e-6)`` with the in-kernel L2 norm (``cols`` must then span the whole row), else as given."""
+def _normed(ptr, inv, rows, n, stride, cols, mask_k, USE_QK_L2NORM: tl.constexpr):
+    """:func:`_token_rows` of q or k as the forward used them: with the in-kernel L2 norm, each row
+    times its inverse norm ``1 / sqrt(|row|^2 + 1e-6)`` as the forward stored it (``inv`` at the
+    chunk's first row), so that ``cols`` may be any part of the row; else as given."""
     x = _token_rows(ptr, rows, n, stride, cols, mask_k)
-    return x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None]
+    if USE_QK_L2NORM:
+        x *= tl.load(inv + rows, mask=rows < n, other=0.0).to(x.dtype)[:, None]
+    return x
 
 
 @triton.jit
-def _l2_norm_backward(x, dx_n, USE_QK_L2NORM: tl.constexpr):
-    """The gradient of ``x`` from that of ``x_n = x r``, ``r = 1 / sqrt(|x|^2 + 1e-6)`` per row:
-    ``r (dx_n - x_n (x_n . dx_n))`` (``dx_n`` itself without the norm)."""
+def _l2_norm_backward(x, inv, rows, n, dx_n, USE_QK_L2NORM: tl.constexpr):
+    """The gradient of ``x`` from that of ``x_n = x r``, ``r = 1 / sqrt(|x|^2 + 1e-6)`` per row (the
+    forward's, at ``inv``): ``r (dx_n - x_n (x_n . dx_n))`` (``dx_n`` itself without the norm)."""
     if USE_QK_L2NORM:
-        r = _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)
+        r = tl.load(inv + rows, mask=rows < n, other=0.0).to(x.dtype)
         x_n = x * r[:, None]
         return r[:, None] * (dx_n - x_n * tl.sum(x_n * dx_n, axis=1)[:, None])
     return dx_n
@@ -372,12 +378,7 @@ def _local_backward_kernel(
     d_rate,
     d_bias,
     dg_end,
-    terms_w,
-    terms_u,
-    states,
-    d_states,
-    d_out,
-    scale,
+    norms,
     sequence_end,
     chunk_start,
     T,
@@ -398,8 +399,7 @@ def _local_backward_kernel(
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
     STAGES: tl.constexpr = 7,
-    FUSED: tl.constexpr = False,
-    GRADS_BV: tl.constexpr = 16,
+    BKS: tl.constexpr = 32,
 ):
     """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
     kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
@@ -415,18 +415,12 @@ def _local_backward_kernel(
     ``STAGES``: which of the three stages to run, as bits: 1 the inputs as the forward used them,
     the UT transform and the decayed terms; 2 the scores' gradients; 4 the cumulative sum's, the
     gate's and the L2 norm's backward (7: all, one program per (chunk, value head)). Run as three
-    launches, the second has one program per (chunk, value head, 16-row block) (its third index),
-    each adding to its block's rows only, and the first hands the gradient reaching ``G`` through
-    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``).
-
-    ``FUSED``: the first stage computes the gradients of ``Q_in``, ``W``, ``K_out``, ``A`` and
-    ``exp(G_L)`` itself (:func:`~kdalib.ops.triton.backward_states._chunk_grads_of_block`, value
-    columns ``GRADS_BV`` at a time, from ``terms_w``, ``terms_u``, ``states``, ``d_states``,
-    ``d_out`` and ``scale`` as the chunk-gradient kernel takes them) and keeps them in registers
-    instead of reading them from ``dqg``, ``dw``, ``dkg`` and ``ddecay``; it writes the causal part of
-    ``A``'s gradient to ``dscores`` for the second stage. ``dqg``, ``dw`` and ``dkg`` still receive
-    the accumulators the later stages read. ``g_sum`` and ``dg_end`` must then not share memory
-    with ``terms_u`` or ``d_states``, which other programs may still be reading."""
+    launches, the second has one program per (chunk, value head, 16-row block, slice of ``BKS``
+    key channels) (its third index: the block, then the slice), each adding to its block's rows
+    and its slice's channels only (the scores' gradients act on every key channel apart), and the
+    first hands the gradient reaching ``G`` through ``G_L`` to the third in ``dg_end``
+    (``[chunks, HV, 64, K]``). ``norms`` (``[chunks, HV, 2, 64]``, with ``USE_QK_L2NORM``): the
+    rows' inverse L2 norms of q, then of k, as the forward stored them."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     n = (end - start).to(tl.int32)
@@ -445,17 +439,12 @@ def _local_backward_kernel(
     g_at = g + start * (HV * K) + i_hv * K
     v_at = v + start * (HV * V) + i_hv * V
     beta_at = beta + start * HV + i_hv
+    q_inv, k_inv = norms, norms  # the rows' inverse L2 norms as the forward stored them, q's then k's
+    if USE_QK_L2NORM:
+        q_inv = norms + block * (2 * CHUNK)
+        k_inv = q_inv + CHUNK
 
     if STAGES & 1:
-        if FUSED:
-            # ---- the gradients the chunk-gradient kernel would have written, in registers
-            key_rows = rows[:, None] * K + cols_k[None, :]
-            w_c = _widen(tl.load(terms_w + base_k + key_rows, mask=tile_k, other=0.0)).to(dw.dtype.element_ty)
-            d_query_in, d_w, d_keys_out, d_a, d_decay = _chunk_grads_of_block(
-                w_c, terms_u, states, d_states, d_out, dv_new, block, i_hv, start, rows, rows < n, cols_k, mask_k,
-                scale, V, HV, BK, GRADS_BV, CHUNK, PRECISION, K,
-            )  # fmt: skip
-            tl.store(dscores + square, tl.where(rows[:, None] >= rows[None, :], d_a, 0.0))
         # ---- the gate as the forward used it, in [-FLOOR, 0], summed over the chunk (q and k
         # normalised are read again where needed: two bfloat16 tiles instead of two float32 ones)
         g_clamped = _gate(
@@ -474,9 +463,8 @@ def _local_backward_kernel(
         _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
         d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
         gamma = tl.exp(g_acc)
-        keys_in = _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
-        if not FUSED:
-            d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
+        keys_in = _normed(k_at, k_inv, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
+        d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
         d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
         d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
         d_g = d_keys_in * keys_in
@@ -498,23 +486,20 @@ def _local_backward_kernel(
         # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
         # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
         # only from values that depend on its own load, so no other thread can still need the old one.
-        if not FUSED:
-            d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+        d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
         _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
-        d_g += d_query_in * _normed(q_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
+        d_g += d_query_in * _normed(q_at, q_inv, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
         # G_L is the cumulative sum's own last row: summed again in another order it could differ by
         # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
         g_last = _row(g_acc, CHUNK - 1, CHUNK)
         decay_out = tl.exp(g_last[None, :] - g_acc)
-        if not FUSED:
-            d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
+        d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
         d_keys += d_keys_out * decay_out
         # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
         # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-        through_end = d_keys_out * _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
+        through_end = d_keys_out * _normed(k_at, k_inv, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
         d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-        if not FUSED:
-            d_decay = tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0)
+        d_decay = tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0)
         d_g_end += (d_decay * tl.exp(g_last))[None, :]
         _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
         _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
@@ -523,15 +508,17 @@ def _local_backward_kernel(
         tl.debug_barrier()
 
     # ---- the scores' gradients, block by block of 16 rows
-    if STAGES == 2:  # one row block per program
+    if STAGES == 2:  # one (row block, slice of BKS key channels) per program
+        blocks: tl.constexpr = CHUNK // SUB
+        cols_s = (tl.program_id(2) // blocks) * BKS + tl.arange(0, BKS)
         _scores_grads_of_block(
-            q_at, k_at, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, tl.program_id(2),
-            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
+            q_at, k_at, q_inv, k_inv, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_s, cols_s < K,
+            tl.program_id(2) % blocks, K, BKS, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
         )  # fmt: skip
     elif STAGES & 2:
         for b in tl.static_range(CHUNK // SUB):
             _scores_grads_of_block(
-                q_at, k_at, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
+                q_at, k_at, q_inv, k_inv, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
                 K, BK, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
             )  # fmt: skip
             tl.debug_barrier()
@@ -548,8 +535,8 @@ def _local_backward_kernel(
         key_out = start * (HV * K) + i_hv * K
         _put_rows(dg + key_out, d_g, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
         x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
-        d_x = _l2_norm_backward(x, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+        d_x = _l2_norm_backward(x, q_inv, rows, n, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
         _put_rows(dq + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
         x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
-        d_x = _l2_norm_backward(x, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+        d_x = _l2_norm_backward(x, k_inv, rows, n, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
         _put_rows(dk + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)

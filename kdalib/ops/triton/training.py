@@ -66,8 +66,8 @@ def chunk_kda_backward(
     precision: str,
     gate: tuple = (None, None, None),
     local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
+    scores_grad_keys: int = 32,
     chunk_grads_launch: tuple[int, int, int] | None = None,
-    fuse_chunk_grads: bool = False,
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
 ):
@@ -89,17 +89,15 @@ def chunk_kda_backward(
             as one launch with that many warps, or as three launches with a warps each (its
             stages: the UT transform and the decayed terms; the scores' gradients, one program per
             16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
+        scores_grad_keys: with three launches, the key channels each program of the second takes
+            (a power of two of at least 16; at least the head size: whole rows): the scores'
+            gradients act on every key channel apart, so narrower slices mean more, smaller
+            programs (NOTES.md, training v5.3).
         chunk_grads_launch: ``(value columns per step, warps, pipeline stages)`` of the
             chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
             which walks the value columns in steps of that many (a power of two of at least 16);
             with more than one stage, each step's loads are issued while the previous step
             multiplies. None (the default): :func:`chunk_grads_launch_for` of the head sizes.
-        fuse_chunk_grads: compute the chunk gradients inside the local backward's first stage
-            (its ``FUSED`` form, at ``chunk_grads_launch``'s value columns and stages and the
-            stage's warps) instead of in a launch of their own, so that the gradients of ``W``,
-            ``K_out``, ``Q_in`` and ``exp(G_L)`` never go through memory; the stage's scratch then
-            takes buffers of its own (1 GiB more at B2 T16384 H32, by count). Not the default: not yet timed
-            (NOTES.md, training v5.3).
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
@@ -125,6 +123,11 @@ def chunk_kda_backward(
         chunk_grads_launch = chunk_grads_launch_for(K, V)
     grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch)
     block_k = max(16, triton.next_power_of_2(K))
+    if not (
+        type(scores_grad_keys) is int and scores_grad_keys >= 16 and scores_grad_keys & (scores_grad_keys - 1) == 0
+    ):
+        raise ValueError(f"scores_grad_keys: expected a power of two of at least 16, got {scores_grad_keys!r}")
+    key_slice = min(block_k, scores_grad_keys)
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
     bf16_inputs = all(x.dtype == torch.bfloat16 for x in (q, k, v))
@@ -149,7 +152,7 @@ def chunk_kda_backward(
         terms_scale, reverse_scale = scale, 1.0
     # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS); the
     # terms alone from the kept scores; the terms unscaled otherwise: the scale reaches them through dO
-    launch_chunk_local(
+    norms = launch_chunk_local(
         inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, terms_scale, gate, use_qk_l2norm,
         precision, as_chunks=True, terms_only=local_scores is not None, norms=norms,
     )  # fmt: skip
@@ -173,14 +176,13 @@ def chunk_kda_backward(
         dw, dkg, dqg = w, kg, qg
     else:
         dw, dkg, dqg = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
-    if not fuse_chunk_grads:
-        _chunk_grads_kernel[(chunks, HV)](
-            w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
-            float(scale), T, table.nt,
-            K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen,
-            PRECISION=precision, num_warps=grads_warps, num_stages=grads_stages,
-        )  # fmt: skip
-    del kg, qg
+    _chunk_grads_kernel[(chunks, HV)](
+        w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
+        float(scale), T, table.nt,
+        K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen,
+        PRECISION=precision, num_warps=grads_warps, num_stages=grads_stages,
+    )  # fmt: skip
+    del w, kg, qg  # the bfloat16 terms (their gradients have buffers of their own) go before the scratch comes
     group = HV // H
     key_grads = terms if group > 1 else q.dtype
     dq = q.new_empty(B, T, HV, K, dtype=key_grads)
@@ -188,35 +190,32 @@ def chunk_kda_backward(
     dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
     # the local backward's scratch (the cumulative gate; with three launches the G_L gradient that
     # the first hands to the third) in the buffers the last two launches have finished with, where
-    # they fit; the fused first stage still reads those, so it takes new ones
+    # they fit
     scratch = (chunks, HV, CHUNK, K)
-    g_sum = q.new_empty(scratch, dtype=terms) if fuse_chunk_grads else _reuse(u, scratch, terms)
+    g_sum = _reuse(u, scratch, terms)
     d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
     d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
     warps = local_backward_warps
     if isinstance(warps, int):
         launches, dg_end = [(7, (chunks, HV), warps)], None
     elif len(warps) == 3:
-        grids = ((chunks, HV), (chunks, HV, CHUNK // SUB), (chunks, HV))
+        grids = ((chunks, HV), (chunks, HV, CHUNK // SUB * triton.cdiv(K, key_slice)), (chunks, HV))
         launches = list(zip((1, 2, 4), grids, warps))
-        dg_end = q.new_empty(scratch, dtype=terms) if fuse_chunk_grads else _reuse(d_states, scratch, terms)
+        dg_end = _reuse(d_states, scratch, terms)
     else:
         raise ValueError(f"local_backward_warps: expected a number of warps or three, got {warps!r}")
+    del u, d_states  # their memory holds the scratch
     for stages, grid, stage_warps in launches:
-        fused = fuse_chunk_grads and bool(stages & 1)
         _local_backward_kernel[grid](
             q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
             inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, g_sum,
-            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end,
-            *((w, u, states, d_states, d_out) if fused else (None,) * 5), float(scale),
-            table.ends, table.starts, T, table.nt,
+            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, norms, table.ends, table.starts, T, table.nt,
             H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
             DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
             IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
-            PRECISION=precision, NATIVE_BF16=native, STAGES=stages, FUSED=fused, GRADS_BV=grads_columns,
-            num_warps=stage_warps, num_stages=grads_stages if fused else 1,
+            PRECISION=precision, NATIVE_BF16=native, STAGES=stages, BKS=key_slice, num_warps=stage_warps,
+            num_stages=1,
         )  # fmt: skip
-    del w, u, d_states
     if group > 1:
         dq = dq.view(B, T, H, group, K).sum(3)
         dk = dk.view(B, T, H, group, K).sum(3)
