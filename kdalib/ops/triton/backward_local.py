@@ -1,6 +1,7 @@
 """Backward of the chunk-local terms in Triton (the training backward's last kernel,
-:mod:`kdalib.ops.triton.training`): one program per (chunk, value head), in the token layout of
-the user's tensors, with the in-kernel L2 norm's and the gate clamp's backward in its epilogue.
+:mod:`kdalib.ops.triton.training`): per (chunk, value head), in four stages (the per-channel ones
+over slices of key channels), in the token layout of the user's tensors, with the in-kernel L2
+norm's and the gate clamp's backward in its epilogue.
 
 The chunk form's chunk-local terms (notes/kda.md, sections ``kda-chunkwise`` and ``kda-chunk-backward``;
 :func:`kdalib.ops.chunk.chunk_local_terms` computes them) are, per chunk, with ``G`` the
@@ -352,6 +353,64 @@ def _gate_backward(
 
 
 @triton.jit
+def _cumulative_gate(g_at, rows, n, cols, mask, i_hv, a_log, dt_bias, lower_bound, g_sum, HV: tl.constexpr,
+                     K: tl.constexpr, GATE: tl.constexpr, FLOOR: tl.constexpr):  # fmt: skip
+    """``G`` on key channels ``cols``: the gate as the forward used it (in ``[-FLOOR, 0]``, from the
+    raw projection with ``GATE`` 1 or 2), summed over the chunk's rows in ``g_sum``'s dtype."""
+    g_clamped = _gate(g_at, rows, rows < n, cols, mask, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR)
+    return tl.cumsum(g_clamped.to(g_sum.dtype.element_ty), axis=0)
+
+
+@triton.jit
+def _key_slice_backward(
+    q_at, k_at, q_inv, k_inv, g_at, beta_at, inverse, dw, dkg, ddecay, dqg, g_sum, dg_end, a_log, dt_bias,
+    lower_bound, block, i_hv, n, cols, mask, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr,
+    CHUNK: tl.constexpr, GATE: tl.constexpr, FLOOR: tl.constexpr, PRECISION: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+):  # fmt: skip
+    """The decayed terms' backward on key channels ``cols`` (``inverse`` at the chunk's block): it
+    writes ``G`` to ``g_sum``, the gradient reaching ``G`` through ``G_L`` to ``dg_end``, and turns
+    the gradients of ``Q_in``, ``K_out`` and ``W`` (in ``dqg``, ``dkg``, ``dw``) into the
+    accumulators of those of q, k and g. Each key channel is apart from the others here; an element
+    is stored only from values that depend on its own load, so no other thread still needs the old
+    one."""
+    rows = tl.arange(0, CHUNK)
+    base_k = block * CHUNK * K
+    tile = (rows < CHUNK)[:, None] & mask[None, :]
+    g_acc = _cumulative_gate(g_at, rows, n, cols, mask, i_hv, a_log, dt_bias, lower_bound, g_sum, HV, K, GATE, FLOOR)
+    _put(g_sum, base_k, rows, cols, K, tile, g_acc)
+    b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
+    square = rows[:, None] * CHUNK + rows[None, :]
+    transform = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0) * b[None, :]
+    gamma = tl.exp(g_acc)
+    k_n = _normed(k_at, k_inv, rows, n, H * K, cols, mask, USE_QK_L2NORM)
+    keys_in = k_n * gamma
+    d_keys_in = tl.dot(tl.trans(transform), _tile(dw, base_k, rows, cols, K, tile), input_precision=PRECISION)
+    d_g = d_keys_in * keys_in
+    d_keys = d_keys_in * gamma
+    # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
+    d_query_in = _tile(dqg, base_k, rows, cols, K, tile)
+    _put(dqg, base_k, rows, cols, K, tile, d_query_in * gamma)
+    d_g += d_query_in * _normed(q_at, q_inv, rows, n, H * K, cols, mask, USE_QK_L2NORM) * gamma
+    # G_L is the cumulative sum's own last row: summed again in another order it could differ by
+    # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
+    g_last = _row(g_acc, CHUNK - 1, CHUNK)
+    decay_out = tl.exp(g_last[None, :] - g_acc)
+    d_keys_out = _tile(dkg, base_k, rows, cols, K, tile)
+    d_keys += d_keys_out * decay_out
+    # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
+    # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
+    through_end = d_keys_out * k_n * decay_out
+    strict = rows[:, None] > rows[None, :]
+    d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
+    d_decay = tl.load(ddecay + block * K + cols, mask=mask, other=0.0)
+    d_g_end += (d_decay * tl.exp(g_last))[None, :]
+    _put(dkg, base_k, rows, cols, K, tile, d_keys)
+    _put(dw, base_k, rows, cols, K, tile, d_g)
+    _put(dg_end, base_k, rows, cols, K, tile, d_g_end)
+
+
+@triton.jit
 def _local_backward_kernel(
     q,
     k,
@@ -388,7 +447,6 @@ def _local_backward_kernel(
     K: tl.constexpr,
     V: tl.constexpr,
     BK: tl.constexpr,
-    BV: tl.constexpr,
     CHUNK: tl.constexpr,
     SUB: tl.constexpr,
     DOT_SPAN: tl.constexpr,
@@ -398,29 +456,34 @@ def _local_backward_kernel(
     GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
-    STAGES: tl.constexpr = 7,
+    STAGES: tl.constexpr = 15,
     BKS: tl.constexpr = 32,
+    BVS: tl.constexpr = 32,
 ):
     """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
     kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
     did), writes the raw projection's gradient to ``dg`` and this chunk's share of those of
-    ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q, k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in
-    the token layout (dq and dk per value head, ``[tokens, HV, K]``); the terms' gradients, the
-    inverse and ``A_kk`` in the chunk layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
+    ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q,
+    k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in the token layout (dq and dk per
+    value head, ``[tokens, HV, K]``); the terms' gradients, the inverse and ``A_kk`` in the chunk
+    layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
     ``g_sum`` (the chunk-local cumulative log decay; q and k as the forward used them, normalised
     when asked, are read from the inputs where needed, :func:`_normed`); ``dqg``, ``dkg`` and
     ``dw`` become the accumulators of the gradients of q, k and g once read, and ``scores_kk``
     that of ``A_kk``.
 
-    ``STAGES``: which of the three stages to run, as bits: 1 the inputs as the forward used them,
-    the UT transform and the decayed terms; 2 the scores' gradients; 4 the cumulative sum's, the
-    gate's and the L2 norm's backward (7: all, one program per (chunk, value head)). Run as three
-    launches, the second has one program per (chunk, value head, 16-row block, slice of ``BKS``
-    key channels) (its third index: the block, then the slice), each adding to its block's rows
-    and its slice's channels only (the scores' gradients act on every key channel apart), and the
-    first hands the gradient reaching ``G`` through ``G_L`` to the third in ``dg_end``
-    (``[chunks, HV, 64, K]``). ``norms`` (``[chunks, HV, 2, 64]``, with ``USE_QK_L2NORM``): the
-    rows' inverse L2 norms of q, then of k, as the forward stored them."""
+    ``STAGES``: which of the four stages to run, as bits: 1 the UT transform's backward at the
+    chunk's level (``dV``, ``dβ`` and the gradient of ``A_kk``, value and key channels ``BVS`` and
+    ``BKS`` at a time); 2 the decayed terms' backward, each key channel apart
+    (:func:`_key_slice_backward`); 4 the scores' gradients; 8 the cumulative sum's, the gate's and
+    the L2 norm's backward (15: all, one program per (chunk, value head)). Run as four launches in
+    that order, the second has one program per (chunk, value head, slice of ``BKS`` key channels)
+    and the third one per (chunk, value head, 16-row block, slice of ``BKS`` key channels) (its
+    third index: the block, then the slice), each adding to its block's rows and its slice's
+    channels only. The second hands ``G`` to the third in ``g_sum`` and the gradient reaching
+    ``G`` through ``G_L`` to the fourth in ``dg_end`` (``[chunks, HV, 64, K]``). ``norms``
+    (``[chunks, HV, 2, 64]``, with ``USE_QK_L2NORM``): the rows' inverse L2 norms of q, then of
+    k, as the forward stored them."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     n = (end - start).to(tl.int32)
@@ -428,10 +491,9 @@ def _local_backward_kernel(
     block = (i_c * HV + i_hv).to(tl.int64)
     base_k, base_v, base_s = block * CHUNK * K, block * CHUNK * V, block * CHUNK * CHUNK
     rows = tl.arange(0, CHUNK)
-    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
-    mask_k, mask_v = cols_k < K, cols_v < V
+    cols_k = tl.arange(0, BK)
+    mask_k = cols_k < K
     tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
-    tile_v = (rows < CHUNK)[:, None] & mask_v[None, :]
     square = rows[:, None] * CHUNK + rows[None, :]  # 32-bit offsets from the chunk's C x C block
     inverse, scores_kk, dscores = inverse + base_s, scores_kk + base_s, dscores + base_s
     strict = rows[:, None] > rows[None, :]
@@ -445,30 +507,27 @@ def _local_backward_kernel(
         k_inv = q_inv + CHUNK
 
     if STAGES & 1:
-        # ---- the gate as the forward used it, in [-FLOOR, 0], summed over the chunk (q and k
-        # normalised are read again where needed: two bfloat16 tiles instead of two float32 ones)
-        g_clamped = _gate(
-            g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
-        )
-        g_acc = tl.cumsum(g_clamped.to(g_sum.dtype.element_ty), axis=0)
-        _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
-        tl.debug_barrier()
-
-        # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
+        # ---- the UT transform's backward at the chunk's level: dV, dT over value and key slices
         b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
         x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
         transform = x_inv * b[None, :]
-        d_u = _tile(dv_new, base_v, rows, cols_v, V, tile_v)
-        d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
-        _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
-        d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
-        gamma = tl.exp(g_acc)
-        keys_in = _normed(k_at, k_inv, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
-        d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
-        d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
-        d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
-        d_g = d_keys_in * keys_in
-        d_keys = d_keys_in * gamma
+        d_t = tl.zeros([CHUNK, CHUNK], dtype=x_inv.dtype)
+        for v0 in range(0, V, BVS):
+            cols = v0 + tl.arange(0, BVS)
+            mask = cols < V
+            d_u = _tile(dv_new, base_v, rows, cols, V, (rows < CHUNK)[:, None] & mask[None, :])
+            d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
+            _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols, mask, NATIVE_BF16)
+            d_t += tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols, mask)), input_precision=PRECISION)
+        for k0 in range(0, K, BKS):
+            cols = k0 + tl.arange(0, BKS)
+            mask = cols < K
+            g_acc = _cumulative_gate(
+                g_at, rows, n, cols, mask, i_hv, a_log, dt_bias, lower_bound, g_sum, HV, K, GATE, FLOOR
+            )
+            keys_in = _normed(k_at, k_inv, rows, n, H * K, cols, mask, USE_QK_L2NORM) * tl.exp(g_acc)
+            d_w = _tile(dw, base_k, rows, cols, K, (rows < CHUNK)[:, None] & mask[None, :])
+            d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
         d_b = tl.sum(d_t * x_inv, axis=0)
         d_l = -tl.dot(
             tl.dot(tl.trans(x_inv), d_t * b[None, :], input_precision=PRECISION),
@@ -482,40 +541,34 @@ def _local_backward_kernel(
         tl.store(
             dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
         )
+        tl.debug_barrier()  # dW is read: the per-key stage turns its buffer into dg's accumulator
 
-        # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
-        # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
-        # only from values that depend on its own load, so no other thread can still need the old one.
-        d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
-        _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
-        d_g += d_query_in * _normed(q_at, q_inv, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
-        # G_L is the cumulative sum's own last row: summed again in another order it could differ by
-        # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
-        g_last = _row(g_acc, CHUNK - 1, CHUNK)
-        decay_out = tl.exp(g_last[None, :] - g_acc)
-        d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
-        d_keys += d_keys_out * decay_out
-        # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
-        # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-        through_end = d_keys_out * _normed(k_at, k_inv, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
-        d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-        d_decay = tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0)
-        d_g_end += (d_decay * tl.exp(g_last))[None, :]
-        _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
-        _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
-        if not (STAGES & 4):  # the last stage runs as a launch of its own
-            _put(dg_end, base_k, rows, cols_k, K, tile_k, d_g_end)
+    # ---- the decayed terms' backward, each key channel apart
+    if STAGES == 2:  # one slice of BKS key channels per program
+        cols_s = tl.program_id(2) * BKS + tl.arange(0, BKS)
+        _key_slice_backward(
+            q_at, k_at, q_inv, k_inv, g_at, beta_at, inverse, dw, dkg, ddecay, dqg, g_sum, dg_end, a_log, dt_bias,
+            lower_bound, block, i_hv, n, cols_s, cols_s < K, H, HV, K, CHUNK, GATE, FLOOR, PRECISION, USE_QK_L2NORM,
+        )  # fmt: skip
+    elif STAGES & 2:
+        for k0 in range(0, K, BKS):
+            cols_s = k0 + tl.arange(0, BKS)
+            _key_slice_backward(
+                q_at, k_at, q_inv, k_inv, g_at, beta_at, inverse, dw, dkg, ddecay, dqg, g_sum, dg_end, a_log,
+                dt_bias, lower_bound, block, i_hv, n, cols_s, cols_s < K, H, HV, K, CHUNK, GATE, FLOOR, PRECISION,
+                USE_QK_L2NORM,
+            )  # fmt: skip
         tl.debug_barrier()
 
     # ---- the scores' gradients, block by block of 16 rows
-    if STAGES == 2:  # one (row block, slice of BKS key channels) per program
+    if STAGES == 4:  # one (row block, slice of BKS key channels) per program
         blocks: tl.constexpr = CHUNK // SUB
         cols_s = (tl.program_id(2) // blocks) * BKS + tl.arange(0, BKS)
         _scores_grads_of_block(
             q_at, k_at, q_inv, k_inv, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_s, cols_s < K,
             tl.program_id(2) % blocks, K, BKS, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
         )  # fmt: skip
-    elif STAGES & 2:
+    elif STAGES & 4:
         for b in tl.static_range(CHUNK // SUB):
             _scores_grads_of_block(
                 q_at, k_at, q_inv, k_inv, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
@@ -523,10 +576,9 @@ def _local_backward_kernel(
             )  # fmt: skip
             tl.debug_barrier()
 
-    if STAGES & 4:
+    if STAGES & 8:
         # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
-        if not (STAGES & 1):
-            d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
+        d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
         d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
         d_g = _gate_backward(
             d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,
