@@ -229,46 +229,22 @@ def test_backward_kernels_take_the_gate_from_its_raw_projection(lower_bound):
 @pytest.mark.parametrize(
     "gate,lower_bound", [("kimi", None), (-1000.0, None), ("raw", -5.0)], ids=["kimi-A200", "g-1000", "bounded-raw"]
 )
-def test_the_local_backward_in_four_launches_is_the_one_launch_result(gate, lower_bound):
-    """``local_backward_warps=(a, b, c, d)``: the stages of the local backward as four launches, the
-    decayed terms' backward with one program per slice of key channels and the scores' gradients
-    with one per 16-row block and slice, give the one launch's gradients bit for bit (both kinds of
-    diagonal block, packed sequences, shared key heads, the gate in the kernel)."""
+def test_the_local_backward_in_three_launches_is_the_one_launch_result(gate, lower_bound):
+    """``local_backward_warps=(a, b, c)``: the stages of the local backward as three launches, the
+    scores' gradients with one program per 16-row block, give the one launch's gradients bit for
+    bit (both kinds of diagonal block, packed sequences, shared key heads, the gate in the kernel)."""
     inputs, cu_seqlens = _problem("logsigmoid" if gate == "raw" else gate, heads=1, value_heads=2)
     parameters = (None, None, None)
     if gate == "raw":
         inputs["g"] = torch.randn(inputs["g"].shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
         parameters = (*_raw_gate(inputs["v"].shape[2], inputs["k"].shape[3]), lower_bound)
     one = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters)
-    four = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4, 4, 4))
+    three = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4, 4))
     for name, grad in one.items():
         if grad is not None:
-            assert torch.equal(grad, four[name]), name
-    for bad in ((8, 4, 4), [8, 4, 4, 4]):
-        with pytest.raises(ValueError, match="local_backward_warps"):
-            _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=bad)
-
-
-@pytest.mark.parametrize("gate", ["kimi", -1000.0, "uneven"], ids=["kimi-A200", "g-1000", "strong-beside-mild"])
-def test_the_local_backward_over_key_slices_gives_the_whole_rows_gradients(gate):
-    """``local_backward_slice``: the local backward taking 16 key channels per program (K = 20: one
-    whole slice and one of 4 channels, the rest masked; V = 24 multiplied 16 value channels at a
-    time) gives the gradients of whole rows to float64 rounding; each slice picks its diagonal
-    blocks' form in the scores' gradients from its own channels, so strong channels beside mild
-    ones may take different forms. Malformed widths are refused before anything runs."""
-    inputs, cu_seqlens = _problem("kimi" if gate == "uneven" else gate, heads=1, value_heads=2)
-    if gate == "uneven":  # channels 16 to 19 (the second slice) decay strongly
-        inputs["g"][..., 16:] = -6.0
-    whole = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, warps=(8, 4, 4, 4))
-    sliced = _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, warps=(8, 4, 4, 4), local_backward_slice=16)
-    compared = [name for name, grad in whole.items() if grad is not None]
-    assert {"q", "k", "v", "g", "beta"} <= set(compared)
-    for name in compared:
-        assert torch.isfinite(sliced[name]).all(), name
-        assert rel_rms(sliced[name], whole[name]) < 1e-12, name
-    for bad in (24, 8, 32.0, None):
-        with pytest.raises(ValueError, match="local_backward_slice"):
-            _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, warps=(8, 4, 4, 4), local_backward_slice=bad)
+            assert torch.equal(grad, three[name]), name
+    with pytest.raises(ValueError, match="local_backward_warps"):
+        _kernel_grads(inputs, cu_seqlens, LENGTHS, 20**-0.5, True, gate=parameters, warps=(8, 4))
 
 
 def test_the_chunk_gradients_in_wider_value_steps_give_the_same_gradients():
@@ -350,8 +326,8 @@ def test_the_backward_from_kept_scores_matches_float64_autograd(gate, lower_boun
     to rounding (float64, packed sequences, shared key heads, the gate in the kernel)."""
     inputs, cu_seqlens, parameters = _kept_problem(gate, lower_bound)
     scale = 20**-0.5
-    recomputed = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm, gate=parameters, warps=(8, 4, 4, 4))
-    kept = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm, gate=parameters, warps=(8, 4, 4, 4), kept=True)
+    recomputed = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm, gate=parameters, warps=(8, 4, 4))
+    kept = _kernel_grads(inputs, cu_seqlens, LENGTHS, scale, l2norm, gate=parameters, warps=(8, 4, 4), kept=True)
     for name, grad in recomputed.items():
         if grad is not None:
             assert torch.isfinite(kept[name]).all(), name

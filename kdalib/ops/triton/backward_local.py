@@ -1,7 +1,6 @@
 """Backward of the chunk-local terms in Triton (the training backward's last kernel,
-:mod:`kdalib.ops.triton.training`): per (chunk, value head), in four stages (the per-channel ones
-over slices of key channels), in the token layout of the user's tensors, with the in-kernel L2
-norm's and the gate clamp's backward in its epilogue.
+:mod:`kdalib.ops.triton.training`): one program per (chunk, value head), in the token layout of
+the user's tensors, with the in-kernel L2 norm's and the gate clamp's backward in its epilogue.
 
 The chunk form's chunk-local terms (notes/kda.md, sections ``kda-chunkwise`` and ``kda-chunk-backward``;
 :func:`kdalib.ops.chunk.chunk_local_terms` computes them) are, per chunk, with ``G`` the
@@ -48,7 +47,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kdalib.ops.triton.prefill_local import _gate, _put_rows
+from kdalib.ops.triton.prefill_local import _gate, _norm, _put_rows
 from kdalib.ops.triton.tiles import (
     _block_span,
     _chunk_bounds,
@@ -110,8 +109,6 @@ def _level(g_sum, base_k, g_b, b, K, cols_k, mask_k, level: tl.constexpr, SUB: t
 def _scores_grad_row_block(
     q,
     k,
-    q_inv,
-    k_inv,
     g_sum,
     dscores,
     d_kk,
@@ -144,7 +141,7 @@ def _scores_grad_row_block(
     acc_k = tl.zeros([SUB, BK], dtype=g_i.dtype)
     for j in range(0, i):
         rows_j = j * SUB + sub
-        k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
         k_j *= tl.exp(g_ref[None, :] - _tile(g_sum, base_k, rows_j, cols_k, K, tile_sub))
         block = rows_i[:, None] * CHUNK + rows_j[None, :]
         acc_q += tl.dot(tl.load(dscores + block), k_j, input_precision=PRECISION)
@@ -152,7 +149,7 @@ def _scores_grad_row_block(
     row_decay = tl.exp(g_i - g_ref[None, :])
     block = rows_i[:, None] * CHUNK + rows_i[None, :]
     below = sub[:, None] > sub[None, :]
-    k_i = _normed(k, k_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    k_i = _normed(k, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     g_mid, middle = _middle_reference(g_sum, base_k, i, K, cols_k, mask_k, SUB, DOT_SPAN)
     if _block_span(g_sum, base_k, i, K, cols_k, mask_k, SUB) <= DOT_SPAN:
         # the diagonal block below its diagonal as one product: column factors <= exp(span)
@@ -180,7 +177,7 @@ def _scores_grad_row_block(
             k_c = k_i * column_factor
             acc_q += row_factor * tl.dot(tl.where(serves, d_s, 0.0), k_c, input_precision=PRECISION)
             acc_k += row_factor * tl.dot(tl.where(serves, d_kk_i, 0.0), k_c, input_precision=PRECISION)
-    q_i = _normed(q, q_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    q_i = _normed(q, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     # the diagonal q_r . k_r has no decay: it reaches q, not g
     d_q_i = acc_q + tl.load(dscores + rows_i * (CHUNK + 1))[:, None] * k_i
     _put(dq, base_k, rows_i, cols_k, K, tile_sub, _tile(dq, base_k, rows_i, cols_k, K, tile_sub) + d_q_i)
@@ -193,8 +190,6 @@ def _scores_grad_row_block(
 def _scores_grad_column_block(
     q,
     k,
-    q_inv,
-    k_inv,
     g_sum,
     dscores,
     d_kk,
@@ -226,8 +221,8 @@ def _scores_grad_column_block(
         rows_i = i * SUB + sub
         g_ref = _vector(g_sum, base_k, i * SUB, K, cols_k, mask_k)
         row_decay = tl.exp(_tile(g_sum, base_k, rows_i, cols_k, K, tile_sub) - g_ref[None, :])
-        q_i = _normed(q, q_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
-        k_i = _normed(k, k_inv, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        q_i = _normed(q, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        k_i = _normed(k, rows_i, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
         block = rows_i[:, None] * CHUNK + rows_j[None, :]
         part = tl.dot(tl.trans(tl.load(dscores + block)), q_i, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_i, input_precision=PRECISION)
@@ -244,44 +239,44 @@ def _scores_grad_column_block(
             g_ref = g_mid
         row_decay = tl.exp(g_j - g_ref[None, :])
         below = sub[:, None] > sub[None, :]
-        q_j = _normed(q, q_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
-        k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        q_j = _normed(q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
+        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM) * row_decay
         part = tl.dot(tl.trans(tl.load(dscores + block, mask=below, other=0.0)), q_j, input_precision=PRECISION)
         part += tl.dot(tl.trans(tl.load(d_kk + block)), k_j, input_precision=PRECISION)
         acc += part * tl.exp(g_ref[None, :] - g_j)
     else:
         d_s = tl.load(dscores + block)
         d_kk_j = tl.load(d_kk + block)
-        q_j = _normed(q, q_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
-        k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        q_j = _normed(q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+        k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
         for level in tl.static_range(4):  # the diagonal block below its diagonal, by levels
             row_factor, column_factor, serves = _level(g_sum, base_k, g_j, j, K, cols_k, mask_k, level, SUB)
             part = tl.dot(tl.trans(tl.where(serves, d_s, 0.0)), q_j * row_factor, input_precision=PRECISION)
             part += tl.dot(tl.trans(tl.where(serves, d_kk_j, 0.0)), k_j * row_factor, input_precision=PRECISION)
             acc += part * column_factor
     # the block's own q and k read again, not held across the branches: holding them spills (ptxas)
-    k_j = _normed(k, k_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
+    k_j = _normed(k, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM)
     d_k_j = acc + tl.load(dscores + rows_j * (CHUNK + 1))[:, None] * _normed(
-        q, q_inv, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM
+        q, rows_j, n, QK_ROW, cols_k, mask_k, USE_QK_L2NORM
     )
     _put(dk, base_k, rows_j, cols_k, K, tile_sub, _tile(dk, base_k, rows_j, cols_k, K, tile_sub) + d_k_j)
     _put(dg, base_k, rows_j, cols_k, K, tile_sub, _tile(dg, base_k, rows_j, cols_k, K, tile_sub) - k_j * acc)
 
 
 @triton.jit
-def _scores_grads_of_block(q, k, q_inv, k_inv, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b,
+def _scores_grads_of_block(q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b,
                            K: tl.constexpr, BK: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
                            DOT_SPAN: tl.constexpr, PRECISION: tl.constexpr, n, QK_ROW: tl.constexpr,
                            USE_QK_L2NORM: tl.constexpr):  # fmt: skip
     """Everything the scores' gradients add to the rows of 16-row block ``b``: its row side, then
     its column side. Blocks write disjoint rows, so they may run in any order or in parallel."""
     _scores_grad_row_block(
-        q, k, q_inv, k_inv, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
         n, QK_ROW, USE_QK_L2NORM,
     )  # fmt: skip
     tl.debug_barrier()  # the column side adds to the rows the row side has just written
     _scores_grad_column_block(
-        q, k, q_inv, k_inv, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
+        q, k, g_sum, dscores, d_kk, dq, dk, dg, base_k, cols_k, mask_k, b, K, BK, CHUNK, SUB, DOT_SPAN, PRECISION,
         n, QK_ROW, USE_QK_L2NORM,
     )  # fmt: skip
 
@@ -295,22 +290,19 @@ def _token_rows(ptr, rows, n, stride, cols, mask_k):
 
 
 @triton.jit
-def _normed(ptr, inv, rows, n, stride, cols, mask_k, USE_QK_L2NORM: tl.constexpr):
-    """:func:`_token_rows` of q or k as the forward used them: with the in-kernel L2 norm, each row
-    times its inverse norm ``1 / sqrt(|row|^2 + 1e-6)`` as the forward stored it (``inv`` at the
-    chunk's first row), so that ``cols`` may be any part of the row; else as given."""
+def _normed(ptr, rows, n, stride, cols, mask_k, USE_QK_L2NORM: tl.constexpr):
+    """:func:`_token_rows` of q or k as the forward used them: each row times ``1 / sqrt(|row|^2 +
+    1e-6)`` with the in-kernel L2 norm (``cols`` must then span the whole row), else as given."""
     x = _token_rows(ptr, rows, n, stride, cols, mask_k)
-    if USE_QK_L2NORM:
-        x *= tl.load(inv + rows, mask=rows < n, other=0.0).to(x.dtype)[:, None]
-    return x
+    return x * _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)[:, None]
 
 
 @triton.jit
-def _l2_norm_backward(x, inv, rows, n, dx_n, USE_QK_L2NORM: tl.constexpr):
-    """The gradient of ``x`` from that of ``x_n = x r``, ``r = 1 / sqrt(|x|^2 + 1e-6)`` per row (the
-    forward's, at ``inv``): ``r (dx_n - x_n (x_n . dx_n))`` (``dx_n`` itself without the norm)."""
+def _l2_norm_backward(x, dx_n, USE_QK_L2NORM: tl.constexpr):
+    """The gradient of ``x`` from that of ``x_n = x r``, ``r = 1 / sqrt(|x|^2 + 1e-6)`` per row:
+    ``r (dx_n - x_n (x_n . dx_n))`` (``dx_n`` itself without the norm)."""
     if USE_QK_L2NORM:
-        r = tl.load(inv + rows, mask=rows < n, other=0.0).to(x.dtype)
+        r = _norm(tl.sum(x * x, axis=1), USE_QK_L2NORM)
         x_n = x * r[:, None]
         return r[:, None] * (dx_n - x_n * tl.sum(x_n * dx_n, axis=1)[:, None])
     return dx_n
@@ -353,64 +345,6 @@ def _gate_backward(
 
 
 @triton.jit
-def _cumulative_gate(g_at, rows, n, cols, mask, i_hv, a_log, dt_bias, lower_bound, g_sum, HV: tl.constexpr,
-                     K: tl.constexpr, GATE: tl.constexpr, FLOOR: tl.constexpr):  # fmt: skip
-    """``G`` on key channels ``cols``: the gate as the forward used it (in ``[-FLOOR, 0]``, from the
-    raw projection with ``GATE`` 1 or 2), summed over the chunk's rows in ``g_sum``'s dtype."""
-    g_clamped = _gate(g_at, rows, rows < n, cols, mask, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR)
-    return tl.cumsum(g_clamped.to(g_sum.dtype.element_ty), axis=0)
-
-
-@triton.jit
-def _key_slice_backward(
-    q_at, k_at, q_inv, k_inv, g_at, beta_at, inverse, dw, dkg, ddecay, dqg, g_sum, dg_end, a_log, dt_bias,
-    lower_bound, block, i_hv, n, cols, mask, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr,
-    CHUNK: tl.constexpr, GATE: tl.constexpr, FLOOR: tl.constexpr, PRECISION: tl.constexpr,
-    USE_QK_L2NORM: tl.constexpr,
-):  # fmt: skip
-    """The decayed terms' backward on key channels ``cols`` (``inverse`` at the chunk's block): it
-    writes ``G`` to ``g_sum``, the gradient reaching ``G`` through ``G_L`` to ``dg_end``, and turns
-    the gradients of ``Q_in``, ``K_out`` and ``W`` (in ``dqg``, ``dkg``, ``dw``) into the
-    accumulators of those of q, k and g. Each key channel is apart from the others here; an element
-    is stored only from values that depend on its own load, so no other thread still needs the old
-    one."""
-    rows = tl.arange(0, CHUNK)
-    base_k = block * CHUNK * K
-    tile = (rows < CHUNK)[:, None] & mask[None, :]
-    g_acc = _cumulative_gate(g_at, rows, n, cols, mask, i_hv, a_log, dt_bias, lower_bound, g_sum, HV, K, GATE, FLOOR)
-    _put(g_sum, base_k, rows, cols, K, tile, g_acc)
-    b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
-    square = rows[:, None] * CHUNK + rows[None, :]
-    transform = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0) * b[None, :]
-    gamma = tl.exp(g_acc)
-    k_n = _normed(k_at, k_inv, rows, n, H * K, cols, mask, USE_QK_L2NORM)
-    keys_in = k_n * gamma
-    d_keys_in = tl.dot(tl.trans(transform), _tile(dw, base_k, rows, cols, K, tile), input_precision=PRECISION)
-    d_g = d_keys_in * keys_in
-    d_keys = d_keys_in * gamma
-    # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
-    d_query_in = _tile(dqg, base_k, rows, cols, K, tile)
-    _put(dqg, base_k, rows, cols, K, tile, d_query_in * gamma)
-    d_g += d_query_in * _normed(q_at, q_inv, rows, n, H * K, cols, mask, USE_QK_L2NORM) * gamma
-    # G_L is the cumulative sum's own last row: summed again in another order it could differ by
-    # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
-    g_last = _row(g_acc, CHUNK - 1, CHUNK)
-    decay_out = tl.exp(g_last[None, :] - g_acc)
-    d_keys_out = _tile(dkg, base_k, rows, cols, K, tile)
-    d_keys += d_keys_out * decay_out
-    # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
-    # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
-    through_end = d_keys_out * k_n * decay_out
-    strict = rows[:, None] > rows[None, :]
-    d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-    d_decay = tl.load(ddecay + block * K + cols, mask=mask, other=0.0)
-    d_g_end += (d_decay * tl.exp(g_last))[None, :]
-    _put(dkg, base_k, rows, cols, K, tile, d_keys)
-    _put(dw, base_k, rows, cols, K, tile, d_g)
-    _put(dg_end, base_k, rows, cols, K, tile, d_g_end)
-
-
-@triton.jit
 def _local_backward_kernel(
     q,
     k,
@@ -437,7 +371,6 @@ def _local_backward_kernel(
     d_rate,
     d_bias,
     dg_end,
-    norms,
     sequence_end,
     chunk_start,
     T,
@@ -447,6 +380,7 @@ def _local_backward_kernel(
     K: tl.constexpr,
     V: tl.constexpr,
     BK: tl.constexpr,
+    BV: tl.constexpr,
     CHUNK: tl.constexpr,
     SUB: tl.constexpr,
     DOT_SPAN: tl.constexpr,
@@ -456,34 +390,25 @@ def _local_backward_kernel(
     GATE: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
-    STAGES: tl.constexpr = 15,
-    BKS: tl.constexpr = 32,
-    BVS: tl.constexpr = 32,
+    STAGES: tl.constexpr = 7,
 ):
     """One (chunk, value head). With ``GATE`` 1 or 2, ``g`` is the raw gate projection and the
     kernel computes the log decay from it (``a_log``, ``dt_bias``, ``lower_bound``, as the forward
     did), writes the raw projection's gradient to ``dg`` and this chunk's share of those of
-    ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q,
-    k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in the token layout (dq and dk per
-    value head, ``[tokens, HV, K]``); the terms' gradients, the inverse and ``A_kk`` in the chunk
-    layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
+    ``A_log`` and ``dt_bias`` to ``d_rate [chunks, HV]`` and ``d_bias [chunks, HV, K]``. Inputs q, k, v, g, beta and the outputs dq, dk, dv, dg, dbeta are in
+    the token layout (dq and dk per value head, ``[tokens, HV, K]``); the terms' gradients, the
+    inverse and ``A_kk`` in the chunk layout ``[chunks, HV, 64, *]``. Scratch, in the chunk layout:
     ``g_sum`` (the chunk-local cumulative log decay; q and k as the forward used them, normalised
     when asked, are read from the inputs where needed, :func:`_normed`); ``dqg``, ``dkg`` and
     ``dw`` become the accumulators of the gradients of q, k and g once read, and ``scores_kk``
     that of ``A_kk``.
 
-    ``STAGES``: which of the four stages to run, as bits: 1 the UT transform's backward at the
-    chunk's level (``dV``, ``dβ`` and the gradient of ``A_kk``, value and key channels ``BVS`` and
-    ``BKS`` at a time); 2 the decayed terms' backward, each key channel apart
-    (:func:`_key_slice_backward`); 4 the scores' gradients; 8 the cumulative sum's, the gate's and
-    the L2 norm's backward (15: all, one program per (chunk, value head)). Run as four launches in
-    that order, the second has one program per (chunk, value head, slice of ``BKS`` key channels)
-    and the third one per (chunk, value head, 16-row block, slice of ``BKS`` key channels) (its
-    third index: the block, then the slice), each adding to its block's rows and its slice's
-    channels only. The second hands ``G`` to the third in ``g_sum`` and the gradient reaching
-    ``G`` through ``G_L`` to the fourth in ``dg_end`` (``[chunks, HV, 64, K]``). ``norms``
-    (``[chunks, HV, 2, 64]``, with ``USE_QK_L2NORM``): the rows' inverse L2 norms of q, then of
-    k, as the forward stored them."""
+    ``STAGES``: which of the three stages to run, as bits: 1 the inputs as the forward used them,
+    the UT transform and the decayed terms; 2 the scores' gradients; 4 the cumulative sum's, the
+    gate's and the L2 norm's backward (7: all, one program per (chunk, value head)). Run as three
+    launches, the second has one program per (chunk, value head, 16-row block) (its third index),
+    each adding to its block's rows only, and the first hands the gradient reaching ``G`` through
+    ``G_L`` to the third in ``dg_end`` (``[chunks, HV, 64, K]``)."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     n = (end - start).to(tl.int32)
@@ -491,9 +416,10 @@ def _local_backward_kernel(
     block = (i_c * HV + i_hv).to(tl.int64)
     base_k, base_v, base_s = block * CHUNK * K, block * CHUNK * V, block * CHUNK * CHUNK
     rows = tl.arange(0, CHUNK)
-    cols_k = tl.arange(0, BK)
-    mask_k = cols_k < K
+    cols_k, cols_v = tl.arange(0, BK), tl.arange(0, BV)
+    mask_k, mask_v = cols_k < K, cols_v < V
     tile_k = (rows < CHUNK)[:, None] & mask_k[None, :]
+    tile_v = (rows < CHUNK)[:, None] & mask_v[None, :]
     square = rows[:, None] * CHUNK + rows[None, :]  # 32-bit offsets from the chunk's C x C block
     inverse, scores_kk, dscores = inverse + base_s, scores_kk + base_s, dscores + base_s
     strict = rows[:, None] > rows[None, :]
@@ -501,33 +427,32 @@ def _local_backward_kernel(
     g_at = g + start * (HV * K) + i_hv * K
     v_at = v + start * (HV * V) + i_hv * V
     beta_at = beta + start * HV + i_hv
-    q_inv, k_inv = norms, norms  # the rows' inverse L2 norms as the forward stored them, q's then k's
-    if USE_QK_L2NORM:
-        q_inv = norms + block * (2 * CHUNK)
-        k_inv = q_inv + CHUNK
 
     if STAGES & 1:
-        # ---- the UT transform's backward at the chunk's level: dV, dT over value and key slices
+        # ---- the gate as the forward used it, in [-FLOOR, 0], summed over the chunk (q and k
+        # normalised are read again where needed: two bfloat16 tiles instead of two float32 ones)
+        g_clamped = _gate(
+            g_at, rows, rows < n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, HV * K, K, GATE, FLOOR
+        )
+        g_acc = tl.cumsum(g_clamped.to(g_sum.dtype.element_ty), axis=0)
+        _put(g_sum, base_k, rows, cols_k, K, tile_k, g_acc)
+        tl.debug_barrier()
+
+        # ---- the UT transform (loads ordered so that few whole-chunk tiles are live at once)
         b = _widen(tl.load(beta_at + rows * HV, mask=rows < n, other=0.0))
         x_inv = tl.load(inverse + square, mask=rows[:, None] >= rows[None, :], other=0.0)
         transform = x_inv * b[None, :]
-        d_t = tl.zeros([CHUNK, CHUNK], dtype=x_inv.dtype)
-        for v0 in range(0, V, BVS):
-            cols = v0 + tl.arange(0, BVS)
-            mask = cols < V
-            d_u = _tile(dv_new, base_v, rows, cols, V, (rows < CHUNK)[:, None] & mask[None, :])
-            d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
-            _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols, mask, NATIVE_BF16)
-            d_t += tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols, mask)), input_precision=PRECISION)
-        for k0 in range(0, K, BKS):
-            cols = k0 + tl.arange(0, BKS)
-            mask = cols < K
-            g_acc = _cumulative_gate(
-                g_at, rows, n, cols, mask, i_hv, a_log, dt_bias, lower_bound, g_sum, HV, K, GATE, FLOOR
-            )
-            keys_in = _normed(k_at, k_inv, rows, n, H * K, cols, mask, USE_QK_L2NORM) * tl.exp(g_acc)
-            d_w = _tile(dw, base_k, rows, cols, K, (rows < CHUNK)[:, None] & mask[None, :])
-            d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
+        d_u = _tile(dv_new, base_v, rows, cols_v, V, tile_v)
+        d_v = tl.dot(tl.trans(transform), d_u, input_precision=PRECISION)
+        _put_rows(dv + start * (HV * V) + i_hv * V, d_v, rows, rows < n, HV * V, cols_v, mask_v, NATIVE_BF16)
+        d_t = tl.dot(d_u, tl.trans(_token_rows(v_at, rows, n, HV * V, cols_v, mask_v)), input_precision=PRECISION)
+        gamma = tl.exp(g_acc)
+        keys_in = _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
+        d_w = _tile(dw, base_k, rows, cols_k, K, tile_k)
+        d_t += tl.dot(d_w, tl.trans(keys_in), input_precision=PRECISION)
+        d_keys_in = tl.dot(tl.trans(transform), d_w, input_precision=PRECISION)
+        d_g = d_keys_in * keys_in
+        d_keys = d_keys_in * gamma
         d_b = tl.sum(d_t * x_inv, axis=0)
         d_l = -tl.dot(
             tl.dot(tl.trans(x_inv), d_t * b[None, :], input_precision=PRECISION),
@@ -541,44 +466,49 @@ def _local_backward_kernel(
         tl.store(
             dbeta + (start * HV + i_hv) + rows * HV, _stored_as(d_b, dbeta.dtype.element_ty, NATIVE_BF16), mask=rows < n
         )
-        tl.debug_barrier()  # dW is read: the per-key stage turns its buffer into dg's accumulator
 
-    # ---- the decayed terms' backward, each key channel apart
-    if STAGES == 2:  # one slice of BKS key channels per program
-        cols_s = tl.program_id(2) * BKS + tl.arange(0, BKS)
-        _key_slice_backward(
-            q_at, k_at, q_inv, k_inv, g_at, beta_at, inverse, dw, dkg, ddecay, dqg, g_sum, dg_end, a_log, dt_bias,
-            lower_bound, block, i_hv, n, cols_s, cols_s < K, H, HV, K, CHUNK, GATE, FLOOR, PRECISION, USE_QK_L2NORM,
-        )  # fmt: skip
-    elif STAGES & 2:
-        for k0 in range(0, K, BKS):
-            cols_s = k0 + tl.arange(0, BKS)
-            _key_slice_backward(
-                q_at, k_at, q_inv, k_inv, g_at, beta_at, inverse, dw, dkg, ddecay, dqg, g_sum, dg_end, a_log,
-                dt_bias, lower_bound, block, i_hv, n, cols_s, cols_s < K, H, HV, K, CHUNK, GATE, FLOOR, PRECISION,
-                USE_QK_L2NORM,
-            )  # fmt: skip
+        # ---- queries decayed from the chunk start, keys decayed to its end, the chunk's decay
+        # Each buffer of a term's gradient becomes an accumulator as it is read: an element is stored
+        # only from values that depend on its own load, so no other thread can still need the old one.
+        d_query_in = _tile(dqg, base_k, rows, cols_k, K, tile_k)
+        _put(dqg, base_k, rows, cols_k, K, tile_k, d_query_in * gamma)
+        d_g += d_query_in * _normed(q_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * gamma
+        # G_L is the cumulative sum's own last row: summed again in another order it could differ by
+        # rounding (a tree sum on the GPU), and exp(G_L - G) would then miss 1 on the last row
+        g_last = _row(g_acc, CHUNK - 1, CHUNK)
+        decay_out = tl.exp(g_last[None, :] - g_acc)
+        d_keys_out = _tile(dkg, base_k, rows, cols_k, K, tile_k)
+        d_keys += d_keys_out * decay_out
+        # exp(G_L - G_r) reaches g_s for r < s <= L: an exclusive prefix sum over rows (summing it as
+        # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
+        through_end = d_keys_out * _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
+        d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
+        d_decay = tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0)
+        d_g_end += (d_decay * tl.exp(g_last))[None, :]
+        _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
+        _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
+        if not (STAGES & 4):  # the last stage runs as a launch of its own
+            _put(dg_end, base_k, rows, cols_k, K, tile_k, d_g_end)
         tl.debug_barrier()
 
     # ---- the scores' gradients, block by block of 16 rows
-    if STAGES == 4:  # one (row block, slice of BKS key channels) per program
-        blocks: tl.constexpr = CHUNK // SUB
-        cols_s = (tl.program_id(2) // blocks) * BKS + tl.arange(0, BKS)
+    if STAGES == 2:  # one row block per program
         _scores_grads_of_block(
-            q_at, k_at, q_inv, k_inv, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_s, cols_s < K,
-            tl.program_id(2) % blocks, K, BKS, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
+            q_at, k_at, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, tl.program_id(2),
+            K, BK, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
         )  # fmt: skip
-    elif STAGES & 4:
+    elif STAGES & 2:
         for b in tl.static_range(CHUNK // SUB):
             _scores_grads_of_block(
-                q_at, k_at, q_inv, k_inv, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
+                q_at, k_at, g_sum, dscores, scores_kk, dqg, dkg, dw, base_k, cols_k, mask_k, b,
                 K, BK, CHUNK, SUB, DOT_SPAN, PRECISION, n, H * K, USE_QK_L2NORM,
             )  # fmt: skip
             tl.debug_barrier()
 
-    if STAGES & 8:
+    if STAGES & 4:
         # ---- G is the cumulative sum of g, G_L the sum over the chunk; the clamp of g, the L2 norm
-        d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
+        if not (STAGES & 1):
+            d_g_end = _tile(dg_end, base_k, rows, cols_k, K, tile_k)
         d_g = tl.cumsum(_tile(dw, base_k, rows, cols_k, K, tile_k), axis=0, reverse=True) + d_g_end
         d_g = _gate_backward(
             d_g, g_at, rows, n, cols_k, mask_k, i_hv, a_log, dt_bias, lower_bound, d_rate, d_bias, block,
@@ -587,8 +517,8 @@ def _local_backward_kernel(
         key_out = start * (HV * K) + i_hv * K
         _put_rows(dg + key_out, d_g, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
         x = _token_rows(q_at, rows, n, H * K, cols_k, mask_k)
-        d_x = _l2_norm_backward(x, q_inv, rows, n, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+        d_x = _l2_norm_backward(x, _tile(dqg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
         _put_rows(dq + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)
         x = _token_rows(k_at, rows, n, H * K, cols_k, mask_k)
-        d_x = _l2_norm_backward(x, k_inv, rows, n, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
+        d_x = _l2_norm_backward(x, _tile(dkg, base_k, rows, cols_k, K, tile_k), USE_QK_L2NORM)
         _put_rows(dk + key_out, d_x, rows, rows < n, HV * K, cols_k, mask_k, NATIVE_BF16)

@@ -65,8 +65,7 @@ def chunk_kda_backward(
     initial_grad: bool,
     precision: str,
     gate: tuple = (None, None, None),
-    local_backward_warps: int | tuple[int, int, int, int] = (8, 4, 4, 4),
-    local_backward_slice: int = 32,
+    local_backward_warps: int | tuple[int, int, int] = (8, 4, 4),
     chunk_grads_launch: tuple[int, int, int] | None = None,
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
@@ -86,14 +85,9 @@ def chunk_kda_backward(
         gate: ``(A_log, dt_bias, lower_bound)`` when g is the raw gate projection that the forward
             turned into the log decay in its kernel (``A_log`` None: g is the log decay).
         local_backward_warps: the chunk-local backward (:mod:`~kdalib.ops.triton.backward_local`)
-            as one launch with that many warps, or as four launches with a warps each (its
-            stages: the UT transform's backward at the chunk's level, one program per chunk and
-            value head; the decayed terms' backward, one per slice of key channels; the scores'
-            gradients, one per 16-row block and slice; the epilogue; NOTES.md, training v5.4).
-        local_backward_slice: the key channels each program of the second and third of those
-            launches takes, and the channels the first multiplies at a time (a power of two of at
-            least 16; at least the head size: whole rows). Narrower slices mean more, smaller
-            programs (NOTES.md, training v5.4).
+            as one launch with that many warps, or as three launches with a warps each (its
+            stages: the UT transform and the decayed terms; the scores' gradients, one program per
+            16-row block; the epilogue; the default, 8, 4 and 4 warps, measured fastest in NOTES.md).
         chunk_grads_launch: ``(value columns per step, warps, pipeline stages)`` of the
             chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
             which walks the value columns in steps of that many (a power of two of at least 16);
@@ -125,10 +119,6 @@ def chunk_kda_backward(
         chunk_grads_launch = chunk_grads_launch_for(K, V)
     grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch, K, V)
     block_k = max(16, triton.next_power_of_2(K))
-    slice_ok = type(local_backward_slice) is int and local_backward_slice >= 16
-    if not (slice_ok and local_backward_slice & (local_backward_slice - 1) == 0):
-        raise ValueError(f"local_backward_slice: expected a power of two of at least 16, got {local_backward_slice!r}")
-    key_slice = min(block_k, local_backward_slice)
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
     bf16_inputs = all(x.dtype == torch.bfloat16 for x in (q, k, v))
@@ -153,7 +143,7 @@ def chunk_kda_backward(
         terms_scale, reverse_scale = scale, 1.0
     # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS); the
     # terms alone from the kept scores; the terms unscaled otherwise: the scale reaches them through dO
-    norms = launch_chunk_local(
+    launch_chunk_local(
         inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, terms_scale, gate, use_qk_l2norm,
         precision, as_chunks=True, terms_only=local_scores is not None, norms=norms,
     )  # fmt: skip
@@ -189,33 +179,32 @@ def chunk_kda_backward(
     dq = q.new_empty(B, T, HV, K, dtype=key_grads)
     dk = k.new_empty(B, T, HV, K, dtype=terms if group > 1 else k.dtype)
     dv, dg, dbeta = torch.empty_like(v), torch.empty_like(g), torch.empty_like(beta)
-    # the local backward's scratch (the cumulative gate, the gradient reaching G through G_L) in
-    # the buffers the last two launches have finished with, where they fit
+    # the local backward's scratch (the cumulative gate; with three launches the G_L gradient that
+    # the first hands to the third) in the buffers the last two launches have finished with, where
+    # they fit
     scratch = (chunks, HV, CHUNK, K)
     g_sum = _reuse(u, scratch, terms)
     d_rate = None if A_log is None else q.new_empty(chunks, HV, dtype=terms)
     d_bias = None if dt_bias is None else q.new_empty(chunks, HV, K, dtype=terms)
-    dg_end = _reuse(d_states, scratch, terms)
-    del u, d_states  # their memory holds the scratch
     warps = local_backward_warps
     if isinstance(warps, int):
-        launches = [(15, (chunks, HV), warps)]
-    elif isinstance(warps, tuple) and len(warps) == 4:
-        slices = triton.cdiv(K, key_slice)
-        grids = ((chunks, HV), (chunks, HV, slices), (chunks, HV, CHUNK // SUB * slices), (chunks, HV))
-        launches = list(zip((1, 2, 4, 8), grids, warps))
+        launches, dg_end = [(7, (chunks, HV), warps)], None
+    elif len(warps) == 3:
+        grids = ((chunks, HV), (chunks, HV, CHUNK // SUB), (chunks, HV))
+        launches = list(zip((1, 2, 4), grids, warps))
+        dg_end = _reuse(d_states, scratch, terms)
     else:
-        raise ValueError(f"local_backward_warps: expected a number of warps or four, got {warps!r}")
+        raise ValueError(f"local_backward_warps: expected a number of warps or three, got {warps!r}")
+    del u, d_states  # their memory holds the scratch
     for stages, grid, stage_warps in launches:
         _local_backward_kernel[grid](
             q, k, v, g, beta, A_log, dt_bias, 0.0 if lower_bound is None else float(lower_bound),
             inverse, scores_kk, dw, dv_new, dkg, ddecay, dqg, dscores, g_sum,
-            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, norms, table.ends, table.starts, T, table.nt,
-            H=H, HV=HV, K=K, V=V, BK=block_k, CHUNK=CHUNK, SUB=SUB, DOT_SPAN=DOT_SPAN,
-            FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
+            dq, dk, dv, dg, dbeta, d_rate, d_bias, dg_end, table.ends, table.starts, T, table.nt,
+            H=H, HV=HV, K=K, V=V, BK=block_k, BV=max(16, triton.next_power_of_2(V)), CHUNK=CHUNK, SUB=SUB,
+            DOT_SPAN=DOT_SPAN, FLOOR=FLOAT64_GATE_FLOOR if terms == torch.float64 else GATE_FLOOR,
             IS_VARLEN=table.varlen, USE_QK_L2NORM=use_qk_l2norm, GATE=gate_form(A_log, lower_bound),
-            PRECISION=precision, NATIVE_BF16=native, STAGES=stages, BKS=key_slice,
-            BVS=min(key_slice, max(16, triton.next_power_of_2(V))), num_warps=stage_warps, num_stages=1,
+            PRECISION=precision, NATIVE_BF16=native, STAGES=stages, num_warps=stage_warps, num_stages=1,
         )  # fmt: skip
     if group > 1:
         dq = dq.view(B, T, H, group, K).sum(3)
