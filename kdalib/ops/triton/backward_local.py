@@ -483,8 +483,7 @@ def _local_backward_kernel(
         # "all rows minus rows >= s" would cancel the undecayed last rows against themselves)
         through_end = d_keys_out * _normed(k_at, rows, n, H * K, cols_k, mask_k, USE_QK_L2NORM) * decay_out
         d_g_end = tl.dot(tl.where(strict, 1.0, 0.0).to(through_end.dtype), through_end, input_precision=PRECISION)
-        d_decay = tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0)
-        d_g_end += (d_decay * tl.exp(g_last))[None, :]
+        d_g_end += (tl.load(ddecay + block * K + cols_k, mask=mask_k, other=0.0) * tl.exp(g_last))[None, :]
         _put(dkg, base_k, rows, cols_k, K, tile_k, d_keys)
         _put(dw, base_k, rows, cols_k, K, tile_k, d_g)
         if not (STAGES & 4):  # the last stage runs as a launch of its own

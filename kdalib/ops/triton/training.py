@@ -170,8 +170,8 @@ def chunk_kda_backward(
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
         float(scale), T, table.nt,
-        K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen,
-        PRECISION=precision, num_warps=grads_warps, num_stages=grads_stages,
+        K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
+        num_warps=grads_warps, num_stages=grads_stages,
     )  # fmt: skip
     del w, kg, qg  # the bfloat16 terms (their gradients have buffers of their own) go before the scratch comes
     group = HV // H
