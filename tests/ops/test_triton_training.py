@@ -560,8 +560,8 @@ def test_16_bit_training_of_a_batch_with_shared_key_heads(gate, dtype):
     ids=["mild-bf16", "kimi-A200-bf16", "mild-fp16"],
 )
 def test_bfloat16_key_terms_for_the_reverse_pass(gate, dtype, monkeypatch):
-    """``narrow_key_terms`` (the default): with bfloat16 inputs, W, K_out and Q_in recomputed in
-    bfloat16 and widened where they are read (their gradients in buffers of their own): every
+    """``narrow_key_terms`` (the default): with bfloat16 inputs, W, K_out and Q_in in bfloat16 (kept
+    from the forward) and widened where they are read (their gradients in buffers of their own): every
     gradient stays within the 16-bit bar of float64 autograd and within twice the error of float32
     terms (``narrow_key_terms=False``; their rounding is all that changes). Float16 inputs keep
     the float32 terms (bfloat16 would triple their dv error): the same gradients, bit for bit."""
@@ -575,6 +575,9 @@ def test_bfloat16_key_terms_for_the_reverse_pass(gate, dtype, monkeypatch):
     narrow = _check_16_bit(inputs, scale=32**-0.5)
     backward = training.chunk_kda_backward
     monkeypatch.setattr(training, "chunk_kda_backward", functools.partial(backward, narrow_key_terms=False))
+    # float32 terms are computed again: the forward's bfloat16 ones are not kept for them
+    keep_scores_only = functools.partial(_CHUNK_KDA_TRAINING, keep_terms=False)
+    monkeypatch.setattr(training, "chunk_kda_training", keep_scores_only)
     wide = _check_16_bit(inputs, scale=32**-0.5)
     assert training.reverse_state_launch(16) == (16, 4, 1) and training.reverse_state_launch(128) == (32, 4, 1)
     if dtype == torch.float16:
