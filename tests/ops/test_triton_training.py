@@ -266,14 +266,25 @@ def test_the_chunk_gradients_in_wider_value_steps_give_the_same_gradients():
 
 
 def test_chunk_grads_launch_pipelines_only_the_head_sizes_checked_on_the_gpu():
-    from kdalib.ops.triton.training import PIPELINED_GRADS_HEADS, chunk_grads_launch_for
+    """Each form of the chunk-gradient kernel is pipelined only at the head sizes where its GPU
+    gradients were checked: the form that forms V_new again at (64, 128), (128, 64) and (128, 128)
+    (K = V = 64 miscompiles), the one reading the forward's V_new at (128, 128) alone (it
+    miscompiles at (64, 128) and (128, 64); NOTES.md, training v5.2 and v5.5); asking for stages
+    elsewhere is refused, naming the form."""
+    from kdalib.ops.triton.training import _checked_grads_launch, chunk_grads_launch_for, pipelined_grads_heads
 
-    assert PIPELINED_GRADS_HEADS
-    for K, V in PIPELINED_GRADS_HEADS:
-        assert chunk_grads_launch_for(K, V) == (16, 8, 3)
-    # K = V = 64 miscompiles pipelined (NOTES.md, training v5.2); sizes never checked stay unpipelined
-    for K, V in ((64, 64), (32, 32), (16, 128), (256, 128), (128, 256)):
-        assert chunk_grads_launch_for(K, V) == (16, 8, 1), (K, V)
+    assert pipelined_grads_heads(False) == {(64, 128), (128, 64), (128, 128)}
+    assert pipelined_grads_heads(True) == {(128, 128)}
+    for kept in (False, True):
+        for K, V in pipelined_grads_heads(kept):
+            assert chunk_grads_launch_for(K, V, kept) == (16, 8, 3)
+            assert _checked_grads_launch((16, 8, 3), K, V, kept) == (16, 8, 3)
+        for K, V in ((64, 64), (32, 32), (16, 128), (256, 128), (128, 256)):
+            assert chunk_grads_launch_for(K, V, kept) == (16, 8, 1), (K, V)
+    for K, V in ((64, 128), (128, 64)):
+        assert chunk_grads_launch_for(K, V, True) == (16, 8, 1)
+        with pytest.raises(ValueError, match="chunk_grads_launch: 3 pipeline stages at K = .*reading the forward"):
+            _checked_grads_launch((16, 8, 3), K, V, True)
 
 
 KEPT_CASES = [("logsigmoid", None, False), ("kimi", None, True), (-1000.0, None, True), ("raw", -5.0, True)]

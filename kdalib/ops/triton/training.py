@@ -121,9 +121,10 @@ def chunk_kda_backward(
     HV, V = v.shape[2], v.shape[3]
     terms = compute_dtype(*inputs)
     chunks = table.count
+    kept = local_terms is not None
     if chunk_grads_launch is None:
-        chunk_grads_launch = chunk_grads_launch_for(K, V)
-    grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch, K, V)
+        chunk_grads_launch = chunk_grads_launch_for(K, V, kept)
+    grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch, K, V, kept)
     block_k = max(16, triton.next_power_of_2(K))
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
@@ -157,7 +158,6 @@ def chunk_kda_backward(
             inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, terms_scale, gate, use_qk_l2norm,
             precision, as_chunks=True, terms_only=local_scores is not None, norms=norms,
         )  # fmt: skip
-    kept = local_terms is not None
     native = not interpreting()
     d_out = v.new_zeros(v.shape) if d_out is None else d_out.contiguous()
     d_final = None if d_final is None else d_final.contiguous()
@@ -243,10 +243,11 @@ def _checked_local_terms(local_terms, local_scores, tokens, chunks, HV, K, V, na
     return local_terms
 
 
-def _checked_grads_launch(launch, K: int, V: int) -> tuple[int, int, int]:
+def _checked_grads_launch(launch, K: int, V: int, kept: bool = False) -> tuple[int, int, int]:
     """``chunk_grads_launch`` as given, or a ValueError naming it: malformed, or pipelined (more than
-    one stage) at a head size outside ``PIPELINED_GRADS_HEADS``, where the GPU's gradients are wrong
-    or were never checked."""
+    one stage) at a head size outside :func:`pipelined_grads_heads` (of the kernel's form, ``kept``
+    for the one that reads the forward's ``V_new``), where the GPU's gradients are wrong or were
+    never checked."""
     ok = isinstance(launch, tuple) and len(launch) == 3 and all(type(x) is int for x in launch)
     if ok:
         columns, warps, stages = launch
@@ -256,11 +257,13 @@ def _checked_grads_launch(launch, K: int, V: int) -> tuple[int, int, int]:
             "chunk_grads_launch: expected (value columns, a power of two >= 16; warps, 1 to 16, a power of two;"
             f" pipeline stages, 1 to 4), got {launch!r}"
         )
-    if launch[2] > 1 and (K, V) not in PIPELINED_GRADS_HEADS:
+    heads = pipelined_grads_heads(kept)
+    if launch[2] > 1 and (K, V) not in heads:
+        form = "reading the forward's V_new" if kept else "forming V_new"
         raise ValueError(
-            f"chunk_grads_launch: {launch[2]} pipeline stages at K = {K}, V = {V}: pipelined only at (K, V) in"
-            f" {sorted(PIPELINED_GRADS_HEADS)}, the head sizes checked on the GPU (at K = V = 64 Triton 3.6"
-            " compiles it wrongly; NOTES.md, training v5.2); use 1 stage"
+            f"chunk_grads_launch: {launch[2]} pipeline stages at K = {K}, V = {V}: the kernel {form} is pipelined"
+            f" only at (K, V) in {sorted(heads)}, the head sizes checked on the GPU (elsewhere Triton 3.6 compiles"
+            " it wrongly or it was never checked; NOTES.md, training v5.2 and v5.5); use 1 stage"
         )
     return launch
 
@@ -271,16 +274,28 @@ def _checked_grads_launch(launch, K: int, V: int) -> tuple[int, int, int]:
 # (NOTES.md, training v5.2), so that size and the ones never checked keep the loop unpipelined.
 PIPELINED_GRADS_HEADS = frozenset({(64, 128), (128, 64), (128, 128)})
 
+# The same for the form that reads the forward's V_new (``KEPT_V_NEW``): on the H100 its pipelined
+# loop came out wrong at (64, 128) and (128, 64) too (dq, dk and dg relative errors 0.50-0.85;
+# NOTES.md, training v5.5), right at (128, 128).
+PIPELINED_KEPT_GRADS_HEADS = frozenset({(128, 128)})
 
-def chunk_grads_launch_for(K: int, V: int) -> tuple[int, int, int]:
+
+def pipelined_grads_heads(kept: bool) -> frozenset[tuple[int, int]]:
+    """The head sizes (K, V) at which the chunk-gradient kernel may be pipelined: those checked on
+    the GPU for its form that reads the forward's ``V_new`` (``kept``) or forms it again."""
+    return PIPELINED_KEPT_GRADS_HEADS if kept else PIPELINED_GRADS_HEADS
+
+
+def chunk_grads_launch_for(K: int, V: int, kept: bool = False) -> tuple[int, int, int]:
     """Value columns per step, warps and pipeline stages of the chunk-gradient kernel
     (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`) at key size K, value size V.
 
-    16 columns at 8 warps; three stages at the head sizes of ``PIPELINED_GRADS_HEADS``, the fastest
+    16 columns at 8 warps; three stages at the head sizes of :func:`pipelined_grads_heads` for the
+    kernel's form (``kept``: it reads the forward's ``V_new``), the fastest
     timed on the H100 (2.86 ms at B2 T16384 H32 K = V = 128 against 3.93 unpipelined, 3.59 with two
     stages and 2.98 with four; NOTES.md, training v5.2), one stage elsewhere.
     """
-    return (16, 8, 3 if (K, V) in PIPELINED_GRADS_HEADS else 1)
+    return (16, 8, 3 if (K, V) in pipelined_grads_heads(kept) else 1)
 
 
 def reverse_state_launch(V: int) -> tuple[int, int, int]:
