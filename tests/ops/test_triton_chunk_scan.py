@@ -220,20 +220,22 @@ def test_training_path_in_bfloat16_runs_the_token_layout_backward(monkeypatch):
     assert not calls
 
 
-@pytest.mark.parametrize("keep_scores", [True, False], ids=["scores-kept", "states-only"])
-def test_bfloat16_training_keeps_the_inputs_the_chunk_states_and_the_local_scores(keep_scores, monkeypatch):
+@pytest.mark.parametrize("keep", ["terms", "scores", "states"])
+def test_bfloat16_training_keeps_the_inputs_the_chunk_states_and_the_local_work(keep, monkeypatch):
     """What autograd keeps for the backward of a bfloat16 training call: the inputs as given (the
     caller's own tensors, nothing extra), the state entering every chunk in bfloat16 (K V / 64
     per token and value head) and, by default, the forward's chunk-local scores, inverse and A_kk
-    (three float32 64 x 64 tiles per chunk and value head: 768 bytes per token); with
-    ``keep_scores=False`` the states alone, and the backward computes the scores again."""
+    (three float32 64 x 64 tiles per chunk and value head: 768 bytes per token) and its terms W,
+    K_out, Q_in (bfloat16, 2 K bytes per token each), V_new (float32, 4 V bytes) and exp(G_L)
+    (float32, 4 K per chunk); with ``keep_terms=False`` the states and scores, with
+    ``keep_scores=False`` the states alone, and the backward computes the rest again."""
     import functools
 
     import kdalib.ops.triton.training as training
 
-    if not keep_scores:
-        patched = functools.partial(training.chunk_kda_training, keep_scores=False)
-        monkeypatch.setattr(training, "chunk_kda_training", patched)
+    if keep != "terms":
+        kept = dict(keep_scores=keep == "scores", keep_terms=False)
+        monkeypatch.setattr(training, "chunk_kda_training", functools.partial(training.chunk_kda_training, **kept))
     key_dim = value_dim = 128
     inputs = _problem(torch.bfloat16, batch=1, tokens=128, heads=1, key_dim=key_dim, value_dim=value_dim)
     inputs = {name: x.requires_grad_(True) for name, x in inputs.items() if name != "initial_state"}
@@ -244,10 +246,18 @@ def test_bfloat16_training_keeps_the_inputs_the_chunk_states_and_the_local_score
         saved.pop(x.untyped_storage().data_ptr(), None)
     states = [x for x in saved.values() if x.dtype == torch.bfloat16 and x.shape[-2:] == (key_dim, value_dim)]
     scores = [x for x in saved.values() if x.dtype == torch.float32 and x.shape[-2:] == (64, 64)]
-    assert len(states) == 1 and len(scores) == (3 if keep_scores else 0)
-    assert len(saved) == len(states) + len(scores)  # nothing else: no norms without the in-kernel L2 norm
+    key_terms = [x for x in saved.values() if x.dtype == torch.bfloat16 and x.shape == (128, 1, key_dim)]
+    value_terms = [x for x in saved.values() if x.dtype == torch.float32 and x.shape == (128, 1, value_dim)]
+    decay = [x for x in saved.values() if x.dtype == torch.float32 and x.shape == (2, 1, key_dim)]
+    kept_terms = keep == "terms"
+    assert len(states) == 1 and len(scores) == (0 if keep == "states" else 3)
+    assert (len(key_terms), len(value_terms), len(decay)) == ((3, 1, 1) if kept_terms else (0, 0, 0))
+    # nothing else: no norms without the in-kernel L2 norm
+    assert len(saved) == len(states) + len(scores) + len(key_terms) + len(value_terms) + len(decay)
     per_token = sum(x.untyped_storage().nbytes() for x in saved.values()) / o.shape[1]
-    assert per_token == 2 * key_dim * value_dim / 64 + (3 * 4 * 64 if keep_scores else 0)
+    expected = 2 * key_dim * value_dim / 64 + (0 if keep == "states" else 3 * 4 * 64)
+    expected += (3 * 2 * key_dim + 4 * value_dim + 4 * key_dim / 64) if kept_terms else 0
+    assert per_token == expected
     assert o.dtype == torch.bfloat16
 
 

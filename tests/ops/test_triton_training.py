@@ -266,14 +266,25 @@ def test_the_chunk_gradients_in_wider_value_steps_give_the_same_gradients():
 
 
 def test_chunk_grads_launch_pipelines_only_the_head_sizes_checked_on_the_gpu():
-    from kdalib.ops.triton.training import PIPELINED_GRADS_HEADS, chunk_grads_launch_for
+    """Each form of the chunk-gradient kernel is pipelined only at the head sizes where its GPU
+    gradients were checked: the form that forms V_new again at (64, 128), (128, 64) and (128, 128)
+    (K = V = 64 miscompiles), the one reading the forward's V_new at (128, 128) alone (it
+    miscompiles at (64, 128) and (128, 64); NOTES.md, training v5.2 and v5.5); asking for stages
+    elsewhere is refused, naming the form."""
+    from kdalib.ops.triton.training import _checked_grads_launch, chunk_grads_launch_for, pipelined_grads_heads
 
-    assert PIPELINED_GRADS_HEADS
-    for K, V in PIPELINED_GRADS_HEADS:
-        assert chunk_grads_launch_for(K, V) == (16, 8, 3)
-    # K = V = 64 miscompiles pipelined (NOTES.md, training v5.2); sizes never checked stay unpipelined
-    for K, V in ((64, 64), (32, 32), (16, 128), (256, 128), (128, 256)):
-        assert chunk_grads_launch_for(K, V) == (16, 8, 1), (K, V)
+    assert pipelined_grads_heads(False) == {(64, 128), (128, 64), (128, 128)}
+    assert pipelined_grads_heads(True) == {(128, 128)}
+    for kept in (False, True):
+        for K, V in pipelined_grads_heads(kept):
+            assert chunk_grads_launch_for(K, V, kept) == (16, 8, 3)
+            assert _checked_grads_launch((16, 8, 3), K, V, kept) == (16, 8, 3)
+        for K, V in ((64, 64), (32, 32), (16, 128), (256, 128), (128, 256)):
+            assert chunk_grads_launch_for(K, V, kept) == (16, 8, 1), (K, V)
+    for K, V in ((64, 128), (128, 64)):
+        assert chunk_grads_launch_for(K, V, True) == (16, 8, 1)
+        with pytest.raises(ValueError, match="chunk_grads_launch: 3 pipeline stages at K = .*reading the forward"):
+            _checked_grads_launch((16, 8, 3), K, V, True)
 
 
 KEPT_CASES = [("logsigmoid", None, False), ("kimi", None, True), (-1000.0, None, True), ("raw", -5.0, True)]
@@ -356,18 +367,55 @@ def test_kept_scores_of_the_wrong_shape_or_dtype_are_refused():
         triton_chunk_kda(*tensors, 0.5, keep_local_scores=True)
 
 
-def _bf16_training(keep_scores, monkeypatch, gate="kimi", retain=False, reference=False):
+def test_kept_terms_that_do_not_fit_are_refused():
+    """``local_terms`` only with kept scores and bfloat16 terms, each tensor as the forward keeps it;
+    ``keep_local_terms`` only with kept scores and 16-bit inputs. Refused before anything runs."""
+    inputs = kernel_inputs(torch.bfloat16, DEVICE, batch=1, tokens=70, heads=1, value_heads=2, key_dim=32, value_dim=16)
+    tensors = tuple(inputs[name].contiguous() for name in ("q", "k", "v", "g", "beta"))
+    table = ChunkTable.of(1, 70, None)
+    _, _, states, scores, terms = triton_chunk_kda(
+        *tensors, 0.5, keep_chunk_states=True, keep_local_scores=True, keep_local_terms=True
+    )
+    w, kg, qg, v_new, decay = terms
+    assert w.shape == kg.shape == qg.shape == (70, 2, 32) and w.dtype == torch.bfloat16
+    assert v_new.shape == (70, 2, 16) and v_new.dtype == decay.dtype == torch.float32 and decay.shape == (2, 2, 32)
+    bad = [
+        (None, terms, "only with local_scores"),
+        (scores, terms[:4], "expected"),
+        (scores, (w.float(), kg, qg, v_new, decay), "W must be"),
+        (scores, (w, kg, qg[:-1], v_new, decay), "Q_in must be"),
+        (scores, (w, kg, qg, v_new.to(torch.bfloat16), decay), "V_new must be"),
+    ]
+    for kept_scores, kept_terms, message in bad:
+        with pytest.raises(ValueError, match=f"local_terms: .*{message}"):
+            chunk_kda_backward(
+                tensors, states, None, None, table, 0.5, None, False, False, "tf32", (None, None, None),
+                local_scores=kept_scores, local_terms=kept_terms,
+            )  # fmt: skip
+    with pytest.raises(ValueError, match="local_terms: only with bfloat16"):
+        chunk_kda_backward(
+            tensors, states, None, None, table, 0.5, None, False, False, "tf32", (None, None, None),
+            narrow_key_terms=False, local_scores=scores, local_terms=terms,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="keep_local_terms"):
+        triton_chunk_kda(*tensors, 0.5, keep_chunk_states=True, keep_local_terms=True)
+    wide = tuple(x.float() for x in tensors)
+    with pytest.raises(ValueError, match="keep_local_terms"):
+        triton_chunk_kda(*wide, 0.5, keep_chunk_states=True, keep_local_scores=True, keep_local_terms=True)
+
+
+def _bf16_training(keep, monkeypatch, gate="kimi", retain=False, reference=False):
     """Gradients of chunk_kda's 16-bit training route (B2 T130, GVA, the in-kernel L2 norm), with
-    the forward's scores kept for the backward or not, and which chunk-local launches the backward
-    ran (``terms_only`` of each); ``reference``: float64 autograd of the token loop instead."""
+    what the forward keeps for the backward (``keep``: "states", "scores" or "terms"; None:
+    chunk_kda's default), and which chunk-local launches the backward ran (``terms_only`` of each);
+    ``reference``: float64 autograd of the token loop instead."""
     import functools
 
     import kdalib.ops.triton.training as training
 
-    if keep_scores is not None:  # None: chunk_kda's default
-        monkeypatch.setattr(
-            training, "chunk_kda_training", functools.partial(_CHUNK_KDA_TRAINING, keep_scores=keep_scores)
-        )
+    if keep is not None:
+        kept = dict(keep_scores=keep != "states", keep_terms=keep == "terms")
+        monkeypatch.setattr(training, "chunk_kda_training", functools.partial(_CHUNK_KDA_TRAINING, **kept))
     launches = []
     monkeypatch.setattr(
         training,
@@ -394,22 +442,27 @@ def _bf16_training(keep_scores, monkeypatch, gate="kimi", retain=False, referenc
 
 
 @pytest.mark.parametrize("gate", ["logsigmoid", "kimi"], ids=["mild", "kimi-A200"])
-def test_16_bit_training_with_the_forwards_scores_kept(gate, monkeypatch):
-    """``chunk_kda_training(keep_scores=True)``, chunk_kda's default: the same output bit for bit, a backward that
-    computes only the terms again, and gradients as close to float64 autograd as the recomputing
-    route's (they differ by bfloat16 roundings: Q_in is stored with the scale in it); a second
-    backward (``retain_graph``) computes everything again and gives the recomputing route's
-    gradients bit for bit (the first turned the kept scores into gradients)."""
-    _, (reference,), _ = _bf16_training(False, monkeypatch, gate, reference=True)
-    o, (recomputed,), launches = _bf16_training(False, monkeypatch, gate)
+@pytest.mark.parametrize("keep", ["scores", "terms"])
+def test_16_bit_training_with_the_forwards_work_kept(gate, keep, monkeypatch):
+    """``chunk_kda_training(keep_scores=True)`` and, chunk_kda's default, ``keep_terms=True`` as
+    well: the same output bit for bit, a backward that computes only the terms again (kept scores)
+    or nothing chunk-local (kept terms), and gradients as close to float64 autograd as the
+    recomputing route's (they differ by bfloat16 roundings: Q_in is stored with the scale in it,
+    and kept, V_new comes from the forward's float32 state instead of the kept bfloat16 one); a
+    second backward (``retain_graph``) computes everything again and gives the recomputing route's
+    gradients bit for bit (the first turned what was kept into gradients)."""
+    _, (reference,), _ = _bf16_training("states", monkeypatch, gate, reference=True)
+    o, (recomputed,), launches = _bf16_training("states", monkeypatch, gate)
     assert launches == [False]
-    o_kept, (first, second), launches = _bf16_training(True, monkeypatch, gate, retain=True)
-    assert launches == [True, False]
+    o_kept, (first, second), launches = _bf16_training(keep, monkeypatch, gate, retain=True)
+    assert launches == ([True] if keep == "scores" else []) + [False]
     assert torch.equal(o_kept, o)
-    _, (default,), launches = _bf16_training(None, monkeypatch, gate)
-    assert launches == [True]  # chunk_kda keeps them by default
+    if keep == "terms":
+        _, (default,), launches = _bf16_training(None, monkeypatch, gate)
+        assert launches == []  # chunk_kda keeps the terms by default
     for name, grad in recomputed.items():
-        assert torch.equal(default[name], first[name]), name
+        if keep == "terms":
+            assert torch.equal(default[name], first[name]), name
         error, recomputed_error = rel_rms(first[name], reference[name]), rel_rms(grad, reference[name])
         assert error < HALF_TOLERANCE and error < 1.5 * recomputed_error, (name, error, recomputed_error)
         assert torch.equal(second[name], grad), name
@@ -518,8 +571,8 @@ def test_16_bit_training_of_a_batch_with_shared_key_heads(gate, dtype):
     ids=["mild-bf16", "kimi-A200-bf16", "mild-fp16"],
 )
 def test_bfloat16_key_terms_for_the_reverse_pass(gate, dtype, monkeypatch):
-    """``narrow_key_terms`` (the default): with bfloat16 inputs, W, K_out and Q_in recomputed in
-    bfloat16 and widened where they are read (their gradients in buffers of their own): every
+    """``narrow_key_terms`` (the default): with bfloat16 inputs, W, K_out and Q_in in bfloat16 (kept
+    from the forward) and widened where they are read (their gradients in buffers of their own): every
     gradient stays within the 16-bit bar of float64 autograd and within twice the error of float32
     terms (``narrow_key_terms=False``; their rounding is all that changes). Float16 inputs keep
     the float32 terms (bfloat16 would triple their dv error): the same gradients, bit for bit."""
@@ -533,6 +586,9 @@ def test_bfloat16_key_terms_for_the_reverse_pass(gate, dtype, monkeypatch):
     narrow = _check_16_bit(inputs, scale=32**-0.5)
     backward = training.chunk_kda_backward
     monkeypatch.setattr(training, "chunk_kda_backward", functools.partial(backward, narrow_key_terms=False))
+    # float32 terms are computed again: the forward's bfloat16 ones are not kept for them
+    keep_scores_only = functools.partial(_CHUNK_KDA_TRAINING, keep_terms=False)
+    monkeypatch.setattr(training, "chunk_kda_training", keep_scores_only)
     wide = _check_16_bit(inputs, scale=32**-0.5)
     assert training.reverse_state_launch(16) == (16, 4, 1) and training.reverse_state_launch(128) == (32, 4, 1)
     if dtype == torch.float16:

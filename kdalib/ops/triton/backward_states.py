@@ -18,6 +18,10 @@ value head, all value columns, no atomics), with ``V_new = U - W S`` from the ke
 
     dW = -dV_new Sᵀ,   dQ_in = dO_s Sᵀ,   dK_out = V_new dS'ᵀ,
     dA = dO_s V_newᵀ (causal part),   d exp(G_L) = Σ_v S ⊙ dS'
+
+When the forward kept its own terms (``TOKEN_TERMS``, ``KEPT_V_NEW``), both kernels read them in
+the token layout ``[tokens, HV, *]`` instead, and ``V_new`` is the one the forward's state pass
+formed from its float32 state, not formed again from the bfloat16 kept one.
 """
 
 from __future__ import annotations
@@ -53,16 +57,19 @@ def _states_backward_kernel(
     IS_VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
     NATIVE_BF16: tl.constexpr,
+    TOKEN_TERMS: tl.constexpr = False,
 ):
     """One (value block, sequence and value head): walks the sequence's chunks backwards carrying
     ``dS`` (starting from ``d_final`` or zeros), stores ``dS'`` per chunk in ``d_states``' dtype
-    and ``dV_new``, and writes ``dS`` before the first chunk to ``d_initial`` (when given)."""
+    and ``dV_new``, and writes ``dS`` before the first chunk to ``d_initial`` (when given).
+    ``TOKEN_TERMS``: ``W``, ``K_out`` and ``Q_in`` are in the token layout ``[tokens, HV, K]``, as
+    the forward kept them, instead of the chunk layout."""
     i_nh, i_hv, bos, eos, first, rows, cols_k, cols_v, mk, mv, tile, state_offsets = _sequence_program(
         cu_seqlens, chunk_offsets, T, K, V, HV, BK, BV, IS_VARLEN, CHUNK
     )
     rows_k = (rows < CHUNK)[:, None] & mk[None, :]
     rows_v = (rows < CHUNK)[:, None] & mv[None, :]
-    key_rows = rows[:, None] * K + cols_k[None, :]
+    key_tile = rows[:, None] * (HV * K if TOKEN_TERMS else K) + cols_k[None, :]
     value_rows = rows[:, None] * V + cols_v[None, :]
     causal = rows[:, None] >= rows[None, :]
     compute = decay.dtype.element_ty  # float32, or float64 in the float64 tests
@@ -88,13 +95,19 @@ def _states_backward_kernel(
         )
         d_out = d_out.to(compute) * scale
         a_c = tl.load(scores + block * CHUNK * CHUNK + rows[:, None] * CHUNK + rows[None, :], mask=causal, other=0.0)
-        k_c = _widen(tl.load(kg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)).to(compute)
+        if TOKEN_TERMS:  # the chunk's first token; offsets from it are 32-bit
+            key_at = t0 * (HV * K) + i_hv * K
+            key_mask = m[:, None] & mk[None, :]
+        else:
+            key_at = block * CHUNK * K
+            key_mask = rows_k
+        k_c = _widen(tl.load(kg + key_at + key_tile, mask=key_mask, other=0.0)).to(compute)
         d_v_new = tl.dot(tl.trans(a_c), d_out, input_precision=PRECISION) + tl.dot(
             k_c, d_state, input_precision=PRECISION
         )
         tl.store(dv_new + block * CHUNK * V + value_rows, d_v_new, mask=rows_v)
-        q_c = _widen(tl.load(qg + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)).to(compute)
-        w_c = _widen(tl.load(w + block * CHUNK * K + key_rows, mask=rows_k, other=0.0)).to(compute)
+        q_c = _widen(tl.load(qg + key_at + key_tile, mask=key_mask, other=0.0)).to(compute)
+        w_c = _widen(tl.load(w + key_at + key_tile, mask=key_mask, other=0.0)).to(compute)
         d = tl.load(decay + block * K + cols_k, mask=mk, other=0.0)
         d_state = (
             d_state * d[:, None]
@@ -109,13 +122,15 @@ def _states_backward_kernel(
 def _chunk_grads_of_block(
     w_c, u, states, d_states, do, dv_new, block, i_hv, start, rows, m, cols_k, mk, scale,
     V: tl.constexpr, HV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, CHUNK: tl.constexpr,
-    PRECISION: tl.constexpr, K: tl.constexpr,
+    PRECISION: tl.constexpr, K: tl.constexpr, KEPT_V_NEW: tl.constexpr = False,
 ):  # fmt: skip
     """The gradients of ``Q_in``, ``W``, ``K_out``, ``A`` (all of it, the caller keeps the causal
     part) and ``exp(G_L)`` of one (chunk, value head) (the module docstring), walking the value
     columns ``BV`` at a time: ``w_c`` is the chunk's ``W`` in the compute dtype, ``block`` the
     (chunk, value head) index, ``start`` the chunk's first token, ``m`` its rows inside the
-    sequence. Returns ``(dQ_in, dW, dK_out, dA, d exp(G_L))``."""
+    sequence. ``KEPT_V_NEW``: ``u`` holds ``V_new`` in the token layout ``[tokens, HV, V]`` as
+    the forward's state pass wrote it (``w_c`` is then not read), instead of ``U`` in the chunk
+    layout. Returns ``(dQ_in, dW, dK_out, dA, d exp(G_L))``."""
     value_at, state_at = block * CHUNK * V, block * K * V
     d_qg = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
     d_w = tl.zeros([CHUNK, BK], dtype=w_c.dtype)
@@ -138,9 +153,16 @@ def _chunk_grads_of_block(
         d_out = _widen(d_out).to(w_c.dtype) * scale
         value_rows = rows[:, None] * V + cols_v[None, :]
         d_v_new = tl.load(dv_new + value_at + value_rows, mask=rows_v, other=0.0)
-        v_new = tl.load(u + value_at + value_rows, mask=rows_v, other=0.0) - tl.dot(
-            w_c, state, input_precision=PRECISION
-        )
+        if KEPT_V_NEW:
+            v_new = tl.load(
+                u + (start * (HV * V) + i_hv * V) + (rows[:, None] * (HV * V) + cols_v[None, :]),
+                mask=m[:, None] & mv[None, :],
+                other=0.0,
+            ).to(w_c.dtype)
+        else:
+            v_new = tl.load(u + value_at + value_rows, mask=rows_v, other=0.0) - tl.dot(
+                w_c, state, input_precision=PRECISION
+            )
         state_t = tl.trans(state)
         d_qg += tl.dot(d_out, state_t, input_precision=PRECISION)
         d_w -= tl.dot(d_v_new, state_t, input_precision=PRECISION)
@@ -176,9 +198,11 @@ def _chunk_grads_kernel(
     CHUNK: tl.constexpr,
     IS_VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
+    KEPT_V_NEW: tl.constexpr = False,
 ):
     """One (chunk, value head), all value columns: the gradients of ``W``, ``K_out``, ``exp(G_L)``,
-    ``Q_in`` and ``A`` (the module docstring, :func:`_chunk_grads_of_block`), in the chunk layout."""
+    ``Q_in`` and ``A`` (the module docstring, :func:`_chunk_grads_of_block`), in the chunk layout.
+    ``KEPT_V_NEW``: ``u`` is the forward's ``V_new`` in the token layout, and ``w`` is not read."""
     i_c, i_hv = tl.program_id(0), tl.program_id(1)
     start, end = _chunk_bounds(i_c, sequence_end, chunk_start, T, NT, IS_VARLEN, CHUNK)
     block = (i_c * HV + i_hv).to(tl.int64)
@@ -191,10 +215,13 @@ def _chunk_grads_kernel(
     key_at = block * CHUNK * K
     key_rows = rows[:, None] * K + cols_k[None, :]
     compute = dw.dtype.element_ty  # float32, or float64 in the float64 tests
-    w_c = _widen(tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)).to(compute)
+    if KEPT_V_NEW:
+        w_c = tl.zeros([CHUNK, BK], dtype=compute)  # unread: V_new is kept
+    else:
+        w_c = _widen(tl.load(w + key_at + key_rows, mask=rows_k, other=0.0)).to(compute)
     d_qg, d_w, d_kg, d_a, d_decay = _chunk_grads_of_block(
         w_c, u, states, d_states, do, dv_new, block, i_hv, start, rows, m, cols_k, mk, scale,
-        V, HV, BK, BV, CHUNK, PRECISION, K,
+        V, HV, BK, BV, CHUNK, PRECISION, K, KEPT_V_NEW,
     )  # fmt: skip
     causal = rows[:, None] >= rows[None, :]
     tl.store(dqg + key_at + key_rows, d_qg, mask=rows_k)

@@ -251,6 +251,7 @@ def triton_chunk_kda(
     states_dtype: torch.dtype = torch.float32,
     keep_chunk_states: bool = False,
     keep_local_scores: bool = False,
+    keep_local_terms: bool = False,
     chunk_table: ChunkTable | None = None,
 ):
     """Chunked KDA forward with the Triton kernels. Inputs must already be validated.
@@ -292,14 +293,19 @@ def triton_chunk_kda(
             strictly lower ``A_kk`` (each ``[chunks, HV, 64, 64]``, float32) and the rows'
             inverse L2 norms (:func:`launch_chunk_local`), so that the training backward need not
             compute them again.
+        keep_local_terms: with ``keep_local_scores`` and 16-bit inputs (bfloat16 terms), also
+            return ``(W, K_out, Q_in, V_new, exp(G_L))`` as the state pass read and wrote them:
+            ``W``, ``K_out`` and ``Q_in`` (scaled) ``[B * T, HV, K]`` bfloat16, ``V_new = U - W S``
+            ``[B * T, HV, V]`` float32 (the token layout), ``exp(G_L)`` ``[chunks, HV, K]``
+            float32, so that the training backward computes no chunk-local term again.
         chunk_table: the call's :class:`ChunkTable`, when the caller has built it already.
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, HV, V]`` in ``v``'s dtype; ``final_state`` is
         float32 or None; with ``states_every``, also the ``[S, HV, K, V]`` states, sequence-major
         (``S`` = the sum over sequences of ``length // states_every``).
-        With ``keep_chunk_states``, ``(o, final_state, states)``, and the local scores last with
-        ``keep_local_scores``.
+        With ``keep_chunk_states``, ``(o, final_state, states)``, then the local scores with
+        ``keep_local_scores`` and the local terms with ``keep_local_terms``.
     """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
@@ -314,6 +320,8 @@ def triton_chunk_kda(
     precision = float32_precision(torch.float32, precision) if wide else precision or "tf32"
     if keep_local_scores and not keep_chunk_states:
         raise ValueError("keep_local_scores: only with keep_chunk_states (the training path's forward)")
+    if keep_local_terms and (not keep_local_scores or wide or precision == "ieee"):
+        raise ValueError("keep_local_terms: only with keep_local_scores and 16-bit inputs at tf32 (bfloat16 terms)")
     table = ChunkTable.of(B, T, cu_seqlens, offsets) if chunk_table is None else chunk_table
     N, num_chunks = table.sequences, table.count
     block_k = max(16, triton.next_power_of_2(K))
@@ -399,6 +407,7 @@ def triton_chunk_kda(
         num_warps=state_warps,
         num_stages=state_stages,
     )
+    local_terms = (w, kg, qg, v_new, decay) if keep_local_terms else None
     del w, u, kg, decay
     o = torch.empty_like(v)
     output_block = min(128, max(16, triton.next_power_of_2(V)))
@@ -423,6 +432,8 @@ def triton_chunk_kda(
         NATIVE_BF16=not interpreting(),
         num_warps=output_warps,
     )
+    if keep_local_terms:
+        return o, final_state, states, local_scores, local_terms
     if keep_local_scores:
         return o, final_state, states, local_scores
     if keep_chunk_states:

@@ -69,6 +69,7 @@ def chunk_kda_backward(
     chunk_grads_launch: tuple[int, int, int] | None = None,
     narrow_key_terms: bool = True,
     local_scores: tuple | None = None,
+    local_terms: tuple | None = None,
 ):
     """Gradients of the chunked KDA forward, in Triton, from the state entering every chunk.
 
@@ -103,6 +104,11 @@ def chunk_kda_backward(
             (:func:`~kdalib.ops.triton.chunk.triton_chunk_kda` with ``keep_local_scores``): only the
             terms are computed again, and these buffers then hold gradients (the call consumes
             them). None: everything chunk-local is computed again.
+        local_terms: ``(W, K_out, Q_in, V_new, exp(G_L))`` as the forward kept them
+            (:func:`~kdalib.ops.triton.chunk.triton_chunk_kda` with ``keep_local_terms``, the token
+            layout), with ``local_scores`` and bfloat16 terms: no chunk-local term is computed
+            again, and the chunk gradients read ``V_new`` instead of forming ``U - W S`` (the call
+            consumes them too). None: the terms are computed again.
 
     Returns:
         ``(dq, dk, dv, dg, dbeta, d_initial | None, dA_log | None, ddt_bias | None)``: dq and dk
@@ -115,17 +121,21 @@ def chunk_kda_backward(
     HV, V = v.shape[2], v.shape[3]
     terms = compute_dtype(*inputs)
     chunks = table.count
+    kept = local_terms is not None
     if chunk_grads_launch is None:
-        chunk_grads_launch = chunk_grads_launch_for(K, V)
-    grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch, K, V)
+        chunk_grads_launch = chunk_grads_launch_for(K, V, kept)
+    grads_columns, grads_warps, grads_stages = _checked_grads_launch(chunk_grads_launch, K, V, kept)
     block_k = max(16, triton.next_power_of_2(K))
     # the reverse pass's operands W, K_out and Q_in, in bfloat16 with narrow_key_terms and bfloat16
     # inputs (float16 inputs keep float32 terms: bfloat16's rounding would triple their dv error)
     bf16_inputs = all(x.dtype == torch.bfloat16 for x in (q, k, v))
     narrow = torch.bfloat16 if narrow_key_terms and bf16_inputs and precision == "tf32" else terms
-    w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=narrow) for _ in range(3))
-    u = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
-    decay = q.new_empty(chunks, HV, K, dtype=terms)
+    if local_terms is None:
+        w, kg, qg = (q.new_empty(chunks, HV, CHUNK, K, dtype=narrow) for _ in range(3))
+        u = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
+        decay = q.new_empty(chunks, HV, K, dtype=terms)
+    else:
+        w, kg, qg, u, decay = _checked_local_terms(local_terms, local_scores, B * T, chunks, HV, K, V, narrow, terms)
     A_log, dt_bias, lower_bound = gate
     if local_scores is None:
         scores, inverse, scores_kk = (q.new_empty(chunks, HV, CHUNK, CHUNK, dtype=terms) for _ in range(3))
@@ -143,14 +153,15 @@ def chunk_kda_backward(
         terms_scale, reverse_scale = scale, 1.0
     # launched as the forward launches it: the scores, then the inverse and terms (LOCAL_WARPS); the
     # terms alone from the kept scores; the terms unscaled otherwise: the scale reaches them through dO
-    launch_chunk_local(
-        inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, terms_scale, gate, use_qk_l2norm,
-        precision, as_chunks=True, terms_only=local_scores is not None, norms=norms,
-    )  # fmt: skip
+    if local_terms is None:
+        launch_chunk_local(
+            inputs, (w, u, qg, kg, decay, scores, inverse, scores_kk), table, terms_scale, gate, use_qk_l2norm,
+            precision, as_chunks=True, terms_only=local_scores is not None, norms=norms,
+        )  # fmt: skip
     native = not interpreting()
     d_out = v.new_zeros(v.shape) if d_out is None else d_out.contiguous()
     d_final = None if d_final is None else d_final.contiguous()
-    dv_new = torch.empty_like(u)
+    dv_new = q.new_empty(chunks, HV, CHUNK, V, dtype=terms)
     d_states = torch.empty_like(states)
     d_initial = q.new_empty(table.sequences, HV, K, V, dtype=terms) if initial_grad else None
     block_v, reverse_warps, reverse_stages = reverse_state_launch(V)
@@ -158,20 +169,20 @@ def chunk_kda_backward(
         w, kg, qg, scores, decay, d_out, d_final, dv_new, d_states, d_initial, cu_seqlens, table.offsets,
         float(reverse_scale), T,
         K=K, V=V, HV=HV, BK=block_k, BV=block_v, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        NATIVE_BF16=native, num_warps=reverse_warps, num_stages=reverse_stages,
+        NATIVE_BF16=native, TOKEN_TERMS=kept, num_warps=reverse_warps, num_stages=reverse_stages,
     )  # fmt: skip
     # the terms the reverse pass read become their gradients' buffers (those of the gradients' dtype);
     # the chunk-gradient kernel walks all value columns as chunk_grads_launch says
     dscores, ddecay = scores, decay
-    if narrow == terms:
+    if narrow == terms and not kept:
         dw, dkg, dqg = w, kg, qg
     else:
         dw, dkg, dqg = (q.new_empty(chunks, HV, CHUNK, K, dtype=terms) for _ in range(3))
     _chunk_grads_kernel[(chunks, HV)](
         w, u, states, d_states, d_out, dv_new, dw, dkg, ddecay, dqg, dscores, table.ends, table.starts,
         float(scale), T, table.nt,
-        K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen, PRECISION=precision,
-        num_warps=grads_warps, num_stages=grads_stages,
+        K=K, V=V, HV=HV, BK=block_k, BV=grads_columns, CHUNK=CHUNK, IS_VARLEN=table.varlen,
+        PRECISION=precision, KEPT_V_NEW=kept, num_warps=grads_warps, num_stages=grads_stages,
     )  # fmt: skip
     del w, kg, qg  # the bfloat16 terms (their gradients have buffers of their own) go before the scratch comes
     group = HV // H
@@ -214,10 +225,29 @@ def chunk_kda_backward(
     return dq, dk, dv, dg, dbeta, d_initial, d_a_log, d_dt_bias
 
 
-def _checked_grads_launch(launch, K: int, V: int) -> tuple[int, int, int]:
+def _checked_local_terms(local_terms, local_scores, tokens, chunks, HV, K, V, narrow, terms) -> tuple:
+    """``local_terms`` as the forward keeps them, or a ValueError naming what does not fit."""
+    if local_scores is None:
+        raise ValueError("local_terms: only with local_scores (the kept terms carry the scores' scale)")
+    if narrow != torch.bfloat16:
+        raise ValueError("local_terms: only with bfloat16 inputs, tf32 products and narrow_key_terms (bfloat16 terms)")
+    if not isinstance(local_terms, tuple) or len(local_terms) != 5:
+        raise ValueError(f"local_terms: expected (W, K_out, Q_in, V_new, exp(G_L)), got {type(local_terms).__name__}")
+    expected = [
+        ("W", (tokens, HV, K), narrow), ("K_out", (tokens, HV, K), narrow), ("Q_in", (tokens, HV, K), narrow),
+        ("V_new", (tokens, HV, V), terms), ("exp(G_L)", (chunks, HV, K), terms),
+    ]  # fmt: skip
+    for (name, shape, dtype), x in zip(expected, local_terms):
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != dtype or not x.is_contiguous():
+            raise ValueError(f"local_terms: {name} must be a contiguous {dtype} {list(shape)} as the forward kept it")
+    return local_terms
+
+
+def _checked_grads_launch(launch, K: int, V: int, kept: bool = False) -> tuple[int, int, int]:
     """``chunk_grads_launch`` as given, or a ValueError naming it: malformed, or pipelined (more than
-    one stage) at a head size outside ``PIPELINED_GRADS_HEADS``, where the GPU's gradients are wrong
-    or were never checked."""
+    one stage) at a head size outside :func:`pipelined_grads_heads` (of the kernel's form, ``kept``
+    for the one that reads the forward's ``V_new``), where the GPU's gradients are wrong or were
+    never checked."""
     ok = isinstance(launch, tuple) and len(launch) == 3 and all(type(x) is int for x in launch)
     if ok:
         columns, warps, stages = launch
@@ -227,11 +257,13 @@ def _checked_grads_launch(launch, K: int, V: int) -> tuple[int, int, int]:
             "chunk_grads_launch: expected (value columns, a power of two >= 16; warps, 1 to 16, a power of two;"
             f" pipeline stages, 1 to 4), got {launch!r}"
         )
-    if launch[2] > 1 and (K, V) not in PIPELINED_GRADS_HEADS:
+    heads = pipelined_grads_heads(kept)
+    if launch[2] > 1 and (K, V) not in heads:
+        form = "reading the forward's V_new" if kept else "forming V_new"
         raise ValueError(
-            f"chunk_grads_launch: {launch[2]} pipeline stages at K = {K}, V = {V}: pipelined only at (K, V) in"
-            f" {sorted(PIPELINED_GRADS_HEADS)}, the head sizes checked on the GPU (at K = V = 64 Triton 3.6"
-            " compiles it wrongly; NOTES.md, training v5.2); use 1 stage"
+            f"chunk_grads_launch: {launch[2]} pipeline stages at K = {K}, V = {V}: the kernel {form} is pipelined"
+            f" only at (K, V) in {sorted(heads)}, the head sizes checked on the GPU (elsewhere Triton 3.6 compiles"
+            " it wrongly or it was never checked; NOTES.md, training v5.2 and v5.5); use 1 stage"
         )
     return launch
 
@@ -242,16 +274,28 @@ def _checked_grads_launch(launch, K: int, V: int) -> tuple[int, int, int]:
 # (NOTES.md, training v5.2), so that size and the ones never checked keep the loop unpipelined.
 PIPELINED_GRADS_HEADS = frozenset({(64, 128), (128, 64), (128, 128)})
 
+# The same for the form that reads the forward's V_new (``KEPT_V_NEW``): on the H100 its pipelined
+# loop came out wrong at (64, 128) and (128, 64) too (dq, dk and dg relative errors 0.50-0.85;
+# NOTES.md, training v5.5), right at (128, 128).
+PIPELINED_KEPT_GRADS_HEADS = frozenset({(128, 128)})
 
-def chunk_grads_launch_for(K: int, V: int) -> tuple[int, int, int]:
+
+def pipelined_grads_heads(kept: bool) -> frozenset[tuple[int, int]]:
+    """The head sizes (K, V) at which the chunk-gradient kernel may be pipelined: those checked on
+    the GPU for its form that reads the forward's ``V_new`` (``kept``) or forms it again."""
+    return PIPELINED_KEPT_GRADS_HEADS if kept else PIPELINED_GRADS_HEADS
+
+
+def chunk_grads_launch_for(K: int, V: int, kept: bool = False) -> tuple[int, int, int]:
     """Value columns per step, warps and pipeline stages of the chunk-gradient kernel
     (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`) at key size K, value size V.
 
-    16 columns at 8 warps; three stages at the head sizes of ``PIPELINED_GRADS_HEADS``, the fastest
+    16 columns at 8 warps; three stages at the head sizes of :func:`pipelined_grads_heads` for the
+    kernel's form (``kept``: it reads the forward's ``V_new``), the fastest
     timed on the H100 (2.86 ms at B2 T16384 H32 K = V = 128 against 3.93 unpipelined, 3.59 with two
     stages and 2.98 with four; NOTES.md, training v5.2), one stage elsewhere.
     """
-    return (16, 8, 3 if (K, V) in PIPELINED_GRADS_HEADS else 1)
+    return (16, 8, 3 if (K, V) in pipelined_grads_heads(kept) else 1)
 
 
 def reverse_state_launch(V: int) -> tuple[int, int, int]:
@@ -280,26 +324,34 @@ def _reuse(buffer: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, aft
 class _ChunkKDA(torch.autograd.Function):
     """KDA in the token layout: the inference forward, keeping the inputs as given and the state
     entering every chunk (with ``keep_scores``, also the chunk-local scores, the inverse and
-    ``A_kk``), and :func:`chunk_kda_backward`. The kept scores serve the first backward only, which
-    turns them into gradients; a later one (``retain_graph``) computes them again."""
+    ``A_kk``; with ``keep_terms`` too and bfloat16 inputs, the terms ``W``, ``K_out``, ``Q_in``,
+    ``V_new`` and ``exp(G_L)``), and :func:`chunk_kda_backward`. What is kept serves the first
+    backward only, which turns it into gradients and scratch; a later one (``retain_graph``)
+    computes it again."""
 
     @staticmethod
     def forward(
         ctx, q, k, v, g, beta, initial_state, A_log, dt_bias, lower_bound, scale, cu_seqlens, offsets,
-        use_qk_l2norm, final_state, keep_scores,
+        use_qk_l2norm, final_state, keep_scores, keep_terms,
     ):  # fmt: skip
         q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         A_log, dt_bias = (None if x is None else x.contiguous() for x in (A_log, dt_bias))
         table = ChunkTable.of(q.shape[0], q.shape[1], cu_seqlens, offsets)
         # the backward's precision, the forward's too: its kept scores meet the backward's terms
         ctx.precision = "ieee" if torch.float32 in (q.dtype, k.dtype, v.dtype) else "tf32"
+        # the forward's terms are bfloat16, the backward's too only for bfloat16 inputs
+        keep_terms = keep_terms and keep_scores and all(x.dtype == torch.bfloat16 for x in (q, k, v))
         o, final, states, *local = triton_chunk_kda(
             q, k, v, g, beta, scale, initial_state, final_state, use_qk_l2norm, cu_seqlens,
             A_log=A_log, dt_bias=dt_bias, lower_bound=lower_bound, offsets=offsets, keep_chunk_states=True,
-            keep_local_scores=keep_scores, chunk_table=table, precision=ctx.precision,
+            keep_local_scores=keep_scores, keep_local_terms=keep_terms, chunk_table=table, precision=ctx.precision,
         )  # fmt: skip
         scores, inverse, scores_kk, norms = local[0] if keep_scores else (None,) * 4
-        ctx.save_for_backward(q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias, scores, inverse, scores_kk, norms)
+        kept_terms = local[1] if keep_terms else (None,) * 5
+        ctx.save_for_backward(
+            q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias, scores, inverse, scores_kk, norms, *kept_terms
+        )
+        ctx.terms_kept = keep_terms
         ctx.table, ctx.scale, ctx.use_qk_l2norm, ctx.lower_bound = table, scale, use_qk_l2norm, lower_bound
         ctx.scores_unused = keep_scores
         return o, final
@@ -307,18 +359,19 @@ class _ChunkKDA(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, d_final):
         q, k, v, g, beta, states, cu_seqlens, A_log, dt_bias, *local = ctx.saved_tensors
-        local_scores = tuple(local) if ctx.scores_unused else None
+        local_scores = tuple(local[:4]) if ctx.scores_unused else None
+        local_terms = tuple(local[4:]) if ctx.scores_unused and ctx.terms_kept else None
         ctx.scores_unused = False
         grads = chunk_kda_backward(
             (q, k, v, g, beta), states, d_out, d_final, ctx.table, ctx.scale, cu_seqlens,
             ctx.use_qk_l2norm, ctx.needs_input_grad[5], ctx.precision, (A_log, dt_bias, ctx.lower_bound),
-            local_scores=local_scores,
+            local_scores=local_scores, local_terms=local_terms,
         )  # fmt: skip
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None, None)
 
 
 def chunk_kda_training(
-    call: KDACall, gate: tuple = (None, None, None), keep_scores: bool = True
+    call: KDACall, gate: tuple = (None, None, None), keep_scores: bool = True, keep_terms: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`kdalib.ops.chunk_kda` with gradients through :class:`_ChunkKDA` (chunks of 64), on a
     validated call; ``gate``: ``(A_log, dt_bias, lower_bound)`` when ``call.g`` is the raw gate
@@ -327,11 +380,15 @@ def chunk_kda_training(
     per chunk and value head: 768 bytes per token and value head, on top of the 512 of the
     bfloat16 chunk states at K = V = 128), which the backward then does not compute again; a
     step's peak stays the same, since the backward allocated those buffers before (NOTES.md,
-    training v5). ``False`` keeps the states only and computes the scores again."""
+    training v5). ``False`` keeps the states only and computes the scores again. ``keep_terms``
+    (with ``keep_scores`` and bfloat16 inputs): also the forward's ``W``, ``K_out``, ``Q_in``
+    (bfloat16) and ``V_new`` (float32), 1,280 bytes more per token and value head at K = V = 128,
+    so that the backward computes no chunk-local term again (NOTES.md, training v5.5)."""
     sequences = call.shapes.sequences
     return _ChunkKDA.apply(
         call.q, call.k, call.v, call.g, call.beta, call.initial_state, *gate, call.scale, call.shapes.cu_seqlens,
         None if sequences is None else sequences.offsets, call.use_qk_l2norm, call.output_final_state, keep_scores,
+        keep_terms,
     )  # fmt: skip
 
 
