@@ -3,21 +3,23 @@
 
 16-bit inputs run in the token layout of the user's tensors end to end (:class:`_ChunkKDA`):
 
-* forward: the inference forward's three kernels (:func:`kdalib.ops.triton.chunk.triton_chunk_kda`,
+* forward: the inference forward's kernels (:func:`kdalib.ops.triton.chunk.triton_chunk_kda`,
   with the in-kernel L2 norm, GVA and packed sequences), which also hand over the state entering
-  every chunk (bfloat16), and the chunk-local scores, the inverse and ``A_kk`` that it computed.
-  Autograd keeps the inputs as given, those states and those scores (``keep_scores=False``: the
-  inputs and the states only).
-* backward, four launches: the chunk-local terms again from the kept scores, in the chunk layout
-  ``[chunks, HV, 64, *]`` (without them, the scores, the inverse and ``A_kk`` too)
-  (:mod:`~kdalib.ops.triton.prefill_local`);
+  every chunk (bfloat16), the chunk-local scores, the inverse and ``A_kk`` that it computed, and,
+  with bfloat16 inputs, its terms ``W``, ``K_out``, ``Q_in`` (bfloat16), ``V_new`` and
+  ``exp(G_L)`` in the token layout. Autograd keeps the inputs as given, those states, scores and
+  terms (``keep_terms=False``: not the terms; ``keep_scores=False``: the inputs and the states
+  only).
+* backward, three kernels (four without kept terms): with the terms kept, no chunk-local work again;
+  without them, the chunk-local terms again from the kept scores, in the chunk layout
+  ``[chunks, HV, 64, *]`` (without the scores, those too) (:mod:`~kdalib.ops.triton.prefill_local`);
   the reverse pass over chunks, which carries only ``dS``
   (:func:`~kdalib.ops.triton.backward_states._states_backward_kernel`); the chunk-parallel
-  gradients of the terms (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`); the
-  chunk-local backward with the L2 norm's and the gate clamp's backward in its epilogue
-  (:mod:`~kdalib.ops.triton.backward_local`; three launches by default, or one with
-  ``local_backward_warps`` a number). With shared key heads (GVA) one reduction sums dq and dk over the value heads of a
-  group.
+  gradients of the terms (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`, reading
+  the kept ``V_new`` or forming it again); the chunk-local backward with the L2 norm's and the gate
+  clamp's backward in its epilogue (:mod:`~kdalib.ops.triton.backward_local`; three launches by
+  default, or one with ``local_backward_warps`` a number). With shared key heads (GVA) one
+  reduction sums dq and dk over the value heads of a group.
 
 Float32 inputs keep the chunk form's layout (:func:`kdalib.ops.chunk.chunk_rows`), the PyTorch
 chunk-local terms under autograd and the Triton scan with its backward
