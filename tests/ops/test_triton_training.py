@@ -285,6 +285,14 @@ def test_chunk_grads_launch_pipelines_only_the_head_sizes_checked_on_the_gpu():
         assert chunk_grads_launch_for(K, V, True) == (16, 8, 1)
         with pytest.raises(ValueError, match="chunk_grads_launch: 3 pipeline stages at K = .*reading the forward"):
             _checked_grads_launch((16, 8, 3), K, V, True)
+    # the backward asks for the kept form's rule when given the forward's terms, before anything runs
+    keys, values = torch.zeros(1, 1, 1, 64, dtype=torch.bfloat16), torch.zeros(1, 1, 1, 128, dtype=torch.bfloat16)
+    inputs = (keys, keys, values, keys.float(), torch.zeros(1, 1, 1, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="pipeline stages at K = 64, V = 128: the kernel reading the forward's V_new"):
+        chunk_kda_backward(
+            inputs, None, None, None, ChunkTable.of(1, 1, None), 1.0, None, False, False, "tf32",
+            chunk_grads_launch=(16, 8, 3), local_terms=(),
+        )  # fmt: skip
 
 
 KEPT_CASES = [("logsigmoid", None, False), ("kimi", None, True), (-1000.0, None, True), ("raw", -5.0, True)]
