@@ -10,7 +10,7 @@ import pytest
 from sources_fixtures import CARD, REPORT, base_sources, claim, codes, sha
 
 from kdalib.cli import main
-from kdalib.sources import tracker
+from kdalib.sources import commands, tracker
 from kdalib.sources.http import FetchPolicy, SafeClient
 from kdalib.sources.loader import load_document
 from kdalib.sources.manifest import load_manifest
@@ -20,7 +20,10 @@ EDITED_CARD = (
     CARD.replace("| **Total Parameters** | 1T |", "| **Total Parameters** | 1.2T |")
     + "\nModel M now supports 256K context.\n"
 )
-TODAY = dt.datetime.now(dt.UTC).date().isoformat()
+# the day the commands see (kdalib.sources.commands._today, pinned by the tests that store a
+# version): a test that read the clock itself could straddle midnight and disagree with them
+DAY = dt.date(2026, 12, 7)
+TODAY = DAY.isoformat()
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -158,7 +161,8 @@ def _store(ws):
     return SnapshotStore(ws.snapshots)
 
 
-def test_new_version_is_kept_beside_the_old_one_and_claims_can_move_to_it(ws, live, capsys):
+def test_new_version_is_kept_beside_the_old_one_and_claims_can_move_to_it(ws, live, capsys, monkeypatch):
+    monkeypatch.setattr(commands, "_today", lambda: DAY)
     old_card = (ws.snapshots / "card.md").read_bytes()
     code, out = run(capsys, *new_version(ws, "card"))
     dated = f"card.{TODAY}.md"
