@@ -94,9 +94,10 @@ def chunk_kda_backward(
         chunk_grads_launch: ``(value columns per step, warps, pipeline stages)`` of the
             chunk-gradient kernel (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`),
             which walks the value columns in steps of that many (a power of two of at least 16);
-            with more than one stage (only at the head sizes of ``PIPELINED_GRADS_HEADS``), each
-            step's loads are issued while the previous step multiplies. None (the default):
-            :func:`chunk_grads_launch_for` of the head sizes.
+            with more than one stage (only at the head sizes of :func:`pipelined_grads_heads` for
+            the kernel's form: reading the kept ``V_new`` with ``local_terms``, forming it
+            otherwise), each step's loads are issued while the previous step multiplies. None (the
+            default): :func:`chunk_grads_launch_for` of the head sizes and that form.
         narrow_key_terms: with bfloat16 inputs (the default), recompute ``W``, ``K_out`` and
             ``Q_in`` in bfloat16 (the forward's state pass reads them so) and widen them in the
             kernels that read them: the reverse pass over chunks loads half the bytes per step
@@ -245,7 +246,7 @@ def _checked_local_terms(local_terms, local_scores, tokens, chunks, HV, K, V, na
     return local_terms
 
 
-def _checked_grads_launch(launch, K: int, V: int, kept: bool = False) -> tuple[int, int, int]:
+def _checked_grads_launch(launch, K: int, V: int, kept: bool) -> tuple[int, int, int]:
     """``chunk_grads_launch`` as given, or a ValueError naming it: malformed, or pipelined (more than
     one stage) at a head size outside :func:`pipelined_grads_heads` (of the kernel's form, ``kept``
     for the one that reads the forward's ``V_new``), where the GPU's gradients are wrong or were
@@ -288,7 +289,7 @@ def pipelined_grads_heads(kept: bool) -> frozenset[tuple[int, int]]:
     return PIPELINED_KEPT_GRADS_HEADS if kept else PIPELINED_GRADS_HEADS
 
 
-def chunk_grads_launch_for(K: int, V: int, kept: bool = False) -> tuple[int, int, int]:
+def chunk_grads_launch_for(K: int, V: int, kept: bool) -> tuple[int, int, int]:
     """Value columns per step, warps and pipeline stages of the chunk-gradient kernel
     (:func:`~kdalib.ops.triton.backward_states._chunk_grads_kernel`) at key size K, value size V.
 
